@@ -1,0 +1,988 @@
+//! The heartbeat client state machine.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::config::ClientConfig;
+use crate::error::{DecodeError, DisconnectReason};
+use crate::frame::{Frame, FrameDecoder, LegacyBeat, Protocol, VERSION};
+use crate::ids::Seq;
+use crate::time::{Now, UnixTime, fmt_ms};
+use crate::timer::TimerTable;
+
+/// Outstanding heartbeats remembered for RTT matching. Older ones are forgotten (their acks, if
+/// they ever come, give no RTT sample).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// The heartbeat client: a fixed-rate sender that connects, says `HELLO`, sends `BEAT`s on a
+/// drift-free schedule, matches `ACK`s for round-trip times, notices a silent server, and
+/// reconnects with backoff.
+///
+/// # Calling rule
+/// After [`new`](Self::new) and after every `handle_*` call or command, drain
+/// [`poll_output`](Self::poll_output) until it returns `None`, carrying out each output in order,
+/// then read [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout)
+/// once that instant has passed. Calling `handle_timeout` early does nothing.
+///
+/// # Schedule
+/// Heartbeat `k` (sequence number `k + 1`) is due at `start + k * interval`, where `start` is the
+/// first successful connect. Processing time never shifts the schedule. A driver that wakes late
+/// sends only the heartbeat due now and reports the slots it jumped over as
+/// [`Event::Skipped`], as it does for slots that fell in a disconnection: sequence numbers follow
+/// the clock, so the server counts an outage as missed heartbeats of the same client.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use heartbeat_core::{ClientId, Now};
+/// # use heartbeat_core::client::{Client, Output};
+/// # use heartbeat_core::config::ClientConfig;
+/// # fn now() -> Now { unimplemented!() }
+/// let id = ClientId::new("web-01").unwrap();
+/// let config = ClientConfig::new(id, Duration::from_secs(1)).unwrap();
+/// let mut client = Client::new(config, now());
+/// loop {
+///     while let Some(out) = client.poll_output() {
+///         match out {
+///             Output::Connect => { /* open the stream, then handle_connected / handle_connect_failed */ }
+///             Output::Transmit(bytes) => { /* write_all(bytes) */ }
+///             Output::Disconnect { .. } => { /* close the stream */ }
+///             Output::Event(event) => println!("{event}"),
+///         }
+///     }
+///     if client.is_done() { break; }
+///     // sleep until client.poll_timeout(), or read bytes -> client.handle_input(now(), &bytes)
+///     client.handle_timeout(now());
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    config: Arc<ClientConfig>,
+    state: State,
+    /// Schedule origin: the first successful connect.
+    start: Option<Instant>,
+    /// The next slot not yet sent or skipped (slot `k` carries sequence number `k + 1`).
+    next_slot: u64,
+    sent: u64,
+    acked: u64,
+    skipped: u64,
+    in_flight: VecDeque<(Seq, Instant)>,
+    decoder: FrameDecoder,
+    rng: SmallRng,
+    timers: TimerTable<{ Timer::COUNT }>,
+    out: VecDeque<Output>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    /// The next heartbeat slot.
+    Beat = 0,
+    /// Warn that the server is silent.
+    Silence = 1,
+    /// Give up on a silent server.
+    AckTimeout = 2,
+    /// Try to connect again.
+    Reconnect = 3,
+}
+
+impl Timer {
+    const COUNT: usize = 4;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// `Output::Connect` was emitted; waiting for `handle_connected` or `handle_connect_failed`.
+    Connecting { attempt: u32 },
+    /// The stream is up.
+    Connected {
+        attempt: u32,
+        last_heard: Instant,
+        healthy: bool,
+    },
+    /// All `count` heartbeats are sent; waiting for the last ack before saying goodbye.
+    Finishing { last: Seq },
+    /// Waiting before the next connect attempt.
+    Backoff { attempt: u32 },
+    /// Finished; no more outputs.
+    Done(Exit),
+}
+
+/// How a client ended. Drivers map it to the process exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exit {
+    /// Stopped by [`Client::close`].
+    Closed,
+    /// Could not connect, or the connection ended, and reconnecting was not enabled.
+    Failed(Failure),
+    /// Sent the configured number of heartbeats.
+    Finished,
+}
+
+impl Exit {
+    /// True for the exits that are a success (`Closed`, `Finished`).
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+}
+
+/// Why a client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The first connection attempt failed; the driver's error text.
+    #[error("Failed to connect to server: {0}")]
+    Connect(String),
+    /// An established connection ended.
+    #[error("Server may have abruptly closed the connection ({0})")]
+    Lost(DisconnectReason),
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Open a connection to the server, then call `handle_connected` or `handle_connect_failed`.
+    Connect,
+    /// Close the stream after writing every earlier `Transmit`.
+    Disconnect {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Something for the application to log or count.
+    Event(Event),
+    /// Write all of these bytes, in order.
+    Transmit(Vec<u8>),
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An ack matched an outstanding heartbeat. Fires once per ack of a remembered heartbeat.
+    Acked {
+        /// The acknowledged heartbeat.
+        seq: Seq,
+        /// Round-trip time from send to ack, on the monotonic clock.
+        rtt: Duration,
+        /// The server's wall-clock receive time.
+        received: UnixTime,
+    },
+    /// A connect attempt failed. `retry_in` is `None` when the client gives up.
+    ConnectFailed {
+        /// 0 for the first attempt after start or after a lost connection.
+        attempt: u32,
+        /// The driver's error text.
+        reason: String,
+        /// The backoff before the next attempt.
+        retry_in: Option<Duration>,
+    },
+    /// The stream is up (after `handle_connected`).
+    Connected {
+        /// How many attempts failed before this one.
+        attempt: u32,
+    },
+    /// An established connection ended. `retry_in` is `None` when the client gives up.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// The backoff before the next attempt.
+        retry_in: Option<Duration>,
+    },
+    /// All configured heartbeats were sent (and, in v1, acked or timed out); the client ends.
+    Finished {
+        /// Heartbeats written.
+        sent: u64,
+        /// Heartbeats acknowledged.
+        acked: u64,
+    },
+    /// A heartbeat is being sent now (the matching `Transmit` follows).
+    Sent {
+        /// Its sequence number.
+        seq: Seq,
+        /// Its wall-clock stamp.
+        at: UnixTime,
+        /// How late after its slot it went out.
+        late: Duration,
+    },
+    /// No ack or welcome for `silence` while heartbeats were going out. Fires once per silence.
+    ServerSilent {
+        /// Time since the server was last heard.
+        silence: Duration,
+    },
+    /// Slots `first..=last` were not sent: the driver woke late or the client was disconnected.
+    Skipped {
+        /// First skipped sequence number.
+        first: Seq,
+        /// Last skipped sequence number.
+        last: Seq,
+    },
+    /// The server accepted the `HELLO`.
+    Welcomed,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Acked { seq, rtt, received } => {
+                write!(
+                    f,
+                    "ack seq={seq} rtt={} server_time={received}",
+                    fmt_ms(*rtt)
+                )
+            }
+            Self::ConnectFailed {
+                attempt,
+                reason,
+                retry_in,
+            } => {
+                write!(f, "connect failed attempt={attempt} reason={reason:?}")?;
+                retry(f, *retry_in)
+            }
+            Self::Connected { attempt } => write!(f, "connected attempt={attempt}"),
+            Self::Disconnected { reason, retry_in } => {
+                write!(f, "disconnected reason={reason:?}")?;
+                retry(f, *retry_in)
+            }
+            Self::Finished { sent, acked } => write!(f, "finished sent={sent} acked={acked}"),
+            Self::Sent { seq, at, late } => {
+                write!(f, "sent seq={seq} at={at} late={}", fmt_ms(*late))
+            }
+            Self::ServerSilent { silence } => write!(f, "server silent for {}", fmt_ms(*silence)),
+            Self::Skipped { first, last } => write!(f, "skipped seq={first}-{last}"),
+            Self::Welcomed => write!(f, "welcomed"),
+        }
+    }
+}
+
+fn retry(f: &mut fmt::Formatter<'_>, retry_in: Option<Duration>) -> fmt::Result {
+    match retry_in {
+        Some(d) => write!(f, " retry_in={}", fmt_ms(d)),
+        None => write!(f, " giving up"),
+    }
+}
+
+impl Client {
+    /// A client that will connect right away (the first output is [`Output::Connect`]).
+    pub fn new(config: ClientConfig, _now: Now) -> Self {
+        let rng = SmallRng::seed_from_u64(config.rng_seed);
+        let mut client = Self {
+            config: Arc::new(config),
+            state: State::Connecting { attempt: 0 },
+            start: None,
+            next_slot: 0,
+            sent: 0,
+            acked: 0,
+            skipped: 0,
+            in_flight: VecDeque::new(),
+            decoder: FrameDecoder::new(),
+            rng,
+            timers: TimerTable::new(),
+            out: VecDeque::new(),
+        };
+        client.out.push_back(Output::Connect);
+        client
+    }
+
+    // ---- getters ----
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// True once the client has ended; see [`exit`](Self::exit).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    /// True while a stream is up.
+    pub fn is_connected(&self) -> bool {
+        matches!(
+            self.state,
+            State::Connected { .. } | State::Finishing { .. }
+        )
+    }
+
+    /// How the client ended, once it has.
+    pub fn exit(&self) -> Option<&Exit> {
+        match &self.state {
+            State::Done(exit) => Some(exit),
+            _ => None,
+        }
+    }
+
+    /// Heartbeats written so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Heartbeats acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Slots skipped so far (disconnected or late).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The sequence number of the last heartbeat sent.
+    pub fn last_sent(&self) -> Option<Seq> {
+        (self.next_slot > 0 && self.sent > 0).then_some(Seq(self.next_slot))
+    }
+
+    // ---- inputs ----
+
+    /// The connection asked for by [`Output::Connect`] is up.
+    pub fn handle_connected(&mut self, now: Now) {
+        let State::Connecting { attempt } = self.state else {
+            debug_assert!(false, "handle_connected while {:?}", self.state);
+            tracing::error!(state = ?self.state, "handle_connected called while not connecting; ignored");
+            return;
+        };
+        self.decoder.clear();
+        self.in_flight.clear();
+        let healthy = self.config.protocol == Protocol::Legacy;
+        self.state = State::Connected {
+            attempt,
+            last_heard: now.mono,
+            healthy,
+        };
+        self.event(Event::Connected { attempt });
+        if self.config.protocol == Protocol::V1 {
+            let hello = Frame::Hello {
+                version: VERSION,
+                client: self.config.id.clone(),
+                interval: self.config.interval,
+                session: self.config.session,
+            };
+            self.out.push_back(Output::Transmit(hello.to_bytes()));
+            self.arm_silence(now.mono);
+        }
+        if self.start.is_none() {
+            self.start = Some(now.mono);
+        }
+        self.send_due(now);
+    }
+
+    /// The connection asked for by [`Output::Connect`] could not be made; `reason` is the
+    /// driver's error text.
+    pub fn handle_connect_failed(&mut self, now: Now, reason: impl Into<String>) {
+        let State::Connecting { attempt } = self.state else {
+            debug_assert!(false, "handle_connect_failed while {:?}", self.state);
+            tracing::error!(state = ?self.state, "handle_connect_failed called while not connecting; ignored");
+            return;
+        };
+        let reason = reason.into();
+        match self.config.reconnect {
+            Some(backoff) => {
+                let delay = backoff.delay(attempt, &mut self.rng);
+                self.event(Event::ConnectFailed {
+                    attempt,
+                    reason,
+                    retry_in: Some(delay),
+                });
+                self.state = State::Backoff {
+                    attempt: attempt.saturating_add(1),
+                };
+                self.timers.set(Timer::Reconnect as usize, now.mono + delay);
+            }
+            None => {
+                self.event(Event::ConnectFailed {
+                    attempt,
+                    reason: reason.clone(),
+                    retry_in: None,
+                });
+                self.finish(Exit::Failed(Failure::Connect(reason)));
+            }
+        }
+    }
+
+    /// Bytes arrived from the server.
+    pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
+        if !self.is_connected() {
+            tracing::debug!(len = bytes.len(), "input while not connected; ignored");
+            return;
+        }
+        if self.config.protocol == Protocol::Legacy {
+            // The seed's server never writes; anything it sends is ignored, as the seed did.
+            return;
+        }
+        self.decoder.push(bytes);
+        loop {
+            match self.decoder.decode_next() {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => break,
+                Err(e) => {
+                    self.lose(now, DisconnectReason::Protocol(e), true);
+                    break;
+                }
+            }
+            if !self.is_connected() {
+                break;
+            }
+        }
+    }
+
+    /// The server closed the stream, or reading or writing it failed.
+    pub fn handle_eof(&mut self, now: Now) {
+        if self.is_connected() {
+            self.lose(now, DisconnectReason::ClosedByPeer, false);
+        }
+    }
+
+    /// Time passed; call when [`poll_timeout`](Self::poll_timeout) is reached.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self
+            .timers
+            .take_expired(Timer::Reconnect as usize, now.mono)
+        {
+            if let State::Backoff { attempt } = self.state {
+                self.state = State::Connecting { attempt };
+                self.out.push_back(Output::Connect);
+            }
+        }
+        if self
+            .timers
+            .take_expired(Timer::AckTimeout as usize, now.mono)
+        {
+            if let State::Connected { last_heard, .. } = self.state {
+                self.lose(
+                    now,
+                    DisconnectReason::AckTimeout(now.mono - last_heard),
+                    true,
+                );
+            } else if let State::Finishing { .. } = self.state {
+                self.say_goodbye(Exit::Finished);
+            }
+        }
+        if self.timers.take_expired(Timer::Silence as usize, now.mono) {
+            if let State::Connected { last_heard, .. } = self.state {
+                self.event(Event::ServerSilent {
+                    silence: now.mono - last_heard,
+                });
+            }
+        }
+        if self.timers.take_expired(Timer::Beat as usize, now.mono) {
+            self.send_due(now);
+        }
+    }
+
+    // ---- commands ----
+
+    /// Stops the client: says goodbye (v1) and closes. Ends with [`Exit::Closed`].
+    pub fn close(&mut self, _now: Now) {
+        match self.state {
+            State::Done(_) => {}
+            State::Connected { .. } | State::Finishing { .. } => self.say_goodbye(Exit::Closed),
+            State::Connecting { .. } => {
+                // The driver may be mid-connect; tell it to drop whatever it opens.
+                self.out.push_back(Output::Disconnect {
+                    reason: DisconnectReason::Local,
+                });
+                self.finish(Exit::Closed);
+            }
+            State::Backoff { .. } => self.finish(Exit::Closed),
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next thing the driver must do. Drain to `None` after every input or command.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` when no timer runs.
+    ///
+    /// Changes after any `handle_*` call or command.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    // ---- internals ----
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn slot_due(&self, slot: u64) -> Option<Instant> {
+        let start = self.start?;
+        let offset = self
+            .config
+            .interval
+            .checked_mul(u32::try_from(slot).ok()?)?;
+        start.checked_add(offset)
+    }
+
+    /// The slot whose time has come at `now` (the latest with `due <= now`).
+    fn current_slot(&self, now: Instant) -> u64 {
+        let Some(start) = self.start else { return 0 };
+        let elapsed = now.saturating_duration_since(start).as_nanos();
+        u64::try_from(elapsed / self.config.interval.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sends the heartbeat due now, if any, reporting skipped slots, and arms the next slot.
+    fn send_due(&mut self, now: Now) {
+        if !matches!(self.state, State::Connected { .. }) {
+            return;
+        }
+        let current = self.current_slot(now.mono);
+        if current >= self.next_slot {
+            if current > self.next_slot {
+                let (first, last) = (Seq(self.next_slot + 1), Seq(current));
+                self.skipped += current - self.next_slot;
+                self.event(Event::Skipped { first, last });
+            }
+            let seq = Seq(current + 1);
+            let late = self.slot_due(current).map_or(Duration::ZERO, |due| {
+                now.mono.saturating_duration_since(due)
+            });
+            self.next_slot = current + 1;
+            self.sent += 1;
+            self.event(Event::Sent {
+                seq,
+                at: now.unix,
+                late,
+            });
+            let bytes = match self.config.protocol {
+                Protocol::V1 => {
+                    if self.in_flight.len() == MAX_IN_FLIGHT {
+                        self.in_flight.pop_front();
+                    }
+                    self.in_flight.push_back((seq, now.mono));
+                    Frame::Beat {
+                        seq,
+                        sent: now.unix,
+                    }
+                    .to_bytes()
+                }
+                Protocol::Legacy => LegacyBeat {
+                    seq,
+                    sent: now.unix,
+                }
+                .to_bytes(),
+            };
+            self.out.push_back(Output::Transmit(bytes));
+            if self.config.count.is_some_and(|n| self.sent >= n) {
+                self.timers.stop(Timer::Beat as usize);
+                if self.config.protocol == Protocol::V1 {
+                    self.state = State::Finishing { last: seq };
+                    self.timers.stop(Timer::Silence as usize);
+                    self.timers.set(
+                        Timer::AckTimeout as usize,
+                        now.mono + self.config.ack_timeout,
+                    );
+                } else {
+                    self.say_goodbye(Exit::Finished);
+                }
+                return;
+            }
+        }
+        match self.slot_due(self.next_slot) {
+            Some(due) => self.timers.set(Timer::Beat as usize, due),
+            None => self.timers.stop(Timer::Beat as usize),
+        }
+    }
+
+    fn handle_frame(&mut self, now: Now, frame: Frame) {
+        match frame {
+            Frame::Ack { seq, received } => {
+                self.heard(now.mono);
+                while let Some(&(s, sent_at)) = self.in_flight.front() {
+                    if s > seq {
+                        break;
+                    }
+                    self.in_flight.pop_front();
+                    if s == seq {
+                        self.acked += 1;
+                        self.event(Event::Acked {
+                            seq,
+                            rtt: now.mono - sent_at,
+                            received,
+                        });
+                    }
+                }
+                if let State::Finishing { last } = self.state {
+                    if seq >= last {
+                        self.say_goodbye(Exit::Finished);
+                    }
+                }
+            }
+            Frame::Welcome { .. } => {
+                self.heard(now.mono);
+                self.event(Event::Welcomed);
+            }
+            Frame::Error { message } => {
+                self.lose(now, DisconnectReason::ServerError(message), true)
+            }
+            other => {
+                let got = other.command();
+                self.lose(
+                    now,
+                    DisconnectReason::Protocol(DecodeError::Unexpected {
+                        got,
+                        when: "from a server",
+                    }),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// The server was heard from: reset the silence and ack timers.
+    fn heard(&mut self, now: Instant) {
+        if let State::Connected {
+            last_heard,
+            healthy,
+            ..
+        } = &mut self.state
+        {
+            *last_heard = now;
+            *healthy = true;
+        }
+        if matches!(self.state, State::Connected { .. }) {
+            self.arm_silence(now);
+        }
+    }
+
+    fn arm_silence(&mut self, from: Instant) {
+        // Floored at 1 s: a few 10 ms intervals without an ack is ordinary network jitter.
+        let silence =
+            (self.config.interval * self.config.silence_intervals).max(Duration::from_secs(1));
+        if silence < self.config.ack_timeout {
+            self.timers.set(Timer::Silence as usize, from + silence);
+        }
+        self.timers
+            .set(Timer::AckTimeout as usize, from + self.config.ack_timeout);
+    }
+
+    /// The connection is gone or must go: reconnect or fail.
+    fn lose(&mut self, now: Now, reason: DisconnectReason, close_stream: bool) {
+        let attempt = match self.state {
+            // A connection that never proved healthy keeps escalating the backoff.
+            State::Connected {
+                attempt,
+                healthy: false,
+                ..
+            } => attempt.saturating_add(1),
+            _ => 0,
+        };
+        if close_stream {
+            self.out.push_back(Output::Disconnect {
+                reason: reason.clone(),
+            });
+        }
+        self.timers.stop_all();
+        if let State::Finishing { .. } = self.state {
+            self.event(Event::Disconnected {
+                reason,
+                retry_in: None,
+            });
+            self.event(Event::Finished {
+                sent: self.sent,
+                acked: self.acked,
+            });
+            self.state = State::Done(Exit::Finished);
+            return;
+        }
+        match self.config.reconnect {
+            Some(backoff) => {
+                let delay = backoff.delay(attempt, &mut self.rng);
+                self.event(Event::Disconnected {
+                    reason,
+                    retry_in: Some(delay),
+                });
+                self.state = State::Backoff { attempt };
+                self.timers.set(Timer::Reconnect as usize, now.mono + delay);
+            }
+            None => {
+                self.event(Event::Disconnected {
+                    reason: reason.clone(),
+                    retry_in: None,
+                });
+                self.finish(Exit::Failed(Failure::Lost(reason)));
+            }
+        }
+    }
+
+    fn say_goodbye(&mut self, exit: Exit) {
+        if self.config.protocol == Protocol::V1 {
+            self.out.push_back(Output::Transmit(Frame::Bye.to_bytes()));
+        }
+        let reason = if exit == Exit::Finished {
+            DisconnectReason::Finished
+        } else {
+            DisconnectReason::Local
+        };
+        self.out.push_back(Output::Disconnect { reason });
+        if exit == Exit::Finished {
+            self.event(Event::Finished {
+                sent: self.sent,
+                acked: self.acked,
+            });
+        }
+        self.finish(exit);
+    }
+
+    fn finish(&mut self, exit: Exit) {
+        self.timers.stop_all();
+        self.state = State::Done(exit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Backoff;
+    use crate::ids::ClientId;
+
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
+    fn origin() -> Now {
+        Now {
+            mono: Instant::now(),
+            unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
+        }
+    }
+
+    fn config(interval_ms: u64) -> ClientConfig {
+        ClientConfig::new(
+            ClientId::new("c1").unwrap(),
+            Duration::from_millis(interval_ms),
+        )
+        .unwrap()
+    }
+
+    fn drain(c: &mut Client) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn text(outs: &[Output]) -> Vec<String> {
+        outs.iter()
+            .map(|o| match o {
+                Output::Transmit(b) => format!("tx {}", String::from_utf8_lossy(b).trim_end()),
+                Output::Event(e) => format!("ev {e}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connects_says_hello_and_sends_on_a_fixed_grid() {
+        let t0 = origin();
+        let mut c = Client::new(config(100).session(0xab), t0);
+        assert_eq!(drain(&mut c), vec![Output::Connect]);
+        c.handle_connected(t0);
+        assert_eq!(
+            text(&drain(&mut c)),
+            [
+                "ev connected attempt=0",
+                "tx HELLO 1 c1 100 00000000000000ab",
+                "ev sent seq=1 at=1700000000.000000 late=0.000ms",
+                "tx BEAT 1 1700000000.000000",
+            ]
+        );
+        assert_eq!(c.poll_timeout(), Some(t0.mono + Duration::from_millis(100)));
+        // Waking 7 ms late does not shift the next slot.
+        let t = t0.advanced(Duration::from_millis(107));
+        c.handle_timeout(t);
+        assert_eq!(
+            text(&drain(&mut c))[0],
+            "ev sent seq=2 at=1700000000.107000 late=7.000ms"
+        );
+        assert_eq!(c.poll_timeout(), Some(t0.mono + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn early_timeout_does_nothing() {
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_timeout(t0.advanced(Duration::from_millis(99)));
+        assert_eq!(drain(&mut c), vec![]);
+    }
+
+    #[test]
+    fn waking_late_skips_slots_instead_of_bursting() {
+        let t0 = origin();
+        let mut c = Client::new(config(10), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_timeout(t0.advanced(Duration::from_millis(55)));
+        let outs = text(&drain(&mut c));
+        assert_eq!(outs[0], "ev skipped seq=2-5");
+        assert_eq!(outs[1], "ev sent seq=6 at=1700000000.055000 late=5.000ms");
+        assert_eq!(outs.len(), 3);
+        assert_eq!((c.sent(), c.skipped()), (2, 4));
+        assert_eq!(c.poll_timeout(), Some(t0.mono + Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn acks_give_rtt_samples() {
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_input(
+            t0.advanced(Duration::from_millis(3)),
+            b"WELCOME 1\nACK 1 1700000000.001",
+        );
+        assert_eq!(text(&drain(&mut c)), ["ev welcomed"]);
+        c.handle_input(t0.advanced(Duration::from_millis(4)), b"500\n");
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev ack seq=1 rtt=4.000ms server_time=1700000000.001500"]
+        );
+        assert_eq!(c.acked(), 1);
+    }
+
+    #[test]
+    fn silent_server_is_warned_about_then_dropped() {
+        let t0 = origin();
+        let mut c = Client::new(config(1000), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        let mut log = Vec::new();
+        let mut now = t0;
+        while let Some(at) = c.poll_timeout() {
+            now = Now {
+                mono: at,
+                unix: t0.unix.saturating_add(at - t0.mono),
+            };
+            c.handle_timeout(now);
+            log.extend(
+                text(&drain(&mut c))
+                    .into_iter()
+                    .filter(|l| !l.starts_with("tx BEAT")),
+            );
+        }
+        assert_eq!(now.mono - t0.mono, Duration::from_secs(5));
+        assert!(
+            log.contains(&"ev server silent for 3000.000ms".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"Disconnect { reason: AckTimeout(5s) }".to_string()),
+            "{log:?}"
+        );
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
+                Duration::from_secs(5)
+            ))))
+        );
+    }
+
+    #[test]
+    fn reconnect_keeps_sequence_numbers_following_the_clock() {
+        let t0 = origin();
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let mut c = Client::new(config(100).reconnect(Some(backoff)).rng_seed(7), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        c.handle_input(t0, b"WELCOME 1\n");
+        let _ = drain(&mut c);
+        c.handle_eof(t0.advanced(Duration::from_millis(150)));
+        let outs = drain(&mut c);
+        let Some(Output::Event(Event::Disconnected {
+            retry_in: Some(d), ..
+        })) = outs.first()
+        else {
+            panic!("{outs:?}")
+        };
+        assert!(*d >= Duration::from_millis(50) && *d <= Duration::from_millis(100));
+        let at = t0.advanced(Duration::from_millis(150) + *d);
+        c.handle_timeout(at);
+        assert_eq!(drain(&mut c), vec![Output::Connect]);
+        let at = t0.advanced(Duration::from_millis(420));
+        c.handle_connected(at);
+        let outs = text(&drain(&mut c));
+        assert_eq!(outs[2], "ev skipped seq=2-4");
+        assert_eq!(outs[3], "ev sent seq=5 at=1700000000.420000 late=20.000ms");
+    }
+
+    #[test]
+    fn first_connect_failure_without_reconnect_fails_like_the_seed() {
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        let _ = drain(&mut c);
+        c.handle_connect_failed(t0, "Connection refused (os error 111)");
+        let _ = drain(&mut c);
+        let exit = c.exit().unwrap();
+        assert!(!exit.is_success());
+        let Exit::Failed(f) = exit else { panic!() };
+        assert_eq!(
+            f.to_string(),
+            "Failed to connect to server: Connection refused (os error 111)"
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn count_waits_for_the_last_ack_then_says_bye() {
+        let t0 = origin();
+        let mut c = Client::new(config(10).count(Some(2)).unwrap(), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_timeout(t0.advanced(Duration::from_millis(10)));
+        let _ = drain(&mut c);
+        assert!(!c.is_done());
+        c.handle_input(
+            t0.advanced(Duration::from_millis(11)),
+            b"ACK 1 1.0\nACK 2 1.0\n",
+        );
+        let outs = text(&drain(&mut c));
+        assert_eq!(
+            outs[2..],
+            [
+                "tx BYE",
+                "Disconnect { reason: Finished }",
+                "ev finished sent=2 acked=2"
+            ]
+        );
+        assert_eq!(c.exit(), Some(&Exit::Finished));
+    }
+
+    #[test]
+    fn legacy_mode_speaks_the_seed_format_and_ignores_acks() {
+        let t0 = origin();
+        let mut c = Client::new(config(1000).legacy(true).count(Some(1)).unwrap(), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let outs = text(&drain(&mut c));
+        assert_eq!(
+            outs[2],
+            "tx Sequence #1: Sending heartbeat at 1700000000.0000."
+        );
+        assert_eq!(c.exit(), Some(&Exit::Finished));
+    }
+
+    #[test]
+    fn server_error_frame_drops_the_connection() {
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_input(t0, b"ERROR go away\n");
+        let outs = drain(&mut c);
+        assert_eq!(
+            outs[0],
+            Output::Disconnect {
+                reason: DisconnectReason::ServerError("go away".into())
+            }
+        );
+        assert!(c.is_done());
+    }
+}

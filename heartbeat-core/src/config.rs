@@ -1,0 +1,326 @@
+//! Validated configuration for the client and the server.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::error::ConfigError;
+use crate::frame::{MAX_INTERVAL_MS, Protocol};
+use crate::ids::ClientId;
+
+/// Exponential backoff with jitter for reconnect attempts.
+///
+/// Attempt `n` (0-based) waits a delay drawn uniformly from `[d/2, d]`, where
+/// `d = min(max, initial * 2^n)` ("equal jitter"): never less than half the nominal delay, so a
+/// fleet that lost its server at once does not reconnect in lock-step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Checks `0 < initial <= max`.
+    pub fn new(initial: Duration, max: Duration) -> Result<Self, ConfigError> {
+        if initial.is_zero() || max < initial {
+            return Err(ConfigError::Backoff { initial, max });
+        }
+        Ok(Self { initial, max })
+    }
+
+    /// The first nominal delay.
+    pub fn initial(&self) -> Duration {
+        self.initial
+    }
+
+    /// The largest nominal delay.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// The nominal (jitter-free) delay before attempt `attempt`.
+    pub fn nominal(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// The delay before attempt `attempt`, with jitter drawn from `rng`.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let d = self.nominal(attempt);
+        let half = d / 2;
+        let extra = rng.random_range(0..=u64::try_from(half.as_nanos()).unwrap_or(u64::MAX));
+        half + Duration::from_nanos(extra)
+    }
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling up to 10 s.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+fn check_interval(interval: Duration) -> Result<(), ConfigError> {
+    let ms = interval.as_millis();
+    if interval < Duration::from_millis(1)
+        || ms > u128::from(MAX_INTERVAL_MS)
+        || interval.subsec_nanos() % 1_000_000 != 0
+    {
+        return Err(ConfigError::Interval {
+            got: interval,
+            max_ms: MAX_INTERVAL_MS,
+        });
+    }
+    Ok(())
+}
+
+/// Client configuration.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub(crate) id: ClientId,
+    pub(crate) interval: Duration,
+    pub(crate) protocol: Protocol,
+    pub(crate) count: Option<u64>,
+    pub(crate) reconnect: Option<Backoff>,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) silence_intervals: u32,
+    pub(crate) session: u64,
+    pub(crate) rng_seed: u64,
+}
+
+impl ClientConfig {
+    /// A v1 client sending every `interval` (whole milliseconds, 1 ms to 1 day), forever, not
+    /// reconnecting, with an ack timeout of `max(5 * interval, 2 s)`.
+    pub fn new(id: ClientId, interval: Duration) -> Result<Self, ConfigError> {
+        check_interval(interval)?;
+        Ok(Self {
+            id,
+            interval,
+            protocol: Protocol::V1,
+            count: None,
+            reconnect: None,
+            ack_timeout: (interval * 5).max(Duration::from_secs(2)),
+            silence_intervals: 3,
+            session: 0,
+            rng_seed: 0,
+        })
+    }
+
+    /// Speak the seed's legacy text format (no `HELLO`, no acks, so no ack timeout).
+    pub fn legacy(mut self, legacy: bool) -> Self {
+        self.protocol = if legacy {
+            Protocol::Legacy
+        } else {
+            Protocol::V1
+        };
+        self
+    }
+
+    /// Send `count` heartbeats, then say goodbye and finish.
+    pub fn count(mut self, count: Option<u64>) -> Result<Self, ConfigError> {
+        if count == Some(0) {
+            return Err(ConfigError::Zero { name: "count" });
+        }
+        self.count = count;
+        Ok(self)
+    }
+
+    /// Reconnect with this backoff when the connection fails or ends, instead of finishing.
+    pub fn reconnect(mut self, backoff: Option<Backoff>) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// Drop the connection (and reconnect or fail) when no ack came for this long. Must exceed
+    /// the interval.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout <= self.interval {
+            return Err(ConfigError::TimeoutNotAboveInterval {
+                name: "ack timeout",
+                timeout,
+                interval: self.interval,
+            });
+        }
+        self.ack_timeout = timeout;
+        Ok(self)
+    }
+
+    /// Warn once the server has been silent for this many intervals (default 3, and never before
+    /// 1 s).
+    pub fn silence_intervals(mut self, n: u32) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::Zero {
+                name: "silence intervals",
+            });
+        }
+        self.silence_intervals = n;
+        Ok(self)
+    }
+
+    /// The session nonce sent in `HELLO`: pick a fresh random one per process start.
+    pub fn session(mut self, session: u64) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Seed of the RNG used for backoff jitter.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+
+    /// The client's identity.
+    pub fn id(&self) -> &ClientId {
+        &self.id
+    }
+
+    /// The heartbeat interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The wire format.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The ack timeout.
+    pub fn ack_timeout_value(&self) -> Duration {
+        self.ack_timeout
+    }
+
+    /// The reconnect backoff, if reconnecting.
+    pub fn backoff(&self) -> Option<Backoff> {
+        self.reconnect
+    }
+}
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) hello_timeout: Duration,
+    pub(crate) idle_intervals: u32,
+    pub(crate) min_idle_timeout: Duration,
+    pub(crate) legacy_idle_timeout: Duration,
+    pub(crate) burst_gap_intervals: u32,
+    pub(crate) max_missed_ranges: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(10),
+            idle_intervals: 10,
+            min_idle_timeout: Duration::from_secs(5),
+            legacy_idle_timeout: Duration::from_secs(60),
+            burst_gap_intervals: 2,
+            max_missed_ranges: 64,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A connection must identify itself (first bytes of either protocol, and `HELLO` for v1)
+    /// within this time. Default 10 s.
+    pub fn hello_timeout(mut self, d: Duration) -> Result<Self, ConfigError> {
+        if d.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "hello timeout",
+            });
+        }
+        self.hello_timeout = d;
+        Ok(self)
+    }
+
+    /// A live connection silent for `max(n * interval, min)` is presumed dead (half-open) and
+    /// dropped. Defaults 10 and 5 s.
+    pub fn idle_timeout(mut self, n: u32, min: Duration) -> Result<Self, ConfigError> {
+        if n < 2 {
+            return Err(ConfigError::Zero {
+                name: "idle intervals (at least 2)",
+            });
+        }
+        self.idle_intervals = n;
+        self.min_idle_timeout = min;
+        Ok(self)
+    }
+
+    /// Idle timeout of a legacy connection before its interval is known. Default 60 s.
+    pub fn legacy_idle_timeout(mut self, d: Duration) -> Result<Self, ConfigError> {
+        if d.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "legacy idle timeout",
+            });
+        }
+        self.legacy_idle_timeout = d;
+        Ok(self)
+    }
+
+    /// An arrival of several heartbeats after a silence of at least this many intervals is a
+    /// burst (a released firewall, a stalled path). Default 2.
+    pub fn burst_gap_intervals(mut self, n: u32) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::Zero {
+                name: "burst gap intervals",
+            });
+        }
+        self.burst_gap_intervals = n;
+        Ok(self)
+    }
+
+    /// How many missed ranges each client keeps for the report (counts stay exact). Default 64.
+    pub fn max_missed_ranges(mut self, n: usize) -> Self {
+        self.max_missed_ranges = n.max(1);
+        self
+    }
+
+    /// The idle timeout for a connection whose interval is `interval` (declared or estimated).
+    pub fn idle_timeout_for(&self, interval: Option<Duration>) -> Duration {
+        match interval {
+            Some(i) => (i * self.idle_intervals).max(self.min_idle_timeout),
+            None => self.legacy_idle_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    use super::*;
+
+    #[test]
+    fn interval_is_parsed_not_validated() {
+        let id = ClientId::new("a").unwrap();
+        assert!(ClientConfig::new(id.clone(), Duration::ZERO).is_err());
+        assert!(ClientConfig::new(id.clone(), Duration::from_micros(1500)).is_err());
+        assert!(ClientConfig::new(id.clone(), Duration::from_secs(86_401)).is_err());
+        let c = ClientConfig::new(id, Duration::from_millis(10)).unwrap();
+        assert_eq!(c.ack_timeout, Duration::from_secs(2));
+        assert!(c.clone().ack_timeout(Duration::from_millis(10)).is_err());
+        assert!(c.clone().count(Some(0)).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_half() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        assert_eq!(b.nominal(0), Duration::from_millis(100));
+        assert_eq!(b.nominal(3), Duration::from_millis(800));
+        assert_eq!(b.nominal(4), Duration::from_secs(1));
+        assert_eq!(b.nominal(u32::MAX), Duration::from_secs(1));
+        let mut rng = SmallRng::seed_from_u64(1);
+        for attempt in 0..40 {
+            let d = b.delay(attempt, &mut rng);
+            assert!(
+                d >= b.nominal(attempt) / 2 && d <= b.nominal(attempt),
+                "{d:?}"
+            );
+        }
+        assert!(Backoff::new(Duration::ZERO, Duration::from_secs(1)).is_err());
+        assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+    }
+}

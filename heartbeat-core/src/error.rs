@@ -1,0 +1,165 @@
+//! Error types. Faults of the peer are [`DecodeError`]s carried in a [`DisconnectReason`]; they
+//! never make a `handle_*` call fail. Mistakes in configuration are [`ConfigError`]s.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A configuration value was rejected when it was built (parse, don't validate).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A client identity was empty or longer than 64 bytes.
+    #[error("client id must be 1 to 64 bytes long, got {len}")]
+    ClientIdLength {
+        /// The rejected length.
+        len: usize,
+    },
+    /// A client identity had a character outside `A-Z a-z 0-9 . _ - : @ /`.
+    #[error("client id may only contain A-Z a-z 0-9 . _ - : @ /, got {c:?}")]
+    ClientIdChar {
+        /// The first rejected character.
+        c: char,
+    },
+    /// The heartbeat interval was zero or does not fit the wire format.
+    #[error("interval must be between 1 ms and {max_ms} ms, got {got:?}")]
+    Interval {
+        /// The rejected interval.
+        got: Duration,
+        /// The largest interval the wire can carry, in milliseconds.
+        max_ms: u64,
+    },
+    /// A timeout was not longer than the interval it has to outlast.
+    #[error("{name} ({timeout:?}) must be longer than the interval ({interval:?})")]
+    TimeoutNotAboveInterval {
+        /// Which timeout.
+        name: &'static str,
+        /// The rejected timeout.
+        timeout: Duration,
+        /// The interval it must exceed.
+        interval: Duration,
+    },
+    /// A backoff had a zero initial delay or a maximum below its initial delay.
+    #[error("backoff must have 0 < initial ({initial:?}) <= max ({max:?})")]
+    Backoff {
+        /// The initial delay.
+        initial: Duration,
+        /// The maximum delay.
+        max: Duration,
+    },
+    /// A count or multiplier that must be positive was zero.
+    #[error("{name} must be at least 1")]
+    Zero {
+        /// Which value.
+        name: &'static str,
+    },
+    /// A detector parameter was out of its range.
+    #[error("invalid detector parameter {name}: {why}")]
+    Detector {
+        /// The parameter.
+        name: &'static str,
+        /// Why it was rejected.
+        why: &'static str,
+    },
+}
+
+/// Bytes from the network that are not a valid frame. The connection they came on is dropped.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A frame was longer than the protocol allows.
+    #[error("frame longer than {limit} bytes")]
+    TooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A frame was not valid UTF-8.
+    #[error("frame is not valid UTF-8")]
+    NotUtf8,
+    /// A frame held a control character or a byte the text protocol never uses.
+    #[error("frame contains a control character")]
+    ControlChar,
+    /// The first bytes of a connection were neither `HELLO ` nor `Sequence #`.
+    #[error("unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)")]
+    UnknownProtocol,
+    /// A v1 frame started with an unknown command word.
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// A frame had the wrong number of fields.
+    #[error("{command}: expected {expected}")]
+    Arity {
+        /// The command.
+        command: &'static str,
+        /// A description of the expected fields.
+        expected: &'static str,
+    },
+    /// A `HELLO` named a protocol version this side does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(String),
+    /// A sequence number was not a decimal integer in `1..=2^63`.
+    #[error("invalid sequence number {0:?}")]
+    Seq(String),
+    /// A timestamp was not `SECONDS[.FRACTION]` with at most 9 fractional digits, or overflowed.
+    #[error("invalid timestamp {0:?}")]
+    Timestamp(String),
+    /// An interval was not a decimal number of milliseconds in range.
+    #[error("invalid interval {0:?}")]
+    Interval(String),
+    /// A session nonce was not 1 to 16 hexadecimal digits.
+    #[error("invalid session {0:?}")]
+    Session(String),
+    /// A client identity broke the identity rules.
+    #[error("invalid client id: {0}")]
+    ClientId(ConfigError),
+    /// A legacy message did not match `Sequence #<n>: Sending heartbeat at <secs>. `.
+    #[error("malformed legacy heartbeat: {0}")]
+    Legacy(&'static str),
+    /// A frame that is valid but not allowed in the connection's current state.
+    #[error("unexpected {got} {when}")]
+    Unexpected {
+        /// The frame's command word.
+        got: &'static str,
+        /// When it came.
+        when: &'static str,
+    },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The remote side closed the stream (EOF) or the driver saw an I/O error.
+    #[error("closed by peer")]
+    ClosedByPeer,
+    /// The client said `BYE` before closing: a clean goodbye, not a failure.
+    #[error("client said goodbye")]
+    Goodbye,
+    /// Nothing came from the peer for too long; the stream is presumed dead (half-open).
+    #[error("no data for {0:?}")]
+    IdleTimeout(Duration),
+    /// The local application closed it.
+    #[error("closed locally")]
+    Local,
+    /// The peer sent something invalid.
+    #[error("protocol error: {0}")]
+    Protocol(DecodeError),
+    /// A newer connection with the same client identity took over.
+    #[error("superseded by {0}")]
+    Superseded(crate::ConnId),
+    /// The client sent all the heartbeats it was asked to send.
+    #[error("finished")]
+    Finished,
+    /// The server stopped acknowledging (client side).
+    #[error("no ack for {0:?}")]
+    AckTimeout(Duration),
+    /// The server refused the client (client side), with its message.
+    #[error("server error: {0}")]
+    ServerError(String),
+}
+
+impl DisconnectReason {
+    /// True when the peer misbehaved (as opposed to a timeout or a clean close).
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, Self::Protocol(_) | Self::ServerError(_))
+    }
+}

@@ -1,0 +1,809 @@
+//! The wire codec: the v1 line protocol and the seed's legacy text format.
+//!
+//! Both are decoded incrementally from a byte buffer: `decode` returns `Ok(None)` while a frame is
+//! incomplete (h11's `NEED_DATA`) and consumes exactly one frame's bytes when it returns one, so
+//! however the stream is split or coalesced the same frames come out in the same order.
+//! See `PROTOCOL.md` at the repository root for the grammar and examples.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use crate::error::DecodeError;
+use crate::ids::{ClientId, Seq};
+use crate::time::UnixTime;
+
+/// The longest frame accepted, newline included, in either format. Longer input is hostile.
+pub const MAX_FRAME_LEN: usize = 256;
+
+/// The v1 protocol version this crate speaks.
+pub const VERSION: u32 = 1;
+
+/// The largest sequence number accepted, so `seq + 1` never overflows and fits a JSON integer
+/// in every language that parses `i64`.
+pub const MAX_SEQ: u64 = 1 << 63;
+
+/// The largest interval the wire carries: one day, in milliseconds.
+pub const MAX_INTERVAL_MS: u64 = 86_400_000;
+
+/// What the first bytes of a server connection say it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The seed's text format: `Sequence #<n>: Sending heartbeat at <secs>. `, no acks.
+    Legacy,
+    /// This project's line protocol, starting with `HELLO`.
+    V1,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Legacy => "legacy",
+            Self::V1 => "v1",
+        })
+    }
+}
+
+const LEGACY_PREFIX: &[u8] = b"Sequence #";
+const V1_PREFIX: &[u8] = b"HELLO ";
+
+/// Tells the protocol from the first bytes of a connection.
+///
+/// `Ok(None)` means the bytes so far are a prefix of both or either and more are needed.
+pub fn detect(first: &[u8]) -> Result<Option<Protocol>, DecodeError> {
+    for (prefix, protocol) in [(LEGACY_PREFIX, Protocol::Legacy), (V1_PREFIX, Protocol::V1)] {
+        let n = first.len().min(prefix.len());
+        if first[..n] == prefix[..n] {
+            return Ok((n == prefix.len()).then_some(protocol));
+        }
+    }
+    Err(DecodeError::UnknownProtocol)
+}
+
+/// A v1 frame. Client to server: `Hello`, `Beat`, `Bye`. Server to client: `Welcome`, `Ack`,
+/// `Error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// `ACK <seq> <secs>`: the server received heartbeat `seq` at its wall-clock time `received`.
+    Ack {
+        /// The acknowledged sequence number.
+        seq: Seq,
+        /// The server's receive time.
+        received: UnixTime,
+    },
+    /// `BEAT <seq> <secs>`: heartbeat `seq`, sent at the client's wall-clock time `sent`.
+    Beat {
+        /// The sequence number.
+        seq: Seq,
+        /// The client's send time.
+        sent: UnixTime,
+    },
+    /// `BYE`: the client is stopping on purpose; its silence from now on is not a failure.
+    Bye,
+    /// `ERROR <text>`: the server is about to close the connection, and why.
+    Error {
+        /// Human-readable reason.
+        message: String,
+    },
+    /// `HELLO <version> <client-id> <interval-ms> [<session-hex>]`: the first v1 frame.
+    Hello {
+        /// Protocol version, [`VERSION`].
+        version: u32,
+        /// The client's stable identity.
+        client: ClientId,
+        /// The interval the client promises between heartbeats.
+        interval: Duration,
+        /// A nonce the client picks when its process starts and keeps across reconnects; a new
+        /// session under the same identity means the client restarted. 0 when omitted.
+        session: u64,
+    },
+    /// `WELCOME <version>`: the server accepted the `HELLO`.
+    Welcome {
+        /// Protocol version, [`VERSION`].
+        version: u32,
+    },
+}
+
+impl Frame {
+    /// The command word, e.g. `"BEAT"`.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Self::Ack { .. } => "ACK",
+            Self::Beat { .. } => "BEAT",
+            Self::Bye => "BYE",
+            Self::Error { .. } => "ERROR",
+            Self::Hello { .. } => "HELLO",
+            Self::Welcome { .. } => "WELCOME",
+        }
+    }
+
+    /// Decodes one frame from the front of `src`, consuming its bytes.
+    ///
+    /// `Ok(None)`: no complete frame yet, nothing consumed. An error leaves `src` unspecified:
+    /// the connection is to be dropped.
+    pub fn decode(src: &mut BytesMut) -> Result<Option<Self>, DecodeError> {
+        let Some(line) = take_line(src)? else {
+            return Ok(None);
+        };
+        parse_v1(&line).map(Some)
+    }
+
+    /// Appends the frame's bytes, `\n` included, to `dst`.
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        let mut s = String::with_capacity(48);
+        match self {
+            Self::Ack { seq, received } => write!(s, "ACK {seq} {received}"),
+            Self::Beat { seq, sent } => write!(s, "BEAT {seq} {sent}"),
+            Self::Bye => write!(s, "BYE"),
+            Self::Error { message } => {
+                s.push_str("ERROR ");
+                // Keep the frame decodable: no control characters, no overflow of the limit.
+                for c in message
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                {
+                    if s.len() + c.len_utf8() >= MAX_FRAME_LEN {
+                        break;
+                    }
+                    s.push(c);
+                }
+                Ok(())
+            }
+            Self::Hello {
+                version,
+                client,
+                interval,
+                session,
+            } => write!(s, "HELLO {version} {client} {}", interval.as_millis()).and_then(|()| {
+                if *session != 0 {
+                    write!(s, " {session:016x}")
+                } else {
+                    Ok(())
+                }
+            }),
+            Self::Welcome { version } => write!(s, "WELCOME {version}"),
+        }
+        .expect("writing to a String cannot fail");
+        s.push('\n');
+        dst.put_slice(s.as_bytes());
+    }
+
+    /// The frame's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(48);
+        self.encode(&mut v);
+        v
+    }
+}
+
+/// One heartbeat in the seed's legacy format:
+/// `Sequence #<n>: Sending heartbeat at <unix seconds, 4 decimals>. ` with nothing between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegacyBeat {
+    /// The sequence number.
+    pub seq: Seq,
+    /// The client's send time.
+    pub sent: UnixTime,
+}
+
+impl LegacyBeat {
+    /// Decodes one legacy heartbeat from the front of `src`, consuming its bytes.
+    ///
+    /// A message ends at the first `". "` (the decimal point inside the stamp is always followed
+    /// by a digit). `Ok(None)` means more bytes are needed.
+    pub fn decode(src: &mut BytesMut) -> Result<Option<Self>, DecodeError> {
+        let window = &src[..src.len().min(MAX_FRAME_LEN)];
+        let Some(end) = window.windows(2).position(|w| w == b". ") else {
+            if src.len() >= MAX_FRAME_LEN {
+                return Err(DecodeError::TooLong {
+                    limit: MAX_FRAME_LEN,
+                });
+            }
+            check_partial_legacy(src)?;
+            return Ok(None);
+        };
+        let msg = src.split_to(end + 2);
+        parse_legacy(&msg[..end]).map(Some)
+    }
+
+    /// Like [`decode`](Self::decode), at end of stream: a last message whose trailing space was
+    /// cut (`... at 1752356183.5769.`) is still a heartbeat. Anything else left over is an error.
+    pub fn decode_eof(src: &mut BytesMut) -> Result<Option<Self>, DecodeError> {
+        if let Some(beat) = Self::decode(src)? {
+            return Ok(Some(beat));
+        }
+        if src.is_empty() {
+            return Ok(None);
+        }
+        let rest = src.split();
+        match rest.strip_suffix(b".") {
+            Some(body) => parse_legacy(body).map(Some),
+            None => Err(DecodeError::Legacy("stream ended inside a message")),
+        }
+    }
+
+    /// Appends the message exactly as the seed's `client.py` writes it (4 decimals, trailing
+    /// space).
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        let s = format!(
+            "Sequence #{}: Sending heartbeat at {}. ",
+            self.seq,
+            self.sent.display_secs(4)
+        );
+        dst.put_slice(s.as_bytes());
+    }
+
+    /// The message's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(56);
+        self.encode(&mut v);
+        v
+    }
+}
+
+/// Rejects a partial legacy message early when its bytes can already never become valid, so a
+/// hostile peer cannot park up to `MAX_FRAME_LEN` bytes of garbage per connection for free.
+fn check_partial_legacy(src: &[u8]) -> Result<(), DecodeError> {
+    let n = src.len().min(LEGACY_PREFIX.len());
+    if src[..n] != LEGACY_PREFIX[..n] {
+        return Err(DecodeError::Legacy("expected `Sequence #`"));
+    }
+    if let Some(&b) = src.iter().find(|b| b.is_ascii_control() || !b.is_ascii()) {
+        return Err(if b.is_ascii() {
+            DecodeError::ControlChar
+        } else {
+            DecodeError::NotUtf8
+        });
+    }
+    Ok(())
+}
+
+fn parse_legacy(body: &[u8]) -> Result<LegacyBeat, DecodeError> {
+    let body = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
+    if body.bytes().any(|b| b.is_ascii_control()) {
+        return Err(DecodeError::ControlChar);
+    }
+    let rest = body
+        .strip_prefix("Sequence #")
+        .ok_or(DecodeError::Legacy("expected `Sequence #`"))?;
+    let (seq, stamp) = rest
+        .split_once(": Sending heartbeat at ")
+        .ok_or(DecodeError::Legacy("expected `: Sending heartbeat at `"))?;
+    Ok(LegacyBeat {
+        seq: parse_seq(seq)?,
+        sent: parse_unix(stamp)?,
+    })
+}
+
+/// Takes one `\n`-terminated line (without `\n` and an optional `\r`) from the front of `src`.
+fn take_line(src: &mut BytesMut) -> Result<Option<BytesMut>, DecodeError> {
+    let window = &src[..src.len().min(MAX_FRAME_LEN)];
+    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        if src.len() >= MAX_FRAME_LEN {
+            return Err(DecodeError::TooLong {
+                limit: MAX_FRAME_LEN,
+            });
+        }
+        return Ok(None);
+    };
+    let mut line = src.split_to(nl + 1);
+    line.truncate(nl);
+    if line.last() == Some(&b'\r') {
+        line.truncate(nl - 1);
+    }
+    Ok(Some(line))
+}
+
+fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
+    let line = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    if line.chars().any(char::is_control) {
+        return Err(DecodeError::ControlChar);
+    }
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    match command {
+        "ACK" => match fields[..] {
+            [seq, ts] => Ok(Frame::Ack {
+                seq: parse_seq(seq)?,
+                received: parse_unix(ts)?,
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "ACK",
+                expected: "ACK <seq> <secs>",
+            }),
+        },
+        "BEAT" => match fields[..] {
+            [seq, ts] => Ok(Frame::Beat {
+                seq: parse_seq(seq)?,
+                sent: parse_unix(ts)?,
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "BEAT",
+                expected: "BEAT <seq> <secs>",
+            }),
+        },
+        "BYE" if fields.is_empty() => Ok(Frame::Bye),
+        "BYE" => Err(DecodeError::Arity {
+            command: "BYE",
+            expected: "no arguments",
+        }),
+        "ERROR" => Ok(Frame::Error {
+            message: rest.to_owned(),
+        }),
+        "HELLO" => {
+            let (version, client, interval, session) = match fields[..] {
+                [v, c, i] => (v, c, i, None),
+                [v, c, i, s] => (v, c, i, Some(s)),
+                _ => {
+                    return Err(DecodeError::Arity {
+                        command: "HELLO",
+                        expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
+                    });
+                }
+            };
+            Ok(Frame::Hello {
+                version: parse_version(version)?,
+                client: ClientId::new(client).map_err(DecodeError::ClientId)?,
+                interval: parse_interval(interval)?,
+                session: session.map(parse_session).transpose()?.unwrap_or(0),
+            })
+        }
+        "WELCOME" => match fields[..] {
+            [v] => Ok(Frame::Welcome {
+                version: parse_version(v)?,
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "WELCOME",
+                expected: "WELCOME <version>",
+            }),
+        },
+        other => Err(DecodeError::UnknownCommand(truncated(other))),
+    }
+}
+
+fn truncated(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+fn parse_u64_digits(s: &str, max_digits: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > max_digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_seq(s: &str) -> Result<Seq, DecodeError> {
+    match parse_u64_digits(s, 20) {
+        Some(n) if (1..=MAX_SEQ).contains(&n) => Ok(Seq(n)),
+        _ => Err(DecodeError::Seq(truncated(s))),
+    }
+}
+
+fn parse_version(s: &str) -> Result<u32, DecodeError> {
+    match parse_u64_digits(s, 9) {
+        Some(v) if v == u64::from(VERSION) => Ok(VERSION),
+        _ => Err(DecodeError::UnsupportedVersion(truncated(s))),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, DecodeError> {
+    match parse_u64_digits(s, 9) {
+        Some(ms) if (1..=MAX_INTERVAL_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(DecodeError::Interval(truncated(s))),
+    }
+}
+
+fn parse_session(s: &str) -> Result<u64, DecodeError> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DecodeError::Session(truncated(s)));
+    }
+    u64::from_str_radix(s, 16).map_err(|_| DecodeError::Session(truncated(s)))
+}
+
+/// Parses `SECONDS[.FRACTION]` (at most 9 fractional digits) into exact nanoseconds. No floats:
+/// `inf`, `NaN`, exponents and signs are rejected, and overflow is an error.
+pub fn parse_unix(s: &str) -> Result<UnixTime, DecodeError> {
+    let err = || DecodeError::Timestamp(truncated(s));
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs = parse_u64_digits(secs, 20).ok_or_else(err)?;
+    let frac_nanos = if frac.is_empty() {
+        if s.ends_with('.') {
+            return Err(err());
+        }
+        0
+    } else {
+        let digits = parse_u64_digits(frac, 9).ok_or_else(err)?;
+        digits * 10u64.pow(9 - frac.len() as u32)
+    };
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_nanos))
+        .map(UnixTime::from_nanos)
+        .ok_or_else(err)
+}
+
+/// One unit of input on a server connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// A v1 frame.
+    Frame(Frame),
+    /// A legacy heartbeat.
+    Legacy(LegacyBeat),
+}
+
+/// Incremental decoder for one server connection: detects the protocol from the first bytes, then
+/// decodes frames of that protocol. Its buffer never holds more than [`MAX_FRAME_LEN`] bytes of
+/// an incomplete frame.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    buf: BytesMut,
+    protocol: Option<Protocol>,
+}
+
+impl StreamDecoder {
+    /// A decoder that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The protocol, once the first bytes told it.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// Appends received bytes. Call [`decode_next`](Self::decode_next) until it returns `Ok(None)` after each.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held that are not yet a whole frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete unit, `Ok(None)` if more bytes are needed.
+    pub fn decode_next(&mut self) -> Result<Option<Inbound>, DecodeError> {
+        let protocol = match self.protocol {
+            Some(p) => p,
+            None => match detect(&self.buf)? {
+                Some(p) => *self.protocol.insert(p),
+                None => return Ok(None),
+            },
+        };
+        match protocol {
+            Protocol::V1 => Ok(Frame::decode(&mut self.buf)?.map(Inbound::Frame)),
+            Protocol::Legacy => Ok(LegacyBeat::decode(&mut self.buf)?.map(Inbound::Legacy)),
+        }
+    }
+
+    /// The last unit at end of stream. `Ok(None)` means the stream ended cleanly between frames;
+    /// a truncated frame is an error.
+    pub fn finish(&mut self) -> Result<Option<Inbound>, DecodeError> {
+        if let Some(unit) = self.decode_next()? {
+            return Ok(Some(unit));
+        }
+        match self.protocol {
+            _ if self.buf.is_empty() => Ok(None),
+            Some(Protocol::Legacy) => {
+                Ok(LegacyBeat::decode_eof(&mut self.buf)?.map(Inbound::Legacy))
+            }
+            Some(Protocol::V1) => {
+                // A last line without its newline: accept it, as `nc` users often send one.
+                let line = self.buf.split();
+                parse_v1(line.chunk()).map(|f| Some(Inbound::Frame(f)))
+            }
+            None => Err(DecodeError::UnknownProtocol),
+        }
+    }
+}
+
+/// Incremental decoder for the client side of a v1 connection (`WELCOME`, `ACK`, `ERROR`).
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+}
+
+impl FrameDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn decode_next(&mut self) -> Result<Option<Frame>, DecodeError> {
+        Frame::decode(&mut self.buf)
+    }
+
+    /// Forgets buffered bytes (on reconnect).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(nanos: u64) -> UnixTime {
+        UnixTime::from_nanos(nanos)
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Inbound>, DecodeError> {
+        let mut d = StreamDecoder::new();
+        d.push(bytes);
+        let mut out = Vec::new();
+        while let Some(u) = d.decode_next()? {
+            out.push(u);
+        }
+        out.extend(d.finish()?);
+        Ok(out)
+    }
+
+    #[test]
+    fn seed_readme_lines_decode_exactly() {
+        // The seed README's example client output, as the server received it.
+        let wire = b"Sequence #1: Sending heartbeat at 1752356183.5769. \
+Sequence #2: Sending heartbeat at 1752356183.6781. \
+Sequence #3: Sending heartbeat at 1752356183.7790. \
+Sequence #4: Sending heartbeat at 1752356183.8798. \
+Sequence #5: Sending heartbeat at 1752356183.9805. ";
+        let got = decode_all(wire).unwrap();
+        let want: Vec<_> = [
+            (1, 1_752_356_183_576_900_000),
+            (2, 1_752_356_183_678_100_000),
+            (3, 1_752_356_183_779_000_000),
+            (4, 1_752_356_183_879_800_000),
+            (5, 1_752_356_183_980_500_000),
+        ]
+        .into_iter()
+        .map(|(s, n)| {
+            Inbound::Legacy(LegacyBeat {
+                seq: Seq(s),
+                sent: t(n),
+            })
+        })
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn legacy_encode_is_byte_for_byte_the_seed() {
+        let b = LegacyBeat {
+            seq: Seq(1),
+            sent: t(1_752_356_183_576_912_345),
+        };
+        assert_eq!(
+            b.to_bytes(),
+            b"Sequence #1: Sending heartbeat at 1752356183.5769. "
+        );
+    }
+
+    #[test]
+    fn v1_frames_round_trip_with_exact_bytes() {
+        let client = ClientId::new("web-01").unwrap();
+        let cases: Vec<(Frame, &[u8])> = vec![
+            (
+                Frame::Hello {
+                    version: 1,
+                    client: client.clone(),
+                    interval: Duration::from_millis(1000),
+                    session: 0x00ab_cdef,
+                },
+                b"HELLO 1 web-01 1000 0000000000abcdef\n",
+            ),
+            (
+                Frame::Hello {
+                    version: 1,
+                    client,
+                    interval: Duration::from_millis(250),
+                    session: 0,
+                },
+                b"HELLO 1 web-01 250\n",
+            ),
+            (Frame::Welcome { version: 1 }, b"WELCOME 1\n"),
+            (
+                Frame::Beat {
+                    seq: Seq(7),
+                    sent: t(1_752_356_183_576_900_000),
+                },
+                b"BEAT 7 1752356183.576900\n",
+            ),
+            (
+                Frame::Ack {
+                    seq: Seq(7),
+                    received: t(1_752_356_183_577_800_000),
+                },
+                b"ACK 7 1752356183.577800\n",
+            ),
+            (Frame::Bye, b"BYE\n"),
+            (
+                Frame::Error {
+                    message: "bad\nthing".into(),
+                },
+                b"ERROR bad thing\n",
+            ),
+        ];
+        for (frame, bytes) in cases {
+            assert_eq!(frame.to_bytes(), bytes, "{frame:?}");
+            let mut buf = BytesMut::from(bytes);
+            let back = Frame::decode(&mut buf).unwrap().unwrap();
+            if let Frame::Error { .. } = frame {
+                assert_eq!(
+                    back,
+                    Frame::Error {
+                        message: "bad thing".into()
+                    }
+                );
+            } else {
+                assert_eq!(back, frame);
+            }
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn crlf_and_missing_final_newline_are_accepted() {
+        let got = decode_all(b"HELLO 1 nc 1000\r\nBEAT 1 10.5\r\nBEAT 2 11").unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[2],
+            Inbound::Frame(Frame::Beat {
+                seq: Seq(2),
+                sent: t(11_000_000_000)
+            })
+        );
+    }
+
+    #[test]
+    fn legacy_final_message_without_trailing_space() {
+        let got = decode_all(b"Sequence #9: Sending heartbeat at 100.0001.").unwrap();
+        assert_eq!(
+            got,
+            vec![Inbound::Legacy(LegacyBeat {
+                seq: Seq(9),
+                sent: t(100_000_100_000)
+            })]
+        );
+    }
+
+    #[test]
+    fn partial_input_needs_more() {
+        let mut d = StreamDecoder::new();
+        for chunk in [&b"Seq"[..], b"uence #1: Sending heartbeat at 5.0", b"000"] {
+            d.push(chunk);
+            assert_eq!(d.decode_next(), Ok(None));
+        }
+        d.push(b". ");
+        assert!(matches!(d.decode_next(), Ok(Some(Inbound::Legacy(_)))));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn hostile_input_gives_typed_errors() {
+        let cases: Vec<(&[u8], DecodeError)> = vec![
+            (b"GET / HTTP/1.1\r\n", DecodeError::UnknownProtocol),
+            (b"\xff\xfe", DecodeError::UnknownProtocol),
+            (
+                b"HELLO 2 a 1000\n",
+                DecodeError::UnsupportedVersion("2".into()),
+            ),
+            (b"HELLO 1 a 0\n", DecodeError::Interval("0".into())),
+            (
+                b"HELLO 1 a b c d e\n",
+                DecodeError::Arity {
+                    command: "HELLO",
+                    expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
+                },
+            ),
+            (b"HELLO 1 a 10\nBEAT 0 1.0\n", DecodeError::Seq("0".into())),
+            (
+                b"HELLO 1 a 10\nBEAT 99999999999999999999 1\n",
+                DecodeError::Seq("99999999999999999999".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 inf\n",
+                DecodeError::Timestamp("inf".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 NaN\n",
+                DecodeError::Timestamp("NaN".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 -1.0\n",
+                DecodeError::Timestamp("-1.0".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 1e9\n",
+                DecodeError::Timestamp("1e9".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 18446744074.0\n",
+                DecodeError::Timestamp("18446744074.0".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nBEAT 1 1.0000000001\n",
+                DecodeError::Timestamp("1.0000000001".into()),
+            ),
+            (b"HELLO 1 a 10\nBEAT 1 1\xc3\x28\n", DecodeError::NotUtf8),
+            (b"HELLO 1 a 10\nBEAT 1 1\x07\n", DecodeError::ControlChar),
+            (
+                b"HELLO 1 a 10\nPING\n",
+                DecodeError::UnknownCommand("PING".into()),
+            ),
+            (
+                b"Sequence #x: Sending heartbeat at 1.0. ",
+                DecodeError::Seq("x".into()),
+            ),
+            (
+                b"Sequence #1: Sending heartbeat at nan. ",
+                DecodeError::Timestamp("nan".into()),
+            ),
+            (
+                b"Sequence #1 Sending heartbeat at 1.0. ",
+                DecodeError::Legacy("expected `: Sending heartbeat at `"),
+            ),
+            (b"Sequence #1: \x00", DecodeError::ControlChar),
+            (b"Sequence #1: \xff", DecodeError::NotUtf8),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                decode_all(input),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected_without_newline() {
+        let mut d = StreamDecoder::new();
+        d.push(b"HELLO ");
+        d.push(&[b'a'; MAX_FRAME_LEN]);
+        assert_eq!(
+            d.decode_next(),
+            Err(DecodeError::TooLong {
+                limit: MAX_FRAME_LEN
+            })
+        );
+
+        let mut d = StreamDecoder::new();
+        d.push(b"Sequence #");
+        d.push(&[b'1'; MAX_FRAME_LEN]);
+        assert_eq!(
+            d.decode_next(),
+            Err(DecodeError::TooLong {
+                limit: MAX_FRAME_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn detection_waits_for_a_whole_prefix() {
+        assert_eq!(detect(b""), Ok(None));
+        assert_eq!(detect(b"Seq"), Ok(None));
+        assert_eq!(detect(b"HEL"), Ok(None));
+        assert_eq!(detect(b"Sequence #"), Ok(Some(Protocol::Legacy)));
+        assert_eq!(detect(b"HELLO 1"), Ok(Some(Protocol::V1)));
+        assert_eq!(detect(b"HELP"), Err(DecodeError::UnknownProtocol));
+    }
+
+    #[test]
+    fn timestamps_parse_exactly() {
+        assert_eq!(parse_unix("0"), Ok(t(0)));
+        assert_eq!(parse_unix("1.5"), Ok(t(1_500_000_000)));
+        assert_eq!(parse_unix("1.000000001"), Ok(t(1_000_000_001)));
+        assert_eq!(parse_unix("18446744073.709551615"), Ok(t(u64::MAX)));
+        assert!(parse_unix("18446744073.709551616").is_err());
+        assert!(parse_unix("1.").is_err());
+        assert!(parse_unix(".5").is_err());
+        assert!(parse_unix("").is_err());
+    }
+}

@@ -1,0 +1,787 @@
+//! The heartbeat server state machine: many connections, one analysis per client.
+
+mod session;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::analysis::{ClientStats, Report, SeqRange};
+use crate::config::ServerConfig;
+use crate::error::{DecodeError, DisconnectReason};
+use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
+use crate::ids::{ClientKey, ConnId, Seq};
+use crate::time::{Now, UnixTime, fmt_ms, fmt_signed_ms};
+use crate::timer::DeadlineQueue;
+use session::ClientRecord;
+
+/// The heartbeat server: accepts connections, decodes either protocol, acknowledges v1
+/// heartbeats, analyses every client on its own and drops dead or hostile connections.
+///
+/// # Calling rule
+/// After every `handle_*` call or command, drain [`poll_output`](Self::poll_output) until it
+/// returns `None`, carrying out each output in order (a `Transmit` before a later `Disconnect`
+/// of the same connection), then read [`poll_timeout`](Self::poll_timeout). Calling
+/// [`handle_timeout`](Self::handle_timeout) early does nothing.
+///
+/// Every accepted connection ends with exactly one [`Output::Disconnect`], whoever ended it;
+/// input for a connection after that is ignored.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use heartbeat_core::Now;
+/// # use heartbeat_core::config::ServerConfig;
+/// # use heartbeat_core::server::{Output, Server};
+/// # fn now() -> Now { unimplemented!() }
+/// let mut server = Server::new(Arc::new(ServerConfig::default()));
+/// let conn = server.accept(now(), "127.0.0.1:50000".parse().unwrap());
+/// server.handle_input(now(), conn, b"HELLO 1 web-01 1000\nBEAT 1 1752356183.5769\n");
+/// while let Some(out) = server.poll_output() {
+///     match out {
+///         Output::Transmit { conn, bytes } => { /* write_all to conn */ }
+///         Output::Disconnect { conn, .. } => { /* close conn */ }
+///         Output::Event(event) => println!("{event}"),
+///     }
+/// }
+/// // sleep until server.poll_timeout(), then server.handle_timeout(now())
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    conns: BTreeMap<ConnId, Conn>,
+    clients: BTreeMap<ClientKey, ClientRecord>,
+    next_conn: u64,
+    /// Connection deadlines (hello and idle timeouts), lazily re-armed.
+    deadlines: DeadlineQueue<ConnId>,
+    out: VecDeque<Output>,
+    /// Scratch space reused across calls.
+    events: Vec<Event>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    decoder: StreamDecoder,
+    state: ConnState,
+    /// Monotonic time of the last bytes received (or of accept).
+    last_rx: Instant,
+    /// The deadline this connection has in the queue.
+    queued: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    /// Waiting for the first bytes, or for `HELLO` on a v1 connection.
+    Opening,
+    /// Identified.
+    Live { key: ClientKey, protocol: Protocol },
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Close `conn` after writing every earlier `Transmit` to it. Emitted exactly once per
+    /// accepted connection.
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+        /// Why it ends.
+        reason: DisconnectReason,
+    },
+    /// Something for the application.
+    Event(Event),
+    /// Write all of `bytes` to `conn`, in order.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// What the server observed. Every variant names the connection it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Several heartbeats arrived in one read after a silence of at least the configured number
+    /// of intervals (a released firewall, a stalled path). Fires before their `Heartbeat`s.
+    Burst {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// First sequence number in the burst.
+        first: Seq,
+        /// Last sequence number in the burst.
+        last: Seq,
+        /// Heartbeats in the burst.
+        count: u64,
+        /// The silence before it (`None` for the first arrival of a client).
+        silence: Option<Duration>,
+    },
+    /// A connection identified itself: after `HELLO` (v1) or the first legacy bytes.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its peer address.
+        peer: SocketAddr,
+        /// The protocol it speaks.
+        protocol: Protocol,
+        /// Its declared interval (v1).
+        interval: Option<Duration>,
+        /// True when the client was known before (a reconnect).
+        resumed: bool,
+    },
+    /// A connection ended. Fires once per accepted connection, with the same reason as its
+    /// `Output::Disconnect`.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// The client, if it identified itself.
+        client: Option<ClientKey>,
+        /// Its peer address.
+        peer: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A heartbeat at or below the highest sequence number already received.
+    Duplicate {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its sequence number.
+        seq: Seq,
+    },
+    /// A heartbeat was received (not a duplicate). One per heartbeat.
+    Heartbeat {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its sequence number.
+        seq: Seq,
+        /// The client's send stamp.
+        sent: UnixTime,
+        /// The server's receive stamp.
+        received: UnixTime,
+        /// One-way delay, `received - sent`, in nanoseconds; negative under clock skew.
+        delay_ns: i64,
+        /// Monotonic time since the client's previous arrival (`None` for the first).
+        inter_arrival: Option<Duration>,
+        /// True when it filled a gap that had been reported missed.
+        recovered: bool,
+    },
+    /// Sequence numbers were skipped: these heartbeats were never received. Fires once per gap.
+    Missed {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The missing range.
+        range: SeqRange,
+    },
+    /// The client started a new sequence: a new session nonce in `HELLO`, or sequence number 1
+    /// after higher ones.
+    Restarted {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The highest sequence number of the previous session.
+        previous: Seq,
+        /// The first sequence number of the new session, when it restarted mid-stream.
+        seq: Option<Seq>,
+    },
+}
+
+impl Event {
+    /// The event's name in JSON output (`"heartbeat"`, `"missed"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Burst { .. } => "burst",
+            Self::Connected { .. } => "connected",
+            Self::Disconnected { .. } => "disconnected",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Missed { .. } => "missed",
+            Self::Restarted { .. } => "restarted",
+        }
+    }
+
+    /// The event as one JSON object with an `"event"` field.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let ms = |d: Duration| (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0;
+        match self {
+            Self::Burst {
+                conn,
+                client,
+                first,
+                last,
+                count,
+                silence,
+            } => json!({
+                "event": "burst", "conn": conn.0, "client": client, "first": first, "last": last,
+                "count": count, "silence_ms": silence.map(ms),
+            }),
+            Self::Connected {
+                conn,
+                client,
+                peer,
+                protocol,
+                interval,
+                resumed,
+            } => json!({
+                "event": "connected", "conn": conn.0, "client": client, "peer": peer.to_string(),
+                "protocol": protocol, "interval_ms": interval.map(ms), "resumed": resumed,
+            }),
+            Self::Disconnected {
+                conn,
+                client,
+                peer,
+                reason,
+            } => json!({
+                "event": "disconnected", "conn": conn.0, "client": client, "peer": peer.to_string(),
+                "reason": reason.to_string(),
+            }),
+            Self::Duplicate { conn, client, seq } => json!({
+                "event": "duplicate", "conn": conn.0, "client": client, "seq": seq,
+            }),
+            Self::Heartbeat {
+                conn,
+                client,
+                seq,
+                sent,
+                received,
+                delay_ns,
+                inter_arrival,
+                recovered,
+            } => json!({
+                "event": "heartbeat", "conn": conn.0, "client": client, "seq": seq, "sent": sent,
+                "received": received, "delay_ms": (*delay_ns as f64 / 1_000.0).round() / 1_000.0,
+                "inter_arrival_ms": inter_arrival.map(ms), "recovered": recovered,
+            }),
+            Self::Missed {
+                conn,
+                client,
+                range,
+            } => json!({
+                "event": "missed", "conn": conn.0, "client": client, "range": range,
+                "first": range.first, "last": range.last, "count": range.len(),
+            }),
+            Self::Restarted {
+                conn,
+                client,
+                previous,
+                seq,
+            } => json!({
+                "event": "restarted", "conn": conn.0, "client": client, "previous": previous, "seq": seq,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    /// One stable line, e.g. `heartbeat client=web-01 seq=3 delay=1.200ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opt_ms = |d: &Option<Duration>| d.map_or_else(|| "-".to_owned(), fmt_ms);
+        match self {
+            Self::Burst {
+                client,
+                first,
+                last,
+                count,
+                silence,
+                ..
+            } => write!(
+                f,
+                "burst client={client} seq={first}-{last} count={count} after_silence={}",
+                opt_ms(silence)
+            ),
+            Self::Connected {
+                conn,
+                client,
+                peer,
+                protocol,
+                interval,
+                resumed,
+            } => write!(
+                f,
+                "connected {conn} client={client} peer={peer} protocol={protocol} interval={} resumed={resumed}",
+                opt_ms(interval)
+            ),
+            Self::Disconnected {
+                conn,
+                client,
+                reason,
+                ..
+            } => {
+                let client = client
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string);
+                write!(f, "disconnected {conn} client={client} reason={reason}")
+            }
+            Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
+            Self::Heartbeat {
+                client,
+                seq,
+                delay_ns,
+                inter_arrival,
+                recovered,
+                ..
+            } => {
+                write!(
+                    f,
+                    "heartbeat client={client} seq={seq} delay={} gap={}",
+                    fmt_signed_ms(*delay_ns),
+                    opt_ms(inter_arrival)
+                )?;
+                if *recovered {
+                    write!(f, " recovered")?;
+                }
+                Ok(())
+            }
+            Self::Missed { client, range, .. } => write!(
+                f,
+                "missed client={client} seq={range} count={}",
+                range.len()
+            ),
+            Self::Restarted {
+                client,
+                previous,
+                seq,
+                ..
+            } => {
+                write!(f, "restarted client={client} previous={previous}")?;
+                if let Some(seq) = seq {
+                    write!(f, " seq={seq}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Server {
+    /// An empty server.
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self {
+            config,
+            conns: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            next_conn: 1,
+            deadlines: DeadlineQueue::new(),
+            out: VecDeque::new(),
+            events: Vec::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Clients ever seen.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// One client's analysis.
+    pub fn client(&self, key: &ClientKey) -> Option<&ClientStats> {
+        self.clients.get(key).map(|r| &r.stats)
+    }
+
+    /// Every client's analysis, sorted by key.
+    pub fn clients(&self) -> impl Iterator<Item = &ClientStats> + '_ {
+        self.clients.values().map(|r| &r.stats)
+    }
+
+    /// The report of every client, sorted by key.
+    pub fn report(&self) -> Report {
+        Report {
+            clients: self.clients.values().map(|r| r.stats.summary()).collect(),
+        }
+    }
+
+    // ---- inputs ----
+
+    /// A connection was accepted from `peer`. The core allocates its id.
+    pub fn accept(&mut self, now: Now, peer: SocketAddr) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let deadline = now.mono + self.config.hello_timeout;
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                decoder: StreamDecoder::new(),
+                state: ConnState::Opening,
+                last_rx: now.mono,
+                queued: deadline,
+            },
+        );
+        self.deadlines.push(deadline, conn);
+        conn
+    }
+
+    /// Bytes arrived on `conn`. One call is one arrival: several heartbeats in it after a
+    /// silence are a burst.
+    pub fn handle_input(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            tracing::debug!(%conn, len = bytes.len(), "input for a closed connection; ignored");
+            return;
+        };
+        c.last_rx = now.mono;
+        c.decoder.push(bytes);
+        let mut units = Vec::new();
+        let result = loop {
+            match c.decoder.decode_next() {
+                Ok(Some(u)) => units.push(u),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.process(now, conn, units, result);
+    }
+
+    /// `conn` reached end of stream, or reading it failed.
+    pub fn handle_eof(&mut self, now: Now, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut units = Vec::new();
+        let result = c.decoder.finish().map(|u| units.extend(u));
+        self.process(now, conn, units, result);
+        if self.conns.contains_key(&conn) {
+            let left = self
+                .client_of(conn)
+                .is_some_and(|k| self.clients.get(&k).is_some_and(|r| r.left));
+            let reason = if left {
+                DisconnectReason::Goodbye
+            } else {
+                DisconnectReason::ClosedByPeer
+            };
+            self.drop_conn(conn, reason);
+        }
+        self.flush_events();
+    }
+
+    /// Time passed: drops connections whose hello or idle deadline is over.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            if c.queued != at {
+                continue; // a stale entry: the connection was re-armed
+            }
+            let (deadline, timeout) = match &c.state {
+                ConnState::Opening => (None, self.config.hello_timeout),
+                ConnState::Live { key, .. } => {
+                    let interval = self.clients.get(key).and_then(|r| r.interval);
+                    let idle = self.config.idle_timeout_for(interval);
+                    (Some(c.last_rx + idle), idle)
+                }
+            };
+            match deadline {
+                Some(d) if d > now.mono => {
+                    c.queued = d;
+                    self.deadlines.push(d, conn);
+                }
+                _ => {
+                    let reason = if deadline.is_none() {
+                        DisconnectReason::Protocol(DecodeError::Unexpected {
+                            got: "silence",
+                            when: "before identification",
+                        })
+                    } else {
+                        DisconnectReason::IdleTimeout(timeout)
+                    };
+                    if let ConnState::Opening = c.state {
+                        if c.decoder.protocol() == Some(Protocol::V1) || c.decoder.buffered() == 0 {
+                            self.out.push_back(Output::Transmit {
+                                conn,
+                                bytes: Frame::Error {
+                                    message: "timed out waiting for HELLO".into(),
+                                }
+                                .to_bytes(),
+                            });
+                        }
+                    }
+                    self.drop_conn(conn, reason);
+                }
+            }
+        }
+        self.flush_events();
+    }
+
+    // ---- commands ----
+
+    /// Closes `conn` locally.
+    pub fn close(&mut self, _now: Now, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.drop_conn(conn, DisconnectReason::Local);
+            self.flush_events();
+        }
+    }
+
+    /// Closes every connection (server shutdown). The analysis stays readable.
+    pub fn close_all(&mut self, now: Now) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close(now, conn);
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next thing the driver must do. Drain to `None` after every input or command.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` without connections.
+    ///
+    /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
+    /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    // ---- internals ----
+
+    fn client_of(&self, conn: ConnId) -> Option<ClientKey> {
+        match &self.conns.get(&conn)?.state {
+            ConnState::Live { key, .. } => Some(key.clone()),
+            ConnState::Opening => None,
+        }
+    }
+
+    fn process(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        units: Vec<Inbound>,
+        result: Result<(), DecodeError>,
+    ) {
+        let mut beats: Vec<(Seq, crate::UnixTime)> = Vec::new();
+        let mut acks: Vec<u8> = Vec::new();
+        let mut failure = result.err();
+        for unit in units {
+            if let Err(e) = self.unit(now, conn, unit, &mut beats, &mut acks) {
+                failure = Some(e);
+                break;
+            }
+        }
+        self.flush_beats(now, conn, &mut beats);
+        if !acks.is_empty() {
+            self.out.push_back(Output::Transmit { conn, bytes: acks });
+        }
+        if let Some(e) = failure {
+            if self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.decoder.protocol() == Some(Protocol::V1))
+            {
+                let bytes = Frame::Error {
+                    message: e.to_string(),
+                }
+                .to_bytes();
+                self.out.push_back(Output::Transmit { conn, bytes });
+            }
+            self.drop_conn(conn, DisconnectReason::Protocol(e));
+        }
+        self.flush_events();
+    }
+
+    /// Handles one decoded unit. Heartbeats are gathered in `beats` and analysed together, as
+    /// one arrival, by `flush_beats`; acks are gathered in `acks` and written in one go.
+    fn unit(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        unit: Inbound,
+        beats: &mut Vec<(Seq, crate::UnixTime)>,
+        acks: &mut Vec<u8>,
+    ) -> Result<(), DecodeError> {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .expect("caller checked the connection");
+        match (unit, &c.state) {
+            (Inbound::Legacy(beat), ConnState::Opening) => {
+                let key = ClientKey::Peer(c.peer);
+                self.identify(now, conn, key, Protocol::Legacy, None, None);
+                beats.push((beat.seq, beat.sent));
+            }
+            (Inbound::Legacy(beat), ConnState::Live { .. }) => beats.push((beat.seq, beat.sent)),
+            (
+                Inbound::Frame(Frame::Hello {
+                    client,
+                    interval,
+                    session,
+                    ..
+                }),
+                ConnState::Opening,
+            ) => {
+                self.identify(
+                    now,
+                    conn,
+                    ClientKey::Id(client),
+                    Protocol::V1,
+                    Some(interval),
+                    Some(session),
+                );
+                acks.extend_from_slice(&Frame::Welcome { version: VERSION }.to_bytes());
+            }
+            (Inbound::Frame(Frame::Beat { seq, sent }), ConnState::Live { .. }) => {
+                beats.push((seq, sent));
+                Frame::Ack {
+                    seq,
+                    received: now.unix,
+                }
+                .encode(acks);
+            }
+            (Inbound::Frame(Frame::Bye), ConnState::Live { key, .. }) => {
+                let key = key.clone();
+                self.flush_beats(now, conn, beats);
+                if let Some(r) = self.clients.get_mut(&key) {
+                    r.left = true;
+                }
+            }
+            (Inbound::Frame(f), state) => {
+                let when = if matches!(state, ConnState::Opening) {
+                    "before HELLO"
+                } else {
+                    "after HELLO"
+                };
+                return Err(DecodeError::Unexpected {
+                    got: f.command(),
+                    when,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn identify(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        key: ClientKey,
+        protocol: Protocol,
+        interval: Option<Duration>,
+        session: Option<u64>,
+    ) {
+        let max_ranges = self.config.max_missed_ranges;
+        let peer = self.conns[&conn].peer;
+        let resumed = self.clients.contains_key(&key);
+        let record = self
+            .clients
+            .entry(key.clone())
+            .or_insert_with(|| ClientRecord::new(key.clone(), protocol, max_ranges));
+        let previous_conn = record.conn.replace(conn);
+        record.stats.connections += 1;
+        record.stats.protocol = protocol;
+        record.stats.state = "up";
+        record.left = false;
+        if interval.is_some() {
+            record.interval = interval;
+        }
+        if let Some(session) = session {
+            if record.session.is_some_and(|s| s != session) {
+                record.restart(conn, &mut self.events);
+            }
+            record.session = Some(session);
+        }
+        self.flush_events();
+        // The silence across a reconnect is not a burst trigger; inter-arrival stays measured.
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .expect("caller checked the connection");
+        c.state = ConnState::Live {
+            key: key.clone(),
+            protocol,
+        };
+        c.last_rx = now.mono;
+        self.out.push_back(Output::Event(Event::Connected {
+            conn,
+            client: key,
+            peer,
+            protocol,
+            interval,
+            resumed,
+        }));
+        if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
+            // A client that reconnects while its old stream still looks open (half-open after a
+            // partition): the new one wins.
+            self.drop_conn(old, DisconnectReason::Superseded(conn));
+        }
+    }
+
+    fn flush_beats(&mut self, now: Now, conn: ConnId, beats: &mut Vec<(Seq, crate::UnixTime)>) {
+        if beats.is_empty() {
+            return;
+        }
+        let Some(key) = self.client_of(conn) else {
+            return;
+        };
+        let gap = self.config.burst_gap_intervals;
+        if let Some(record) = self.clients.get_mut(&key) {
+            record.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
+        }
+        beats.clear();
+        self.flush_events();
+    }
+
+    fn drop_conn(&mut self, conn: ConnId, reason: DisconnectReason) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.deadlines.remove(c.queued, &conn);
+        let client = match c.state {
+            ConnState::Live { key, .. } => {
+                if let Some(r) = self.clients.get_mut(&key) {
+                    if r.conn == Some(conn) {
+                        r.conn = None;
+                        r.stats.state = if r.left { "left" } else { "disconnected" };
+                    }
+                }
+                Some(key)
+            }
+            ConnState::Opening => None,
+        };
+        self.out.push_back(Output::Event(Event::Disconnected {
+            conn,
+            client,
+            peer: c.peer,
+            reason: reason.clone(),
+        }));
+        self.out.push_back(Output::Disconnect { conn, reason });
+    }
+
+    /// Moves events gathered by per-client code (which cannot borrow the output queue while it
+    /// holds its record) to the output queue. Called right after each such step, so outputs stay
+    /// in the order things happened.
+    fn flush_events(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        self.out.extend(events.into_iter().map(Output::Event));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,364 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::ClientId;
+
+#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
+fn origin() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
+    }
+}
+
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn server() -> Server {
+    Server::new(Arc::new(ServerConfig::default()))
+}
+
+fn drain(s: &mut Server) -> Vec<String> {
+    std::iter::from_fn(|| s.poll_output())
+        .map(|o| match o {
+            Output::Transmit { conn, bytes } => format!(
+                "{conn} tx {}",
+                String::from_utf8_lossy(&bytes)
+                    .trim_end()
+                    .replace('\n', " | ")
+            ),
+            Output::Event(e) => format!("ev {e}"),
+            Output::Disconnect { conn, reason } => format!("{conn} disconnect {reason}"),
+        })
+        .collect()
+}
+
+fn id(s: &str) -> ClientKey {
+    ClientKey::Id(ClientId::new(s).unwrap())
+}
+
+#[test]
+fn v1_hello_beats_and_acks() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1000));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000.0\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            "ev connected conn#1 client=a peer=127.0.0.1:1000 protocol=v1 interval=1000.000ms resumed=false",
+            "ev heartbeat client=a seq=1 delay=0.000ms gap=-",
+            "conn#1 tx WELCOME 1 | ACK 1 1700000000.000000",
+        ]
+    );
+    let t1 = t0.advanced(Duration::from_millis(1002));
+    s.handle_input(t1, c, b"BEAT 2 1700000001.0\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            "ev heartbeat client=a seq=2 delay=2.000ms gap=1002.000ms",
+            "conn#1 tx ACK 2 1700000001.002000"
+        ]
+    );
+}
+
+#[test]
+fn legacy_burst_counts_every_heartbeat() {
+    // The seed's Known Limitation 2: a burst after a firewall is parsed in full.
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(2000));
+    s.handle_input(
+        t0,
+        c,
+        b"Sequence #1: Sending heartbeat at 1700000000.0000. ",
+    );
+    let _ = drain(&mut s);
+    let mut burst = Vec::new();
+    for seq in 2..=6 {
+        burst.extend(
+            format!(
+                "Sequence #{seq}: Sending heartbeat at 17000000{:02}.0000. ",
+                seq - 1
+            )
+            .bytes(),
+        );
+    }
+    s.handle_input(t0.advanced(Duration::from_secs(6)), c, &burst);
+    let out = drain(&mut s);
+    assert_eq!(
+        out[0],
+        "ev burst client=legacy@127.0.0.1:2000 seq=2-6 count=5 after_silence=6000.000ms"
+    );
+    assert_eq!(out.len(), 6, "{out:?}");
+    let stats = s.client(&ClientKey::Peer(peer(2000))).unwrap();
+    assert_eq!(
+        (stats.received(), stats.missed(), stats.bursts()),
+        (6, 0, 1)
+    );
+}
+
+#[test]
+fn gaps_are_reported_as_ranges_once() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
+    let out: Vec<_> = drain(&mut s)
+        .into_iter()
+        .filter(|l| !l.contains("heartbeat") && !l.contains("tx"))
+        .collect();
+    assert_eq!(
+        out[1..],
+        [
+            "ev burst client=a seq=1-10 count=5 after_silence=-",
+            "ev missed client=a seq=2-4 count=3",
+            "ev missed client=a seq=6-9 count=4",
+            "ev duplicate client=a seq=10",
+        ]
+    );
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!((st.received(), st.missed(), st.duplicates()), (4, 6, 1));
+    assert_eq!(
+        st.missed_ranges()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        ["2", "4", "6-9"]
+    );
+}
+
+#[test]
+fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
+    let t0 = origin();
+    let mut s = server();
+    let c1 = s.accept(t0, peer(1));
+    s.handle_input(
+        t0,
+        c1,
+        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\n",
+    );
+    s.handle_eof(t0, c1);
+    let c2 = s.accept(t0, peer(2));
+    s.handle_input(
+        t0.advanced(Duration::from_secs(5)),
+        c2,
+        b"HELLO 1 a 1000 1\nBEAT 6 1700000005\n",
+    );
+    let out = drain(&mut s);
+    assert!(out.contains(&"ev connected conn#2 client=a peer=127.0.0.1:2 protocol=v1 interval=1000.000ms resumed=true".into()), "{out:?}");
+    assert!(
+        out.contains(&"ev missed client=a seq=3-5 count=3".into()),
+        "{out:?}"
+    );
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!((st.received(), st.missed(), st.restarts()), (3, 3, 0));
+    assert_eq!(s.client_count(), 1);
+}
+
+#[test]
+fn new_session_is_a_restart_not_a_duplicate() {
+    let t0 = origin();
+    let mut s = server();
+    let c1 = s.accept(t0, peer(1));
+    s.handle_input(
+        t0,
+        c1,
+        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n",
+    );
+    s.handle_eof(t0, c1);
+    let out = drain(&mut s);
+    assert_eq!(out.last().unwrap(), "conn#1 disconnect client said goodbye");
+    let c2 = s.accept(t0, peer(2));
+    s.handle_input(t0, c2, b"HELLO 1 a 1000 2\nBEAT 1 1700000010\n");
+    let out = drain(&mut s);
+    assert!(
+        out.contains(&"ev restarted client=a previous=2".into()),
+        "{out:?}"
+    );
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!(
+        (st.received(), st.missed(), st.duplicates(), st.restarts()),
+        (3, 0, 0, 1)
+    );
+}
+
+#[test]
+fn two_clients_are_analysed_apart() {
+    // The seed's Known Limitation 3.
+    let t0 = origin();
+    let mut s = server();
+    let a = s.accept(t0, peer(1));
+    let b = s.accept(t0, peer(2));
+    for i in 1..=3u64 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_input(
+            now,
+            a,
+            format!(
+                "{}BEAT {i} 1700000000\n",
+                if i == 1 { "HELLO 1 a 1000\n" } else { "" }
+            )
+            .as_bytes(),
+        );
+        s.handle_input(
+            now,
+            b,
+            format!(
+                "{}BEAT {i} 1700000000\n",
+                if i == 1 { "HELLO 1 b 1000\n" } else { "" }
+            )
+            .as_bytes(),
+        );
+    }
+    let report = s.report();
+    assert_eq!(report.clients.len(), 2);
+    for c in &report.clients {
+        assert_eq!((c.received, c.missed, c.bursts), (3, 0, 0));
+    }
+}
+
+#[test]
+fn garbage_drops_only_that_connection() {
+    let t0 = origin();
+    let mut s = server();
+    let good = s.accept(t0, peer(1));
+    let bad = s.accept(t0, peer(2));
+    s.handle_input(t0, good, b"HELLO 1 a 1000\n");
+    s.handle_input(t0, bad, b"GET / HTTP/1.1\r\n");
+    let out = drain(&mut s);
+    assert!(out.contains(&"conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)".into()), "{out:?}");
+    s.handle_input(t0, bad, b"HELLO 1 b 1000\n");
+    s.handle_input(t0, good, b"BEAT 1 1700000000\n");
+    assert_eq!(s.connection_count(), 1);
+    assert_eq!(s.client(&id("a")).unwrap().received(), 1);
+}
+
+#[test]
+fn v1_protocol_errors_are_explained_before_closing() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 nan\n");
+    let out = drain(&mut s);
+    assert_eq!(
+        out[out.len() - 3..],
+        [
+            "conn#1 tx ERROR invalid timestamp \"nan\"",
+            "ev disconnected conn#1 client=a reason=protocol error: invalid timestamp \"nan\"",
+            "conn#1 disconnect protocol error: invalid timestamp \"nan\"",
+        ]
+    );
+}
+
+#[test]
+fn beat_before_hello_is_a_protocol_error() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO");
+    assert_eq!(drain(&mut s), Vec::<String>::new());
+    s.handle_input(t0, c, b" 1 a 10\nHELLO 1 a 10\n");
+    let out = drain(&mut s);
+    assert_eq!(
+        out.last().unwrap(),
+        "conn#1 disconnect protocol error: unexpected HELLO after HELLO"
+    );
+}
+
+#[test]
+fn silent_connections_time_out() {
+    let t0 = origin();
+    let mut s = server();
+    let quiet = s.accept(t0, peer(1));
+    let live = s.accept(t0, peer(2));
+    s.handle_input(t0, live, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _ = drain(&mut s);
+    let mut now = t0;
+    let mut log = Vec::new();
+    while let Some(at) = s.poll_timeout() {
+        now = Now {
+            mono: at,
+            unix: now.unix,
+        };
+        s.handle_timeout(now);
+        log.extend(drain(&mut s));
+    }
+    assert_eq!(
+        log,
+        [
+            "conn#1 tx ERROR timed out waiting for HELLO",
+            "ev disconnected conn#1 client=- reason=protocol error: unexpected silence before identification",
+            "conn#1 disconnect protocol error: unexpected silence before identification",
+            "ev disconnected conn#2 client=a reason=no data for 10s",
+            "conn#2 disconnect no data for 10s",
+        ]
+    );
+    assert_eq!(now.mono - t0.mono, Duration::from_secs(10));
+    let _ = quiet;
+}
+
+#[test]
+fn idle_deadline_is_rearmed_by_traffic() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
+    for i in 1..=30u64 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
+    }
+    assert_eq!(s.connection_count(), 1);
+    assert_eq!(s.client(&id("a")).unwrap().received(), 30);
+}
+
+#[test]
+fn a_newer_connection_supersedes_a_half_open_one() {
+    let t0 = origin();
+    let mut s = server();
+    let old = s.accept(t0, peer(1));
+    s.handle_input(t0, old, b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
+    let new = s.accept(t0, peer(2));
+    s.handle_input(t0, new, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
+    let out = drain(&mut s);
+    assert!(
+        out.contains(&"conn#1 disconnect superseded by conn#2".into()),
+        "{out:?}"
+    );
+    assert_eq!(s.connection_count(), 1);
+    assert_eq!(s.client(&id("a")).unwrap().received(), 2);
+}
+
+#[test]
+fn legacy_final_message_at_eof_counts() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"Sequence #1: Sending heartbeat at 1700000000.0000.");
+    s.handle_eof(t0, c);
+    assert_eq!(s.client(&ClientKey::Peer(peer(1))).unwrap().received(), 1);
+}
+
+#[test]
+fn report_renders_text_and_json() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    s.handle_input(
+        t0.advanced(Duration::from_secs(3)),
+        c,
+        b"BEAT 4 1700000002.999\n",
+    );
+    let report = s.report();
+    let json = report.to_json();
+    let entry = &json["clients"][0];
+    assert_eq!(entry["client"], "a");
+    assert_eq!(entry["received"], 2);
+    assert_eq!(entry["missed"], 2);
+    assert_eq!(entry["duplicates"], 0);
+    assert_eq!(entry["missed_ranges"][0], "2-3");
+    let text = report.to_string();
+    assert!(text.contains("missed a: 2-3"), "{text}");
+}

@@ -1,0 +1,160 @@
+//! The two clocks the core is handed: monotonic time for timers, Unix time for stamps.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A wall-clock instant: nanoseconds since the Unix epoch.
+///
+/// The core never reads a clock. The driver passes the wall clock in through [`Now::unix`]; it is
+/// used for the send stamp in heartbeats, the receive stamp in acks and one-way delay. It is an
+/// integer, so it is always finite and never rounds differently on two machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixTime(u64);
+
+impl UnixTime {
+    /// The epoch itself.
+    pub const EPOCH: Self = Self(0);
+
+    /// Builds a time from nanoseconds since the epoch.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    /// Builds a time from a duration since the epoch, saturating past year 2554.
+    pub fn from_duration(since_epoch: Duration) -> Self {
+        Self(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The duration since the epoch.
+    pub const fn as_duration(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+
+    /// `self - earlier` in nanoseconds, negative when `earlier` is later (clock skew).
+    pub fn signed_nanos_since(self, earlier: Self) -> i64 {
+        let d = i128::from(self.0) - i128::from(earlier.0);
+        d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// `self + d`, saturating.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// Formats as seconds with exactly `decimals` fractional digits (truncated, not rounded, so
+    /// that a stamp never moves into the next second).
+    pub fn display_secs(self, decimals: u32) -> impl fmt::Display {
+        SecsDisplay {
+            t: self,
+            decimals: decimals.min(9),
+        }
+    }
+}
+
+impl fmt::Display for UnixTime {
+    /// Seconds with six decimals, the form the v1 protocol writes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.display_secs(6).fmt(f)
+    }
+}
+
+impl Serialize for UnixTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.display_secs(6))
+    }
+}
+
+struct SecsDisplay {
+    t: UnixTime,
+    decimals: u32,
+}
+
+impl fmt::Display for SecsDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.t.0 / 1_000_000_000;
+        let nanos = self.t.0 % 1_000_000_000;
+        if self.decimals == 0 {
+            return write!(f, "{secs}");
+        }
+        let frac = nanos / 10u64.pow(9 - self.decimals);
+        write!(f, "{secs}.{frac:0width$}", width = self.decimals as usize)
+    }
+}
+
+/// Both clocks at one moment, handed to every core call that can move time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers and inter-arrival times.
+    pub mono: Instant,
+    /// Wall-clock time, for stamps and one-way delay.
+    pub unix: UnixTime,
+}
+
+impl Now {
+    /// Both clocks moved forward by `d`, as a simulated clock does.
+    pub fn advanced(self, d: Duration) -> Self {
+        Self {
+            mono: self.mono + d,
+            unix: self.unix.saturating_add(d),
+        }
+    }
+}
+
+/// Formats a duration in milliseconds with three decimals (`12.345ms`), the one form the reports
+/// and logs use, so output does not change with `Duration`'s `Debug` heuristics.
+pub fn fmt_ms(d: Duration) -> String {
+    let micros = d.as_micros();
+    format!("{}.{:03}ms", micros / 1000, micros % 1000)
+}
+
+/// Formats signed nanoseconds as milliseconds with three decimals.
+pub fn fmt_signed_ms(nanos: i64) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let micros = nanos.unsigned_abs() / 1000;
+    format!("{sign}{}.{:03}ms", micros / 1000, micros % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_truncates_to_decimals() {
+        let t = UnixTime::from_nanos(1_752_356_183_576_999_999);
+        assert_eq!(t.display_secs(4).to_string(), "1752356183.5769");
+        assert_eq!(t.to_string(), "1752356183.576999");
+        assert_eq!(t.display_secs(0).to_string(), "1752356183");
+        assert_eq!(
+            UnixTime::from_nanos(5).display_secs(9).to_string(),
+            "0.000000005"
+        );
+    }
+
+    #[test]
+    fn signed_difference_saturates() {
+        let a = UnixTime::from_nanos(10);
+        let b = UnixTime::from_nanos(25);
+        assert_eq!(b.signed_nanos_since(a), 15);
+        assert_eq!(a.signed_nanos_since(b), -15);
+        assert_eq!(
+            UnixTime::from_nanos(u64::MAX).signed_nanos_since(UnixTime::EPOCH),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn millisecond_formatting() {
+        assert_eq!(fmt_ms(Duration::from_micros(12_345)), "12.345ms");
+        assert_eq!(fmt_signed_ms(-1_500_000), "-1.500ms");
+    }
+}

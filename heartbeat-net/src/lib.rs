@@ -1,0 +1,1 @@
+//! The tokio driver of the heartbeat core and the production binaries.

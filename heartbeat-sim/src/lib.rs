@@ -1,0 +1,1 @@
+//! Deterministic simulation of the heartbeat core under turmoil.
