@@ -11,12 +11,12 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum NetError {
     /// No listening socket could be bound.
-    #[error("cannot listen on {addr}: {message}")]
+    #[error("cannot listen on {addr}{}", in_parens(.hint.as_deref()))]
     Bind {
         /// What was asked for, `HOST:PORT`.
         addr: String,
-        /// What went wrong, in words (names privileged ports and ports in use).
-        message: String,
+        /// What to do about it, for a port in use or a privileged port.
+        hint: Option<String>,
         /// The operating system's error.
         #[source]
         source: io::Error,
@@ -43,6 +43,10 @@ impl NetError {
             Self::Stalled => None,
         }
     }
+}
+
+fn in_parens(hint: Option<&str>) -> String {
+    hint.map(|h| format!(" ({h})")).unwrap_or_default()
 }
 
 /// How a connection's end reads as an `io::ErrorKind`, for callers that speak `io::Error`.

@@ -41,21 +41,17 @@ impl TcpListener {
         let source = first_error.unwrap_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "the host has no addresses")
         });
-        let message = match source.kind() {
-            io::ErrorKind::AddrInUse => {
-                format!("Address already in use: another process is listening on port {port}")
-            }
-            io::ErrorKind::PermissionDenied if port < 1024 => format!(
-                "Permission denied: port {port} is a privileged port (below 1024); run as root \
-                 or pick a port from 1024 up"
-            ),
-            _ => source.to_string(),
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => Some(format!(
+                "another process is listening on port {port}; stop it or pick another port"
+            )),
+            io::ErrorKind::PermissionDenied if port < 1024 => Some(format!(
+                "port {port} is a privileged port, below 1024: run as root or pick a port from \
+                 1024 up"
+            )),
+            _ => None,
         };
-        Err(NetError::Bind {
-            addr,
-            message,
-            source,
-        })
+        Err(NetError::Bind { addr, hint, source })
     }
 
     /// Wraps a listener bound elsewhere.
@@ -131,7 +127,7 @@ impl TcpConnector {
                     }
                     return Ok(s);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => last = Some(io::Error::new(e.kind(), format!("{a}: {e}"))),
             }
         }
         Err(last.unwrap_or_else(|| {
