@@ -1,0 +1,237 @@
+//! The simulated network seen by the driver: newtypes over `turmoil::net`.
+//!
+//! [`SimListener`] and [`SimConnector`] are what the server and client drivers get instead of
+//! tokio's sockets. [`SimStream`] adds two things to turmoil's stream:
+//! - reads coalesce every segment that has already arrived, as a kernel receive buffer does
+//!   (turmoil hands out one segment per read, so a released firewall would otherwise look like
+//!   separate arrivals instead of one burst);
+//! - on the client side, a tap decodes every frame the client writes into the run's
+//!   [`Log`], which is the ground truth the oracles check the server's analysis against.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use heartbeat_core::frame::FrameDecoder;
+use heartbeat_net::driver::{Connector, Listener};
+
+use crate::log::{Log, Record};
+use crate::scenario::Node;
+
+/// The port the simulated server listens on.
+pub const PORT: u16 = 6510;
+
+/// The server's host name in the simulation.
+pub const SERVER: &str = "server";
+
+/// How long one connect attempt may take, as `heartbeat-net`'s `TcpConnector` (10 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener on the simulated network.
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+}
+
+impl std::fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimListener")
+            .field("local_addr", &self.inner.local_addr().ok())
+            .finish()
+    }
+}
+
+impl SimListener {
+    /// Binds `0.0.0.0:port` on the current simulated host.
+    pub async fn bind(port: u16) -> io::Result<Self> {
+        let inner = turmoil::net::TcpListener::bind(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port,
+        ))
+        .await?;
+        Ok(Self { inner })
+    }
+}
+
+impl Listener for SimListener {
+    type Stream = SimStream;
+
+    async fn accept(&mut self) -> io::Result<(SimStream, SocketAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        Ok((SimStream::new(stream, None), peer))
+    }
+}
+
+/// Connects a simulated client to the simulated server, tapping what it writes.
+#[derive(Debug, Clone)]
+pub struct SimConnector {
+    client: usize,
+    log: Arc<Mutex<Log>>,
+}
+
+impl SimConnector {
+    /// A connector for client `client` (0-based) recording into `log`.
+    pub fn new(client: usize, log: Arc<Mutex<Log>>) -> Self {
+        Self { client, log }
+    }
+}
+
+impl Connector for SimConnector {
+    type Stream = SimStream;
+
+    /// Opens a connection to the server, giving up after [`CONNECT_TIMEOUT`] like the tokio
+    /// connector. A partitioned or crashed server refuses at once (turmoil drops the SYN and
+    /// fails the connect); a held link makes the attempt wait for the release or the timeout.
+    async fn connect(&mut self) -> io::Result<SimStream> {
+        let attempt = turmoil::net::TcpStream::connect((SERVER, PORT));
+        let result = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(io::Error::new(
+                e.kind(),
+                format!("{SERVER}:{PORT}: {}", e.kind()),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {SERVER}:{PORT} timed out after {CONNECT_TIMEOUT:?}"),
+            )),
+        };
+        let at = crate::log::now();
+        let mut log = self.log.lock().expect("log lock");
+        match result {
+            Ok(stream) => {
+                let local = stream.local_addr().ok();
+                log.push(
+                    at,
+                    Record::Connect {
+                        client: self.client,
+                        local,
+                        error: None,
+                    },
+                );
+                let tap = Tap {
+                    client: self.client,
+                    log: self.log.clone(),
+                    decoder: FrameDecoder::new(),
+                };
+                Ok(SimStream::new(stream, Some(tap)))
+            }
+            Err(e) => {
+                log.push(
+                    at,
+                    Record::Connect {
+                        client: self.client,
+                        local: None,
+                        error: Some(e.to_string()),
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+}
+
+struct Tap {
+    client: usize,
+    log: Arc<Mutex<Log>>,
+    decoder: FrameDecoder,
+}
+
+/// A simulated TCP stream (see the module docs for what it adds to turmoil's).
+pub struct SimStream {
+    inner: turmoil::net::TcpStream,
+    tap: Option<Tap>,
+}
+
+impl SimStream {
+    fn new(inner: turmoil::net::TcpStream, tap: Option<Tap>) -> Self {
+        Self { inner, tap }
+    }
+}
+
+impl std::fmt::Debug for SimStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimStream")
+            .field("tapped", &self.tap.is_some())
+            .finish()
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let start = buf.filled().len();
+        loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() > before && buf.remaining() > 0 => {
+                    // More may have arrived in the same tick: take it in the same read.
+                    continue;
+                }
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                // EOF and errors are sticky in turmoil's stream: hand out the data first, they
+                // come again on the next read.
+                Poll::Ready(Err(_)) | Poll::Pending if buf.filled().len() > start => {
+                    return Poll::Ready(Ok(()));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(tap)) = (&result, this.tap.as_mut()) {
+            tap.decoder.push(&buf[..*n]);
+            let at = crate::log::now();
+            let mut log = tap.log.lock().expect("log lock");
+            // The client only writes frames the core encoded; a decode error would be a core
+            // bug, recorded as such for the oracles.
+            loop {
+                match tap.decoder.decode_next() {
+                    Ok(Some(frame)) => log.push(
+                        at,
+                        Record::Wrote {
+                            client: tap.client,
+                            frame,
+                        },
+                    ),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log.push(
+                            at,
+                            Record::Note {
+                                node: Node::Client(tap.client),
+                                text: format!("wrote an undecodable frame: {e}"),
+                            },
+                        );
+                        tap.decoder.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

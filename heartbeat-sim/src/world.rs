@@ -1,0 +1,320 @@
+//! Builds the turmoil world for a scenario and runs it with a `step()` loop: the fault phase
+//! (the scenario's actions at their times), then heal-and-drain, then the server's report.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use heartbeat_core::analysis::Report;
+use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
+use heartbeat_core::server::{Event, Server};
+use heartbeat_core::{ClientId, ClientKey, DisconnectReason, UnixTime};
+
+use crate::host;
+use crate::log::{Entry, Log, Record};
+use crate::net::SERVER;
+use crate::scenario::{Action, Node, Scenario};
+
+/// The simulated wall clock starts here (2023-11-14T22:13:20Z), fixed so runs repeat.
+pub const EPOCH_SECS: u64 = 1_700_000_000;
+
+/// What became of a client by the end of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Running at the end: it must be back and counted after heal-and-drain.
+    Alive,
+    /// Crashed and not restarted: the server must have noticed.
+    Dead,
+    /// Never started.
+    Idle,
+    /// Stopped cleanly (it said goodbye).
+    Stopped,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The scenario that ran.
+    pub scenario: Scenario,
+    /// Every observation, sorted by time (stable).
+    pub log: Vec<Entry>,
+    /// The last server incarnation's report at the end of the drain.
+    pub report: Report,
+    /// Each client's host address.
+    pub client_ips: Vec<IpAddr>,
+    /// Each client's fate.
+    pub fates: Vec<Fate>,
+    /// When the heal-and-drain phase began.
+    pub heal_at: Duration,
+    /// When the run ended (the report's time).
+    pub end: Duration,
+    /// Simulation steps taken.
+    pub steps: u64,
+}
+
+/// Mixes the run seed with a stream name and index into an independent seed (splitmix64).
+pub(crate) fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(index.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The simulated wall clock, read inside a host.
+pub(crate) fn unix_now() -> UnixTime {
+    let since = turmoil::since_epoch().expect("the wall clock is read inside a simulated host");
+    UnixTime::from_duration(since)
+}
+
+struct ClientSignals {
+    start: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+}
+
+/// Runs `scenario` to the end. `Err` when turmoil itself fails (a host panicked or errored).
+pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
+    let s = scenario;
+    let log = Arc::new(Mutex::new(Log::default()));
+    let latency = s.params.latency;
+    let total = s.duration + s.drain;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(s.params.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .tick_duration(s.tick)
+        // Never the limit: the step loop decides when the run ends.
+        .simulation_duration(total + Duration::from_secs(3600))
+        .min_message_latency(latency.min())
+        .max_message_latency(latency.max())
+        // Room for long holds and for every client's SYN at once.
+        .tcp_capacity(4096)
+        .build();
+
+    // The server first, so it is 192.168.0.1; then the clients in order. Registration order is
+    // part of the seed (each host's RNG is drawn from the world's at registration).
+    let (server_stop, server_stop_rx) = watch::channel(false);
+    let server_slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
+    {
+        let log = log.clone();
+        let slot = server_slot.clone();
+        let incarnation = Rc::new(Cell::new(0u32));
+        sim.host(SERVER, move || {
+            let inc = incarnation.replace(incarnation.get() + 1);
+            let config = ServerConfig::default();
+            host::server(
+                inc,
+                Server::new(Arc::new(config)),
+                log.clone(),
+                slot.clone(),
+                server_stop_rx.clone(),
+            )
+        });
+    }
+    let mut signals = Vec::new();
+    for (i, plan) in s.clients.iter().enumerate() {
+        let (start, start_rx) = watch::channel(!plan.starts_late);
+        let (stop, stop_rx) = watch::channel(false);
+        signals.push(ClientSignals { start, stop });
+        let log = log.clone();
+        let incarnation = Rc::new(Cell::new(0u32));
+        let id = ClientId::new(&plan.id).map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new(id, s.interval)
+            .map_err(|e| e.to_string())?
+            .reconnect(Some(Backoff::default()));
+        if let Some(t) = plan.ack_timeout {
+            config = config.ack_timeout(t).map_err(|e| e.to_string())?;
+        }
+        let seed = s.params.seed;
+        sim.host(plan.id.as_str(), move || {
+            let inc = incarnation.replace(incarnation.get() + 1);
+            // A new process: a new session nonce and a new jitter seed.
+            let config = config
+                .clone()
+                .session(derive_seed(seed, 1 + i as u64, u64::from(inc)))
+                .rng_seed(derive_seed(seed, 1001 + i as u64, u64::from(inc)));
+            host::client(
+                i,
+                inc,
+                config,
+                log.clone(),
+                start_rx.clone(),
+                stop_rx.clone(),
+            )
+        });
+    }
+    let names: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
+    let client_ips: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
+
+    let mut steps = 0u64;
+    let mut step = |sim: &mut turmoil::Sim<'_>| -> Result<(), String> {
+        steps += 1;
+        sim.step().map(|_| ()).map_err(|e| e.to_string())
+    };
+    let record = |at: Duration, r: Record| log.lock().expect("log lock").push(at, r);
+
+    // Fault phase.
+    let mut fates: Vec<Fate> = s
+        .clients
+        .iter()
+        .map(|c| {
+            if c.starts_late {
+                Fate::Idle
+            } else {
+                Fate::Alive
+            }
+        })
+        .collect();
+    let mut actions = s.actions.iter().peekable();
+    while sim.elapsed() < s.duration {
+        while let Some(t) = actions.next_if(|t| t.at <= sim.elapsed()) {
+            record(sim.elapsed(), Record::Action(t.action.clone()));
+            apply(&mut sim, &t.action, &names, &signals, &mut fates);
+        }
+        step(&mut sim)?;
+    }
+
+    // Heal and drain: every link healed (held segments delivered first), the server restarted
+    // if it is down; crashed clients stay dead.
+    let heal_at = sim.elapsed();
+    record(heal_at, Record::Heal);
+    for name in &names {
+        sim.release(name.as_str(), SERVER);
+        sim.repair(name.as_str(), SERVER);
+    }
+    if !sim.is_host_running(SERVER) {
+        sim.bounce(SERVER);
+    }
+    while sim.elapsed() < heal_at + s.drain {
+        step(&mut sim)?;
+    }
+    let end = sim.elapsed();
+
+    // Take the report: the server's driver hands the machine back when told to stop.
+    record(end, Record::Stop);
+    server_stop.send_replace(true);
+    let mut waited = 0;
+    while server_slot.borrow().is_none() {
+        step(&mut sim)?;
+        waited += 1;
+        if waited > 10_000 {
+            return Err("the server did not stop within 10000 steps".into());
+        }
+    }
+    let server = server_slot.borrow_mut().take().expect("checked above");
+    drop(sim);
+
+    let mut entries = std::mem::take(&mut log.lock().expect("log lock").entries);
+    let stop_at = entries
+        .iter()
+        .position(|e| matches!(e.record, Record::Stop))
+        .expect("recorded above");
+    let report = report_before_stop(server.report(), &entries[stop_at..]);
+    entries.truncate(stop_at);
+    // Hosts run one after the other within a step, each stamping sub-tick times: order by time,
+    // keeping the observed order for equal times.
+    entries.sort_by_key(|e| e.at);
+    Ok(Outcome {
+        scenario: s.clone(),
+        log: entries,
+        report,
+        client_ips,
+        fates,
+        heal_at,
+        end,
+        steps,
+    })
+}
+
+/// The report as it stood when the run ended.
+///
+/// `heartbeat_net::run_server` closes every connection before it hands the server back, which
+/// turns every live client's state into `disconnected`. The stop's own `disconnected` events
+/// (reason: closed locally) name exactly those clients, so their state is put back to `up`;
+/// the counts are untouched by closing.
+fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
+    let closed: BTreeSet<&ClientKey> = after_stop
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Server {
+                event:
+                    Event::Disconnected {
+                        client: Some(key),
+                        reason: DisconnectReason::Local,
+                        ..
+                    },
+                ..
+            } => Some(key),
+            _ => None,
+        })
+        .collect();
+    for c in &mut report.clients {
+        if closed.contains(&c.client) && c.state == "disconnected" {
+            c.state = "up";
+        }
+    }
+    report
+}
+
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    action: &Action,
+    names: &[String],
+    signals: &[ClientSignals],
+    fates: &mut [Fate],
+) {
+    let name = |n: &Node| match n {
+        Node::Client(i) => names[*i].clone(),
+        Node::Server => SERVER.to_owned(),
+    };
+    let c = |i: &usize| names[*i].as_str();
+    match action {
+        Action::Bounce(n) => {
+            sim.bounce(name(n));
+            if let Node::Client(i) = n {
+                fates[*i] = Fate::Alive;
+            }
+        }
+        Action::Crash(n) => {
+            sim.crash(name(n));
+            if let Node::Client(i) = n {
+                fates[*i] = Fate::Dead;
+            }
+        }
+        Action::Hold(i) => sim.hold(c(i), SERVER),
+        Action::Latency(i, d) => sim.set_link_latency(c(i), SERVER, *d),
+        Action::Partition(i) => sim.partition(c(i), SERVER),
+        Action::Release(i) => sim.release(c(i), SERVER),
+        Action::Repair(i) => sim.repair(c(i), SERVER),
+        Action::SilentCrash(n) => {
+            let peers: Vec<&str> = match n {
+                Node::Client(i) => vec![c(i)],
+                Node::Server => names.iter().map(String::as_str).collect(),
+            };
+            let me = name(n);
+            for p in &peers {
+                sim.partition(*p, SERVER);
+            }
+            sim.crash(me);
+            for p in &peers {
+                sim.repair(*p, SERVER);
+            }
+            if let Node::Client(i) = n {
+                fates[*i] = Fate::Dead;
+            }
+        }
+        Action::Start(i) => {
+            signals[*i].start.send_replace(true);
+            fates[*i] = Fate::Alive;
+        }
+        Action::Stop(i) => {
+            signals[*i].stop.send_replace(true);
+            fates[*i] = Fate::Stopped;
+        }
+    }
+}
