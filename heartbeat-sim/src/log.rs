@@ -38,8 +38,12 @@ pub enum Record {
         /// The event.
         event: client::Event,
     },
-    /// The heal-and-drain phase began: every link healed, a crashed server restarted.
-    Heal,
+    /// The heal-and-drain phase began: every link released and repaired, and the server
+    /// restarted if it was down.
+    Heal {
+        /// True when the server was down and was restarted.
+        restarted_server: bool,
+    },
     /// A free-form note.
     Note {
         /// Who.

@@ -10,7 +10,10 @@
 //!   client's history in one incarnation between two `restarted` events.
 //!
 //! # Invariants (all scenarios, any seed)
-//! 1. `truth`: within a session, a client writes strictly increasing sequence numbers.
+//! 1. `truth`: within a session, a client writes strictly increasing sequence numbers; its core
+//!    accounts for every slot up to its last heartbeat once, as sent or skipped; what reached
+//!    the stream is what the core sent (a sent heartbeat may miss the stream only when the
+//!    connection was lost under it). The ground truth used below is the stream tap.
 //! 2. `attribution`: every heartbeat the server counts for client X came over a connection
 //!    from X's host and is one X wrote (same sequence number and send stamp); an epoch never
 //!    mixes two sessions.
@@ -36,9 +39,10 @@ use std::fmt;
 use std::time::Duration;
 
 use heartbeat_core::analysis::ClientSummary;
+use heartbeat_core::client;
 use heartbeat_core::frame::Frame;
 use heartbeat_core::server::Event;
-use heartbeat_core::{ClientKey, ConnId, UnixTime};
+use heartbeat_core::{ClientKey, ConnId, DisconnectReason, UnixTime};
 
 use crate::log::Record;
 use crate::scenario::Action;
@@ -131,10 +135,22 @@ impl Session {
 /// What each client wrote: the ground truth.
 #[derive(Clone, Debug, Default)]
 pub struct Truth {
-    /// Per client, its sessions in order.
+    /// Per client, its sessions in order, as written to the stream (the tap).
     pub sessions: Vec<Vec<Session>>,
+    /// Per client, slots its core reported skipped (`Skipped` events), over all its runs.
+    pub skipped: Vec<u64>,
     /// Failures of the `truth` check.
     failures: Vec<String>,
+}
+
+/// One run of a client process as its own events tell it.
+#[derive(Clone, Debug, Default)]
+struct Run {
+    sent: BTreeMap<u64, UnixTime>,
+    skipped: BTreeSet<u64>,
+    /// Connections lost because the peer closed or a read or write failed: a heartbeat the core
+    /// sent may not have reached the stream.
+    lost: u64,
 }
 
 impl Truth {
@@ -143,9 +159,34 @@ impl Truth {
         let n = out.scenario.clients.len();
         let mut t = Self {
             sessions: vec![Vec::new(); n],
+            skipped: vec![0; n],
             failures: Vec::new(),
         };
+        let mut runs: BTreeMap<(usize, u32), Run> = BTreeMap::new();
         for e in &out.log {
+            if let Record::Client {
+                client,
+                incarnation,
+                event,
+            } = &e.record
+            {
+                let run = runs.entry((*client, *incarnation)).or_default();
+                match event {
+                    client::Event::Sent { seq, at, .. } => {
+                        run.sent.insert(seq.0, *at);
+                    }
+                    client::Event::Skipped { first, last } => {
+                        run.skipped.extend(first.0..=last.0);
+                        t.skipped[*client] += last.0 - first.0 + 1;
+                    }
+                    client::Event::Disconnected {
+                        reason: DisconnectReason::ClosedByPeer,
+                        ..
+                    } => run.lost += 1,
+                    _ => {}
+                }
+                continue;
+            }
             let Record::Wrote { client, frame } = &e.record else {
                 continue;
             };
@@ -183,7 +224,56 @@ impl Truth {
                 _ => {}
             }
         }
+        t.cross_check(&runs);
         t
+    }
+
+    /// The client's own account (its `Sent` and `Skipped` events) against the wire: every slot
+    /// up to the last is sent or skipped, once; every heartbeat on the wire was sent by the core;
+    /// a sent heartbeat is missing from the wire only after a lost connection.
+    fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>) {
+        for (&(i, inc), run) in runs {
+            let c = i + 1;
+            let last = run.sent.keys().next_back().copied().unwrap_or(0);
+            let both = run.sent.keys().filter(|s| run.skipped.contains(s)).count();
+            let covered = run.sent.len() + run.skipped.iter().filter(|&&s| s <= last).count();
+            if both > 0 || covered as u64 != last {
+                self.failures.push(format!(
+                    "c{c} run {inc}: {} sent + {} skipped do not cover slots 1..={last} once",
+                    run.sent.len(),
+                    run.skipped.len()
+                ));
+            }
+            let on_wire = |seq: u64, stamp: UnixTime| {
+                self.sessions[i]
+                    .iter()
+                    .any(|s| s.beats.get(&seq).is_some_and(|w| w.stamp == stamp))
+            };
+            let unwritten = run
+                .sent
+                .iter()
+                .filter(|&(&seq, &stamp)| !on_wire(seq, stamp))
+                .count() as u64;
+            if unwritten > run.lost {
+                self.failures.push(format!(
+                    "c{c} run {inc}: {unwritten} heartbeats sent by the core never reached the                      stream ({} connections lost)",
+                    run.lost
+                ));
+            }
+        }
+        for (i, sessions) in self.sessions.iter().enumerate() {
+            for (seq, w) in sessions.iter().flat_map(|s| s.beats.iter()) {
+                let sent = runs
+                    .range((i, 0)..=(i, u32::MAX))
+                    .any(|(_, r)| r.sent.get(seq) == Some(&w.stamp));
+                if !sent {
+                    self.failures.push(format!(
+                        "c{}: BEAT {seq} on the wire was never sent by the core",
+                        i + 1
+                    ));
+                }
+            }
+        }
     }
 
     /// Heartbeats client `i` wrote, over all its sessions.
@@ -668,7 +758,7 @@ pub fn hold_windows(out: &Outcome) -> Vec<(usize, Duration, Duration)> {
                     windows.push((*i, from, e.at));
                 }
             }
-            Record::Heal => {
+            Record::Heal { .. } => {
                 windows.extend(
                     std::mem::take(&mut open)
                         .into_iter()
@@ -679,4 +769,80 @@ pub fn hold_windows(out: &Outcome) -> Vec<(usize, Duration, Duration)> {
         }
     }
     windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Latency, Params, Scenario, Timed};
+    use crate::world;
+
+    fn params() -> Params {
+        Params {
+            latency: Latency::Fixed(Duration::from_millis(10)),
+            ..Params::seed(3)
+        }
+    }
+
+    fn failing(v: &Verdict) -> Vec<&'static str> {
+        v.checks
+            .iter()
+            .filter(|c| !c.ok())
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_longer_than_the_idle_timeout_is_caught() {
+        // The oracles must be able to fail: held for 15 s, the server gives up on the stream
+        // after 10 s and the held heartbeats are lost, then reported missed.
+        let mut s = Scenario::build("firewall", &params()).unwrap();
+        s.actions = vec![
+            Timed {
+                at: Duration::from_secs(20),
+                action: Action::Hold(0),
+            },
+            Timed {
+                at: Duration::from_secs(35),
+                action: Action::Release(0),
+            },
+        ];
+        let out = world::run(&s).unwrap();
+        let v = check(&out);
+        let failing = failing(&v);
+        assert!(failing.contains(&"held"), "{v}");
+        assert!(failing.contains(&"none-missed"), "{v}");
+    }
+
+    #[test]
+    fn a_partition_in_steady_is_caught() {
+        let mut s = Scenario::build("steady", &params()).unwrap();
+        s.actions = vec![
+            Timed {
+                at: Duration::from_secs(20),
+                action: Action::Partition(0),
+            },
+            Timed {
+                at: Duration::from_secs(30),
+                action: Action::Repair(0),
+            },
+        ];
+        let out = world::run(&s).unwrap();
+        let v = check(&out);
+        assert_eq!(failing(&v), ["none-missed", "no-reconnect"], "{v}");
+    }
+
+    #[test]
+    fn a_client_left_partitioned_is_not_live() {
+        // Shorten the drain below what a reconnect needs: liveness must fail.
+        let mut s = Scenario::build("partition", &params()).unwrap();
+        s.actions = vec![Timed {
+            at: Duration::from_secs(50),
+            action: Action::Partition(0),
+        }];
+        s.drain = Duration::from_secs(1);
+        let out = world::run(&s).unwrap();
+        let v = check(&out);
+        assert!(failing(&v).contains(&"liveness"), "{v}");
+    }
 }

@@ -23,9 +23,13 @@ fn secs(d: Duration) -> String {
 fn timeline_line(e: &Entry) -> Option<(String, String)> {
     let (who, what) = match &e.record {
         Record::Action(a) => ("fault".to_owned(), a.to_string()),
-        Record::Heal => (
+        Record::Heal { restarted_server } => (
             "heal".to_owned(),
-            "every link repaired and released, a crashed server restarted".to_owned(),
+            if *restarted_server {
+                "every link released and repaired, the server restarted; drain".to_owned()
+            } else {
+                "every link released and repaired; drain".to_owned()
+            },
         ),
         Record::Started { node, incarnation } => (
             node.to_string(),
@@ -86,13 +90,25 @@ pub fn text(out: &Outcome, verdict: &Verdict) -> String {
     let _ = writeln!(o, "report");
     let _ = write!(o, "{}", out.report);
     let truth = Truth::new(out);
-    let sent: Vec<String> = s
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{}={}", c.id, truth.sent(i)))
-        .collect();
-    let _ = writeln!(o, "sent (ground truth): {}", sent.join(" "));
+    let _ = writeln!(o, "ground truth (what the clients wrote)");
+    for (i, c) in s.clients.iter().enumerate() {
+        let sessions: Vec<String> = truth.sessions[i]
+            .iter()
+            .map(|s| s.last().to_string())
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<6}  sent {:>5}  skipped {:>4}  last seq per session {}",
+            c.id,
+            truth.sent(i),
+            truth.skipped[i],
+            if sessions.is_empty() {
+                "-".to_owned()
+            } else {
+                sessions.join(", ")
+            },
+        );
+    }
     let _ = writeln!(o);
     let _ = write!(o, "{verdict}");
     if !verdict.ok() {
@@ -101,51 +117,74 @@ pub fn text(out: &Outcome, verdict: &Verdict) -> String {
     o
 }
 
-/// The JSON lines rendering: the server's events (as `heartbeat-server --json` prints them),
-/// the simulator's actions, the summary with each client's `sent`, then the verdict.
+/// One JSON line with `"event"` first (as `heartbeat-server --json` writes its summary), then
+/// the other fields in the order given.
+fn event_line(o: &mut String, event: &str, fields: &[(&str, Value)]) {
+    o.push_str("{\"event\":");
+    o.push_str(&Value::from(event).to_string());
+    for (k, v) in fields {
+        o.push(',');
+        o.push_str(&Value::from(*k).to_string());
+        o.push(':');
+        o.push_str(&v.to_string());
+    }
+    o.push_str("}\n");
+}
+
+/// The JSON lines rendering: the server's events (as `heartbeat-server --json` prints them), the
+/// simulator's actions and heal, the summary line with each client's `sent` and `skipped`
+/// (ground truth), then the verdict.
 pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
     let s = &out.scenario;
     let mut o = String::new();
-    let ms = |d: Duration| (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0;
-    let mut line = |v: Value| {
-        o.push_str(&v.to_string());
-        o.push('\n');
-    };
+    let ms = |d: Duration| json!((d.as_nanos() as f64 / 1_000.0).round() / 1_000.0);
     for e in &out.log {
         match &e.record {
-            Record::Server { event, .. } => line(event.to_json()),
-            Record::Action(a) => {
-                line(json!({"event": "action", "at_ms": ms(e.at), "action": a.to_string()}))
+            Record::Server { event, .. } => {
+                o.push_str(&event.to_json().to_string());
+                o.push('\n');
             }
-            Record::Heal => line(json!({"event": "heal", "at_ms": ms(e.at)})),
+            Record::Action(a) => event_line(
+                &mut o,
+                "action",
+                &[("at_ms", ms(e.at)), ("action", json!(a.to_string()))],
+            ),
+            Record::Heal { restarted_server } => event_line(
+                &mut o,
+                "heal",
+                &[
+                    ("at_ms", ms(e.at)),
+                    ("restarted_server", json!(restarted_server)),
+                ],
+            ),
             _ => {}
         }
     }
     let truth = Truth::new(out);
-    let mut summary = out.report.to_json();
-    if let Some(clients) = summary.get_mut("clients").and_then(Value::as_array_mut) {
-        for c in clients {
-            let id = c.get("client").and_then(Value::as_str).unwrap_or_default();
-            if let Some(i) = s.clients.iter().position(|p| p.id == id) {
-                c["sent"] = json!(truth.sent(i));
-            }
+    let mut clients = out.report.to_json()["clients"].take();
+    for c in clients.as_array_mut().into_iter().flatten() {
+        let id = c.get("client").and_then(Value::as_str).unwrap_or_default();
+        if let Some(i) = s.clients.iter().position(|p| p.id == id) {
+            c["sent"] = json!(truth.sent(i));
+            c["skipped"] = json!(truth.skipped[i]);
         }
     }
-    let mut summary_line = json!({"event": "summary"});
-    summary_line["clients"] = summary["clients"].take();
-    line(summary_line);
+    event_line(&mut o, "summary", &[("clients", clients)]);
     let checks: Vec<Value> = verdict
         .checks
         .iter()
         .map(|c| json!({"name": c.name, "ok": c.ok(), "failures": c.failures}))
         .collect();
-    line(json!({
-        "event": "verdict",
-        "ok": verdict.ok(),
-        "scenario": s.name,
-        "seed": s.params.seed,
-        "checks": checks,
-        "replay": s.replay_command(),
-    }));
+    event_line(
+        &mut o,
+        "verdict",
+        &[
+            ("ok", json!(verdict.ok())),
+            ("scenario", json!(s.name)),
+            ("seed", json!(s.params.seed)),
+            ("replay", json!(s.replay_command())),
+            ("checks", json!(checks)),
+        ],
+    );
     o
 }

@@ -182,14 +182,15 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     // Heal and drain: every link healed (held segments delivered first), the server restarted
     // if it is down; crashed clients stay dead.
     let heal_at = sim.elapsed();
-    record(heal_at, Record::Heal);
     for name in &names {
         sim.release(name.as_str(), SERVER);
         sim.repair(name.as_str(), SERVER);
     }
-    if !sim.is_host_running(SERVER) {
+    let restarted_server = !sim.is_host_running(SERVER);
+    if restarted_server {
         sim.bounce(SERVER);
     }
+    record(heal_at, Record::Heal { restarted_server });
     while sim.elapsed() < heal_at + s.drain {
         step(&mut sim)?;
     }
