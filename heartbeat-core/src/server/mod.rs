@@ -701,14 +701,10 @@ impl Server {
         if interval.is_some() {
             record.interval = interval;
         }
-        if let Some(session) = session {
-            if record.session.is_some_and(|s| s != session) {
-                record.restart(conn, &mut self.events);
-            }
-            record.session = Some(session);
+        let restarted = session.is_some_and(|s| record.session.is_some_and(|old| old != s));
+        if session.is_some() {
+            record.session = session;
         }
-        self.flush_events();
-        // The silence across a reconnect is not a burst trigger; inter-arrival stays measured.
         let c = self
             .conns
             .get_mut(&conn)
@@ -718,14 +714,22 @@ impl Server {
             protocol,
         };
         c.last_rx = now.mono;
-        self.out.push_back(Output::Event(Event::Connected {
+        let connected = Event::Connected {
             conn,
-            client: key,
+            client: key.clone(),
             peer,
             protocol,
             interval,
             resumed,
-        }));
+        };
+        self.out.push_back(Output::Event(connected));
+        if restarted {
+            // A new session nonce: the client process restarted.
+            if let Some(record) = self.clients.get_mut(&key) {
+                record.restart(conn, &mut self.events);
+            }
+            self.flush_events();
+        }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
             // partition): the new one wins.
