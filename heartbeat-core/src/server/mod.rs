@@ -2,7 +2,7 @@
 
 mod session;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,8 +50,13 @@ use session::ClientRecord;
 #[derive(Debug)]
 pub struct Server {
     config: Arc<ServerConfig>,
-    conns: BTreeMap<ConnId, Conn>,
-    clients: BTreeMap<ClientKey, ClientRecord>,
+    /// Open connections. Looked up per read, never iterated where order matters.
+    conns: HashMap<ConnId, Conn>,
+    /// Every client ever seen; a connection holds its client's index, so the per-heartbeat path
+    /// does no key comparisons.
+    clients: Vec<ClientRecord>,
+    /// Client keys to indices in `clients`, sorted for reports.
+    index: BTreeMap<ClientKey, usize>,
     next_conn: u64,
     /// Connection deadlines (hello and idle timeouts), lazily re-armed.
     deadlines: DeadlineQueue<ConnId>,
@@ -76,7 +81,11 @@ enum ConnState {
     /// Waiting for the first bytes, or for `HELLO` on a v1 connection.
     Opening,
     /// Identified.
-    Live { key: ClientKey, protocol: Protocol },
+    Live {
+        key: ClientKey,
+        idx: usize,
+        protocol: Protocol,
+    },
 }
 
 /// What the driver must do, in order.
@@ -373,8 +382,9 @@ impl Server {
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
             config,
-            conns: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            conns: HashMap::new(),
+            clients: Vec::new(),
+            index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
             out: VecDeque::new(),
@@ -401,18 +411,18 @@ impl Server {
 
     /// One client's analysis.
     pub fn client(&self, key: &ClientKey) -> Option<&ClientStats> {
-        self.clients.get(key).map(|r| &r.stats)
+        self.index.get(key).map(|&i| &self.clients[i].stats)
     }
 
     /// Every client's analysis, sorted by key.
     pub fn clients(&self) -> impl Iterator<Item = &ClientStats> + '_ {
-        self.clients.values().map(|r| &r.stats)
+        self.index.values().map(|&i| &self.clients[i].stats)
     }
 
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {
-            clients: self.clients.values().map(|r| r.stats.summary()).collect(),
+            clients: self.clients().map(ClientStats::summary).collect(),
         }
     }
 
@@ -466,9 +476,7 @@ impl Server {
         let result = c.decoder.finish().map(|u| units.extend(u));
         self.process(now, conn, units, result);
         if self.conns.contains_key(&conn) {
-            let left = self
-                .client_of(conn)
-                .is_some_and(|k| self.clients.get(&k).is_some_and(|r| r.left));
+            let left = self.client_of(conn).is_some_and(|i| self.clients[i].left);
             let reason = if left {
                 DisconnectReason::Goodbye
             } else {
@@ -490,8 +498,8 @@ impl Server {
             }
             let (deadline, timeout) = match &c.state {
                 ConnState::Opening => (None, self.config.hello_timeout),
-                ConnState::Live { key, .. } => {
-                    let interval = self.clients.get(key).and_then(|r| r.interval);
+                ConnState::Live { idx, .. } => {
+                    let interval = self.clients[*idx].interval;
                     let idle = self.config.idle_timeout_for(interval);
                     (Some(c.last_rx + idle), idle)
                 }
@@ -540,7 +548,8 @@ impl Server {
 
     /// Closes every connection (server shutdown). The analysis stays readable.
     pub fn close_all(&mut self, now: Now) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.close(now, conn);
         }
@@ -563,9 +572,9 @@ impl Server {
 
     // ---- internals ----
 
-    fn client_of(&self, conn: ConnId) -> Option<ClientKey> {
+    fn client_of(&self, conn: ConnId) -> Option<usize> {
         match &self.conns.get(&conn)?.state {
-            ConnState::Live { key, .. } => Some(key.clone()),
+            ConnState::Live { idx, .. } => Some(*idx),
             ConnState::Opening => None,
         }
     }
@@ -655,12 +664,10 @@ impl Server {
                 }
                 .encode(acks);
             }
-            (Inbound::Frame(Frame::Bye), ConnState::Live { key, .. }) => {
-                let key = key.clone();
+            (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
+                let idx = *idx;
                 self.flush_beats(now, conn, beats);
-                if let Some(r) = self.clients.get_mut(&key) {
-                    r.left = true;
-                }
+                self.clients[idx].left = true;
             }
             (Inbound::Frame(f), state) => {
                 let when = if matches!(state, ConnState::Opening) {
@@ -688,11 +695,13 @@ impl Server {
     ) {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
-        let resumed = self.clients.contains_key(&key);
-        let record = self
-            .clients
-            .entry(key.clone())
-            .or_insert_with(|| ClientRecord::new(key.clone(), protocol, max_ranges));
+        let resumed = self.index.contains_key(&key);
+        let idx = *self.index.entry(key.clone()).or_insert_with(|| {
+            self.clients
+                .push(ClientRecord::new(key.clone(), protocol, max_ranges));
+            self.clients.len() - 1
+        });
+        let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
         record.stats.connections += 1;
         record.stats.protocol = protocol;
@@ -711,6 +720,7 @@ impl Server {
             .expect("caller checked the connection");
         c.state = ConnState::Live {
             key: key.clone(),
+            idx,
             protocol,
         };
         c.last_rx = now.mono;
@@ -725,9 +735,7 @@ impl Server {
         self.out.push_back(Output::Event(connected));
         if restarted {
             // A new session nonce: the client process restarted.
-            if let Some(record) = self.clients.get_mut(&key) {
-                record.restart(conn, &mut self.events);
-            }
+            self.clients[idx].restart(conn, &mut self.events);
             self.flush_events();
         }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
@@ -741,13 +749,11 @@ impl Server {
         if beats.is_empty() {
             return;
         }
-        let Some(key) = self.client_of(conn) else {
+        let Some(idx) = self.client_of(conn) else {
             return;
         };
         let gap = self.config.burst_gap_intervals;
-        if let Some(record) = self.clients.get_mut(&key) {
-            record.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
-        }
+        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
         beats.clear();
         self.flush_events();
     }
@@ -758,12 +764,11 @@ impl Server {
         };
         self.deadlines.remove(c.queued, &conn);
         let client = match c.state {
-            ConnState::Live { key, .. } => {
-                if let Some(r) = self.clients.get_mut(&key) {
-                    if r.conn == Some(conn) {
-                        r.conn = None;
-                        r.stats.state = if r.left { "left" } else { "disconnected" };
-                    }
+            ConnState::Live { key, idx, .. } => {
+                let r = &mut self.clients[idx];
+                if r.conn == Some(conn) {
+                    r.conn = None;
+                    r.stats.state = if r.left { "left" } else { "disconnected" };
                 }
                 Some(key)
             }
