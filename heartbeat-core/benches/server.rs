@@ -50,7 +50,7 @@ fn beats(c: &mut Criterion) {
                     for &conn in &conns {
                         server.handle_input(now, conn, line.as_bytes());
                         while let Some(out) = server.poll_output() {
-                            black_box(out);
+                            let _ = black_box(out);
                         }
                     }
                 });
