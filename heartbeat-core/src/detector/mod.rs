@@ -577,9 +577,11 @@ fn reaches_with(
     if !level.is_finite() {
         return None;
     }
-    if suspicion(last) >= level {
+    if level <= 0.0 {
         return Some(last);
     }
+    // If the level was reached at `last` already, `solve` gives `last` or earlier and `settle`
+    // confirms it with one evaluation.
     let t = solve(last)?.max(last);
     settle(suspicion, t, level)
 }

@@ -134,6 +134,8 @@ pub struct PhiDetector {
     mean: f64,
     /// `max(σ, min_std_deviation)`, in seconds.
     std: f64,
+    /// `(level, y)` with `φ(y) = level` for the suspect and down levels, solved once.
+    inverses: [(f64, f64); 2],
 }
 
 impl PhiDetector {
@@ -157,6 +159,7 @@ impl PhiDetector {
             marked_down: false,
             mean: 0.0,
             std: 0.0,
+            inverses: [config.threshold / 2.0, config.threshold].map(|l| (l, phi_inverse(l))),
         };
         d.update_stats();
         d
@@ -185,6 +188,15 @@ impl PhiDetector {
 
     fn phi(&self, silence: f64) -> f64 {
         phi(silence, self.mean, self.std)
+    }
+
+    /// The silence, in seconds, after which φ reaches `level`.
+    fn silence_at(&self, level: f64) -> f64 {
+        let y = match self.inverses.iter().find(|(l, _)| *l == level) {
+            Some(&(_, y)) => y,
+            None => phi_inverse(level),
+        };
+        self.mean + y * self.std
     }
 }
 
@@ -227,9 +239,17 @@ impl Detector for PhiDetector {
             return;
         }
         if let Some(last) = self.last {
-            let available = !self.marked_down && self.suspicion(now) < self.threshold;
-            if available {
-                self.intervals.push(clamp_nanos(now.duration_since(last)));
+            let interval = now.duration_since(last);
+            // φ < threshold, evaluated only near the crossing (φ is increasing).
+            let silence = interval.as_secs_f64();
+            let crossing = self.silence_at(self.threshold);
+            let below = if (silence - crossing).abs() > 1e-6 {
+                silence < crossing
+            } else {
+                self.phi(silence) < self.threshold
+            };
+            if below && !self.marked_down {
+                self.intervals.push(clamp_nanos(interval));
                 self.update_stats();
             }
         }
@@ -249,10 +269,7 @@ impl Detector for PhiDetector {
             self.last,
             level,
             |t| self.suspicion(t),
-            |last| {
-                let silence = self.mean + phi_inverse(level) * self.std;
-                super::offset(last, silence * 1e9)
-            },
+            |last| super::offset(last, self.silence_at(level) * 1e9),
         )
     }
 
