@@ -82,7 +82,9 @@ const MAX_SAMPLE_NS: i64 = 1 << 50;
 ///   (exactly, in `f64`), and no earlier instant since the last heartbeat reaches `l` (to
 ///   within a microsecond), so a timer armed at `reaches(levels().down)` finds the detector
 ///   at or above the down level when it fires.
-/// - A heartbeat may move both in any direction, so re-read `reaches` after each one.
+/// - A heartbeat may move both in any direction, so re-read `reaches` after each one. It does
+///   not always bring suspicion back below the suspect level: `chen` expects heartbeats on the
+///   sender's schedule, so right after a late one `reaches` can return that heartbeat's instant.
 pub trait Detector: fmt::Debug + Send {
     /// A heartbeat with sequence number `seq` arrived at monotonic time `now`.
     ///
@@ -112,8 +114,9 @@ pub trait Detector: fmt::Debug + Send {
     /// skew what the detector learned. That heartbeat makes the client available again, so
     /// calling it with `true` is only needed to take the `false` back.
     ///
-    /// `fixed` has no history and `chen` learns from sequence numbers, which an outage cannot
-    /// skew, so both ignore this call. Independently of it, the φ detectors also leave out an
+    /// `fixed` has no history and `chen` learns offsets from sequence numbers, which lost
+    /// heartbeats cannot skew (see [`ChenDetector`] for why it learns even late ones), so both
+    /// ignore this call. Independently of it, the φ detectors also leave out an
     /// interval when their suspicion had reached the down level at its end, as Akka does.
     fn set_available(&mut self, available: bool);
 
