@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientStats, Report, SeqRange};
 use crate::config::ServerConfig;
+use crate::detector::DetectorKind;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::time::{Now, UnixTime, fmt_ms, fmt_signed_ms};
 use crate::timer::DeadlineQueue;
 use session::ClientRecord;
+
+/// After a stall of the server itself, how long before due timers are looked at again.
+const STALL_RECHECK: Duration = Duration::from_secs(1);
 
 /// The heartbeat server: accepts connections, decodes either protocol, acknowledges v1
 /// heartbeats, analyses every client on its own and drops dead or hostile connections.
@@ -60,6 +64,9 @@ pub struct Server {
     next_conn: u64,
     /// Connection deadlines (hello and idle timeouts), lazily re-armed.
     deadlines: DeadlineQueue<ConnId>,
+    /// Liveness checks per client index, when its detector reaches its next level; lazily
+    /// re-armed like `deadlines`.
+    checks: DeadlineQueue<usize>,
     out: VecDeque<Output>,
     /// Scratch space reused across calls.
     events: Vec<Event>,
@@ -88,8 +95,44 @@ enum ConnState {
     },
 }
 
+/// A client's liveness, as its failure detector sees it.
+///
+/// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
+/// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
+/// clean goodbye (`BYE`): not a failure, and not watched any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Declared dead.
+    Down,
+    /// Said goodbye.
+    Left,
+    /// Late beyond the suspect level.
+    Suspect,
+    /// Heard from in time.
+    Up,
+}
+
+impl Liveness {
+    /// `"down"`, `"left"`, `"suspect"` or `"up"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Down => "down",
+            Self::Left => "left",
+            Self::Suspect => "suspect",
+            Self::Up => "up",
+        }
+    }
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the driver must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub enum Output {
     /// Close `conn` after writing every earlier `Transmit` to it. Emitted exactly once per
@@ -112,7 +155,7 @@ pub enum Output {
 }
 
 /// What the server observed. Every variant names the connection it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
     /// Several heartbeats arrived in one read after a silence of at least the configured number
@@ -207,6 +250,28 @@ pub enum Event {
         /// The first sequence number of the new session, when it restarted mid-stream.
         seq: Option<Seq>,
     },
+    /// The server itself did not run for a while (woken `late` after its earliest timer): it
+    /// convicted nobody and dropped no connection on that evidence, and looks again shortly.
+    Stalled {
+        /// How late the server was woken.
+        late: Duration,
+    },
+    /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
+    /// heartbeat that brought the client back.
+    Transition {
+        /// The client.
+        client: ClientKey,
+        /// The state before.
+        from: Liveness,
+        /// The state after.
+        to: Liveness,
+        /// Time since the client's last heartbeat before this change (`None` before the first).
+        since_last: Option<Duration>,
+        /// The detector's suspicion value when it changed (for `Up`, just before the heartbeat).
+        suspicion: f64,
+        /// Which detector decided.
+        detector: DetectorKind,
+    },
 }
 
 impl Event {
@@ -220,6 +285,8 @@ impl Event {
             Self::Heartbeat { .. } => "heartbeat",
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
+            Self::Stalled { .. } => "stalled",
+            Self::Transition { .. } => "transition",
         }
     }
 
@@ -292,7 +359,29 @@ impl Event {
             } => json!({
                 "event": "restarted", "conn": conn.0, "client": client, "previous": previous, "seq": seq,
             }),
+            Self::Stalled { late } => json!({ "event": "stalled", "late_ms": ms(*late) }),
+            Self::Transition {
+                client,
+                from,
+                to,
+                since_last,
+                suspicion,
+                detector,
+            } => json!({
+                "event": "transition", "client": client, "from": from, "to": to,
+                "since_last_ms": since_last.map(ms), "suspicion": round3(*suspicion),
+                "detector": detector,
+            }),
         }
+    }
+}
+
+/// Rounds to three decimals, so JSON output does not depend on the last bits of a float.
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        f64::MAX
     }
 }
 
@@ -373,6 +462,24 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Self::Stalled { late } => write!(
+                f,
+                "stalled: the server ran {} late; no client convicted on that evidence",
+                fmt_ms(*late)
+            ),
+            Self::Transition {
+                client,
+                from,
+                to,
+                since_last,
+                suspicion,
+                detector,
+            } => write!(
+                f,
+                "transition client={client} {from}->{to} since_last={} {detector}={:.3}",
+                opt_ms(since_last),
+                round3(*suspicion)
+            ),
         }
     }
 }
@@ -387,6 +494,7 @@ impl Server {
             index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
+            checks: DeadlineQueue::new(),
             out: VecDeque::new(),
             events: Vec::new(),
         }
@@ -489,6 +597,19 @@ impl Server {
 
     /// Time passed: drops connections whose hello or idle deadline is over.
     pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(due) = self.poll_timeout() {
+            let late = now.mono.saturating_duration_since(due);
+            if late > self.config.pause_guard {
+                self.defer_after_stall(now, late);
+                return;
+            }
+        }
+        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
+            if self.clients[idx].check_at == Some(at) {
+                self.clients[idx].check_at = None;
+                self.evaluate(now, idx);
+            }
+        }
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
@@ -567,10 +688,125 @@ impl Server {
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
     /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.next()
+        match (self.deadlines.next(), self.checks.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals ----
+
+    /// The server was woken `late`: whatever is due now is judged on stale evidence (heartbeats
+    /// may be waiting unread in socket buffers), so nothing is convicted or dropped; every due
+    /// timer moves to a second from now, after the driver has read what arrived meanwhile.
+    fn defer_after_stall(&mut self, now: Now, late: Duration) {
+        let again = now.mono + STALL_RECHECK;
+        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
+            let r = &mut self.clients[idx];
+            if r.check_at == Some(at) {
+                r.check_at = Some(again);
+                self.checks.push(again, idx);
+            }
+        }
+        while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
+            if let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) {
+                c.queued = again;
+                c.last_rx = c.last_rx.max(now.mono);
+                self.deadlines.push(again, conn);
+            }
+        }
+        self.out.push_back(Output::Event(Event::Stalled { late }));
+    }
+
+    /// Moves client `idx` along its liveness states as far as its detector says, then arms its
+    /// next check.
+    fn evaluate(&mut self, now: Now, idx: usize) {
+        let r = &mut self.clients[idx];
+        let Some(det) = r.detector.as_mut() else {
+            return;
+        };
+        let levels = det.levels();
+        let suspicion = det.suspicion(now.mono);
+        let since_last = det
+            .last_heartbeat()
+            .map(|t| now.mono.saturating_duration_since(t));
+        let detector = det.kind();
+        let step = |from: Liveness, to: Liveness| Event::Transition {
+            client: r.stats.client.clone(),
+            from,
+            to,
+            since_last,
+            suspicion,
+            detector,
+        };
+        if r.stats.state == Liveness::Up && suspicion >= levels.suspect {
+            self.out
+                .push_back(Output::Event(step(Liveness::Up, Liveness::Suspect)));
+            r.stats.state = Liveness::Suspect;
+        }
+        if r.stats.state == Liveness::Suspect && suspicion >= levels.down {
+            self.out
+                .push_back(Output::Event(step(Liveness::Suspect, Liveness::Down)));
+            r.stats.state = Liveness::Down;
+            // Akka: what is measured while a client is down is not learned as an interval.
+            det.set_available(false);
+        }
+        self.arm(idx);
+    }
+
+    /// Queues client `idx`'s next liveness check: when its detector reaches the next level.
+    fn arm(&mut self, idx: usize) {
+        let r = &mut self.clients[idx];
+        let Some(det) = r.detector.as_ref() else {
+            return;
+        };
+        let levels = det.levels();
+        let level = match r.stats.state {
+            Liveness::Up => levels.suspect,
+            Liveness::Suspect => levels.down,
+            Liveness::Down | Liveness::Left => return,
+        };
+        let Some(at) = det.reaches(level) else { return };
+        // An earlier check, even a stale one, re-arms when it pops.
+        if r.check_at.is_some_and(|queued| queued <= at) {
+            return;
+        }
+        r.check_at = Some(at);
+        self.checks.push(at, idx);
+    }
+
+    /// Feeds one arrival's heartbeats to client `idx`'s detector; a client that was not up is
+    /// up again.
+    fn observe(&mut self, now: Now, idx: usize, beats: &[(Seq, UnixTime)]) {
+        let r = &mut self.clients[idx];
+        if r.detector.is_none() {
+            // Legacy clients get one once their interval has been estimated.
+            r.detector = r.interval.map(|i| self.config.detector.build(i));
+        }
+        let Some(det) = r.detector.as_mut() else {
+            return;
+        };
+        let suspicion = det.suspicion(now.mono);
+        let since_last = det
+            .last_heartbeat()
+            .map(|t| now.mono.saturating_duration_since(t));
+        for &(seq, _) in beats {
+            det.heartbeat(now.mono, seq);
+        }
+        if r.stats.state != Liveness::Up {
+            let event = Event::Transition {
+                client: r.stats.client.clone(),
+                from: r.stats.state,
+                to: Liveness::Up,
+                since_last,
+                suspicion,
+                detector: det.kind(),
+            };
+            self.out.push_back(Output::Event(event));
+            r.stats.state = Liveness::Up;
+        }
+        self.arm(idx);
+    }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
         match &self.conns.get(&conn)?.state {
@@ -667,7 +903,26 @@ impl Server {
             (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
                 let idx = *idx;
                 self.flush_beats(now, conn, beats);
-                self.clients[idx].left = true;
+                let r = &mut self.clients[idx];
+                r.left = true;
+                if r.stats.state != Liveness::Left {
+                    let det = r.detector.as_ref();
+                    let event = Event::Transition {
+                        client: r.stats.client.clone(),
+                        from: r.stats.state,
+                        to: Liveness::Left,
+                        since_last: det
+                            .and_then(|d| d.last_heartbeat())
+                            .map(|t| now.mono.saturating_duration_since(t)),
+                        suspicion: det.map_or(0.0, |d| d.suspicion(now.mono)),
+                        detector: self.config.detector.kind(),
+                    };
+                    self.out.push_back(Output::Event(event));
+                    r.stats.state = Liveness::Left;
+                    if let Some(at) = r.check_at.take() {
+                        self.checks.remove(at, &idx);
+                    }
+                }
             }
             (Inbound::Frame(f), state) => {
                 let when = if matches!(state, ConnState::Opening) {
@@ -705,7 +960,7 @@ impl Server {
         let previous_conn = record.conn.replace(conn);
         record.stats.connections += 1;
         record.stats.protocol = protocol;
-        record.stats.state = "up";
+        record.stats.connected = true;
         record.left = false;
         if interval.is_some() {
             record.interval = interval;
@@ -754,6 +1009,8 @@ impl Server {
         };
         let gap = self.config.burst_gap_intervals;
         self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
+        self.flush_events();
+        self.observe(now, idx, beats);
         beats.clear();
         self.flush_events();
     }
@@ -768,7 +1025,7 @@ impl Server {
                 let r = &mut self.clients[idx];
                 if r.conn == Some(conn) {
                     r.conn = None;
-                    r.stats.state = if r.left { "left" } else { "disconnected" };
+                    r.stats.connected = false;
                 }
                 Some(key)
             }
