@@ -31,7 +31,7 @@ fn concurrent_clients(n: usize, interval: &str, count: u64) {
 
 #[test]
 fn two_clients_are_both_fully_counted() {
-    concurrent_clients(2, "20", 10);
+    concurrent_clients(2, "50", 10);
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn read_to_close(stream: &mut TcpStream) -> String {
 #[test]
 fn garbage_drops_only_that_connection() {
     let (mut server, port) = Proc::json_server(&[]);
-    let mut good = Proc::client(port, "good", &["-i", "20", "--id", "good"]);
+    let mut good = Proc::client(port, "good", &["-i", "50", "--id", "good"]);
     server.wait_event("good beat", |v| {
         v["event"] == "heartbeat" && v["client"] == "good"
     });
@@ -82,4 +82,47 @@ fn garbage_drops_only_that_connection() {
     let good = crate::util::client_summary(&clients, "good");
     assert_eq!(good["missed"].as_u64(), Some(0), "{good:#}");
     assert_eq!(good["connections"].as_u64(), Some(1), "{good:#}");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let (mut server, port) = Proc::json_server(&["--max-connections", "1"]);
+    let mut first = Proc::client(port, "first", &["-i", "50", "--id", "first"]);
+    server.wait_event("first beat", |v| {
+        v["event"] == "heartbeat" && v["client"] == "first"
+    });
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(read_to_close(&mut extra), "");
+    server.wait_stderr("connection limit reached");
+    // Room again once the first is gone.
+    first.kill();
+    server.wait_event("first gone", |v| v["event"] == "disconnected");
+    let mut next = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    next.write_all(b"Sequence #1: Sending heartbeat at 1752356183.5769. ")
+        .unwrap();
+    server.wait_event("legacy beat", |v| {
+        v["event"] == "heartbeat"
+            && v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("legacy@"))
+    });
+}
+
+#[test]
+fn client_warns_when_the_server_goes_silent() {
+    // A "server" that accepts and reads but never acknowledges (the seed's first limitation:
+    // its client never noticed).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = silent.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let mut client = Proc::client(port, "client", &["-i", "50", "--id", "lonely"]);
+    client.wait_stderr("Server silent: no acknowledgement for");
+    // Then it gives up (no --reconnect) like the seed does when the server goes away.
+    client.expect_exit(1);
+    client.wait_stderr("Server may have abruptly closed the connection (no ack for");
+    sink.join().unwrap();
 }

@@ -39,7 +39,7 @@ fn a_burst_of_five_in_one_write_counts_five() {
 #[test]
 fn legacy_client_against_our_server() {
     let (mut server, port) = Proc::json_server(&[]);
-    let mut client = Proc::client(port, "legacy", &["--legacy", "-i", "20", "--count", "4"]);
+    let mut client = Proc::client(port, "legacy", &["--legacy", "-i", "50", "--count", "4"]);
     client.expect_exit(0);
     client.wait_stderr("Sequence #4: Sending heartbeat at ");
     server.wait_event("legacy disconnect", |v| v["event"] == "disconnected");

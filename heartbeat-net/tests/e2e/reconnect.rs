@@ -9,7 +9,7 @@ fn server_restart_keeps_the_client_numbering() {
     let p = port.to_string();
     let mut first = Proc::server(&["-p", &p, "--json"]);
     first.wait_stderr(&format!("on port {port}..."));
-    let mut client = Proc::client(port, "client", &["-i", "20", "--reconnect", "--id", "r1"]);
+    let mut client = Proc::client(port, "client", &["-i", "50", "--reconnect", "--id", "r1"]);
     first.wait_event("fifth beat", |v| {
         v["event"] == "heartbeat" && v["client"] == "r1" && v["seq"] == 5
     });

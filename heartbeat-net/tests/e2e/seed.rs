@@ -57,7 +57,22 @@ fn custom_port_with_debug() {
     server.wait_stderr(&format!(
         "Awaiting connection from client on port {port}..."
     ));
-    let mut client = Proc::client(port, "client", &["-i", "20", "--count", "3", "-d"]);
+    // The seed's `-ho` spelling of --host still works.
+    let mut client = Proc::spawn(
+        CLIENT,
+        "client",
+        &[
+            "-ho",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-i",
+            "20",
+            "--count",
+            "3",
+            "-d",
+        ],
+    );
     client.expect_exit(0);
     client.wait_stderr("acknowledged: RTT ");
     server.wait_stderr("Heartbeat #3 from ");
@@ -83,7 +98,7 @@ fn client_started_before_the_server() {
     let mut patient = Proc::client(
         port,
         "patient",
-        &["-i", "20", "--count", "5", "--reconnect", "--id", "patient"],
+        &["-i", "50", "--count", "5", "--reconnect", "--id", "patient"],
     );
     patient.wait_stderr("retrying in");
     let p = port.to_string();
@@ -141,7 +156,7 @@ fn a_second_client_after_the_first_died() {
     let mut second = Proc::client(
         port,
         "second",
-        &["-i", "20", "--count", "4", "--id", "second"],
+        &["-i", "50", "--count", "4", "--id", "second"],
     );
     second.expect_exit(0);
     let clients = server.summary();

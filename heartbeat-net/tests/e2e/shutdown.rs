@@ -5,7 +5,7 @@ use crate::util::{Proc, client_summary};
 #[test]
 fn sigterm_prints_the_summary() {
     let (mut server, port) = Proc::json_server(&[]);
-    let mut client = Proc::client(port, "client", &["-i", "20", "--count", "3", "--id", "s1"]);
+    let mut client = Proc::client(port, "client", &["-i", "50", "--count", "3", "--id", "s1"]);
     client.expect_exit(0);
     server.wait_event("goodbye", |v| v["event"] == "disconnected");
     let clients = server.summary();
