@@ -9,6 +9,14 @@
 //! Shape of each loop (str0m's): drain the core's outputs, writing bytes with `write_all`
 //! *outside* `select!` (it is not cancel safe); then `select!` over stop, the core's next timeout
 //! and reading (all cancel safe); hand what happened to the core; repeat.
+//!
+//! # Under another network
+//! Wrap the network's listener and stream types in newtypes implementing [`Listener`] and
+//! [`Connector`] (the orphan rule wants the newtypes), and pass a [`Clock`] reading that
+//! network's wall clock, e.g. for turmoil
+//! `|| UnixTime::from_duration(turmoil::since_epoch().unwrap())`. [`run_server`] sets up its own
+//! `LocalSet` for its connection tasks, so it runs inside a turmoil host (itself on a `LocalSet`)
+//! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
