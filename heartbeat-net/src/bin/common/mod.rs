@@ -1,0 +1,36 @@
+//! What both binaries share: logging setup and the shutdown signal.
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr: the level comes from `RUST_LOG` when it is set, else info (debug with `-d`).
+pub(crate) fn init_tracing(debug: bool) {
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::from_default_env(),
+        None => EnvFilter::new(if debug { "debug" } else { "info" }),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed now, before the caller
+/// goes on (so a signal that comes right after startup is never the default, fatal one).
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!("Received {name}, shutting down");
+    })
+}

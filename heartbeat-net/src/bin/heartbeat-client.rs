@@ -1,0 +1,256 @@
+//! `heartbeat-client`: sends heartbeats to a `heartbeat-server` on a fixed, drift-free schedule.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use heartbeat_core::client::{Client, Event, Exit};
+use heartbeat_core::config::{Backoff, ClientConfig};
+use heartbeat_core::{ClientId, MAX_CLIENT_ID_LEN, Now, fmt_ms};
+use heartbeat_net::{Clock as _, SystemClock, TcpConnector, run_client};
+
+mod common;
+
+/// Send periodic heartbeats (sequence number and timestamp) to a heartbeat server over TCP.
+///
+/// Exits 0 after --count heartbeats or on Ctrl-C / SIGTERM, and 1 when the server cannot be
+/// reached or goes away (unless --reconnect).
+#[derive(Debug, Parser)]
+#[command(name = "heartbeat-client", version)]
+struct Opt {
+    /// IP address or host name of the server (local or remote). The seed's `-ho` spelling is
+    /// accepted too.
+    #[arg(short = 'H', long, default_value = "localhost")]
+    host: String,
+
+    /// TCP port of the server, 0 to 65535.
+    #[arg(short, long, default_value_t = 6510)]
+    port: u16,
+
+    /// Time between heartbeats in milliseconds, a positive integer (at most one day).
+    #[arg(short, long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    interval: u64,
+
+    /// This client's identity, kept across reconnects: 1 to 64 characters of A-Z a-z 0-9 . _ -
+    /// : @ /. Default: the host name and the process id, e.g. web-01-4242.
+    #[arg(long, value_parser = parse_id)]
+    id: Option<ClientId>,
+
+    /// Send this many heartbeats, then say goodbye and exit 0. Default: send until stopped.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
+    /// Reconnect when the server cannot be reached or goes away, with exponential backoff from
+    /// 100 ms to 10 s (with jitter), keeping the identity and the sequence numbering. Off by
+    /// default: the client then exits 1, as the seed did.
+    #[arg(long)]
+    reconnect: bool,
+
+    /// Speak the seed's text format and expect no acknowledgements (for the seed's server.py).
+    /// Off by default.
+    #[arg(long)]
+    legacy: bool,
+
+    /// Log round-trip times and lateness at debug level. Off by default; ignored when RUST_LOG
+    /// is set.
+    #[arg(short, long)]
+    debug: bool,
+}
+
+fn parse_id(s: &str) -> Result<ClientId, String> {
+    ClientId::new(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let opt = Opt::parse_from(seed_args(std::env::args_os()));
+    common::init_tracing(opt.debug);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opt)) {
+        Ok(Exit::Failed(failure)) => {
+            tracing::error!("{failure}");
+            ExitCode::FAILURE
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Rewrites the seed's two-letter `-ho` (which clap would read as `-h -o`) into `--host`.
+fn seed_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        if rest {
+            out.push(arg);
+            continue;
+        }
+        match arg.to_str() {
+            Some("--") => {
+                rest = true;
+                out.push(arg);
+            }
+            Some("-ho") => out.push("--host".into()),
+            Some(s) if s.starts_with("-ho=") => out.push(format!("--host={}", &s[4..]).into()),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+async fn run(opt: Opt) -> anyhow::Result<Exit> {
+    let stop = common::shutdown_signal()?;
+    let id = match opt.id {
+        Some(id) => id,
+        None => default_id()?,
+    };
+    let config = ClientConfig::new(id, Duration::from_millis(opt.interval))?
+        .legacy(opt.legacy)
+        .count(opt.count)?
+        .reconnect(opt.reconnect.then(Backoff::default))
+        .session(random_u64())
+        .rng_seed(random_u64());
+    let client = Client::new(config, SystemClock.now());
+    let (host, port) = (opt.host, opt.port);
+    let connector = TcpConnector::new(host.clone(), port);
+    let exit = run_client(connector, client, SystemClock, stop, |e, now| {
+        log_event(e, now, &host, port)
+    })
+    .await?;
+    Ok(exit)
+}
+
+/// `HOSTNAME-PID`, the host name cut down to the identity's character set and length.
+fn default_id() -> anyhow::Result<ClientId> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let pid = std::process::id().to_string();
+    let mut name: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '/') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_CLIENT_ID_LEN - pid.len() - 1)
+        .collect();
+    if name.is_empty() {
+        name.push_str("client");
+    }
+    Ok(ClientId::new(&format!("{name}-{pid}"))?)
+}
+
+/// A fresh random number per call, from the standard library's OS-seeded hasher keys: for the
+/// session nonce and the jitter seed, where reproducibility is not wanted.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// The seed's log lines, kept recognisable, plus what the seed could not see.
+fn log_event(e: &Event, _now: Now, host: &str, port: u16) {
+    match e {
+        Event::Connected { attempt } => {
+            tracing::info!("Successfully connected to {host}:{port}");
+            if *attempt > 0 {
+                tracing::debug!("after {attempt} failed attempt(s)");
+            }
+        }
+        Event::Sent { seq, at, late } => {
+            tracing::info!(
+                "Sequence #{seq}: Sending heartbeat at {}.",
+                at.display_secs(4)
+            );
+            tracing::debug!("Heartbeat #{seq} went out {} after its slot", fmt_ms(*late));
+        }
+        Event::Acked { seq, rtt, received } => tracing::debug!(
+            "Heartbeat #{seq} acknowledged: RTT {} (server received it at {})",
+            fmt_ms(*rtt),
+            received.display_secs(4)
+        ),
+        Event::Welcomed => tracing::debug!("Server accepted the HELLO"),
+        Event::ServerSilent { silence } => tracing::warn!(
+            "Server silent: no acknowledgement for {}; it may be down or unreachable",
+            fmt_ms(*silence)
+        ),
+        Event::Skipped { first, last } => tracing::warn!(
+            "Heartbeats #{first}-#{last} were not sent (disconnected, or this process was stalled)"
+        ),
+        Event::ConnectFailed {
+            reason,
+            retry_in: Some(d),
+            ..
+        } => tracing::warn!(
+            "Failed to connect to server: {reason}; retrying in {}",
+            fmt_ms(*d)
+        ),
+        Event::Disconnected {
+            reason,
+            retry_in: Some(d),
+        } => tracing::warn!(
+            "Server may have abruptly closed the connection ({reason}); reconnecting in {}",
+            fmt_ms(*d)
+        ),
+        // Giving up: the exit status line says why.
+        Event::ConnectFailed { retry_in: None, .. }
+        | Event::Disconnected { retry_in: None, .. } => {
+            tracing::debug!("{e}")
+        }
+        Event::Finished { sent, acked } => {
+            tracing::info!("Done: sent {sent} heartbeat(s), {acked} acknowledged")
+        }
+        other => tracing::info!("{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_spelling_of_host_is_rewritten() {
+        let args = ["heartbeat-client", "-ho", "127.0.0.1", "-ho=x", "--", "-ho"];
+        let out = seed_args(args.iter().map(Into::into));
+        assert_eq!(
+            out,
+            [
+                "heartbeat-client",
+                "--host",
+                "127.0.0.1",
+                "--host=x",
+                "--",
+                "-ho"
+            ]
+        );
+        let opt = Opt::parse_from(seed_args(
+            ["c", "-ho", "127.0.0.1", "-p", "7"].iter().map(Into::into),
+        ));
+        assert_eq!((opt.host.as_str(), opt.port), ("127.0.0.1", 7));
+    }
+
+    #[test]
+    fn default_id_is_valid() {
+        let id = default_id().unwrap();
+        assert!(id.as_str().ends_with(&format!("-{}", std::process::id())));
+    }
+}

@@ -1,0 +1,191 @@
+//! `heartbeat-server`: receives heartbeats from many clients, acknowledges them and reports who
+//! is late, what was missed and who went away.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use heartbeat_core::config::ServerConfig;
+use heartbeat_core::server::{Event, Server};
+use heartbeat_core::{Now, fmt_ms, fmt_signed_ms};
+use heartbeat_net::{ServerOptions, SystemClock, TcpListener, run_server};
+
+mod common;
+
+/// Receive heartbeats from clients over TCP and analyse them: delay, missed heartbeats, bursts,
+/// clients going away. Many clients at once, v1 (acknowledged) or the legacy text format.
+///
+/// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0.
+#[derive(Debug, Parser)]
+#[command(name = "heartbeat-server", version)]
+struct Opt {
+    /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
+    #[arg(short, long, default_value_t = 6510)]
+    port: u16,
+
+    /// Log each heartbeat's timing (one-way delay, time since the previous one) at debug level.
+    /// Off by default; ignored when RUST_LOG is set.
+    #[arg(short, long)]
+    debug: bool,
+
+    /// Address or host name to listen on. The default serves this machine only; use 0.0.0.0 or
+    /// :: to serve remote clients.
+    #[arg(long, default_value = "localhost")]
+    bind: String,
+
+    /// Print every event as one JSON object per line on stdout, and a final
+    /// {"event":"summary","clients":[...]} line on shutdown. Off by default.
+    #[arg(long)]
+    json: bool,
+
+    /// Most connections open at once; one accepted beyond it is closed at once.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+fn main() -> ExitCode {
+    let opt = Opt::parse();
+    common::init_tracing(opt.debug);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(opt)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(opt: Opt) -> anyhow::Result<()> {
+    let stop = common::shutdown_signal()?;
+    let listener = TcpListener::bind(&opt.bind, opt.port).await?;
+    let port = listener
+        .local_addr()
+        .context("reading the bound address")?
+        .port();
+    tracing::info!("Awaiting connection from client on port {port}...");
+
+    let mut options = ServerOptions::default();
+    options.max_connections = opt.max_connections as usize;
+    let server = Server::new(Arc::new(ServerConfig::default()));
+    let json = opt.json;
+    let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
+        log_event(e, now);
+        if json {
+            print_line(&e.to_json().to_string());
+        }
+    })
+    .await?;
+
+    let report = server.report();
+    eprintln!("{report}");
+    if json {
+        let clients = report.to_json()["clients"].take();
+        print_line(&format!("{{\"event\":\"summary\",\"clients\":{clients}}}"));
+    }
+    Ok(())
+}
+
+/// One line on stdout. A closed stdout (the reader went away) is not worth dying for.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// The seed's log lines, kept recognisable, plus what the seed could not see.
+fn log_event(e: &Event, _now: Now) {
+    match e {
+        Event::Connected {
+            conn,
+            client,
+            peer,
+            protocol,
+            interval,
+            resumed,
+        } => {
+            let interval = interval.map_or_else(|| "unknown".to_owned(), fmt_ms);
+            let again = if *resumed { ", seen before" } else { "" };
+            tracing::info!(
+                "Client {client} identified on {conn} from {peer} (protocol {protocol}, interval {interval}{again})"
+            );
+        }
+        Event::Heartbeat {
+            client,
+            seq,
+            sent,
+            received,
+            delay_ns,
+            inter_arrival,
+            recovered,
+            ..
+        } => {
+            tracing::info!(
+                "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}.' from {client}",
+                received.display_secs(4),
+                sent.display_secs(4),
+            );
+            let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
+            let late = if *recovered {
+                " (late: was reported missed)"
+            } else {
+                ""
+            };
+            tracing::debug!(
+                "Heartbeat #{seq} from {client}: delay {}, since previous {gap}{late}",
+                fmt_signed_ms(*delay_ns)
+            );
+        }
+        Event::Missed { client, range, .. } => {
+            tracing::warn!(
+                "Missed {} heartbeat(s) from {client}: #{range}",
+                range.len()
+            );
+        }
+        Event::Burst {
+            client,
+            first,
+            last,
+            count,
+            silence,
+            ..
+        } => {
+            let silence = silence.map_or_else(|| "-".to_owned(), fmt_ms);
+            tracing::warn!(
+                "{count} heartbeats from {client} (#{first}-#{last}) arrived at once after {silence} of silence"
+            );
+        }
+        Event::Duplicate { client, seq, .. } => {
+            tracing::warn!("Duplicate heartbeat #{seq} from {client}");
+        }
+        Event::Restarted {
+            client, previous, ..
+        } => {
+            tracing::warn!(
+                "Client {client} restarted (its previous run reached #{previous}); counting anew"
+            );
+        }
+        Event::Disconnected {
+            conn,
+            client,
+            peer,
+            reason,
+        } => match client {
+            Some(client) => {
+                tracing::info!("Client {client} at {peer} went away ({conn}: {reason})")
+            }
+            None => tracing::info!("Connection from {peer} closed ({conn}: {reason})"),
+        },
+        other => tracing::info!("{other}"),
+    }
+}

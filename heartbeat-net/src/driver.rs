@@ -1,0 +1,784 @@
+//! One driver loop for both networks: the same `run_client` and `run_server` run over tokio's TCP
+//! in production and over turmoil's simulated TCP in `heartbeat-sim`.
+//!
+//! The loops are generic over the stream type through [`Listener`] and [`Connector`], read time
+//! only through [`Clock`] (monotonic time from `tokio::time`, which turmoil virtualises; Unix time
+//! from whatever clock the caller hands in) and put no `Send` bound on anything, so they run on a
+//! turmoil host's `LocalSet` as well as in the binaries.
+//!
+//! Shape of each loop (str0m's): drain the core's outputs, writing bytes with `write_all`
+//! *outside* `select!` (it is not cancel safe); then `select!` over stop, the core's next timeout
+//! and reading (all cancel safe); hand what happened to the core; repeat.
+//!
+//! # Under another network
+//! Wrap the network's listener and stream types in newtypes implementing [`Listener`] and
+//! [`Connector`] (the orphan rule wants the newtypes), and pass a [`Clock`] reading that
+//! network's wall clock, e.g. for turmoil
+//! `|| UnixTime::from_duration(turmoil::since_epoch().unwrap())`. [`run_server`] sets up its own
+//! `LocalSet` for its connection tasks, so it runs inside a turmoil host (itself on a `LocalSet`)
+//! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use heartbeat_core::client::{self, Client, Exit};
+use heartbeat_core::server::{self, Server};
+use heartbeat_core::{ConnId, Now, UnixTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::{JoinSet, LocalSet};
+
+use crate::NetError;
+
+/// Bytes read from the server per `read` call on the client side. Frames are at most 256 bytes.
+const CLIENT_READ_BUFFER: usize = 1024;
+
+/// How long closing a stream (flushing and sending FIN) may take before it is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many inbound messages the server handles in one go before it looks at timers, new
+/// connections and stop again.
+const INBOUND_BATCH: usize = 64;
+
+/// How long the server pauses accepting after `accept` fails (out of file descriptors, say), so a
+/// persistent error does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A source of incoming streams: a bound TCP listener, or turmoil's in the simulator.
+pub trait Listener {
+    /// The stream type of one accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+
+    /// Waits for the next connection. Must be cancel safe (tokio's and turmoil's are): the
+    /// server selects on it alongside its other work.
+    ///
+    /// An error is treated as transient (for example, out of file descriptors): the server logs
+    /// it, pauses accepting briefly and tries again.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// A way to open a stream to the server, used once per connect attempt of the client.
+pub trait Connector {
+    /// The stream type of one connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+
+    /// Opens a new connection. The error's text reaches the user as the reason in
+    /// `Failed to connect to server: <reason>`, so it should name what was tried. It is dropped
+    /// unfinished when the client is stopped, and should give up by itself after a while (the
+    /// core has no connect timeout).
+    fn connect(&mut self) -> impl Future<Output = io::Result<Self::Stream>>;
+}
+
+/// Both clocks the core needs, read at the driver's edge.
+///
+/// Implement [`unix`](Self::unix); the provided [`now`](Self::now) takes monotonic time from
+/// `tokio::time` (paused and simulated under turmoil). Any `Fn() -> UnixTime` is a `Clock`.
+pub trait Clock {
+    /// The wall-clock time now.
+    fn unix(&self) -> UnixTime;
+
+    /// Both clocks now. The monotonic part must come from [`mono_now`], because the driver
+    /// sleeps with `tokio::time::sleep_until` on the instants the core derives from it.
+    fn now(&self) -> Now {
+        Now {
+            mono: mono_now(),
+            unix: self.unix(),
+        }
+    }
+}
+
+impl<F: Fn() -> UnixTime> Clock for F {
+    fn unix(&self) -> UnixTime {
+        self()
+    }
+}
+
+/// The production clock: the operating system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix(&self) -> UnixTime {
+        // The one place the production driver reads the wall clock: heartbeat stamps and one-way
+        // delays are wall-clock by definition. The simulator passes its own `Clock` instead.
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now();
+        // A clock set before 1970 stamps the epoch rather than failing.
+        UnixTime::from_duration(
+            now.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Monotonic time as the drivers read it: tokio's clock, which turmoil and paused tests control.
+pub fn mono_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Limits of the server driver. Every buffer and queue it has is bounded by one of these.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Open connections at most. A connection accepted beyond it is closed at once (the client
+    /// sees the server close, and backs off if it reconnects). Default 65,536.
+    pub max_connections: usize,
+    /// Bytes read per `read` call, allocated once per connection. Default 2,048.
+    pub read_buffer: usize,
+    /// Messages (reads and ends of stream) queued from all connections to the server task.
+    /// When full, connections stop reading until there is room, which pushes back through TCP
+    /// flow control. Default 4,096.
+    pub inbound_capacity: usize,
+    /// Writes queued for one connection while its task is busy writing. If it fills, the peer
+    /// is dropped at once, so one slow client can neither hold memory nor stall the server
+    /// task. Default 64.
+    pub outbound_capacity: usize,
+    /// How long one write may block (a peer that does not read its acks) before the connection
+    /// is given up, as if the peer had closed it. Meanwhile its task reads nothing more, so TCP
+    /// flow control holds the peer back. Default 10 s.
+    pub write_timeout: Duration,
+    /// On stop, how long connections get to flush and close before they are dropped.
+    /// Default 1 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 65_536,
+            read_buffer: 2048,
+            inbound_capacity: 4096,
+            outbound_capacity: 64,
+            write_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Drives `client` over streams from `connector` until it ends or `stop` completes.
+///
+/// Every [`client::Event`] is handed to `on_event` with the time of the call that produced it.
+/// On `stop` the client says goodbye and closes ([`Exit::Closed`]). Returns how the client ended;
+/// `Err` only for a driver fault, never for anything the network or the server did (those are in
+/// [`Exit::Failed`]).
+pub async fn run_client<C: Connector>(
+    mut connector: C,
+    mut client: Client,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    mut on_event: impl FnMut(&client::Event, Now),
+) -> Result<Exit, NetError> {
+    // Writes are a few dozen bytes; one that blocks this long means the server stopped reading,
+    // which the ack timeout would report anyway.
+    let write_timeout = client.config().ack_timeout_value();
+    let mut stream: Option<C::Stream> = None;
+    let mut buf = vec![0u8; CLIENT_READ_BUFFER].into_boxed_slice();
+    let mut stopped = false;
+    let mut stop = std::pin::pin!(stop);
+    let mut now = clock.now();
+
+    loop {
+        let mut connect = false;
+        while let Some(out) = client.poll_output() {
+            match out {
+                client::Output::Connect => connect = true,
+                client::Output::Transmit(bytes) => {
+                    let Some(s) = stream.as_mut() else {
+                        tracing::debug!(len = bytes.len(), "no stream; transmit dropped");
+                        continue;
+                    };
+                    if let Err(e) = write_bytes(s, &bytes, write_timeout).await {
+                        tracing::debug!(error = %e, "write failed");
+                        stream = None;
+                        now = clock.now();
+                        client.handle_eof(now);
+                    }
+                }
+                client::Output::Disconnect { reason } => {
+                    if let Some(mut s) = stream.take() {
+                        tracing::debug!(%reason, "closing the stream");
+                        close_stream(&mut s).await;
+                    }
+                }
+                client::Output::Event(e) => on_event(&e, now),
+            }
+        }
+        if let Some(exit) = client.exit() {
+            return Ok(exit.clone());
+        }
+
+        if connect {
+            // Connecting may take long (DNS, SYN retries): stay responsive to stop meanwhile.
+            let result = tokio::select! {
+                biased;
+                () = &mut stop, if !stopped => None,
+                r = connector.connect() => Some(r),
+            };
+            now = clock.now();
+            match result {
+                None => {
+                    stopped = true;
+                    client.close(now);
+                }
+                Some(Ok(s)) => {
+                    stream = Some(s);
+                    client.handle_connected(now);
+                }
+                Some(Err(e)) => client.handle_connect_failed(now, e.to_string()),
+            }
+            continue;
+        }
+
+        let deadline = client.poll_timeout();
+        if stopped && stream.is_none() && deadline.is_none() {
+            // Unreachable with a correct core (close always ends the client); never hang.
+            return Err(NetError::Stalled);
+        }
+        let wake = tokio::select! {
+            biased;
+            () = &mut stop, if !stopped => ClientWake::Stop,
+            () = sleep_until_opt(deadline) => ClientWake::Timeout,
+            r = read_opt(&mut stream, &mut buf) => ClientWake::Read(r),
+        };
+        now = clock.now();
+        match wake {
+            ClientWake::Stop => {
+                stopped = true;
+                client.close(now);
+            }
+            ClientWake::Timeout => client.handle_timeout(now),
+            ClientWake::Read(Ok(0)) => {
+                stream = None;
+                client.handle_eof(now);
+            }
+            ClientWake::Read(Ok(n)) => client.handle_input(now, &buf[..n]),
+            ClientWake::Read(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                stream = None;
+                client.handle_eof(now);
+            }
+        }
+    }
+}
+
+enum ClientWake {
+    Read(io::Result<usize>),
+    Stop,
+    Timeout,
+}
+
+/// Serves connections from `listener` with `server` until `stop` completes, then stops
+/// accepting, closes every connection and returns the server, whose analysis stays readable
+/// ([`Server::report`]).
+///
+/// One task owns the `Server`; each connection gets a task of its own (spawned on a `LocalSet`
+/// this function sets up, so the stream needs no `Send`) that owns the stream, forwards what it
+/// reads over one bounded channel and writes what it receives on its own bounded channel.
+/// Every [`server::Event`] is handed to `on_event` with the time of the call that produced it.
+/// `Err` only for a driver fault; accept errors are logged and retried.
+pub async fn run_server<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    on_event: impl FnMut(&server::Event, Now),
+) -> Result<Server, NetError> {
+    LocalSet::new()
+        .run_until(serve(listener, server, options, clock, stop, on_event))
+        .await
+}
+
+/// What a connection task tells the server task.
+#[derive(Debug)]
+enum Inbound {
+    /// Bytes read from the connection.
+    Data(ConnId, Bytes),
+    /// The connection reached end of stream, or reading or writing it failed.
+    Eof(ConnId),
+}
+
+enum ServerWake<S> {
+    Accepted(io::Result<(S, SocketAddr)>),
+    AcceptResume,
+    Inbound(Inbound),
+    Stop,
+    TaskEnded(Result<(), tokio::task::JoinError>),
+    Timeout,
+}
+
+struct ServerDriver {
+    server: Server,
+    /// The write channel of every connection the core has not disconnected yet. Dropping a
+    /// sender tells its task to flush and close.
+    conns: HashMap<ConnId, mpsc::Sender<Bytes>>,
+    tasks: JoinSet<()>,
+    options: ServerOptions,
+}
+
+async fn serve<L: Listener>(
+    mut listener: L,
+    server: Server,
+    options: ServerOptions,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    mut on_event: impl FnMut(&server::Event, Now),
+) -> Result<Server, NetError> {
+    let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
+    let mut d = ServerDriver {
+        server,
+        conns: HashMap::new(),
+        tasks: JoinSet::new(),
+        options,
+    };
+    let mut stop = std::pin::pin!(stop);
+    let mut accept_paused_until: Option<Instant> = None;
+    let mut now = clock.now();
+
+    loop {
+        d.drain(now, &mut on_event);
+        let deadline = d.server.poll_timeout();
+        let wake = tokio::select! {
+            biased;
+            () = &mut stop => ServerWake::Stop,
+            () = sleep_until_opt(deadline) => ServerWake::Timeout,
+            Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
+            () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
+            r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
+            Some(m) = inbound_rx.recv() => ServerWake::Inbound(m),
+        };
+        now = clock.now();
+        match wake {
+            ServerWake::Stop => break,
+            ServerWake::Timeout => d.server.handle_timeout(now),
+            ServerWake::TaskEnded(r) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "connection task failed");
+                }
+            }
+            ServerWake::AcceptResume => accept_paused_until = None,
+            ServerWake::Accepted(Ok((stream, peer))) => {
+                d.accept(now, stream, peer, &inbound_tx);
+            }
+            ServerWake::Accepted(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
+                accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
+            }
+            ServerWake::Inbound(m) => {
+                d.handle_inbound(now, m);
+                for _ in 1..INBOUND_BATCH {
+                    d.drain(now, &mut on_event);
+                    match inbound_rx.try_recv() {
+                        Ok(m) => d.handle_inbound(now, m),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+
+    // Stop: no new connections; what was already read still counts; close every open
+    // connection; let the tasks flush for a moment.
+    drop(listener);
+    now = clock.now();
+    while let Ok(m) = inbound_rx.try_recv() {
+        d.handle_inbound(now, m);
+        d.drain(now, &mut on_event);
+    }
+    d.server.close_all(now);
+    d.drain(now, &mut on_event);
+    // Connection tasks blocked on a full inbound channel see it closed and end.
+    drop(inbound_rx);
+    drop(inbound_tx);
+    let grace = d.options.shutdown_grace;
+    let tasks = &mut d.tasks;
+    let flushed =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if flushed.is_err() {
+        tracing::debug!(left = tasks.len(), "connections still closing; dropped");
+    }
+    tasks.abort_all();
+    Ok(d.server)
+}
+
+impl ServerDriver {
+    /// Carries out every output of the core.
+    fn drain(&mut self, now: Now, on_event: &mut impl FnMut(&server::Event, Now)) {
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                server::Output::Transmit { conn, bytes } => {
+                    let Some(tx) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    match tx.try_send(Bytes::from(bytes)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            tracing::warn!(%conn, "peer is not reading its acks; dropping it");
+                            self.server.close(now, conn);
+                        }
+                        // The task already ended; its end of stream is on the way to the core.
+                        Err(TrySendError::Closed(_)) => {}
+                    }
+                }
+                server::Output::Disconnect { conn, reason } => {
+                    tracing::debug!(%conn, %reason, "closing");
+                    self.conns.remove(&conn);
+                }
+                server::Output::Event(e) => on_event(&e, now),
+            }
+        }
+    }
+
+    fn accept<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+        &mut self,
+        now: Now,
+        stream: S,
+        peer: SocketAddr,
+        inbound: &mpsc::Sender<Inbound>,
+    ) {
+        if self.conns.len() >= self.options.max_connections {
+            tracing::warn!(
+                %peer,
+                limit = self.options.max_connections,
+                "connection limit reached; closing the new connection"
+            );
+            drop(stream);
+            return;
+        }
+        let conn = self.server.accept(now, peer);
+        tracing::info!("Accepted connection from {peer}");
+        let (tx, rx) = mpsc::channel(self.options.outbound_capacity.max(1));
+        self.conns.insert(conn, tx);
+        let task = ConnTask {
+            conn,
+            inbound: inbound.clone(),
+            writes: rx,
+            read_buffer: self.options.read_buffer.max(1),
+            write_timeout: self.options.write_timeout,
+        };
+        self.tasks.spawn_local(task.run(stream));
+    }
+
+    fn handle_inbound(&mut self, now: Now, m: Inbound) {
+        match m {
+            Inbound::Data(conn, bytes) => self.server.handle_input(now, conn, &bytes),
+            Inbound::Eof(conn) => self.server.handle_eof(now, conn),
+        }
+    }
+}
+
+/// One connection: reads into a fixed buffer and forwards, writes what the server task sends,
+/// closes when the server task drops its sender.
+struct ConnTask {
+    conn: ConnId,
+    inbound: mpsc::Sender<Inbound>,
+    writes: mpsc::Receiver<Bytes>,
+    read_buffer: usize,
+    write_timeout: Duration,
+}
+
+impl ConnTask {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S) {
+        let mut buf = vec![0u8; self.read_buffer].into_boxed_slice();
+        // False once end of stream or an error was reported: from then on only the server's
+        // close is awaited (writes are discarded).
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                w = self.writes.recv() => match w {
+                    Some(bytes) => {
+                        if !open {
+                            continue;
+                        }
+                        if let Err(e) = write_bytes(&mut stream, &bytes, self.write_timeout).await {
+                            tracing::debug!(conn = %self.conn, error = %e, "write failed");
+                            open = false;
+                            if self.inbound.send(Inbound::Eof(self.conn)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    None => {
+                        if open {
+                            close_stream(&mut stream).await;
+                        }
+                        return;
+                    }
+                },
+                r = stream.read(&mut buf), if open => {
+                    let msg = match r {
+                        Ok(0) => None,
+                        Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+                        Err(e) => {
+                            tracing::debug!(conn = %self.conn, error = %e, "read failed");
+                            None
+                        }
+                    };
+                    let msg = match msg {
+                        Some(bytes) => Inbound::Data(self.conn, bytes),
+                        None => {
+                            open = false;
+                            Inbound::Eof(self.conn)
+                        }
+                    };
+                    // Waits while the server task is behind: the backpressure that bounds memory.
+                    if self.inbound.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_bytes<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    let write = async {
+        s.write_all(bytes).await?;
+        s.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+/// Flushes and shuts the stream down (FIN), giving up after [`CLOSE_TIMEOUT`].
+async fn close_stream<S: AsyncWrite + Unpin>(s: &mut S) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.shutdown()).await;
+}
+
+/// Reads from the stream if there is one; pending forever otherwise. Cancel safe.
+async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io::Result<usize> {
+    match s {
+        Some(s) => s.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use heartbeat_core::ClientId;
+    use heartbeat_core::config::{ClientConfig, ServerConfig};
+
+    use super::*;
+    use crate::{TcpConnector, TcpListener};
+
+    #[tokio::test]
+    async fn client_and_server_round_trip_over_loopback() {
+        let listener = TcpListener::bind("127.0.0.1", 0).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = Server::new(Arc::new(ServerConfig::default()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut server_events = Vec::new();
+        let serve = run_server(
+            listener,
+            server,
+            ServerOptions::default(),
+            SystemClock,
+            async {
+                let _ = stop_rx.await;
+            },
+            |e: &server::Event, _| server_events.push(e.name()),
+        );
+        let config = ClientConfig::new(ClientId::new("t1").unwrap(), Duration::from_millis(10))
+            .unwrap()
+            .count(Some(5))
+            .unwrap();
+        let client = Client::new(config, SystemClock.now());
+        let mut acked = 0;
+        let run = async {
+            let exit = run_client(
+                TcpConnector::new("127.0.0.1", port),
+                client,
+                SystemClock,
+                std::future::pending(),
+                |e: &client::Event, _| {
+                    if let client::Event::Acked { .. } = e {
+                        acked += 1;
+                    }
+                },
+            )
+            .await;
+            let _ = stop_tx.send(());
+            exit
+        };
+        let (served, exit) = tokio::join!(serve, run);
+        assert_eq!(exit.unwrap(), Exit::Finished);
+        assert_eq!(acked, 5);
+        let report = served.unwrap().report();
+        assert_eq!(report.clients.len(), 1);
+        assert_eq!(report.clients[0].received, 5);
+        assert_eq!(report.clients[0].missed, 0);
+        assert_eq!(server_events.first(), Some(&"connected"));
+        assert_eq!(server_events.last(), Some(&"disconnected"));
+    }
+
+    #[tokio::test]
+    async fn stop_closes_a_client_that_cannot_connect() {
+        // Nothing listens on this port (bound then released), and the client reconnects forever.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = ClientConfig::new(ClientId::new("t2").unwrap(), Duration::from_millis(10))
+            .unwrap()
+            .reconnect(Some(heartbeat_core::config::Backoff::default()));
+        let client = Client::new(config, SystemClock.now());
+        let exit = run_client(
+            TcpConnector::new("127.0.0.1", port),
+            client,
+            SystemClock,
+            tokio::time::sleep(Duration::from_millis(300)),
+            |_: &client::Event, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit, Exit::Closed);
+    }
+
+    /// Streams from memory: shows the loops are generic, and lets a test hold a peer that never
+    /// reads.
+    struct MemListener(mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>);
+
+    impl Listener for MemListener {
+        type Stream = tokio::io::DuplexStream;
+
+        async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    struct MemConnector(mpsc::Sender<(tokio::io::DuplexStream, SocketAddr)>);
+
+    impl Connector for MemConnector {
+        type Stream = tokio::io::DuplexStream;
+
+        async fn connect(&mut self) -> io::Result<Self::Stream> {
+            let (ours, theirs) = tokio::io::duplex(4096);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+            self.0
+                .send((theirs, peer))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+            Ok(ours)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_does_not_read_times_out_and_others_carry_on() {
+        let t0 = tokio::time::Instant::now();
+        // A simulated wall clock that follows tokio's paused clock, as the simulator's does.
+        let clock =
+            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let (accept_tx, accept_rx) = mpsc::channel(4);
+        let options = ServerOptions {
+            outbound_capacity: 2,
+            write_timeout: Duration::from_secs(1),
+            ..ServerOptions::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut dropped = Vec::new();
+        let serve = run_server(
+            MemListener(accept_rx),
+            Server::new(Arc::new(ServerConfig::default())),
+            options,
+            clock,
+            async {
+                let _ = stop_rx.await;
+            },
+            |e: &server::Event, _| {
+                if let server::Event::Disconnected {
+                    client: Some(c),
+                    reason,
+                    ..
+                } = e
+                {
+                    dropped.push(format!("{c}: {reason}"));
+                }
+            },
+        );
+
+        // The slow peer: an 8-byte pipe it never reads, so the server's first write blocks.
+        let (mut slow, theirs) = tokio::io::duplex(8);
+        accept_tx
+            .send((theirs, SocketAddr::from(([127, 0, 0, 1], 30_000))))
+            .await
+            .unwrap();
+        let writer = tokio::spawn(async move {
+            let _ = slow.write_all(b"HELLO 1 slow 10\n").await;
+            for seq in 1..=40 {
+                let beat = format!("BEAT {seq} 1700000000.{seq:03}\n");
+                if slow.write_all(beat.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            slow
+        });
+
+        let config = ClientConfig::new(ClientId::new("good").unwrap(), Duration::from_millis(10))
+            .unwrap()
+            .count(Some(20))
+            .unwrap();
+        let client = Client::new(config, clock.now());
+        let mut acked = 0;
+        let run = async {
+            let exit = run_client(
+                MemConnector(accept_tx.clone()),
+                client,
+                clock,
+                std::future::pending(),
+                |e: &client::Event, _| {
+                    if let client::Event::Acked { .. } = e {
+                        acked += 1;
+                    }
+                },
+            )
+            .await;
+            // Give the slow peer's blocked write time to hit its timeout before stopping
+            // (paused time: no real wait).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = stop_tx.send(());
+            exit
+        };
+        let (served, exit) = tokio::join!(serve, run);
+        drop(writer.await.unwrap());
+        assert_eq!(exit.unwrap(), Exit::Finished);
+        assert_eq!(acked, 20);
+        // The slow peer's task blocked on its first write (and stopped reading, so it queued
+        // nothing more) until the write timeout; the server task and the good client never
+        // waited for it.
+        assert_eq!(
+            dropped,
+            ["good: client said goodbye", "slow: closed by peer"]
+        );
+        let report = served.unwrap().report();
+        let good = report
+            .clients
+            .iter()
+            .find(|c| c.client.to_string() == "good");
+        assert_eq!(good.map(|c| (c.received, c.missed)), Some((20, 0)));
+    }
+}

@@ -1,0 +1,157 @@
+//! The driver traits implemented for tokio's TCP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::NetError;
+use crate::driver::{Connector, Listener};
+
+/// A bound tokio TCP listener.
+#[derive(Debug)]
+pub struct TcpListener(tokio::net::TcpListener);
+
+impl TcpListener {
+    /// Binds `host:port`. The host is resolved and the first address that binds wins, IPv4
+    /// addresses first (so `localhost` means 127.0.0.1, as in the seed). Port 0 picks a free
+    /// port; see [`local_addr`](Self::local_addr).
+    ///
+    /// The error says in words when the port is in use (`Address already in use`) or privileged.
+    pub async fn bind(host: &str, port: u16) -> Result<Self, NetError> {
+        let addr = format!("{host}:{port}");
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| NetError::Resolve {
+                host: host.to_owned(),
+                source,
+            })?
+            .collect();
+        addrs.sort_by_key(SocketAddr::is_ipv6);
+        let mut first_error = None;
+        for a in addrs {
+            match tokio::net::TcpListener::bind(a).await {
+                Ok(l) => return Ok(Self(l)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let source = first_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the host has no addresses")
+        });
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => Some(format!(
+                "another process is listening on port {port}; stop it or pick another port"
+            )),
+            io::ErrorKind::PermissionDenied if port < 1024 => Some(format!(
+                "port {port} is a privileged port, below 1024: run as root or pick a port from \
+                 1024 up"
+            )),
+            _ => None,
+        };
+        Err(NetError::Bind { addr, hint, source })
+    }
+
+    /// Wraps a listener bound elsewhere.
+    pub fn from_tokio(l: tokio::net::TcpListener) -> Self {
+        Self(l)
+    }
+
+    /// The address it is bound to (the actual port when 0 was asked for).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        // Heartbeats and acks are tiny and latency is what is measured: never wait to coalesce.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        Ok((stream, peer))
+    }
+}
+
+/// Connects to `host:port` over TCP, resolving the host again at every attempt (a server that
+/// moved is found after a reconnect).
+#[derive(Clone, Debug)]
+pub struct TcpConnector {
+    host: String,
+    port: u16,
+    timeout: Duration,
+}
+
+impl TcpConnector {
+    /// A connector to `host:port` whose attempts give up after 10 s.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// How long one attempt (resolving and connecting to each address) may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    async fn attempt(&self) -> io::Result<TcpStream> {
+        let (host, port) = (self.host.as_str(), self.port);
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve host {host:?}: {e}")))?;
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!(error = %e, "set_nodelay failed");
+                    }
+                    return Ok(s);
+                }
+                Err(e) => last = Some(io::Error::new(e.kind(), format!("{a}: {e}"))),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("host {host:?} has no addresses"),
+            )
+        }))
+    }
+}
+
+impl Connector for TcpConnector {
+    type Stream = TcpStream;
+
+    async fn connect(&mut self) -> io::Result<TcpStream> {
+        match tokio::time::timeout(self.timeout, self.attempt()).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connecting to {}:{} timed out after {:?}",
+                    self.host, self.port, self.timeout
+                ),
+            )),
+        }
+    }
+}
