@@ -445,7 +445,11 @@ fn a_heartbeat_brings_a_down_client_back_up() {
         });
     }
     assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Down);
-    assert_eq!(s.connection_count(), 0, "the idle connection was dropped too");
+    assert_eq!(
+        s.connection_count(),
+        0,
+        "the idle connection was dropped too"
+    );
     let _ = drain(&mut s);
     let late = t0.advanced(Duration::from_secs(60));
     let c = s.accept(late, peer(2));
