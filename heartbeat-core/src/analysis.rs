@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, Seq};
+use crate::server::Liveness;
 use crate::time::UnixTime;
 
 /// An inclusive range of sequence numbers, printed `5-9` (or `5` for one).
@@ -175,7 +176,8 @@ pub struct ClientStats {
     pub(crate) last_seen: Option<UnixTime>,
     pub(crate) delay: Distribution,
     pub(crate) inter_arrival: Distribution,
-    pub(crate) state: &'static str,
+    pub(crate) state: Liveness,
+    pub(crate) connected: bool,
 }
 
 impl ClientStats {
@@ -196,7 +198,8 @@ impl ClientStats {
             last_seen: None,
             delay: Distribution::default(),
             inter_arrival: Distribution::default(),
-            state: "up",
+            state: Liveness::Up,
+            connected: false,
         }
     }
 
@@ -271,6 +274,11 @@ impl ClientStats {
         self.bursts
     }
 
+    /// Liveness as the failure detector sees it.
+    pub fn state(&self) -> Liveness {
+        self.state
+    }
+
     /// Highest sequence number in the current session.
     pub fn highest(&self) -> Option<Seq> {
         self.highest
@@ -282,6 +290,7 @@ impl ClientStats {
             client: self.client.clone(),
             protocol: self.protocol,
             state: self.state,
+            connected: self.connected,
             received: self.received,
             missed: self.missed,
             missed_ranges: self.missed_ranges.iter().copied().collect(),
@@ -306,8 +315,10 @@ pub struct ClientSummary {
     pub client: ClientKey,
     /// `v1` or `legacy`.
     pub protocol: Protocol,
-    /// Liveness state: `up`, `suspect`, `down`, `left`, or `disconnected`.
-    pub state: &'static str,
+    /// Liveness, as the failure detector sees it: `up`, `suspect`, `down` or `left`.
+    pub state: Liveness,
+    /// True while a connection carries the client.
+    pub connected: bool,
     /// Heartbeats received (duplicates excluded).
     pub received: u64,
     /// Heartbeats never received.
@@ -387,7 +398,7 @@ impl fmt::Display for Report {
                 "{:<width$}  {:<6}  {:<12}  {:>8}  {:>7}  {:>4}  {:>4}  {:>5}  {:>9}  {:>9}  {:>9}  {:>9}",
                 c.client.to_string(),
                 c.protocol.to_string(),
-                c.state,
+                c.state.as_str(),
                 c.received,
                 c.missed,
                 c.duplicates,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::detector::DetectorConfig;
 use crate::error::ConfigError;
 use crate::frame::{MAX_INTERVAL_MS, Protocol};
 use crate::ids::ClientId;
@@ -207,6 +208,8 @@ pub struct ServerConfig {
     pub(crate) legacy_idle_timeout: Duration,
     pub(crate) burst_gap_intervals: u32,
     pub(crate) max_missed_ranges: usize,
+    pub(crate) detector: DetectorConfig,
+    pub(crate) pause_guard: Duration,
 }
 
 impl Default for ServerConfig {
@@ -218,6 +221,8 @@ impl Default for ServerConfig {
             legacy_idle_timeout: Duration::from_secs(60),
             burst_gap_intervals: 2,
             max_missed_ranges: 64,
+            detector: DetectorConfig::default(),
+            pause_guard: Duration::from_secs(5),
         }
     }
 }
@@ -275,6 +280,31 @@ impl ServerConfig {
     pub fn max_missed_ranges(mut self, n: usize) -> Self {
         self.max_missed_ranges = n.max(1);
         self
+    }
+
+    /// The failure detector run for every client (default: phi accrual with Akka's defaults).
+    pub fn detector(mut self, detector: DetectorConfig) -> Self {
+        self.detector = detector;
+        self
+    }
+
+    /// The configured failure detector.
+    pub fn detector_config(&self) -> &DetectorConfig {
+        &self.detector
+    }
+
+    /// Self-protection against the monitor's own stalls (a GC-like pause, a suspended VM): when
+    /// the server is woken this much later than its earliest timer, it convicts nobody and drops
+    /// no connection on that evidence alone, and looks again a second later, after reading what
+    /// arrived meanwhile. Default 5 s, as Cassandra's `max_local_pause_in_ms`.
+    pub fn pause_guard(mut self, d: Duration) -> Result<Self, ConfigError> {
+        if d.is_zero() {
+            return Err(ConfigError::Zero {
+                name: "pause guard",
+            });
+        }
+        self.pause_guard = d;
+        Ok(self)
     }
 
     /// The idle timeout for a connection whose interval is `interval` (declared or estimated).

@@ -23,6 +23,7 @@
 pub mod analysis;
 pub mod client;
 pub mod config;
+pub mod detector;
 mod error;
 pub mod frame;
 mod ids;

@@ -9,6 +9,14 @@
 //! Shape of each loop (str0m's): drain the core's outputs, writing bytes with `write_all`
 //! *outside* `select!` (it is not cancel safe); then `select!` over stop, the core's next timeout
 //! and reading (all cancel safe); hand what happened to the core; repeat.
+//!
+//! # Under another network
+//! Wrap the network's listener and stream types in newtypes implementing [`Listener`] and
+//! [`Connector`] (the orphan rule wants the newtypes), and pass a [`Clock`] reading that
+//! network's wall clock, e.g. for turmoil
+//! `|| UnixTime::from_duration(turmoil::since_epoch().unwrap())`. [`run_server`] sets up its own
+//! `LocalSet` for its connection tasks, so it runs inside a turmoil host (itself on a `LocalSet`)
+//! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -126,10 +134,13 @@ pub struct ServerOptions {
     /// When full, connections stop reading until there is room, which pushes back through TCP
     /// flow control. Default 4,096.
     pub inbound_capacity: usize,
-    /// Writes queued for one connection. A peer that does not read its acks fills it and is
-    /// dropped, so one slow client cannot hold memory or the server task. Default 64.
+    /// Writes queued for one connection while its task is busy writing. If it fills, the peer
+    /// is dropped at once, so one slow client can neither hold memory nor stall the server
+    /// task. Default 64.
     pub outbound_capacity: usize,
-    /// How long one write may block before the connection is given up. Default 10 s.
+    /// How long one write may block (a peer that does not read its acks) before the connection
+    /// is given up, as if the peer had closed it. Meanwhile its task reads nothing more, so TCP
+    /// flow control holds the peer back. Default 10 s.
     pub write_timeout: Duration,
     /// On stop, how long connections get to flush and close before they are dropped.
     /// Default 1 s.
@@ -371,9 +382,14 @@ async fn serve<L: Listener>(
         }
     }
 
-    // Stop: no new connections, close every open one, let the tasks flush for a moment.
+    // Stop: no new connections; what was already read still counts; close every open
+    // connection; let the tasks flush for a moment.
     drop(listener);
     now = clock.now();
+    while let Ok(m) = inbound_rx.try_recv() {
+        d.handle_inbound(now, m);
+        d.drain(now, &mut on_event);
+    }
     d.server.close_all(now);
     d.drain(now, &mut on_event);
     // Connection tasks blocked on a full inbound channel see it closed and end.
@@ -638,5 +654,131 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(exit, Exit::Closed);
+    }
+
+    /// Streams from memory: shows the loops are generic, and lets a test hold a peer that never
+    /// reads.
+    struct MemListener(mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>);
+
+    impl Listener for MemListener {
+        type Stream = tokio::io::DuplexStream;
+
+        async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    struct MemConnector(mpsc::Sender<(tokio::io::DuplexStream, SocketAddr)>);
+
+    impl Connector for MemConnector {
+        type Stream = tokio::io::DuplexStream;
+
+        async fn connect(&mut self) -> io::Result<Self::Stream> {
+            let (ours, theirs) = tokio::io::duplex(4096);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+            self.0
+                .send((theirs, peer))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+            Ok(ours)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_does_not_read_times_out_and_others_carry_on() {
+        let t0 = tokio::time::Instant::now();
+        // A simulated wall clock that follows tokio's paused clock, as the simulator's does.
+        let clock =
+            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let (accept_tx, accept_rx) = mpsc::channel(4);
+        let options = ServerOptions {
+            outbound_capacity: 2,
+            write_timeout: Duration::from_secs(1),
+            ..ServerOptions::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut dropped = Vec::new();
+        let serve = run_server(
+            MemListener(accept_rx),
+            Server::new(Arc::new(ServerConfig::default())),
+            options,
+            clock,
+            async {
+                let _ = stop_rx.await;
+            },
+            |e: &server::Event, _| {
+                if let server::Event::Disconnected {
+                    client: Some(c),
+                    reason,
+                    ..
+                } = e
+                {
+                    dropped.push(format!("{c}: {reason}"));
+                }
+            },
+        );
+
+        // The slow peer: an 8-byte pipe it never reads, so the server's first write blocks.
+        let (mut slow, theirs) = tokio::io::duplex(8);
+        accept_tx
+            .send((theirs, SocketAddr::from(([127, 0, 0, 1], 30_000))))
+            .await
+            .unwrap();
+        let writer = tokio::spawn(async move {
+            let _ = slow.write_all(b"HELLO 1 slow 10\n").await;
+            for seq in 1..=40 {
+                let beat = format!("BEAT {seq} 1700000000.{seq:03}\n");
+                if slow.write_all(beat.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            slow
+        });
+
+        let config = ClientConfig::new(ClientId::new("good").unwrap(), Duration::from_millis(10))
+            .unwrap()
+            .count(Some(20))
+            .unwrap();
+        let client = Client::new(config, clock.now());
+        let mut acked = 0;
+        let run = async {
+            let exit = run_client(
+                MemConnector(accept_tx.clone()),
+                client,
+                clock,
+                std::future::pending(),
+                |e: &client::Event, _| {
+                    if let client::Event::Acked { .. } = e {
+                        acked += 1;
+                    }
+                },
+            )
+            .await;
+            // Give the slow peer's blocked write time to hit its timeout before stopping
+            // (paused time: no real wait).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = stop_tx.send(());
+            exit
+        };
+        let (served, exit) = tokio::join!(serve, run);
+        drop(writer.await.unwrap());
+        assert_eq!(exit.unwrap(), Exit::Finished);
+        assert_eq!(acked, 20);
+        // The slow peer's task blocked on its first write (and stopped reading, so it queued
+        // nothing more) until the write timeout; the server task and the good client never
+        // waited for it.
+        assert_eq!(
+            dropped,
+            ["good: client said goodbye", "slow: closed by peer"]
+        );
+        let report = served.unwrap().report();
+        let good = report
+            .clients
+            .iter()
+            .find(|c| c.client.to_string() == "good");
+        assert_eq!(good.map(|c| (c.received, c.missed)), Some((20, 0)));
     }
 }

@@ -8,6 +8,7 @@
 //! The binaries `heartbeat-server` and `heartbeat-client` are thin: parse flags, set up logging,
 //! build the core's configuration, call the driver, print what it reports.
 
+pub mod cli;
 pub mod driver;
 mod error;
 pub mod listener;

@@ -30,9 +30,10 @@
 //! 6. `held`: every heartbeat written while its link was held (between `hold` and `release`)
 //!    is received and never reported missed. This holds while holds stay shorter than the
 //!    server's idle timeout (10 s), after which the server rightly gives up on the stream.
-//! 7. `liveness`: after heal-and-drain, every surviving client is `up`, still writing, and its
-//!    last heartbeat was received within one interval plus latency of the end; every client
-//!    that crashed for good is not `up` (the server noticed); every stopped client has `left`.
+//! 7. `liveness`: after heal-and-drain, every surviving client is `up` and connected, still
+//!    writing, and its last heartbeat was received within one interval plus latency of the end;
+//!    every client that crashed for good is `down` and no longer connected (the detector and the
+//!    idle timeout noticed); every stopped client has `left`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -310,7 +311,8 @@ struct View {
     /// Per incarnation, per client index, its epochs.
     incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>>,
     bursts: Vec<(usize, u64, u64)>,
-    /// Heartbeat delays over the live bound, as failures of `all_live`.
+    /// Heartbeat delays over the live bound and liveness changes away from `up`, as failures of
+    /// `all_live`.
     late: Vec<String>,
 }
 
@@ -434,6 +436,12 @@ pub fn check(out: &Outcome) -> Verdict {
                         heartbeat_core::fmt_signed_ms(delay)
                     ));
                 }
+            }
+            Event::Transition {
+                client, from, to, ..
+            } if matches!(to.as_str(), "suspect" | "down") => {
+                view.late
+                    .push(format!("server#{inc} {client} went {from}->{to}"));
             }
             Event::Burst {
                 client,
@@ -585,11 +593,17 @@ pub fn check(out: &Outcome) -> Verdict {
     let end_unix = UnixTime::from_duration(Duration::from_secs(EPOCH_SECS) + out.end);
     let recent = s.interval + s.params.latency.max() + s.tick * 2;
     for (i, plan) in s.clients.iter().enumerate() {
-        let state = rows.get(&i).map_or("absent", |r| r.state);
+        let row = rows.get(&i);
+        let state = row.map_or("absent", |r| r.state.as_str());
+        let connected = row.is_some_and(|r| r.connected);
         match out.fates[i] {
             Fate::Alive => {
-                if state != "up" {
-                    liveness.push(format!("{} survived but is {state}", plan.id));
+                if state != "up" || !connected {
+                    liveness.push(format!(
+                        "{} survived but is {state}{}",
+                        plan.id,
+                        if connected { "" } else { ", not connected" }
+                    ));
                 }
                 let last_written = truth.sessions[i]
                     .last()
@@ -601,7 +615,7 @@ pub fn check(out: &Outcome) -> Verdict {
                         plan.id, out.end
                     ));
                 }
-                let last_seen = rows.get(&i).and_then(|r| r.last_seen);
+                let last_seen = row.and_then(|r| r.last_seen);
                 if last_seen
                     .is_none_or(|t| end_unix.signed_nanos_since(t) > recent.as_nanos() as i64)
                 {
@@ -612,10 +626,11 @@ pub fn check(out: &Outcome) -> Verdict {
                     ));
                 }
             }
-            Fate::Dead if state == "up" => {
+            Fate::Dead if state != "down" || connected => {
                 liveness.push(format!(
-                    "{} is dead but the server still has it up",
-                    plan.id
+                    "{} is dead but the server has it {state}{}",
+                    plan.id,
+                    if connected { ", connected" } else { "" }
                 ));
             }
             Fate::Stopped if state != "left" => {
@@ -829,7 +844,11 @@ mod tests {
         ];
         let out = world::run(&s).unwrap();
         let v = check(&out);
-        assert_eq!(failing(&v), ["none-missed", "no-reconnect"], "{v}");
+        assert_eq!(
+            failing(&v),
+            ["none-missed", "no-reconnect", "all-live"],
+            "{v}"
+        );
     }
 
     #[test]

@@ -215,8 +215,21 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
         .iter()
         .position(|e| matches!(e.record, Record::Stop))
         .expect("recorded above");
-    let report = report_before_stop(server.report(), &entries[stop_at..]);
-    entries.truncate(stop_at);
+    let after_stop = entries.split_off(stop_at);
+    let report = report_before_stop(server.report(), &after_stop);
+    // On stop the server still handles what its connections had already read: those events
+    // are part of the report. Its closing of every connection, and what the clients saw of it,
+    // are not part of the run.
+    entries.extend(after_stop.into_iter().filter(|e| match &e.record {
+        Record::Server { event, .. } => !matches!(
+            event,
+            Event::Disconnected {
+                reason: DisconnectReason::Local,
+                ..
+            }
+        ),
+        _ => false,
+    }));
     // Hosts run one after the other within a step, each stamping sub-tick times: order by time,
     // keeping the observed order for equal times.
     entries.sort_by_key(|e| e.at);
@@ -235,9 +248,9 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 /// The report as it stood when the run ended.
 ///
 /// `heartbeat_net::run_server` closes every connection before it hands the server back, which
-/// turns every live client's state into `disconnected`. The stop's own `disconnected` events
-/// (reason: closed locally) name exactly those clients, so their state is put back to `up`;
-/// the counts are untouched by closing.
+/// marks every connected client as not connected. The stop's own `disconnected` events (reason:
+/// closed locally) name exactly those clients, so they are marked connected again; liveness
+/// states and counts are untouched by closing.
 fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
     let closed: BTreeSet<&ClientKey> = after_stop
         .iter()
@@ -255,8 +268,8 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
         })
         .collect();
     for c in &mut report.clients {
-        if closed.contains(&c.client) && c.state == "disconnected" {
-            c.state = "up";
+        if closed.contains(&c.client) {
+            c.connected = true;
         }
     }
     report

@@ -2,7 +2,7 @@
 
 mod session;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientStats, Report, SeqRange};
 use crate::config::ServerConfig;
+use crate::detector::DetectorKind;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::time::{Now, UnixTime, fmt_ms, fmt_signed_ms};
 use crate::timer::DeadlineQueue;
 use session::ClientRecord;
+
+/// After a stall of the server itself, how long before due timers are looked at again.
+const STALL_RECHECK: Duration = Duration::from_secs(1);
 
 /// The heartbeat server: accepts connections, decodes either protocol, acknowledges v1
 /// heartbeats, analyses every client on its own and drops dead or hostile connections.
@@ -50,11 +54,19 @@ use session::ClientRecord;
 #[derive(Debug)]
 pub struct Server {
     config: Arc<ServerConfig>,
-    conns: BTreeMap<ConnId, Conn>,
-    clients: BTreeMap<ClientKey, ClientRecord>,
+    /// Open connections. Looked up per read, never iterated where order matters.
+    conns: HashMap<ConnId, Conn>,
+    /// Every client ever seen; a connection holds its client's index, so the per-heartbeat path
+    /// does no key comparisons.
+    clients: Vec<ClientRecord>,
+    /// Client keys to indices in `clients`, sorted for reports.
+    index: BTreeMap<ClientKey, usize>,
     next_conn: u64,
     /// Connection deadlines (hello and idle timeouts), lazily re-armed.
     deadlines: DeadlineQueue<ConnId>,
+    /// Liveness checks per client index, when its detector reaches its next level; lazily
+    /// re-armed like `deadlines`.
+    checks: DeadlineQueue<usize>,
     out: VecDeque<Output>,
     /// Scratch space reused across calls.
     events: Vec<Event>,
@@ -76,11 +88,51 @@ enum ConnState {
     /// Waiting for the first bytes, or for `HELLO` on a v1 connection.
     Opening,
     /// Identified.
-    Live { key: ClientKey, protocol: Protocol },
+    Live {
+        key: ClientKey,
+        idx: usize,
+        protocol: Protocol,
+    },
+}
+
+/// A client's liveness, as its failure detector sees it.
+///
+/// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
+/// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
+/// clean goodbye (`BYE`): not a failure, and not watched any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Declared dead.
+    Down,
+    /// Said goodbye.
+    Left,
+    /// Late beyond the suspect level.
+    Suspect,
+    /// Heard from in time.
+    Up,
+}
+
+impl Liveness {
+    /// `"down"`, `"left"`, `"suspect"` or `"up"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Down => "down",
+            Self::Left => "left",
+            Self::Suspect => "suspect",
+            Self::Up => "up",
+        }
+    }
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the driver must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub enum Output {
     /// Close `conn` after writing every earlier `Transmit` to it. Emitted exactly once per
@@ -103,7 +155,7 @@ pub enum Output {
 }
 
 /// What the server observed. Every variant names the connection it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
     /// Several heartbeats arrived in one read after a silence of at least the configured number
@@ -198,6 +250,28 @@ pub enum Event {
         /// The first sequence number of the new session, when it restarted mid-stream.
         seq: Option<Seq>,
     },
+    /// The server itself did not run for a while (woken `late` after its earliest timer): it
+    /// convicted nobody and dropped no connection on that evidence, and looks again shortly.
+    Stalled {
+        /// How late the server was woken.
+        late: Duration,
+    },
+    /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
+    /// heartbeat that brought the client back.
+    Transition {
+        /// The client.
+        client: ClientKey,
+        /// The state before.
+        from: Liveness,
+        /// The state after.
+        to: Liveness,
+        /// Time since the client's last heartbeat before this change (`None` before the first).
+        since_last: Option<Duration>,
+        /// The detector's suspicion value when it changed (for `Up`, just before the heartbeat).
+        suspicion: f64,
+        /// Which detector decided.
+        detector: DetectorKind,
+    },
 }
 
 impl Event {
@@ -211,6 +285,8 @@ impl Event {
             Self::Heartbeat { .. } => "heartbeat",
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
+            Self::Stalled { .. } => "stalled",
+            Self::Transition { .. } => "transition",
         }
     }
 
@@ -283,7 +359,29 @@ impl Event {
             } => json!({
                 "event": "restarted", "conn": conn.0, "client": client, "previous": previous, "seq": seq,
             }),
+            Self::Stalled { late } => json!({ "event": "stalled", "late_ms": ms(*late) }),
+            Self::Transition {
+                client,
+                from,
+                to,
+                since_last,
+                suspicion,
+                detector,
+            } => json!({
+                "event": "transition", "client": client, "from": from, "to": to,
+                "since_last_ms": since_last.map(ms), "suspicion": round3(*suspicion),
+                "detector": detector,
+            }),
         }
+    }
+}
+
+/// Rounds to three decimals, so JSON output does not depend on the last bits of a float.
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        f64::MAX
     }
 }
 
@@ -364,6 +462,24 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Self::Stalled { late } => write!(
+                f,
+                "stalled: the server ran {} late; no client convicted on that evidence",
+                fmt_ms(*late)
+            ),
+            Self::Transition {
+                client,
+                from,
+                to,
+                since_last,
+                suspicion,
+                detector,
+            } => write!(
+                f,
+                "transition client={client} {from}->{to} since_last={} {detector}={:.3}",
+                opt_ms(since_last),
+                round3(*suspicion)
+            ),
         }
     }
 }
@@ -373,10 +489,12 @@ impl Server {
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
             config,
-            conns: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            conns: HashMap::new(),
+            clients: Vec::new(),
+            index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
+            checks: DeadlineQueue::new(),
             out: VecDeque::new(),
             events: Vec::new(),
         }
@@ -401,18 +519,18 @@ impl Server {
 
     /// One client's analysis.
     pub fn client(&self, key: &ClientKey) -> Option<&ClientStats> {
-        self.clients.get(key).map(|r| &r.stats)
+        self.index.get(key).map(|&i| &self.clients[i].stats)
     }
 
     /// Every client's analysis, sorted by key.
     pub fn clients(&self) -> impl Iterator<Item = &ClientStats> + '_ {
-        self.clients.values().map(|r| &r.stats)
+        self.index.values().map(|&i| &self.clients[i].stats)
     }
 
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {
-            clients: self.clients.values().map(|r| r.stats.summary()).collect(),
+            clients: self.clients().map(ClientStats::summary).collect(),
         }
     }
 
@@ -466,9 +584,7 @@ impl Server {
         let result = c.decoder.finish().map(|u| units.extend(u));
         self.process(now, conn, units, result);
         if self.conns.contains_key(&conn) {
-            let left = self
-                .client_of(conn)
-                .is_some_and(|k| self.clients.get(&k).is_some_and(|r| r.left));
+            let left = self.client_of(conn).is_some_and(|i| self.clients[i].left);
             let reason = if left {
                 DisconnectReason::Goodbye
             } else {
@@ -481,6 +597,19 @@ impl Server {
 
     /// Time passed: drops connections whose hello or idle deadline is over.
     pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(due) = self.poll_timeout() {
+            let late = now.mono.saturating_duration_since(due);
+            if late > self.config.pause_guard {
+                self.defer_after_stall(now, late);
+                return;
+            }
+        }
+        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
+            if self.clients[idx].check_at == Some(at) {
+                self.clients[idx].check_at = None;
+                self.evaluate(now, idx);
+            }
+        }
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
@@ -490,8 +619,8 @@ impl Server {
             }
             let (deadline, timeout) = match &c.state {
                 ConnState::Opening => (None, self.config.hello_timeout),
-                ConnState::Live { key, .. } => {
-                    let interval = self.clients.get(key).and_then(|r| r.interval);
+                ConnState::Live { idx, .. } => {
+                    let interval = self.clients[*idx].interval;
                     let idle = self.config.idle_timeout_for(interval);
                     (Some(c.last_rx + idle), idle)
                 }
@@ -540,7 +669,8 @@ impl Server {
 
     /// Closes every connection (server shutdown). The analysis stays readable.
     pub fn close_all(&mut self, now: Now) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.close(now, conn);
         }
@@ -558,14 +688,129 @@ impl Server {
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
     /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.next()
+        match (self.deadlines.next(), self.checks.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals ----
 
-    fn client_of(&self, conn: ConnId) -> Option<ClientKey> {
+    /// The server was woken `late`: whatever is due now is judged on stale evidence (heartbeats
+    /// may be waiting unread in socket buffers), so nothing is convicted or dropped; every due
+    /// timer moves to a second from now, after the driver has read what arrived meanwhile.
+    fn defer_after_stall(&mut self, now: Now, late: Duration) {
+        let again = now.mono + STALL_RECHECK;
+        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
+            let r = &mut self.clients[idx];
+            if r.check_at == Some(at) {
+                r.check_at = Some(again);
+                self.checks.push(again, idx);
+            }
+        }
+        while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
+            if let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) {
+                c.queued = again;
+                c.last_rx = c.last_rx.max(now.mono);
+                self.deadlines.push(again, conn);
+            }
+        }
+        self.out.push_back(Output::Event(Event::Stalled { late }));
+    }
+
+    /// Moves client `idx` along its liveness states as far as its detector says, then arms its
+    /// next check.
+    fn evaluate(&mut self, now: Now, idx: usize) {
+        let r = &mut self.clients[idx];
+        let Some(det) = r.detector.as_mut() else {
+            return;
+        };
+        let levels = det.levels();
+        let suspicion = det.suspicion(now.mono);
+        let since_last = det
+            .last_heartbeat()
+            .map(|t| now.mono.saturating_duration_since(t));
+        let detector = det.kind();
+        let step = |from: Liveness, to: Liveness| Event::Transition {
+            client: r.stats.client.clone(),
+            from,
+            to,
+            since_last,
+            suspicion,
+            detector,
+        };
+        if r.stats.state == Liveness::Up && suspicion >= levels.suspect {
+            self.out
+                .push_back(Output::Event(step(Liveness::Up, Liveness::Suspect)));
+            r.stats.state = Liveness::Suspect;
+        }
+        if r.stats.state == Liveness::Suspect && suspicion >= levels.down {
+            self.out
+                .push_back(Output::Event(step(Liveness::Suspect, Liveness::Down)));
+            r.stats.state = Liveness::Down;
+            // Akka: what is measured while a client is down is not learned as an interval.
+            det.set_available(false);
+        }
+        self.arm(idx);
+    }
+
+    /// Queues client `idx`'s next liveness check: when its detector reaches the next level.
+    fn arm(&mut self, idx: usize) {
+        let r = &mut self.clients[idx];
+        let Some(det) = r.detector.as_ref() else {
+            return;
+        };
+        let levels = det.levels();
+        let level = match r.stats.state {
+            Liveness::Up => levels.suspect,
+            Liveness::Suspect => levels.down,
+            Liveness::Down | Liveness::Left => return,
+        };
+        let Some(at) = det.reaches(level) else { return };
+        // An earlier check, even a stale one, re-arms when it pops.
+        if r.check_at.is_some_and(|queued| queued <= at) {
+            return;
+        }
+        r.check_at = Some(at);
+        self.checks.push(at, idx);
+    }
+
+    /// Feeds one arrival's heartbeats to client `idx`'s detector; a client that was not up is
+    /// up again.
+    fn observe(&mut self, now: Now, idx: usize, beats: &[(Seq, UnixTime)]) {
+        let r = &mut self.clients[idx];
+        if r.detector.is_none() {
+            // Legacy clients get one once their interval has been estimated.
+            r.detector = r.interval.map(|i| self.config.detector.build(i));
+        }
+        let Some(det) = r.detector.as_mut() else {
+            return;
+        };
+        let suspicion = det.suspicion(now.mono);
+        let since_last = det
+            .last_heartbeat()
+            .map(|t| now.mono.saturating_duration_since(t));
+        for &(seq, _) in beats {
+            det.heartbeat(now.mono, seq);
+        }
+        if r.stats.state != Liveness::Up {
+            let event = Event::Transition {
+                client: r.stats.client.clone(),
+                from: r.stats.state,
+                to: Liveness::Up,
+                since_last,
+                suspicion,
+                detector: det.kind(),
+            };
+            self.out.push_back(Output::Event(event));
+            r.stats.state = Liveness::Up;
+        }
+        self.arm(idx);
+    }
+
+    fn client_of(&self, conn: ConnId) -> Option<usize> {
         match &self.conns.get(&conn)?.state {
-            ConnState::Live { key, .. } => Some(key.clone()),
+            ConnState::Live { idx, .. } => Some(*idx),
             ConnState::Opening => None,
         }
     }
@@ -655,11 +900,28 @@ impl Server {
                 }
                 .encode(acks);
             }
-            (Inbound::Frame(Frame::Bye), ConnState::Live { key, .. }) => {
-                let key = key.clone();
+            (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
+                let idx = *idx;
                 self.flush_beats(now, conn, beats);
-                if let Some(r) = self.clients.get_mut(&key) {
-                    r.left = true;
+                let r = &mut self.clients[idx];
+                r.left = true;
+                if r.stats.state != Liveness::Left {
+                    let det = r.detector.as_ref();
+                    let event = Event::Transition {
+                        client: r.stats.client.clone(),
+                        from: r.stats.state,
+                        to: Liveness::Left,
+                        since_last: det
+                            .and_then(|d| d.last_heartbeat())
+                            .map(|t| now.mono.saturating_duration_since(t)),
+                        suspicion: det.map_or(0.0, |d| d.suspicion(now.mono)),
+                        detector: self.config.detector.kind(),
+                    };
+                    self.out.push_back(Output::Event(event));
+                    r.stats.state = Liveness::Left;
+                    if let Some(at) = r.check_at.take() {
+                        self.checks.remove(at, &idx);
+                    }
                 }
             }
             (Inbound::Frame(f), state) => {
@@ -688,44 +950,49 @@ impl Server {
     ) {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
-        let resumed = self.clients.contains_key(&key);
-        let record = self
-            .clients
-            .entry(key.clone())
-            .or_insert_with(|| ClientRecord::new(key.clone(), protocol, max_ranges));
+        let resumed = self.index.contains_key(&key);
+        let idx = *self.index.entry(key.clone()).or_insert_with(|| {
+            self.clients
+                .push(ClientRecord::new(key.clone(), protocol, max_ranges));
+            self.clients.len() - 1
+        });
+        let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
         record.stats.connections += 1;
         record.stats.protocol = protocol;
-        record.stats.state = "up";
+        record.stats.connected = true;
         record.left = false;
         if interval.is_some() {
             record.interval = interval;
         }
-        if let Some(session) = session {
-            if record.session.is_some_and(|s| s != session) {
-                record.restart(conn, &mut self.events);
-            }
-            record.session = Some(session);
+        let restarted = session.is_some_and(|s| record.session.is_some_and(|old| old != s));
+        if session.is_some() {
+            record.session = session;
         }
-        self.flush_events();
-        // The silence across a reconnect is not a burst trigger; inter-arrival stays measured.
         let c = self
             .conns
             .get_mut(&conn)
             .expect("caller checked the connection");
         c.state = ConnState::Live {
             key: key.clone(),
+            idx,
             protocol,
         };
         c.last_rx = now.mono;
-        self.out.push_back(Output::Event(Event::Connected {
+        let connected = Event::Connected {
             conn,
-            client: key,
+            client: key.clone(),
             peer,
             protocol,
             interval,
             resumed,
-        }));
+        };
+        self.out.push_back(Output::Event(connected));
+        if restarted {
+            // A new session nonce: the client process restarted.
+            self.clients[idx].restart(conn, &mut self.events);
+            self.flush_events();
+        }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
             // partition): the new one wins.
@@ -737,13 +1004,13 @@ impl Server {
         if beats.is_empty() {
             return;
         }
-        let Some(key) = self.client_of(conn) else {
+        let Some(idx) = self.client_of(conn) else {
             return;
         };
         let gap = self.config.burst_gap_intervals;
-        if let Some(record) = self.clients.get_mut(&key) {
-            record.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
-        }
+        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
+        self.flush_events();
+        self.observe(now, idx, beats);
         beats.clear();
         self.flush_events();
     }
@@ -754,12 +1021,11 @@ impl Server {
         };
         self.deadlines.remove(c.queued, &conn);
         let client = match c.state {
-            ConnState::Live { key, .. } => {
-                if let Some(r) = self.clients.get_mut(&key) {
-                    if r.conn == Some(conn) {
-                        r.conn = None;
-                        r.stats.state = if r.left { "left" } else { "disconnected" };
-                    }
+            ConnState::Live { key, idx, .. } => {
+                let r = &mut self.clients[idx];
+                if r.conn == Some(conn) {
+                    r.conn = None;
+                    r.stats.connected = false;
                 }
                 Some(key)
             }

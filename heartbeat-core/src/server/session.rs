@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientStats, SeqRange};
+use crate::detector::Detector;
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::server::Event;
@@ -24,6 +25,10 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
+    /// The failure detector, built at the first heartbeat whose interval is known.
+    pub(crate) detector: Option<Box<dyn Detector>>,
+    /// The liveness check this client has in the server's queue.
+    pub(crate) check_at: Option<Instant>,
 }
 
 impl ClientRecord {
@@ -36,6 +41,8 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
+            detector: None,
+            check_at: None,
         }
     }
 
@@ -52,6 +59,8 @@ impl ClientRecord {
             });
         }
         self.last_sent = None;
+        // A new process: its timing history says nothing about this one.
+        self.detector = None;
     }
 
     /// Analyses the heartbeats of one arrival (one `handle_input` call) in order.
@@ -129,6 +138,7 @@ impl ClientRecord {
                     });
                     self.stats.highest = Some(seq);
                     self.last_sent = None;
+                    self.detector = None;
                 } else if self.stats.recover_missed(seq) {
                     recovered = true;
                 } else {

@@ -287,6 +287,9 @@ fn silent_connections_time_out() {
     assert_eq!(
         log,
         [
+            // Phi with Akka's defaults and a 1 s interval, bootstrapped from one heartbeat.
+            "ev transition client=a up->suspect since_last=4909.527ms phi=4.000",
+            "ev transition client=a suspect->down since_last=5306.496ms phi=8.000",
             "conn#1 tx ERROR timed out waiting for HELLO",
             "ev disconnected conn#1 client=- reason=protocol error: unexpected silence before identification",
             "conn#1 disconnect protocol error: unexpected silence before identification",
@@ -361,4 +364,153 @@ fn report_renders_text_and_json() {
     assert_eq!(entry["missed_ranges"][0], "2-3");
     let text = report.to_string();
     assert!(text.contains("missed a: 2-3"), "{text}");
+}
+
+fn liveness_lines(s: &mut Server) -> Vec<String> {
+    drain(s)
+        .into_iter()
+        .filter(|l| l.contains("transition") || l.contains("stalled"))
+        .collect()
+}
+
+/// Runs a client sending every second for 20 s, then silent; returns its transitions.
+fn crash_after_20_beats(config: ServerConfig) -> (Vec<String>, Duration) {
+    let t0 = origin();
+    let mut s = Server::new(Arc::new(config));
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
+    for i in 1..=20u64 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
+    }
+    let mut log = liveness_lines(&mut s);
+    let mut down_after = Duration::ZERO;
+    while let Some(at) = s.poll_timeout() {
+        let now = Now {
+            mono: at,
+            unix: t0.unix,
+        };
+        s.handle_timeout(now);
+        let lines = liveness_lines(&mut s);
+        if lines.iter().any(|l| l.contains("->down")) {
+            down_after = at - (t0.mono + Duration::from_secs(20));
+        }
+        log.extend(lines);
+        if s.client(&id("a")).unwrap().state() == Liveness::Down {
+            break;
+        }
+    }
+    (log, down_after)
+}
+
+#[test]
+fn every_detector_declares_a_crashed_client_down_within_its_bound() {
+    use crate::detector::{DetectorConfig, DetectorKind};
+    // Steady 1 s heartbeats, then silence. Bounds from each detector's defaults: fixed
+    // interval + 2 intervals; phi about 4.5 s (Akka: "around 5.5 s" with jitter); Cassandra's
+    // phi = 8 at 18.4 × mean; chen EA + 2α.
+    let cases = [
+        (DetectorKind::Fixed, Duration::from_secs(3)),
+        (DetectorKind::Phi, Duration::from_millis(4600)),
+        // 18.4 × the mean, which still holds Cassandra's 2 s bootstrap sample: 19.3 s.
+        (DetectorKind::PhiExp, Duration::from_millis(19_500)),
+        (DetectorKind::Chen, Duration::from_secs(3)),
+    ];
+    for (kind, bound) in cases {
+        let config = ServerConfig::default().detector(DetectorConfig::new(kind));
+        let (log, down_after) = crash_after_20_beats(config);
+        assert_eq!(log.len(), 2, "{kind}: {log:?}");
+        assert!(
+            log[0].contains("up->suspect") && log[1].contains("suspect->down"),
+            "{kind}: {log:?}"
+        );
+        assert!(
+            down_after > Duration::from_secs(1) && down_after <= bound,
+            "{kind}: down after {down_after:?}"
+        );
+    }
+}
+
+#[test]
+fn a_heartbeat_brings_a_down_client_back_up() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    while let Some(at) = s.poll_timeout() {
+        s.handle_timeout(Now {
+            mono: at,
+            unix: t0.unix,
+        });
+    }
+    assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Down);
+    assert_eq!(
+        s.connection_count(),
+        0,
+        "the idle connection was dropped too"
+    );
+    let _ = drain(&mut s);
+    let late = t0.advanced(Duration::from_secs(60));
+    let c = s.accept(late, peer(2));
+    s.handle_input(late, c, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
+    let lines = liveness_lines(&mut s);
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("ev transition client=a down->up since_last=60000.000ms"),
+        "{lines:?}"
+    );
+    assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
+}
+
+#[test]
+fn goodbye_is_left_not_down() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\nBYE\n");
+    s.handle_eof(t0, c);
+    let lines = liveness_lines(&mut s);
+    assert_eq!(
+        lines,
+        ["ev transition client=a up->left since_last=0.000ms phi=0.000"]
+    );
+    assert_eq!(s.poll_timeout(), None, "a client that left is not watched");
+    assert_eq!(s.report().clients[0].state, Liveness::Left);
+}
+
+#[test]
+fn a_stalled_server_convicts_nobody_on_that_evidence() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
+    for i in 1..=5u64 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
+    }
+    let _ = drain(&mut s);
+    // The server process is suspended from t=5 s to t=30 s; the client kept sending, and its
+    // heartbeats wait in the socket buffer.
+    let woke = t0.advanced(Duration::from_secs(30));
+    s.handle_timeout(woke);
+    let lines = drain(&mut s);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("ev stalled: the server ran"),
+        "{lines:?}"
+    );
+    assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
+    assert_eq!(s.connection_count(), 1);
+    // The driver then reads what arrived meanwhile.
+    let mut burst = String::new();
+    for i in 6..=30u64 {
+        burst.push_str(&format!("BEAT {i} 1700000000\n"));
+    }
+    s.handle_input(woke, c, burst.as_bytes());
+    s.handle_timeout(woke.advanced(Duration::from_secs(1)));
+    assert!(liveness_lines(&mut s).is_empty());
+    assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
 }

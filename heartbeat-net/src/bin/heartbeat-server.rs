@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use heartbeat_core::config::ServerConfig;
-use heartbeat_core::server::{Event, Server};
+use heartbeat_core::server::{Event, Liveness, Server};
 use heartbeat_core::{Now, fmt_ms, fmt_signed_ms};
+use heartbeat_net::cli::DetectorArgs;
 use heartbeat_net::{ServerOptions, SystemClock, TcpListener, run_server};
 
 mod common;
@@ -43,10 +44,47 @@ struct Opt {
     /// Most connections open at once; one accepted beyond it is closed at once.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+
+    /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
+    /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
+    /// A number with a unit: ms or s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pause_guard: std::time::Duration,
+
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, per_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return Err("expected a number with a unit, e.g. 500ms or 5s".into());
+    };
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * per_ms < 1e12 => Ok(
+            std::time::Duration::from_micros((v * per_ms * 1000.0).round() as u64),
+        ),
+        _ => Err(format!("{s:?} is not a positive duration")),
+    }
 }
 
 fn main() -> ExitCode {
     let opt = Opt::parse();
+    // Parse, don't validate: a detector parameter out of range is a usage error (exit 2).
+    let config = opt.detector.config().and_then(|d| {
+        ServerConfig::default()
+            .detector(d)
+            .pause_guard(opt.pause_guard)
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => Opt::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit(),
+    };
     common::init_tracing(opt.debug);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -58,7 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(opt)) {
+    match runtime.block_on(serve(opt, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -67,7 +105,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(opt: Opt) -> anyhow::Result<()> {
+async fn serve(opt: Opt, config: ServerConfig) -> anyhow::Result<()> {
     let stop = common::shutdown_signal()?;
     let listener = TcpListener::bind(&opt.bind, opt.port).await?;
     let port = listener
@@ -75,10 +113,11 @@ async fn serve(opt: Opt) -> anyhow::Result<()> {
         .context("reading the bound address")?
         .port();
     tracing::info!("Awaiting connection from client on port {port}...");
+    tracing::info!("Failure detector: {}", config.detector_config());
 
     let mut options = ServerOptions::default();
     options.max_connections = opt.max_connections as usize;
-    let server = Server::new(Arc::new(ServerConfig::default()));
+    let server = Server::new(Arc::new(config));
     let json = opt.json;
     let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
         log_event(e, now);
@@ -186,6 +225,28 @@ fn log_event(e: &Event, _now: Now) {
             }
             None => tracing::info!("Connection from {peer} closed ({conn}: {reason})"),
         },
+        Event::Transition {
+            client,
+            from,
+            to,
+            since_last,
+            suspicion,
+            detector,
+        } => {
+            let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
+            let line = format!(
+                "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
+            );
+            match to {
+                Liveness::Down => tracing::error!("{line}"),
+                Liveness::Suspect => tracing::warn!("{line}"),
+                _ => tracing::info!("{line}"),
+            }
+        }
+        Event::Stalled { late } => tracing::warn!(
+            "The server itself was stalled for {}: nobody is declared down on that evidence",
+            fmt_ms(*late)
+        ),
         other => tracing::info!("{other}"),
     }
 }

@@ -1,0 +1,865 @@
+//! Failure detectors: from the arrival times of a client's heartbeats, how suspicious its
+//! silence is now, and exactly when that suspicion will reach a given level.
+//!
+//! Four detectors share the [`Detector`] trait:
+//!
+//! | kind | suspicion value | suspect at | down at |
+//! |---|---|---|---|
+//! | [`fixed`](FixedDetector) | overdue time / grace | 0.5 | 1 |
+//! | [`phi`](PhiDetector) | φ, normal inter-arrivals (Akka) | threshold / 2 | threshold (8) |
+//! | [`phi-exp`](PhiExpDetector) | φ, exponential inter-arrivals (Cassandra) | threshold / 2 | threshold (8) |
+//! | [`chen`](ChenDetector) | (now − expected arrival) / α (Chen, Toueg, Aguilera) | 1 | 2 |
+//!
+//! In every detector the suspect level is half the down level ([`Levels`]). For the φ
+//! detectors that is the square root of the down level's mistake probability (10⁻⁴ against
+//! 10⁻⁸ with the default threshold); for `fixed` it is halfway through the grace; for `chen`
+//! the suspect level is Chen's own freshness point τ = EA + α and down is one more α later.
+//!
+//! # Sans-IO
+//! Detectors read no clock: every call that depends on time takes `now`, a monotonic
+//! [`Instant`]. They are deterministic: the same calls give the same answers, bit for bit, on
+//! one platform. Each heartbeat costs O(1): histories are ring buffers with running integer
+//! sums (nanoseconds), so they never drift and never re-scan the window.
+//!
+//! # Use in a server
+//! ```
+//! use std::time::{Duration, Instant};
+//! use heartbeat_core::Seq;
+//! use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! let t0 = Instant::now(); // the driver's clock; the core never reads one
+//! let config = DetectorConfig::new(DetectorKind::Phi);
+//! let mut detector = config.build(Duration::from_secs(1)); // the client's declared interval
+//! detector.heartbeat(t0, Seq(1));
+//! let levels = detector.levels();
+//! // Arm one timer for the next transition instead of polling:
+//! let suspect_at = detector.reaches(levels.suspect).unwrap();
+//! let down_at = detector.reaches(levels.down).unwrap();
+//! assert!(t0 < suspect_at && suspect_at < down_at);
+//! assert!(detector.suspicion(down_at) >= levels.down);
+//! // When the server declares the client down, the interval across the outage is not learned:
+//! detector.set_available(false);
+//! ```
+
+mod chen;
+mod fixed;
+mod phi;
+mod phi_exp;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::ConfigError;
+use crate::ids::Seq;
+
+pub use chen::{ChenConfig, ChenDetector};
+pub use fixed::{FixedConfig, FixedDetector};
+pub use phi::{PhiConfig, PhiDetector};
+pub use phi_exp::{PhiExpConfig, PhiExpDetector};
+
+/// The largest history window accepted (samples per client).
+pub const MAX_WINDOW: usize = 1 << 20;
+
+/// Samples are clamped to ±2⁵⁰ ns (about 13 days), so that the running sum of squares of a
+/// full window of [`MAX_WINDOW`] samples fits in a `u128`.
+const MAX_SAMPLE_NS: i64 = 1 << 50;
+
+/// A failure detector for one client: it learns from heartbeat arrivals and says how
+/// suspicious the silence since the last one is.
+///
+/// Object safe: a server keeps a `Box<dyn Detector>` per client, built by
+/// [`DetectorConfig::build`].
+///
+/// # Contract
+/// - [`suspicion`](Self::suspicion) is 0 before the first heartbeat, never negative or NaN,
+///   and does not decrease as `now` advances with no further heartbeat.
+/// - [`reaches`](Self::reaches) inverts it: `suspicion(reaches(l)?) >= l` always holds
+///   (exactly, in `f64`), and no earlier instant since the last heartbeat reaches `l` (to
+///   within a microsecond), so a timer armed at `reaches(levels().down)` finds the detector
+///   at or above the down level when it fires.
+/// - A heartbeat may move both in any direction, so re-read `reaches` after each one. It does
+///   not always bring suspicion back below the suspect level: `chen` expects heartbeats on the
+///   sender's schedule, so right after a late one `reaches` can return that heartbeat's instant.
+pub trait Detector: fmt::Debug + Send {
+    /// A heartbeat with sequence number `seq` arrived at monotonic time `now`.
+    ///
+    /// Same-instant heartbeats, gaps of any length and sequence numbers that repeat or go
+    /// backwards are all accepted (see each detector for what it makes of them). `now` earlier
+    /// than the previous heartbeat is a caller bug: it asserts in debug builds and is ignored
+    /// otherwise.
+    fn heartbeat(&mut self, now: Instant, seq: Seq);
+
+    /// The suspicion level at `now`, on the detector's own scale (see [`Levels`]); 0 before
+    /// the first heartbeat.
+    fn suspicion(&self, now: Instant) -> f64;
+
+    /// The earliest instant at which [`suspicion`](Self::suspicion) reaches `level` if no
+    /// further heartbeat arrives.
+    ///
+    /// The last heartbeat's instant if the level is already reached then. `None` before the
+    /// first heartbeat, for a NaN or infinite level, and when the instant would not be
+    /// representable.
+    fn reaches(&self, level: f64) -> Option<Instant>;
+
+    /// Tells the detector whether the client is currently considered available.
+    ///
+    /// Call it with `false` when the client is declared down (or when the monitor cannot vouch
+    /// for the current interval, e.g. after a stall of its own). The next heartbeat is then a
+    /// new start: the interval it closes is not added to the history, so an outage does not
+    /// skew what the detector learned. That heartbeat makes the client available again, so
+    /// calling it with `true` is only needed to take the `false` back.
+    ///
+    /// `fixed` has no history and `chen` learns offsets from sequence numbers, which lost
+    /// heartbeats cannot skew (see [`ChenDetector`] for why it learns even late ones), so both
+    /// ignore this call. Independently of it, the φ detectors also leave out an
+    /// interval when their suspicion had reached the down level at its end, as Akka does.
+    fn set_available(&mut self, available: bool);
+
+    /// Which detector this is.
+    fn kind(&self) -> DetectorKind;
+
+    /// The suspect and down levels on this detector's suspicion scale.
+    fn levels(&self) -> Levels;
+
+    /// The instant of the last heartbeat that counted, `None` before the first.
+    fn last_heartbeat(&self) -> Option<Instant>;
+}
+
+/// The two levels a detector's suspicion is compared with.
+///
+/// Every detector puts the suspect level at half its down level.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Levels {
+    /// At or above this level the client is suspected: late, but not yet declared dead.
+    pub suspect: f64,
+    /// At or above this level the client is declared down.
+    pub down: f64,
+}
+
+impl Levels {
+    /// Levels with the suspect level at half of `down`.
+    pub fn halving(down: f64) -> Self {
+        Self {
+            suspect: down / 2.0,
+            down,
+        }
+    }
+}
+
+/// The kinds of detector, as named on the command line (`--detector`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DetectorKind {
+    /// `chen`: Chen, Toueg and Aguilera's NFD-E, expected arrival from sequence numbers plus a
+    /// safety margin α.
+    Chen,
+    /// `fixed`: down after a fixed silence of interval + grace.
+    Fixed,
+    /// `phi`: the φ accrual detector with normally distributed inter-arrival times, compatible
+    /// with Akka's.
+    Phi,
+    /// `phi-exp`: Cassandra's φ with exponentially distributed inter-arrival times.
+    PhiExp,
+}
+
+impl DetectorKind {
+    /// Every kind, in alphabetical order.
+    pub const ALL: [Self; 4] = [Self::Chen, Self::Fixed, Self::Phi, Self::PhiExp];
+
+    /// The command-line name: `chen`, `fixed`, `phi` or `phi-exp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chen => "chen",
+            Self::Fixed => "fixed",
+            Self::Phi => "phi",
+            Self::PhiExp => "phi-exp",
+        }
+    }
+}
+
+impl fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DetectorKind {
+    type Err = ConfigError;
+
+    /// Parses a command-line name, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or(ConfigError::Detector {
+                name: "detector",
+                why: "expected one of chen, fixed, phi, phi-exp",
+            })
+    }
+}
+
+impl Serialize for DetectorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A duration given outright, or as a multiple of the client's declared heartbeat interval.
+///
+/// A server watches clients with different intervals, so most detector parameters scale with
+/// the interval by default. Written `500ms`, `3s`, `250us`, `10ns` or `2x` (two intervals).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Span {
+    /// The same duration for every client.
+    Fixed(Duration),
+    /// This many of the client's heartbeat intervals.
+    Intervals(f64),
+}
+
+impl Span {
+    /// The duration for a client that declared `interval`, saturating at [`Duration::MAX`].
+    pub fn resolve(self, interval: Duration) -> Duration {
+        match self {
+            Self::Fixed(d) => d,
+            Self::Intervals(k) if k > 0.0 => {
+                Duration::try_from_secs_f64(interval.as_secs_f64() * k).unwrap_or(Duration::MAX)
+            }
+            Self::Intervals(_) => Duration::ZERO,
+        }
+    }
+
+    /// Checks a parameter: finite, not negative, and not zero unless `zero_ok`.
+    fn check(self, name: &'static str, zero_ok: bool) -> Result<Self, ConfigError> {
+        let (zero, bad) = match self {
+            Self::Fixed(d) => (d.is_zero(), false),
+            Self::Intervals(k) => (k == 0.0, !(k.is_finite() && k >= 0.0)),
+        };
+        if bad {
+            return Err(ConfigError::Detector {
+                name,
+                why: "must be a finite, non-negative multiple of the interval",
+            });
+        }
+        if zero && !zero_ok {
+            return Err(ConfigError::Detector {
+                name,
+                why: "must be positive",
+            });
+        }
+        Ok(self)
+    }
+}
+
+impl fmt::Display for Span {
+    /// `2x` for intervals; for a fixed duration the largest of `s`, `ms`, `us`, `ns` that
+    /// shows it exactly.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Intervals(k) => write!(f, "{k}x"),
+            Self::Fixed(d) => {
+                let ns = d.as_nanos();
+                for (unit, per) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+                    if ns % per == 0 {
+                        return write!(f, "{}{unit}", ns / per);
+                    }
+                }
+                write!(f, "{ns}ns")
+            }
+        }
+    }
+}
+
+impl FromStr for Span {
+    type Err = ConfigError;
+
+    /// Parses `2x`, `0.5x`, `3s`, `1.5s`, `100ms`, `250us` or `10ns`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const BAD: ConfigError = ConfigError::Detector {
+            name: "duration",
+            why: "expected a number with a unit (ns, us, ms, s), or a multiple of the interval \
+                  such as 2x",
+        };
+        let s = s.trim();
+        let number = |n: &str| match n.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err(BAD),
+        };
+        if let Some(k) = s.strip_suffix('x') {
+            return Ok(Self::Intervals(number(k)?));
+        }
+        for (unit, per) in [("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)] {
+            if let Some(v) = s.strip_suffix(unit) {
+                let ns = (number(v)? * per).round();
+                if ns >= u64::MAX as f64 {
+                    return Err(BAD);
+                }
+                return Ok(Self::Fixed(Duration::from_nanos(ns as u64)));
+            }
+        }
+        Err(BAD)
+    }
+}
+
+/// Which detector to run for each client, with its parameters; validated when built.
+///
+/// A server holds one and calls [`build`](Self::build) with each client's declared interval.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum DetectorConfig {
+    /// Chen, Toueg and Aguilera's NFD-E.
+    Chen(ChenConfig),
+    /// A fixed silence.
+    Fixed(FixedConfig),
+    /// Akka's φ accrual detector.
+    Phi(PhiConfig),
+    /// Cassandra's exponential φ.
+    PhiExp(PhiExpConfig),
+}
+
+impl DetectorConfig {
+    /// The default parameters of `kind`.
+    pub fn new(kind: DetectorKind) -> Self {
+        match kind {
+            DetectorKind::Chen => Self::Chen(ChenConfig::default()),
+            DetectorKind::Fixed => Self::Fixed(FixedConfig::default()),
+            DetectorKind::Phi => Self::Phi(PhiConfig::default()),
+            DetectorKind::PhiExp => Self::PhiExp(PhiExpConfig::default()),
+        }
+    }
+
+    /// Which detector this configures.
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            Self::Chen(_) => DetectorKind::Chen,
+            Self::Fixed(_) => DetectorKind::Fixed,
+            Self::Phi(_) => DetectorKind::Phi,
+            Self::PhiExp(_) => DetectorKind::PhiExp,
+        }
+    }
+
+    /// The suspect and down levels the built detectors will report.
+    pub fn levels(&self) -> Levels {
+        match self {
+            Self::Chen(_) => chen::LEVELS,
+            Self::Fixed(_) => fixed::LEVELS,
+            Self::Phi(c) => c.levels(),
+            Self::PhiExp(c) => c.levels(),
+        }
+    }
+
+    /// A fresh detector for a client that declared heartbeats every `interval`.
+    pub fn build(&self, interval: Duration) -> Box<dyn Detector> {
+        match self {
+            Self::Chen(c) => Box::new(ChenDetector::new(c, interval)),
+            Self::Fixed(c) => Box::new(FixedDetector::new(c, interval)),
+            Self::Phi(c) => Box::new(PhiDetector::new(c, interval)),
+            Self::PhiExp(c) => Box::new(PhiExpDetector::new(c, interval)),
+        }
+    }
+}
+
+impl Default for DetectorConfig {
+    /// The Akka-compatible φ detector with its defaults.
+    fn default() -> Self {
+        Self::new(DetectorKind::Phi)
+    }
+}
+
+impl fmt::Display for DetectorConfig {
+    /// The kind and every parameter, e.g. `fixed grace=2x`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind())?;
+        match self {
+            Self::Chen(c) => write!(f, " {c}"),
+            Self::Fixed(c) => write!(f, " {c}"),
+            Self::Phi(c) => write!(f, " {c}"),
+            Self::PhiExp(c) => write!(f, " {c}"),
+        }
+    }
+}
+
+impl From<ChenConfig> for DetectorConfig {
+    fn from(c: ChenConfig) -> Self {
+        Self::Chen(c)
+    }
+}
+
+impl From<FixedConfig> for DetectorConfig {
+    fn from(c: FixedConfig) -> Self {
+        Self::Fixed(c)
+    }
+}
+
+impl From<PhiConfig> for DetectorConfig {
+    fn from(c: PhiConfig) -> Self {
+        Self::Phi(c)
+    }
+}
+
+impl From<PhiExpConfig> for DetectorConfig {
+    fn from(c: PhiExpConfig) -> Self {
+        Self::PhiExp(c)
+    }
+}
+
+fn check_window(window: usize) -> Result<usize, ConfigError> {
+    if window == 0 || window > MAX_WINDOW {
+        return Err(ConfigError::Detector {
+            name: "window",
+            why: "must be between 1 and 1048576 samples",
+        });
+    }
+    Ok(window)
+}
+
+fn check_threshold(threshold: f64) -> Result<f64, ConfigError> {
+    if !(threshold.is_finite() && threshold > 0.0) {
+        return Err(ConfigError::Detector {
+            name: "threshold",
+            why: "must be a positive finite number",
+        });
+    }
+    Ok(threshold)
+}
+
+/// A sliding window of samples in nanoseconds with exact running sums.
+#[derive(Clone, Debug)]
+struct Window {
+    samples: VecDeque<i64>,
+    cap: usize,
+    sum: i128,
+    sum_sq: u128,
+}
+
+impl Window {
+    fn new(cap: usize) -> Self {
+        Self {
+            samples: VecDeque::new(),
+            cap: cap.clamp(1, MAX_WINDOW),
+            sum: 0,
+            sum_sq: 0,
+        }
+    }
+
+    /// Adds a sample (clamped to ±[`MAX_SAMPLE_NS`]), dropping the oldest one if full.
+    fn push(&mut self, x: i64) {
+        let x = x.clamp(-MAX_SAMPLE_NS, MAX_SAMPLE_NS);
+        if self.samples.len() == self.cap {
+            if let Some(old) = self.samples.pop_front() {
+                self.sum -= i128::from(old);
+                self.sum_sq -= square(old);
+            }
+        }
+        self.samples.push_back(x);
+        self.sum += i128::from(x);
+        self.sum_sq += square(x);
+    }
+
+    fn clear(&mut self) {
+        self.samples.clear();
+        self.sum = 0;
+        self.sum_sq = 0;
+    }
+
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The mean in nanoseconds (0 when empty).
+    fn mean(&self) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
+        self.sum as f64 / self.len() as f64
+    }
+
+    /// The population variance in ns², from the exact integer `n·Σx² − (Σx)²` when it fits.
+    fn variance(&self) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
+        let n = self.len() as u128;
+        let abs = self.sum.unsigned_abs();
+        let exact = n
+            .checked_mul(self.sum_sq)
+            .zip(abs.checked_mul(abs))
+            .map(|(a, b)| a.saturating_sub(b));
+        let var = match exact {
+            Some(num) => num as f64 / (n as f64 * n as f64),
+            None => {
+                let mean = self.mean();
+                self.sum_sq as f64 / n as f64 - mean * mean
+            }
+        };
+        var.max(0.0)
+    }
+}
+
+fn square(x: i64) -> u128 {
+    let a = u128::from(x.unsigned_abs());
+    a * a
+}
+
+/// A duration in nanoseconds, clamped to [`MAX_SAMPLE_NS`].
+fn clamp_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).map_or(MAX_SAMPLE_NS, |n| n.min(MAX_SAMPLE_NS))
+}
+
+/// Nanoseconds as a `Duration`, rounded to the nearest; negative and NaN give zero.
+fn nanos_to_duration(nanos: f64) -> Duration {
+    if nanos >= u64::MAX as f64 {
+        Duration::from_nanos(u64::MAX)
+    } else if nanos > 0.0 {
+        Duration::from_nanos(nanos.round() as u64)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// `to − from` in nanoseconds, negative when `to` is earlier.
+fn signed_nanos(from: Instant, to: Instant) -> i128 {
+    if to >= from {
+        i128::try_from(to.duration_since(from).as_nanos()).unwrap_or(i128::MAX)
+    } else {
+        -i128::try_from(from.duration_since(to).as_nanos()).unwrap_or(i128::MAX)
+    }
+}
+
+/// `base + nanos`, rounded up to the next nanosecond; `None` if NaN or not representable.
+fn offset(base: Instant, nanos: f64) -> Option<Instant> {
+    if nanos.is_nan() {
+        return None;
+    }
+    if nanos <= 0.0 {
+        return if nanos > -(u64::MAX as f64) {
+            base.checked_sub(Duration::from_nanos((-nanos).floor() as u64))
+        } else {
+            None
+        };
+    }
+    let ns = nanos.ceil();
+    if ns >= u64::MAX as f64 {
+        return None;
+    }
+    base.checked_add(Duration::from_nanos(ns as u64))
+}
+
+/// Moves a computed crossing time forward by a few nanoseconds if rounding left it just short of
+/// `level`, so that `suspicion(reaches(level)) >= level` holds exactly.
+fn settle(suspicion: impl Fn(Instant) -> f64, mut t: Instant, level: f64) -> Option<Instant> {
+    let mut step = 1u64;
+    for _ in 0..64 {
+        if suspicion(t) >= level {
+            return Some(t);
+        }
+        t = t.checked_add(Duration::from_nanos(step))?;
+        step = step.saturating_mul(2);
+    }
+    None
+}
+
+/// The shared part of `reaches`: `None` before a heartbeat or for a NaN/infinite level, the last
+/// heartbeat if the level is reached there already, else `solve(level)` settled.
+fn reaches_with(
+    last: Option<Instant>,
+    level: f64,
+    suspicion: impl Fn(Instant) -> f64,
+    solve: impl FnOnce(Instant) -> Option<Instant>,
+) -> Option<Instant> {
+    let last = last?;
+    if !level.is_finite() {
+        return None;
+    }
+    if level <= 0.0 {
+        return Some(last);
+    }
+    // If the level was reached at `last` already, `solve` gives `last` or earlier and `settle`
+    // confirms it with one evaluation.
+    let t = solve(last)?.max(last);
+    settle(suspicion, t, level)
+}
+
+/// Rejects a heartbeat earlier than the previous one (a caller bug).
+fn went_backwards(last: Option<Instant>, now: Instant) -> bool {
+    let back = last.is_some_and(|last| now < last);
+    debug_assert!(!back, "heartbeat time went backwards");
+    if back {
+        tracing::error!("detector: heartbeat time went backwards; ignored");
+    }
+    back
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
+    pub(super) fn origin() -> Instant {
+        Instant::now()
+    }
+
+    pub(super) fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    pub(super) fn secs_since(t0: Instant, t: Instant) -> f64 {
+        t.duration_since(t0).as_secs_f64()
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in DetectorKind::ALL {
+            assert_eq!(kind.to_string().parse::<DetectorKind>(), Ok(kind));
+            assert_eq!(DetectorConfig::new(kind).kind(), kind);
+            assert_eq!(DetectorConfig::new(kind).build(ms(1000)).kind(), kind);
+        }
+        assert_eq!("PHI-EXP".parse(), Ok(DetectorKind::PhiExp));
+        assert!("phi_exp".parse::<DetectorKind>().is_err());
+        assert_eq!(
+            serde_json::to_string(&DetectorKind::PhiExp).unwrap(),
+            "\"phi-exp\""
+        );
+    }
+
+    #[test]
+    fn spans_parse_and_display() {
+        let cases = [
+            ("2x", Span::Intervals(2.0)),
+            ("0.5x", Span::Intervals(0.5)),
+            ("3s", Span::Fixed(ms(3000))),
+            ("1.5s", Span::Fixed(ms(1500))),
+            ("100ms", Span::Fixed(ms(100))),
+            ("250us", Span::Fixed(Duration::from_micros(250))),
+            ("10ns", Span::Fixed(Duration::from_nanos(10))),
+        ];
+        for (text, span) in cases {
+            assert_eq!(text.parse::<Span>(), Ok(span), "{text}");
+        }
+        assert_eq!(Span::Fixed(ms(1500)).to_string(), "1500ms");
+        assert_eq!(Span::Fixed(ms(3000)).to_string(), "3s");
+        assert_eq!(Span::Intervals(2.0).to_string(), "2x");
+        assert_eq!(
+            Span::Fixed(Duration::from_nanos(1_000_001)).to_string(),
+            "1000001ns"
+        );
+        for bad in ["", "3", "-1s", "x", "inf s", "1e30s", "NaNx", "3 m"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad}");
+        }
+        assert_eq!(Span::Intervals(2.5).resolve(ms(1000)), ms(2500));
+        assert_eq!(Span::Intervals(1e300).resolve(ms(1000)), Duration::MAX);
+        assert_eq!(Span::Fixed(ms(7)).resolve(ms(1000)), ms(7));
+    }
+
+    #[test]
+    fn default_configs_display_every_parameter() {
+        let shown: Vec<String> = DetectorKind::ALL
+            .into_iter()
+            .map(|k| DetectorConfig::new(k).to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "chen alpha=1x window=1000",
+                "fixed grace=2x",
+                "phi threshold=8 min-std-deviation=100ms acceptable-pause=3s window=1000 \
+                 first-heartbeat-estimate=1x",
+                "phi-exp threshold=8 window=1000 initial-interval=2x",
+            ]
+        );
+        assert_eq!(DetectorConfig::default().kind(), DetectorKind::Phi);
+    }
+
+    #[test]
+    fn levels_put_suspect_at_half_of_down() {
+        let levels: Vec<Levels> = DetectorKind::ALL
+            .into_iter()
+            .map(|k| DetectorConfig::new(k).levels())
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                Levels {
+                    suspect: 1.0,
+                    down: 2.0
+                },
+                Levels {
+                    suspect: 0.5,
+                    down: 1.0
+                },
+                Levels {
+                    suspect: 4.0,
+                    down: 8.0
+                },
+                Levels {
+                    suspect: 4.0,
+                    down: 8.0
+                },
+            ]
+        );
+        for kind in DetectorKind::ALL {
+            let config = DetectorConfig::new(kind);
+            assert_eq!(config.build(ms(100)).levels(), config.levels());
+        }
+    }
+
+    #[test]
+    fn window_keeps_exact_sums() {
+        let mut w = Window::new(3);
+        for x in [1, 2, 3, 4, 5] {
+            w.push(x);
+        }
+        assert_eq!((w.len(), w.sum, w.sum_sq), (3, 12, 50));
+        assert_eq!(w.mean(), 4.0);
+        assert!((w.variance() - 2.0 / 3.0).abs() < 1e-15);
+        w.push(i64::MAX);
+        assert_eq!(w.samples.back(), Some(&MAX_SAMPLE_NS));
+        w.clear();
+        assert_eq!((w.len(), w.mean(), w.variance()), (0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn offset_rounds_up_and_refuses_the_unrepresentable() {
+        let t0 = origin();
+        assert_eq!(offset(t0, 1.2), Some(t0 + Duration::from_nanos(2)));
+        assert_eq!(offset(t0, 0.0), Some(t0));
+        assert_eq!(offset(t0, f64::NAN), None);
+        assert_eq!(offset(t0, f64::INFINITY), None);
+        assert_eq!(offset(t0, 1e30), None);
+    }
+
+    /// Odd input for every detector: same-instant bursts, repeated, backward and huge sequence
+    /// numbers, enormous gaps, odd levels and intervals. Nothing may panic or produce NaN.
+    #[test]
+    fn nothing_panics_on_odd_input() {
+        let t0 = origin();
+        let intervals = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            ms(1000),
+            Duration::MAX,
+        ];
+        let levels = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            0.0,
+            1e-300,
+            0.5,
+            8.0,
+            1e6,
+            1e300,
+            f64::MAX,
+        ];
+        for kind in DetectorKind::ALL {
+            for interval in intervals {
+                let mut d = DetectorConfig::new(kind).build(interval);
+                assert_eq!(d.suspicion(t0), 0.0);
+                assert_eq!(d.reaches(1.0), None);
+                let mut t = t0;
+                let seqs = [1, 1, 2, 2, 0, u64::MAX, 3, 1, u64::MAX, u64::MAX - 1, 5];
+                for (i, seq) in seqs.into_iter().enumerate() {
+                    if i % 3 == 0 {
+                        d.set_available(i % 2 == 0);
+                    }
+                    d.heartbeat(t, Seq(seq));
+                    for probe in [Duration::ZERO, ms(1), ms(10_000_000), Duration::MAX] {
+                        if let Some(at) = t.checked_add(probe) {
+                            let s = d.suspicion(at);
+                            assert!(!s.is_nan() && s >= 0.0, "{kind} {interval:?} {s}");
+                        }
+                    }
+                    for level in levels {
+                        if let Some(at) = d.reaches(level) {
+                            assert!(d.suspicion(at) >= level, "{kind} {level}");
+                        }
+                    }
+                    if i == 4 {
+                        t += ms(1_000_000_000); // 11.6 days of silence
+                    }
+                }
+                for _ in 0..2000 {
+                    d.heartbeat(t, Seq(7)); // a same-instant burst, longer than the window
+                }
+                let s = d.suspicion(t + ms(1));
+                assert!(!s.is_nan() && s >= 0.0);
+            }
+        }
+    }
+
+    fn small_window(kind: DetectorKind, window: usize) -> DetectorConfig {
+        match kind {
+            DetectorKind::Chen => ChenConfig::default().window(window).unwrap().into(),
+            DetectorKind::Phi => PhiConfig::default().window(window).unwrap().into(),
+            DetectorKind::PhiExp => PhiExpConfig::default().window(window).unwrap().into(),
+            _ => DetectorConfig::new(kind),
+        }
+    }
+
+    proptest! {
+        /// `reaches` inverts `suspicion`, and suspicion never falls while time passes, over
+        /// random histories (jitter, losses, duplicates, outages) and levels.
+        #[test]
+        fn reaches_inverts_suspicion(
+            kind in prop::sample::select(DetectorKind::ALL.to_vec()),
+            interval_ms in 1u64..=5000,
+            window in 1usize..40,
+            beats in prop::collection::vec((0u64..=6000, 0u64..=3, 0u8..10), 0..60),
+            levels in prop::collection::vec(0.01f64..40.0, 1..6),
+            probes in prop::collection::vec(0u64..=200_000, 1..10),
+        ) {
+            let interval = ms(interval_ms);
+            let mut d = small_window(kind, window).build(interval);
+            let t0 = origin();
+            let mut t = t0;
+            let mut seq = 1;
+            for (gap_permille, seq_step, down) in beats {
+                t += interval * u32::try_from(gap_permille).unwrap() / 1000;
+                seq += seq_step;
+                if down == 0 {
+                    d.set_available(false);
+                }
+                d.heartbeat(t, Seq(seq));
+            }
+            let Some(last) = d.last_heartbeat() else {
+                prop_assert_eq!(d.reaches(1.0), None);
+                return Ok(());
+            };
+            for level in levels {
+                let at = d.reaches(level);
+                prop_assert!(at.is_some());
+                let at = at.unwrap();
+                prop_assert!(at >= last);
+                let s = d.suspicion(at);
+                prop_assert!(s >= level);
+                if at > last {
+                    prop_assert!(s <= level * 1.001, "{} overshoots {}", s, level);
+                    let before = at.checked_sub(Duration::from_micros(1)).filter(|b| *b >= last);
+                    if let Some(before) = before {
+                        prop_assert!(d.suspicion(before) < level);
+                    }
+                }
+            }
+            let mut probes = probes;
+            probes.sort_unstable();
+            let mut prev = d.suspicion(last);
+            for p in probes {
+                let s = d.suspicion(last + ms(p));
+                prop_assert!(s.is_finite() && s >= prev, "{} then {}", prev, s);
+                prev = s;
+            }
+        }
+    }
+}

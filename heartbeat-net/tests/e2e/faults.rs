@@ -1,0 +1,128 @@
+//! Hostile or broken input drops only the connection it came on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::util::{Proc, WAIT};
+
+/// Reads until the server closes the stream; returns what it sent.
+fn read_to_close(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset after unread input is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("server did not close the connection: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn garbage_drops_only_that_connection() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut good = Proc::client(port, "good", &["-i", "50", "--id", "good"]);
+    server.wait_event("good beat", |v| {
+        v["event"] == "heartbeat" && v["client"] == "good"
+    });
+
+    // Not a heartbeat protocol at all.
+    let mut http = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_to_close(&mut http);
+
+    // A v1 client that turns to garbage after its HELLO is told why, then dropped.
+    let mut v1 = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    v1.write_all(b"HELLO 1 bad 20\nBEAT 1 1752356183.5\nBEAT \x00\x01\x02\n")
+        .unwrap();
+    let answer = read_to_close(&mut v1);
+    assert!(answer.starts_with("WELCOME 1\nACK 1 "), "{answer:?}");
+    assert!(answer.contains("ERROR "), "{answer:?}");
+
+    // An endless line without a newline.
+    let mut long = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = long.write_all(&[b'A'; 4096]);
+    read_to_close(&mut long);
+
+    let protocol_errors = |server: &Proc| {
+        server
+            .events()
+            .iter()
+            .filter(|v| {
+                v["event"] == "disconnected"
+                    && v["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("protocol error"))
+            })
+            .count()
+    };
+    server.wait_event("third protocol error", |v| {
+        v["event"] == "disconnected" && v["client"] == "bad"
+    });
+    // The good client carried on all along, on its first connection.
+    let now = server
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "heartbeat" && v["client"] == "good")
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .unwrap();
+    server.wait_event("good carries on", |v| {
+        v["event"] == "heartbeat" && v["client"] == "good" && v["seq"].as_u64() > Some(now + 2)
+    });
+    good.signal("TERM");
+    good.expect_exit(0);
+    let clients = server.summary();
+    assert_eq!(protocol_errors(&server), 3, "{:#?}", server.events());
+    let good = crate::util::client_summary(&clients, "good");
+    assert_eq!(good["missed"].as_u64(), Some(0), "{good:#}");
+    assert_eq!(good["connections"].as_u64(), Some(1), "{good:#}");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let (mut server, port) = Proc::json_server(&["--max-connections", "1"]);
+    let mut first = Proc::client(port, "first", &["-i", "50", "--id", "first"]);
+    server.wait_event("first beat", |v| {
+        v["event"] == "heartbeat" && v["client"] == "first"
+    });
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(read_to_close(&mut extra), "");
+    server.wait_stderr("connection limit reached");
+    // Room again once the first is gone.
+    first.kill();
+    server.wait_event("first gone", |v| v["event"] == "disconnected");
+    let mut next = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    next.write_all(b"Sequence #1: Sending heartbeat at 1752356183.5769. ")
+        .unwrap();
+    server.wait_event("legacy beat", |v| {
+        v["event"] == "heartbeat"
+            && v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("legacy@"))
+    });
+}
+
+#[test]
+fn client_warns_when_the_server_goes_silent() {
+    // A "server" that accepts and reads but never acknowledges (the seed's first limitation:
+    // its client never noticed).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = silent.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let mut client = Proc::client(port, "client", &["-i", "50", "--id", "lonely"]);
+    client.wait_stderr("Server silent: no acknowledgement for");
+    // Then it gives up (no --reconnect) like the seed does when the server goes away.
+    client.expect_exit(1);
+    client.wait_stderr("Server may have abruptly closed the connection (no ack for");
+    sink.join().unwrap();
+}

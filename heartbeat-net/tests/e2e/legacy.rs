@@ -1,0 +1,75 @@
+//! The seed's legacy text format: auto-detected, every heartbeat of a burst counted.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::util::{Proc, client_summary};
+
+#[test]
+fn a_burst_of_five_in_one_write_counts_five() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let local = stream.local_addr().unwrap();
+    // Exactly what the seed's client.py writes, five times, in one write.
+    let burst: String = (1..=5)
+        .map(|i| {
+            format!(
+                "Sequence #{i}: Sending heartbeat at 1752356183.{:04}. ",
+                i * 100
+            )
+        })
+        .collect();
+    stream.write_all(burst.as_bytes()).unwrap();
+    server.wait_event("fifth legacy beat", |v| {
+        v["event"] == "heartbeat" && v["seq"] == 5
+    });
+    drop(stream);
+    let key = format!("legacy@{local}");
+    server.wait_event("legacy disconnect", |v| {
+        v["event"] == "disconnected" && v["client"] == key.as_str()
+    });
+    let clients = server.summary();
+    let c = client_summary(&clients, &key);
+    assert_eq!(c["protocol"], "legacy");
+    assert_eq!(c["received"].as_u64(), Some(5), "{c:#}");
+    assert_eq!(c["missed"].as_u64(), Some(0), "{c:#}");
+}
+
+#[test]
+fn legacy_client_against_our_server() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut client = Proc::client(port, "legacy", &["--legacy", "-i", "50", "--count", "4"]);
+    client.expect_exit(0);
+    client.wait_stderr("Sequence #4: Sending heartbeat at ");
+    server.wait_event("legacy disconnect", |v| v["event"] == "disconnected");
+    let clients = server.summary();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0]["protocol"], "legacy");
+    assert_eq!(clients[0]["received"].as_u64(), Some(4));
+    assert_eq!(clients[0]["missed"].as_u64(), Some(0));
+}
+
+#[test]
+fn legacy_connection_gets_no_bytes_back() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"Sequence #1: Sending heartbeat at 1752356183.5769. ")
+        .unwrap();
+    server.wait_event("legacy beat", |v| v["event"] == "heartbeat");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => panic!("got {n} bytes: {:?}", &buf[..n]),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+}

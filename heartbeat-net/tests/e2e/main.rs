@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `heartbeat-server` and `heartbeat-client` binaries on 127.0.0.1,
+//! with free ports, bounded waits and every child killed at the end.
+
+mod concurrency;
+mod detector;
+mod drift;
+mod faults;
+mod legacy;
+mod reconnect;
+mod seed;
+mod shutdown;
+mod util;

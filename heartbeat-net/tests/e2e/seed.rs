@@ -1,0 +1,179 @@
+//! The seed's own integration scenarios.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use crate::util::{CLIENT, Proc, SERVER, client_summary, free_port};
+
+#[test]
+fn help_states_the_seed_defaults() {
+    let help = |bin: &str| {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let server = help(SERVER);
+    assert!(server.contains("[default: 6510]"), "{server}");
+    assert!(server.contains("[default: localhost]"), "{server}");
+    let client = help(CLIENT);
+    for default in ["[default: 6510]", "[default: localhost]", "[default: 1000]"] {
+        assert!(client.contains(default), "{client}");
+    }
+}
+
+#[test]
+fn defaults_send_one_heartbeat_a_second() {
+    let mut server = Proc::server(&["-p", "0"]);
+    let port = server.port();
+    // Default interval (1 s) and default identity (host name and pid).
+    let mut client = Proc::client(port, "client", &["--count", "2"]);
+    client.wait_stderr(&format!("Successfully connected to 127.0.0.1:{port}"));
+    client.wait_stderr("Sequence #1: Sending heartbeat at ");
+    client.wait_stderr("Sequence #2: Sending heartbeat at ");
+    client.expect_exit(0);
+    server.wait_stderr("Accepted connection from 127.0.0.1:");
+    let line = server.wait_stderr("Received data at ");
+    assert!(
+        line.contains("'Sequence #1: Sending heartbeat at "),
+        "{line}"
+    );
+    let id_suffix = format!("-{}", client.pid());
+    assert!(line.trim_end().ends_with(&id_suffix), "{line}");
+    server.wait_stderr("'Sequence #2: Sending heartbeat at ");
+    // The two arrivals are about a second apart.
+    let beats = server
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("Received data at "))
+        .count();
+    assert_eq!(beats, 2);
+}
+
+#[test]
+fn custom_port_with_debug() {
+    let port = free_port();
+    let p = port.to_string();
+    let mut server = Proc::server(&["--port", &p, "--debug"]);
+    server.wait_stderr(&format!(
+        "Awaiting connection from client on port {port}..."
+    ));
+    // The seed's `-ho` spelling of --host still works.
+    let mut client = Proc::spawn(
+        CLIENT,
+        "client",
+        &[
+            "-ho",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-i",
+            "20",
+            "--count",
+            "3",
+            "-d",
+        ],
+    );
+    client.expect_exit(0);
+    client.wait_stderr("acknowledged: RTT ");
+    server.wait_stderr("Heartbeat #3 from ");
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains(": delay ")),
+        "{:#?}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn client_started_before_the_server() {
+    let port = free_port();
+    // Without --reconnect: fails like the seed.
+    let mut early = Proc::client(port, "early", &["-i", "20", "--count", "3"]);
+    early.expect_exit(1);
+    early.wait_stderr("Failed to connect to server");
+
+    // With --reconnect: keeps trying and succeeds once the server is up.
+    let mut patient = Proc::client(
+        port,
+        "patient",
+        &["-i", "50", "--count", "5", "--reconnect", "--id", "patient"],
+    );
+    patient.wait_stderr("retrying in");
+    let p = port.to_string();
+    let mut server = Proc::server(&["-p", &p, "--json"]);
+    server.wait_stderr(&format!("on port {port}..."));
+    patient.expect_exit(0);
+    patient.wait_stderr(&format!("Successfully connected to 127.0.0.1:{port}"));
+    let clients = server.summary();
+    let c = client_summary(&clients, "patient");
+    assert_eq!(
+        (c["received"].as_u64(), c["missed"].as_u64()),
+        (Some(5), Some(0))
+    );
+}
+
+#[test]
+fn port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut server = Proc::server(&["-p", &port]);
+    server.expect_exit(1);
+    server.wait_stderr("Address already in use");
+}
+
+#[test]
+fn bad_flag_values_exit_2() {
+    for (bin, args) in [
+        (SERVER, &["-p", "70000"][..]),
+        (SERVER, &["--port", "x"][..]),
+        (CLIENT, &["-i", "0"][..]),
+        (CLIENT, &["-i", "-5"][..]),
+        (CLIENT, &["--id", "has space"][..]),
+        (CLIENT, &["--count", "0"][..]),
+    ] {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin} {args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn a_second_client_after_the_first_died() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut first = Proc::client(port, "first", &["-i", "20", "--id", "first"]);
+    server.wait_event("third beat of first", |v| {
+        v["event"] == "heartbeat" && v["client"] == "first" && v["seq"] == 3
+    });
+    first.kill();
+    let gone = server.wait_event("first disconnected", |v| {
+        v["event"] == "disconnected" && v["client"] == "first"
+    });
+    assert_eq!(gone["reason"], "closed by peer");
+    server.wait_stderr("Client first at 127.0.0.1:");
+
+    let mut second = Proc::client(
+        port,
+        "second",
+        &["-i", "50", "--count", "4", "--id", "second"],
+    );
+    second.expect_exit(0);
+    let clients = server.summary();
+    let s = client_summary(&clients, "second");
+    assert_eq!(
+        (s["received"].as_u64(), s["missed"].as_u64()),
+        (Some(4), Some(0))
+    );
+    assert_eq!(client_summary(&clients, "first")["connected"], false);
+}
+
+#[test]
+fn client_exits_1_when_the_server_goes_away() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut client = Proc::client(port, "client", &["-i", "20", "--id", "orphan"]);
+    server.wait_event("a beat", |v| v["event"] == "heartbeat" && v["seq"] == 2);
+    server.kill();
+    client.expect_exit(1);
+    client.wait_stderr("Server may have abruptly closed the connection");
+}

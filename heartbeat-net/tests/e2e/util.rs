@@ -1,0 +1,278 @@
+//! Running the real binaries: spawn, read their output line by line with bounded waits, signal
+//! them, and always kill them when the test ends.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Long enough for a loaded two-core machine; every wait returns as soon as its line comes.
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+pub(crate) const SERVER: &str = env!("CARGO_BIN_EXE_heartbeat-server");
+pub(crate) const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
+
+/// Real time, for waiting on real processes: nothing here is simulated.
+#[allow(clippy::disallowed_methods)]
+fn real_now() -> Instant {
+    Instant::now()
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+pub(crate) fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// One output stream of a child, read on a thread; every line is kept for failure messages.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+    closed: bool,
+}
+
+impl Lines {
+    fn new(r: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// The next line, waiting until `deadline`; `None` at the deadline or end of stream.
+    fn next_until(&mut self, deadline: Instant) -> Option<String> {
+        if self.closed {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(real_now());
+        match self.rx.recv_timeout(left) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.closed = true;
+                None
+            }
+        }
+    }
+
+    /// Everything until end of stream (the child has exited), or `WAIT`.
+    fn rest(&mut self) {
+        let deadline = real_now() + WAIT;
+        while self.next_until(deadline).is_some() {}
+    }
+}
+
+/// A running binary. Dropping it kills it.
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    pub(crate) fn spawn(bin: &str, name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdout = Lines::new(child.stdout.take().unwrap());
+        let stderr = Lines::new(child.stderr.take().unwrap());
+        Self {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    /// `heartbeat-server --bind 127.0.0.1 ARGS`.
+    pub(crate) fn server(args: &[&str]) -> Self {
+        let mut all = vec!["--bind", "127.0.0.1"];
+        all.extend_from_slice(args);
+        Self::spawn(SERVER, "server", &all)
+    }
+
+    /// `heartbeat-server --bind 127.0.0.1 -p 0 --json ARGS`, waiting for its port.
+    pub(crate) fn json_server(args: &[&str]) -> (Self, u16) {
+        let mut all = vec!["-p", "0", "--json"];
+        all.extend_from_slice(args);
+        let mut s = Self::server(&all);
+        let port = s.port();
+        (s, port)
+    }
+
+    /// `heartbeat-client -H 127.0.0.1 -p PORT ARGS`.
+    pub(crate) fn client(port: u16, name: &str, args: &[&str]) -> Self {
+        let port = port.to_string();
+        let mut all = vec!["-H", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        Self::spawn(CLIENT, name, &all)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The port from `Awaiting connection from client on port P...`.
+    pub(crate) fn port(&mut self) -> u16 {
+        let line = self.wait_stderr("Awaiting connection from client on port");
+        let tail = line.rsplit("on port ").next().unwrap();
+        tail.trim_end_matches("...")
+            .parse()
+            .unwrap_or_else(|_| panic!("no port in {line:?}"))
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub(crate) fn wait_stderr(&mut self, needle: &str) -> String {
+        self.wait_stderr_for(needle, |l| l.contains(needle))
+    }
+
+    /// Waits for a stderr line matching `pred`.
+    pub(crate) fn wait_stderr_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = real_now() + WAIT;
+        if let Some(l) = self.stderr.seen.iter().find(|l| pred(l)) {
+            return l.clone();
+        }
+        while let Some(line) = self.stderr.next_until(deadline) {
+            if pred(&line) {
+                return line;
+            }
+        }
+        self.fail(&format!("no stderr line with {what:?}"))
+    }
+
+    /// Waits for a JSON event on stdout matching `pred`.
+    pub(crate) fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = real_now() + WAIT;
+        let parse = |l: &str| serde_json::from_str::<Value>(l).ok();
+        if let Some(v) = self.stdout.seen.iter().filter_map(|l| parse(l)).find(&pred) {
+            return v;
+        }
+        while let Some(line) = self.stdout.next_until(deadline) {
+            if let Some(v) = parse(&line).filter(&pred) {
+                return v;
+            }
+        }
+        self.fail(&format!("no JSON event {what}"))
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let deadline = real_now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(s);
+                self.stdout.rest();
+                self.stderr.rest();
+                return s;
+            }
+            if real_now() > deadline {
+                self.fail("did not exit");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the exit and checks its code.
+    pub(crate) fn expect_exit(&mut self, code: i32) {
+        let s = self.wait_exit();
+        if s.code() != Some(code) {
+            self.fail(&format!("exit {s}, expected code {code}"));
+        }
+    }
+
+    /// Sends a signal with `kill(1)`.
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// Kills it now (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// Stops a `--json` server with SIGTERM and returns its summary's clients.
+    pub(crate) fn summary(&mut self) -> Vec<Value> {
+        self.signal("TERM");
+        self.expect_exit(0);
+        let summary = self.wait_event("summary", |v| v["event"] == "summary");
+        summary["clients"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// All stderr lines so far.
+    pub(crate) fn stderr(&self) -> &[String] {
+        &self.stderr.seen
+    }
+
+    /// All stdout JSON events so far.
+    pub(crate) fn events(&self) -> Vec<Value> {
+        self.stdout
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.kill();
+        self.stdout.rest();
+        self.stderr.rest();
+        panic!(
+            "{} (pid {}): {why}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.name,
+            self.pid(),
+            self.stderr.seen.join("\n"),
+            self.stdout.seen.join("\n")
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The summary entry of `client` (an id, or `legacy@ADDR`).
+pub(crate) fn client_summary<'a>(clients: &'a [Value], client: &str) -> &'a Value {
+    clients
+        .iter()
+        .find(|c| c["client"] == client)
+        .unwrap_or_else(|| panic!("no {client} in {clients:#?}"))
+}
