@@ -68,8 +68,6 @@ pub struct Server {
     /// re-armed like `deadlines`.
     checks: DeadlineQueue<usize>,
     out: VecDeque<Output>,
-    /// Scratch space reused across calls.
-    events: Vec<Event>,
 }
 
 #[derive(Debug)]
@@ -505,7 +503,6 @@ impl Server {
             deadlines: DeadlineQueue::new(),
             checks: DeadlineQueue::new(),
             out: VecDeque::new(),
-            events: Vec::new(),
         }
     }
 
@@ -601,7 +598,6 @@ impl Server {
             };
             self.drop_conn(conn, reason);
         }
-        self.flush_events();
     }
 
     /// Time passed: drops connections whose hello or idle deadline is over.
@@ -663,7 +659,6 @@ impl Server {
                 }
             }
         }
-        self.flush_events();
     }
 
     // ---- commands ----
@@ -672,7 +667,6 @@ impl Server {
     pub fn close(&mut self, _now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {
             self.drop_conn(conn, DisconnectReason::Local);
-            self.flush_events();
         }
     }
 
@@ -881,7 +875,6 @@ impl Server {
             }
             self.drop_conn(conn, DisconnectReason::Protocol(e));
         }
-        self.flush_events();
     }
 
     /// Handles one decoded unit. Heartbeats are gathered in `beats` and analysed together, as
@@ -1035,8 +1028,7 @@ impl Server {
         self.out.push_back(Output::Event(connected));
         if restarted {
             // A new session nonce: the client process restarted.
-            self.clients[idx].restart(conn, &mut self.events);
-            self.flush_events();
+            self.clients[idx].restart(conn, &mut self.out);
         }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
@@ -1053,11 +1045,9 @@ impl Server {
             return;
         };
         let gap = self.config.burst_gap_intervals;
-        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.events);
-        self.flush_events();
+        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out);
         self.observe(now, idx, beats);
         beats.clear();
-        self.flush_events();
     }
 
     fn drop_conn(&mut self, conn: ConnId, reason: DisconnectReason) {
@@ -1083,14 +1073,6 @@ impl Server {
             reason: reason.clone(),
         }));
         self.out.push_back(Output::Disconnect { conn, reason });
-    }
-
-    /// Moves events gathered by per-client code (which cannot borrow the output queue while it
-    /// holds its record) to the output queue. Called right after each such step, so outputs stay
-    /// in the order things happened.
-    fn flush_events(&mut self) {
-        let events = std::mem::take(&mut self.events);
-        self.out.extend(events.into_iter().map(Output::Event));
     }
 }
 

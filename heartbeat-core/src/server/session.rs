@@ -1,12 +1,13 @@
 //! Per-client sequence analysis: what one arrival of heartbeats means for one client.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientStats, SeqRange};
 use crate::detector::Detector;
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
-use crate::server::Event;
+use crate::server::{Event, Output};
 use crate::time::UnixTime;
 
 /// One client's record, kept across its connections.
@@ -48,15 +49,15 @@ impl ClientRecord {
 
     /// A new session started (a different nonce in `HELLO`): sequence tracking starts over, the
     /// history stays.
-    pub(crate) fn restart(&mut self, conn: ConnId, events: &mut Vec<Event>) {
+    pub(crate) fn restart(&mut self, conn: ConnId, out: &mut VecDeque<Output>) {
         if let Some(previous) = self.stats.highest.take() {
             self.stats.restarts += 1;
-            events.push(Event::Restarted {
+            out.push_back(Output::Event(Event::Restarted {
                 conn,
                 client: self.stats.client.clone(),
                 previous,
                 seq: None,
-            });
+            }));
         }
         self.last_sent = None;
         // A new process: its timing history says nothing about this one.
@@ -71,7 +72,7 @@ impl ClientRecord {
         received: UnixTime,
         beats: &[(Seq, UnixTime)],
         burst_gap_intervals: u32,
-        events: &mut Vec<Event>,
+        out: &mut VecDeque<Output>,
     ) {
         let Some(&(first, _)) = beats.first() else {
             return;
@@ -88,14 +89,14 @@ impl ClientRecord {
             if is_burst {
                 self.stats.bursts += 1;
                 let last = beats[beats.len() - 1].0;
-                events.push(Event::Burst {
+                out.push_back(Output::Event(Event::Burst {
                     conn,
                     client: client.clone(),
                     first,
                     last,
                     count: beats.len() as u64,
                     silence,
-                });
+                }));
             }
         }
         for (i, &(seq, sent)) in beats.iter().enumerate() {
@@ -104,7 +105,7 @@ impl ClientRecord {
             } else {
                 Some(Duration::ZERO)
             };
-            self.on_beat(conn, seq, sent, received, inter_arrival, events);
+            self.on_beat(conn, seq, sent, received, inter_arrival, out);
         }
         self.last_arrival = Some(now);
         if self.stats.first_seen.is_none() {
@@ -120,7 +121,7 @@ impl ClientRecord {
         sent: UnixTime,
         received: UnixTime,
         inter_arrival: Option<Duration>,
-        events: &mut Vec<Event>,
+        out: &mut VecDeque<Output>,
     ) {
         let client = self.stats.client.clone();
         let mut recovered = false;
@@ -130,12 +131,12 @@ impl ClientRecord {
                     // The seed's heuristic for clients that cannot tell us: starting over at 1 is
                     // a restart.
                     self.stats.restarts += 1;
-                    events.push(Event::Restarted {
+                    out.push_back(Output::Event(Event::Restarted {
                         conn,
                         client: client.clone(),
                         previous: h,
                         seq: Some(seq),
-                    });
+                    }));
                     self.stats.highest = Some(seq);
                     self.last_sent = None;
                     self.detector = None;
@@ -143,7 +144,7 @@ impl ClientRecord {
                     recovered = true;
                 } else {
                     self.stats.duplicates += 1;
-                    events.push(Event::Duplicate { conn, client, seq });
+                    out.push_back(Output::Event(Event::Duplicate { conn, client, seq }));
                     return;
                 }
             }
@@ -155,11 +156,11 @@ impl ClientRecord {
                         last: Seq(seq.0 - 1),
                     };
                     self.stats.add_missed(range);
-                    events.push(Event::Missed {
+                    out.push_back(Output::Event(Event::Missed {
                         conn,
                         client: client.clone(),
                         range,
-                    });
+                    }));
                 }
                 self.stats.highest = Some(seq);
             }
@@ -173,7 +174,7 @@ impl ClientRecord {
         if let Some(ia) = inter_arrival {
             self.stats.inter_arrival.record(ia);
         }
-        events.push(Event::Heartbeat {
+        out.push_back(Output::Event(Event::Heartbeat {
             conn,
             client: self.stats.client.clone(),
             seq,
@@ -182,7 +183,7 @@ impl ClientRecord {
             delay_ns,
             inter_arrival,
             recovered,
-        });
+        }));
     }
 
     /// A legacy client does not declare its interval; its send stamps tell it.
