@@ -177,3 +177,37 @@ fn client_exits_1_when_the_server_goes_away() {
     client.expect_exit(1);
     client.wait_stderr("Server may have abruptly closed the connection");
 }
+
+/// The seed's note: a privileged port needs root. As an unprivileged user the server exits 1
+/// and says why. Needs root to drop to `nobody` (setpriv); skipped, loudly, otherwise.
+#[test]
+fn privileged_port_without_rights_exits_1_saying_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    let has_setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root || !has_setpriv {
+        eprintln!("SKIPPED: needs root and setpriv to run the server as an unprivileged user");
+        return;
+    }
+    // The build directory may not be reachable by `nobody` (mktemp -d is 0700): copy the binary.
+    let copy =
+        std::env::temp_dir().join(format!("heartbeat-server-privtest-{}", std::process::id()));
+    std::fs::copy(SERVER, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .args(["--port", "80", "--bind", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("privileged port"), "{stderr}");
+}
