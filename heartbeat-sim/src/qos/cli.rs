@@ -313,3 +313,65 @@ pub fn main(args: QosArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        qos: QosArgs,
+    }
+
+    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Ok(t.qos.settings()?.iter().map(super::super::label).collect())
+    }
+
+    #[test]
+    fn detectors_and_their_flags() {
+        assert_eq!(labels(&[]).unwrap(), ["chen", "fixed", "phi", "phi-exp"]);
+        assert_eq!(
+            labels(&["--detector", "phi,chen", "--detector", "phi"]).unwrap(),
+            ["phi", "chen"]
+        );
+        // A flag applies to every chosen detector that has it.
+        assert_eq!(
+            labels(&["--threshold", "12", "--alpha", "2x"]).unwrap(),
+            [
+                "chen alpha=2x",
+                "fixed",
+                "phi threshold=12",
+                "phi-exp threshold=12"
+            ]
+        );
+        assert_eq!(
+            labels(&["--detector", "fixed", "--grid"]).unwrap(),
+            ["fixed grace=1x", "fixed", "fixed grace=4x"]
+        );
+        let err = labels(&["--detector", "fixed", "--threshold", "3"]).unwrap_err();
+        assert!(err.contains("--threshold"), "{err}");
+        assert!(labels(&["--detector", "nope"]).is_err());
+        assert!(labels(&["--threshold", "-1"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_seeds() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(d("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "0", "x", "1.5h", "-1s"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_seeds("1..11"), Ok(1..11));
+        assert!(parse_seeds("3..3").is_err());
+    }
+}

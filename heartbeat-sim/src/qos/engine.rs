@@ -11,9 +11,10 @@
 //!   TCP keeps order: a message never overtakes the previous one on the same connection, so a
 //!   message arrives at `max(sent + latency, previous arrival)`. Everything due at one instant on
 //!   one connection is handed over as one read.
-//! - **Connect**: a SYN and a SYN-ACK, each with the link's latency; the server accepts when the
-//!   SYN arrives. A crashed server or a partitioned link refuses at once; a handshake lost in a
-//!   partition fails after [`CONNECT_TIMEOUT`], as `SimConnector` does.
+//! - **Connect**: a SYN with the link's latency; the server accepts when it arrives, and the
+//!   client is connected at that instant (turmoil's SYN-ACK is not a network message). A crashed
+//!   server refuses when the SYN arrives, a partitioned link at once; a SYN lost in a partition
+//!   fails after [`CONNECT_TIMEOUT`], as `SimConnector` does.
 //! - **Partition**: segments in flight are dropped and the connection is stuck for good, even
 //!   after the repair (no retransmission in turmoil 0.7.2): both sides must time out.
 //! - **Hold / release**: segments wait and are delivered at once on release.
@@ -388,10 +389,7 @@ impl<'s> Engine<'s> {
             }
         }
         let mut reported = self.origin.mono;
-        loop {
-            let Some(t) = self.next_event().filter(|t| *t <= end) else {
-                break;
-            };
+        while let Some(t) = self.next_event().filter(|t| *t <= end) {
             self.advance(t);
             self.step_now();
             if self.trace.as_ref().is_some_and(|b| b.items.len() >= BATCH) {
@@ -478,7 +476,10 @@ impl<'s> Engine<'s> {
         for &l in &self.live {
             let link = &self.links[l];
             if !link.held {
-                consider(link.up.head());
+                // Nothing reaches a crashed server: it waits for the restart.
+                if self.server.is_some() {
+                    consider(link.up.head());
+                }
                 consider(link.down.head());
             }
             consider(link.connecting_until);
@@ -567,7 +568,7 @@ impl<'s> Engine<'s> {
     fn deliver_up(&mut self, l: usize) -> bool {
         let now = self.now.mono;
         let link = &mut self.links[l];
-        if link.held || link.up.head().is_none_or(|t| t > now) {
+        if link.held || self.server.is_none() || link.up.head().is_none_or(|t| t > now) {
             return false;
         }
         let mut bytes: Option<Vec<u8>> = None;
@@ -703,14 +704,11 @@ impl<'s> Engine<'s> {
         true
     }
 
+    /// A SYN arrives. turmoil answers in-process, not over the network: the client learns at
+    /// once that it is connected (or refused), so a connect costs one latency.
     fn on_syn(&mut self, l: usize) {
+        let at = self.now.mono;
         let i = self.links[l].client;
-        let lat = self.draw_down(i);
-        let at = self.now.mono + lat;
-        if self.server.is_none() {
-            self.links[l].down.push(at, Delivery::Refused);
-            return;
-        }
         let peer = self.procs[i].addr;
         let now = self.now;
         let server = self.server.as_mut().expect("checked");
@@ -753,10 +751,7 @@ impl<'s> Engine<'s> {
     // ---- machine outputs ----
 
     fn drain_server(&mut self) {
-        loop {
-            let Some(out) = self.server.as_mut().and_then(Server::poll_output) else {
-                break;
-            };
+        while let Some(out) = self.server.as_mut().and_then(Server::poll_output) {
             match out {
                 server::Output::Transmit { conn, bytes } => {
                     let Some(&l) = self.conn_links.get(conn.0 as usize - 1) else {
@@ -876,10 +871,7 @@ impl<'s> Engine<'s> {
     }
 
     fn drain_client(&mut self, i: usize) {
-        loop {
-            let Some(out) = self.procs[i].machine.as_mut().and_then(Client::poll_output) else {
-                break;
-            };
+        while let Some(out) = self.procs[i].machine.as_mut().and_then(Client::poll_output) {
             match out {
                 client::Output::Connect => self.connect(i),
                 client::Output::Transmit(bytes) => {
@@ -920,7 +912,8 @@ impl<'s> Engine<'s> {
 
     fn connect(&mut self, i: usize) {
         let now = self.now;
-        if self.server.is_none() || self.procs[i].cut {
+        if self.procs[i].cut {
+            // turmoil drops a SYN into a cut link at once and fails the connect.
             if let Some(m) = self.procs[i].machine.as_mut() {
                 m.handle_connect_failed(now, "connection refused");
             }
@@ -954,6 +947,21 @@ impl<'s> Engine<'s> {
         self.server_inc += 1;
         self.conn_links.clear();
         if self.server_inc > 1 {
+            // SYNs that waited for the crashed server reach the new one before it listens:
+            // refused (turmoil delivers them to the restarted host, which has no listener yet).
+            let now = self.now.mono;
+            for k in 0..self.live.len() {
+                let link = &mut self.links[self.live[k]];
+                if link
+                    .up
+                    .queue
+                    .front()
+                    .is_some_and(|(at, d)| *at <= now && matches!(d, Delivery::Syn))
+                {
+                    link.up.queue.pop_front();
+                    link.down.push(now, Delivery::Refused);
+                }
+            }
             let at = self.now.mono;
             if let Some(b) = self.trace.as_mut() {
                 b.items.push(TraceItem::ServerRestart { at });

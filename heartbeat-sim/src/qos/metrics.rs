@@ -333,7 +333,7 @@ mod tests {
             tr(5_450, Down, Up),
         ];
         let mut t = Tally::default();
-        t.add_run(&transitions, &[truth.clone()], ms(9_000));
+        t.add_run(&transitions, std::slice::from_ref(&truth), ms(9_000));
         assert_eq!((t.down.undetected, t.down.mistakes), (1, 0));
         // A mistake that runs into the crash: T_D is 0 and the mistake stops at the crash.
         let transitions = [tr(4_000, Up, Suspect), tr(4_500, Suspect, Down)];

@@ -506,7 +506,7 @@ pub fn grid(base: &[DetectorConfig]) -> Vec<DetectorConfig> {
             DetectorConfig::Phi(c) => {
                 let mut v: Vec<DetectorConfig> = [4.0, 8.0, 12.0]
                     .into_iter()
-                    .filter_map(|t| c.clone().threshold(t).ok().map(Into::into))
+                    .filter_map(|t| (*c).threshold(t).ok().map(Into::into))
                     .collect();
                 v.extend(
                     [
@@ -514,21 +514,21 @@ pub fn grid(base: &[DetectorConfig]) -> Vec<DetectorConfig> {
                         Span::Fixed(Duration::from_secs(1)),
                     ]
                     .into_iter()
-                    .filter_map(|p| c.clone().acceptable_pause(p).ok().map(Into::into)),
+                    .filter_map(|p| (*c).acceptable_pause(p).ok().map(Into::into)),
                 );
                 v
             }
             DetectorConfig::PhiExp(c) => [4.0, 8.0, 12.0]
                 .into_iter()
-                .filter_map(|t| c.clone().threshold(t).ok().map(Into::into))
+                .filter_map(|t| (*c).threshold(t).ok().map(Into::into))
                 .collect(),
             DetectorConfig::Chen(c) => [0.5, 1.0, 2.0]
                 .into_iter()
-                .filter_map(|a| c.clone().alpha(Span::Intervals(a)).ok().map(Into::into))
+                .filter_map(|a| (*c).alpha(Span::Intervals(a)).ok().map(Into::into))
                 .collect(),
             DetectorConfig::Fixed(c) => [1.0, 2.0, 4.0]
                 .into_iter()
-                .filter_map(|g| c.clone().grace(Span::Intervals(g)).ok().map(Into::into))
+                .filter_map(|g| (*c).grace(Span::Intervals(g)).ok().map(Into::into))
                 .collect(),
             other => vec![other.clone()],
         };
@@ -539,4 +539,78 @@ pub fn grid(base: &[DetectorConfig]) -> Vec<DetectorConfig> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartbeat_core::detector::DetectorKind;
+
+    #[test]
+    fn schedules_alternate_and_stay_inside_the_run() {
+        for (name, _) in QOS_SCENARIOS {
+            for seed in 0..50 {
+                let p = QosParams::seed(seed);
+                let s = scenario(name, &p).unwrap();
+                assert_eq!(s, scenario(name, &p).unwrap(), "{name}");
+                assert!(s.actions.windows(2).all(|w| w[0].at <= w[1].at));
+                assert!(s.actions.iter().all(|t| t.at < s.duration));
+                for i in 0..s.clients.len() {
+                    let mine: Vec<&Action> = s
+                        .actions
+                        .iter()
+                        .filter(|t| match t.action {
+                            Action::SilentCrash(Node::Client(c))
+                            | Action::Bounce(Node::Client(c))
+                            | Action::Partition(c)
+                            | Action::Repair(c) => c == i,
+                            _ => false,
+                        })
+                        .map(|t| &t.action)
+                        .collect();
+                    // Fault, recovery, fault, ...: never two faults in a row.
+                    for (k, a) in mine.iter().enumerate() {
+                        let fault = matches!(a, Action::SilentCrash(_) | Action::Partition(_));
+                        assert_eq!(fault, k % 2 == 0, "{name} seed {seed}: {mine:?}");
+                    }
+                    match *name {
+                        "steady-jitter" => assert!(mine.is_empty()),
+                        _ => assert!(!mine.is_empty(), "{name} seed {seed}"),
+                    }
+                }
+            }
+        }
+        assert!(scenario("nope", &QosParams::seed(1)).is_err());
+        let short = QosParams {
+            duration: Duration::from_secs(10),
+            ..QosParams::seed(1)
+        };
+        assert!(scenario("crash", &short).is_err());
+        assert!(scenario("steady-jitter", &short).is_ok());
+    }
+
+    #[test]
+    fn labels_show_what_differs_from_the_defaults() {
+        let settings = grid(&DetectorKind::ALL.map(DetectorConfig::new));
+        let labels: Vec<String> = settings.iter().map(label).collect();
+        assert_eq!(
+            labels,
+            [
+                "chen alpha=0.5x",
+                "chen",
+                "chen alpha=2x",
+                "fixed grace=1x",
+                "fixed",
+                "fixed grace=4x",
+                "phi threshold=4",
+                "phi",
+                "phi threshold=12",
+                "phi acceptable-pause=0s",
+                "phi acceptable-pause=1s",
+                "phi-exp threshold=4",
+                "phi-exp",
+                "phi-exp threshold=12",
+            ]
+        );
+    }
 }

@@ -24,18 +24,18 @@ fn fixed(x: Option<f64>, decimals: usize) -> String {
     x.map_or_else(|| "-".to_owned(), |x| format!("{x:.decimals$}"))
 }
 
-fn plural(n: usize, one: &str) -> String {
+fn clients(n: usize) -> String {
     if n == 1 {
-        format!("{n} {one}")
+        "1 client".to_owned()
     } else {
-        format!("{n} {one}s")
+        format!("{n} clients")
     }
 }
 
 /// The one-line description of what ran.
 fn heading(o: &Outcome) -> String {
     let s = &o.study;
-    let clients = s
+    let n = s
         .params
         .clients
         .or_else(|| {
@@ -50,12 +50,21 @@ fn heading(o: &Outcome) -> String {
         s.seeds.start,
         s.seeds.end,
         s.params.duration.as_secs(),
-        plural(clients, "client"),
+        clients(n),
         s.params.interval.as_millis(),
         s.params.latency,
         s.engine.as_str(),
     )
 }
+
+/// The legend printed under every table.
+const LEGEND: &str = "\
+T_D: from a crash to the start of the suspicion still in force when the client is back (or the
+  run ends): mean, p99 (nearest rank), max; undet: crashes never suspected that long.
+mistakes/h: suspicions that begin while the client is reachable (alive, link up, heartbeats
+  flowing), per hour of reachable time; T_M: their mean length; P_A: the share of reachable
+  time not suspected. Times in ms.
+";
 
 /// The text table of one outcome.
 pub fn text(o: &Outcome) -> String {
@@ -64,49 +73,69 @@ pub fn text(o: &Outcome) -> String {
         .rows
         .first()
         .map_or(Duration::ZERO, |r| r.summary.reachable);
+    let crashes = if o.crashes == 1 {
+        "1 crash".to_owned()
+    } else {
+        format!("{} crashes", o.crashes)
+    };
     let _ = writeln!(out, "{}", heading(o));
     let _ = writeln!(
         out,
-        "{} heartbeats sent, {}, {:.1} s reachable",
+        "{} heartbeats sent, {crashes}, {:.1} s reachable",
         o.heartbeats,
-        if o.crashes == 1 {
-            "1 crash".to_owned()
-        } else {
-            format!("{} crashes", o.crashes)
-        },
         reachable.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "down: T_D from a crash to the final `down` (p99 nearest rank), undet = crashes never \
-         declared down; mistakes = `down` while reachable, per hour of reachable time; T_M = \
-         their mean length; P_A = share of reachable time not `down`. susp: the same with \
-         `suspect` or `down`. Times in ms."
-    );
+    out.push('\n');
     let labels: Vec<String> = o.rows.iter().map(|r| label(&r.setting)).collect();
     let width = labels.iter().map(String::len).max().unwrap_or(0).max(7);
-    let cols = [
-        ("T_D mean", 9),
-        ("T_D p99", 9),
-        ("T_D max", 9),
-        ("undet", 5),
-        ("mistakes/h", 10),
-        ("T_M mean", 9),
-        ("P_A", 8),
-        ("susp T_D", 9),
-        ("susp/h", 9),
-        ("susp P_A", 8),
+    let groups: [(&str, &[(&str, usize)]); 2] = [
+        (
+            "down (declared dead)",
+            &[
+                ("T_D mean", 8),
+                ("T_D p99", 8),
+                ("T_D max", 8),
+                ("undet", 5),
+                ("mistakes/h", 10),
+                ("T_M mean", 8),
+                ("P_A", 8),
+            ],
+        ),
+        (
+            "suspect or down",
+            &[
+                ("T_D mean", 8),
+                ("mistakes/h", 10),
+                ("T_M mean", 8),
+                ("P_A", 8),
+            ],
+        ),
     ];
-    let _ = write!(out, "{:<width$}", "setting");
-    for (name, w) in cols {
-        let _ = write!(out, "  {name:>w$}");
+    let _ = write!(out, "{:width$}", "");
+    for (name, cols) in groups {
+        let span = cols.iter().map(|(_, w)| w + 2).sum::<usize>() - 2;
+        let dashes = span.saturating_sub(name.len() + 2);
+        let left = dashes / 2;
+        let _ = write!(
+            out,
+            "  {} {name} {}",
+            "-".repeat(left),
+            "-".repeat(dashes - left)
+        );
     }
     out.push('\n');
-    let crashes = o.crashes > 0;
+    let _ = write!(out, "{:<width$}", "setting");
+    for (_, cols) in groups {
+        for (name, w) in cols {
+            let _ = write!(out, "  {name:>w$}");
+        }
+    }
+    out.push('\n');
+    let any_crash = o.crashes > 0;
     for (row, label) in o.rows.iter().zip(&labels) {
         let d = &row.summary.down;
         let s = &row.summary.suspect;
-        let undetected = if crashes {
+        let undetected = if any_crash {
             d.undetected.to_string()
         } else {
             "-".to_owned()
@@ -121,14 +150,20 @@ pub fn text(o: &Outcome) -> String {
             fixed(d.accuracy, 6),
             ms(s.detection_mean),
             fixed(s.mistakes_per_hour, 3),
+            ms(s.mistake_mean),
             fixed(s.accuracy, 6),
         ];
+        let widths = groups
+            .iter()
+            .flat_map(|(_, cols)| cols.iter().map(|(_, w)| *w));
         let _ = write!(out, "{label:<width$}");
-        for ((_, w), cell) in cols.iter().zip(cells) {
+        for (w, cell) in widths.zip(cells) {
             let _ = write!(out, "  {cell:>w$}");
         }
         out.push('\n');
     }
+    out.push('\n');
+    out.push_str(LEGEND);
     out
 }
 
