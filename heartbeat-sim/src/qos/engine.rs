@@ -77,6 +77,16 @@ pub struct Transition {
     pub to: Liveness,
 }
 
+/// The transitions grouped by client, each client's in order: the form in which two runs are
+/// compared. Between clients, the order of transitions at one instant is the server's (its
+/// checks due at one instant run in the order the clients first connected), which a replay
+/// does not reproduce and nothing depends on.
+pub fn per_client(transitions: &[Transition]) -> Vec<Transition> {
+    let mut v = transitions.to_vec();
+    v.sort_by_key(|t| t.client); // stable: each client's order is kept
+    v
+}
+
 /// A half-open span of simulated time, `[from, to)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Period {
@@ -158,6 +168,9 @@ impl TraceBatch {
 
 /// Arrivals per trace batch.
 const BATCH: usize = 4096;
+
+/// How much simulated time passes between two progress reports.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything one run produced.
 #[derive(Debug)]
@@ -389,18 +402,20 @@ impl<'s> Engine<'s> {
             }
         }
         let mut reported = self.origin.mono;
+        let mut report_at = reported + PROGRESS_EVERY;
         while let Some(t) = self.next_event().filter(|t| *t <= end) {
             self.advance(t);
             self.step_now();
             if self.trace.as_ref().is_some_and(|b| b.items.len() >= BATCH) {
                 self.flush_trace(sink);
             }
-            if let Some(p) = progress {
-                let since = self.now.mono - reported;
-                if since >= Duration::from_secs(1) {
+            if self.now.mono >= report_at {
+                if let Some(p) = progress {
+                    let since = self.now.mono - reported;
                     p.fetch_add(since.as_millis() as u64, Ordering::Relaxed);
-                    reported = self.now.mono;
                 }
+                reported = self.now.mono;
+                report_at = reported + PROGRESS_EVERY;
             }
         }
         self.advance(end);

@@ -13,8 +13,8 @@
 //! - `replay` (the default): one full simulation per seed, whose server runs the first setting;
 //!   the arrivals it recorded are replayed into every setting's detector with a mirror of the
 //!   server's liveness rule ([`replay`]). Arrivals do not depend on the detector, so this gives
-//!   the same transitions as `machine` (every run checks it for the first setting, and a test
-//!   for all), several times faster.
+//!   every client the same transitions as `machine` (every run checks it for the first setting,
+//!   and a test for all), several times faster.
 //!
 //! # Scenarios
 //! The QoS scenarios are built as [`Scenario`] values (the turmoil world can run them too); v1
@@ -472,7 +472,7 @@ fn run_unit(
             Ok::<_, String>((run, t.into_iter().map(Option::unwrap_or_default).collect()))
         })?
     };
-    if transitions[0] != run.transitions {
+    if engine::per_client(&transitions[0]) != engine::per_client(&run.transitions) {
         return Err(fail(format!(
             "the replay of {} diverged from the machine run ({} against {} transitions)",
             label(&study.settings[0]),

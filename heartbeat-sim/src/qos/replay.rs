@@ -16,7 +16,9 @@
 //!   its check, a server restart forgets every client.
 //!
 //! At one instant, arrivals come before checks, as in the engine. A replay of the trace of a
-//! run whose server had detector D gives exactly that server's transitions (tested).
+//! run whose server had detector D gives every client exactly the transitions that server gave
+//! it (tested); only the order between clients at one instant may differ
+//! ([`per_client`](super::engine::per_client)).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

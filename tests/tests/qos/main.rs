@@ -87,6 +87,26 @@ fn table_snapshot() {
     );
 }
 
+/// More threads than seeds: each seed's replays run on helper threads, fed batch by batch. The
+/// figures must not move.
+#[test]
+fn threads_do_not_change_the_figures() {
+    let run = |jobs| {
+        let study = Study {
+            scenario: "partition".to_owned(),
+            seeds: 5..6,
+            params: params(200, Latency::parse("1-300").unwrap()),
+            settings: qos::grid(&defaults()),
+            engine: EngineKind::Replay,
+            jobs,
+        };
+        table::text(&qos::run(&study, |_, _| {}).unwrap())
+    };
+    let one = run(1);
+    assert!(one.contains("mistakes/h"));
+    assert_eq!(one, run(3));
+}
+
 #[test]
 fn json_and_csv_carry_every_row() {
     let o = study(

@@ -1,10 +1,11 @@
 //! A replay of one machine run's arrivals gives every detector exactly the transitions its own
-//! server gives in a full machine run of the same seed.
+//! server gives in a full machine run of the same seed, client by client (see
+//! [`per_client`] for the order between clients).
 
 use std::time::Duration;
 
 use heartbeat_core::detector::DetectorConfig;
-use heartbeat_sim::qos::engine::{Engine, Transition};
+use heartbeat_sim::qos::engine::{Engine, Transition, per_client};
 use heartbeat_sim::qos::replay::Replay;
 use heartbeat_sim::qos::{QosParams, grid, label, scenario, server_config};
 use heartbeat_sim::scenario::{Latency, Scenario};
@@ -34,8 +35,8 @@ fn identical(sc: &Scenario, settings: &[DetectorConfig]) -> usize {
             .run(&mut |_| {}, None)
             .unwrap();
         assert_eq!(
-            machine.transitions,
-            replayed,
+            per_client(&machine.transitions),
+            per_client(&replayed),
             "{} seed {}: {}",
             sc.name,
             sc.params.seed,
