@@ -208,6 +208,7 @@ pub struct ServerConfig {
     pub(crate) legacy_idle_timeout: Duration,
     pub(crate) burst_gap_intervals: u32,
     pub(crate) max_missed_ranges: usize,
+    pub(crate) max_clients: usize,
     pub(crate) detector: DetectorConfig,
     pub(crate) pause_guard: Duration,
 }
@@ -221,6 +222,7 @@ impl Default for ServerConfig {
             legacy_idle_timeout: Duration::from_secs(60),
             burst_gap_intervals: 2,
             max_missed_ranges: 64,
+            max_clients: 100_000,
             detector: DetectorConfig::default(),
             pause_guard: Duration::from_secs(5),
         }
@@ -279,6 +281,15 @@ impl ServerConfig {
     /// How many missed ranges each client keeps for the report (counts stay exact). Default 64.
     pub fn max_missed_ranges(mut self, n: usize) -> Self {
         self.max_missed_ranges = n.max(1);
+        self
+    }
+
+    /// How many clients the server remembers (default 100,000). Beyond it, a new client
+    /// evicts the disconnected client heard from longest ago, so hostile or churning identities
+    /// (or legacy clients, one per peer port) cannot grow memory without bound. Connected
+    /// clients are never evicted.
+    pub fn max_clients(mut self, n: usize) -> Self {
+        self.max_clients = n.max(1);
         self
     }
 

@@ -1,16 +1,33 @@
-//! Deterministic fault simulation of heartbeat clients and a server under turmoil.
+//! Deterministic fault simulation of heartbeat clients and a server under turmoil 0.7.2.
 //!
-//! The same `heartbeat-core` machines the real binaries run, driven over `turmoil::net`
-//! streams ([`net::SimListener`], [`net::SimConnector`]), on a simulated network whose faults
-//! are named, seeded, replayable [scenarios](scenario). Every run checks
-//! [oracles](oracle) against the ground truth the simulation records (what each client really
-//! wrote), and renders the server's own analysis report.
+//! The same `heartbeat-core` machines the real binaries run, driven by the very same loops
+//! (`heartbeat_net::driver::{run_client, run_server}`) over `turmoil::net` streams
+//! ([`net::SimListener`], [`net::SimConnector`]), on a simulated network whose faults are
+//! named, seeded, replayable [scenarios](scenario). Every run checks the [oracles](oracle)
+//! against the ground truth the simulation records (what each client really wrote to its
+//! stream, and what its core says it sent and skipped), and renders the server's own analysis
+//! report.
+//!
+//! ```text
+//! heartbeat-sim list
+//! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
+//! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
+//! ```
+//!
+//! # A run
+//! 1. [`Scenario::build`] expands a name and [`Params`] into clients and timed actions.
+//! 2. [`world::run`] registers the server host and one host per client, then steps turmoil
+//!    one tick at a time: the fault phase (actions at their times), then heal-and-drain (every
+//!    link released and repaired, a crashed server restarted, run for [`Scenario::drain`]),
+//!    then stops the server to read its report.
+//! 3. [`oracle::check`] returns the [`oracle::Verdict`]; [`render`] prints text or JSON lines.
 //!
 //! # Determinism
 //! One `u64` seed fixes turmoil's RNG (latencies), the schedule RNG (fault times) and every
 //! client's session nonce and backoff jitter; the wall clock starts at a fixed epoch; hosts are
-//! registered in a fixed order; every `select!` is `biased;`; nothing rendered iterates a
-//! `HashMap`. Same seed, same build: byte-identical output.
+//! registered in a fixed order; every `select!` (here and in the driver) is `biased;`; nothing
+//! rendered iterates a `HashMap`. Same seed, same build: byte-identical output (checked by
+//! `tests/tests/sim`). No `--cfg tokio_unstable` is needed.
 #![forbid(unsafe_code)]
 
 mod host;

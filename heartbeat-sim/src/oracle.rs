@@ -827,6 +827,17 @@ mod tests {
         let failing = failing(&v);
         assert!(failing.contains(&"held"), "{v}");
         assert!(failing.contains(&"none-missed"), "{v}");
+        let text = crate::render::text(&out, &v);
+        assert!(text.contains("verdict: FAILED"), "{text}");
+        assert!(
+            text.ends_with("replay: heartbeat-sim run firewall --seed 3 --latency 10\n"),
+            "{text}"
+        );
+        let json = crate::render::json_lines(&out, &v);
+        assert!(
+            json.lines().last().unwrap().contains(r#""ok":false"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -500,7 +500,11 @@ impl Scenario {
             self.name, self.params.seed, self.params.latency
         );
         if let Some(d) = self.params.duration {
-            cmd.push_str(&format!(" --duration {}", d.as_secs()));
+            if d.subsec_nanos() == 0 {
+                cmd.push_str(&format!(" --duration {}", d.as_secs()));
+            } else {
+                cmd.push_str(&format!(" --duration {}ms", d.as_millis()));
+            }
         }
         if let Some(k) = self.params.clients {
             cmd.push_str(&format!(" --clients {k}"));

@@ -201,6 +201,12 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A disconnected client was forgotten to make room for a new one (the client limit was
+    /// reached). Its analysis is gone from reports.
+    Evicted {
+        /// The forgotten client.
+        client: ClientKey,
+    },
     /// A heartbeat at or below the highest sequence number already received.
     Duplicate {
         /// The connection.
@@ -282,6 +288,7 @@ impl Event {
             Self::Connected { .. } => "connected",
             Self::Disconnected { .. } => "disconnected",
             Self::Duplicate { .. } => "duplicate",
+            Self::Evicted { .. } => "evicted",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
@@ -329,6 +336,7 @@ impl Event {
             Self::Duplicate { conn, client, seq } => json!({
                 "event": "duplicate", "conn": conn.0, "client": client, "seq": seq,
             }),
+            Self::Evicted { client } => json!({ "event": "evicted", "client": client }),
             Self::Heartbeat {
                 conn,
                 client,
@@ -426,6 +434,7 @@ impl fmt::Display for Event {
                 write!(f, "disconnected {conn} client={client} reason={reason}")
             }
             Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
+            Self::Evicted { client } => write!(f, "evicted client={client} (client limit reached)"),
             Self::Heartbeat {
                 client,
                 seq,
@@ -754,6 +763,29 @@ impl Server {
         self.arm(idx);
     }
 
+    /// At the client limit, forgets the disconnected client heard from longest ago and returns
+    /// its slot for reuse. `None` below the limit, or when every client is connected (then the
+    /// limit is exceeded rather than a live client forgotten; connections are bounded by the
+    /// driver). O(clients), and only once the limit is reached.
+    fn evict_for_new_client(&mut self) -> Option<usize> {
+        if self.index.len() < self.config.max_clients {
+            return None;
+        }
+        let (key, idx) = self
+            .index
+            .iter()
+            .filter(|&(_, &i)| self.clients[i].conn.is_none())
+            .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
+            .map(|(k, &i)| (k.clone(), i))?;
+        self.index.remove(&key);
+        if let Some(at) = self.clients[idx].check_at.take() {
+            self.checks.remove(at, &idx);
+        }
+        self.out
+            .push_back(Output::Event(Event::Evicted { client: key }));
+        Some(idx)
+    }
+
     /// Queues client `idx`'s next liveness check: when its detector reaches the next level.
     fn arm(&mut self, idx: usize) {
         let r = &mut self.clients[idx];
@@ -951,11 +983,24 @@ impl Server {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
         let resumed = self.index.contains_key(&key);
-        let idx = *self.index.entry(key.clone()).or_insert_with(|| {
-            self.clients
-                .push(ClientRecord::new(key.clone(), protocol, max_ranges));
-            self.clients.len() - 1
-        });
+        let idx = match self.index.get(&key) {
+            Some(&idx) => idx,
+            None => {
+                let record = ClientRecord::new(key.clone(), protocol, max_ranges);
+                let idx = match self.evict_for_new_client() {
+                    Some(idx) => {
+                        self.clients[idx] = record;
+                        idx
+                    }
+                    None => {
+                        self.clients.push(record);
+                        self.clients.len() - 1
+                    }
+                };
+                self.index.insert(key.clone(), idx);
+                idx
+            }
+        };
         let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
         record.stats.connections += 1;

@@ -514,3 +514,41 @@ fn a_stalled_server_convicts_nobody_on_that_evidence() {
     assert!(liveness_lines(&mut s).is_empty());
     assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
 }
+
+#[test]
+fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
+    let t0 = origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let mut at = t0;
+    for (i, name) in ["old", "mid"].iter().enumerate() {
+        at = at.advanced(Duration::from_secs(1));
+        let c = s.accept(at, peer(i as u16));
+        s.handle_input(
+            at,
+            c,
+            format!("HELLO 1 {name} 1000\nBEAT 1 1700000000\n").as_bytes(),
+        );
+        s.handle_eof(at, c);
+    }
+    let _ = drain(&mut s);
+    // A connected client is never evicted: "live" keeps its connection.
+    let live = s.accept(at, peer(9));
+    s.handle_input(at, live, b"HELLO 1 live 1000\n");
+    assert!(drain(&mut s).contains(&"ev evicted client=old (client limit reached)".to_string()));
+    let extra = s.accept(at, peer(10));
+    s.handle_input(at, extra, b"HELLO 1 extra 1000\n");
+    assert!(drain(&mut s).contains(&"ev evicted client=mid (client limit reached)".to_string()));
+    let fourth = s.accept(at, peer(11));
+    s.handle_input(at, fourth, b"HELLO 1 fourth 1000\nBEAT 1 1700000000\n");
+    let names: Vec<String> = s
+        .report()
+        .clients
+        .iter()
+        .map(|c| c.client.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["extra", "fourth", "live"],
+        "all connected: the limit bends instead"
+    );
+}

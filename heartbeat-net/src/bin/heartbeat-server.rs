@@ -51,6 +51,11 @@ struct Opt {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pause_guard: std::time::Duration,
 
+    /// Clients remembered at most (their analysis and detector). Beyond it a new client evicts
+    /// the disconnected client heard from longest ago; connected clients are never evicted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_clients: u32,
+
     #[command(flatten)]
     detector: DetectorArgs,
 }
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
     let config = opt.detector.config().and_then(|d| {
         ServerConfig::default()
             .detector(d)
+            .max_clients(opt.max_clients as usize)
             .pause_guard(opt.pause_guard)
     });
     let config = match config {
@@ -242,6 +248,9 @@ fn log_event(e: &Event, _now: Now) {
                 Liveness::Suspect => tracing::warn!("{line}"),
                 _ => tracing::info!("{line}"),
             }
+        }
+        Event::Evicted { client } => {
+            tracing::warn!("Forgot client {client}: the --max-clients limit was reached")
         }
         Event::Stalled { late } => tracing::warn!(
             "The server itself was stalled for {}: nobody is declared down on that evidence",
