@@ -128,6 +128,14 @@ pub enum TraceItem {
         /// Their sequence numbers.
         seqs: std::ops::Range<usize>,
     },
+    /// The server forgot the client altogether (evicted at its client limit): it is a new
+    /// client when it comes back.
+    Forget {
+        /// When.
+        at: Instant,
+        /// The client.
+        client: usize,
+    },
     /// The client said goodbye.
     Left {
         /// When.
@@ -828,6 +836,14 @@ impl<'s> Engine<'s> {
                     let at = self.now.mono;
                     if let Some(b) = self.trace.as_mut() {
                         b.items.push(TraceItem::Reset { at, client: i });
+                    }
+                }
+            }
+            Event::Evicted { client } => {
+                if let Some(&i) = self.by_key.get(&client) {
+                    let at = self.now.mono;
+                    if let Some(b) = self.trace.as_mut() {
+                        b.items.push(TraceItem::Forget { at, client: i });
                     }
                 }
             }

@@ -13,7 +13,7 @@
 //! - a check that pops moves `up` to `suspect` and `suspect` to `down` as far as the suspicion
 //!   allows, telling the detector `set_available(false)` on `down`;
 //! - a reset (a new session) forgets the detector, a goodbye makes the client `left` and drops
-//!   its check, a server restart forgets every client.
+//!   its check, an eviction forgets the client, a server restart forgets every client.
 //!
 //! At one instant, arrivals come before checks, as in the engine. A replay of the trace of a
 //! run whose server had detector D gives every client exactly the transitions that server gave
@@ -93,6 +93,10 @@ impl Replay {
                         w.check_at = None;
                         self.push(*at, *client, from, Liveness::Left);
                     }
+                }
+                TraceItem::Forget { at, client } => {
+                    self.checks_before(*at);
+                    self.watches[*client] = Watch::new();
                 }
                 TraceItem::Reset { at, client } => {
                     self.checks_before(*at);
