@@ -269,7 +269,6 @@ impl Link {
 
 #[derive(Debug)]
 struct Proc {
-    id: ClientId,
     key: ClientKey,
     addr: SocketAddr,
     config: ClientConfig,
@@ -318,7 +317,10 @@ pub struct Engine<'s> {
     sent: u64,
     received: u64,
     trace: Option<TraceBatch>,
+    /// The arrival being gathered while the server's outputs for one read are drained: its
+    /// client and where its sequence numbers start in the batch.
     pending: Option<(usize, usize)>,
+    /// Scratch space to join several messages due at once into one read.
     read: Vec<u8>,
 }
 
@@ -348,11 +350,10 @@ impl<'s> Engine<'s> {
             if let Some(t) = plan.ack_timeout {
                 config = config.ack_timeout(t).map_err(|e| e.to_string())?;
             }
-            let key = ClientKey::Id(id.clone());
+            let key = ClientKey::Id(id);
             by_key.insert(key.clone(), i);
             let i64 = i as u64;
             procs.push(Proc {
-                id,
                 key,
                 addr: SocketAddr::from(([10, 0, (i / 250) as u8, 1 + (i % 250) as u8], 49_152)),
                 config,
@@ -400,7 +401,7 @@ impl<'s> Engine<'s> {
         mut self,
         sink: &mut dyn FnMut(&mut TraceBatch),
         progress: Option<&AtomicU64>,
-    ) -> Result<Run, String> {
+    ) -> Run {
         let s = self.scenario;
         let end = self.origin.mono + s.duration + s.drain;
         self.start_server();
@@ -449,7 +450,7 @@ impl<'s> Engine<'s> {
             },
             Server::report,
         );
-        Ok(Run {
+        Run {
             transitions: self.transitions,
             truth,
             report,
@@ -457,7 +458,7 @@ impl<'s> Engine<'s> {
             origin: self.origin.mono,
             sent: self.sent,
             received: self.received,
-        })
+        }
     }
 
     fn flush_trace(&mut self, sink: &mut dyn FnMut(&mut TraceBatch)) {
@@ -1181,10 +1182,5 @@ impl<'s> Engine<'s> {
     /// The key the server knows client `i` by.
     pub fn key(&self, i: usize) -> &ClientKey {
         &self.procs[i].key
-    }
-
-    /// Client `i`'s identity.
-    pub fn id(&self, i: usize) -> &ClientId {
-        &self.procs[i].id
     }
 }

@@ -401,7 +401,7 @@ fn run_unit(
     let fail = |e: String| format!("{} seed {seed}: {e}", study.scenario);
     if let Some(k) = setting {
         let engine = Engine::new(&sc, server_config(&study.settings[k]), false).map_err(fail)?;
-        let run = engine.run(&mut |_| {}, Some(done)).map_err(fail)?;
+        let run = engine.run(&mut |_| {}, Some(done));
         return Ok(vec![SeedRun {
             seed,
             setting: k,
@@ -417,12 +417,10 @@ fn run_unit(
     let new_replay = |c: &DetectorConfig| Replay::new(c.clone(), sc.interval, n, origin);
     let (run, transitions) = if helpers == 0 {
         let mut replays: Vec<Replay> = study.settings.iter().map(new_replay).collect();
-        let run = engine
-            .run(
-                &mut |b| replays.iter_mut().for_each(|r| r.feed(b)),
-                Some(done),
-            )
-            .map_err(fail)?;
+        let run = engine.run(
+            &mut |b| replays.iter_mut().for_each(|r| r.feed(b)),
+            Some(done),
+        );
         let end = run.origin + run.end;
         let t: Vec<Vec<Transition>> = replays.into_iter().map(|r| r.finish(end)).collect();
         (run, t)
@@ -459,7 +457,6 @@ fn run_unit(
             );
             drop(senders);
             let mut t: Vec<Option<Vec<Transition>>> = vec![None; study.settings.len()];
-            let run = run.map_err(fail)?;
             let end = run.origin + run.end;
             for (g, h) in groups.iter().zip(handles) {
                 let replays = h
