@@ -48,7 +48,9 @@ pub struct QosArgs {
     #[arg(long, default_value = "1-50", value_parser = Latency::parse)]
     pub latency: Latency,
     /// Detectors to compare: chen, fixed, phi, phi-exp, or all; repeat the flag or separate
-    /// with commas [default: all].
+    /// with commas [default: all]. The parameter flags below apply to every chosen detector
+    /// that has the parameter; durations take a unit (ns, us, ms, s) or a multiple of the
+    /// interval (2x).
     #[arg(long, value_delimiter = ',')]
     pub detector: Vec<String>,
     /// Also run a small grid around each detector's parameters: phi threshold 4/8/12 and

@@ -32,18 +32,23 @@ fn clients(n: usize) -> String {
     }
 }
 
-/// The one-line description of what ran.
-fn heading(o: &Outcome) -> String {
+/// How many clients each run had.
+fn client_count(o: &Outcome) -> usize {
     let s = &o.study;
-    let n = s
-        .params
+    s.params
         .clients
         .or_else(|| {
             super::scenario(&s.scenario, &s.params)
                 .ok()
                 .map(|x| x.clients.len())
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// The one-line description of what ran.
+fn heading(o: &Outcome) -> String {
+    let s = &o.study;
+    let n = client_count(o);
     format!(
         "qos {}: seeds {}..{} x {} s, {} every {} ms, latency {} ms, engine {}",
         s.scenario,
@@ -190,7 +195,7 @@ pub fn json(o: &Outcome) -> Value {
         "seeds": format!("{}..{}", s.seeds.start, s.seeds.end),
         "duration_s": s.params.duration.as_secs_f64(),
         "interval_ms": s.params.interval.as_millis() as u64,
-        "clients": s.params.clients,
+        "clients": client_count(o),
         "latency_ms": s.params.latency.to_string(),
         "engine": s.engine.as_str(),
         "heartbeats": o.heartbeats,
