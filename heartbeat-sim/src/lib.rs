@@ -34,6 +34,7 @@ mod host;
 pub mod log;
 pub mod net;
 pub mod oracle;
+pub mod qos;
 pub mod render;
 pub mod scenario;
 pub mod sweep;

@@ -52,6 +52,10 @@ enum Command {
         #[command(flatten)]
         shape: Shape,
     },
+    /// Measure the failure detectors' quality of service (Chen's metrics: detection time,
+    /// mistake rate and duration, query accuracy) against the simulation's ground truth, over
+    /// many seeds, with the event-driven engine. Progress on stderr.
+    Qos(heartbeat_sim::qos::cli::QosArgs),
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             shape,
             json,
         } => run(&scenario, &shape.params(seed), json),
+        Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
         Command::Sweep {
             scenario,
             seeds,

@@ -1,0 +1,379 @@
+//! `heartbeat-sim qos`: the command line.
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use heartbeat_core::detector::{DetectorConfig, DetectorKind, Span};
+use heartbeat_net::cli::DetectorArgs;
+
+use super::{EngineKind, QOS_SCENARIOS, QosParams, Study, grid, table};
+use crate::scenario::Latency;
+
+/// How the detectors are run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// One full client+server simulation per seed and setting.
+    Machine,
+    /// One full simulation per seed; its arrivals replayed into every setting's detector
+    /// (same results, faster).
+    Replay,
+}
+
+/// Measure the failure detectors' quality of service against the simulation's ground truth.
+#[derive(Args, Debug)]
+pub struct QosArgs {
+    /// The QoS scenario: steady-jitter (no failures), crash (clients crash silently and
+    /// restart), partition (links cut and repaired), or all.
+    #[arg(long, default_value = "all")]
+    pub scenario: String,
+    /// Seeds to run, `A..B` (B excluded).
+    #[arg(long, default_value = "1..11", value_parser = parse_seeds)]
+    pub seeds: Range<u64>,
+    /// Simulated time per seed: a number with a unit (`600s`, `10m`, `1h`, `7d`, `90000ms`;
+    /// seconds without one).
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Heartbeat interval of every client, in ms (100 = 10 Hz, as in the phi paper).
+    #[arg(long, default_value_t = 100)]
+    pub interval: u64,
+    /// Number of clients [default: the scenario's: steady-jitter 1, crash 4, partition 2].
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`).
+    #[arg(long, default_value = "1-50", value_parser = Latency::parse)]
+    pub latency: Latency,
+    /// Detectors to compare: chen, fixed, phi, phi-exp, or all; repeat the flag or separate
+    /// with commas [default: all]. The parameter flags below apply to every chosen detector
+    /// that has the parameter; durations take a unit (ns, us, ms, s) or a multiple of the
+    /// interval (2x).
+    #[arg(long, value_delimiter = ',')]
+    pub detector: Vec<String>,
+    /// Also run a small grid around each detector's parameters: phi threshold 4/8/12 and
+    /// acceptable pause 0s/1s, phi-exp threshold 4/8/12, chen alpha 0.5x/1x/2x, fixed grace
+    /// 1x/2x/4x.
+    #[arg(long)]
+    pub grid: bool,
+    /// phi, phi-exp: the phi value at which a client is declared down [default: 8].
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// phi: lower bound of the inter-arrival standard deviation [default: 100ms].
+    #[arg(long, value_parser = parse_span)]
+    pub min_std_deviation: Option<Span>,
+    /// phi: pause tolerated on top of the mean interval [default: 3s].
+    #[arg(long, value_parser = parse_span)]
+    pub acceptable_pause: Option<Span>,
+    /// phi: the interval assumed before any was measured [default: 1x].
+    #[arg(long, value_parser = parse_span)]
+    pub first_heartbeat_estimate: Option<Span>,
+    /// phi-exp: initial and largest learned interval [default: 2x].
+    #[arg(long, value_parser = parse_span)]
+    pub initial_interval: Option<Span>,
+    /// chen: safety margin added to the expected arrival [default: 1x].
+    #[arg(long, value_parser = parse_span)]
+    pub alpha: Option<Span>,
+    /// fixed: silence tolerated after a missed interval [default: 2x].
+    #[arg(long, value_parser = parse_span)]
+    pub grace: Option<Span>,
+    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 1000].
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Print one JSON object per scenario instead of the table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of the table.
+    #[arg(long)]
+    pub csv: bool,
+    /// Threads (default: available parallelism).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// How to run the detectors.
+    #[arg(long, value_enum, default_value = "replay")]
+    pub engine: EngineArg,
+}
+
+fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
+    let a: u64 = a.parse().map_err(|_| format!("invalid seed {a:?}"))?;
+    let b: u64 = b.parse().map_err(|_| format!("invalid seed {b:?}"))?;
+    if b <= a {
+        return Err(format!("empty seed range {s:?}"));
+    }
+    Ok(a..b)
+}
+
+fn parse_span(s: &str) -> Result<Span, String> {
+    s.parse()
+        .map_err(|e: heartbeat_core::ConfigError| e.to_string())
+}
+
+/// Parses `90`, `90s`, `90000ms`, `10m`, `1h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected e.g. 600, 600s, 10m, 1h, 7d, 90000ms");
+    let s = s.trim();
+    let (number, per_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400_000)
+    } else {
+        (s, 1000)
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(per_ms)
+        .map(Duration::from_millis)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(bad)
+}
+
+impl QosArgs {
+    /// The detector settings to compare, in the table's order.
+    pub fn settings(&self) -> Result<Vec<DetectorConfig>, String> {
+        let mut kinds: Vec<DetectorKind> = Vec::new();
+        let names: Vec<&str> = if self.detector.is_empty() {
+            vec!["all"]
+        } else {
+            self.detector.iter().map(String::as_str).collect()
+        };
+        for name in names {
+            let add: Vec<DetectorKind> = if name == "all" {
+                DetectorKind::ALL.to_vec()
+            } else {
+                vec![
+                    name.parse()
+                        .map_err(|e: heartbeat_core::ConfigError| e.to_string())?,
+                ]
+            };
+            for k in add {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        use DetectorKind as K;
+        let has = |k: K, flag: &str| match flag {
+            "threshold" => matches!(k, K::Phi | K::PhiExp),
+            "min-std-deviation" | "acceptable-pause" | "first-heartbeat-estimate" => k == K::Phi,
+            "initial-interval" => k == K::PhiExp,
+            "alpha" => k == K::Chen,
+            "grace" => k == K::Fixed,
+            "window" => k != K::Fixed,
+            _ => false,
+        };
+        let given = [
+            ("threshold", self.threshold.is_some()),
+            ("min-std-deviation", self.min_std_deviation.is_some()),
+            ("acceptable-pause", self.acceptable_pause.is_some()),
+            (
+                "first-heartbeat-estimate",
+                self.first_heartbeat_estimate.is_some(),
+            ),
+            ("initial-interval", self.initial_interval.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("grace", self.grace.is_some()),
+            ("window", self.window.is_some()),
+        ];
+        for (flag, present) in given {
+            if present && !kinds.iter().any(|&k| has(k, flag)) {
+                return Err(format!(
+                    "--{flag} is not a parameter of any chosen detector"
+                ));
+            }
+        }
+        let mut settings = Vec::new();
+        for &k in &kinds {
+            // Each detector takes the flags it has; the validation is heartbeat-server's.
+            let args = DetectorArgs {
+                detector: k,
+                threshold: self.threshold.filter(|_| has(k, "threshold")),
+                min_std_deviation: self
+                    .min_std_deviation
+                    .filter(|_| has(k, "min-std-deviation")),
+                acceptable_pause: self.acceptable_pause.filter(|_| has(k, "acceptable-pause")),
+                first_heartbeat_estimate: self
+                    .first_heartbeat_estimate
+                    .filter(|_| has(k, "first-heartbeat-estimate")),
+                initial_interval: self.initial_interval.filter(|_| has(k, "initial-interval")),
+                alpha: self.alpha.filter(|_| has(k, "alpha")),
+                grace: self.grace.filter(|_| has(k, "grace")),
+                window: self.window.filter(|_| has(k, "window")),
+            };
+            settings.push(args.config().map_err(|e| format!("{k}: {e}"))?);
+        }
+        Ok(if self.grid { grid(&settings) } else { settings })
+    }
+
+    fn engine(&self) -> EngineKind {
+        match self.engine {
+            EngineArg::Machine => EngineKind::Machine,
+            EngineArg::Replay => EngineKind::Replay,
+        }
+    }
+}
+
+/// Runs `heartbeat-sim qos`: 0 on success, 2 on bad arguments or a failed simulation.
+pub fn main(args: QosArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let names: Vec<&str> = if args.scenario == "all" {
+        QOS_SCENARIOS.iter().map(|(n, _)| *n).collect()
+    } else {
+        vec![args.scenario.as_str()]
+    };
+    let interval = match heartbeat_core::config::ClientConfig::new(
+        heartbeat_core::ClientId::new("c1").expect("a valid id"),
+        Duration::from_millis(args.interval),
+    ) {
+        Ok(c) => c.interval(),
+        Err(e) => {
+            eprintln!("error: --interval: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let mut stdout = std::io::stdout().lock();
+    if args.csv && stdout.write_all(table::csv_header().as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    for (k, name) in names.iter().enumerate() {
+        let study = Study {
+            scenario: (*name).to_owned(),
+            seeds: args.seeds.clone(),
+            params: QosParams {
+                seed: args.seeds.start,
+                duration: args.duration,
+                interval,
+                clients: args.clients,
+                latency: args.latency,
+            },
+            settings: settings.clone(),
+            engine: args.engine(),
+            jobs,
+        };
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {percent}% of simulated time ({elapsed})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix((*name).to_owned());
+        // Wall time is read at the binary's edge only, to report speed on stderr; nothing
+        // simulated reads it.
+        #[allow(clippy::disallowed_methods)]
+        let started = std::time::Instant::now();
+        let result = super::run(&study, |done, total| {
+            bar.set_length(total.max(1));
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let wall = started.elapsed();
+        eprintln!(
+            "qos {name}: {} heartbeats x {} settings in {:.2} s wall on {jobs} threads",
+            outcome.heartbeats,
+            settings.len(),
+            wall.as_secs_f64()
+        );
+        let text = if args.json {
+            format!("{}\n", table::json(&outcome))
+        } else if args.csv {
+            table::csv_rows(&outcome)
+        } else if k + 1 < names.len() {
+            format!("{}\n", table::text(&outcome))
+        } else {
+            table::text(&outcome)
+        };
+        if stdout.write_all(text.as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        qos: QosArgs,
+    }
+
+    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Ok(t.qos.settings()?.iter().map(super::super::label).collect())
+    }
+
+    #[test]
+    fn detectors_and_their_flags() {
+        assert_eq!(labels(&[]).unwrap(), ["chen", "fixed", "phi", "phi-exp"]);
+        assert_eq!(
+            labels(&["--detector", "phi,chen", "--detector", "phi"]).unwrap(),
+            ["phi", "chen"]
+        );
+        // A flag applies to every chosen detector that has it.
+        assert_eq!(
+            labels(&["--threshold", "12", "--alpha", "2x"]).unwrap(),
+            [
+                "chen alpha=2x",
+                "fixed",
+                "phi threshold=12",
+                "phi-exp threshold=12"
+            ]
+        );
+        assert_eq!(
+            labels(&["--detector", "fixed", "--grid"]).unwrap(),
+            ["fixed grace=1x", "fixed", "fixed grace=4x"]
+        );
+        let err = labels(&["--detector", "fixed", "--threshold", "3"]).unwrap_err();
+        assert!(err.contains("--threshold"), "{err}");
+        assert!(labels(&["--detector", "nope"]).is_err());
+        assert!(labels(&["--threshold", "-1"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_seeds() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(d("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(d("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "0", "x", "1.5h", "-1s"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_seeds("1..11"), Ok(1..11));
+        assert!(parse_seeds("3..3").is_err());
+    }
+}
