@@ -12,7 +12,11 @@
 //! heartbeat-sim list
 //! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
 //! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
+//! heartbeat-sim qos [--scenario crash] [--seeds 1..101] [--grid] [--json|--csv]
 //! ```
+//!
+//! [`qos`] measures the failure detectors' quality of service (Chen's metrics) on an
+//! event-driven engine over the same machines and scenarios, fast enough for simulated weeks.
 //!
 //! # A run
 //! 1. [`Scenario::build`] expands a name and [`Params`] into clients and timed actions.
