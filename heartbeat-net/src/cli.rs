@@ -17,6 +17,21 @@ pub struct DetectorArgs {
     #[arg(long, default_value = "phi", value_parser = parse_kind)]
     pub detector: DetectorKind,
 
+    /// The detector's parameters.
+    #[command(flatten)]
+    pub params: DetectorParams,
+}
+
+impl DetectorArgs {
+    /// The validated detector configuration.
+    pub fn config(&self) -> Result<DetectorConfig, ConfigError> {
+        self.params.config(self.detector)
+    }
+}
+
+/// The parameters of all detectors, as flags; each applies to the detectors that have it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct DetectorParams {
     /// phi, phi-exp: the phi value at which a client is declared down [default: 8]. Suspect at
     /// half of it.
     #[arg(long)]
@@ -60,42 +75,73 @@ fn parse_span(s: &str) -> Result<Span, String> {
     s.parse().map_err(|e: ConfigError| e.to_string())
 }
 
-impl DetectorArgs {
-    /// The validated detector configuration.
-    pub fn config(&self) -> Result<DetectorConfig, ConfigError> {
-        let misplaced = |name: &'static str, present: bool| {
-            if present {
-                Err(ConfigError::Detector {
-                    name,
-                    why: "not a parameter of the chosen detector",
-                })
-            } else {
-                Ok(())
-            }
-        };
-        let kind = self.detector;
+impl DetectorParams {
+    /// True if detector `kind` has the parameter named `flag` (without its `--`).
+    pub fn applies(kind: DetectorKind, flag: &str) -> bool {
         use DetectorKind as K;
-        let phi_like = matches!(kind, K::Phi | K::PhiExp);
-        misplaced("threshold", self.threshold.is_some() && !phi_like)?;
-        misplaced(
-            "min-std-deviation",
-            self.min_std_deviation.is_some() && kind != K::Phi,
-        )?;
-        misplaced(
-            "acceptable-pause",
-            self.acceptable_pause.is_some() && kind != K::Phi,
-        )?;
-        misplaced(
-            "first-heartbeat-estimate",
-            self.first_heartbeat_estimate.is_some() && kind != K::Phi,
-        )?;
-        misplaced(
-            "initial-interval",
-            self.initial_interval.is_some() && kind != K::PhiExp,
-        )?;
-        misplaced("alpha", self.alpha.is_some() && kind != K::Chen)?;
-        misplaced("grace", self.grace.is_some() && kind != K::Fixed)?;
-        misplaced("window", self.window.is_some() && kind == K::Fixed)?;
+        match flag {
+            "threshold" => matches!(kind, K::Phi | K::PhiExp),
+            "min-std-deviation" | "acceptable-pause" | "first-heartbeat-estimate" => kind == K::Phi,
+            "initial-interval" => kind == K::PhiExp,
+            "alpha" => kind == K::Chen,
+            "grace" => kind == K::Fixed,
+            "window" => matches!(kind, K::Phi | K::PhiExp | K::Chen),
+            _ => false,
+        }
+    }
+
+    /// The flags given, by name.
+    fn given(&self) -> [(&'static str, bool); 8] {
+        [
+            ("threshold", self.threshold.is_some()),
+            ("min-std-deviation", self.min_std_deviation.is_some()),
+            ("acceptable-pause", self.acceptable_pause.is_some()),
+            (
+                "first-heartbeat-estimate",
+                self.first_heartbeat_estimate.is_some(),
+            ),
+            ("initial-interval", self.initial_interval.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("grace", self.grace.is_some()),
+            ("window", self.window.is_some()),
+        ]
+    }
+
+    /// The first flag given that none of `kinds` has.
+    pub fn unused_by(&self, kinds: &[DetectorKind]) -> Option<&'static str> {
+        let unused = |&(flag, given): &(&'static str, bool)| {
+            given && !kinds.iter().any(|&k| Self::applies(k, flag))
+        };
+        self.given().into_iter().find(unused).map(|(flag, _)| flag)
+    }
+
+    /// Only the parameters that detector `kind` has.
+    pub fn for_kind(&self, kind: DetectorKind) -> Self {
+        let keep = |flag: &str| Self::applies(kind, flag);
+        Self {
+            threshold: self.threshold.filter(|_| keep("threshold")),
+            min_std_deviation: self.min_std_deviation.filter(|_| keep("min-std-deviation")),
+            acceptable_pause: self.acceptable_pause.filter(|_| keep("acceptable-pause")),
+            first_heartbeat_estimate: self
+                .first_heartbeat_estimate
+                .filter(|_| keep("first-heartbeat-estimate")),
+            initial_interval: self.initial_interval.filter(|_| keep("initial-interval")),
+            alpha: self.alpha.filter(|_| keep("alpha")),
+            grace: self.grace.filter(|_| keep("grace")),
+            window: self.window.filter(|_| keep("window")),
+        }
+    }
+
+    /// The validated configuration of detector `kind` with these parameters; a parameter
+    /// `kind` does not have is an error.
+    pub fn config(&self, kind: DetectorKind) -> Result<DetectorConfig, ConfigError> {
+        if let Some(name) = self.unused_by(&[kind]) {
+            return Err(ConfigError::Detector {
+                name,
+                why: "not a parameter of the chosen detector",
+            });
+        }
+        use DetectorKind as K;
         Ok(match kind {
             K::Fixed => {
                 let mut c = FixedConfig::default();

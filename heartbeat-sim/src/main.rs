@@ -44,7 +44,7 @@ enum Command {
         /// The scenario (see `list`), or `all`.
         scenario: String,
         /// Seeds to run, `A..B` (B excluded).
-        #[arg(long, value_parser = parse_seeds)]
+        #[arg(long, value_parser = heartbeat_sim::qos::cli::parse_seeds)]
         seeds: Range<u64>,
         /// Threads (default: available parallelism).
         #[arg(long)]
@@ -81,18 +81,6 @@ impl Shape {
             latency: self.latency,
         }
     }
-}
-
-fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
-    let (a, b) = s
-        .split_once("..")
-        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
-    let a: u64 = a.parse().map_err(|_| format!("invalid seed {a:?}"))?;
-    let b: u64 = b.parse().map_err(|_| format!("invalid seed {b:?}"))?;
-    if b <= a {
-        return Err(format!("empty seed range {s:?}"));
-    }
-    Ok(a..b)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use heartbeat_core::detector::{DetectorConfig, DetectorKind, Span};
-use heartbeat_net::cli::DetectorArgs;
+use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_net::cli::DetectorParams;
 
 use super::{EngineKind, QOS_SCENARIOS, QosParams, Study, grid, table};
 use crate::scenario::Latency;
@@ -58,30 +58,9 @@ pub struct QosArgs {
     /// 1x/2x/4x.
     #[arg(long)]
     pub grid: bool,
-    /// phi, phi-exp: the phi value at which a client is declared down [default: 8].
-    #[arg(long)]
-    pub threshold: Option<f64>,
-    /// phi: lower bound of the inter-arrival standard deviation [default: 100ms].
-    #[arg(long, value_parser = parse_span)]
-    pub min_std_deviation: Option<Span>,
-    /// phi: pause tolerated on top of the mean interval [default: 3s].
-    #[arg(long, value_parser = parse_span)]
-    pub acceptable_pause: Option<Span>,
-    /// phi: the interval assumed before any was measured [default: 1x].
-    #[arg(long, value_parser = parse_span)]
-    pub first_heartbeat_estimate: Option<Span>,
-    /// phi-exp: initial and largest learned interval [default: 2x].
-    #[arg(long, value_parser = parse_span)]
-    pub initial_interval: Option<Span>,
-    /// chen: safety margin added to the expected arrival [default: 1x].
-    #[arg(long, value_parser = parse_span)]
-    pub alpha: Option<Span>,
-    /// fixed: silence tolerated after a missed interval [default: 2x].
-    #[arg(long, value_parser = parse_span)]
-    pub grace: Option<Span>,
-    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 1000].
-    #[arg(long)]
-    pub window: Option<usize>,
+    /// Detector parameters; each applies to the chosen detectors that have it.
+    #[command(flatten)]
+    pub params: DetectorParams,
     /// Print one JSON object per scenario instead of the table.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -96,7 +75,8 @@ pub struct QosArgs {
     pub engine: EngineArg,
 }
 
-fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+/// Parses a seed range `A..B` (B exclusive, non-empty).
+pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
@@ -106,11 +86,6 @@ fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
         return Err(format!("empty seed range {s:?}"));
     }
     Ok(a..b)
-}
-
-fn parse_span(s: &str) -> Result<Span, String> {
-    s.parse()
-        .map_err(|e: heartbeat_core::ConfigError| e.to_string())
 }
 
 /// Parses `90`, `90s`, `90000ms`, `10m`, `1h` or `7d`.
@@ -161,55 +136,16 @@ impl QosArgs {
                 }
             }
         }
-        use DetectorKind as K;
-        let has = |k: K, flag: &str| match flag {
-            "threshold" => matches!(k, K::Phi | K::PhiExp),
-            "min-std-deviation" | "acceptable-pause" | "first-heartbeat-estimate" => k == K::Phi,
-            "initial-interval" => k == K::PhiExp,
-            "alpha" => k == K::Chen,
-            "grace" => k == K::Fixed,
-            "window" => k != K::Fixed,
-            _ => false,
-        };
-        let given = [
-            ("threshold", self.threshold.is_some()),
-            ("min-std-deviation", self.min_std_deviation.is_some()),
-            ("acceptable-pause", self.acceptable_pause.is_some()),
-            (
-                "first-heartbeat-estimate",
-                self.first_heartbeat_estimate.is_some(),
-            ),
-            ("initial-interval", self.initial_interval.is_some()),
-            ("alpha", self.alpha.is_some()),
-            ("grace", self.grace.is_some()),
-            ("window", self.window.is_some()),
-        ];
-        for (flag, present) in given {
-            if present && !kinds.iter().any(|&k| has(k, flag)) {
-                return Err(format!(
-                    "--{flag} is not a parameter of any chosen detector"
-                ));
-            }
+        if let Some(flag) = self.params.unused_by(&kinds) {
+            return Err(format!(
+                "--{flag} is not a parameter of any chosen detector"
+            ));
         }
         let mut settings = Vec::new();
         for &k in &kinds {
             // Each detector takes the flags it has; the validation is heartbeat-server's.
-            let args = DetectorArgs {
-                detector: k,
-                threshold: self.threshold.filter(|_| has(k, "threshold")),
-                min_std_deviation: self
-                    .min_std_deviation
-                    .filter(|_| has(k, "min-std-deviation")),
-                acceptable_pause: self.acceptable_pause.filter(|_| has(k, "acceptable-pause")),
-                first_heartbeat_estimate: self
-                    .first_heartbeat_estimate
-                    .filter(|_| has(k, "first-heartbeat-estimate")),
-                initial_interval: self.initial_interval.filter(|_| has(k, "initial-interval")),
-                alpha: self.alpha.filter(|_| has(k, "alpha")),
-                grace: self.grace.filter(|_| has(k, "grace")),
-                window: self.window.filter(|_| has(k, "window")),
-            };
-            settings.push(args.config().map_err(|e| format!("{k}: {e}"))?);
+            let config = self.params.for_kind(k).config(k);
+            settings.push(config.map_err(|e| format!("{k}: {e}"))?);
         }
         Ok(if self.grid { grid(&settings) } else { settings })
     }
