@@ -84,8 +84,6 @@ struct Link {
     conn: ConnId,
     up: Pipe,
     down: Pipe,
-    /// The client has closed or lost its side.
-    client_gone: bool,
     /// The server has closed its side.
     server_gone: bool,
 }
@@ -378,7 +376,6 @@ impl Pair {
                         conn,
                         up: Pipe::new(),
                         down: Pipe::new(),
-                        client_gone: false,
                         server_gone: false,
                     });
                     self.by_conn.insert(conn, l);
@@ -403,7 +400,6 @@ impl Pair {
             client::Output::Disconnect { reason } => {
                 self.log(&name, format!("close ({reason})"));
                 if let Some(l) = self.peers[i].link.take() {
-                    self.links[l].client_gone = true;
                     self.links[l].up.send(at, Delivery::Eof);
                 }
             }
@@ -420,7 +416,6 @@ impl Pair {
     /// Crashes client `i` silently: its machine stops and nothing reaches the server (no FIN).
     pub fn crash_silently(&mut self, i: usize) {
         if let Some(l) = self.peers[i].link.take() {
-            self.links[l].client_gone = true;
             self.links[l].up.mode = PipeMode::Dropping;
             self.links[l].up.queue.clear();
         }
