@@ -133,7 +133,7 @@ impl Frame {
 
     /// Appends the frame's bytes, `\n` included, to `dst`.
     pub fn encode(&self, dst: &mut impl BufMut) {
-        let mut s = String::with_capacity(48);
+        let mut s = Line::new();
         match self {
             Self::Ack { seq, received } => write!(s, "ACK {seq} {received}"),
             Self::Beat { seq, sent } => write!(s, "BEAT {seq} {sent}"),
@@ -166,7 +166,7 @@ impl Frame {
             }),
             Self::Welcome { version } => write!(s, "WELCOME {version}"),
         }
-        .expect("writing to a String cannot fail");
+        .expect("every v1 frame fits MAX_FRAME_LEN");
         s.push('\n');
         dst.put_slice(s.as_bytes());
     }
@@ -176,6 +176,47 @@ impl Frame {
         let mut v = Vec::with_capacity(48);
         self.encode(&mut v);
         v
+    }
+}
+
+/// A frame being written, on the stack: encoding an ack or a heartbeat allocates nothing.
+struct Line {
+    buf: [u8; MAX_FRAME_LEN],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self {
+            buf: [0; MAX_FRAME_LEN],
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, c: char) {
+        let _ = self.write_char(c);
+    }
+
+    fn push_str(&mut self, s: &str) {
+        let _ = self.write_str(s);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -303,7 +344,14 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
         return Err(DecodeError::ControlChar);
     }
     let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // At most 4 fields are ever valid; a fifth only marks "too many" (no allocation per line).
+    let mut slots = [""; 5];
+    let mut n = 0;
+    for (slot, field) in slots.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = field;
+        n += 1;
+    }
+    let fields = &slots[..n];
     match command {
         "ACK" => match fields[..] {
             [seq, ts] => Ok(Frame::Ack {

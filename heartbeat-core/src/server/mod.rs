@@ -68,6 +68,9 @@ pub struct Server {
     /// re-armed like `deadlines`.
     checks: DeadlineQueue<usize>,
     out: VecDeque<Output>,
+    /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
+    scratch_units: Vec<Inbound>,
+    scratch_beats: Vec<(Seq, UnixTime)>,
 }
 
 #[derive(Debug)]
@@ -503,6 +506,8 @@ impl Server {
             deadlines: DeadlineQueue::new(),
             checks: DeadlineQueue::new(),
             out: VecDeque::new(),
+            scratch_units: Vec::new(),
+            scratch_beats: Vec::new(),
         }
     }
 
@@ -570,7 +575,7 @@ impl Server {
         };
         c.last_rx = now.mono;
         c.decoder.push(bytes);
-        let mut units = Vec::new();
+        let mut units = std::mem::take(&mut self.scratch_units);
         let result = loop {
             match c.decoder.decode_next() {
                 Ok(Some(u)) => units.push(u),
@@ -578,7 +583,8 @@ impl Server {
                 Err(e) => break Err(e),
             }
         };
-        self.process(now, conn, units, result);
+        self.process(now, conn, &mut units, result);
+        self.scratch_units = units;
     }
 
     /// `conn` reached end of stream, or reading it failed.
@@ -588,7 +594,7 @@ impl Server {
         };
         let mut units = Vec::new();
         let result = c.decoder.finish().map(|u| units.extend(u));
-        self.process(now, conn, units, result);
+        self.process(now, conn, &mut units, result);
         if self.conns.contains_key(&conn) {
             let left = self.client_of(conn).is_some_and(|i| self.clients[i].left);
             let reason = if left {
@@ -812,14 +818,18 @@ impl Server {
         let Some(det) = r.detector.as_mut() else {
             return;
         };
-        let suspicion = det.suspicion(now.mono);
-        let since_last = det
-            .last_heartbeat()
-            .map(|t| now.mono.saturating_duration_since(t));
+        // What the Transition back to up reports, read before the heartbeats move the detector
+        // (and only then: most heartbeats find the client up).
+        let back_up = (r.stats.state != Liveness::Up).then(|| {
+            let since_last = det
+                .last_heartbeat()
+                .map(|t| now.mono.saturating_duration_since(t));
+            (det.suspicion(now.mono), since_last)
+        });
         for &(seq, _) in beats {
             det.heartbeat(now.mono, seq);
         }
-        if r.stats.state != Liveness::Up {
+        if let Some((suspicion, since_last)) = back_up {
             let event = Event::Transition {
                 client: r.stats.client.clone(),
                 from: r.stats.state,
@@ -845,19 +855,21 @@ impl Server {
         &mut self,
         now: Now,
         conn: ConnId,
-        units: Vec<Inbound>,
+        units: &mut Vec<Inbound>,
         result: Result<(), DecodeError>,
     ) {
-        let mut beats: Vec<(Seq, crate::UnixTime)> = Vec::new();
+        let mut beats = std::mem::take(&mut self.scratch_beats);
         let mut acks: Vec<u8> = Vec::new();
-        let mut failure = result.err();
-        for unit in units {
-            if let Err(e) = self.unit(now, conn, unit, &mut beats, &mut acks) {
-                failure = Some(e);
-                break;
+        // Units decoded before a decode error are handled; after a bad unit, none are.
+        let mut failure = None;
+        for unit in units.drain(..) {
+            if failure.is_none() {
+                failure = self.unit(now, conn, unit, &mut beats, &mut acks).err();
             }
         }
+        let failure = failure.or(result.err());
         self.flush_beats(now, conn, &mut beats);
+        self.scratch_beats = beats;
         if !acks.is_empty() {
             self.out.push_back(Output::Transmit { conn, bytes: acks });
         }
