@@ -65,15 +65,8 @@ fn parse_id(s: &str) -> Result<ClientId, String> {
 fn main() -> ExitCode {
     let opt = Opt::parse_from(seed_args(std::env::args_os()));
     common::init_tracing(opt.debug);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = common::runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(opt)) {
         Ok(Exit::Failed(failure)) => {

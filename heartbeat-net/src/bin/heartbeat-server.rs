@@ -92,15 +92,8 @@ fn main() -> ExitCode {
             .exit(),
     };
     common::init_tracing(opt.debug);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = common::runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(opt, config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! What both binaries share: logging setup and the shutdown signal.
+//! What both binaries share: logging setup, the runtime and the shutdown signal.
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -19,6 +19,21 @@ pub(crate) fn init_tracing(debug: bool) {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// The single-threaded runtime both binaries run on (one task owns each core machine); `None`,
+/// logged, when it cannot start.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            None
+        }
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM. The handlers are installed now, before the caller
