@@ -241,6 +241,17 @@ pub struct ClientPlan {
     pub starts_late: bool,
 }
 
+impl ClientPlan {
+    /// Client `i` (0-based) with the defaults: named `c{i+1}`, default ack timeout, starting at 0.
+    pub fn numbered(i: usize) -> Self {
+        Self {
+            id: format!("c{}", i + 1),
+            ack_timeout: None,
+            starts_late: false,
+        }
+    }
+}
+
 /// Extra expectations of one scenario, on top of the oracles every scenario passes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Expect {
@@ -331,13 +342,7 @@ impl Scenario {
             params: params.clone(),
             interval: INTERVAL,
             tick: TICK,
-            clients: (0..n)
-                .map(|i| ClientPlan {
-                    id: format!("c{}", i + 1),
-                    ack_timeout: None,
-                    starts_late: false,
-                })
-                .collect(),
+            clients: (0..n).map(ClientPlan::numbered).collect(),
             actions: Vec::new(),
             duration,
             drain: Duration::ZERO,

@@ -186,13 +186,7 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
         },
         interval: iv,
         tick: TICK,
-        clients: (0..n)
-            .map(|i| ClientPlan {
-                id: format!("c{}", i + 1),
-                ack_timeout: None,
-                starts_late: false,
-            })
-            .collect(),
+        clients: (0..n).map(ClientPlan::numbered).collect(),
         actions,
         duration: p.duration,
         drain: Duration::ZERO,
