@@ -187,6 +187,12 @@ impl Pair {
         s
     }
 
+    /// The first transcript line containing `needle`; panics with the whole transcript if none.
+    pub fn line(&self, needle: &str) -> &str {
+        let found = self.transcript.iter().find(|l| l.contains(needle));
+        found.unwrap_or_else(|| panic!("no {needle:?} in\n{}", self.render()))
+    }
+
     /// Sets the mode of client `i`'s current link, in one direction or both.
     pub fn set_link(&mut self, i: usize, up: Option<PipeMode>, down: Option<PipeMode>) {
         let Some(l) = self.peers[i].link else { return };

@@ -37,19 +37,13 @@ fn idle_timeout_when_acks_are_dropped() {
     pair.run_until(secs(3));
     pair.set_link(0, None, Some(PipeMode::Dropping));
     pair.run_until(secs(30));
-    let line = |needle: &str| {
-        let found = pair.transcript.iter().find(|l| l.contains(needle));
-        found
-            .cloned()
-            .unwrap_or_else(|| panic!("no {needle:?} in\n{}", pair.render()))
-    };
     // The last ack arrived at t=2.010 s (the one for the BEAT of t=3 s is dropped); the client's
     // ack timeout is max(5 × 1 s, 2 s) = 5 s after it.
-    assert_eq!(line("a close"), "t+7010.000ms a close (no ack for 5s)");
+    assert_eq!(pair.line("a close"), "t+7010.000ms a close (no ack for 5s)");
     assert!(pair.peers[0].client.is_done());
     // The server saw the BEATs of t=0..7 s, then the client's FIN.
     assert_eq!(
-        line("server conn#1 close"),
+        pair.line("server conn#1 close"),
         "t+7015.000ms server conn#1 close (closed by peer)"
     );
     let st = pair.server.client(&key("a")).unwrap();
@@ -63,17 +57,11 @@ fn idle_timeout_when_the_path_is_cut_both_ways() {
     pair.run_until(secs(3));
     pair.set_link(0, Some(PipeMode::Dropping), Some(PipeMode::Dropping));
     pair.run_until(secs(60));
-    let line = |needle: &str| {
-        let found = pair.transcript.iter().find(|l| l.contains(needle));
-        found
-            .cloned()
-            .unwrap_or_else(|| panic!("no {needle:?} in\n{}", pair.render()))
-    };
-    assert_eq!(line("a close"), "t+7010.000ms a close (no ack for 5s)");
+    assert_eq!(pair.line("a close"), "t+7010.000ms a close (no ack for 5s)");
     // Last bytes at t=2.005 s (the BEAT of t=3 s was in flight and is lost); the server's idle
     // timeout is max(10 × 1 s, 5 s) = 10 s after them.
     assert_eq!(
-        line("server conn#1 close"),
+        pair.line("server conn#1 close"),
         "t+12005.000ms server conn#1 close (no data for 10s)"
     );
 }
