@@ -174,7 +174,10 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     while sim.elapsed() < s.duration {
         while let Some(t) = actions.next_if(|t| t.at <= sim.elapsed()) {
             record(sim.elapsed(), Record::Action(t.action.clone()));
-            apply(&mut sim, &t.action, &names, &signals, &mut fates);
+            apply(&mut sim, &t.action, &names, &signals);
+            if let Some((i, fate)) = fate_after(&t.action) {
+                fates[i] = fate;
+            }
         }
         step(&mut sim)?;
     }
@@ -275,31 +278,28 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
     report
 }
 
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    action: &Action,
-    names: &[String],
-    signals: &[ClientSignals],
-    fates: &mut [Fate],
-) {
+/// The client whose fate `action` decides, and that fate.
+fn fate_after(action: &Action) -> Option<(usize, Fate)> {
+    match *action {
+        Action::Bounce(Node::Client(i)) | Action::Start(i) => Some((i, Fate::Alive)),
+        Action::Crash(Node::Client(i)) | Action::SilentCrash(Node::Client(i)) => {
+            Some((i, Fate::Dead))
+        }
+        Action::Stop(i) => Some((i, Fate::Stopped)),
+        _ => None,
+    }
+}
+
+/// Carries out `action` on the simulated world.
+fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, names: &[String], signals: &[ClientSignals]) {
     let name = |n: &Node| match n {
         Node::Client(i) => names[*i].clone(),
         Node::Server => SERVER.to_owned(),
     };
     let c = |i: &usize| names[*i].as_str();
     match action {
-        Action::Bounce(n) => {
-            sim.bounce(name(n));
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Alive;
-            }
-        }
-        Action::Crash(n) => {
-            sim.crash(name(n));
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Dead;
-            }
-        }
+        Action::Bounce(n) => sim.bounce(name(n)),
+        Action::Crash(n) => sim.crash(name(n)),
         Action::Hold(i) => sim.hold(c(i), SERVER),
         Action::Latency(i, d) => sim.set_link_latency(c(i), SERVER, *d),
         Action::Partition(i) => sim.partition(c(i), SERVER),
@@ -318,17 +318,12 @@ fn apply(
             for p in &peers {
                 sim.repair(*p, SERVER);
             }
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Dead;
-            }
         }
         Action::Start(i) => {
             signals[*i].start.send_replace(true);
-            fates[*i] = Fate::Alive;
         }
         Action::Stop(i) => {
             signals[*i].stop.send_replace(true);
-            fates[*i] = Fate::Stopped;
         }
     }
 }
