@@ -352,9 +352,6 @@ impl Scenario {
                 "scenario {name} needs {min_clients} to 64 clients, got {n}"
             ));
         }
-        // The schedule RNG is separate from turmoil's, so the schedule does not move when the
-        // network draws more or fewer numbers.
-        let mut rng = SmallRng::seed_from_u64(params.seed ^ 0x5ce9_a810_0000_0000);
         let mut s = Self {
             name,
             params: params.clone(),
@@ -366,7 +363,19 @@ impl Scenario {
             drain: Duration::ZERO,
             expect: Expect::default(),
         };
-        let d = duration.as_secs_f64();
+        s.schedule();
+        s.drain = s.drain_bound();
+        Ok(s)
+    }
+
+    /// Draws the scenario's actions and sets its expectations (and the plans that differ from
+    /// the default), from the schedule RNG.
+    fn schedule(&mut self) {
+        let (name, n) = (self.name, self.clients.len());
+        // The schedule RNG is separate from turmoil's, so the schedule does not move when the
+        // network draws more or fewer numbers.
+        let mut rng = SmallRng::seed_from_u64(self.params.seed ^ 0x5ce9_a810_0000_0000);
+        let d = self.duration.as_secs_f64();
         let mut actions = Vec::new();
         let mut at = |t: Duration, action: Action| actions.push(Timed { at: t, action });
         // What the scenarios without cuts or crashes expect: nothing lost, nothing reconnected.
@@ -377,7 +386,7 @@ impl Scenario {
         };
         match name {
             "steady" => {
-                s.expect = Expect {
+                self.expect = Expect {
                     all_live: true,
                     ..intact
                 };
@@ -391,7 +400,7 @@ impl Scenario {
                         t += secs(&mut rng, 1.0, 5.0);
                     }
                 }
-                s.expect = intact;
+                self.expect = intact;
             }
             "partition" => {
                 for i in 0..n {
@@ -405,24 +414,24 @@ impl Scenario {
                 // Like the seed's client, which never checks for acks, these clients keep
                 // sending into the firewall: an ack timeout longer than the hold. The hold stays
                 // under the server's idle timeout (10 s), or the server would rightly give up.
-                for (i, c) in s.clients.iter_mut().enumerate() {
+                for (i, c) in self.clients.iter_mut().enumerate() {
                     c.ack_timeout = Some(Duration::from_secs(30));
                     let from = secs(&mut rng, 0.2 * d, 0.6 * d);
                     let len = secs(&mut rng, 5.0, 8.0);
                     at(from, Action::Hold(i));
                     at(from + len, Action::Release(i));
                 }
-                s.expect = Expect {
+                self.expect = Expect {
                     burst_per_hold: true,
                     ..intact
                 };
             }
             "competing-clients" => {
                 // All but the last start in the same tick; the last joins late; c1 leaves.
-                s.clients[n - 1].starts_late = true;
+                self.clients[n - 1].starts_late = true;
                 at(secs(&mut rng, 0.2 * d, 0.4 * d), Action::Start(n - 1));
                 at(secs(&mut rng, 0.5 * d, 0.8 * d), Action::Stop(0));
-                s.expect = Expect {
+                self.expect = Expect {
                     all_live: true,
                     ..intact
                 };
@@ -446,7 +455,7 @@ impl Scenario {
                     secs(&mut rng, 0.2 * d, 0.5 * d),
                     Action::SilentCrash(Node::Client(1)),
                 );
-                s.expect = Expect {
+                self.expect = Expect {
                     restarts_seen: true,
                     ..Expect::default()
                 };
@@ -473,17 +482,15 @@ impl Scenario {
                     at(t, Action::Release(i));
                     t += secs(&mut rng, 0.0, step);
                 }
-                s.expect = Expect {
+                self.expect = Expect {
                     burst_per_hold: true,
                     ..Expect::default()
                 };
             }
             _ => unreachable!("names come from SCENARIOS"),
         }
-        s.actions = actions;
-        s.actions.sort_by_key(|t| t.at);
-        s.drain = s.drain_bound();
-        Ok(s)
+        self.actions = actions;
+        self.actions.sort_by_key(|t| t.at);
     }
 
     /// How long every surviving client may take to be back after the heal: a client on a stuck
