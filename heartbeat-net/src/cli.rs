@@ -143,59 +143,49 @@ impl DetectorParams {
         }
         use DetectorKind as K;
         Ok(match kind {
-            K::Fixed => {
-                let mut c = FixedConfig::default();
-                if let Some(g) = self.grace {
-                    c = c.grace(g)?;
-                }
-                c.into()
-            }
-            K::Phi => {
-                let mut c = PhiConfig::default();
-                if let Some(t) = self.threshold {
-                    c = c.threshold(t)?;
-                }
-                if let Some(s) = self.min_std_deviation {
-                    c = c.min_std_deviation(s)?;
-                }
-                if let Some(p) = self.acceptable_pause {
-                    c = c.acceptable_pause(p)?;
-                }
-                if let Some(e) = self.first_heartbeat_estimate {
-                    c = c.first_heartbeat_estimate(e)?;
-                }
-                if let Some(w) = self.window {
-                    c = c.window(w)?;
-                }
-                c.into()
-            }
-            K::PhiExp => {
-                let mut c = PhiExpConfig::default();
-                if let Some(t) = self.threshold {
-                    c = c.threshold(t)?;
-                }
-                if let Some(i) = self.initial_interval {
-                    c = c.initial_interval(i)?;
-                }
-                if let Some(w) = self.window {
-                    c = c.window(w)?;
-                }
-                c.into()
-            }
-            K::Chen => {
-                let mut c = ChenConfig::default();
-                if let Some(a) = self.alpha {
-                    c = c.alpha(a)?;
-                }
-                if let Some(w) = self.window {
-                    c = c.window(w)?;
-                }
-                c.into()
-            }
+            K::Fixed => FixedConfig::default()
+                .flag(self.grace, FixedConfig::grace)?
+                .into(),
+            K::Phi => PhiConfig::default()
+                .flag(self.threshold, PhiConfig::threshold)?
+                .flag(self.min_std_deviation, PhiConfig::min_std_deviation)?
+                .flag(self.acceptable_pause, PhiConfig::acceptable_pause)?
+                .flag(
+                    self.first_heartbeat_estimate,
+                    PhiConfig::first_heartbeat_estimate,
+                )?
+                .flag(self.window, PhiConfig::window)?
+                .into(),
+            K::PhiExp => PhiExpConfig::default()
+                .flag(self.threshold, PhiExpConfig::threshold)?
+                .flag(self.initial_interval, PhiExpConfig::initial_interval)?
+                .flag(self.window, PhiExpConfig::window)?
+                .into(),
+            K::Chen => ChenConfig::default()
+                .flag(self.alpha, ChenConfig::alpha)?
+                .flag(self.window, ChenConfig::window)?
+                .into(),
             _ => DetectorConfig::new(kind),
         })
     }
 }
+
+/// A detector configuration builder step taken only for a flag that was given.
+trait Flag: Sized {
+    /// `set(self, value)` when the flag was given, `self` unchanged otherwise.
+    fn flag<T>(
+        self,
+        value: Option<T>,
+        set: impl FnOnce(Self, T) -> Result<Self, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        match value {
+            Some(v) => set(self, v),
+            None => Ok(self),
+        }
+    }
+}
+
+impl<C> Flag for C {}
 
 #[cfg(test)]
 mod tests {
@@ -243,5 +233,48 @@ mod tests {
         assert!(config(&["--detector", "nope"]).is_err());
         assert!(config(&["--alpha", "1s"]).is_err());
         assert!(config(&["--threshold", "-1"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_reaches_its_parameter() {
+        let phi = [
+            "--threshold",
+            "9",
+            "--min-std-deviation",
+            "7ms",
+            "--acceptable-pause",
+            "4s",
+            "--first-heartbeat-estimate",
+            "3x",
+            "--window",
+            "17",
+        ];
+        assert_eq!(
+            config(&phi).unwrap(),
+            "phi threshold=9 min-std-deviation=7ms acceptable-pause=4s window=17 \
+             first-heartbeat-estimate=3x"
+        );
+        assert_eq!(
+            config(&[
+                "--detector",
+                "phi-exp",
+                "--threshold",
+                "11",
+                "--initial-interval",
+                "5x",
+                "--window",
+                "19"
+            ])
+            .unwrap(),
+            "phi-exp threshold=11 window=19 initial-interval=5x"
+        );
+        assert_eq!(
+            config(&["--detector", "chen", "--alpha", "6ms", "--window", "23"]).unwrap(),
+            "chen alpha=6ms window=23"
+        );
+        assert_eq!(
+            config(&["--detector", "fixed", "--grace", "8ms"]).unwrap(),
+            "fixed grace=8ms"
+        );
     }
 }

@@ -37,16 +37,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use heartbeat_core::analysis::ClientSummary;
 use heartbeat_core::client;
 use heartbeat_core::frame::Frame;
 use heartbeat_core::server::Event;
-use heartbeat_core::{ClientKey, ConnId, DisconnectReason, UnixTime};
+use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Seq, UnixTime};
 
 use crate::log::Record;
-use crate::scenario::Action;
+use crate::scenario::{Action, Node, Scenario};
 use crate::world::{EPOCH_SECS, Fate, Outcome};
 
 /// One checked property.
@@ -155,7 +156,9 @@ struct Run {
 }
 
 impl Truth {
-    /// Reads the tapped frames of `out`.
+    /// Reads the tapped frames of `out`, checking invariant 1, `truth`: within a session, a
+    /// client writes strictly increasing sequence numbers, and its core's own account agrees with
+    /// the stream (see `cross_check`).
     pub fn new(out: &Outcome) -> Self {
         let n = out.scenario.clients.len();
         let mut t = Self {
@@ -229,9 +232,10 @@ impl Truth {
         t
     }
 
-    /// The client's own account (its `Sent` and `Skipped` events) against the wire: every slot
-    /// up to the last is sent or skipped, once; every heartbeat on the wire was sent by the core;
-    /// a sent heartbeat is missing from the wire only after a lost connection.
+    /// The rest of invariant 1, the client's own account (its `Sent` and `Skipped` events)
+    /// against the wire: every slot up to the last is sent or skipped, once; every heartbeat on
+    /// the wire was sent by the core; a sent heartbeat is missing from the wire only after a lost
+    /// connection.
     fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>) {
         for (&(i, inc), run) in runs {
             let c = i + 1;
@@ -295,7 +299,7 @@ impl Truth {
 struct Epoch {
     received: BTreeMap<u64, UnixTime>,
     missed: BTreeSet<u64>,
-    /// Truth session of the beats received, when consistent.
+    /// Truth session of the beats received: the first one's.
     session: Option<usize>,
 }
 
@@ -305,159 +309,379 @@ impl Epoch {
     }
 }
 
-/// The server's view, rebuilt from its events.
-#[derive(Debug, Default)]
-struct View {
-    /// Per incarnation, per client index, its epochs.
-    incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>>,
-    bursts: Vec<(usize, u64, u64)>,
-    /// Heartbeat delays over the live bound and liveness changes away from `up`, as failures of
-    /// `all_live`.
-    late: Vec<String>,
+/// The highest sequence number the server received of session `k`, over `epochs`.
+fn heard<'e>(epochs: impl IntoIterator<Item = &'e Epoch>, k: usize) -> Option<u64> {
+    epochs
+        .into_iter()
+        .filter(|e| e.session == Some(k))
+        .map(Epoch::highest)
+        .max()
 }
 
-/// Checks every oracle on `out`.
+/// Client indices by id, as the scenario's plans name them.
+struct Index<'a>(BTreeMap<&'a str, usize>);
+
+impl<'a> Index<'a> {
+    fn new(s: &'a Scenario) -> Self {
+        Self(
+            s.clients
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.as_str(), i))
+                .collect(),
+        )
+    }
+
+    /// The index of the client `key` names; `None` for one no plan names (a legacy peer).
+    fn of(&self, key: &ClientKey) -> Option<usize> {
+        match key {
+            ClientKey::Id(id) => self.0.get(id.as_str()).copied(),
+            ClientKey::Peer(_) => None,
+        }
+    }
+}
+
+/// A heartbeat the server counted for a client the scenario names, with what the view held for
+/// that client's current epoch when it came.
+struct Beat<'a> {
+    inc: u32,
+    conn: ConnId,
+    client: &'a ClientKey,
+    /// The client's index.
+    index: usize,
+    seq: Seq,
+    sent: UnixTime,
+    received: UnixTime,
+    /// The server says it filled a gap reported missed.
+    recovered: bool,
+    /// The host its connection came from, if the server reported that connection.
+    host: Option<IpAddr>,
+    /// The truth session that wrote it (same sequence number and send stamp), if any.
+    session: Option<usize>,
+    /// The truth session its epoch held before it came.
+    epoch_session: Option<usize>,
+    /// Its epoch had it as missed (it now counts as received).
+    was_missed: bool,
+    /// Its epoch had already received it.
+    again: bool,
+}
+
+/// A server event the checks judge, with what the view knew when it came.
+enum Seen<'a> {
+    /// A heartbeat of a client the scenario names.
+    Beat(Beat<'a>),
+    /// A burst of client `index`.
+    Burst { index: usize, first: u64, last: u64 },
+    /// A missed range of a client the scenario names; `again` lists the slots its epoch had
+    /// already counted, received or missed.
+    Missed {
+        inc: u32,
+        client: &'a ClientKey,
+        again: Vec<u64>,
+    },
+    /// A liveness change.
+    Transition {
+        inc: u32,
+        client: &'a ClientKey,
+        from: &'static str,
+        to: &'static str,
+    },
+    /// A heartbeat or a missed range (`what`) for a client no plan names.
+    Unknown {
+        what: &'static str,
+        client: &'a ClientKey,
+    },
+}
+
+/// The server's view, rebuilt once from its events and shared by the checks.
+struct View<'a> {
+    /// Per incarnation, per client index, its epochs.
+    incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>>,
+    /// The events the checks judge, in log order.
+    seen: Vec<Seen<'a>>,
+}
+
+impl<'a> View<'a> {
+    /// Replays the server's events of `out` into epochs, matching each heartbeat to the truth.
+    fn new(out: &'a Outcome, truth: &Truth, index: &Index<'_>) -> Self {
+        let mut incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>> = BTreeMap::new();
+        let mut seen = Vec::new();
+        let mut hosts: BTreeMap<(u32, ConnId), IpAddr> = BTreeMap::new();
+        for e in &out.log {
+            let Record::Server { incarnation, event } = &e.record else {
+                continue;
+            };
+            let inc = *incarnation;
+            let epochs = incarnations.entry(inc).or_default();
+            seen.push(match event {
+                Event::Connected { conn, peer, .. } => {
+                    hosts.insert((inc, *conn), peer.ip());
+                    continue;
+                }
+                Event::Restarted { client, .. } => {
+                    if let Some(i) = index.of(client) {
+                        current(epochs, i);
+                        epochs.entry(i).or_default().push(Epoch::default());
+                    }
+                    continue;
+                }
+                Event::Missed { client, range, .. } => {
+                    let Some(i) = index.of(client) else {
+                        seen.push(Seen::Unknown {
+                            what: "missed",
+                            client,
+                        });
+                        continue;
+                    };
+                    let epoch = current(epochs, i);
+                    let mut again = Vec::new();
+                    for seq in range.first.0..=range.last.0 {
+                        if epoch.received.contains_key(&seq) || !epoch.missed.insert(seq) {
+                            again.push(seq);
+                        }
+                    }
+                    Seen::Missed { inc, client, again }
+                }
+                Event::Heartbeat {
+                    conn,
+                    client,
+                    seq,
+                    sent,
+                    received,
+                    recovered,
+                    ..
+                } => {
+                    let Some(i) = index.of(client) else {
+                        seen.push(Seen::Unknown {
+                            what: "heartbeat",
+                            client,
+                        });
+                        continue;
+                    };
+                    let session = truth.find(i, seq.0, *sent);
+                    let epoch = current(epochs, i);
+                    let epoch_session = epoch.session;
+                    epoch.session = epoch_session.or(session);
+                    Seen::Beat(Beat {
+                        inc,
+                        conn: *conn,
+                        client,
+                        index: i,
+                        seq: *seq,
+                        sent: *sent,
+                        received: *received,
+                        recovered: *recovered,
+                        host: hosts.get(&(inc, *conn)).copied(),
+                        session,
+                        epoch_session,
+                        was_missed: epoch.missed.remove(&seq.0),
+                        again: epoch.received.insert(seq.0, *sent).is_some(),
+                    })
+                }
+                Event::Transition {
+                    client, from, to, ..
+                } => Seen::Transition {
+                    inc,
+                    client,
+                    from: from.as_str(),
+                    to: to.as_str(),
+                },
+                Event::Burst {
+                    client,
+                    first,
+                    last,
+                    ..
+                } => {
+                    let Some(i) = index.of(client) else {
+                        continue;
+                    };
+                    Seen::Burst {
+                        index: i,
+                        first: first.0,
+                        last: last.0,
+                    }
+                }
+                _ => continue,
+            });
+        }
+        Self { incarnations, seen }
+    }
+
+    /// Client `i`'s epochs in the last incarnation, the one the final report covers.
+    fn last_epochs(&self, i: usize) -> &[Epoch] {
+        self.incarnations
+            .values()
+            .next_back()
+            .and_then(|clients| clients.get(&i))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Client `i`'s epochs in every incarnation, in order.
+    fn epochs(&self, i: usize) -> impl Iterator<Item = &Epoch> {
+        self.incarnations
+            .values()
+            .filter_map(move |clients| clients.get(&i))
+            .flatten()
+    }
+}
+
+/// Client `i`'s current epoch in one incarnation, the first one if it has none yet.
+fn current(epochs: &mut BTreeMap<usize, Vec<Epoch>>, i: usize) -> &mut Epoch {
+    let list = epochs.entry(i).or_default();
+    if list.is_empty() {
+        list.push(Epoch::default());
+    }
+    list.last_mut().expect("one pushed above")
+}
+
+/// The heartbeats written while one link was held.
+struct Hold {
+    /// The client index.
+    client: usize,
+    /// `(truth session, sequence number)` of each, in session then sequence order.
+    beats: Vec<(usize, u64)>,
+}
+
+/// The heartbeats written in each hold window (see [`hold_windows`]).
+fn holds(out: &Outcome, truth: &Truth) -> Vec<Hold> {
+    hold_windows(out)
+        .into_iter()
+        .map(|(i, from, to)| Hold {
+            client: i,
+            beats: truth.sessions[i]
+                .iter()
+                .enumerate()
+                .flat_map(|(k, session)| {
+                    session
+                        .beats
+                        .iter()
+                        .filter(move |(_, w)| from <= w.at && w.at < to)
+                        .map(move |(&seq, _)| (k, seq))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Checks every oracle on `out`, in a fixed order: the invariants, then the scenario's own
+/// expectations.
 pub fn check(out: &Outcome) -> Verdict {
     let s = &out.scenario;
     let truth = Truth::new(out);
-    let index: BTreeMap<String, usize> = s
+    let index = Index::new(s);
+    let view = View::new(out, &truth, &index);
+    let rows: BTreeMap<usize, &ClientSummary> = out
+        .report
         .clients
         .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id.clone(), i))
+        .filter_map(|c| index.of(&c.client).map(|i| (i, c)))
         .collect();
-    let client_of = |key: &ClientKey| match key {
-        ClientKey::Id(id) => index.get(id.as_str()).copied(),
-        ClientKey::Peer(_) => None,
-    };
-    let mut attribution = Vec::new();
-    let mut accounting = Vec::new();
-    let mut view = View::default();
-    let live_bound = s.params.latency.max() + s.tick * 2;
+    let holds = holds(out, &truth);
+    let mut checks = vec![
+        ("truth", truth.failures.clone()),
+        ("attribution", attribution(out, &view)),
+        ("accounting", accounting(&view)),
+        ("report", report(s, &truth, &view, &rows)),
+        ("tail", tail(out, &truth, &view)),
+        ("held", held(&view, &holds)),
+        ("liveness", liveness(out, &truth, &rows)),
+    ];
+    let x = s.expect;
+    if x.none_missed {
+        checks.push(("none-missed", none_missed(out)));
+    }
+    if x.no_reconnect {
+        checks.push(("no-reconnect", no_reconnect(out)));
+    }
+    if x.all_live {
+        checks.push(("all-live", all_live(out, &view)));
+    }
+    if x.burst_per_hold {
+        checks.push(("burst-per-hold", burst_per_hold(&view, &holds)));
+    }
+    if x.restarts_seen {
+        checks.push(("restarts-seen", restarts_seen(s, &rows)));
+    }
+    Verdict {
+        checks: checks
+            .into_iter()
+            .map(|(name, failures)| Check { name, failures })
+            .collect(),
+    }
+}
 
-    // Rebuild the server's view, checking attribution and double counting as we go.
-    let mut peers: BTreeMap<(u32, ConnId), std::net::IpAddr> = BTreeMap::new();
-    for e in &out.log {
-        let Record::Server { incarnation, event } = &e.record else {
-            continue;
-        };
-        let inc = *incarnation;
-        let epochs = view.incarnations.entry(inc).or_default();
-        let current = |key: &ClientKey, epochs: &mut BTreeMap<usize, Vec<Epoch>>| {
-            let i = client_of(key)?;
-            let list = epochs.entry(i).or_default();
-            if list.is_empty() {
-                list.push(Epoch::default());
+/// Invariant 2, `attribution`: every heartbeat the server counts for client X came over a
+/// connection from X's host and is one X wrote (same sequence number and send stamp); an epoch
+/// never mixes two sessions.
+fn attribution(out: &Outcome, view: &View<'_>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for seen in &view.seen {
+        match seen {
+            Seen::Unknown { what, client } => {
+                failures.push(format!("{what} for unknown client {client}"));
             }
-            Some(i)
-        };
-        match event {
-            Event::Connected { conn, peer, .. } => {
-                peers.insert((inc, *conn), peer.ip());
-            }
-            Event::Restarted { client, .. } => {
-                if let Some(i) = current(client, epochs) {
-                    epochs.get_mut(&i).expect("created").push(Epoch::default());
-                }
-            }
-            Event::Missed { client, range, .. } => {
-                let Some(i) = current(client, epochs) else {
-                    attribution.push(format!("missed for unknown client {client}"));
-                    continue;
-                };
-                let epoch = epochs
-                    .get_mut(&i)
-                    .and_then(|l| l.last_mut())
-                    .expect("created");
-                for seq in range.first.0..=range.last.0 {
-                    if epoch.received.contains_key(&seq) || !epoch.missed.insert(seq) {
-                        accounting.push(format!(
-                            "server#{inc} {client}: seq {seq} counted twice (missed again)"
-                        ));
-                    }
-                }
-            }
-            Event::Heartbeat {
-                conn,
-                client,
-                seq,
-                sent,
-                received,
-                recovered,
-                ..
-            } => {
-                let Some(i) = current(client, epochs) else {
-                    attribution.push(format!("heartbeat for unknown client {client}"));
-                    continue;
-                };
-                match peers.get(&(inc, *conn)) {
-                    Some(ip) if *ip == out.client_ips[i] => {}
-                    other => attribution.push(format!(
-                        "server#{inc} counted {client} seq {seq} from {conn} of host {other:?}, \
-                         not {}",
-                        out.client_ips[i]
-                    )),
-                }
-                let session = truth.find(i, seq.0, *sent);
-                if session.is_none() {
-                    attribution.push(format!(
-                        "server#{inc} counted {client} seq {seq} sent at {sent}, which {client} \
-                         never wrote"
+            Seen::Beat(b) => {
+                let (inc, client, seq) = (b.inc, b.client, b.seq);
+                let ip = out.client_ips[b.index];
+                if b.host != Some(ip) {
+                    failures.push(format!(
+                        "server#{inc} counted {client} seq {seq} from {} of host {:?}, not {ip}",
+                        b.conn, b.host
                     ));
                 }
-                let epoch = epochs
-                    .get_mut(&i)
-                    .and_then(|l| l.last_mut())
-                    .expect("created");
-                match (epoch.session, session) {
-                    (None, s) => epoch.session = s,
-                    (Some(a), Some(b)) if a != b => attribution.push(format!(
+                if b.session.is_none() {
+                    failures.push(format!(
+                        "server#{inc} counted {client} seq {seq} sent at {}, which {client} \
+                         never wrote",
+                        b.sent
+                    ));
+                }
+                match (b.epoch_session, b.session) {
+                    (Some(a), Some(b)) if a != b => failures.push(format!(
                         "server#{inc} {client}: one epoch holds heartbeats of sessions {a} and {b}"
                     )),
                     _ => {}
-                }
-                let was_missed = epoch.missed.remove(&seq.0);
-                if *recovered != was_missed {
-                    accounting.push(format!(
-                        "server#{inc} {client}: seq {seq} recovered={recovered} but was \
-                         {}reported missed",
-                        if was_missed { "" } else { "not " }
-                    ));
-                }
-                if epoch.received.insert(seq.0, *sent).is_some() {
-                    accounting.push(format!(
-                        "server#{inc} {client}: seq {seq} counted received twice"
-                    ));
-                }
-                let delay = received.signed_nanos_since(*sent);
-                if delay < 0 || delay as u128 > live_bound.as_nanos() {
-                    view.late.push(format!(
-                        "{client} seq {seq} took {}",
-                        heartbeat_core::fmt_signed_ms(delay)
-                    ));
-                }
-            }
-            Event::Transition {
-                client, from, to, ..
-            } if matches!(to.as_str(), "suspect" | "down") => {
-                view.late
-                    .push(format!("server#{inc} {client} went {from}->{to}"));
-            }
-            Event::Burst {
-                client,
-                first,
-                last,
-                ..
-            } => {
-                if let Some(i) = client_of(client) {
-                    view.bursts.push((i, first.0, last.0));
                 }
             }
             _ => {}
         }
     }
+    failures
+}
 
-    // Accounting: each slot up to the highest is received or missed.
+/// Invariant 3, `accounting`: in every epoch, each slot from 1 to the highest sequence number
+/// received is counted exactly once, received or missed (a late arrival moves it from missed to
+/// received, and says so); nothing is counted twice.
+fn accounting(view: &View<'_>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for seen in &view.seen {
+        match seen {
+            Seen::Missed { inc, client, again } => {
+                for seq in again {
+                    failures.push(format!(
+                        "server#{inc} {client}: seq {seq} counted twice (missed again)"
+                    ));
+                }
+            }
+            Seen::Beat(b) => {
+                let (inc, client, seq) = (b.inc, b.client, b.seq);
+                if b.recovered != b.was_missed {
+                    failures.push(format!(
+                        "server#{inc} {client}: seq {seq} recovered={} but was {}reported missed",
+                        b.recovered,
+                        if b.was_missed { "" } else { "not " }
+                    ));
+                }
+                if b.again {
+                    failures.push(format!(
+                        "server#{inc} {client}: seq {seq} counted received twice"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
     for (inc, clients) in &view.incarnations {
         for (i, epochs) in clients {
             for (k, epoch) in epochs.iter().enumerate() {
@@ -465,7 +689,7 @@ pub fn check(out: &Outcome) -> Verdict {
                 let counted = epoch.received.len() as u64
                     + epoch.missed.iter().filter(|&&m| m <= highest).count() as u64;
                 if counted != highest || epoch.missed.iter().any(|&m| m > highest) {
-                    accounting.push(format!(
+                    failures.push(format!(
                         "server#{inc} c{} epoch {k}: received {} + missed {} != highest {highest}",
                         i + 1,
                         epoch.received.len(),
@@ -475,45 +699,49 @@ pub fn check(out: &Outcome) -> Verdict {
             }
         }
     }
+    failures
+}
 
-    let last_inc = view.incarnations.keys().next_back().copied().unwrap_or(0);
-    let empty = BTreeMap::new();
-    let final_view = view.incarnations.get(&last_inc).unwrap_or(&empty);
-    let rows: BTreeMap<usize, &ClientSummary> = out
-        .report
-        .clients
-        .iter()
-        .filter_map(|c| client_of(&c.client).map(|i| (i, c)))
-        .collect();
-
-    // The report agrees with the events, and received <= sent.
-    let mut report = Vec::new();
+/// Invariant 4, `report`: the final report's `received` and `missed` equal the totals of the
+/// last incarnation's events, and `received <= sent`.
+fn report(
+    s: &Scenario,
+    truth: &Truth,
+    view: &View<'_>,
+    rows: &BTreeMap<usize, &ClientSummary>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
     for (i, plan) in s.clients.iter().enumerate() {
-        let epochs = final_view.get(&i).map(Vec::as_slice).unwrap_or_default();
+        let epochs = view.last_epochs(i);
         let received: u64 = epochs.iter().map(|e| e.received.len() as u64).sum();
         let missed: u64 = epochs.iter().map(|e| e.missed.len() as u64).sum();
         let (r_received, r_missed) = rows.get(&i).map_or((0, 0), |r| (r.received, r.missed));
         if (r_received, r_missed) != (received, missed) {
-            report.push(format!(
+            failures.push(format!(
                 "{}: report says received {r_received} missed {r_missed}, events say {received} \
                  and {missed}",
                 plan.id
             ));
         }
         if r_received > truth.sent(i) {
-            report.push(format!(
+            failures.push(format!(
                 "{}: received {r_received} > sent {}",
                 plan.id,
                 truth.sent(i)
             ));
         }
     }
+    failures
+}
 
-    // Tails: what was written after the highest received heartbeat of each session.
-    let mut tail = Vec::new();
+/// Invariant 5, `tail`: what each session wrote after the highest heartbeat the server received
+/// of it is bounded: by what can be in flight for a live session, by one ack timeout plus what
+/// is in flight for one that crashed or stopped.
+fn tail(out: &Outcome, truth: &Truth, view: &View<'_>) -> Vec<String> {
+    let s = &out.scenario;
+    let mut failures = Vec::new();
     for (i, plan) in s.clients.iter().enumerate() {
         let sessions = &truth.sessions[i];
-        let epochs = final_view.get(&i).map(Vec::as_slice).unwrap_or_default();
         for (k, session) in sessions.iter().enumerate() {
             let live = k + 1 == sessions.len() && out.fates[i] == Fate::Alive;
             let bound = if live {
@@ -521,26 +749,14 @@ pub fn check(out: &Outcome) -> Verdict {
             } else {
                 s.crash_tail_bound(plan)
             };
-            let heard_by = |epochs: &[Epoch]| {
-                epochs
-                    .iter()
-                    .filter(|e| e.session == Some(k))
-                    .map(Epoch::highest)
-                    .max()
-            };
             // The last incarnation's view; a session that ended before the server restarted
             // was heard by an earlier one.
-            let highest = heard_by(epochs)
-                .or_else(|| {
-                    view.incarnations
-                        .values()
-                        .filter_map(|c| c.get(&i).and_then(|e| heard_by(e)))
-                        .max()
-                })
+            let highest = heard(view.last_epochs(i), k)
+                .or_else(|| heard(view.epochs(i), k))
                 .unwrap_or(0);
             let unaccounted = session.last().saturating_sub(highest);
             if unaccounted > bound {
-                tail.push(format!(
+                failures.push(format!(
                     "{} session {k}: wrote up to {}, server's highest {highest}: {unaccounted} \
                      unaccounted > bound {bound}",
                     plan.id,
@@ -549,47 +765,41 @@ pub fn check(out: &Outcome) -> Verdict {
             }
         }
     }
+    failures
+}
 
-    // Holds: every heartbeat written while held is received, never missed.
-    let holds = hold_windows(out);
-    let mut held = Vec::new();
-    let mut held_sets: Vec<(usize, Vec<u64>)> = Vec::new();
-    for &(i, from, to) in &holds {
-        let mut seqs = Vec::new();
-        for (k, session) in truth.sessions[i].iter().enumerate() {
-            for (&seq, w) in &session.beats {
-                if w.at < from || w.at >= to {
-                    continue;
-                }
-                seqs.push(seq);
-                let mut got = false;
-                for clients in view.incarnations.values() {
-                    for e in clients.get(&i).into_iter().flatten() {
-                        if e.session != Some(k) {
-                            continue;
-                        }
-                        if e.missed.contains(&seq) {
-                            held.push(format!(
-                                "c{} seq {seq}, written while held, is reported missed",
-                                i + 1
-                            ));
-                        }
-                        got |= e.received.contains_key(&seq);
-                    }
-                }
-                if !got {
-                    held.push(format!(
-                        "c{} seq {seq}, written while held, was never received",
-                        i + 1
+/// Invariant 6, `held`: every heartbeat written while its link was held is received and never
+/// reported missed (while holds stay shorter than the server's idle timeout).
+fn held(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for h in holds {
+        let c = h.client + 1;
+        for &(k, seq) in &h.beats {
+            let mut got = false;
+            for e in view.epochs(h.client).filter(|e| e.session == Some(k)) {
+                if e.missed.contains(&seq) {
+                    failures.push(format!(
+                        "c{c} seq {seq}, written while held, is reported missed"
                     ));
                 }
+                got |= e.received.contains_key(&seq);
+            }
+            if !got {
+                failures.push(format!(
+                    "c{c} seq {seq}, written while held, was never received"
+                ));
             }
         }
-        held_sets.push((i, seqs));
     }
+    failures
+}
 
-    // Liveness after heal-and-drain.
-    let mut liveness = Vec::new();
+/// Invariant 7, `liveness`: after heal-and-drain, every surviving client is `up` and connected,
+/// still writing, and was last heard within one interval plus latency of the end; every client
+/// that crashed for good is `down` and not connected; every stopped client has `left`.
+fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
+    let s = &out.scenario;
+    let mut failures = Vec::new();
     let end_unix = UnixTime::from_duration(Duration::from_secs(EPOCH_SECS) + out.end);
     let recent = s.interval + s.params.latency.max() + s.tick * 2;
     for (i, plan) in s.clients.iter().enumerate() {
@@ -599,7 +809,7 @@ pub fn check(out: &Outcome) -> Verdict {
         match out.fates[i] {
             Fate::Alive => {
                 if state != "up" || !connected {
-                    liveness.push(format!(
+                    failures.push(format!(
                         "{} survived but is {state}{}",
                         plan.id,
                         if connected { "" } else { ", not connected" }
@@ -610,7 +820,7 @@ pub fn check(out: &Outcome) -> Verdict {
                     .and_then(|s| s.beats.values().next_back())
                     .map(|w| w.at);
                 if last_written.is_none_or(|at| out.end.saturating_sub(at) > s.interval + s.tick) {
-                    liveness.push(format!(
+                    failures.push(format!(
                         "{} survived but last wrote at {last_written:?} (end {:?})",
                         plan.id, out.end
                     ));
@@ -619,7 +829,7 @@ pub fn check(out: &Outcome) -> Verdict {
                 if last_seen
                     .is_none_or(|t| end_unix.signed_nanos_since(t) > recent.as_nanos() as i64)
                 {
-                    liveness.push(format!(
+                    failures.push(format!(
                         "{} survived but was last heard at {}",
                         plan.id,
                         last_seen.map_or_else(|| "never".to_owned(), |t| t.to_string())
@@ -627,136 +837,124 @@ pub fn check(out: &Outcome) -> Verdict {
                 }
             }
             Fate::Dead if state != "down" || connected => {
-                liveness.push(format!(
+                failures.push(format!(
                     "{} is dead but the server has it {state}{}",
                     plan.id,
                     if connected { ", connected" } else { "" }
                 ));
             }
             Fate::Stopped if state != "left" => {
-                liveness.push(format!("{} stopped but is {state}, not left", plan.id));
+                failures.push(format!("{} stopped but is {state}, not left", plan.id));
             }
             _ => {}
         }
     }
+    failures
+}
 
-    let mut checks = vec![
-        Check {
-            name: "truth",
-            failures: truth.failures.clone(),
-        },
-        Check {
-            name: "attribution",
-            failures: attribution,
-        },
-        Check {
-            name: "accounting",
-            failures: accounting,
-        },
-        Check {
-            name: "report",
-            failures: report,
-        },
-        Check {
-            name: "tail",
-            failures: tail,
-        },
-        Check {
-            name: "held",
-            failures: held,
-        },
-        Check {
-            name: "liveness",
-            failures: liveness,
-        },
-    ];
+/// Expectation `none-missed`: the final report has no missed heartbeat for any client.
+fn none_missed(out: &Outcome) -> Vec<String> {
+    out.report
+        .clients
+        .iter()
+        .filter(|c| c.missed > 0)
+        .map(|c| format!("{} missed {}", c.client, c.missed))
+        .collect()
+}
 
-    // The scenario's own expectations.
-    let x = s.expect;
-    if x.none_missed {
-        let failures = out
-            .report
+/// Expectation `no-reconnect`: the final report shows every client on exactly one connection.
+fn no_reconnect(out: &Outcome) -> Vec<String> {
+    out.report
+        .clients
+        .iter()
+        .filter(|c| c.connections != 1)
+        .map(|c| format!("{} connected {} times", c.client, c.connections))
+        .collect()
+}
+
+/// Expectation `all-live`: every heartbeat of a known client arrived within the latency bound
+/// (max latency + 2 ticks, never before it was sent), no client ever went `suspect` or `down`,
+/// and the final report has no burst.
+fn all_live(out: &Outcome, view: &View<'_>) -> Vec<String> {
+    let s = &out.scenario;
+    let live_bound = s.params.latency.max() + s.tick * 2;
+    let mut failures = Vec::new();
+    for seen in &view.seen {
+        match seen {
+            Seen::Beat(b) => {
+                let delay = b.received.signed_nanos_since(b.sent);
+                if delay < 0 || delay as u128 > live_bound.as_nanos() {
+                    failures.push(format!(
+                        "{} seq {} took {}",
+                        b.client,
+                        b.seq,
+                        heartbeat_core::fmt_signed_ms(delay)
+                    ));
+                }
+            }
+            Seen::Transition {
+                inc,
+                client,
+                from,
+                to,
+            } if matches!(*to, "suspect" | "down") => {
+                failures.push(format!("server#{inc} {client} went {from}->{to}"));
+            }
+            _ => {}
+        }
+    }
+    failures.extend(
+        out.report
             .clients
             .iter()
-            .filter(|c| c.missed > 0)
-            .map(|c| format!("{} missed {}", c.client, c.missed))
-            .collect();
-        checks.push(Check {
-            name: "none-missed",
-            failures,
+            .filter(|c| c.bursts > 0)
+            .map(|c| format!("{} had {} bursts", c.client, c.bursts)),
+    );
+    failures
+}
+
+/// Expectation `burst-per-hold`: for every hold that held heartbeats, one burst the server
+/// reported carried all of them (its range covers the lowest to the highest held).
+fn burst_per_hold(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for h in holds {
+        let seqs = || h.beats.iter().map(|&(_, seq)| seq);
+        let (Some(lo), Some(hi)) = (seqs().min(), seqs().max()) else {
+            continue;
+        };
+        let found = view.seen.iter().any(|seen| {
+            matches!(*seen, Seen::Burst { index, first, last }
+                if index == h.client && first <= lo && last >= hi)
         });
+        if !found {
+            failures.push(format!(
+                "c{}: no burst carried the held heartbeats {lo}-{hi}",
+                h.client + 1
+            ));
+        }
     }
-    if x.no_reconnect {
-        let failures = out
-            .report
-            .clients
+    failures
+}
+
+/// Expectation `restarts-seen`: the final report counts, for every client, as many restarts
+/// (new sessions) as the scenario restarted it.
+fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, plan) in s.clients.iter().enumerate() {
+        let restarts = s
+            .actions
             .iter()
-            .filter(|c| c.connections != 1)
-            .map(|c| format!("{} connected {} times", c.client, c.connections))
-            .collect();
-        checks.push(Check {
-            name: "no-reconnect",
-            failures,
-        });
-    }
-    if x.all_live {
-        let mut failures = view.late.clone();
-        failures.extend(
-            out.report
-                .clients
-                .iter()
-                .filter(|c| c.bursts > 0)
-                .map(|c| format!("{} had {} bursts", c.client, c.bursts)),
-        );
-        checks.push(Check {
-            name: "all-live",
-            failures,
-        });
-    }
-    if x.burst_per_hold {
-        let mut failures = Vec::new();
-        for (i, seqs) in &held_sets {
-            let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
-                continue;
-            };
-            let found = view
-                .bursts
-                .iter()
-                .any(|&(c, first, last)| c == *i && first <= *lo && last >= *hi);
-            if !found {
-                failures.push(format!(
-                    "c{}: no burst carried the held heartbeats {lo}-{hi}",
-                    i + 1
-                ));
-            }
+            .filter(|t| t.action == Action::Bounce(Node::Client(i)))
+            .count() as u64;
+        let seen = rows.get(&i).map_or(0, |r| r.restarts);
+        if seen != restarts {
+            failures.push(format!(
+                "{} restarted {restarts} times, the server saw {seen}",
+                plan.id
+            ));
         }
-        checks.push(Check {
-            name: "burst-per-hold",
-            failures,
-        });
     }
-    if x.restarts_seen {
-        let mut failures = Vec::new();
-        for (i, plan) in s.clients.iter().enumerate() {
-            let restarts = s
-                .actions
-                .iter()
-                .filter(|t| t.action == Action::Bounce(crate::scenario::Node::Client(i)))
-                .count() as u64;
-            let seen = rows.get(&i).map_or(0, |r| r.restarts);
-            if seen != restarts {
-                failures.push(format!(
-                    "{} restarted {restarts} times, the server saw {seen}",
-                    plan.id
-                ));
-            }
-        }
-        checks.push(Check {
-            name: "restarts-seen",
-            failures,
-        });
-    }
-    Verdict { checks }
+    failures
 }
 
 /// The hold windows `(client, from, to)`, closed by `release` or by the heal.
@@ -789,7 +987,7 @@ pub fn hold_windows(out: &Outcome) -> Vec<(usize, Duration, Duration)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Latency, Params, Scenario, Timed};
+    use crate::scenario::{Latency, Params, Timed};
     use crate::world;
 
     fn params() -> Params {
@@ -797,6 +995,25 @@ mod tests {
             latency: Latency::Fixed(Duration::from_millis(10)),
             ..Params::seed(3)
         }
+    }
+
+    /// Scenario `name` with its actions replaced by `actions`, at whole seconds.
+    fn scenario(name: &str, actions: &[(u64, Action)]) -> Scenario {
+        let mut s = Scenario::build(name, &params()).unwrap();
+        s.actions = actions
+            .iter()
+            .map(|(secs, action)| Timed {
+                at: Duration::from_secs(*secs),
+                action: action.clone(),
+            })
+            .collect();
+        s
+    }
+
+    fn run(s: &Scenario) -> (Outcome, Verdict) {
+        let out = world::run(s).unwrap();
+        let v = check(&out);
+        (out, v)
     }
 
     fn failing(v: &Verdict) -> Vec<&'static str> {
@@ -811,19 +1028,11 @@ mod tests {
     fn a_hold_longer_than_the_idle_timeout_is_caught() {
         // The oracles must be able to fail: held for 15 s, the server gives up on the stream
         // after 10 s and the held heartbeats are lost, then reported missed.
-        let mut s = Scenario::build("firewall", &params()).unwrap();
-        s.actions = vec![
-            Timed {
-                at: Duration::from_secs(20),
-                action: Action::Hold(0),
-            },
-            Timed {
-                at: Duration::from_secs(35),
-                action: Action::Release(0),
-            },
-        ];
-        let out = world::run(&s).unwrap();
-        let v = check(&out);
+        let s = scenario(
+            "firewall",
+            &[(20, Action::Hold(0)), (35, Action::Release(0))],
+        );
+        let (out, v) = run(&s);
         let failing = failing(&v);
         assert!(failing.contains(&"held"), "{v}");
         assert!(failing.contains(&"none-missed"), "{v}");
@@ -842,19 +1051,11 @@ mod tests {
 
     #[test]
     fn a_partition_in_steady_is_caught() {
-        let mut s = Scenario::build("steady", &params()).unwrap();
-        s.actions = vec![
-            Timed {
-                at: Duration::from_secs(20),
-                action: Action::Partition(0),
-            },
-            Timed {
-                at: Duration::from_secs(30),
-                action: Action::Repair(0),
-            },
-        ];
-        let out = world::run(&s).unwrap();
-        let v = check(&out);
+        let s = scenario(
+            "steady",
+            &[(20, Action::Partition(0)), (30, Action::Repair(0))],
+        );
+        let (_, v) = run(&s);
         assert_eq!(
             failing(&v),
             ["none-missed", "no-reconnect", "all-live"],
@@ -865,14 +1066,69 @@ mod tests {
     #[test]
     fn a_client_left_partitioned_is_not_live() {
         // Shorten the drain below what a reconnect needs: liveness must fail.
-        let mut s = Scenario::build("partition", &params()).unwrap();
-        s.actions = vec![Timed {
-            at: Duration::from_secs(50),
-            action: Action::Partition(0),
-        }];
+        let mut s = scenario("partition", &[(50, Action::Partition(0))]);
         s.drain = Duration::from_secs(1);
-        let out = world::run(&s).unwrap();
-        let v = check(&out);
+        let (_, v) = run(&s);
         assert!(failing(&v).contains(&"liveness"), "{v}");
+    }
+
+    #[test]
+    fn a_tampered_server_log_is_caught() {
+        // Attribution and accounting hold in every honest run: forge the server's events.
+        let (mut out, v) = run(&scenario("steady", &[]));
+        assert!(v.ok(), "{v}");
+        let mut beats = out.log.iter_mut().filter_map(|e| match &mut e.record {
+            Record::Server {
+                event:
+                    Event::Heartbeat {
+                        conn,
+                        sent,
+                        recovered,
+                        ..
+                    },
+                ..
+            } => Some((conn, sent, recovered)),
+            _ => None,
+        });
+        // Seq 5 over a connection never made, seq 10 with a stamp c1 never wrote, seq 15 said
+        // to fill a gap nobody reported.
+        *beats.nth(4).unwrap().0 = ConnId(999);
+        let sent = beats.nth(4).unwrap().1;
+        *sent = UnixTime::from_nanos(sent.as_nanos() + 1);
+        *beats.nth(4).unwrap().2 = true;
+        let v = check(&out);
+        assert_eq!(failing(&v), ["attribution", "accounting"], "{v}");
+        let failures: Vec<String> = v.failures().collect();
+        assert_eq!(failures.len(), 3, "{v}");
+        assert!(
+            failures[0].contains("c1 seq 5 from conn#999 of host None"),
+            "{v}"
+        );
+        assert!(failures[1].contains("c1 seq 10 sent at"), "{v}");
+        assert!(failures[1].ends_with("which c1 never wrote"), "{v}");
+        assert!(
+            failures[2].contains("seq 15 recovered=true but was not reported"),
+            "{v}"
+        );
+
+        // Without its `restarted` events, the server's view mixes c1's two sessions.
+        let (mut out, v) = run(&Scenario::build("client-crash", &params()).unwrap());
+        assert!(v.ok(), "{v}");
+        out.log.retain(|e| {
+            !matches!(
+                e.record,
+                Record::Server {
+                    event: Event::Restarted { .. },
+                    ..
+                }
+            )
+        });
+        let v = check(&out);
+        assert!(failing(&v).contains(&"attribution"), "{v}");
+        assert!(
+            v.failures()
+                .any(|f| f.ends_with("c1: one epoch holds heartbeats of sessions 0 and 1")),
+            "{v}"
+        );
     }
 }

@@ -299,22 +299,40 @@ pub const DURATION: Duration = Duration::from_secs(60);
 /// The simulation tick.
 pub const TICK: Duration = Duration::from_millis(1);
 
+/// A uniform draw in `[lo, hi]`, in whole milliseconds, so schedules print exactly.
+pub(crate) fn between(rng: &mut SmallRng, lo: Duration, hi: Duration) -> Duration {
+    Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
+}
+
+/// [`between`] with bounds in seconds, truncated to whole milliseconds.
 fn secs(rng: &mut SmallRng, lo: f64, hi: f64) -> Duration {
-    // Whole milliseconds, so the schedule prints exactly.
-    let ms = rng.random_range((lo * 1000.0) as u64..=(hi * 1000.0) as u64);
-    Duration::from_millis(ms)
+    let ms = |secs: f64| Duration::from_millis((secs * 1000.0) as u64);
+    between(rng, ms(lo), ms(hi))
+}
+
+/// The name of entry `name` of a scenario table such as [`SCENARIOS`]; `Err` names the known
+/// ones, calling them `what`.
+pub(crate) fn lookup(
+    table: &[(&'static str, &str)],
+    what: &str,
+    name: &str,
+) -> Result<&'static str, String> {
+    match table.iter().find(|(n, _)| *n == name) {
+        Some(&(name, _)) => Ok(name),
+        None => {
+            let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            Err(format!(
+                "unknown {what} {name:?}; known: {}",
+                names.join(", ")
+            ))
+        }
+    }
 }
 
 impl Scenario {
     /// Expands scenario `name` with `params`; `Err` names the known scenarios.
     pub fn build(name: &str, params: &Params) -> Result<Self, String> {
-        let Some(&(name, _)) = SCENARIOS.iter().find(|(n, _)| *n == name) else {
-            let names: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "unknown scenario {name:?}; known: {}",
-                names.join(", ")
-            ));
-        };
+        let name = lookup(SCENARIOS, "scenario", name)?;
         let duration = params.duration.unwrap_or(DURATION);
         if duration < Duration::from_secs(20) {
             return Err(format!(
@@ -334,9 +352,6 @@ impl Scenario {
                 "scenario {name} needs {min_clients} to 64 clients, got {n}"
             ));
         }
-        // The schedule RNG is separate from turmoil's, so the schedule does not move when the
-        // network draws more or fewer numbers.
-        let mut rng = SmallRng::seed_from_u64(params.seed ^ 0x5ce9_a810_0000_0000);
         let mut s = Self {
             name,
             params: params.clone(),
@@ -348,15 +363,32 @@ impl Scenario {
             drain: Duration::ZERO,
             expect: Expect::default(),
         };
-        let d = duration.as_secs_f64();
-        let mut at = |t: Duration, action: Action| s.actions.push(Timed { at: t, action });
+        s.schedule();
+        s.drain = s.drain_bound();
+        Ok(s)
+    }
+
+    /// Draws the scenario's actions and sets its expectations (and the plans that differ from
+    /// the default), from the schedule RNG.
+    fn schedule(&mut self) {
+        let (name, n) = (self.name, self.clients.len());
+        // The schedule RNG is separate from turmoil's, so the schedule does not move when the
+        // network draws more or fewer numbers.
+        let mut rng = SmallRng::seed_from_u64(self.params.seed ^ 0x5ce9_a810_0000_0000);
+        let d = self.duration.as_secs_f64();
+        let mut actions = Vec::new();
+        let mut at = |t: Duration, action: Action| actions.push(Timed { at: t, action });
+        // What the scenarios without cuts or crashes expect: nothing lost, nothing reconnected.
+        let intact = Expect {
+            none_missed: true,
+            no_reconnect: true,
+            ..Expect::default()
+        };
         match name {
             "steady" => {
-                s.expect = Expect {
-                    none_missed: true,
-                    no_reconnect: true,
+                self.expect = Expect {
                     all_live: true,
-                    ..Expect::default()
+                    ..intact
                 };
             }
             "jitter" => {
@@ -368,11 +400,7 @@ impl Scenario {
                         t += secs(&mut rng, 1.0, 5.0);
                     }
                 }
-                s.expect = Expect {
-                    none_missed: true,
-                    no_reconnect: true,
-                    ..Expect::default()
-                };
+                self.expect = intact;
             }
             "partition" => {
                 for i in 0..n {
@@ -386,36 +414,26 @@ impl Scenario {
                 // Like the seed's client, which never checks for acks, these clients keep
                 // sending into the firewall: an ack timeout longer than the hold. The hold stays
                 // under the server's idle timeout (10 s), or the server would rightly give up.
-                for (i, c) in s.clients.iter_mut().enumerate() {
+                for (i, c) in self.clients.iter_mut().enumerate() {
                     c.ack_timeout = Some(Duration::from_secs(30));
                     let from = secs(&mut rng, 0.2 * d, 0.6 * d);
                     let len = secs(&mut rng, 5.0, 8.0);
-                    s.actions.push(Timed {
-                        at: from,
-                        action: Action::Hold(i),
-                    });
-                    s.actions.push(Timed {
-                        at: from + len,
-                        action: Action::Release(i),
-                    });
+                    at(from, Action::Hold(i));
+                    at(from + len, Action::Release(i));
                 }
-                s.expect = Expect {
-                    none_missed: true,
-                    no_reconnect: true,
+                self.expect = Expect {
                     burst_per_hold: true,
-                    ..Expect::default()
+                    ..intact
                 };
             }
             "competing-clients" => {
                 // All but the last start in the same tick; the last joins late; c1 leaves.
-                s.clients[n - 1].starts_late = true;
+                self.clients[n - 1].starts_late = true;
                 at(secs(&mut rng, 0.2 * d, 0.4 * d), Action::Start(n - 1));
                 at(secs(&mut rng, 0.5 * d, 0.8 * d), Action::Stop(0));
-                s.expect = Expect {
-                    none_missed: true,
-                    no_reconnect: true,
+                self.expect = Expect {
                     all_live: true,
-                    ..Expect::default()
+                    ..intact
                 };
             }
             "server-restart" => {
@@ -437,7 +455,7 @@ impl Scenario {
                     secs(&mut rng, 0.2 * d, 0.5 * d),
                     Action::SilentCrash(Node::Client(1)),
                 );
-                s.expect = Expect {
+                self.expect = Expect {
                     restarts_seen: true,
                     ..Expect::default()
                 };
@@ -464,16 +482,15 @@ impl Scenario {
                     at(t, Action::Release(i));
                     t += secs(&mut rng, 0.0, step);
                 }
-                s.expect = Expect {
+                self.expect = Expect {
                     burst_per_hold: true,
                     ..Expect::default()
                 };
             }
             _ => unreachable!("names come from SCENARIOS"),
         }
-        s.actions.sort_by_key(|t| t.at);
-        s.drain = s.drain_bound();
-        Ok(s)
+        self.actions = actions;
+        self.actions.sort_by_key(|t| t.at);
     }
 
     /// How long every surviving client may take to be back after the heal: a client on a stuck

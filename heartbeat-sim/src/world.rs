@@ -18,7 +18,7 @@ use heartbeat_core::{ClientId, ClientKey, DisconnectReason, UnixTime};
 use crate::host;
 use crate::log::{Entry, Log, Record};
 use crate::net::SERVER;
-use crate::scenario::{Action, Node, Scenario};
+use crate::scenario::{Action, ClientPlan, Node, Scenario};
 
 /// The simulated wall clock starts here (2023-11-14T22:13:20Z), fixed so runs repeat.
 pub const EPOCH_SECS: u64 = 1_700_000_000;
@@ -98,56 +98,13 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 
     // The server first, so it is 192.168.0.1; then the clients in order. Registration order is
     // part of the seed (each host's RNG is drawn from the world's at registration).
-    let (server_stop, server_stop_rx) = watch::channel(false);
-    let server_slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
-    {
-        let log = log.clone();
-        let slot = server_slot.clone();
-        let incarnation = Rc::new(Cell::new(0u32));
-        sim.host(SERVER, move || {
-            let inc = incarnation.replace(incarnation.get() + 1);
-            let config = ServerConfig::default();
-            host::server(
-                inc,
-                Server::new(Arc::new(config)),
-                log.clone(),
-                slot.clone(),
-                server_stop_rx.clone(),
-            )
-        });
-    }
-    let mut signals = Vec::new();
-    for (i, plan) in s.clients.iter().enumerate() {
-        let (start, start_rx) = watch::channel(!plan.starts_late);
-        let (stop, stop_rx) = watch::channel(false);
-        signals.push(ClientSignals { start, stop });
-        let log = log.clone();
-        let incarnation = Rc::new(Cell::new(0u32));
-        let id = ClientId::new(&plan.id).map_err(|e| e.to_string())?;
-        let mut config = ClientConfig::new(id, s.interval)
-            .map_err(|e| e.to_string())?
-            .reconnect(Some(Backoff::default()));
-        if let Some(t) = plan.ack_timeout {
-            config = config.ack_timeout(t).map_err(|e| e.to_string())?;
-        }
-        let seed = s.params.seed;
-        sim.host(plan.id.as_str(), move || {
-            let inc = incarnation.replace(incarnation.get() + 1);
-            // A new process: a new session nonce and a new jitter seed.
-            let config = config
-                .clone()
-                .session(derive_seed(seed, 1 + i as u64, u64::from(inc)))
-                .rng_seed(derive_seed(seed, 1001 + i as u64, u64::from(inc)));
-            host::client(
-                i,
-                inc,
-                config,
-                log.clone(),
-                start_rx.clone(),
-                stop_rx.clone(),
-            )
-        });
-    }
+    let (server_stop, server_slot) = add_server(&mut sim, &log);
+    let signals = s
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| add_client(&mut sim, s, i, plan, &log))
+        .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
     let client_ips: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
 
@@ -174,7 +131,10 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     while sim.elapsed() < s.duration {
         while let Some(t) = actions.next_if(|t| t.at <= sim.elapsed()) {
             record(sim.elapsed(), Record::Action(t.action.clone()));
-            apply(&mut sim, &t.action, &names, &signals, &mut fates);
+            apply(&mut sim, &t.action, &names, &signals);
+            if let Some((i, fate)) = fate_after(&t.action) {
+                fates[i] = fate;
+            }
         }
         step(&mut sim)?;
     }
@@ -210,13 +170,92 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     let server = server_slot.borrow_mut().take().expect("checked above");
     drop(sim);
 
-    let mut entries = std::mem::take(&mut log.lock().expect("log lock").entries);
+    let entries = std::mem::take(&mut log.lock().expect("log lock").entries);
+    let (entries, report) = cut_at_stop(entries, server.report());
+    Ok(Outcome {
+        scenario: s.clone(),
+        log: entries,
+        report,
+        client_ips,
+        fates,
+        heal_at,
+        end,
+        steps,
+    })
+}
+
+/// Registers the server's host, first, so it is 192.168.0.1. Returns its stop signal and the
+/// slot its driver hands the machine back in when stopped.
+fn add_server(
+    sim: &mut turmoil::Sim<'_>,
+    log: &Arc<Mutex<Log>>,
+) -> (watch::Sender<bool>, Rc<RefCell<Option<Server>>>) {
+    let (stop, stop_rx) = watch::channel(false);
+    let server_slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
+    let log = log.clone();
+    let slot = server_slot.clone();
+    let incarnation = Rc::new(Cell::new(0u32));
+    sim.host(SERVER, move || {
+        let inc = incarnation.replace(incarnation.get() + 1);
+        let config = ServerConfig::default();
+        host::server(
+            inc,
+            Server::new(Arc::new(config)),
+            log.clone(),
+            slot.clone(),
+            stop_rx.clone(),
+        )
+    });
+    (stop, server_slot)
+}
+
+/// Registers client `i`'s host, as `plan` says. Each start of the host is a new process.
+fn add_client(
+    sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
+    i: usize,
+    plan: &ClientPlan,
+    log: &Arc<Mutex<Log>>,
+) -> Result<ClientSignals, String> {
+    let (start, start_rx) = watch::channel(!plan.starts_late);
+    let (stop, stop_rx) = watch::channel(false);
+    let log = log.clone();
+    let incarnation = Rc::new(Cell::new(0u32));
+    let id = ClientId::new(&plan.id).map_err(|e| e.to_string())?;
+    let mut config = ClientConfig::new(id, s.interval)
+        .map_err(|e| e.to_string())?
+        .reconnect(Some(Backoff::default()));
+    if let Some(t) = plan.ack_timeout {
+        config = config.ack_timeout(t).map_err(|e| e.to_string())?;
+    }
+    let seed = s.params.seed;
+    sim.host(plan.id.as_str(), move || {
+        let inc = incarnation.replace(incarnation.get() + 1);
+        // A new process: a new session nonce and a new jitter seed.
+        let config = config
+            .clone()
+            .session(derive_seed(seed, 1 + i as u64, u64::from(inc)))
+            .rng_seed(derive_seed(seed, 1001 + i as u64, u64::from(inc)));
+        host::client(
+            i,
+            inc,
+            config,
+            log.clone(),
+            start_rx.clone(),
+            stop_rx.clone(),
+        )
+    });
+    Ok(ClientSignals { start, stop })
+}
+
+/// The log and the report of a run as they stood at its end (the `Stop` record), sorted by time.
+fn cut_at_stop(mut entries: Vec<Entry>, report: Report) -> (Vec<Entry>, Report) {
     let stop_at = entries
         .iter()
         .position(|e| matches!(e.record, Record::Stop))
-        .expect("recorded above");
+        .expect("recorded before the stop");
     let after_stop = entries.split_off(stop_at);
-    let report = report_before_stop(server.report(), &after_stop);
+    let report = report_before_stop(report, &after_stop);
     // On stop the server still handles what its connections had already read: those events
     // are part of the report. Its closing of every connection, and what the clients saw of it,
     // are not part of the run.
@@ -233,16 +272,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     // Hosts run one after the other within a step, each stamping sub-tick times: order by time,
     // keeping the observed order for equal times.
     entries.sort_by_key(|e| e.at);
-    Ok(Outcome {
-        scenario: s.clone(),
-        log: entries,
-        report,
-        client_ips,
-        fates,
-        heal_at,
-        end,
-        steps,
-    })
+    (entries, report)
 }
 
 /// The report as it stood when the run ended.
@@ -275,31 +305,28 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
     report
 }
 
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    action: &Action,
-    names: &[String],
-    signals: &[ClientSignals],
-    fates: &mut [Fate],
-) {
+/// The client whose fate `action` decides, and that fate.
+fn fate_after(action: &Action) -> Option<(usize, Fate)> {
+    match *action {
+        Action::Bounce(Node::Client(i)) | Action::Start(i) => Some((i, Fate::Alive)),
+        Action::Crash(Node::Client(i)) | Action::SilentCrash(Node::Client(i)) => {
+            Some((i, Fate::Dead))
+        }
+        Action::Stop(i) => Some((i, Fate::Stopped)),
+        _ => None,
+    }
+}
+
+/// Carries out `action` on the simulated world.
+fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, names: &[String], signals: &[ClientSignals]) {
     let name = |n: &Node| match n {
         Node::Client(i) => names[*i].clone(),
         Node::Server => SERVER.to_owned(),
     };
     let c = |i: &usize| names[*i].as_str();
     match action {
-        Action::Bounce(n) => {
-            sim.bounce(name(n));
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Alive;
-            }
-        }
-        Action::Crash(n) => {
-            sim.crash(name(n));
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Dead;
-            }
-        }
+        Action::Bounce(n) => sim.bounce(name(n)),
+        Action::Crash(n) => sim.crash(name(n)),
         Action::Hold(i) => sim.hold(c(i), SERVER),
         Action::Latency(i, d) => sim.set_link_latency(c(i), SERVER, *d),
         Action::Partition(i) => sim.partition(c(i), SERVER),
@@ -318,17 +345,12 @@ fn apply(
             for p in &peers {
                 sim.repair(*p, SERVER);
             }
-            if let Node::Client(i) = n {
-                fates[*i] = Fate::Dead;
-            }
         }
         Action::Start(i) => {
             signals[*i].start.send_replace(true);
-            fates[*i] = Fate::Alive;
         }
         Action::Stop(i) => {
             signals[*i].stop.send_replace(true);
-            fates[*i] = Fate::Stopped;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Many clients at once, each counted on its own (the seed heard only the first).
 
-use crate::util::{Proc, client_summary};
+use crate::util::{Proc, assert_counts, client_summary};
 
 fn concurrent_clients(n: usize, interval: &str, count: u64) {
     let (mut server, port) = Proc::json_server(&[]);
@@ -22,8 +22,7 @@ fn concurrent_clients(n: usize, interval: &str, count: u64) {
     assert_eq!(summary.len(), n);
     for i in 0..n {
         let c = client_summary(&summary, &format!("c{i:02}"));
-        assert_eq!(c["received"].as_u64(), Some(count), "{c:#}");
-        assert_eq!(c["missed"].as_u64(), Some(0), "{c:#}");
+        assert_counts(c, count, 0);
         assert_eq!(c["duplicates"].as_u64(), Some(0), "{c:#}");
         assert_eq!(c["state"], "left", "{c:#}");
     }

@@ -7,19 +7,15 @@ fn a_killed_client_is_declared_suspect_then_down_then_up_again() {
     // fixed: suspect after interval + grace/2 of silence, down after interval + grace.
     let (mut server, port) = Proc::json_server(&["--detector", "fixed", "--grace", "2x"]);
     let mut client = Proc::client(port, "victim", &["-i", "50", "--id", "victim"]);
-    server.wait_event("a beat", |v| {
-        v["event"] == "heartbeat" && v["client"] == "victim" && v["seq"] == 3
-    });
+    server.wait_beat("victim", 3);
     client.kill();
-    let suspect = server.wait_event("suspect", |v| {
-        v["event"] == "transition" && v["to"] == "suspect"
-    });
+    let suspect = server.wait_transition("suspect");
     assert_eq!(
         (suspect["client"].as_str(), suspect["from"].as_str()),
         (Some("victim"), Some("up"))
     );
     assert_eq!(suspect["detector"], "fixed");
-    let down = server.wait_event("down", |v| v["event"] == "transition" && v["to"] == "down");
+    let down = server.wait_transition("down");
     // Interval 50 ms + grace 100 ms = 150 ms after the last heartbeat (the check fires on time).
     let since = down["since_last_ms"].as_f64().unwrap();
     assert!((150.0..400.0).contains(&since), "{down}");
@@ -29,10 +25,10 @@ fn a_killed_client_is_declared_suspect_then_down_then_up_again() {
         "victim again",
         &["-i", "50", "--id", "victim", "--count", "3"],
     );
-    let up = server.wait_event("up", |v| v["event"] == "transition" && v["to"] == "up");
+    let up = server.wait_transition("up");
     assert_eq!(up["from"], "down");
     again.expect_exit(0);
-    let left = server.wait_event("left", |v| v["event"] == "transition" && v["to"] == "left");
+    let left = server.wait_transition("left");
     assert_eq!(left["client"], "victim");
 }
 

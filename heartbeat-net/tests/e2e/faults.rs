@@ -26,9 +26,7 @@ fn read_to_close(stream: &mut TcpStream) -> String {
 fn garbage_drops_only_that_connection() {
     let (mut server, port) = Proc::json_server(&[]);
     let mut good = Proc::client(port, "good", &["-i", "50", "--id", "good"]);
-    server.wait_event("good beat", |v| {
-        v["event"] == "heartbeat" && v["client"] == "good"
-    });
+    server.wait_beat("good", 1);
 
     // Not a heartbeat protocol at all.
     let mut http = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -65,13 +63,7 @@ fn garbage_drops_only_that_connection() {
         v["event"] == "disconnected" && v["client"] == "bad"
     });
     // The good client carried on all along, on its first connection.
-    let now = server
-        .events()
-        .iter()
-        .filter(|v| v["event"] == "heartbeat" && v["client"] == "good")
-        .filter_map(|v| v["seq"].as_u64())
-        .max()
-        .unwrap();
+    let now = server.highest_seq("good").unwrap();
     server.wait_event("good carries on", |v| {
         v["event"] == "heartbeat" && v["client"] == "good" && v["seq"].as_u64() > Some(now + 2)
     });
@@ -88,9 +80,7 @@ fn garbage_drops_only_that_connection() {
 fn connections_beyond_the_limit_are_closed_at_once() {
     let (mut server, port) = Proc::json_server(&["--max-connections", "1"]);
     let mut first = Proc::client(port, "first", &["-i", "50", "--id", "first"]);
-    server.wait_event("first beat", |v| {
-        v["event"] == "heartbeat" && v["client"] == "first"
-    });
+    server.wait_beat("first", 1);
     let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert_eq!(read_to_close(&mut extra), "");
     server.wait_stderr("connection limit reached");
@@ -100,12 +90,7 @@ fn connections_beyond_the_limit_are_closed_at_once() {
     let mut next = TcpStream::connect(("127.0.0.1", port)).unwrap();
     next.write_all(b"Sequence #1: Sending heartbeat at 1752356183.5769. ")
         .unwrap();
-    server.wait_event("legacy beat", |v| {
-        v["event"] == "heartbeat"
-            && v["client"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("legacy@"))
-    });
+    server.wait_beat(&format!("legacy@{}", next.local_addr().unwrap()), 1);
 }
 
 #[test]

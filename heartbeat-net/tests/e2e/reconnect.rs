@@ -6,27 +6,16 @@ use crate::util::{Proc, free_port};
 #[test]
 fn server_restart_keeps_the_client_numbering() {
     let port = free_port();
-    let p = port.to_string();
-    let mut first = Proc::server(&["-p", &p, "--json"]);
-    first.wait_stderr(&format!("on port {port}..."));
+    let mut first = Proc::json_server_on(port);
     let mut client = Proc::client(port, "client", &["-i", "50", "--reconnect", "--id", "r1"]);
-    first.wait_event("fifth beat", |v| {
-        v["event"] == "heartbeat" && v["client"] == "r1" && v["seq"] == 5
-    });
+    first.wait_beat("r1", 5);
     first.kill();
-    let last_seen = first
-        .events()
-        .iter()
-        .filter(|v| v["event"] == "heartbeat")
-        .filter_map(|v| v["seq"].as_u64())
-        .max()
-        .unwrap();
+    let last_seen = first.highest_seq("r1").unwrap();
 
     // The client notices, and fails at least once to reconnect while no server is up.
     client.wait_stderr("Server may have abruptly closed the connection");
     client.wait_stderr("retrying in");
-    let mut second = Proc::server(&["-p", &p, "--json"]);
-    second.wait_stderr(&format!("on port {port}..."));
+    let mut second = Proc::json_server_on(port);
 
     // The new server knows nothing of r1: its first heartbeat carries on the old numbering and
     // everything before it counts as one missed range.

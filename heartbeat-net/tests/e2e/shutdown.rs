@@ -26,7 +26,7 @@ fn sigterm_prints_the_summary() {
 fn sigint_stops_a_server_with_a_live_client() {
     let (mut server, port) = Proc::json_server(&[]);
     let mut client = Proc::client(port, "client", &["-i", "20", "--id", "live"]);
-    server.wait_event("a beat", |v| v["event"] == "heartbeat" && v["seq"] == 2);
+    server.wait_beat("live", 2);
     server.signal("INT");
     server.expect_exit(0);
     let summary = server.wait_event("summary", |v| v["event"] == "summary");
@@ -39,7 +39,7 @@ fn sigint_stops_a_server_with_a_live_client() {
 fn sigterm_stops_a_client_cleanly() {
     let (mut server, port) = Proc::json_server(&[]);
     let mut client = Proc::client(port, "client", &["-i", "20", "--id", "bye"]);
-    server.wait_event("a beat", |v| v["event"] == "heartbeat" && v["seq"] == 2);
+    server.wait_beat("bye", 2);
     client.signal("TERM");
     client.expect_exit(0);
     let gone = server.wait_event("goodbye", |v| v["event"] == "disconnected");

@@ -126,6 +126,13 @@ impl Proc {
         (s, port)
     }
 
+    /// `heartbeat-server --bind 127.0.0.1 -p PORT --json`, waiting until it listens.
+    pub(crate) fn json_server_on(port: u16) -> Self {
+        let mut s = Self::server(&["-p", &port.to_string(), "--json"]);
+        assert_eq!(s.port(), port);
+        s
+    }
+
     /// `heartbeat-client -H 127.0.0.1 -p PORT ARGS`.
     pub(crate) fn client(port: u16, name: &str, args: &[&str]) -> Self {
         let port = port.to_string();
@@ -179,6 +186,29 @@ impl Proc {
             }
         }
         self.fail(&format!("no JSON event {what}"))
+    }
+
+    /// Waits for the `heartbeat` event of `client` with sequence number `seq`.
+    pub(crate) fn wait_beat(&mut self, client: &str, seq: u64) -> Value {
+        self.wait_event(&format!("heartbeat {seq} of {client}"), |v| {
+            v["event"] == "heartbeat" && v["client"] == client && v["seq"] == seq
+        })
+    }
+
+    /// Waits for a `transition` event to state `to`.
+    pub(crate) fn wait_transition(&mut self, to: &str) -> Value {
+        self.wait_event(&format!("transition to {to}"), |v| {
+            v["event"] == "transition" && v["to"] == to
+        })
+    }
+
+    /// The highest sequence number in the `heartbeat` events of `client` so far.
+    pub(crate) fn highest_seq(&self, client: &str) -> Option<u64> {
+        self.events()
+            .iter()
+            .filter(|v| v["event"] == "heartbeat" && v["client"] == client)
+            .filter_map(|v| v["seq"].as_u64())
+            .max()
     }
 
     /// Waits for the process to exit.
@@ -267,6 +297,16 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Checks the `received` and `missed` counts of a summary entry.
+#[track_caller]
+pub(crate) fn assert_counts(c: &Value, received: u64, missed: u64) {
+    assert_eq!(
+        (c["received"].as_u64(), c["missed"].as_u64()),
+        (Some(received), Some(missed)),
+        "{c:#}"
+    );
 }
 
 /// The summary entry of `client` (an id, or `legacy@ADDR`).

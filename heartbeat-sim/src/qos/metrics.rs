@@ -264,25 +264,28 @@ mod tests {
 
     use Liveness::{Down, Suspect, Up};
 
+    /// Reachable in each `[from, to)` of `reachable` (ms), crashed at `crash.0` until
+    /// `crash.1`.
+    fn truth(reachable: &[(u64, u64)], crash: (u64, u64)) -> ClientTruth {
+        ClientTruth {
+            reachable: reachable
+                .iter()
+                .map(|&(from, to)| Period {
+                    from: ms(from),
+                    to: ms(to),
+                })
+                .collect(),
+            crashes: vec![Crash {
+                at: ms(crash.0),
+                until: ms(crash.1),
+            }],
+        }
+    }
+
     #[test]
     fn mistakes_inside_reachable_periods_and_detection_after_crashes() {
         // Reachable 0..10 s, crash at 10 s, back at 20 s, reachable to the end (30 s).
-        let truth = ClientTruth {
-            reachable: vec![
-                Period {
-                    from: ms(0),
-                    to: ms(10_000),
-                },
-                Period {
-                    from: ms(20_000),
-                    to: ms(30_000),
-                },
-            ],
-            crashes: vec![Crash {
-                at: ms(10_000),
-                until: ms(20_000),
-            }],
-        };
+        let truth = truth(&[(0, 10_000), (20_000, 30_000)], (10_000, 20_000));
         let transitions = [
             // A mistake at the suspect level only: 1 s to 1.2 s.
             tr(1_000, Up, Suspect),
@@ -316,16 +319,7 @@ mod tests {
 
     #[test]
     fn a_suspicion_lifted_before_the_window_ends_is_no_detection() {
-        let truth = ClientTruth {
-            reachable: vec![Period {
-                from: ms(0),
-                to: ms(5_000),
-            }],
-            crashes: vec![Crash {
-                at: ms(5_000),
-                until: ms(9_000),
-            }],
-        };
+        let truth = truth(&[(0, 5_000)], (5_000, 9_000));
         // Down, then a heartbeat still in flight at the crash brings it back up: not detected.
         let transitions = [
             tr(5_300, Up, Suspect),

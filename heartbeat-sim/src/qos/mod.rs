@@ -40,13 +40,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use heartbeat_core::config::ServerConfig;
 use heartbeat_core::detector::DetectorConfig;
 
-use crate::scenario::{Action, ClientPlan, Expect, Latency, Node, Params, Scenario, TICK, Timed};
+use crate::scenario::{
+    Action, ClientPlan, Expect, Latency, Node, Params, Scenario, TICK, Timed, between, lookup,
+};
 use crate::world::derive_seed;
 use engine::{ClientTruth, Engine, TraceBatch, Transition};
 use metrics::{Summary, Tally};
@@ -100,20 +102,9 @@ impl QosParams {
     }
 }
 
-/// A uniform draw in `[lo, hi]`, in whole milliseconds.
-fn between(rng: &mut SmallRng, lo: Duration, hi: Duration) -> Duration {
-    Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
-}
-
 /// Expands QoS scenario `name` (see [`QOS_SCENARIOS`]).
 pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
-    let Some(&(name, _)) = QOS_SCENARIOS.iter().find(|(n, _)| *n == name) else {
-        let names: Vec<&str> = QOS_SCENARIOS.iter().map(|(n, _)| *n).collect();
-        return Err(format!(
-            "unknown QoS scenario {name:?}; known: {}",
-            names.join(", ")
-        ));
-    };
+    let name = lookup(QOS_SCENARIOS, "QoS scenario", name)?;
     let iv = p.interval;
     // Schedules are in seconds at 10 Hz and never shorter than so many intervals.
     let span = |secs: u64, intervals: u32| Duration::from_secs(secs).max(iv * intervals);
@@ -146,33 +137,31 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
     for i in 0..n {
         // One schedule RNG per client, so adding clients does not move the others' faults.
         let mut rng = SmallRng::seed_from_u64(derive_seed(p.seed, 5001 + i as u64, 0));
-        let mut at = |t: Duration, action: Action| actions.push(Timed { at: t, action });
-        match name {
-            "crash" => {
-                let mut t = between(&mut rng, up.0, up.1);
-                while t + dead.0 <= p.duration {
-                    at(t, Action::SilentCrash(Node::Client(i)));
-                    let back = t + between(&mut rng, dead.0, dead.1);
-                    if back >= p.duration {
-                        break;
-                    }
-                    at(back, Action::Bounce(Node::Client(i)));
-                    t = back + between(&mut rng, up.0, up.1);
-                }
+        // Up for U(up), then the fault for U(down), then the fault's end, again and again.
+        let (fault, end, down) = match name {
+            "crash" => (
+                Action::SilentCrash(Node::Client(i)),
+                Action::Bounce(Node::Client(i)),
+                dead,
+            ),
+            "partition" => (Action::Partition(i), Action::Repair(i), cut),
+            _ => continue,
+        };
+        let mut t = between(&mut rng, up.0, up.1);
+        while t + down.0 <= p.duration {
+            actions.push(Timed {
+                at: t,
+                action: fault.clone(),
+            });
+            let back = t + between(&mut rng, down.0, down.1);
+            if back >= p.duration {
+                break;
             }
-            "partition" => {
-                let mut t = between(&mut rng, up.0, up.1);
-                while t + cut.0 <= p.duration {
-                    at(t, Action::Partition(i));
-                    let back = t + between(&mut rng, cut.0, cut.1);
-                    if back >= p.duration {
-                        break;
-                    }
-                    at(back, Action::Repair(i));
-                    t = back + between(&mut rng, up.0, up.1);
-                }
-            }
-            _ => {}
+            actions.push(Timed {
+                at: back,
+                action: end.clone(),
+            });
+            t = back + between(&mut rng, up.0, up.1);
         }
     }
     actions.sort_by_key(|t| t.at);
