@@ -552,3 +552,219 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
         "all connected: the limit bends instead"
     );
 }
+
+/// One instance of every event variant with its exact JSON line and text line: any change to
+/// either rendering must show up here first.
+#[test]
+fn every_event_renders_as_pinned() {
+    use crate::detector::DetectorKind;
+    let ms = Duration::from_millis;
+    let at = |nanos| UnixTime::from_nanos(nanos);
+    let legacy = ClientKey::Peer(peer(4001));
+    let cases = [
+        (
+            Event::Burst {
+                conn: ConnId(3),
+                client: id("a"),
+                first: Seq(4),
+                last: Seq(9),
+                count: 6,
+                silence: Some(Duration::from_micros(6_000_123_456)),
+            },
+            "burst client=a seq=4-9 count=6 after_silence=6000123.456ms",
+            r#"{"client":"a","conn":3,"count":6,"event":"burst","first":4,"last":9,"silence_ms":6000123.456}"#,
+        ),
+        (
+            Event::Burst {
+                conn: ConnId(3),
+                client: id("a"),
+                first: Seq(1),
+                last: Seq(2),
+                count: 2,
+                silence: None,
+            },
+            "burst client=a seq=1-2 count=2 after_silence=-",
+            r#"{"client":"a","conn":3,"count":2,"event":"burst","first":1,"last":2,"silence_ms":null}"#,
+        ),
+        (
+            Event::Connected {
+                conn: ConnId(3),
+                client: id("a"),
+                peer: peer(4000),
+                protocol: Protocol::V1,
+                interval: Some(ms(1000)),
+                resumed: true,
+            },
+            "connected conn#3 client=a peer=127.0.0.1:4000 protocol=v1 interval=1000.000ms resumed=true",
+            r#"{"client":"a","conn":3,"event":"connected","interval_ms":1000.0,"peer":"127.0.0.1:4000","protocol":"v1","resumed":true}"#,
+        ),
+        (
+            Event::Connected {
+                conn: ConnId(4),
+                client: legacy.clone(),
+                peer: peer(4001),
+                protocol: Protocol::Legacy,
+                interval: None,
+                resumed: false,
+            },
+            "connected conn#4 client=legacy@127.0.0.1:4001 peer=127.0.0.1:4001 protocol=legacy interval=- resumed=false",
+            r#"{"client":"legacy@127.0.0.1:4001","conn":4,"event":"connected","interval_ms":null,"peer":"127.0.0.1:4001","protocol":"legacy","resumed":false}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(3),
+                client: Some(id("a")),
+                peer: peer(4000),
+                reason: DisconnectReason::IdleTimeout(ms(10_000)),
+            },
+            "disconnected conn#3 client=a reason=no data for 10s",
+            r#"{"client":"a","conn":3,"event":"disconnected","peer":"127.0.0.1:4000","reason":"no data for 10s"}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(5),
+                client: None,
+                peer: "[::1]:4002".parse().unwrap(),
+                reason: DisconnectReason::Protocol(DecodeError::Seq("x\"y".into())),
+            },
+            "disconnected conn#5 client=- reason=protocol error: invalid sequence number \"x\\\"y\"",
+            r#"{"client":null,"conn":5,"event":"disconnected","peer":"[::1]:4002","reason":"protocol error: invalid sequence number \"x\\\"y\""}"#,
+        ),
+        (
+            Event::Duplicate {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(7),
+            },
+            "duplicate client=a seq=7",
+            r#"{"client":"a","conn":3,"event":"duplicate","seq":7}"#,
+        ),
+        (
+            Event::Evicted { client: legacy },
+            "evicted client=legacy@127.0.0.1:4001 (client limit reached)",
+            r#"{"client":"legacy@127.0.0.1:4001","event":"evicted"}"#,
+        ),
+        (
+            Event::Heartbeat {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(12),
+                sent: at(1_700_000_000_123_456_789),
+                received: at(1_700_000_000_125_000_000),
+                delay_ns: 1_543_211,
+                inter_arrival: Some(Duration::from_nanos(999_999_500)),
+                recovered: false,
+            },
+            "heartbeat client=a seq=12 delay=1.543ms gap=999.999ms",
+            r#"{"client":"a","conn":3,"delay_ms":1.543,"event":"heartbeat","inter_arrival_ms":1000.0,"received":"1700000000.125000","recovered":false,"sent":"1700000000.123456","seq":12}"#,
+        ),
+        (
+            Event::Heartbeat {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(1),
+                sent: at(1_700_000_001_000_000_000),
+                received: at(1_700_000_000_999_000_000),
+                delay_ns: -1_000_000,
+                inter_arrival: None,
+                recovered: true,
+            },
+            "heartbeat client=a seq=1 delay=-1.000ms gap=- recovered",
+            r#"{"client":"a","conn":3,"delay_ms":-1.0,"event":"heartbeat","inter_arrival_ms":null,"received":"1700000000.999000","recovered":true,"sent":"1700000001.000000","seq":1}"#,
+        ),
+        (
+            Event::Missed {
+                conn: ConnId(3),
+                client: id("a"),
+                range: SeqRange {
+                    first: Seq(5),
+                    last: Seq(9),
+                },
+            },
+            "missed client=a seq=5-9 count=5",
+            r#"{"client":"a","conn":3,"count":5,"event":"missed","first":5,"last":9,"range":"5-9"}"#,
+        ),
+        (
+            Event::Missed {
+                conn: ConnId(3),
+                client: id("a"),
+                range: SeqRange {
+                    first: Seq(5),
+                    last: Seq(5),
+                },
+            },
+            "missed client=a seq=5 count=1",
+            r#"{"client":"a","conn":3,"count":1,"event":"missed","first":5,"last":5,"range":"5"}"#,
+        ),
+        (
+            Event::Restarted {
+                conn: ConnId(3),
+                client: id("a"),
+                previous: Seq(40),
+                seq: None,
+            },
+            "restarted client=a previous=40",
+            r#"{"client":"a","conn":3,"event":"restarted","previous":40,"seq":null}"#,
+        ),
+        (
+            Event::Restarted {
+                conn: ConnId(3),
+                client: id("a"),
+                previous: Seq(40),
+                seq: Some(Seq(1)),
+            },
+            "restarted client=a previous=40 seq=1",
+            r#"{"client":"a","conn":3,"event":"restarted","previous":40,"seq":1}"#,
+        ),
+        (
+            Event::Stalled {
+                late: Duration::from_nanos(25_000_000_499),
+            },
+            "stalled: the server ran 25000.000ms late; no client convicted on that evidence",
+            r#"{"event":"stalled","late_ms":25000.0}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Up,
+                to: Liveness::Suspect,
+                since_last: Some(Duration::from_nanos(4_909_527_300)),
+                suspicion: 4.000_49,
+                detector: DetectorKind::Phi,
+            },
+            "transition client=a up->suspect since_last=4909.527ms phi=4.000",
+            r#"{"client":"a","detector":"phi","event":"transition","from":"up","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Suspect,
+                to: Liveness::Down,
+                since_last: None,
+                suspicion: f64::INFINITY,
+                detector: DetectorKind::PhiExp,
+            },
+            "transition client=a suspect->down since_last=- phi-exp=179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368.000",
+            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Down,
+                to: Liveness::Left,
+                since_last: Some(ms(0)),
+                suspicion: 0.0,
+                detector: DetectorKind::Chen,
+            },
+            "transition client=a down->left since_last=0.000ms chen=0.000",
+            r#"{"client":"a","detector":"chen","event":"transition","from":"down","since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
+        ),
+    ];
+    let mut names = std::collections::BTreeSet::new();
+    for (event, text, json) in &cases {
+        names.insert(event.name());
+        assert_eq!(event.to_string(), *text);
+        assert_eq!(event.to_json().to_string(), *json, "{text}");
+    }
+    assert_eq!(names.len(), 10, "one case at least per variant: {names:?}");
+}
