@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::ClientId;
+use crate::analysis::SeqRange;
 
 #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
 fn origin() -> Now {
@@ -763,6 +764,7 @@ fn every_event_renders_as_pinned() {
     let mut names = std::collections::BTreeSet::new();
     for (event, text, json) in &cases {
         names.insert(event.name());
+        assert_eq!(event.to_json()["event"], event.name());
         assert_eq!(event.to_string(), *text);
         assert_eq!(event.to_json().to_string(), *json, "{text}");
     }
