@@ -27,6 +27,7 @@ pub mod detector;
 mod error;
 pub mod frame;
 mod ids;
+pub mod liveness;
 pub mod server;
 mod time;
 mod timer;

@@ -4,12 +4,11 @@ mod event;
 mod session;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{ClientStats, Report};
+use crate::analysis::Report;
 use crate::config::ServerConfig;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
@@ -18,7 +17,9 @@ use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
 use session::ClientRecord;
 
+pub use crate::liveness::Liveness;
 pub use event::{Event, Output};
+pub use session::ClientView;
 
 /// After a stall of the server itself, how long before due timers are looked at again.
 const STALL_RECHECK: Duration = Duration::from_secs(1);
@@ -98,42 +99,6 @@ enum ConnState {
     },
 }
 
-/// A client's liveness, as its failure detector sees it.
-///
-/// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
-/// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
-/// clean goodbye (`BYE`): not a failure, and not watched any more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Liveness {
-    /// Declared dead.
-    Down,
-    /// Said goodbye.
-    Left,
-    /// Late beyond the suspect level.
-    Suspect,
-    /// Heard from in time.
-    Up,
-}
-
-impl Liveness {
-    /// `"down"`, `"left"`, `"suspect"` or `"up"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Down => "down",
-            Self::Left => "left",
-            Self::Suspect => "suspect",
-            Self::Up => "up",
-        }
-    }
-}
-
-impl fmt::Display for Liveness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl Server {
     /// An empty server.
     pub fn new(config: Arc<ServerConfig>) -> Self {
@@ -168,20 +133,20 @@ impl Server {
         self.clients.len()
     }
 
-    /// One client's analysis.
-    pub fn client(&self, key: &ClientKey) -> Option<&ClientStats> {
-        self.index.get(key).map(|&i| &self.clients[i].stats)
+    /// One client's analysis and liveness.
+    pub fn client(&self, key: &ClientKey) -> Option<ClientView<'_>> {
+        self.index.get(key).map(|&i| self.view(i))
     }
 
-    /// Every client's analysis, sorted by key.
-    pub fn clients(&self) -> impl Iterator<Item = &ClientStats> + '_ {
-        self.index.values().map(|&i| &self.clients[i].stats)
+    /// Every client's analysis and liveness, sorted by key.
+    pub fn clients(&self) -> impl Iterator<Item = ClientView<'_>> + '_ {
+        self.index.values().map(|&i| self.view(i))
     }
 
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {
-            clients: self.clients().map(ClientStats::summary).collect(),
+            clients: self.clients().map(|c| c.summary()).collect(),
         }
     }
 
@@ -482,6 +447,10 @@ impl Server {
             r.stats.state = Liveness::Up;
         }
         self.arm(idx);
+    }
+
+    fn view(&self, idx: usize) -> ClientView<'_> {
+        ClientView::new(&self.clients[idx].stats)
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
