@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
 use crate::ids::{ClientKey, ConnId, Seq};
+use crate::liveness::{Change, Watches};
 use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
 use session::ClientRecord;
@@ -67,9 +68,8 @@ pub struct Server {
     next_conn: u64,
     /// Connection deadlines (hello and idle timeouts), lazily re-armed.
     deadlines: DeadlineQueue<ConnId>,
-    /// Liveness checks per client index, when its detector reaches its next level; lazily
-    /// re-armed like `deadlines`.
-    checks: DeadlineQueue<usize>,
+    /// Every client's liveness machine, by the same index as `clients`.
+    liveness: Watches,
     out: VecDeque<Output>,
     /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
     scratch_units: Vec<Inbound>,
@@ -103,13 +103,13 @@ impl Server {
     /// An empty server.
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
+            liveness: Watches::new(config.detector.clone()),
             config,
             conns: HashMap::new(),
             clients: Vec::new(),
             index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
-            checks: DeadlineQueue::new(),
             out: VecDeque::new(),
             scratch_units: Vec::new(),
             scratch_beats: Vec::new(),
@@ -220,12 +220,9 @@ impl Server {
                 return;
             }
         }
-        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
-            if self.clients[idx].check_at == Some(at) {
-                self.clients[idx].check_at = None;
-                self.evaluate(now, idx);
-            }
-        }
+        let (clients, out) = (&self.clients, &mut self.out);
+        self.liveness
+            .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
@@ -302,7 +299,7 @@ impl Server {
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
     /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadlines.next(), self.checks.next()) {
+        match (self.deadlines.next(), self.liveness.next_check()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -315,13 +312,7 @@ impl Server {
     /// timer moves to a second from now, after the driver has read what arrived meanwhile.
     fn defer_after_stall(&mut self, now: Now, late: Duration) {
         let again = now.mono + STALL_RECHECK;
-        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
-            let r = &mut self.clients[idx];
-            if r.check_at == Some(at) {
-                r.check_at = Some(again);
-                self.checks.push(again, idx);
-            }
-        }
+        self.liveness.defer_due(now.mono, again);
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             if let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) {
                 c.queued = again;
@@ -330,42 +321,6 @@ impl Server {
             }
         }
         self.out.push_back(Output::Event(Event::Stalled { late }));
-    }
-
-    /// Moves client `idx` along its liveness states as far as its detector says, then arms its
-    /// next check.
-    fn evaluate(&mut self, now: Now, idx: usize) {
-        let r = &mut self.clients[idx];
-        let Some(det) = r.detector.as_mut() else {
-            return;
-        };
-        let levels = det.levels();
-        let suspicion = det.suspicion(now.mono);
-        let since_last = det
-            .last_heartbeat()
-            .map(|t| now.mono.saturating_duration_since(t));
-        let detector = det.kind();
-        let step = |from: Liveness, to: Liveness| Event::Transition {
-            client: r.stats.client.clone(),
-            from,
-            to,
-            since_last,
-            suspicion,
-            detector,
-        };
-        if r.stats.state == Liveness::Up && suspicion >= levels.suspect {
-            self.out
-                .push_back(Output::Event(step(Liveness::Up, Liveness::Suspect)));
-            r.stats.state = Liveness::Suspect;
-        }
-        if r.stats.state == Liveness::Suspect && suspicion >= levels.down {
-            self.out
-                .push_back(Output::Event(step(Liveness::Suspect, Liveness::Down)));
-            r.stats.state = Liveness::Down;
-            // Akka: what is measured while a client is down is not learned as an interval.
-            det.set_available(false);
-        }
-        self.arm(idx);
     }
 
     /// At the client limit, forgets the disconnected client heard from longest ago and returns
@@ -383,74 +338,13 @@ impl Server {
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
-        if let Some(at) = self.clients[idx].check_at.take() {
-            self.checks.remove(at, &idx);
-        }
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
         Some(idx)
     }
 
-    /// Queues client `idx`'s next liveness check: when its detector reaches the next level.
-    fn arm(&mut self, idx: usize) {
-        let r = &mut self.clients[idx];
-        let Some(det) = r.detector.as_ref() else {
-            return;
-        };
-        let levels = det.levels();
-        let level = match r.stats.state {
-            Liveness::Up => levels.suspect,
-            Liveness::Suspect => levels.down,
-            Liveness::Down | Liveness::Left => return,
-        };
-        let Some(at) = det.reaches(level) else { return };
-        // An earlier check, even a stale one, re-arms when it pops.
-        if r.check_at.is_some_and(|queued| queued <= at) {
-            return;
-        }
-        r.check_at = Some(at);
-        self.checks.push(at, idx);
-    }
-
-    /// Feeds one arrival's heartbeats to client `idx`'s detector; a client that was not up is
-    /// up again.
-    fn observe(&mut self, now: Now, idx: usize, beats: &[(Seq, UnixTime)]) {
-        let r = &mut self.clients[idx];
-        if r.detector.is_none() {
-            // Legacy clients get one once their interval has been estimated.
-            r.detector = r.interval.map(|i| self.config.detector.build(i));
-        }
-        let Some(det) = r.detector.as_mut() else {
-            return;
-        };
-        // What the Transition back to up reports, read before the heartbeats move the detector
-        // (and only then: most heartbeats find the client up).
-        let back_up = (r.stats.state != Liveness::Up).then(|| {
-            let since_last = det
-                .last_heartbeat()
-                .map(|t| now.mono.saturating_duration_since(t));
-            (det.suspicion(now.mono), since_last)
-        });
-        for &(seq, _) in beats {
-            det.heartbeat(now.mono, seq);
-        }
-        if let Some((suspicion, since_last)) = back_up {
-            let event = Event::Transition {
-                client: r.stats.client.clone(),
-                from: r.stats.state,
-                to: Liveness::Up,
-                since_last,
-                suspicion,
-                detector: det.kind(),
-            };
-            self.out.push_back(Output::Event(event));
-            r.stats.state = Liveness::Up;
-        }
-        self.arm(idx);
-    }
-
     fn view(&self, idx: usize) -> ClientView<'_> {
-        ClientView::new(&self.clients[idx].stats)
+        ClientView::new(&self.clients[idx].stats, self.liveness.state(idx))
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
@@ -549,25 +443,9 @@ impl Server {
             (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
                 let idx = *idx;
                 self.flush_beats(now, conn, beats);
-                let r = &mut self.clients[idx];
-                r.left = true;
-                if r.stats.state != Liveness::Left {
-                    let det = r.detector.as_ref();
-                    let event = Event::Transition {
-                        client: r.stats.client.clone(),
-                        from: r.stats.state,
-                        to: Liveness::Left,
-                        since_last: det
-                            .and_then(|d| d.last_heartbeat())
-                            .map(|t| now.mono.saturating_duration_since(t)),
-                        suspicion: det.map_or(0.0, |d| d.suspicion(now.mono)),
-                        detector: self.config.detector.kind(),
-                    };
-                    self.out.push_back(Output::Event(event));
-                    r.stats.state = Liveness::Left;
-                    if let Some(at) = r.check_at.take() {
-                        self.checks.remove(at, &idx);
-                    }
+                self.clients[idx].left = true;
+                if let Some(change) = self.liveness.leave(now.mono, idx) {
+                    self.out.push_back(transition(&self.clients, change));
                 }
             }
             (Inbound::Frame(f), state) => {
@@ -612,6 +490,7 @@ impl Server {
                     }
                 };
                 self.index.insert(key.clone(), idx);
+                self.liveness.start(idx);
                 idx
             }
         };
@@ -650,6 +529,7 @@ impl Server {
         if restarted {
             // A new session nonce: the client process restarted.
             self.clients[idx].restart(conn, &mut self.out);
+            self.liveness.reset(idx);
         }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
@@ -666,8 +546,14 @@ impl Server {
             return;
         };
         let gap = self.config.burst_gap_intervals;
-        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out);
-        self.observe(now, idx, beats);
+        let r = &mut self.clients[idx];
+        if r.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out) {
+            self.liveness.reset(idx);
+        }
+        let seqs = beats.iter().map(|&(seq, _)| seq);
+        if let Some(change) = self.liveness.observe(now.mono, idx, r.interval, seqs) {
+            self.out.push_back(transition(&self.clients, change));
+        }
         beats.clear();
     }
 
@@ -695,6 +581,18 @@ impl Server {
         }));
         self.out.push_back(Output::Disconnect { conn, reason });
     }
+}
+
+/// The event for a liveness change of client `change.client`.
+fn transition(clients: &[ClientRecord], change: Change) -> Output {
+    Output::Event(Event::Transition {
+        client: clients[change.client].stats.client.clone(),
+        from: change.from,
+        to: change.to,
+        since_last: change.since_last,
+        suspicion: change.suspicion,
+        detector: change.detector,
+    })
 }
 
 #[cfg(test)]

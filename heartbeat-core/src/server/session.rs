@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientSummary, Distribution, SeqRange};
-use crate::detector::Detector;
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::Liveness;
@@ -18,11 +17,12 @@ use super::{Event, Output};
 #[derive(Clone, Copy, Debug)]
 pub struct ClientView<'a> {
     stats: &'a ClientStats,
+    state: Liveness,
 }
 
 impl<'a> ClientView<'a> {
-    pub(super) fn new(stats: &'a ClientStats) -> Self {
-        Self { stats }
+    pub(super) fn new(stats: &'a ClientStats, state: Liveness) -> Self {
+        Self { stats, state }
     }
 
     /// The client's key.
@@ -62,7 +62,7 @@ impl<'a> ClientView<'a> {
 
     /// Liveness as the failure detector sees it.
     pub fn state(&self) -> Liveness {
-        self.stats.state
+        self.state
     }
 
     /// Highest sequence number in the current session.
@@ -76,7 +76,7 @@ impl<'a> ClientView<'a> {
         ClientSummary {
             client: s.client.clone(),
             protocol: s.protocol,
-            state: s.state,
+            state: self.state,
             connected: s.connected,
             received: s.received,
             missed: s.missed,
@@ -111,10 +111,6 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
-    /// The failure detector, built at the first heartbeat whose interval is known.
-    pub(crate) detector: Option<Box<dyn Detector>>,
-    /// The liveness check this client has in the server's queue.
-    pub(crate) check_at: Option<Instant>,
 }
 
 impl ClientRecord {
@@ -127,13 +123,12 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
-            detector: None,
-            check_at: None,
         }
     }
 
     /// A new session started (a different nonce in `HELLO`): sequence tracking starts over, the
-    /// history stays.
+    /// history stays. The caller resets the client's liveness watch too: a new process's timing
+    /// says nothing about the old one's.
     pub(crate) fn restart(&mut self, conn: ConnId, out: &mut VecDeque<Output>) {
         if let Some(previous) = self.stats.highest.take() {
             self.stats.restarts += 1;
@@ -145,11 +140,10 @@ impl ClientRecord {
             }));
         }
         self.last_sent = None;
-        // A new process: its timing history says nothing about this one.
-        self.detector = None;
     }
 
-    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order.
+    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order. True when they
+    /// restarted the client's sequence (a new process): the caller resets its liveness watch.
     pub(crate) fn on_arrival(
         &mut self,
         conn: ConnId,
@@ -158,9 +152,9 @@ impl ClientRecord {
         beats: &[(Seq, UnixTime)],
         burst_gap_intervals: u32,
         out: &mut VecDeque<Output>,
-    ) {
+    ) -> bool {
         let Some(&(first, _)) = beats.first() else {
-            return;
+            return false;
         };
         let client = &self.stats.client;
         let silence = self.last_arrival.map(|t| now.saturating_duration_since(t));
@@ -184,19 +178,21 @@ impl ClientRecord {
                 }));
             }
         }
+        let mut restarted = false;
         for (i, &(seq, sent)) in beats.iter().enumerate() {
             let inter_arrival = if i == 0 {
                 silence
             } else {
                 Some(Duration::ZERO)
             };
-            self.on_beat(conn, seq, sent, received, inter_arrival, out);
+            restarted |= self.on_beat(conn, seq, sent, received, inter_arrival, out);
         }
         self.last_arrival = Some(now);
         if self.stats.first_seen.is_none() {
             self.stats.first_seen = Some(received);
         }
         self.stats.last_seen = Some(received);
+        restarted
     }
 
     fn on_beat(
@@ -207,9 +203,10 @@ impl ClientRecord {
         received: UnixTime,
         inter_arrival: Option<Duration>,
         out: &mut VecDeque<Output>,
-    ) {
+    ) -> bool {
         let client = self.stats.client.clone();
         let mut recovered = false;
+        let mut restarted = false;
         match self.stats.highest {
             Some(h) if seq <= h => {
                 if seq == Seq(1) && h > Seq(1) {
@@ -224,13 +221,13 @@ impl ClientRecord {
                     }));
                     self.stats.highest = Some(seq);
                     self.last_sent = None;
-                    self.detector = None;
+                    restarted = true;
                 } else if self.stats.recover_missed(seq) {
                     recovered = true;
                 } else {
                     self.stats.duplicates += 1;
                     out.push_back(Output::Event(Event::Duplicate { conn, client, seq }));
-                    return;
+                    return false;
                 }
             }
             highest => {
@@ -261,7 +258,7 @@ impl ClientRecord {
         }
         out.push_back(Output::Event(Event::Heartbeat {
             conn,
-            client: self.stats.client.clone(),
+            client,
             seq,
             sent,
             received,
@@ -269,6 +266,7 @@ impl ClientRecord {
             inter_arrival,
             recovered,
         }));
+        restarted
     }
 
     /// A legacy client does not declare its interval; its send stamps tell it.
@@ -304,7 +302,6 @@ pub(crate) struct ClientStats {
     pub(super) last_seen: Option<UnixTime>,
     pub(super) delay: Distribution,
     pub(super) inter_arrival: Distribution,
-    pub(super) state: Liveness,
     pub(super) connected: bool,
 }
 
@@ -326,7 +323,6 @@ impl ClientStats {
             last_seen: None,
             delay: Distribution::default(),
             inter_arrival: Distribution::default(),
-            state: Liveness::Up,
             connected: false,
         }
     }
