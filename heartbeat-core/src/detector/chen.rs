@@ -143,7 +143,7 @@ impl ChenDetector {
 
     fn update_expected(&mut self) {
         let n = self.offsets.len().max(1) as i128;
-        let mean = self.offsets.sum.div_euclid(n);
+        let mean = self.offsets.sum().div_euclid(n);
         let next = i128::from(self.last_k) + 1;
         self.expected_ns = mean + next * i128::from(self.eta_ns);
     }
