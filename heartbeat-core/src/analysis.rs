@@ -22,14 +22,9 @@ pub struct SeqRange {
 }
 
 impl SeqRange {
-    /// How many sequence numbers it holds.
-    pub fn len(&self) -> u64 {
+    /// How many sequence numbers it holds (at least one: the range is inclusive).
+    pub fn count(&self) -> u64 {
         self.last.0 - self.first.0 + 1
-    }
-
-    /// Never empty; here for clippy's `len_without_is_empty`.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// True if `seq` is inside.
@@ -285,7 +280,8 @@ mod tests {
     fn ranges_print_compactly() {
         assert_eq!(r(5, 9).to_string(), "5-9");
         assert_eq!(r(5, 5).to_string(), "5");
-        assert_eq!(r(5, 9).len(), 5);
+        assert_eq!(r(5, 9).count(), 5);
+        assert_eq!(r(5, 5).count(), 1);
     }
 
     #[test]

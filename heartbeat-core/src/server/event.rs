@@ -275,7 +275,7 @@ impl fmt::Display for Event {
             Self::Missed { client, range, .. } => write!(
                 f,
                 "missed client={client} seq={range} count={}",
-                range.len()
+                range.count()
             ),
             Self::Restarted {
                 client,
@@ -357,6 +357,6 @@ fn range_fields<S: Serializer>(r: &SeqRange, s: S) -> Result<S::Ok, S::Error> {
     map.serialize_entry("range", r)?;
     map.serialize_entry("first", &r.first)?;
     map.serialize_entry("last", &r.last)?;
-    map.serialize_entry("count", &r.len())?;
+    map.serialize_entry("count", &r.count())?;
     map.end()
 }

@@ -224,48 +224,7 @@ impl Server {
         self.liveness
             .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if c.queued != at {
-                continue; // a stale entry: the connection was re-armed
-            }
-            let (deadline, timeout) = match &c.state {
-                ConnState::Opening => (None, self.config.hello_timeout),
-                ConnState::Live { idx, .. } => {
-                    let interval = self.clients[*idx].interval;
-                    let idle = self.config.idle_timeout_for(interval);
-                    (Some(c.last_rx + idle), idle)
-                }
-            };
-            match deadline {
-                Some(d) if d > now.mono => {
-                    c.queued = d;
-                    self.deadlines.push(d, conn);
-                }
-                _ => {
-                    let reason = if deadline.is_none() {
-                        DisconnectReason::Protocol(DecodeError::Unexpected {
-                            got: "silence",
-                            when: "before identification",
-                        })
-                    } else {
-                        DisconnectReason::IdleTimeout(timeout)
-                    };
-                    if let ConnState::Opening = c.state {
-                        if c.decoder.protocol() == Some(Protocol::V1) || c.decoder.buffered() == 0 {
-                            self.out.push_back(Output::Transmit {
-                                conn,
-                                bytes: Frame::Error {
-                                    message: "timed out waiting for HELLO".into(),
-                                }
-                                .to_bytes(),
-                            });
-                        }
-                    }
-                    self.drop_conn(conn, reason);
-                }
-            }
+            self.connection_deadline(now, conn, at);
         }
     }
 
@@ -341,6 +300,45 @@ impl Server {
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
         Some(idx)
+    }
+
+    /// Connection `conn`'s deadline `at` is due: the hello timeout of an opening connection,
+    /// or the idle timeout of a live one, which traffic may have moved later (then it re-arms).
+    fn connection_deadline(&mut self, now: Now, conn: ConnId, at: Instant) {
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) else {
+            return; // closed, or a stale entry: the connection was re-armed
+        };
+        let reason = match &c.state {
+            ConnState::Opening => {
+                let timeout = self.config.hello_timeout;
+                let partial = c.decoder.buffered() > 0;
+                // A v1 client, or a silent one that may be: tell it why. A legacy client never
+                // reads.
+                if !partial || c.decoder.protocol() == Some(Protocol::V1) {
+                    let bytes = Frame::Error {
+                        message: "timed out waiting for HELLO".into(),
+                    }
+                    .to_bytes();
+                    self.out.push_back(Output::Transmit { conn, bytes });
+                }
+                if partial {
+                    DisconnectReason::IncompleteHello(timeout)
+                } else {
+                    DisconnectReason::HelloTimeout(timeout)
+                }
+            }
+            ConnState::Live { idx, .. } => {
+                let idle = self.config.idle_timeout_for(self.clients[*idx].interval);
+                let deadline = c.last_rx + idle;
+                if deadline > now.mono {
+                    c.queued = deadline;
+                    self.deadlines.push(deadline, conn);
+                    return;
+                }
+                DisconnectReason::IdleTimeout(idle)
+            }
+        };
+        self.drop_conn(conn, reason);
     }
 
     fn view(&self, idx: usize) -> ClientView<'_> {
@@ -448,15 +446,12 @@ impl Server {
                     self.out.push_back(transition(&self.clients, change));
                 }
             }
-            (Inbound::Frame(f), state) => {
-                let when = if matches!(state, ConnState::Opening) {
-                    "before HELLO"
-                } else {
-                    "after HELLO"
-                };
+            // The decoder speaks v1 only after a leading `HELLO`, so an opening connection's
+            // first frame is always `HELLO`: any other frame comes after it.
+            (Inbound::Frame(f), _) => {
                 return Err(DecodeError::Unexpected {
                     got: f.command(),
-                    when,
+                    when: "after HELLO",
                 });
             }
         }

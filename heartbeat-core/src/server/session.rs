@@ -328,7 +328,7 @@ impl ClientStats {
     }
 
     pub(super) fn add_missed(&mut self, range: SeqRange) {
-        self.missed += range.len();
+        self.missed += range.count();
         if self.missed_ranges.len() == self.max_missed_ranges {
             self.missed_ranges.pop_front();
         }

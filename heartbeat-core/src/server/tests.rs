@@ -253,7 +253,7 @@ fn v1_protocol_errors_are_explained_before_closing() {
 }
 
 #[test]
-fn beat_before_hello_is_a_protocol_error() {
+fn hello_after_hello_is_a_protocol_error() {
     let t0 = origin();
     let mut s = server();
     let c = s.accept(t0, peer(1));
@@ -264,6 +264,44 @@ fn beat_before_hello_is_a_protocol_error() {
     assert_eq!(
         out.last().unwrap(),
         "conn#1 disconnect protocol error: unexpected HELLO after HELLO"
+    );
+}
+
+#[test]
+fn beat_before_hello_is_an_unrecognised_protocol() {
+    let t0 = origin();
+    let mut s = server();
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, b"BEAT 1 1700000000\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            "ev disconnected conn#1 client=- reason=protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+            "conn#1 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+        ]
+    );
+}
+
+#[test]
+fn an_incomplete_hello_times_out_as_incomplete() {
+    let t0 = origin();
+    let mut s = server();
+    let v1 = s.accept(t0, peer(1));
+    let legacy = s.accept(t0, peer(2));
+    s.handle_input(t0, v1, b"HELLO 1 a");
+    s.handle_input(t0, legacy, b"Sequence #1: Sending");
+    let at = s.poll_timeout().unwrap();
+    s.handle_timeout(t0.advanced(at - t0.mono));
+    assert_eq!(
+        drain(&mut s),
+        [
+            // A v1 client is told why; a legacy client never reads.
+            "conn#1 tx ERROR timed out waiting for HELLO",
+            "ev disconnected conn#1 client=- reason=incomplete identification after 10s",
+            "conn#1 disconnect incomplete identification after 10s",
+            "ev disconnected conn#2 client=- reason=incomplete identification after 10s",
+            "conn#2 disconnect incomplete identification after 10s",
+        ]
     );
 }
 
@@ -292,8 +330,8 @@ fn silent_connections_time_out() {
             "ev transition client=a up->suspect since_last=4909.527ms phi=4.000",
             "ev transition client=a suspect->down since_last=5306.496ms phi=8.000",
             "conn#1 tx ERROR timed out waiting for HELLO",
-            "ev disconnected conn#1 client=- reason=protocol error: unexpected silence before identification",
-            "conn#1 disconnect protocol error: unexpected silence before identification",
+            "ev disconnected conn#1 client=- reason=no identification within 10s",
+            "conn#1 disconnect no identification within 10s",
             "ev disconnected conn#2 client=a reason=no data for 10s",
             "conn#2 disconnect no data for 10s",
         ]
