@@ -266,10 +266,11 @@ impl fmt::Display for Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn r(a: u64, b: u64) -> SeqRange {
+    /// The range `a-b`.
+    pub(crate) fn r(a: u64, b: u64) -> SeqRange {
         SeqRange {
             first: Seq(a),
             last: Seq(b),

@@ -740,12 +740,8 @@ mod tests {
     use crate::config::Backoff;
     use crate::ids::ClientId;
 
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     fn origin() -> Now {
-        Now {
-            mono: Instant::now(),
-            unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
-        }
+        Now::test_origin()
     }
 
     fn config(interval_ms: u64) -> ClientConfig {
@@ -754,6 +750,16 @@ mod tests {
             Duration::from_millis(interval_ms),
         )
         .unwrap()
+    }
+
+    /// A client with `config`, connected at a fresh origin, its first outputs drained.
+    fn connected(config: ClientConfig) -> (Now, Client) {
+        let t0 = origin();
+        let mut c = Client::new(config, t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        (t0, c)
     }
 
     fn drain(c: &mut Client) -> Vec<Output> {
@@ -798,22 +804,14 @@ mod tests {
 
     #[test]
     fn early_timeout_does_nothing() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_timeout(t0.advanced(Duration::from_millis(99)));
         assert_eq!(drain(&mut c), vec![]);
     }
 
     #[test]
     fn waking_late_skips_slots_instead_of_bursting() {
-        let t0 = origin();
-        let mut c = Client::new(config(10), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(10));
         c.handle_timeout(t0.advanced(Duration::from_millis(55)));
         let outs = text(&drain(&mut c));
         assert_eq!(outs[0], "ev skipped seq=2-5");
@@ -825,11 +823,7 @@ mod tests {
 
     #[test]
     fn acks_give_rtt_samples() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_input(
             t0.advanced(Duration::from_millis(3)),
             b"WELCOME 1\nACK 1 1700000000.001",
@@ -845,11 +839,7 @@ mod tests {
 
     #[test]
     fn silent_server_is_warned_about_then_dropped() {
-        let t0 = origin();
-        let mut c = Client::new(config(1000), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(1000));
         let mut log = Vec::new();
         let mut now = t0;
         while let Some(at) = c.poll_timeout() {
@@ -928,11 +918,7 @@ mod tests {
 
     #[test]
     fn count_waits_for_the_last_ack_then_says_bye() {
-        let t0 = origin();
-        let mut c = Client::new(config(10).count(Some(2)).unwrap(), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(10).count(Some(2)).unwrap());
         c.handle_timeout(t0.advanced(Duration::from_millis(10)));
         let _ = drain(&mut c);
         assert!(!c.is_done());
@@ -968,11 +954,7 @@ mod tests {
 
     #[test]
     fn server_error_frame_drops_the_connection() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_input(t0, b"ERROR go away\n");
         let outs = drain(&mut c);
         assert_eq!(

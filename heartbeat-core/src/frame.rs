@@ -750,35 +750,6 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                     expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
                 },
             ),
-            (b"HELLO 1 a 10\nBEAT 0 1.0\n", DecodeError::Seq("0".into())),
-            (
-                b"HELLO 1 a 10\nBEAT 99999999999999999999 1\n",
-                DecodeError::Seq("99999999999999999999".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 inf\n",
-                DecodeError::Timestamp("inf".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 NaN\n",
-                DecodeError::Timestamp("NaN".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 -1.0\n",
-                DecodeError::Timestamp("-1.0".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 1e9\n",
-                DecodeError::Timestamp("1e9".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 18446744074.0\n",
-                DecodeError::Timestamp("18446744074.0".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 1.0000000001\n",
-                DecodeError::Timestamp("1.0000000001".into()),
-            ),
             (b"HELLO 1 a 10\nBEAT 1 1\xc3\x28\n", DecodeError::NotUtf8),
             (b"HELLO 1 a 10\nBEAT 1 1\x07\n", DecodeError::ControlChar),
             (
@@ -808,29 +779,32 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                 String::from_utf8_lossy(input)
             );
         }
+        // A BEAT after a valid HELLO with a bad sequence number or timestamp.
+        let seqs =
+            ["0", "99999999999999999999"].map(|seq| (seq, "1", DecodeError::Seq(seq.into())));
+        let stamps = ["inf", "NaN", "-1.0", "1e9", "18446744074.0", "1.0000000001"]
+            .map(|sent| ("1", sent, DecodeError::Timestamp(sent.into())));
+        for (seq, sent, want) in seqs.into_iter().chain(stamps) {
+            let input = format!("HELLO 1 a 10\nBEAT {seq} {sent}\n");
+            assert_eq!(decode_all(input.as_bytes()), Err(want), "{input:?}");
+        }
     }
 
     #[test]
     fn oversized_frames_are_rejected_without_newline() {
-        let mut d = StreamDecoder::new();
-        d.push(b"HELLO ");
-        d.push(&[b'a'; MAX_FRAME_LEN]);
-        assert_eq!(
-            d.decode_next(),
-            Err(DecodeError::TooLong {
-                limit: MAX_FRAME_LEN
-            })
-        );
-
-        let mut d = StreamDecoder::new();
-        d.push(b"Sequence #");
-        d.push(&[b'1'; MAX_FRAME_LEN]);
-        assert_eq!(
-            d.decode_next(),
-            Err(DecodeError::TooLong {
-                limit: MAX_FRAME_LEN
-            })
-        );
+        for (prefix, filler) in [(&b"HELLO "[..], b'a'), (b"Sequence #", b'1')] {
+            let mut d = StreamDecoder::new();
+            d.push(prefix);
+            d.push(&[filler; MAX_FRAME_LEN]);
+            assert_eq!(
+                d.decode_next(),
+                Err(DecodeError::TooLong {
+                    limit: MAX_FRAME_LEN
+                }),
+                "{:?}",
+                String::from_utf8_lossy(prefix)
+            );
+        }
     }
 
     #[test]

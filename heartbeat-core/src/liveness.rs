@@ -312,9 +312,8 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     fn origin() -> Instant {
-        Instant::now()
+        crate::Now::test_origin().mono
     }
 
     /// The fixed detector: with a 1 s interval and its default 2 s grace, suspect 2 s and

@@ -408,9 +408,8 @@ mod tests {
 
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     pub(super) fn origin() -> Instant {
-        Instant::now()
+        crate::Now::test_origin().mono
     }
 
     pub(super) fn ms(n: u64) -> Duration {

@@ -367,13 +367,7 @@ impl ClientStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(a: u64, b: u64) -> SeqRange {
-        SeqRange {
-            first: Seq(a),
-            last: Seq(b),
-        }
-    }
+    use crate::analysis::tests::r;
 
     #[test]
     fn missed_ranges_are_capped_but_counts_stay_exact() {

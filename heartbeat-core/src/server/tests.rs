@@ -1,25 +1,39 @@
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::ClientId;
 use crate::analysis::SeqRange;
 
-#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-fn origin() -> Now {
-    Now {
-        mono: Instant::now(),
-        unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
-    }
-}
+// ---- helpers ----
 
 fn peer(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn id(s: &str) -> ClientKey {
+    ClientKey::Id(ClientId::new(s).unwrap())
 }
 
 fn server() -> Server {
     Server::new(Arc::new(ServerConfig::default()))
 }
 
+/// A server with `config` at a fresh origin, and one connection from port 1 that sent `bytes`.
+fn opened_with(config: ServerConfig, bytes: &[u8]) -> (Now, Server, ConnId) {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(config));
+    let c = s.accept(t0, peer(1));
+    s.handle_input(t0, c, bytes);
+    (t0, s, c)
+}
+
+/// [`opened_with`] the default configuration.
+fn opened(bytes: &[u8]) -> (Now, Server, ConnId) {
+    opened_with(ServerConfig::default(), bytes)
+}
+
+/// Each outputs as one line: `conn#1 tx ...`, `ev ...` or `conn#1 disconnect ...`.
 fn drain(s: &mut Server) -> Vec<String> {
     std::iter::from_fn(|| s.poll_output())
         .map(|o| match o {
@@ -35,20 +49,56 @@ fn drain(s: &mut Server) -> Vec<String> {
         .collect()
 }
 
-fn id(s: &str) -> ClientKey {
-    ClientKey::Id(ClientId::new(s).unwrap())
+/// The liveness lines (transitions, stalls) among `lines`.
+fn liveness(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|l| l.contains("transition") || l.contains("stalled"))
+        .collect()
 }
+
+fn liveness_lines(s: &mut Server) -> Vec<String> {
+    liveness(drain(s))
+}
+
+/// Sends `BEAT i` on `conn` at `t0 + i` seconds for each `i` in `seqs`, running the timers due
+/// by then first, as a driver would.
+fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive<u64>) {
+    for i in seqs {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        s.handle_input(now, conn, format!("BEAT {i} 1700000000\n").as_bytes());
+    }
+}
+
+/// Jumps from timer to timer until none is left or `done` says so; returns the instant of the
+/// last timer and every output line on the way.
+fn run_timers(s: &mut Server, t0: Now, done: impl Fn(&Server) -> bool) -> (Instant, Vec<String>) {
+    let mut last = t0.mono;
+    let mut log = Vec::new();
+    while let Some(at) = s.poll_timeout() {
+        last = at;
+        s.handle_timeout(Now {
+            mono: at,
+            unix: t0.unix,
+        });
+        log.extend(drain(s));
+        if done(s) {
+            break;
+        }
+    }
+    (last, log)
+}
+
+// ---- tests ----
 
 #[test]
 fn v1_hello_beats_and_acks() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1000));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000.0\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000.0\n");
     assert_eq!(
         drain(&mut s),
         [
-            "ev connected conn#1 client=a peer=127.0.0.1:1000 protocol=v1 interval=1000.000ms resumed=false",
+            "ev connected conn#1 client=a peer=127.0.0.1:1 protocol=v1 interval=1000.000ms resumed=false",
             "ev heartbeat client=a seq=1 delay=0.000ms gap=-",
             "conn#1 tx WELCOME 1 | ACK 1 1700000000.000000",
         ]
@@ -67,14 +117,7 @@ fn v1_hello_beats_and_acks() {
 #[test]
 fn legacy_burst_counts_every_heartbeat() {
     // The seed's Known Limitation 2: a burst after a firewall is parsed in full.
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(2000));
-    s.handle_input(
-        t0,
-        c,
-        b"Sequence #1: Sending heartbeat at 1700000000.0000. ",
-    );
+    let (t0, mut s, c) = opened(b"Sequence #1: Sending heartbeat at 1700000000.0000. ");
     let _ = drain(&mut s);
     let mut burst = Vec::new();
     for seq in 2..=6 {
@@ -90,10 +133,10 @@ fn legacy_burst_counts_every_heartbeat() {
     let out = drain(&mut s);
     assert_eq!(
         out[0],
-        "ev burst client=legacy@127.0.0.1:2000 seq=2-6 count=5 after_silence=6000.000ms"
+        "ev burst client=legacy@127.0.0.1:1 seq=2-6 count=5 after_silence=6000.000ms"
     );
     assert_eq!(out.len(), 6, "{out:?}");
-    let stats = s.client(&ClientKey::Peer(peer(2000))).unwrap();
+    let stats = s.client(&ClientKey::Peer(peer(1))).unwrap();
     assert_eq!(
         (stats.received(), stats.missed(), stats.bursts()),
         (6, 0, 1)
@@ -102,10 +145,7 @@ fn legacy_burst_counts_every_heartbeat() {
 
 #[test]
 fn gaps_are_reported_as_ranges_once() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
+    let (_, mut s, _) = opened(b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
     let out: Vec<_> = drain(&mut s)
         .into_iter()
         .filter(|l| !l.contains("heartbeat") && !l.contains("tx"))
@@ -131,14 +171,7 @@ fn gaps_are_reported_as_ranges_once() {
 
 #[test]
 fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
-    let t0 = origin();
-    let mut s = server();
-    let c1 = s.accept(t0, peer(1));
-    s.handle_input(
-        t0,
-        c1,
-        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\n",
-    );
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\n");
     s.handle_eof(t0, c1);
     let c2 = s.accept(t0, peer(2));
     s.handle_input(
@@ -159,14 +192,7 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
 
 #[test]
 fn new_session_is_a_restart_not_a_duplicate() {
-    let t0 = origin();
-    let mut s = server();
-    let c1 = s.accept(t0, peer(1));
-    s.handle_input(
-        t0,
-        c1,
-        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n",
-    );
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n");
     s.handle_eof(t0, c1);
     let out = drain(&mut s);
     assert_eq!(out.last().unwrap(), "conn#1 disconnect client said goodbye");
@@ -187,30 +213,17 @@ fn new_session_is_a_restart_not_a_duplicate() {
 #[test]
 fn two_clients_are_analysed_apart() {
     // The seed's Known Limitation 3.
-    let t0 = origin();
+    let t0 = Now::test_origin();
     let mut s = server();
     let a = s.accept(t0, peer(1));
     let b = s.accept(t0, peer(2));
+    s.handle_input(t0, a, b"HELLO 1 a 1000\n");
+    s.handle_input(t0, b, b"HELLO 1 b 1000\n");
     for i in 1..=3u64 {
         let now = t0.advanced(Duration::from_secs(i));
-        s.handle_input(
-            now,
-            a,
-            format!(
-                "{}BEAT {i} 1700000000\n",
-                if i == 1 { "HELLO 1 a 1000\n" } else { "" }
-            )
-            .as_bytes(),
-        );
-        s.handle_input(
-            now,
-            b,
-            format!(
-                "{}BEAT {i} 1700000000\n",
-                if i == 1 { "HELLO 1 b 1000\n" } else { "" }
-            )
-            .as_bytes(),
-        );
+        for conn in [a, b] {
+            s.handle_input(now, conn, format!("BEAT {i} 1700000000\n").as_bytes());
+        }
     }
     let report = s.report();
     assert_eq!(report.clients.len(), 2);
@@ -221,11 +234,8 @@ fn two_clients_are_analysed_apart() {
 
 #[test]
 fn garbage_drops_only_that_connection() {
-    let t0 = origin();
-    let mut s = server();
-    let good = s.accept(t0, peer(1));
+    let (t0, mut s, good) = opened(b"HELLO 1 a 1000\n");
     let bad = s.accept(t0, peer(2));
-    s.handle_input(t0, good, b"HELLO 1 a 1000\n");
     s.handle_input(t0, bad, b"GET / HTTP/1.1\r\n");
     let out = drain(&mut s);
     assert!(out.contains(&"conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)".into()), "{out:?}");
@@ -237,10 +247,7 @@ fn garbage_drops_only_that_connection() {
 
 #[test]
 fn v1_protocol_errors_are_explained_before_closing() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 nan\n");
+    let (_, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 nan\n");
     let out = drain(&mut s);
     assert_eq!(
         out[out.len() - 3..],
@@ -254,10 +261,7 @@ fn v1_protocol_errors_are_explained_before_closing() {
 
 #[test]
 fn hello_after_hello_is_a_protocol_error() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO");
+    let (t0, mut s, c) = opened(b"HELLO");
     assert_eq!(drain(&mut s), Vec::<String>::new());
     s.handle_input(t0, c, b" 1 a 10\nHELLO 1 a 10\n");
     let out = drain(&mut s);
@@ -269,10 +273,7 @@ fn hello_after_hello_is_a_protocol_error() {
 
 #[test]
 fn beat_before_hello_is_an_unrecognised_protocol() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"BEAT 1 1700000000\n");
+    let (_, mut s, _) = opened(b"BEAT 1 1700000000\n");
     assert_eq!(
         drain(&mut s),
         [
@@ -284,16 +285,12 @@ fn beat_before_hello_is_an_unrecognised_protocol() {
 
 #[test]
 fn an_incomplete_hello_times_out_as_incomplete() {
-    let t0 = origin();
-    let mut s = server();
-    let v1 = s.accept(t0, peer(1));
+    let (t0, mut s, _) = opened(b"HELLO 1 a");
     let legacy = s.accept(t0, peer(2));
-    s.handle_input(t0, v1, b"HELLO 1 a");
     s.handle_input(t0, legacy, b"Sequence #1: Sending");
-    let at = s.poll_timeout().unwrap();
-    s.handle_timeout(t0.advanced(at - t0.mono));
+    let (at, log) = run_timers(&mut s, t0, |_| false);
     assert_eq!(
-        drain(&mut s),
+        log,
         [
             // A v1 client is told why; a legacy client never reads.
             "conn#1 tx ERROR timed out waiting for HELLO",
@@ -303,26 +300,18 @@ fn an_incomplete_hello_times_out_as_incomplete() {
             "conn#2 disconnect incomplete identification after 10s",
         ]
     );
+    assert_eq!(at - t0.mono, Duration::from_secs(10));
 }
 
 #[test]
 fn silent_connections_time_out() {
-    let t0 = origin();
+    let t0 = Now::test_origin();
     let mut s = server();
-    let quiet = s.accept(t0, peer(1));
+    let _quiet = s.accept(t0, peer(1));
     let live = s.accept(t0, peer(2));
     s.handle_input(t0, live, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
     let _ = drain(&mut s);
-    let mut now = t0;
-    let mut log = Vec::new();
-    while let Some(at) = s.poll_timeout() {
-        now = Now {
-            mono: at,
-            unix: now.unix,
-        };
-        s.handle_timeout(now);
-        log.extend(drain(&mut s));
-    }
+    let (at, log) = run_timers(&mut s, t0, |_| false);
     assert_eq!(
         log,
         [
@@ -336,31 +325,20 @@ fn silent_connections_time_out() {
             "conn#2 disconnect no data for 10s",
         ]
     );
-    assert_eq!(now.mono - t0.mono, Duration::from_secs(10));
-    let _ = quiet;
+    assert_eq!(at - t0.mono, Duration::from_secs(10));
 }
 
 #[test]
 fn idle_deadline_is_rearmed_by_traffic() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=30u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_timeout(now);
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=30);
     assert_eq!(s.connection_count(), 1);
     assert_eq!(s.client(&id("a")).unwrap().received(), 30);
 }
 
 #[test]
 fn a_newer_connection_supersedes_a_half_open_one() {
-    let t0 = origin();
-    let mut s = server();
-    let old = s.accept(t0, peer(1));
-    s.handle_input(t0, old, b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
     let new = s.accept(t0, peer(2));
     s.handle_input(t0, new, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
     let out = drain(&mut s);
@@ -374,20 +352,14 @@ fn a_newer_connection_supersedes_a_half_open_one() {
 
 #[test]
 fn legacy_final_message_at_eof_counts() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"Sequence #1: Sending heartbeat at 1700000000.0000.");
+    let (t0, mut s, c) = opened(b"Sequence #1: Sending heartbeat at 1700000000.0000.");
     s.handle_eof(t0, c);
     assert_eq!(s.client(&ClientKey::Peer(peer(1))).unwrap().received(), 1);
 }
 
 #[test]
 fn report_renders_text_and_json() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
     s.handle_input(
         t0.advanced(Duration::from_secs(3)),
         c,
@@ -405,42 +377,16 @@ fn report_renders_text_and_json() {
     assert!(text.contains("missed a: 2-3"), "{text}");
 }
 
-fn liveness_lines(s: &mut Server) -> Vec<String> {
-    drain(s)
-        .into_iter()
-        .filter(|l| l.contains("transition") || l.contains("stalled"))
-        .collect()
-}
-
-/// Runs a client sending every second for 20 s, then silent; returns its transitions.
+/// Runs a client sending every second for 20 s, then silent, until it is down; returns its
+/// transitions and how long after the last heartbeat it was declared down.
 fn crash_after_20_beats(config: ServerConfig) -> (Vec<String>, Duration) {
-    let t0 = origin();
-    let mut s = Server::new(Arc::new(config));
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=20u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_timeout(now);
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened_with(config, b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=20);
     let mut log = liveness_lines(&mut s);
-    let mut down_after = Duration::ZERO;
-    while let Some(at) = s.poll_timeout() {
-        let now = Now {
-            mono: at,
-            unix: t0.unix,
-        };
-        s.handle_timeout(now);
-        let lines = liveness_lines(&mut s);
-        if lines.iter().any(|l| l.contains("->down")) {
-            down_after = at - (t0.mono + Duration::from_secs(20));
-        }
-        log.extend(lines);
-        if s.client(&id("a")).unwrap().state() == Liveness::Down {
-            break;
-        }
-    }
-    (log, down_after)
+    let is_down = |s: &Server| s.client(&id("a")).unwrap().state() == Liveness::Down;
+    let (down_at, lines) = run_timers(&mut s, t0, is_down);
+    log.extend(liveness(lines));
+    (log, down_at - t0.advanced(Duration::from_secs(20)).mono)
 }
 
 #[test]
@@ -473,23 +419,14 @@ fn every_detector_declares_a_crashed_client_down_within_its_bound() {
 
 #[test]
 fn a_heartbeat_brings_a_down_client_back_up() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
-    while let Some(at) = s.poll_timeout() {
-        s.handle_timeout(Now {
-            mono: at,
-            unix: t0.unix,
-        });
-    }
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _ = run_timers(&mut s, t0, |_| false);
     assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Down);
     assert_eq!(
         s.connection_count(),
         0,
         "the idle connection was dropped too"
     );
-    let _ = drain(&mut s);
     let late = t0.advanced(Duration::from_secs(60));
     let c = s.accept(late, peer(2));
     s.handle_input(late, c, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
@@ -506,10 +443,7 @@ fn a_heartbeat_brings_a_down_client_back_up() {
 
 #[test]
 fn goodbye_is_left_not_down() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\nBYE\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\nBYE\n");
     s.handle_eof(t0, c);
     let lines = liveness_lines(&mut s);
     assert_eq!(
@@ -522,14 +456,8 @@ fn goodbye_is_left_not_down() {
 
 #[test]
 fn a_stalled_server_convicts_nobody_on_that_evidence() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=5u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=5);
     let _ = drain(&mut s);
     // The server process is suspended from t=5 s to t=30 s; the client kept sending, and its
     // heartbeats wait in the socket buffer.
@@ -556,7 +484,7 @@ fn a_stalled_server_convicts_nobody_on_that_evidence() {
 
 #[test]
 fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
-    let t0 = origin();
+    let t0 = Now::test_origin();
     let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
     let mut at = t0;
     for (i, name) in ["old", "mid"].iter().enumerate() {
