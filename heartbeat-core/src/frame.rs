@@ -353,26 +353,10 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
     }
     let fields = &slots[..n];
     match command {
-        "ACK" => match fields[..] {
-            [seq, ts] => Ok(Frame::Ack {
-                seq: parse_seq(seq)?,
-                received: parse_unix(ts)?,
-            }),
-            _ => Err(DecodeError::Arity {
-                command: "ACK",
-                expected: "ACK <seq> <secs>",
-            }),
-        },
-        "BEAT" => match fields[..] {
-            [seq, ts] => Ok(Frame::Beat {
-                seq: parse_seq(seq)?,
-                sent: parse_unix(ts)?,
-            }),
-            _ => Err(DecodeError::Arity {
-                command: "BEAT",
-                expected: "BEAT <seq> <secs>",
-            }),
-        },
+        "ACK" => seq_and_secs(fields, "ACK", "ACK <seq> <secs>")
+            .map(|(seq, received)| Frame::Ack { seq, received }),
+        "BEAT" => seq_and_secs(fields, "BEAT", "BEAT <seq> <secs>")
+            .map(|(seq, sent)| Frame::Beat { seq, sent }),
         "BYE" if fields.is_empty() => Ok(Frame::Bye),
         "BYE" => Err(DecodeError::Arity {
             command: "BYE",
@@ -409,6 +393,18 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
             }),
         },
         other => Err(DecodeError::UnknownCommand(truncated(other))),
+    }
+}
+
+/// The fields `<seq> <secs>` that `ACK` and `BEAT` share.
+fn seq_and_secs(
+    fields: &[&str],
+    command: &'static str,
+    expected: &'static str,
+) -> Result<(Seq, UnixTime), DecodeError> {
+    match *fields {
+        [seq, secs] => Ok((parse_seq(seq)?, parse_unix(secs)?)),
+        _ => Err(DecodeError::Arity { command, expected }),
     }
 }
 
@@ -752,6 +748,13 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
             ),
             (b"HELLO 1 a 10\nBEAT 1 1\xc3\x28\n", DecodeError::NotUtf8),
             (b"HELLO 1 a 10\nBEAT 1 1\x07\n", DecodeError::ControlChar),
+            (
+                b"HELLO 1 a 10\nBEAT 1\n",
+                DecodeError::Arity {
+                    command: "BEAT",
+                    expected: "BEAT <seq> <secs>",
+                },
+            ),
             (
                 b"HELLO 1 a 10\nPING\n",
                 DecodeError::UnknownCommand("PING".into()),

@@ -42,6 +42,22 @@
 //! detector.set_available(false);
 //! ```
 
+/// Builder setters that check their value before storing it in the field of the same name.
+/// Each `/// docs` + `name: Type = check;` becomes
+/// `pub fn name(self, value: Type) -> Result<Self, ConfigError>`, where `check` is a
+/// `Fn(Type) -> Result<Type, ConfigError>`.
+macro_rules! checked_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $check:expr;)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Result<Self, ConfigError> {
+                self.$name = $check(value)?;
+                Ok(self)
+            }
+        )+
+    };
+}
+
 mod chen;
 mod fixed;
 mod phi;

@@ -31,8 +31,18 @@ impl Span {
         }
     }
 
+    /// The check of a parameter `name` that must be positive.
+    pub(super) fn positive(name: &'static str) -> impl Fn(Self) -> Result<Self, ConfigError> {
+        move |span: Self| span.check(name, false)
+    }
+
+    /// The check of a parameter `name` that may be zero but not negative.
+    pub(super) fn non_negative(name: &'static str) -> impl Fn(Self) -> Result<Self, ConfigError> {
+        move |span: Self| span.check(name, true)
+    }
+
     /// Checks a parameter: finite, not negative, and not zero unless `zero_ok`.
-    pub(super) fn check(self, name: &'static str, zero_ok: bool) -> Result<Self, ConfigError> {
+    fn check(self, name: &'static str, zero_ok: bool) -> Result<Self, ConfigError> {
         let (zero, bad) = match self {
             Self::Fixed(d) => (d.is_zero(), false),
             Self::Intervals(k) => (k == 0.0, !(k.is_finite() && k >= 0.0)),

@@ -15,17 +15,24 @@ fn id(s: &str) -> ClientKey {
     ClientKey::Id(ClientId::new(s).unwrap())
 }
 
-fn server() -> Server {
-    Server::new(Arc::new(ServerConfig::default()))
-}
-
 /// A server with `config` at a fresh origin, and one connection from port 1 that sent `bytes`.
 fn opened_with(config: ServerConfig, bytes: &[u8]) -> (Now, Server, ConnId) {
     let t0 = Now::test_origin();
     let mut s = Server::new(Arc::new(config));
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, bytes);
+    let c = open(&mut s, t0, 1, bytes);
     (t0, s, c)
+}
+
+/// Accepts a connection from `port` at `at` that sends `bytes` at once.
+fn open(s: &mut Server, at: Now, port: u16, bytes: &[u8]) -> ConnId {
+    let c = s.accept(at, peer(port));
+    s.handle_input(at, c, bytes);
+    c
+}
+
+#[track_caller]
+fn assert_has(lines: &[String], line: &str) {
+    assert!(lines.iter().any(|l| l == line), "{line:?} not in {lines:?}");
 }
 
 /// [`opened_with`] the default configuration.
@@ -180,11 +187,11 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
         b"HELLO 1 a 1000 1\nBEAT 6 1700000005\n",
     );
     let out = drain(&mut s);
-    assert!(out.contains(&"ev connected conn#2 client=a peer=127.0.0.1:2 protocol=v1 interval=1000.000ms resumed=true".into()), "{out:?}");
-    assert!(
-        out.contains(&"ev missed client=a seq=3-5 count=3".into()),
-        "{out:?}"
+    assert_has(
+        &out,
+        "ev connected conn#2 client=a peer=127.0.0.1:2 protocol=v1 interval=1000.000ms resumed=true",
     );
+    assert_has(&out, "ev missed client=a seq=3-5 count=3");
     let st = s.client(&id("a")).unwrap();
     assert_eq!((st.received(), st.missed(), st.restarts()), (3, 3, 0));
     assert_eq!(s.client_count(), 1);
@@ -196,13 +203,9 @@ fn new_session_is_a_restart_not_a_duplicate() {
     s.handle_eof(t0, c1);
     let out = drain(&mut s);
     assert_eq!(out.last().unwrap(), "conn#1 disconnect client said goodbye");
-    let c2 = s.accept(t0, peer(2));
-    s.handle_input(t0, c2, b"HELLO 1 a 1000 2\nBEAT 1 1700000010\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000 2\nBEAT 1 1700000010\n");
     let out = drain(&mut s);
-    assert!(
-        out.contains(&"ev restarted client=a previous=2".into()),
-        "{out:?}"
-    );
+    assert_has(&out, "ev restarted client=a previous=2");
     let st = s.client(&id("a")).unwrap();
     assert_eq!(
         (st.received(), st.missed(), st.duplicates(), st.restarts()),
@@ -213,12 +216,8 @@ fn new_session_is_a_restart_not_a_duplicate() {
 #[test]
 fn two_clients_are_analysed_apart() {
     // The seed's Known Limitation 3.
-    let t0 = Now::test_origin();
-    let mut s = server();
-    let a = s.accept(t0, peer(1));
-    let b = s.accept(t0, peer(2));
-    s.handle_input(t0, a, b"HELLO 1 a 1000\n");
-    s.handle_input(t0, b, b"HELLO 1 b 1000\n");
+    let (t0, mut s, a) = opened(b"HELLO 1 a 1000\n");
+    let b = open(&mut s, t0, 2, b"HELLO 1 b 1000\n");
     for i in 1..=3u64 {
         let now = t0.advanced(Duration::from_secs(i));
         for conn in [a, b] {
@@ -235,10 +234,12 @@ fn two_clients_are_analysed_apart() {
 #[test]
 fn garbage_drops_only_that_connection() {
     let (t0, mut s, good) = opened(b"HELLO 1 a 1000\n");
-    let bad = s.accept(t0, peer(2));
-    s.handle_input(t0, bad, b"GET / HTTP/1.1\r\n");
+    let bad = open(&mut s, t0, 2, b"GET / HTTP/1.1\r\n");
     let out = drain(&mut s);
-    assert!(out.contains(&"conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)".into()), "{out:?}");
+    assert_has(
+        &out,
+        "conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+    );
     s.handle_input(t0, bad, b"HELLO 1 b 1000\n");
     s.handle_input(t0, good, b"BEAT 1 1700000000\n");
     assert_eq!(s.connection_count(), 1);
@@ -284,32 +285,11 @@ fn beat_before_hello_is_an_unrecognised_protocol() {
 }
 
 #[test]
-fn an_incomplete_hello_times_out_as_incomplete() {
-    let (t0, mut s, _) = opened(b"HELLO 1 a");
-    let legacy = s.accept(t0, peer(2));
-    s.handle_input(t0, legacy, b"Sequence #1: Sending");
-    let (at, log) = run_timers(&mut s, t0, |_| false);
-    assert_eq!(
-        log,
-        [
-            // A v1 client is told why; a legacy client never reads.
-            "conn#1 tx ERROR timed out waiting for HELLO",
-            "ev disconnected conn#1 client=- reason=incomplete identification after 10s",
-            "conn#1 disconnect incomplete identification after 10s",
-            "ev disconnected conn#2 client=- reason=incomplete identification after 10s",
-            "conn#2 disconnect incomplete identification after 10s",
-        ]
-    );
-    assert_eq!(at - t0.mono, Duration::from_secs(10));
-}
-
-#[test]
-fn silent_connections_time_out() {
-    let t0 = Now::test_origin();
-    let mut s = server();
-    let _quiet = s.accept(t0, peer(1));
-    let live = s.accept(t0, peer(2));
-    s.handle_input(t0, live, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+fn silent_and_unidentified_connections_time_out() {
+    let (t0, mut s, _quiet) = opened(b"");
+    let _live = open(&mut s, t0, 2, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _partial_v1 = open(&mut s, t0, 3, b"HELLO 1 b");
+    let _partial_legacy = open(&mut s, t0, 4, b"Sequence #1: Sending");
     let _ = drain(&mut s);
     let (at, log) = run_timers(&mut s, t0, |_| false);
     assert_eq!(
@@ -323,6 +303,13 @@ fn silent_connections_time_out() {
             "conn#1 disconnect no identification within 10s",
             "ev disconnected conn#2 client=a reason=no data for 10s",
             "conn#2 disconnect no data for 10s",
+            // Bytes but no complete first message: a v1 client is told why, a legacy client
+            // never reads.
+            "conn#3 tx ERROR timed out waiting for HELLO",
+            "ev disconnected conn#3 client=- reason=incomplete identification after 10s",
+            "conn#3 disconnect incomplete identification after 10s",
+            "ev disconnected conn#4 client=- reason=incomplete identification after 10s",
+            "conn#4 disconnect incomplete identification after 10s",
         ]
     );
     assert_eq!(at - t0.mono, Duration::from_secs(10));
@@ -339,13 +326,9 @@ fn idle_deadline_is_rearmed_by_traffic() {
 #[test]
 fn a_newer_connection_supersedes_a_half_open_one() {
     let (t0, mut s, _) = opened(b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
-    let new = s.accept(t0, peer(2));
-    s.handle_input(t0, new, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
     let out = drain(&mut s);
-    assert!(
-        out.contains(&"conn#1 disconnect superseded by conn#2".into()),
-        "{out:?}"
-    );
+    assert_has(&out, "conn#1 disconnect superseded by conn#2");
     assert_eq!(s.connection_count(), 1);
     assert_eq!(s.client(&id("a")).unwrap().received(), 2);
 }
@@ -428,8 +411,7 @@ fn a_heartbeat_brings_a_down_client_back_up() {
         "the idle connection was dropped too"
     );
     let late = t0.advanced(Duration::from_secs(60));
-    let c = s.accept(late, peer(2));
-    s.handle_input(late, c, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
+    open(&mut s, late, 2, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
     let lines = liveness_lines(&mut s);
     assert!(
         lines
@@ -499,14 +481,17 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
     }
     let _ = drain(&mut s);
     // A connected client is never evicted: "live" keeps its connection.
-    let live = s.accept(at, peer(9));
-    s.handle_input(at, live, b"HELLO 1 live 1000\n");
-    assert!(drain(&mut s).contains(&"ev evicted client=old (client limit reached)".to_string()));
-    let extra = s.accept(at, peer(10));
-    s.handle_input(at, extra, b"HELLO 1 extra 1000\n");
-    assert!(drain(&mut s).contains(&"ev evicted client=mid (client limit reached)".to_string()));
-    let fourth = s.accept(at, peer(11));
-    s.handle_input(at, fourth, b"HELLO 1 fourth 1000\nBEAT 1 1700000000\n");
+    open(&mut s, at, 9, b"HELLO 1 live 1000\n");
+    assert_has(
+        &drain(&mut s),
+        "ev evicted client=old (client limit reached)",
+    );
+    open(&mut s, at, 10, b"HELLO 1 extra 1000\n");
+    assert_has(
+        &drain(&mut s),
+        "ev evicted client=mid (client limit reached)",
+    );
+    open(&mut s, at, 11, b"HELLO 1 fourth 1000\nBEAT 1 1700000000\n");
     let names: Vec<String> = s
         .report()
         .clients
