@@ -211,7 +211,9 @@ impl Server {
         }
     }
 
-    /// Time passed: drops connections whose hello or idle deadline is over.
+    /// Time passed: runs the clients' due liveness checks (which may emit transitions), then
+    /// drops connections whose hello or idle deadline is over. Woken later than the pause guard
+    /// after the earliest timer, it only defers what is due and emits [`Event::Stalled`].
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(due) = self.poll_timeout() {
             let late = now.mono.saturating_duration_since(due);
@@ -253,10 +255,12 @@ impl Server {
         self.out.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` without connections.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: the earliest connection
+    /// deadline or client liveness check; `None` when there is neither (no connections, and no
+    /// client left to convict).
     ///
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
-    /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
+    /// (deadlines and checks are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.deadlines.next(), self.liveness.next_check()) {
             (Some(a), Some(b)) => Some(a.min(b)),
