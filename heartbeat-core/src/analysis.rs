@@ -1,7 +1,6 @@
 //! Per-client analysis: counts, missed ranges, delay and inter-arrival statistics, and the two
 //! renderings (a text table and JSON) with stable ordering.
 
-use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use serde::Serialize;
 
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, Seq};
-use crate::server::Liveness;
+use crate::liveness::Liveness;
 use crate::time::UnixTime;
 
 /// An inclusive range of sequence numbers, printed `5-9` (or `5` for one).
@@ -23,14 +22,9 @@ pub struct SeqRange {
 }
 
 impl SeqRange {
-    /// How many sequence numbers it holds.
-    pub fn len(&self) -> u64 {
+    /// How many sequence numbers it holds (at least one: the range is inclusive).
+    pub fn count(&self) -> u64 {
         self.last.0 - self.first.0 + 1
-    }
-
-    /// Never empty; here for clippy's `len_without_is_empty`.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// True if `seq` is inside.
@@ -158,156 +152,6 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
-/// Everything the server knows about one client, across all its connections.
-#[derive(Clone, Debug)]
-pub struct ClientStats {
-    pub(crate) client: ClientKey,
-    pub(crate) protocol: Protocol,
-    pub(crate) received: u64,
-    pub(crate) missed: u64,
-    pub(crate) missed_ranges: VecDeque<SeqRange>,
-    pub(crate) max_missed_ranges: usize,
-    pub(crate) duplicates: u64,
-    pub(crate) restarts: u64,
-    pub(crate) bursts: u64,
-    pub(crate) connections: u64,
-    pub(crate) highest: Option<Seq>,
-    pub(crate) first_seen: Option<UnixTime>,
-    pub(crate) last_seen: Option<UnixTime>,
-    pub(crate) delay: Distribution,
-    pub(crate) inter_arrival: Distribution,
-    pub(crate) state: Liveness,
-    pub(crate) connected: bool,
-}
-
-impl ClientStats {
-    pub(crate) fn new(client: ClientKey, protocol: Protocol, max_missed_ranges: usize) -> Self {
-        Self {
-            client,
-            protocol,
-            received: 0,
-            missed: 0,
-            missed_ranges: VecDeque::new(),
-            max_missed_ranges,
-            duplicates: 0,
-            restarts: 0,
-            bursts: 0,
-            connections: 0,
-            highest: None,
-            first_seen: None,
-            last_seen: None,
-            delay: Distribution::default(),
-            inter_arrival: Distribution::default(),
-            state: Liveness::Up,
-            connected: false,
-        }
-    }
-
-    pub(crate) fn add_missed(&mut self, range: SeqRange) {
-        self.missed += range.len();
-        if self.missed_ranges.len() == self.max_missed_ranges {
-            self.missed_ranges.pop_front();
-        }
-        self.missed_ranges.push_back(range);
-    }
-
-    /// Takes a late arrival out of the missed ranges. True if it was there.
-    pub(crate) fn recover_missed(&mut self, seq: Seq) -> bool {
-        let Some(i) = self.missed_ranges.iter().position(|r| r.contains(seq)) else {
-            return false;
-        };
-        let r = self.missed_ranges[i];
-        self.missed -= 1;
-        let below = (r.first < seq).then(|| SeqRange {
-            first: r.first,
-            last: Seq(seq.0 - 1),
-        });
-        let above = (seq < r.last).then(|| SeqRange {
-            first: Seq(seq.0 + 1),
-            last: r.last,
-        });
-        match (below, above) {
-            (Some(b), Some(a)) => {
-                self.missed_ranges[i] = b;
-                self.missed_ranges.insert(i + 1, a);
-            }
-            (Some(x), None) | (None, Some(x)) => self.missed_ranges[i] = x,
-            (None, None) => {
-                self.missed_ranges.remove(i);
-            }
-        }
-        true
-    }
-
-    /// The client's key.
-    pub fn client(&self) -> &ClientKey {
-        &self.client
-    }
-
-    /// Heartbeats received (duplicates excluded).
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// Heartbeats never received (sequence gaps), exact.
-    pub fn missed(&self) -> u64 {
-        self.missed
-    }
-
-    /// The most recent missed ranges (at most the configured number).
-    pub fn missed_ranges(&self) -> impl Iterator<Item = SeqRange> + '_ {
-        self.missed_ranges.iter().copied()
-    }
-
-    /// Heartbeats received twice.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-
-    /// Times the client restarted its sequence.
-    pub fn restarts(&self) -> u64 {
-        self.restarts
-    }
-
-    /// Bursts seen.
-    pub fn bursts(&self) -> u64 {
-        self.bursts
-    }
-
-    /// Liveness as the failure detector sees it.
-    pub fn state(&self) -> Liveness {
-        self.state
-    }
-
-    /// Highest sequence number in the current session.
-    pub fn highest(&self) -> Option<Seq> {
-        self.highest
-    }
-
-    /// The summary row for reports.
-    pub fn summary(&self) -> ClientSummary {
-        ClientSummary {
-            client: self.client.clone(),
-            protocol: self.protocol,
-            state: self.state,
-            connected: self.connected,
-            received: self.received,
-            missed: self.missed,
-            missed_ranges: self.missed_ranges.iter().copied().collect(),
-            duplicates: self.duplicates,
-            restarts: self.restarts,
-            bursts: self.bursts,
-            connections: self.connections,
-            highest_seq: self.highest,
-            first_seen: self.first_seen,
-            last_seen: self.last_seen,
-            delay_ms: self.delay.summary(),
-            negative_delays: self.delay.negative(),
-            inter_arrival_ms: self.inter_arrival.summary(),
-        }
-    }
-}
-
 /// One client's row in a report, the shape of each entry of the JSON `clients` array.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClientSummary {
@@ -422,10 +266,11 @@ impl fmt::Display for Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn r(a: u64, b: u64) -> SeqRange {
+    /// The range `a-b`.
+    pub(crate) fn r(a: u64, b: u64) -> SeqRange {
         SeqRange {
             first: Seq(a),
             last: Seq(b),
@@ -436,29 +281,8 @@ mod tests {
     fn ranges_print_compactly() {
         assert_eq!(r(5, 9).to_string(), "5-9");
         assert_eq!(r(5, 5).to_string(), "5");
-        assert_eq!(r(5, 9).len(), 5);
-    }
-
-    #[test]
-    fn missed_ranges_are_capped_but_counts_stay_exact() {
-        let mut s = ClientStats::new(
-            ClientKey::Id(crate::ClientId::new("a").unwrap()),
-            Protocol::V1,
-            2,
-        );
-        s.add_missed(r(2, 3));
-        s.add_missed(r(5, 9));
-        s.add_missed(r(11, 11));
-        assert_eq!(s.missed(), 8);
-        assert_eq!(s.missed_ranges().collect::<Vec<_>>(), [r(5, 9), r(11, 11)]);
-        assert!(s.recover_missed(Seq(7)));
-        assert_eq!(
-            s.missed_ranges().collect::<Vec<_>>(),
-            [r(5, 6), r(8, 9), r(11, 11)]
-        );
-        assert!(s.recover_missed(Seq(11)));
-        assert!(!s.recover_missed(Seq(11)));
-        assert_eq!(s.missed(), 6);
+        assert_eq!(r(5, 9).count(), 5);
+        assert_eq!(r(5, 5).count(), 1);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub struct Client {
     in_flight: VecDeque<(Seq, Instant)>,
     decoder: FrameDecoder,
     rng: SmallRng,
-    timers: TimerTable<{ Timer::COUNT }>,
+    timers: TimerTable<Timer, { Timer::COUNT }>,
     out: VecDeque<Output>,
 }
 
@@ -91,6 +91,12 @@ enum Timer {
 
 impl Timer {
     const COUNT: usize = 4;
+}
+
+impl From<Timer> for usize {
+    fn from(timer: Timer) -> Self {
+        timer as Self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +396,7 @@ impl Client {
                 self.state = State::Backoff {
                     attempt: attempt.saturating_add(1),
                 };
-                self.timers.set(Timer::Reconnect as usize, now.mono + delay);
+                self.timers.set(Timer::Reconnect, now.mono + delay);
             }
             None => {
                 self.event(Event::ConnectFailed {
@@ -438,19 +444,13 @@ impl Client {
 
     /// Time passed; call when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Now) {
-        if self
-            .timers
-            .take_expired(Timer::Reconnect as usize, now.mono)
-        {
+        if self.timers.take_expired(Timer::Reconnect, now.mono) {
             if let State::Backoff { attempt } = self.state {
                 self.state = State::Connecting { attempt };
                 self.out.push_back(Output::Connect);
             }
         }
-        if self
-            .timers
-            .take_expired(Timer::AckTimeout as usize, now.mono)
-        {
+        if self.timers.take_expired(Timer::AckTimeout, now.mono) {
             if let State::Connected { last_heard, .. } = self.state {
                 self.lose(
                     now,
@@ -461,14 +461,14 @@ impl Client {
                 self.say_goodbye(Exit::Finished);
             }
         }
-        if self.timers.take_expired(Timer::Silence as usize, now.mono) {
+        if self.timers.take_expired(Timer::Silence, now.mono) {
             if let State::Connected { last_heard, .. } = self.state {
                 self.event(Event::ServerSilent {
                     silence: now.mono - last_heard,
                 });
             }
         }
-        if self.timers.take_expired(Timer::Beat as usize, now.mono) {
+        if self.timers.take_expired(Timer::Beat, now.mono) {
             self.send_due(now);
         }
     }
@@ -570,14 +570,12 @@ impl Client {
             };
             self.out.push_back(Output::Transmit(bytes));
             if self.config.count.is_some_and(|n| self.sent >= n) {
-                self.timers.stop(Timer::Beat as usize);
+                self.timers.stop(Timer::Beat);
                 if self.config.protocol == Protocol::V1 {
                     self.state = State::Finishing { last: seq };
-                    self.timers.stop(Timer::Silence as usize);
-                    self.timers.set(
-                        Timer::AckTimeout as usize,
-                        now.mono + self.config.ack_timeout,
-                    );
+                    self.timers.stop(Timer::Silence);
+                    self.timers
+                        .set(Timer::AckTimeout, now.mono + self.config.ack_timeout);
                 } else {
                     self.say_goodbye(Exit::Finished);
                 }
@@ -585,8 +583,8 @@ impl Client {
             }
         }
         match self.slot_due(self.next_slot) {
-            Some(due) => self.timers.set(Timer::Beat as usize, due),
-            None => self.timers.stop(Timer::Beat as usize),
+            Some(due) => self.timers.set(Timer::Beat, due),
+            None => self.timers.stop(Timer::Beat),
         }
     }
 
@@ -656,10 +654,10 @@ impl Client {
         let silence =
             (self.config.interval * self.config.silence_intervals).max(Duration::from_secs(1));
         if silence < self.config.ack_timeout {
-            self.timers.set(Timer::Silence as usize, from + silence);
+            self.timers.set(Timer::Silence, from + silence);
         }
         self.timers
-            .set(Timer::AckTimeout as usize, from + self.config.ack_timeout);
+            .set(Timer::AckTimeout, from + self.config.ack_timeout);
     }
 
     /// The connection is gone or must go: reconnect or fail.
@@ -699,7 +697,7 @@ impl Client {
                     retry_in: Some(delay),
                 });
                 self.state = State::Backoff { attempt };
-                self.timers.set(Timer::Reconnect as usize, now.mono + delay);
+                self.timers.set(Timer::Reconnect, now.mono + delay);
             }
             None => {
                 self.event(Event::Disconnected {
@@ -742,12 +740,8 @@ mod tests {
     use crate::config::Backoff;
     use crate::ids::ClientId;
 
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     fn origin() -> Now {
-        Now {
-            mono: Instant::now(),
-            unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
-        }
+        Now::test_origin()
     }
 
     fn config(interval_ms: u64) -> ClientConfig {
@@ -756,6 +750,16 @@ mod tests {
             Duration::from_millis(interval_ms),
         )
         .unwrap()
+    }
+
+    /// A client with `config`, connected at a fresh origin, its first outputs drained.
+    fn connected(config: ClientConfig) -> (Now, Client) {
+        let t0 = origin();
+        let mut c = Client::new(config, t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        (t0, c)
     }
 
     fn drain(c: &mut Client) -> Vec<Output> {
@@ -800,22 +804,14 @@ mod tests {
 
     #[test]
     fn early_timeout_does_nothing() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_timeout(t0.advanced(Duration::from_millis(99)));
         assert_eq!(drain(&mut c), vec![]);
     }
 
     #[test]
     fn waking_late_skips_slots_instead_of_bursting() {
-        let t0 = origin();
-        let mut c = Client::new(config(10), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(10));
         c.handle_timeout(t0.advanced(Duration::from_millis(55)));
         let outs = text(&drain(&mut c));
         assert_eq!(outs[0], "ev skipped seq=2-5");
@@ -827,11 +823,7 @@ mod tests {
 
     #[test]
     fn acks_give_rtt_samples() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_input(
             t0.advanced(Duration::from_millis(3)),
             b"WELCOME 1\nACK 1 1700000000.001",
@@ -847,11 +839,7 @@ mod tests {
 
     #[test]
     fn silent_server_is_warned_about_then_dropped() {
-        let t0 = origin();
-        let mut c = Client::new(config(1000), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(1000));
         let mut log = Vec::new();
         let mut now = t0;
         while let Some(at) = c.poll_timeout() {
@@ -930,11 +918,7 @@ mod tests {
 
     #[test]
     fn count_waits_for_the_last_ack_then_says_bye() {
-        let t0 = origin();
-        let mut c = Client::new(config(10).count(Some(2)).unwrap(), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(10).count(Some(2)).unwrap());
         c.handle_timeout(t0.advanced(Duration::from_millis(10)));
         let _ = drain(&mut c);
         assert!(!c.is_done());
@@ -970,11 +954,7 @@ mod tests {
 
     #[test]
     fn server_error_frame_drops_the_connection() {
-        let t0 = origin();
-        let mut c = Client::new(config(100), t0);
-        let _ = drain(&mut c);
-        c.handle_connected(t0);
-        let _ = drain(&mut c);
+        let (t0, mut c) = connected(config(100));
         c.handle_input(t0, b"ERROR go away\n");
         let outs = drain(&mut c);
         assert_eq!(

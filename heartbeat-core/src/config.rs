@@ -64,6 +64,15 @@ impl Default for Backoff {
     }
 }
 
+/// `value`, unless it is zero (its type's default): a count, a multiplier or a duration that
+/// must be positive.
+fn nonzero<T: Default + PartialEq>(value: T, name: &'static str) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(ConfigError::Zero { name });
+    }
+    Ok(value)
+}
+
 fn check_interval(interval: Duration) -> Result<(), ConfigError> {
     let ms = interval.as_millis();
     if interval < Duration::from_millis(1)
@@ -122,10 +131,7 @@ impl ClientConfig {
 
     /// Send `count` heartbeats, then say goodbye and finish.
     pub fn count(mut self, count: Option<u64>) -> Result<Self, ConfigError> {
-        if count == Some(0) {
-            return Err(ConfigError::Zero { name: "count" });
-        }
-        self.count = count;
+        self.count = count.map(|n| nonzero(n, "count")).transpose()?;
         Ok(self)
     }
 
@@ -152,12 +158,7 @@ impl ClientConfig {
     /// Warn once the server has been silent for this many intervals (default 3, and never before
     /// 1 s).
     pub fn silence_intervals(mut self, n: u32) -> Result<Self, ConfigError> {
-        if n == 0 {
-            return Err(ConfigError::Zero {
-                name: "silence intervals",
-            });
-        }
-        self.silence_intervals = n;
+        self.silence_intervals = nonzero(n, "silence intervals")?;
         Ok(self)
     }
 
@@ -233,12 +234,7 @@ impl ServerConfig {
     /// A connection must identify itself (first bytes of either protocol, and `HELLO` for v1)
     /// within this time. Default 10 s.
     pub fn hello_timeout(mut self, d: Duration) -> Result<Self, ConfigError> {
-        if d.is_zero() {
-            return Err(ConfigError::Zero {
-                name: "hello timeout",
-            });
-        }
-        self.hello_timeout = d;
+        self.hello_timeout = nonzero(d, "hello timeout")?;
         Ok(self)
     }
 
@@ -257,24 +253,14 @@ impl ServerConfig {
 
     /// Idle timeout of a legacy connection before its interval is known. Default 60 s.
     pub fn legacy_idle_timeout(mut self, d: Duration) -> Result<Self, ConfigError> {
-        if d.is_zero() {
-            return Err(ConfigError::Zero {
-                name: "legacy idle timeout",
-            });
-        }
-        self.legacy_idle_timeout = d;
+        self.legacy_idle_timeout = nonzero(d, "legacy idle timeout")?;
         Ok(self)
     }
 
     /// An arrival of several heartbeats after a silence of at least this many intervals is a
     /// burst (a released firewall, a stalled path). Default 2.
     pub fn burst_gap_intervals(mut self, n: u32) -> Result<Self, ConfigError> {
-        if n == 0 {
-            return Err(ConfigError::Zero {
-                name: "burst gap intervals",
-            });
-        }
-        self.burst_gap_intervals = n;
+        self.burst_gap_intervals = nonzero(n, "burst gap intervals")?;
         Ok(self)
     }
 
@@ -309,12 +295,7 @@ impl ServerConfig {
     /// no connection on that evidence alone, and looks again a second later, after reading what
     /// arrived meanwhile. Default 5 s, as Cassandra's `max_local_pause_in_ms`.
     pub fn pause_guard(mut self, d: Duration) -> Result<Self, ConfigError> {
-        if d.is_zero() {
-            return Err(ConfigError::Zero {
-                name: "pause guard",
-            });
-        }
-        self.pause_guard = d;
+        self.pause_guard = nonzero(d, "pause guard")?;
         Ok(self)
     }
 
@@ -344,6 +325,27 @@ mod tests {
         assert_eq!(c.ack_timeout, Duration::from_secs(2));
         assert!(c.clone().ack_timeout(Duration::from_millis(10)).is_err());
         assert!(c.clone().count(Some(0)).is_err());
+    }
+
+    #[test]
+    fn zero_counts_and_durations_are_rejected_by_name() {
+        let zero = |r: Result<ServerConfig, ConfigError>| match r {
+            Err(ConfigError::Zero { name }) => name,
+            other => panic!("{other:?}"),
+        };
+        let s = ServerConfig::default;
+        assert_eq!(zero(s().hello_timeout(Duration::ZERO)), "hello timeout");
+        assert_eq!(
+            zero(s().legacy_idle_timeout(Duration::ZERO)),
+            "legacy idle timeout"
+        );
+        assert_eq!(zero(s().burst_gap_intervals(0)), "burst gap intervals");
+        assert_eq!(zero(s().pause_guard(Duration::ZERO)), "pause guard");
+        assert!(s().pause_guard(Duration::from_millis(1)).is_ok());
+        let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
+        assert!(c.clone().silence_intervals(0).is_err());
+        assert!(c.clone().count(None).is_ok());
+        assert_eq!(c.count(Some(3)).unwrap().count, Some(3));
     }
 
     #[test]

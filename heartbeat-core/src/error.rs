@@ -125,41 +125,47 @@ pub enum DecodeError {
 }
 
 /// Why a connection ended.
+///
+/// One type for both ends, so a driver handles every close alike; each variant says which side
+/// produces it. Faults of the peer are [`Protocol`](Self::Protocol) (or, seen by a client,
+/// [`ServerError`](Self::ServerError)); timeouts are their own variants, never protocol errors.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// The remote side closed the stream (EOF) or the driver saw an I/O error.
-    #[error("closed by peer")]
-    ClosedByPeer,
-    /// The client said `BYE` before closing: a clean goodbye, not a failure.
-    #[error("client said goodbye")]
-    Goodbye,
-    /// Nothing came from the peer for too long; the stream is presumed dead (half-open).
-    #[error("no data for {0:?}")]
-    IdleTimeout(Duration),
-    /// The local application closed it.
-    #[error("closed locally")]
-    Local,
-    /// The peer sent something invalid.
-    #[error("protocol error: {0}")]
-    Protocol(DecodeError),
-    /// A newer connection with the same client identity took over.
-    #[error("superseded by {0}")]
-    Superseded(crate::ConnId),
-    /// The client sent all the heartbeats it was asked to send.
-    #[error("finished")]
-    Finished,
-    /// The server stopped acknowledging (client side).
+    /// Client: the server stopped acknowledging.
     #[error("no ack for {0:?}")]
     AckTimeout(Duration),
-    /// The server refused the client (client side), with its message.
+    /// Either side: the remote side closed the stream (EOF), or the driver saw an I/O error.
+    #[error("closed by peer")]
+    ClosedByPeer,
+    /// Client: it sent all the heartbeats it was asked to send.
+    #[error("finished")]
+    Finished,
+    /// Server: the client said `BYE` before closing, a clean goodbye, not a failure.
+    #[error("client said goodbye")]
+    Goodbye,
+    /// Server: the connection did not identify itself (no `HELLO`, no legacy heartbeat) within
+    /// the hello timeout, and sent nothing at all.
+    #[error("no identification within {0:?}")]
+    HelloTimeout(Duration),
+    /// Server: nothing came from an identified client for too long; the stream is presumed dead
+    /// (half-open).
+    #[error("no data for {0:?}")]
+    IdleTimeout(Duration),
+    /// Server: the connection sent bytes within the hello timeout, but not a complete `HELLO`
+    /// or legacy heartbeat.
+    #[error("incomplete identification after {0:?}")]
+    IncompleteHello(Duration),
+    /// Either side: the local application closed it.
+    #[error("closed locally")]
+    Local,
+    /// Either side: the peer sent something invalid.
+    #[error("protocol error: {0}")]
+    Protocol(DecodeError),
+    /// Client: the server refused it, with this message (an `ERROR` frame).
     #[error("server error: {0}")]
     ServerError(String),
-}
-
-impl DisconnectReason {
-    /// True when the peer misbehaved (as opposed to a timeout or a clean close).
-    pub fn is_protocol(&self) -> bool {
-        matches!(self, Self::Protocol(_) | Self::ServerError(_))
-    }
+    /// Server: a newer connection with the same client identity took over.
+    #[error("superseded by {0}")]
+    Superseded(crate::ConnId),
 }

@@ -353,26 +353,10 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
     }
     let fields = &slots[..n];
     match command {
-        "ACK" => match fields[..] {
-            [seq, ts] => Ok(Frame::Ack {
-                seq: parse_seq(seq)?,
-                received: parse_unix(ts)?,
-            }),
-            _ => Err(DecodeError::Arity {
-                command: "ACK",
-                expected: "ACK <seq> <secs>",
-            }),
-        },
-        "BEAT" => match fields[..] {
-            [seq, ts] => Ok(Frame::Beat {
-                seq: parse_seq(seq)?,
-                sent: parse_unix(ts)?,
-            }),
-            _ => Err(DecodeError::Arity {
-                command: "BEAT",
-                expected: "BEAT <seq> <secs>",
-            }),
-        },
+        "ACK" => seq_and_secs(fields, "ACK", "ACK <seq> <secs>")
+            .map(|(seq, received)| Frame::Ack { seq, received }),
+        "BEAT" => seq_and_secs(fields, "BEAT", "BEAT <seq> <secs>")
+            .map(|(seq, sent)| Frame::Beat { seq, sent }),
         "BYE" if fields.is_empty() => Ok(Frame::Bye),
         "BYE" => Err(DecodeError::Arity {
             command: "BYE",
@@ -409,6 +393,18 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
             }),
         },
         other => Err(DecodeError::UnknownCommand(truncated(other))),
+    }
+}
+
+/// The fields `<seq> <secs>` that `ACK` and `BEAT` share.
+fn seq_and_secs(
+    fields: &[&str],
+    command: &'static str,
+    expected: &'static str,
+) -> Result<(Seq, UnixTime), DecodeError> {
+    match *fields {
+        [seq, secs] => Ok((parse_seq(seq)?, parse_unix(secs)?)),
+        _ => Err(DecodeError::Arity { command, expected }),
     }
 }
 
@@ -750,37 +746,15 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                     expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
                 },
             ),
-            (b"HELLO 1 a 10\nBEAT 0 1.0\n", DecodeError::Seq("0".into())),
-            (
-                b"HELLO 1 a 10\nBEAT 99999999999999999999 1\n",
-                DecodeError::Seq("99999999999999999999".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 inf\n",
-                DecodeError::Timestamp("inf".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 NaN\n",
-                DecodeError::Timestamp("NaN".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 -1.0\n",
-                DecodeError::Timestamp("-1.0".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 1e9\n",
-                DecodeError::Timestamp("1e9".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 18446744074.0\n",
-                DecodeError::Timestamp("18446744074.0".into()),
-            ),
-            (
-                b"HELLO 1 a 10\nBEAT 1 1.0000000001\n",
-                DecodeError::Timestamp("1.0000000001".into()),
-            ),
             (b"HELLO 1 a 10\nBEAT 1 1\xc3\x28\n", DecodeError::NotUtf8),
             (b"HELLO 1 a 10\nBEAT 1 1\x07\n", DecodeError::ControlChar),
+            (
+                b"HELLO 1 a 10\nBEAT 1\n",
+                DecodeError::Arity {
+                    command: "BEAT",
+                    expected: "BEAT <seq> <secs>",
+                },
+            ),
             (
                 b"HELLO 1 a 10\nPING\n",
                 DecodeError::UnknownCommand("PING".into()),
@@ -808,29 +782,32 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                 String::from_utf8_lossy(input)
             );
         }
+        // A BEAT after a valid HELLO with a bad sequence number or timestamp.
+        let seqs =
+            ["0", "99999999999999999999"].map(|seq| (seq, "1", DecodeError::Seq(seq.into())));
+        let stamps = ["inf", "NaN", "-1.0", "1e9", "18446744074.0", "1.0000000001"]
+            .map(|sent| ("1", sent, DecodeError::Timestamp(sent.into())));
+        for (seq, sent, want) in seqs.into_iter().chain(stamps) {
+            let input = format!("HELLO 1 a 10\nBEAT {seq} {sent}\n");
+            assert_eq!(decode_all(input.as_bytes()), Err(want), "{input:?}");
+        }
     }
 
     #[test]
     fn oversized_frames_are_rejected_without_newline() {
-        let mut d = StreamDecoder::new();
-        d.push(b"HELLO ");
-        d.push(&[b'a'; MAX_FRAME_LEN]);
-        assert_eq!(
-            d.decode_next(),
-            Err(DecodeError::TooLong {
-                limit: MAX_FRAME_LEN
-            })
-        );
-
-        let mut d = StreamDecoder::new();
-        d.push(b"Sequence #");
-        d.push(&[b'1'; MAX_FRAME_LEN]);
-        assert_eq!(
-            d.decode_next(),
-            Err(DecodeError::TooLong {
-                limit: MAX_FRAME_LEN
-            })
-        );
+        for (prefix, filler) in [(&b"HELLO "[..], b'a'), (b"Sequence #", b'1')] {
+            let mut d = StreamDecoder::new();
+            d.push(prefix);
+            d.push(&[filler; MAX_FRAME_LEN]);
+            assert_eq!(
+                d.decode_next(),
+                Err(DecodeError::TooLong {
+                    limit: MAX_FRAME_LEN
+                }),
+                "{:?}",
+                String::from_utf8_lossy(prefix)
+            );
+        }
     }
 
     #[test]

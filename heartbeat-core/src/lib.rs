@@ -1,23 +1,40 @@
 //! Sans-IO heartbeat monitoring: the client and server state machines, the wire codec, the
-//! per-client analysis and (later) the failure detectors.
+//! failure detectors and the per-client liveness machine, and the per-client analysis.
 //!
 //! # The contract
 //! Nothing in this crate does I/O, spawns, sleeps, reads a clock or draws from a global RNG.
 //! Drivers (the tokio adapter in `heartbeat-net`, the simulator in `heartbeat-sim`, the tests)
 //! hand in:
-//! - bytes received and stream events (`accept`, `handle_input`, `handle_eof`, `handle_connected`);
+//! - bytes received and stream events ([`Server::accept`], `handle_input`, `handle_eof`,
+//!   [`Client::handle_connected`], `handle_connect_failed`);
 //! - the time, as [`Now`]: a monotonic `Instant` for timers and a [`UnixTime`] for stamps;
-//! - randomness, as an RNG seed in the configuration.
+//! - randomness, as an RNG seed in the configuration ([`ClientConfig`]).
 //!
-//! and carry out what comes back from `poll_output()` (bytes to write, connections to open or
-//! close, events to log), then sleep until `poll_timeout()` and call `handle_timeout`. The same
-//! inputs always give the same outputs, which is what makes simulation and snapshot tests exact.
+//! and carry out what comes back: bytes to write, connections to open or close, events to log.
+//!
+//! # The calling rule
+//! After every `handle_*` call or command on a [`Server`] or [`Client`] (and after
+//! [`Client::new`]), drain `poll_output()` until it returns `None`, carrying out each output in
+//! order (a write before a later close of the same connection), then read `poll_timeout()` and
+//! call `handle_timeout` once that instant has passed. Calling `handle_timeout` early does
+//! nothing. The same inputs always give the same outputs, which is what makes simulation and
+//! snapshot tests exact.
 //!
 //! # Modules
-//! - [`frame`]: the v1 line protocol and the seed's legacy text format (see `PROTOCOL.md`).
+//! - [`server`]: many connections, protocol detection, acks, one analysis and one liveness
+//!   watch per client; its [`Event`](ServerEvent)s (text and derived JSON).
 //! - [`client`]: a drift-free fixed-rate sender with acks, RTT, silence detection and backoff.
-//! - [`server`]: many connections, protocol detection, acks, one analysis per client.
-//! - [`analysis`]: per-client counts, missed ranges and delay statistics; text and JSON reports.
+//! - [`config`]: the validated client and server configurations (parse, don't validate).
+//! - [`frame`]: the v1 line protocol and the seed's legacy text format (see `PROTOCOL.md`).
+//! - [`detector`]: the failure detectors (`fixed`, `phi`, `phi-exp`, `chen`): how suspicious a
+//!   client's silence is, and when it will reach a level.
+//! - [`liveness`]: the per-client machine that turns a detector's suspicion into
+//!   [`Liveness`] (`up`, `suspect`, `down`, `left`), shared by the server and the simulator.
+//! - [`analysis`]: the value types of the analysis: missed ranges, delay statistics, and the
+//!   [`Report`] with its text and JSON renderings.
+//!
+//! The main types are re-exported here; the two `Event` and `Output` enums as
+//! `ServerEvent`/`ServerOutput` and `ClientEvent`/`ClientOutput`.
 #![warn(missing_docs)]
 
 pub mod analysis;
@@ -27,10 +44,17 @@ pub mod detector;
 mod error;
 pub mod frame;
 mod ids;
+pub mod liveness;
 pub mod server;
 mod time;
 mod timer;
 
+pub use analysis::{ClientSummary, Report};
+pub use client::{Client, Event as ClientEvent, Exit, Output as ClientOutput};
+pub use config::{Backoff, ClientConfig, ServerConfig};
+pub use detector::{DetectorConfig, DetectorKind};
 pub use error::{ConfigError, DecodeError, DisconnectReason};
 pub use ids::{ClientId, ClientKey, ConnId, MAX_CLIENT_ID_LEN, Seq};
+pub use liveness::Liveness;
+pub use server::{ClientView, Event as ServerEvent, Output as ServerOutput, Server};
 pub use time::{Now, UnixTime, fmt_ms, fmt_signed_ms};

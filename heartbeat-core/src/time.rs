@@ -110,6 +110,19 @@ impl Now {
     }
 }
 
+#[cfg(test)]
+impl Now {
+    /// An arbitrary origin for unit tests: the monotonic clock now (only offsets from it
+    /// matter) and a fixed Unix time, 2023-11-14T22:13:20Z.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn test_origin() -> Self {
+        Self {
+            mono: Instant::now(),
+            unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
+        }
+    }
+}
+
 /// Formats a duration in milliseconds with three decimals (`12.345ms`), the one form the reports
 /// and logs use, so output does not change with `Duration`'s `Debug` heuristics.
 pub fn fmt_ms(d: Duration) -> String {

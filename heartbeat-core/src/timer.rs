@@ -1,25 +1,31 @@
 //! Small timer tables, in the manner of quinn-proto's `timer.rs`.
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::time::Instant;
 
-/// A fixed set of named timers, indexed by a `Timer` enum cast to `usize`.
+/// A fixed set of named timers, keyed by a `Copy` timer enum `T` whose `N` variants convert to
+/// `0..N` (quinn-proto's `TimerTable`, generic over the enum): at most one instant per timer.
 #[derive(Debug, Clone)]
-pub(crate) struct TimerTable<const N: usize> {
+pub(crate) struct TimerTable<T, const N: usize> {
     data: [Option<Instant>; N],
+    timer: PhantomData<T>,
 }
 
-impl<const N: usize> TimerTable<N> {
+impl<T: Copy + Into<usize>, const N: usize> TimerTable<T, N> {
     pub(crate) fn new() -> Self {
-        Self { data: [None; N] }
+        Self {
+            data: [None; N],
+            timer: PhantomData,
+        }
     }
 
-    pub(crate) fn set(&mut self, timer: usize, at: Instant) {
-        self.data[timer] = Some(at);
+    pub(crate) fn set(&mut self, timer: T, at: Instant) {
+        self.data[timer.into()] = Some(at);
     }
 
-    pub(crate) fn stop(&mut self, timer: usize) {
-        self.data[timer] = None;
+    pub(crate) fn stop(&mut self, timer: T) {
+        self.data[timer.into()] = None;
     }
 
     pub(crate) fn stop_all(&mut self) {
@@ -31,10 +37,11 @@ impl<const N: usize> TimerTable<N> {
     }
 
     /// True, and the timer is stopped, when it was due at or before `now`.
-    pub(crate) fn take_expired(&mut self, timer: usize, now: Instant) -> bool {
-        match self.data[timer] {
+    pub(crate) fn take_expired(&mut self, timer: T, now: Instant) -> bool {
+        let slot = &mut self.data[timer.into()];
+        match *slot {
             Some(at) if at <= now => {
-                self.data[timer] = None;
+                *slot = None;
                 true
             }
             _ => false,
@@ -90,19 +97,35 @@ mod tests {
 
     use super::*;
 
+    #[derive(Clone, Copy, Debug)]
+    enum Timer {
+        A,
+        B,
+        C,
+    }
+
+    impl From<Timer> for usize {
+        fn from(t: Timer) -> Self {
+            t as Self
+        }
+    }
+
     #[test]
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     fn table_and_queue() {
-        let t0 = Instant::now();
-        let mut t = TimerTable::<3>::new();
+        let t0 = crate::Now::test_origin().mono;
+        let mut t = TimerTable::<Timer, 3>::new();
         assert_eq!(t.next_timeout(), None);
-        t.set(0, t0 + Duration::from_secs(2));
-        t.set(2, t0 + Duration::from_secs(1));
+        t.set(Timer::A, t0 + Duration::from_secs(2));
+        t.set(Timer::C, t0 + Duration::from_secs(1));
         assert_eq!(t.next_timeout(), Some(t0 + Duration::from_secs(1)));
-        assert!(!t.take_expired(0, t0 + Duration::from_secs(1)));
-        assert!(t.take_expired(2, t0 + Duration::from_secs(1)));
-        assert!(!t.take_expired(2, t0 + Duration::from_secs(9)));
-        t.stop(0);
+        assert!(!t.take_expired(Timer::A, t0 + Duration::from_secs(1)));
+        assert!(t.take_expired(Timer::C, t0 + Duration::from_secs(1)));
+        assert!(!t.take_expired(Timer::C, t0 + Duration::from_secs(9)));
+        assert!(!t.take_expired(Timer::B, t0 + Duration::from_secs(9)));
+        t.stop(Timer::A);
+        assert_eq!(t.next_timeout(), None);
+        t.set(Timer::B, t0);
+        t.stop_all();
         assert_eq!(t.next_timeout(), None);
 
         let mut q = DeadlineQueue::new();

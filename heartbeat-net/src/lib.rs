@@ -3,7 +3,6 @@
 //! - [`driver`]: `run_client` and `run_server`, generic over [`Listener`] and [`Connector`] so
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
-//! - [`disconnect_error_kind`]: how a core [`DisconnectReason`] reads as an `io::ErrorKind`.
 //!
 //! The binaries `heartbeat-server` and `heartbeat-client` are thin: parse flags, set up logging,
 //! build the core's configuration, call the driver, print what it reports.
@@ -16,7 +15,7 @@ pub mod listener;
 pub use driver::{
     Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
 };
-pub use error::{NetError, disconnect_error, disconnect_error_kind};
+pub use error::NetError;
 pub use listener::{TcpConnector, TcpListener};
 
 #[doc(no_inline)]

@@ -36,17 +36,12 @@ impl Default for ChenConfig {
 }
 
 impl ChenConfig {
-    /// The safety margin α added to the expected arrival time; positive. Default `1x`.
-    pub fn alpha(mut self, alpha: Span) -> Result<Self, ConfigError> {
-        self.alpha = alpha.check("alpha", false)?;
-        Ok(self)
-    }
-
-    /// How many arrivals the estimate averages, Chen's `n` (1 to
-    /// [`MAX_WINDOW`](super::MAX_WINDOW)). Default 1000.
-    pub fn window(mut self, window: usize) -> Result<Self, ConfigError> {
-        self.window = check_window(window)?;
-        Ok(self)
+    checked_setters! {
+        /// The safety margin α added to the expected arrival time; positive. Default `1x`.
+        alpha: Span = Span::positive("alpha");
+        /// How many arrivals the estimate averages, Chen's `n` (1 to
+        /// [`MAX_WINDOW`](super::MAX_WINDOW)). Default 1000.
+        window: usize = check_window;
     }
 }
 
@@ -143,7 +138,7 @@ impl ChenDetector {
 
     fn update_expected(&mut self) {
         let n = self.offsets.len().max(1) as i128;
-        let mean = self.offsets.sum.div_euclid(n);
+        let mean = self.offsets.sum().div_euclid(n);
         let next = i128::from(self.last_k) + 1;
         self.expected_ns = mean + next * i128::from(self.eta_ns);
     }
@@ -225,15 +220,22 @@ mod tests {
             .unwrap()
     }
 
+    /// A detector with `alpha_ms` and `window` for a 1 s interval, fed `(seq, ms after t0)`
+    /// arrivals.
+    fn fed(alpha_ms: u64, window: usize, t0: Instant, beats: &[(u64, u64)]) -> ChenDetector {
+        let mut d = ChenDetector::new(&fixed_alpha(alpha_ms, window), ms(1000));
+        for &(seq, at) in beats {
+            d.heartbeat(t0 + ms(at), Seq(seq));
+        }
+        d
+    }
+
     /// η = 1 s, α = 500 ms; heartbeat 4 lost, the others late by 0, 50, 10 and 30 ms:
     /// EA_6 = t0 + (0 + 50 + 10 + 30)/4 ms + 5 s = t0 + 5.0225 s, τ_6 = t0 + 5.5225 s.
     #[test]
     fn golden_expected_arrival_with_jitter_and_a_loss() {
         let t0 = origin();
-        let mut d = ChenDetector::new(&fixed_alpha(500, 1000), ms(1000));
-        for (seq, at) in [(1, 0), (2, 1050), (3, 2010), (5, 4030)] {
-            d.heartbeat(t0 + ms(at), Seq(seq));
-        }
+        let d = fed(500, 1000, t0, &[(1, 0), (2, 1050), (3, 2010), (5, 4030)]);
         assert_eq!(d.samples(), 4);
         assert_eq!(
             d.expected_arrival(),
@@ -247,10 +249,12 @@ mod tests {
         assert_eq!(d.reaches(2.0), Some(tau + ms(500)));
         assert_eq!(d.suspicion(t0 + ms(5000)), 0.0);
         // Had heartbeat 4 arrived on time (offset 0), only the mean would change:
-        let mut e = ChenDetector::new(&fixed_alpha(500, 1000), ms(1000));
-        for (seq, at) in [(1, 0), (2, 1050), (3, 2010), (4, 3000), (5, 4030)] {
-            e.heartbeat(t0 + ms(at), Seq(seq));
-        }
+        let e = fed(
+            500,
+            1000,
+            t0,
+            &[(1, 0), (2, 1050), (3, 2010), (4, 3000), (5, 4030)],
+        );
         assert_eq!(e.expected_arrival(), Some(t0 + ms(5018)));
     }
 
@@ -268,10 +272,7 @@ mod tests {
     #[test]
     fn a_late_heartbeat_moves_the_schedule_by_its_share() {
         let t0 = origin();
-        let mut d = ChenDetector::new(&fixed_alpha(500, 4), ms(1000));
-        for (seq, at) in [(1, 0), (2, 1000), (3, 2000), (4, 5000)] {
-            d.heartbeat(t0 + ms(at), Seq(seq));
-        }
+        let d = fed(500, 4, t0, &[(1, 0), (2, 1000), (3, 2000), (4, 5000)]);
         // Offsets 0, 0, 0 and 2000 ms: EA_5 = 500 ms + 4 s, before the heartbeat that set it,
         // so the client is already suspect right after it, and down 500 ms later.
         assert_eq!(d.samples(), 4);

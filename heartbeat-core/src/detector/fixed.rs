@@ -30,10 +30,9 @@ impl Default for FixedConfig {
 }
 
 impl FixedConfig {
-    /// How long past the interval a heartbeat may be late; positive. Default `2x`.
-    pub fn grace(mut self, grace: Span) -> Result<Self, ConfigError> {
-        self.grace = grace.check("grace", false)?;
-        Ok(self)
+    checked_setters! {
+        /// How long past the interval a heartbeat may be late; positive. Default `2x`.
+        grace: Span = Span::positive("grace");
     }
 }
 

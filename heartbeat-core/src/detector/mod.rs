@@ -42,12 +42,29 @@
 //! detector.set_available(false);
 //! ```
 
+/// Builder setters that check their value before storing it in the field of the same name.
+/// Each `/// docs` + `name: Type = check;` becomes
+/// `pub fn name(self, value: Type) -> Result<Self, ConfigError>`, where `check` is a
+/// `Fn(Type) -> Result<Type, ConfigError>`.
+macro_rules! checked_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $check:expr;)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Result<Self, ConfigError> {
+                self.$name = $check(value)?;
+                Ok(self)
+            }
+        )+
+    };
+}
+
 mod chen;
 mod fixed;
 mod phi;
 mod phi_exp;
+mod span;
+mod window;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -61,13 +78,9 @@ pub use chen::{ChenConfig, ChenDetector};
 pub use fixed::{FixedConfig, FixedDetector};
 pub use phi::{PhiConfig, PhiDetector};
 pub use phi_exp::{PhiExpConfig, PhiExpDetector};
-
-/// The largest history window accepted (samples per client).
-pub const MAX_WINDOW: usize = 1 << 20;
-
-/// Samples are clamped to ±2⁵⁰ ns (about 13 days), so that the running sum of squares of a
-/// full window of [`MAX_WINDOW`] samples fits in a `u128`.
-const MAX_SAMPLE_NS: i64 = 1 << 50;
+pub use span::Span;
+pub use window::MAX_WINDOW;
+use window::{Window, check_window, clamp_nanos};
 
 /// A failure detector for one client: it learns from heartbeat arrivals and says how
 /// suspicious the silence since the last one is.
@@ -209,103 +222,6 @@ impl Serialize for DetectorKind {
     }
 }
 
-/// A duration given outright, or as a multiple of the client's declared heartbeat interval.
-///
-/// A server watches clients with different intervals, so most detector parameters scale with
-/// the interval by default. Written `500ms`, `3s`, `250us`, `10ns` or `2x` (two intervals).
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum Span {
-    /// The same duration for every client.
-    Fixed(Duration),
-    /// This many of the client's heartbeat intervals.
-    Intervals(f64),
-}
-
-impl Span {
-    /// The duration for a client that declared `interval`, saturating at [`Duration::MAX`].
-    pub fn resolve(self, interval: Duration) -> Duration {
-        match self {
-            Self::Fixed(d) => d,
-            Self::Intervals(k) if k > 0.0 => {
-                Duration::try_from_secs_f64(interval.as_secs_f64() * k).unwrap_or(Duration::MAX)
-            }
-            Self::Intervals(_) => Duration::ZERO,
-        }
-    }
-
-    /// Checks a parameter: finite, not negative, and not zero unless `zero_ok`.
-    fn check(self, name: &'static str, zero_ok: bool) -> Result<Self, ConfigError> {
-        let (zero, bad) = match self {
-            Self::Fixed(d) => (d.is_zero(), false),
-            Self::Intervals(k) => (k == 0.0, !(k.is_finite() && k >= 0.0)),
-        };
-        if bad {
-            return Err(ConfigError::Detector {
-                name,
-                why: "must be a finite, non-negative multiple of the interval",
-            });
-        }
-        if zero && !zero_ok {
-            return Err(ConfigError::Detector {
-                name,
-                why: "must be positive",
-            });
-        }
-        Ok(self)
-    }
-}
-
-impl fmt::Display for Span {
-    /// `2x` for intervals; for a fixed duration the largest of `s`, `ms`, `us`, `ns` that
-    /// shows it exactly.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Intervals(k) => write!(f, "{k}x"),
-            Self::Fixed(d) => {
-                let ns = d.as_nanos();
-                for (unit, per) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-                    if ns % per == 0 {
-                        return write!(f, "{}{unit}", ns / per);
-                    }
-                }
-                write!(f, "{ns}ns")
-            }
-        }
-    }
-}
-
-impl FromStr for Span {
-    type Err = ConfigError;
-
-    /// Parses `2x`, `0.5x`, `3s`, `1.5s`, `100ms`, `250us` or `10ns`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const BAD: ConfigError = ConfigError::Detector {
-            name: "duration",
-            why: "expected a number with a unit (ns, us, ms, s), or a multiple of the interval \
-                  such as 2x",
-        };
-        let s = s.trim();
-        let number = |n: &str| match n.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err(BAD),
-        };
-        if let Some(k) = s.strip_suffix('x') {
-            return Ok(Self::Intervals(number(k)?));
-        }
-        for (unit, per) in [("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)] {
-            if let Some(v) = s.strip_suffix(unit) {
-                let ns = (number(v)? * per).round();
-                if ns >= u64::MAX as f64 {
-                    return Err(BAD);
-                }
-                return Ok(Self::Fixed(Duration::from_nanos(ns as u64)));
-            }
-        }
-        Err(BAD)
-    }
-}
-
 /// Which detector to run for each client, with its parameters; validated when built.
 ///
 /// A server holds one and calls [`build`](Self::build) with each client's declared interval.
@@ -408,16 +324,6 @@ impl From<PhiExpConfig> for DetectorConfig {
     }
 }
 
-fn check_window(window: usize) -> Result<usize, ConfigError> {
-    if window == 0 || window > MAX_WINDOW {
-        return Err(ConfigError::Detector {
-            name: "window",
-            why: "must be between 1 and 1048576 samples",
-        });
-    }
-    Ok(window)
-}
-
 fn check_threshold(threshold: f64) -> Result<f64, ConfigError> {
     if !(threshold.is_finite() && threshold > 0.0) {
         return Err(ConfigError::Detector {
@@ -426,93 +332,6 @@ fn check_threshold(threshold: f64) -> Result<f64, ConfigError> {
         });
     }
     Ok(threshold)
-}
-
-/// A sliding window of samples in nanoseconds with exact running sums.
-#[derive(Clone, Debug)]
-struct Window {
-    samples: VecDeque<i64>,
-    cap: usize,
-    sum: i128,
-    sum_sq: u128,
-}
-
-impl Window {
-    fn new(cap: usize) -> Self {
-        Self {
-            samples: VecDeque::new(),
-            cap: cap.clamp(1, MAX_WINDOW),
-            sum: 0,
-            sum_sq: 0,
-        }
-    }
-
-    /// Adds a sample (clamped to ±[`MAX_SAMPLE_NS`]), dropping the oldest one if full.
-    fn push(&mut self, x: i64) {
-        let x = x.clamp(-MAX_SAMPLE_NS, MAX_SAMPLE_NS);
-        if self.samples.len() == self.cap {
-            if let Some(old) = self.samples.pop_front() {
-                self.sum -= i128::from(old);
-                self.sum_sq -= square(old);
-            }
-        }
-        self.samples.push_back(x);
-        self.sum += i128::from(x);
-        self.sum_sq += square(x);
-    }
-
-    fn clear(&mut self) {
-        self.samples.clear();
-        self.sum = 0;
-        self.sum_sq = 0;
-    }
-
-    fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
-    /// The mean in nanoseconds (0 when empty).
-    fn mean(&self) -> f64 {
-        if self.is_empty() {
-            return 0.0;
-        }
-        self.sum as f64 / self.len() as f64
-    }
-
-    /// The population variance in ns², from the exact integer `n·Σx² − (Σx)²` when it fits.
-    fn variance(&self) -> f64 {
-        if self.is_empty() {
-            return 0.0;
-        }
-        let n = self.len() as u128;
-        let abs = self.sum.unsigned_abs();
-        let exact = n
-            .checked_mul(self.sum_sq)
-            .zip(abs.checked_mul(abs))
-            .map(|(a, b)| a.saturating_sub(b));
-        let var = match exact {
-            Some(num) => num as f64 / (n as f64 * n as f64),
-            None => {
-                let mean = self.mean();
-                self.sum_sq as f64 / n as f64 - mean * mean
-            }
-        };
-        var.max(0.0)
-    }
-}
-
-fn square(x: i64) -> u128 {
-    let a = u128::from(x.unsigned_abs());
-    a * a
-}
-
-/// A duration in nanoseconds, clamped to [`MAX_SAMPLE_NS`].
-fn clamp_nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).map_or(MAX_SAMPLE_NS, |n| n.min(MAX_SAMPLE_NS))
 }
 
 /// Nanoseconds as a `Duration`, rounded to the nearest; negative and NaN give zero.
@@ -605,9 +424,8 @@ mod tests {
 
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     pub(super) fn origin() -> Instant {
-        Instant::now()
+        crate::Now::test_origin().mono
     }
 
     pub(super) fn ms(n: u64) -> Duration {
@@ -631,35 +449,6 @@ mod tests {
             serde_json::to_string(&DetectorKind::PhiExp).unwrap(),
             "\"phi-exp\""
         );
-    }
-
-    #[test]
-    fn spans_parse_and_display() {
-        let cases = [
-            ("2x", Span::Intervals(2.0)),
-            ("0.5x", Span::Intervals(0.5)),
-            ("3s", Span::Fixed(ms(3000))),
-            ("1.5s", Span::Fixed(ms(1500))),
-            ("100ms", Span::Fixed(ms(100))),
-            ("250us", Span::Fixed(Duration::from_micros(250))),
-            ("10ns", Span::Fixed(Duration::from_nanos(10))),
-        ];
-        for (text, span) in cases {
-            assert_eq!(text.parse::<Span>(), Ok(span), "{text}");
-        }
-        assert_eq!(Span::Fixed(ms(1500)).to_string(), "1500ms");
-        assert_eq!(Span::Fixed(ms(3000)).to_string(), "3s");
-        assert_eq!(Span::Intervals(2.0).to_string(), "2x");
-        assert_eq!(
-            Span::Fixed(Duration::from_nanos(1_000_001)).to_string(),
-            "1000001ns"
-        );
-        for bad in ["", "3", "-1s", "x", "inf s", "1e30s", "NaNx", "3 m"] {
-            assert!(bad.parse::<Span>().is_err(), "{bad}");
-        }
-        assert_eq!(Span::Intervals(2.5).resolve(ms(1000)), ms(2500));
-        assert_eq!(Span::Intervals(1e300).resolve(ms(1000)), Duration::MAX);
-        assert_eq!(Span::Fixed(ms(7)).resolve(ms(1000)), ms(7));
     }
 
     #[test]
@@ -712,21 +501,6 @@ mod tests {
             let config = DetectorConfig::new(kind);
             assert_eq!(config.build(ms(100)).levels(), config.levels());
         }
-    }
-
-    #[test]
-    fn window_keeps_exact_sums() {
-        let mut w = Window::new(3);
-        for x in [1, 2, 3, 4, 5] {
-            w.push(x);
-        }
-        assert_eq!((w.len(), w.sum, w.sum_sq), (3, 12, 50));
-        assert_eq!(w.mean(), 4.0);
-        assert!((w.variance() - 2.0 / 3.0).abs() < 1e-15);
-        w.push(i64::MAX);
-        assert_eq!(w.samples.back(), Some(&MAX_SAMPLE_NS));
-        w.clear();
-        assert_eq!((w.len(), w.mean(), w.variance()), (0, 0.0, 0.0));
     }
 
     #[test]

@@ -41,41 +41,24 @@ impl Default for PhiConfig {
 }
 
 impl PhiConfig {
-    /// The φ at which the client is down (suspect at half of it); positive. Default 8.
-    ///
-    /// φ = 8 means the chance that the client is in fact alive is 10⁻⁸ under the model.
-    pub fn threshold(mut self, threshold: f64) -> Result<Self, ConfigError> {
-        self.threshold = check_threshold(threshold)?;
-        Ok(self)
-    }
-
-    /// The floor of the standard deviation, so a very regular history does not make the
-    /// detector hair-triggered; positive. Default 100 ms.
-    pub fn min_std_deviation(mut self, min: Span) -> Result<Self, ConfigError> {
-        self.min_std_deviation = min.check("min-std-deviation", false)?;
-        Ok(self)
-    }
-
-    /// Extra silence tolerated on top of the mean interval (added to the mean), for pauses and
-    /// bursts of lost heartbeats. Default 3 s.
-    pub fn acceptable_pause(mut self, pause: Span) -> Result<Self, ConfigError> {
-        self.acceptable_pause = pause.check("acceptable-pause", true)?;
-        Ok(self)
-    }
-
-    /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
-    /// Default 1000.
-    pub fn window(mut self, window: usize) -> Result<Self, ConfigError> {
-        self.window = check_window(window)?;
-        Ok(self)
-    }
-
-    /// The mean interval assumed before any was measured; positive. The history starts with two
-    /// samples, this ± a quarter of it (mean = estimate, standard deviation = estimate / 4).
-    /// Default one interval.
-    pub fn first_heartbeat_estimate(mut self, estimate: Span) -> Result<Self, ConfigError> {
-        self.first_heartbeat_estimate = estimate.check("first-heartbeat-estimate", false)?;
-        Ok(self)
+    checked_setters! {
+        /// The φ at which the client is down (suspect at half of it); positive. Default 8.
+        ///
+        /// φ = 8 means the chance that the client is in fact alive is 10⁻⁸ under the model.
+        threshold: f64 = check_threshold;
+        /// The floor of the standard deviation, so a very regular history does not make the
+        /// detector hair-triggered; positive. Default 100 ms.
+        min_std_deviation: Span = Span::positive("min-std-deviation");
+        /// Extra silence tolerated on top of the mean interval (added to the mean), for pauses and
+        /// bursts of lost heartbeats. Default 3 s.
+        acceptable_pause: Span = Span::non_negative("acceptable-pause");
+        /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
+        /// Default 1000.
+        window: usize = check_window;
+        /// The mean interval assumed before any was measured; positive. The history starts with two
+        /// samples, this ± a quarter of it (mean = estimate, standard deviation = estimate / 4).
+        /// Default one interval.
+        first_heartbeat_estimate: Span = Span::positive("first-heartbeat-estimate");
     }
 
     pub(super) fn levels(&self) -> Levels {

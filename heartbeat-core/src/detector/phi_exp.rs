@@ -36,24 +36,15 @@ impl Default for PhiExpConfig {
 }
 
 impl PhiExpConfig {
-    /// The φ at which the client is down (suspect at half of it); positive. Default 8.
-    pub fn threshold(mut self, threshold: f64) -> Result<Self, ConfigError> {
-        self.threshold = check_threshold(threshold)?;
-        Ok(self)
-    }
-
-    /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
-    /// Default 1000.
-    pub fn window(mut self, window: usize) -> Result<Self, ConfigError> {
-        self.window = check_window(window)?;
-        Ok(self)
-    }
-
-    /// The sample the history starts with, and the longest interval it learns (Cassandra's
-    /// `INITIAL_VALUE`, which is also its default `MAX_INTERVAL`); positive. Default `2x`.
-    pub fn initial_interval(mut self, initial: Span) -> Result<Self, ConfigError> {
-        self.initial_interval = initial.check("initial-interval", false)?;
-        Ok(self)
+    checked_setters! {
+        /// The φ at which the client is down (suspect at half of it); positive. Default 8.
+        threshold: f64 = check_threshold;
+        /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
+        /// Default 1000.
+        window: usize = check_window;
+        /// The sample the history starts with, and the longest interval it learns (Cassandra's
+        /// `INITIAL_VALUE`, which is also its default `MAX_INTERVAL`); positive. Default `2x`.
+        initial_interval: Span = Span::positive("initial-interval");
     }
 
     pub(super) fn levels(&self) -> Levels {

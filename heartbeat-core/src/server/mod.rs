@@ -1,22 +1,26 @@
 //! The heartbeat server state machine: many connections, one analysis per client.
 
+mod event;
 mod session;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{ClientStats, Report, SeqRange};
+use crate::analysis::Report;
 use crate::config::ServerConfig;
-use crate::detector::DetectorKind;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
 use crate::ids::{ClientKey, ConnId, Seq};
-use crate::time::{Now, UnixTime, fmt_ms, fmt_signed_ms};
+use crate::liveness::{Change, Watches};
+use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
 use session::ClientRecord;
+
+pub use crate::liveness::Liveness;
+pub use event::{Event, Output};
+pub use session::ClientView;
 
 /// After a stall of the server itself, how long before due timers are looked at again.
 const STALL_RECHECK: Duration = Duration::from_secs(1);
@@ -64,9 +68,8 @@ pub struct Server {
     next_conn: u64,
     /// Connection deadlines (hello and idle timeouts), lazily re-armed.
     deadlines: DeadlineQueue<ConnId>,
-    /// Liveness checks per client index, when its detector reaches its next level; lazily
-    /// re-armed like `deadlines`.
-    checks: DeadlineQueue<usize>,
+    /// Every client's liveness machine, by the same index as `clients`.
+    liveness: Watches,
     out: VecDeque<Output>,
     /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
     scratch_units: Vec<Inbound>,
@@ -96,415 +99,17 @@ enum ConnState {
     },
 }
 
-/// A client's liveness, as its failure detector sees it.
-///
-/// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
-/// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
-/// clean goodbye (`BYE`): not a failure, and not watched any more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Liveness {
-    /// Declared dead.
-    Down,
-    /// Said goodbye.
-    Left,
-    /// Late beyond the suspect level.
-    Suspect,
-    /// Heard from in time.
-    Up,
-}
-
-impl Liveness {
-    /// `"down"`, `"left"`, `"suspect"` or `"up"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Down => "down",
-            Self::Left => "left",
-            Self::Suspect => "suspect",
-            Self::Up => "up",
-        }
-    }
-}
-
-impl fmt::Display for Liveness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the driver must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-#[must_use]
-pub enum Output {
-    /// Close `conn` after writing every earlier `Transmit` to it. Emitted exactly once per
-    /// accepted connection.
-    Disconnect {
-        /// The connection.
-        conn: ConnId,
-        /// Why it ends.
-        reason: DisconnectReason,
-    },
-    /// Something for the application.
-    Event(Event),
-    /// Write all of `bytes` to `conn`, in order.
-    Transmit {
-        /// The connection.
-        conn: ConnId,
-        /// The bytes.
-        bytes: Vec<u8>,
-    },
-}
-
-/// What the server observed. Every variant names the connection it came from.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Several heartbeats arrived in one read after a silence of at least the configured number
-    /// of intervals (a released firewall, a stalled path). Fires before their `Heartbeat`s.
-    Burst {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// First sequence number in the burst.
-        first: Seq,
-        /// Last sequence number in the burst.
-        last: Seq,
-        /// Heartbeats in the burst.
-        count: u64,
-        /// The silence before it (`None` for the first arrival of a client).
-        silence: Option<Duration>,
-    },
-    /// A connection identified itself: after `HELLO` (v1) or the first legacy bytes.
-    Connected {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// Its peer address.
-        peer: SocketAddr,
-        /// The protocol it speaks.
-        protocol: Protocol,
-        /// Its declared interval (v1).
-        interval: Option<Duration>,
-        /// True when the client was known before (a reconnect).
-        resumed: bool,
-    },
-    /// A connection ended. Fires once per accepted connection, with the same reason as its
-    /// `Output::Disconnect`.
-    Disconnected {
-        /// The connection.
-        conn: ConnId,
-        /// The client, if it identified itself.
-        client: Option<ClientKey>,
-        /// Its peer address.
-        peer: SocketAddr,
-        /// Why.
-        reason: DisconnectReason,
-    },
-    /// A disconnected client was forgotten to make room for a new one (the client limit was
-    /// reached). Its analysis is gone from reports.
-    Evicted {
-        /// The forgotten client.
-        client: ClientKey,
-    },
-    /// A heartbeat at or below the highest sequence number already received.
-    Duplicate {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// Its sequence number.
-        seq: Seq,
-    },
-    /// A heartbeat was received (not a duplicate). One per heartbeat.
-    Heartbeat {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// Its sequence number.
-        seq: Seq,
-        /// The client's send stamp.
-        sent: UnixTime,
-        /// The server's receive stamp.
-        received: UnixTime,
-        /// One-way delay, `received - sent`, in nanoseconds; negative under clock skew.
-        delay_ns: i64,
-        /// Monotonic time since the client's previous arrival (`None` for the first).
-        inter_arrival: Option<Duration>,
-        /// True when it filled a gap that had been reported missed.
-        recovered: bool,
-    },
-    /// Sequence numbers were skipped: these heartbeats were never received. Fires once per gap.
-    Missed {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// The missing range.
-        range: SeqRange,
-    },
-    /// The client started a new sequence: a new session nonce in `HELLO`, or sequence number 1
-    /// after higher ones.
-    Restarted {
-        /// The connection.
-        conn: ConnId,
-        /// The client.
-        client: ClientKey,
-        /// The highest sequence number of the previous session.
-        previous: Seq,
-        /// The first sequence number of the new session, when it restarted mid-stream.
-        seq: Option<Seq>,
-    },
-    /// The server itself did not run for a while (woken `late` after its earliest timer): it
-    /// convicted nobody and dropped no connection on that evidence, and looks again shortly.
-    Stalled {
-        /// How late the server was woken.
-        late: Duration,
-    },
-    /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
-    /// heartbeat that brought the client back.
-    Transition {
-        /// The client.
-        client: ClientKey,
-        /// The state before.
-        from: Liveness,
-        /// The state after.
-        to: Liveness,
-        /// Time since the client's last heartbeat before this change (`None` before the first).
-        since_last: Option<Duration>,
-        /// The detector's suspicion value when it changed (for `Up`, just before the heartbeat).
-        suspicion: f64,
-        /// Which detector decided.
-        detector: DetectorKind,
-    },
-}
-
-impl Event {
-    /// The event's name in JSON output (`"heartbeat"`, `"missed"`, ...).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Burst { .. } => "burst",
-            Self::Connected { .. } => "connected",
-            Self::Disconnected { .. } => "disconnected",
-            Self::Duplicate { .. } => "duplicate",
-            Self::Evicted { .. } => "evicted",
-            Self::Heartbeat { .. } => "heartbeat",
-            Self::Missed { .. } => "missed",
-            Self::Restarted { .. } => "restarted",
-            Self::Stalled { .. } => "stalled",
-            Self::Transition { .. } => "transition",
-        }
-    }
-
-    /// The event as one JSON object with an `"event"` field.
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let ms = |d: Duration| (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0;
-        match self {
-            Self::Burst {
-                conn,
-                client,
-                first,
-                last,
-                count,
-                silence,
-            } => json!({
-                "event": "burst", "conn": conn.0, "client": client, "first": first, "last": last,
-                "count": count, "silence_ms": silence.map(ms),
-            }),
-            Self::Connected {
-                conn,
-                client,
-                peer,
-                protocol,
-                interval,
-                resumed,
-            } => json!({
-                "event": "connected", "conn": conn.0, "client": client, "peer": peer.to_string(),
-                "protocol": protocol, "interval_ms": interval.map(ms), "resumed": resumed,
-            }),
-            Self::Disconnected {
-                conn,
-                client,
-                peer,
-                reason,
-            } => json!({
-                "event": "disconnected", "conn": conn.0, "client": client, "peer": peer.to_string(),
-                "reason": reason.to_string(),
-            }),
-            Self::Duplicate { conn, client, seq } => json!({
-                "event": "duplicate", "conn": conn.0, "client": client, "seq": seq,
-            }),
-            Self::Evicted { client } => json!({ "event": "evicted", "client": client }),
-            Self::Heartbeat {
-                conn,
-                client,
-                seq,
-                sent,
-                received,
-                delay_ns,
-                inter_arrival,
-                recovered,
-            } => json!({
-                "event": "heartbeat", "conn": conn.0, "client": client, "seq": seq, "sent": sent,
-                "received": received, "delay_ms": (*delay_ns as f64 / 1_000.0).round() / 1_000.0,
-                "inter_arrival_ms": inter_arrival.map(ms), "recovered": recovered,
-            }),
-            Self::Missed {
-                conn,
-                client,
-                range,
-            } => json!({
-                "event": "missed", "conn": conn.0, "client": client, "range": range,
-                "first": range.first, "last": range.last, "count": range.len(),
-            }),
-            Self::Restarted {
-                conn,
-                client,
-                previous,
-                seq,
-            } => json!({
-                "event": "restarted", "conn": conn.0, "client": client, "previous": previous, "seq": seq,
-            }),
-            Self::Stalled { late } => json!({ "event": "stalled", "late_ms": ms(*late) }),
-            Self::Transition {
-                client,
-                from,
-                to,
-                since_last,
-                suspicion,
-                detector,
-            } => json!({
-                "event": "transition", "client": client, "from": from, "to": to,
-                "since_last_ms": since_last.map(ms), "suspicion": round3(*suspicion),
-                "detector": detector,
-            }),
-        }
-    }
-}
-
-/// Rounds to three decimals, so JSON output does not depend on the last bits of a float.
-fn round3(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 1000.0).round() / 1000.0
-    } else {
-        f64::MAX
-    }
-}
-
-impl fmt::Display for Event {
-    /// One stable line, e.g. `heartbeat client=web-01 seq=3 delay=1.200ms`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let opt_ms = |d: &Option<Duration>| d.map_or_else(|| "-".to_owned(), fmt_ms);
-        match self {
-            Self::Burst {
-                client,
-                first,
-                last,
-                count,
-                silence,
-                ..
-            } => write!(
-                f,
-                "burst client={client} seq={first}-{last} count={count} after_silence={}",
-                opt_ms(silence)
-            ),
-            Self::Connected {
-                conn,
-                client,
-                peer,
-                protocol,
-                interval,
-                resumed,
-            } => write!(
-                f,
-                "connected {conn} client={client} peer={peer} protocol={protocol} interval={} resumed={resumed}",
-                opt_ms(interval)
-            ),
-            Self::Disconnected {
-                conn,
-                client,
-                reason,
-                ..
-            } => {
-                let client = client
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), ToString::to_string);
-                write!(f, "disconnected {conn} client={client} reason={reason}")
-            }
-            Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
-            Self::Evicted { client } => write!(f, "evicted client={client} (client limit reached)"),
-            Self::Heartbeat {
-                client,
-                seq,
-                delay_ns,
-                inter_arrival,
-                recovered,
-                ..
-            } => {
-                write!(
-                    f,
-                    "heartbeat client={client} seq={seq} delay={} gap={}",
-                    fmt_signed_ms(*delay_ns),
-                    opt_ms(inter_arrival)
-                )?;
-                if *recovered {
-                    write!(f, " recovered")?;
-                }
-                Ok(())
-            }
-            Self::Missed { client, range, .. } => write!(
-                f,
-                "missed client={client} seq={range} count={}",
-                range.len()
-            ),
-            Self::Restarted {
-                client,
-                previous,
-                seq,
-                ..
-            } => {
-                write!(f, "restarted client={client} previous={previous}")?;
-                if let Some(seq) = seq {
-                    write!(f, " seq={seq}")?;
-                }
-                Ok(())
-            }
-            Self::Stalled { late } => write!(
-                f,
-                "stalled: the server ran {} late; no client convicted on that evidence",
-                fmt_ms(*late)
-            ),
-            Self::Transition {
-                client,
-                from,
-                to,
-                since_last,
-                suspicion,
-                detector,
-            } => write!(
-                f,
-                "transition client={client} {from}->{to} since_last={} {detector}={:.3}",
-                opt_ms(since_last),
-                round3(*suspicion)
-            ),
-        }
-    }
-}
-
 impl Server {
     /// An empty server.
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
+            liveness: Watches::new(config.detector.clone()),
             config,
             conns: HashMap::new(),
             clients: Vec::new(),
             index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
-            checks: DeadlineQueue::new(),
             out: VecDeque::new(),
             scratch_units: Vec::new(),
             scratch_beats: Vec::new(),
@@ -528,20 +133,20 @@ impl Server {
         self.clients.len()
     }
 
-    /// One client's analysis.
-    pub fn client(&self, key: &ClientKey) -> Option<&ClientStats> {
-        self.index.get(key).map(|&i| &self.clients[i].stats)
+    /// One client's analysis and liveness.
+    pub fn client(&self, key: &ClientKey) -> Option<ClientView<'_>> {
+        self.index.get(key).map(|&i| self.view(i))
     }
 
-    /// Every client's analysis, sorted by key.
-    pub fn clients(&self) -> impl Iterator<Item = &ClientStats> + '_ {
-        self.index.values().map(|&i| &self.clients[i].stats)
+    /// Every client's analysis and liveness, sorted by key.
+    pub fn clients(&self) -> impl Iterator<Item = ClientView<'_>> + '_ {
+        self.index.values().map(|&i| self.view(i))
     }
 
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {
-            clients: self.clients().map(ClientStats::summary).collect(),
+            clients: self.clients().map(|c| c.summary()).collect(),
         }
     }
 
@@ -606,7 +211,9 @@ impl Server {
         }
     }
 
-    /// Time passed: drops connections whose hello or idle deadline is over.
+    /// Time passed: runs the clients' due liveness checks (which may emit transitions), then
+    /// drops connections whose hello or idle deadline is over. Woken later than the pause guard
+    /// after the earliest timer, it only defers what is due and emits [`Event::Stalled`].
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(due) = self.poll_timeout() {
             let late = now.mono.saturating_duration_since(due);
@@ -615,55 +222,11 @@ impl Server {
                 return;
             }
         }
-        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
-            if self.clients[idx].check_at == Some(at) {
-                self.clients[idx].check_at = None;
-                self.evaluate(now, idx);
-            }
-        }
+        let (clients, out) = (&self.clients, &mut self.out);
+        self.liveness
+            .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
-            if c.queued != at {
-                continue; // a stale entry: the connection was re-armed
-            }
-            let (deadline, timeout) = match &c.state {
-                ConnState::Opening => (None, self.config.hello_timeout),
-                ConnState::Live { idx, .. } => {
-                    let interval = self.clients[*idx].interval;
-                    let idle = self.config.idle_timeout_for(interval);
-                    (Some(c.last_rx + idle), idle)
-                }
-            };
-            match deadline {
-                Some(d) if d > now.mono => {
-                    c.queued = d;
-                    self.deadlines.push(d, conn);
-                }
-                _ => {
-                    let reason = if deadline.is_none() {
-                        DisconnectReason::Protocol(DecodeError::Unexpected {
-                            got: "silence",
-                            when: "before identification",
-                        })
-                    } else {
-                        DisconnectReason::IdleTimeout(timeout)
-                    };
-                    if let ConnState::Opening = c.state {
-                        if c.decoder.protocol() == Some(Protocol::V1) || c.decoder.buffered() == 0 {
-                            self.out.push_back(Output::Transmit {
-                                conn,
-                                bytes: Frame::Error {
-                                    message: "timed out waiting for HELLO".into(),
-                                }
-                                .to_bytes(),
-                            });
-                        }
-                    }
-                    self.drop_conn(conn, reason);
-                }
-            }
+            self.connection_deadline(now, conn, at);
         }
     }
 
@@ -692,12 +255,14 @@ impl Server {
         self.out.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` without connections.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: the earliest connection
+    /// deadline or client liveness check; `None` when there is neither (no connections, and no
+    /// client left to convict).
     ///
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
-    /// (deadlines are re-armed lazily); an early `handle_timeout` is harmless.
+    /// (deadlines and checks are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadlines.next(), self.checks.next()) {
+        match (self.deadlines.next(), self.liveness.next_check()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -710,13 +275,7 @@ impl Server {
     /// timer moves to a second from now, after the driver has read what arrived meanwhile.
     fn defer_after_stall(&mut self, now: Now, late: Duration) {
         let again = now.mono + STALL_RECHECK;
-        while let Some((at, idx)) = self.checks.pop_due(now.mono) {
-            let r = &mut self.clients[idx];
-            if r.check_at == Some(at) {
-                r.check_at = Some(again);
-                self.checks.push(again, idx);
-            }
-        }
+        self.liveness.defer_due(now.mono, again);
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             if let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) {
                 c.queued = again;
@@ -725,42 +284,6 @@ impl Server {
             }
         }
         self.out.push_back(Output::Event(Event::Stalled { late }));
-    }
-
-    /// Moves client `idx` along its liveness states as far as its detector says, then arms its
-    /// next check.
-    fn evaluate(&mut self, now: Now, idx: usize) {
-        let r = &mut self.clients[idx];
-        let Some(det) = r.detector.as_mut() else {
-            return;
-        };
-        let levels = det.levels();
-        let suspicion = det.suspicion(now.mono);
-        let since_last = det
-            .last_heartbeat()
-            .map(|t| now.mono.saturating_duration_since(t));
-        let detector = det.kind();
-        let step = |from: Liveness, to: Liveness| Event::Transition {
-            client: r.stats.client.clone(),
-            from,
-            to,
-            since_last,
-            suspicion,
-            detector,
-        };
-        if r.stats.state == Liveness::Up && suspicion >= levels.suspect {
-            self.out
-                .push_back(Output::Event(step(Liveness::Up, Liveness::Suspect)));
-            r.stats.state = Liveness::Suspect;
-        }
-        if r.stats.state == Liveness::Suspect && suspicion >= levels.down {
-            self.out
-                .push_back(Output::Event(step(Liveness::Suspect, Liveness::Down)));
-            r.stats.state = Liveness::Down;
-            // Akka: what is measured while a client is down is not learned as an interval.
-            det.set_available(false);
-        }
-        self.arm(idx);
     }
 
     /// At the client limit, forgets the disconnected client heard from longest ago and returns
@@ -778,70 +301,52 @@ impl Server {
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
-        if let Some(at) = self.clients[idx].check_at.take() {
-            self.checks.remove(at, &idx);
-        }
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
         Some(idx)
     }
 
-    /// Queues client `idx`'s next liveness check: when its detector reaches the next level.
-    fn arm(&mut self, idx: usize) {
-        let r = &mut self.clients[idx];
-        let Some(det) = r.detector.as_ref() else {
-            return;
+    /// Connection `conn`'s deadline `at` is due: the hello timeout of an opening connection,
+    /// or the idle timeout of a live one, which traffic may have moved later (then it re-arms).
+    fn connection_deadline(&mut self, now: Now, conn: ConnId, at: Instant) {
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| c.queued == at) else {
+            return; // closed, or a stale entry: the connection was re-armed
         };
-        let levels = det.levels();
-        let level = match r.stats.state {
-            Liveness::Up => levels.suspect,
-            Liveness::Suspect => levels.down,
-            Liveness::Down | Liveness::Left => return,
+        let reason = match &c.state {
+            ConnState::Opening => {
+                let timeout = self.config.hello_timeout;
+                let partial = c.decoder.buffered() > 0;
+                // A v1 client, or a silent one that may be: tell it why. A legacy client never
+                // reads.
+                if !partial || c.decoder.protocol() == Some(Protocol::V1) {
+                    let bytes = Frame::Error {
+                        message: "timed out waiting for HELLO".into(),
+                    }
+                    .to_bytes();
+                    self.out.push_back(Output::Transmit { conn, bytes });
+                }
+                if partial {
+                    DisconnectReason::IncompleteHello(timeout)
+                } else {
+                    DisconnectReason::HelloTimeout(timeout)
+                }
+            }
+            ConnState::Live { idx, .. } => {
+                let idle = self.config.idle_timeout_for(self.clients[*idx].interval);
+                let deadline = c.last_rx + idle;
+                if deadline > now.mono {
+                    c.queued = deadline;
+                    self.deadlines.push(deadline, conn);
+                    return;
+                }
+                DisconnectReason::IdleTimeout(idle)
+            }
         };
-        let Some(at) = det.reaches(level) else { return };
-        // An earlier check, even a stale one, re-arms when it pops.
-        if r.check_at.is_some_and(|queued| queued <= at) {
-            return;
-        }
-        r.check_at = Some(at);
-        self.checks.push(at, idx);
+        self.drop_conn(conn, reason);
     }
 
-    /// Feeds one arrival's heartbeats to client `idx`'s detector; a client that was not up is
-    /// up again.
-    fn observe(&mut self, now: Now, idx: usize, beats: &[(Seq, UnixTime)]) {
-        let r = &mut self.clients[idx];
-        if r.detector.is_none() {
-            // Legacy clients get one once their interval has been estimated.
-            r.detector = r.interval.map(|i| self.config.detector.build(i));
-        }
-        let Some(det) = r.detector.as_mut() else {
-            return;
-        };
-        // What the Transition back to up reports, read before the heartbeats move the detector
-        // (and only then: most heartbeats find the client up).
-        let back_up = (r.stats.state != Liveness::Up).then(|| {
-            let since_last = det
-                .last_heartbeat()
-                .map(|t| now.mono.saturating_duration_since(t));
-            (det.suspicion(now.mono), since_last)
-        });
-        for &(seq, _) in beats {
-            det.heartbeat(now.mono, seq);
-        }
-        if let Some((suspicion, since_last)) = back_up {
-            let event = Event::Transition {
-                client: r.stats.client.clone(),
-                from: r.stats.state,
-                to: Liveness::Up,
-                since_last,
-                suspicion,
-                detector: det.kind(),
-            };
-            self.out.push_back(Output::Event(event));
-            r.stats.state = Liveness::Up;
-        }
-        self.arm(idx);
+    fn view(&self, idx: usize) -> ClientView<'_> {
+        ClientView::new(&self.clients[idx].stats, self.liveness.state(idx))
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
@@ -940,36 +445,17 @@ impl Server {
             (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
                 let idx = *idx;
                 self.flush_beats(now, conn, beats);
-                let r = &mut self.clients[idx];
-                r.left = true;
-                if r.stats.state != Liveness::Left {
-                    let det = r.detector.as_ref();
-                    let event = Event::Transition {
-                        client: r.stats.client.clone(),
-                        from: r.stats.state,
-                        to: Liveness::Left,
-                        since_last: det
-                            .and_then(|d| d.last_heartbeat())
-                            .map(|t| now.mono.saturating_duration_since(t)),
-                        suspicion: det.map_or(0.0, |d| d.suspicion(now.mono)),
-                        detector: self.config.detector.kind(),
-                    };
-                    self.out.push_back(Output::Event(event));
-                    r.stats.state = Liveness::Left;
-                    if let Some(at) = r.check_at.take() {
-                        self.checks.remove(at, &idx);
-                    }
+                self.clients[idx].left = true;
+                if let Some(change) = self.liveness.leave(now.mono, idx) {
+                    self.out.push_back(transition(&self.clients, change));
                 }
             }
-            (Inbound::Frame(f), state) => {
-                let when = if matches!(state, ConnState::Opening) {
-                    "before HELLO"
-                } else {
-                    "after HELLO"
-                };
+            // The decoder speaks v1 only after a leading `HELLO`, so an opening connection's
+            // first frame is always `HELLO`: any other frame comes after it.
+            (Inbound::Frame(f), _) => {
                 return Err(DecodeError::Unexpected {
                     got: f.command(),
-                    when,
+                    when: "after HELLO",
                 });
             }
         }
@@ -1003,6 +489,7 @@ impl Server {
                     }
                 };
                 self.index.insert(key.clone(), idx);
+                self.liveness.start(idx);
                 idx
             }
         };
@@ -1041,6 +528,7 @@ impl Server {
         if restarted {
             // A new session nonce: the client process restarted.
             self.clients[idx].restart(conn, &mut self.out);
+            self.liveness.reset(idx);
         }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
@@ -1057,8 +545,14 @@ impl Server {
             return;
         };
         let gap = self.config.burst_gap_intervals;
-        self.clients[idx].on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out);
-        self.observe(now, idx, beats);
+        let r = &mut self.clients[idx];
+        if r.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out) {
+            self.liveness.reset(idx);
+        }
+        let seqs = beats.iter().map(|&(seq, _)| seq);
+        if let Some(change) = self.liveness.observe(now.mono, idx, r.interval, seqs) {
+            self.out.push_back(transition(&self.clients, change));
+        }
         beats.clear();
     }
 
@@ -1086,6 +580,18 @@ impl Server {
         }));
         self.out.push_back(Output::Disconnect { conn, reason });
     }
+}
+
+/// The event for a liveness change of client `change.client`.
+fn transition(clients: &[ClientRecord], change: Change) -> Output {
+    Output::Event(Event::Transition {
+        client: clients[change.client].stats.client.clone(),
+        from: change.from,
+        to: change.to,
+        since_last: change.since_last,
+        suspicion: change.suspicion,
+        detector: change.detector,
+    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,99 @@
-//! Per-client sequence analysis: what one arrival of heartbeats means for one client.
+//! Per-client records: what one arrival of heartbeats means for one client, what the server
+//! counted about it, and the public read view of that.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{ClientStats, SeqRange};
-use crate::detector::Detector;
+use crate::analysis::{ClientSummary, Distribution, SeqRange};
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
-use crate::server::{Event, Output};
+use crate::liveness::Liveness;
 use crate::time::UnixTime;
+
+use super::{Event, Output};
+
+/// One client as the server sees it now: what it counted and the client's liveness. Returned by
+/// [`Server::client`](super::Server::client) and [`Server::clients`](super::Server::clients).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientView<'a> {
+    stats: &'a ClientStats,
+    state: Liveness,
+}
+
+impl<'a> ClientView<'a> {
+    pub(super) fn new(stats: &'a ClientStats, state: Liveness) -> Self {
+        Self { stats, state }
+    }
+
+    /// The client's key.
+    pub fn client(&self) -> &'a ClientKey {
+        &self.stats.client
+    }
+
+    /// Heartbeats received (duplicates excluded).
+    pub fn received(&self) -> u64 {
+        self.stats.received
+    }
+
+    /// Heartbeats never received (sequence gaps), exact.
+    pub fn missed(&self) -> u64 {
+        self.stats.missed
+    }
+
+    /// The most recent missed ranges (at most the configured number).
+    pub fn missed_ranges(&self) -> impl Iterator<Item = SeqRange> + 'a {
+        self.stats.missed_ranges.iter().copied()
+    }
+
+    /// Heartbeats received twice.
+    pub fn duplicates(&self) -> u64 {
+        self.stats.duplicates
+    }
+
+    /// Times the client restarted its sequence.
+    pub fn restarts(&self) -> u64 {
+        self.stats.restarts
+    }
+
+    /// Bursts seen.
+    pub fn bursts(&self) -> u64 {
+        self.stats.bursts
+    }
+
+    /// Liveness as the failure detector sees it.
+    pub fn state(&self) -> Liveness {
+        self.state
+    }
+
+    /// Highest sequence number in the current session.
+    pub fn highest(&self) -> Option<Seq> {
+        self.stats.highest
+    }
+
+    /// The summary row for reports.
+    pub fn summary(&self) -> ClientSummary {
+        let s = self.stats;
+        ClientSummary {
+            client: s.client.clone(),
+            protocol: s.protocol,
+            state: self.state,
+            connected: s.connected,
+            received: s.received,
+            missed: s.missed,
+            missed_ranges: s.missed_ranges.iter().copied().collect(),
+            duplicates: s.duplicates,
+            restarts: s.restarts,
+            bursts: s.bursts,
+            connections: s.connections,
+            highest_seq: s.highest,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            delay_ms: s.delay.summary(),
+            negative_delays: s.delay.negative(),
+            inter_arrival_ms: s.inter_arrival.summary(),
+        }
+    }
+}
 
 /// One client's record, kept across its connections.
 #[derive(Debug)]
@@ -26,10 +111,6 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
-    /// The failure detector, built at the first heartbeat whose interval is known.
-    pub(crate) detector: Option<Box<dyn Detector>>,
-    /// The liveness check this client has in the server's queue.
-    pub(crate) check_at: Option<Instant>,
 }
 
 impl ClientRecord {
@@ -42,13 +123,12 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
-            detector: None,
-            check_at: None,
         }
     }
 
     /// A new session started (a different nonce in `HELLO`): sequence tracking starts over, the
-    /// history stays.
+    /// history stays. The caller resets the client's liveness watch too: a new process's timing
+    /// says nothing about the old one's.
     pub(crate) fn restart(&mut self, conn: ConnId, out: &mut VecDeque<Output>) {
         if let Some(previous) = self.stats.highest.take() {
             self.stats.restarts += 1;
@@ -60,11 +140,10 @@ impl ClientRecord {
             }));
         }
         self.last_sent = None;
-        // A new process: its timing history says nothing about this one.
-        self.detector = None;
     }
 
-    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order.
+    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order. True when they
+    /// restarted the client's sequence (a new process): the caller resets its liveness watch.
     pub(crate) fn on_arrival(
         &mut self,
         conn: ConnId,
@@ -73,9 +152,9 @@ impl ClientRecord {
         beats: &[(Seq, UnixTime)],
         burst_gap_intervals: u32,
         out: &mut VecDeque<Output>,
-    ) {
+    ) -> bool {
         let Some(&(first, _)) = beats.first() else {
-            return;
+            return false;
         };
         let client = &self.stats.client;
         let silence = self.last_arrival.map(|t| now.saturating_duration_since(t));
@@ -99,19 +178,21 @@ impl ClientRecord {
                 }));
             }
         }
+        let mut restarted = false;
         for (i, &(seq, sent)) in beats.iter().enumerate() {
             let inter_arrival = if i == 0 {
                 silence
             } else {
                 Some(Duration::ZERO)
             };
-            self.on_beat(conn, seq, sent, received, inter_arrival, out);
+            restarted |= self.on_beat(conn, seq, sent, received, inter_arrival, out);
         }
         self.last_arrival = Some(now);
         if self.stats.first_seen.is_none() {
             self.stats.first_seen = Some(received);
         }
         self.stats.last_seen = Some(received);
+        restarted
     }
 
     fn on_beat(
@@ -122,9 +203,10 @@ impl ClientRecord {
         received: UnixTime,
         inter_arrival: Option<Duration>,
         out: &mut VecDeque<Output>,
-    ) {
+    ) -> bool {
         let client = self.stats.client.clone();
         let mut recovered = false;
+        let mut restarted = false;
         match self.stats.highest {
             Some(h) if seq <= h => {
                 if seq == Seq(1) && h > Seq(1) {
@@ -139,13 +221,13 @@ impl ClientRecord {
                     }));
                     self.stats.highest = Some(seq);
                     self.last_sent = None;
-                    self.detector = None;
+                    restarted = true;
                 } else if self.stats.recover_missed(seq) {
                     recovered = true;
                 } else {
                     self.stats.duplicates += 1;
                     out.push_back(Output::Event(Event::Duplicate { conn, client, seq }));
-                    return;
+                    return false;
                 }
             }
             highest => {
@@ -176,7 +258,7 @@ impl ClientRecord {
         }
         out.push_back(Output::Event(Event::Heartbeat {
             conn,
-            client: self.stats.client.clone(),
+            client,
             seq,
             sent,
             received,
@@ -184,6 +266,7 @@ impl ClientRecord {
             inter_arrival,
             recovered,
         }));
+        restarted
     }
 
     /// A legacy client does not declare its interval; its send stamps tell it.
@@ -197,5 +280,117 @@ impl ClientRecord {
             }
         }
         self.last_sent = Some((seq, sent));
+    }
+}
+
+/// What the server counted about one client, across all its connections: the mutable record
+/// behind a [`ClientView`] and a report's [`ClientSummary`].
+#[derive(Clone, Debug)]
+pub(crate) struct ClientStats {
+    pub(super) client: ClientKey,
+    pub(super) protocol: Protocol,
+    pub(super) received: u64,
+    pub(super) missed: u64,
+    pub(super) missed_ranges: VecDeque<SeqRange>,
+    pub(super) max_missed_ranges: usize,
+    pub(super) duplicates: u64,
+    pub(super) restarts: u64,
+    pub(super) bursts: u64,
+    pub(super) connections: u64,
+    pub(super) highest: Option<Seq>,
+    pub(super) first_seen: Option<UnixTime>,
+    pub(super) last_seen: Option<UnixTime>,
+    pub(super) delay: Distribution,
+    pub(super) inter_arrival: Distribution,
+    pub(super) connected: bool,
+}
+
+impl ClientStats {
+    pub(super) fn new(client: ClientKey, protocol: Protocol, max_missed_ranges: usize) -> Self {
+        Self {
+            client,
+            protocol,
+            received: 0,
+            missed: 0,
+            missed_ranges: VecDeque::new(),
+            max_missed_ranges,
+            duplicates: 0,
+            restarts: 0,
+            bursts: 0,
+            connections: 0,
+            highest: None,
+            first_seen: None,
+            last_seen: None,
+            delay: Distribution::default(),
+            inter_arrival: Distribution::default(),
+            connected: false,
+        }
+    }
+
+    pub(super) fn add_missed(&mut self, range: SeqRange) {
+        self.missed += range.count();
+        if self.missed_ranges.len() == self.max_missed_ranges {
+            self.missed_ranges.pop_front();
+        }
+        self.missed_ranges.push_back(range);
+    }
+
+    /// Takes a late arrival out of the missed ranges. True if it was there.
+    pub(super) fn recover_missed(&mut self, seq: Seq) -> bool {
+        let Some(i) = self.missed_ranges.iter().position(|r| r.contains(seq)) else {
+            return false;
+        };
+        let r = self.missed_ranges[i];
+        self.missed -= 1;
+        let below = (r.first < seq).then(|| SeqRange {
+            first: r.first,
+            last: Seq(seq.0 - 1),
+        });
+        let above = (seq < r.last).then(|| SeqRange {
+            first: Seq(seq.0 + 1),
+            last: r.last,
+        });
+        match (below, above) {
+            (Some(b), Some(a)) => {
+                self.missed_ranges[i] = b;
+                self.missed_ranges.insert(i + 1, a);
+            }
+            (Some(x), None) | (None, Some(x)) => self.missed_ranges[i] = x,
+            (None, None) => {
+                self.missed_ranges.remove(i);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::tests::r;
+
+    #[test]
+    fn missed_ranges_are_capped_but_counts_stay_exact() {
+        let mut s = ClientStats::new(
+            ClientKey::Id(crate::ClientId::new("a").unwrap()),
+            Protocol::V1,
+            2,
+        );
+        s.add_missed(r(2, 3));
+        s.add_missed(r(5, 9));
+        s.add_missed(r(11, 11));
+        assert_eq!(s.missed, 8);
+        assert_eq!(
+            s.missed_ranges.iter().copied().collect::<Vec<_>>(),
+            [r(5, 9), r(11, 11)]
+        );
+        assert!(s.recover_missed(Seq(7)));
+        assert_eq!(
+            s.missed_ranges.iter().copied().collect::<Vec<_>>(),
+            [r(5, 6), r(8, 9), r(11, 11)]
+        );
+        assert!(s.recover_missed(Seq(11)));
+        assert!(!s.recover_missed(Seq(11)));
+        assert_eq!(s.missed, 6);
     }
 }

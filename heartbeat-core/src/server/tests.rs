@@ -1,24 +1,46 @@
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::ClientId;
+use crate::analysis::SeqRange;
 
-#[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
-fn origin() -> Now {
-    Now {
-        mono: Instant::now(),
-        unix: UnixTime::from_nanos(1_700_000_000_000_000_000),
-    }
-}
+// ---- helpers ----
 
 fn peer(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn server() -> Server {
-    Server::new(Arc::new(ServerConfig::default()))
+fn id(s: &str) -> ClientKey {
+    ClientKey::Id(ClientId::new(s).unwrap())
 }
 
+/// A server with `config` at a fresh origin, and one connection from port 1 that sent `bytes`.
+fn opened_with(config: ServerConfig, bytes: &[u8]) -> (Now, Server, ConnId) {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(config));
+    let c = open(&mut s, t0, 1, bytes);
+    (t0, s, c)
+}
+
+/// Accepts a connection from `port` at `at` that sends `bytes` at once.
+fn open(s: &mut Server, at: Now, port: u16, bytes: &[u8]) -> ConnId {
+    let c = s.accept(at, peer(port));
+    s.handle_input(at, c, bytes);
+    c
+}
+
+#[track_caller]
+fn assert_has(lines: &[String], line: &str) {
+    assert!(lines.iter().any(|l| l == line), "{line:?} not in {lines:?}");
+}
+
+/// [`opened_with`] the default configuration.
+fn opened(bytes: &[u8]) -> (Now, Server, ConnId) {
+    opened_with(ServerConfig::default(), bytes)
+}
+
+/// Each outputs as one line: `conn#1 tx ...`, `ev ...` or `conn#1 disconnect ...`.
 fn drain(s: &mut Server) -> Vec<String> {
     std::iter::from_fn(|| s.poll_output())
         .map(|o| match o {
@@ -34,20 +56,56 @@ fn drain(s: &mut Server) -> Vec<String> {
         .collect()
 }
 
-fn id(s: &str) -> ClientKey {
-    ClientKey::Id(ClientId::new(s).unwrap())
+/// The liveness lines (transitions, stalls) among `lines`.
+fn liveness(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|l| l.contains("transition") || l.contains("stalled"))
+        .collect()
 }
+
+fn liveness_lines(s: &mut Server) -> Vec<String> {
+    liveness(drain(s))
+}
+
+/// Sends `BEAT i` on `conn` at `t0 + i` seconds for each `i` in `seqs`, running the timers due
+/// by then first, as a driver would.
+fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive<u64>) {
+    for i in seqs {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        s.handle_input(now, conn, format!("BEAT {i} 1700000000\n").as_bytes());
+    }
+}
+
+/// Jumps from timer to timer until none is left or `done` says so; returns the instant of the
+/// last timer and every output line on the way.
+fn run_timers(s: &mut Server, t0: Now, done: impl Fn(&Server) -> bool) -> (Instant, Vec<String>) {
+    let mut last = t0.mono;
+    let mut log = Vec::new();
+    while let Some(at) = s.poll_timeout() {
+        last = at;
+        s.handle_timeout(Now {
+            mono: at,
+            unix: t0.unix,
+        });
+        log.extend(drain(s));
+        if done(s) {
+            break;
+        }
+    }
+    (last, log)
+}
+
+// ---- tests ----
 
 #[test]
 fn v1_hello_beats_and_acks() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1000));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000.0\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000.0\n");
     assert_eq!(
         drain(&mut s),
         [
-            "ev connected conn#1 client=a peer=127.0.0.1:1000 protocol=v1 interval=1000.000ms resumed=false",
+            "ev connected conn#1 client=a peer=127.0.0.1:1 protocol=v1 interval=1000.000ms resumed=false",
             "ev heartbeat client=a seq=1 delay=0.000ms gap=-",
             "conn#1 tx WELCOME 1 | ACK 1 1700000000.000000",
         ]
@@ -66,14 +124,7 @@ fn v1_hello_beats_and_acks() {
 #[test]
 fn legacy_burst_counts_every_heartbeat() {
     // The seed's Known Limitation 2: a burst after a firewall is parsed in full.
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(2000));
-    s.handle_input(
-        t0,
-        c,
-        b"Sequence #1: Sending heartbeat at 1700000000.0000. ",
-    );
+    let (t0, mut s, c) = opened(b"Sequence #1: Sending heartbeat at 1700000000.0000. ");
     let _ = drain(&mut s);
     let mut burst = Vec::new();
     for seq in 2..=6 {
@@ -89,10 +140,10 @@ fn legacy_burst_counts_every_heartbeat() {
     let out = drain(&mut s);
     assert_eq!(
         out[0],
-        "ev burst client=legacy@127.0.0.1:2000 seq=2-6 count=5 after_silence=6000.000ms"
+        "ev burst client=legacy@127.0.0.1:1 seq=2-6 count=5 after_silence=6000.000ms"
     );
     assert_eq!(out.len(), 6, "{out:?}");
-    let stats = s.client(&ClientKey::Peer(peer(2000))).unwrap();
+    let stats = s.client(&ClientKey::Peer(peer(1))).unwrap();
     assert_eq!(
         (stats.received(), stats.missed(), stats.bursts()),
         (6, 0, 1)
@@ -101,10 +152,7 @@ fn legacy_burst_counts_every_heartbeat() {
 
 #[test]
 fn gaps_are_reported_as_ranges_once() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
+    let (_, mut s, _) = opened(b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
     let out: Vec<_> = drain(&mut s)
         .into_iter()
         .filter(|l| !l.contains("heartbeat") && !l.contains("tx"))
@@ -130,14 +178,7 @@ fn gaps_are_reported_as_ranges_once() {
 
 #[test]
 fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
-    let t0 = origin();
-    let mut s = server();
-    let c1 = s.accept(t0, peer(1));
-    s.handle_input(
-        t0,
-        c1,
-        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\n",
-    );
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\n");
     s.handle_eof(t0, c1);
     let c2 = s.accept(t0, peer(2));
     s.handle_input(
@@ -146,11 +187,11 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
         b"HELLO 1 a 1000 1\nBEAT 6 1700000005\n",
     );
     let out = drain(&mut s);
-    assert!(out.contains(&"ev connected conn#2 client=a peer=127.0.0.1:2 protocol=v1 interval=1000.000ms resumed=true".into()), "{out:?}");
-    assert!(
-        out.contains(&"ev missed client=a seq=3-5 count=3".into()),
-        "{out:?}"
+    assert_has(
+        &out,
+        "ev connected conn#2 client=a peer=127.0.0.1:2 protocol=v1 interval=1000.000ms resumed=true",
     );
+    assert_has(&out, "ev missed client=a seq=3-5 count=3");
     let st = s.client(&id("a")).unwrap();
     assert_eq!((st.received(), st.missed(), st.restarts()), (3, 3, 0));
     assert_eq!(s.client_count(), 1);
@@ -158,24 +199,13 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
 
 #[test]
 fn new_session_is_a_restart_not_a_duplicate() {
-    let t0 = origin();
-    let mut s = server();
-    let c1 = s.accept(t0, peer(1));
-    s.handle_input(
-        t0,
-        c1,
-        b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n",
-    );
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n");
     s.handle_eof(t0, c1);
     let out = drain(&mut s);
     assert_eq!(out.last().unwrap(), "conn#1 disconnect client said goodbye");
-    let c2 = s.accept(t0, peer(2));
-    s.handle_input(t0, c2, b"HELLO 1 a 1000 2\nBEAT 1 1700000010\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000 2\nBEAT 1 1700000010\n");
     let out = drain(&mut s);
-    assert!(
-        out.contains(&"ev restarted client=a previous=2".into()),
-        "{out:?}"
-    );
+    assert_has(&out, "ev restarted client=a previous=2");
     let st = s.client(&id("a")).unwrap();
     assert_eq!(
         (st.received(), st.missed(), st.duplicates(), st.restarts()),
@@ -186,30 +216,13 @@ fn new_session_is_a_restart_not_a_duplicate() {
 #[test]
 fn two_clients_are_analysed_apart() {
     // The seed's Known Limitation 3.
-    let t0 = origin();
-    let mut s = server();
-    let a = s.accept(t0, peer(1));
-    let b = s.accept(t0, peer(2));
+    let (t0, mut s, a) = opened(b"HELLO 1 a 1000\n");
+    let b = open(&mut s, t0, 2, b"HELLO 1 b 1000\n");
     for i in 1..=3u64 {
         let now = t0.advanced(Duration::from_secs(i));
-        s.handle_input(
-            now,
-            a,
-            format!(
-                "{}BEAT {i} 1700000000\n",
-                if i == 1 { "HELLO 1 a 1000\n" } else { "" }
-            )
-            .as_bytes(),
-        );
-        s.handle_input(
-            now,
-            b,
-            format!(
-                "{}BEAT {i} 1700000000\n",
-                if i == 1 { "HELLO 1 b 1000\n" } else { "" }
-            )
-            .as_bytes(),
-        );
+        for conn in [a, b] {
+            s.handle_input(now, conn, format!("BEAT {i} 1700000000\n").as_bytes());
+        }
     }
     let report = s.report();
     assert_eq!(report.clients.len(), 2);
@@ -220,14 +233,13 @@ fn two_clients_are_analysed_apart() {
 
 #[test]
 fn garbage_drops_only_that_connection() {
-    let t0 = origin();
-    let mut s = server();
-    let good = s.accept(t0, peer(1));
-    let bad = s.accept(t0, peer(2));
-    s.handle_input(t0, good, b"HELLO 1 a 1000\n");
-    s.handle_input(t0, bad, b"GET / HTTP/1.1\r\n");
+    let (t0, mut s, good) = opened(b"HELLO 1 a 1000\n");
+    let bad = open(&mut s, t0, 2, b"GET / HTTP/1.1\r\n");
     let out = drain(&mut s);
-    assert!(out.contains(&"conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)".into()), "{out:?}");
+    assert_has(
+        &out,
+        "conn#2 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+    );
     s.handle_input(t0, bad, b"HELLO 1 b 1000\n");
     s.handle_input(t0, good, b"BEAT 1 1700000000\n");
     assert_eq!(s.connection_count(), 1);
@@ -236,10 +248,7 @@ fn garbage_drops_only_that_connection() {
 
 #[test]
 fn v1_protocol_errors_are_explained_before_closing() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 nan\n");
+    let (_, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 nan\n");
     let out = drain(&mut s);
     assert_eq!(
         out[out.len() - 3..],
@@ -252,11 +261,8 @@ fn v1_protocol_errors_are_explained_before_closing() {
 }
 
 #[test]
-fn beat_before_hello_is_a_protocol_error() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO");
+fn hello_after_hello_is_a_protocol_error() {
+    let (t0, mut s, c) = opened(b"HELLO");
     assert_eq!(drain(&mut s), Vec::<String>::new());
     s.handle_input(t0, c, b" 1 a 10\nHELLO 1 a 10\n");
     let out = drain(&mut s);
@@ -267,23 +273,25 @@ fn beat_before_hello_is_a_protocol_error() {
 }
 
 #[test]
-fn silent_connections_time_out() {
-    let t0 = origin();
-    let mut s = server();
-    let quiet = s.accept(t0, peer(1));
-    let live = s.accept(t0, peer(2));
-    s.handle_input(t0, live, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+fn beat_before_hello_is_an_unrecognised_protocol() {
+    let (_, mut s, _) = opened(b"BEAT 1 1700000000\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            "ev disconnected conn#1 client=- reason=protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+            "conn#1 disconnect protocol error: unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)",
+        ]
+    );
+}
+
+#[test]
+fn silent_and_unidentified_connections_time_out() {
+    let (t0, mut s, _quiet) = opened(b"");
+    let _live = open(&mut s, t0, 2, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _partial_v1 = open(&mut s, t0, 3, b"HELLO 1 b");
+    let _partial_legacy = open(&mut s, t0, 4, b"Sequence #1: Sending");
     let _ = drain(&mut s);
-    let mut now = t0;
-    let mut log = Vec::new();
-    while let Some(at) = s.poll_timeout() {
-        now = Now {
-            mono: at,
-            unix: now.unix,
-        };
-        s.handle_timeout(now);
-        log.extend(drain(&mut s));
-    }
+    let (at, log) = run_timers(&mut s, t0, |_| false);
     assert_eq!(
         log,
         [
@@ -291,64 +299,50 @@ fn silent_connections_time_out() {
             "ev transition client=a up->suspect since_last=4909.527ms phi=4.000",
             "ev transition client=a suspect->down since_last=5306.496ms phi=8.000",
             "conn#1 tx ERROR timed out waiting for HELLO",
-            "ev disconnected conn#1 client=- reason=protocol error: unexpected silence before identification",
-            "conn#1 disconnect protocol error: unexpected silence before identification",
+            "ev disconnected conn#1 client=- reason=no identification within 10s",
+            "conn#1 disconnect no identification within 10s",
             "ev disconnected conn#2 client=a reason=no data for 10s",
             "conn#2 disconnect no data for 10s",
+            // Bytes but no complete first message: a v1 client is told why, a legacy client
+            // never reads.
+            "conn#3 tx ERROR timed out waiting for HELLO",
+            "ev disconnected conn#3 client=- reason=incomplete identification after 10s",
+            "conn#3 disconnect incomplete identification after 10s",
+            "ev disconnected conn#4 client=- reason=incomplete identification after 10s",
+            "conn#4 disconnect incomplete identification after 10s",
         ]
     );
-    assert_eq!(now.mono - t0.mono, Duration::from_secs(10));
-    let _ = quiet;
+    assert_eq!(at - t0.mono, Duration::from_secs(10));
 }
 
 #[test]
 fn idle_deadline_is_rearmed_by_traffic() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=30u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_timeout(now);
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=30);
     assert_eq!(s.connection_count(), 1);
     assert_eq!(s.client(&id("a")).unwrap().received(), 30);
 }
 
 #[test]
 fn a_newer_connection_supersedes_a_half_open_one() {
-    let t0 = origin();
-    let mut s = server();
-    let old = s.accept(t0, peer(1));
-    s.handle_input(t0, old, b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
-    let new = s.accept(t0, peer(2));
-    s.handle_input(t0, new, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000 7\nBEAT 1 1700000000\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000 7\nBEAT 2 1700000001\n");
     let out = drain(&mut s);
-    assert!(
-        out.contains(&"conn#1 disconnect superseded by conn#2".into()),
-        "{out:?}"
-    );
+    assert_has(&out, "conn#1 disconnect superseded by conn#2");
     assert_eq!(s.connection_count(), 1);
     assert_eq!(s.client(&id("a")).unwrap().received(), 2);
 }
 
 #[test]
 fn legacy_final_message_at_eof_counts() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"Sequence #1: Sending heartbeat at 1700000000.0000.");
+    let (t0, mut s, c) = opened(b"Sequence #1: Sending heartbeat at 1700000000.0000.");
     s.handle_eof(t0, c);
     assert_eq!(s.client(&ClientKey::Peer(peer(1))).unwrap().received(), 1);
 }
 
 #[test]
 fn report_renders_text_and_json() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
     s.handle_input(
         t0.advanced(Duration::from_secs(3)),
         c,
@@ -366,42 +360,16 @@ fn report_renders_text_and_json() {
     assert!(text.contains("missed a: 2-3"), "{text}");
 }
 
-fn liveness_lines(s: &mut Server) -> Vec<String> {
-    drain(s)
-        .into_iter()
-        .filter(|l| l.contains("transition") || l.contains("stalled"))
-        .collect()
-}
-
-/// Runs a client sending every second for 20 s, then silent; returns its transitions.
+/// Runs a client sending every second for 20 s, then silent, until it is down; returns its
+/// transitions and how long after the last heartbeat it was declared down.
 fn crash_after_20_beats(config: ServerConfig) -> (Vec<String>, Duration) {
-    let t0 = origin();
-    let mut s = Server::new(Arc::new(config));
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=20u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_timeout(now);
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened_with(config, b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=20);
     let mut log = liveness_lines(&mut s);
-    let mut down_after = Duration::ZERO;
-    while let Some(at) = s.poll_timeout() {
-        let now = Now {
-            mono: at,
-            unix: t0.unix,
-        };
-        s.handle_timeout(now);
-        let lines = liveness_lines(&mut s);
-        if lines.iter().any(|l| l.contains("->down")) {
-            down_after = at - (t0.mono + Duration::from_secs(20));
-        }
-        log.extend(lines);
-        if s.client(&id("a")).unwrap().state() == Liveness::Down {
-            break;
-        }
-    }
-    (log, down_after)
+    let is_down = |s: &Server| s.client(&id("a")).unwrap().state() == Liveness::Down;
+    let (down_at, lines) = run_timers(&mut s, t0, is_down);
+    log.extend(liveness(lines));
+    (log, down_at - t0.advanced(Duration::from_secs(20)).mono)
 }
 
 #[test]
@@ -434,26 +402,16 @@ fn every_detector_declares_a_crashed_client_down_within_its_bound() {
 
 #[test]
 fn a_heartbeat_brings_a_down_client_back_up() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
-    while let Some(at) = s.poll_timeout() {
-        s.handle_timeout(Now {
-            mono: at,
-            unix: t0.unix,
-        });
-    }
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _ = run_timers(&mut s, t0, |_| false);
     assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Down);
     assert_eq!(
         s.connection_count(),
         0,
         "the idle connection was dropped too"
     );
-    let _ = drain(&mut s);
     let late = t0.advanced(Duration::from_secs(60));
-    let c = s.accept(late, peer(2));
-    s.handle_input(late, c, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
+    open(&mut s, late, 2, b"HELLO 1 a 1000\nBEAT 61 1700000060\n");
     let lines = liveness_lines(&mut s);
     assert!(
         lines
@@ -467,10 +425,7 @@ fn a_heartbeat_brings_a_down_client_back_up() {
 
 #[test]
 fn goodbye_is_left_not_down() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\nBEAT 1 1700000000\nBYE\n");
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\nBYE\n");
     s.handle_eof(t0, c);
     let lines = liveness_lines(&mut s);
     assert_eq!(
@@ -483,14 +438,8 @@ fn goodbye_is_left_not_down() {
 
 #[test]
 fn a_stalled_server_convicts_nobody_on_that_evidence() {
-    let t0 = origin();
-    let mut s = server();
-    let c = s.accept(t0, peer(1));
-    s.handle_input(t0, c, b"HELLO 1 a 1000\n");
-    for i in 1..=5u64 {
-        let now = t0.advanced(Duration::from_secs(i));
-        s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
-    }
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=5);
     let _ = drain(&mut s);
     // The server process is suspended from t=5 s to t=30 s; the client kept sending, and its
     // heartbeats wait in the socket buffer.
@@ -517,7 +466,7 @@ fn a_stalled_server_convicts_nobody_on_that_evidence() {
 
 #[test]
 fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
-    let t0 = origin();
+    let t0 = Now::test_origin();
     let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
     let mut at = t0;
     for (i, name) in ["old", "mid"].iter().enumerate() {
@@ -532,14 +481,17 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
     }
     let _ = drain(&mut s);
     // A connected client is never evicted: "live" keeps its connection.
-    let live = s.accept(at, peer(9));
-    s.handle_input(at, live, b"HELLO 1 live 1000\n");
-    assert!(drain(&mut s).contains(&"ev evicted client=old (client limit reached)".to_string()));
-    let extra = s.accept(at, peer(10));
-    s.handle_input(at, extra, b"HELLO 1 extra 1000\n");
-    assert!(drain(&mut s).contains(&"ev evicted client=mid (client limit reached)".to_string()));
-    let fourth = s.accept(at, peer(11));
-    s.handle_input(at, fourth, b"HELLO 1 fourth 1000\nBEAT 1 1700000000\n");
+    open(&mut s, at, 9, b"HELLO 1 live 1000\n");
+    assert_has(
+        &drain(&mut s),
+        "ev evicted client=old (client limit reached)",
+    );
+    open(&mut s, at, 10, b"HELLO 1 extra 1000\n");
+    assert_has(
+        &drain(&mut s),
+        "ev evicted client=mid (client limit reached)",
+    );
+    open(&mut s, at, 11, b"HELLO 1 fourth 1000\nBEAT 1 1700000000\n");
     let names: Vec<String> = s
         .report()
         .clients
@@ -551,4 +503,221 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
         ["extra", "fourth", "live"],
         "all connected: the limit bends instead"
     );
+}
+
+/// One instance of every event variant with its exact JSON line and text line: any change to
+/// either rendering must show up here first.
+#[test]
+fn every_event_renders_as_pinned() {
+    use crate::detector::DetectorKind;
+    let ms = Duration::from_millis;
+    let at = |nanos| UnixTime::from_nanos(nanos);
+    let legacy = ClientKey::Peer(peer(4001));
+    let cases = [
+        (
+            Event::Burst {
+                conn: ConnId(3),
+                client: id("a"),
+                first: Seq(4),
+                last: Seq(9),
+                count: 6,
+                silence: Some(Duration::from_micros(6_000_123_456)),
+            },
+            "burst client=a seq=4-9 count=6 after_silence=6000123.456ms",
+            r#"{"client":"a","conn":3,"count":6,"event":"burst","first":4,"last":9,"silence_ms":6000123.456}"#,
+        ),
+        (
+            Event::Burst {
+                conn: ConnId(3),
+                client: id("a"),
+                first: Seq(1),
+                last: Seq(2),
+                count: 2,
+                silence: None,
+            },
+            "burst client=a seq=1-2 count=2 after_silence=-",
+            r#"{"client":"a","conn":3,"count":2,"event":"burst","first":1,"last":2,"silence_ms":null}"#,
+        ),
+        (
+            Event::Connected {
+                conn: ConnId(3),
+                client: id("a"),
+                peer: peer(4000),
+                protocol: Protocol::V1,
+                interval: Some(ms(1000)),
+                resumed: true,
+            },
+            "connected conn#3 client=a peer=127.0.0.1:4000 protocol=v1 interval=1000.000ms resumed=true",
+            r#"{"client":"a","conn":3,"event":"connected","interval_ms":1000.0,"peer":"127.0.0.1:4000","protocol":"v1","resumed":true}"#,
+        ),
+        (
+            Event::Connected {
+                conn: ConnId(4),
+                client: legacy.clone(),
+                peer: peer(4001),
+                protocol: Protocol::Legacy,
+                interval: None,
+                resumed: false,
+            },
+            "connected conn#4 client=legacy@127.0.0.1:4001 peer=127.0.0.1:4001 protocol=legacy interval=- resumed=false",
+            r#"{"client":"legacy@127.0.0.1:4001","conn":4,"event":"connected","interval_ms":null,"peer":"127.0.0.1:4001","protocol":"legacy","resumed":false}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(3),
+                client: Some(id("a")),
+                peer: peer(4000),
+                reason: DisconnectReason::IdleTimeout(ms(10_000)),
+            },
+            "disconnected conn#3 client=a reason=no data for 10s",
+            r#"{"client":"a","conn":3,"event":"disconnected","peer":"127.0.0.1:4000","reason":"no data for 10s"}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(5),
+                client: None,
+                peer: "[::1]:4002".parse().unwrap(),
+                reason: DisconnectReason::Protocol(DecodeError::Seq("x\"y".into())),
+            },
+            "disconnected conn#5 client=- reason=protocol error: invalid sequence number \"x\\\"y\"",
+            r#"{"client":null,"conn":5,"event":"disconnected","peer":"[::1]:4002","reason":"protocol error: invalid sequence number \"x\\\"y\""}"#,
+        ),
+        (
+            Event::Duplicate {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(7),
+            },
+            "duplicate client=a seq=7",
+            r#"{"client":"a","conn":3,"event":"duplicate","seq":7}"#,
+        ),
+        (
+            Event::Evicted { client: legacy },
+            "evicted client=legacy@127.0.0.1:4001 (client limit reached)",
+            r#"{"client":"legacy@127.0.0.1:4001","event":"evicted"}"#,
+        ),
+        (
+            Event::Heartbeat {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(12),
+                sent: at(1_700_000_000_123_456_789),
+                received: at(1_700_000_000_125_000_000),
+                delay_ns: 1_543_211,
+                inter_arrival: Some(Duration::from_nanos(999_999_500)),
+                recovered: false,
+            },
+            "heartbeat client=a seq=12 delay=1.543ms gap=999.999ms",
+            r#"{"client":"a","conn":3,"delay_ms":1.543,"event":"heartbeat","inter_arrival_ms":1000.0,"received":"1700000000.125000","recovered":false,"sent":"1700000000.123456","seq":12}"#,
+        ),
+        (
+            Event::Heartbeat {
+                conn: ConnId(3),
+                client: id("a"),
+                seq: Seq(1),
+                sent: at(1_700_000_001_000_000_000),
+                received: at(1_700_000_000_999_000_000),
+                delay_ns: -1_000_000,
+                inter_arrival: None,
+                recovered: true,
+            },
+            "heartbeat client=a seq=1 delay=-1.000ms gap=- recovered",
+            r#"{"client":"a","conn":3,"delay_ms":-1.0,"event":"heartbeat","inter_arrival_ms":null,"received":"1700000000.999000","recovered":true,"sent":"1700000001.000000","seq":1}"#,
+        ),
+        (
+            Event::Missed {
+                conn: ConnId(3),
+                client: id("a"),
+                range: SeqRange {
+                    first: Seq(5),
+                    last: Seq(9),
+                },
+            },
+            "missed client=a seq=5-9 count=5",
+            r#"{"client":"a","conn":3,"count":5,"event":"missed","first":5,"last":9,"range":"5-9"}"#,
+        ),
+        (
+            Event::Missed {
+                conn: ConnId(3),
+                client: id("a"),
+                range: SeqRange {
+                    first: Seq(5),
+                    last: Seq(5),
+                },
+            },
+            "missed client=a seq=5 count=1",
+            r#"{"client":"a","conn":3,"count":1,"event":"missed","first":5,"last":5,"range":"5"}"#,
+        ),
+        (
+            Event::Restarted {
+                conn: ConnId(3),
+                client: id("a"),
+                previous: Seq(40),
+                seq: None,
+            },
+            "restarted client=a previous=40",
+            r#"{"client":"a","conn":3,"event":"restarted","previous":40,"seq":null}"#,
+        ),
+        (
+            Event::Restarted {
+                conn: ConnId(3),
+                client: id("a"),
+                previous: Seq(40),
+                seq: Some(Seq(1)),
+            },
+            "restarted client=a previous=40 seq=1",
+            r#"{"client":"a","conn":3,"event":"restarted","previous":40,"seq":1}"#,
+        ),
+        (
+            Event::Stalled {
+                late: Duration::from_nanos(25_000_000_499),
+            },
+            "stalled: the server ran 25000.000ms late; no client convicted on that evidence",
+            r#"{"event":"stalled","late_ms":25000.0}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Up,
+                to: Liveness::Suspect,
+                since_last: Some(Duration::from_nanos(4_909_527_300)),
+                suspicion: 4.000_49,
+                detector: DetectorKind::Phi,
+            },
+            "transition client=a up->suspect since_last=4909.527ms phi=4.000",
+            r#"{"client":"a","detector":"phi","event":"transition","from":"up","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Suspect,
+                to: Liveness::Down,
+                since_last: None,
+                suspicion: f64::INFINITY,
+                detector: DetectorKind::PhiExp,
+            },
+            "transition client=a suspect->down since_last=- phi-exp=179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368.000",
+            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
+        ),
+        (
+            Event::Transition {
+                client: id("a"),
+                from: Liveness::Down,
+                to: Liveness::Left,
+                since_last: Some(ms(0)),
+                suspicion: 0.0,
+                detector: DetectorKind::Chen,
+            },
+            "transition client=a down->left since_last=0.000ms chen=0.000",
+            r#"{"client":"a","detector":"chen","event":"transition","from":"down","since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
+        ),
+    ];
+    let mut names = std::collections::BTreeSet::new();
+    for (event, text, json) in &cases {
+        names.insert(event.name());
+        assert_eq!(event.to_json()["event"], event.name());
+        assert_eq!(event.to_string(), *text);
+        assert_eq!(event.to_json().to_string(), *json, "{text}");
+    }
+    assert_eq!(names.len(), 10, "one case at least per variant: {names:?}");
 }

@@ -187,7 +187,7 @@ fn log_event(e: &Event, _now: Now) {
         Event::Missed { client, range, .. } => {
             tracing::warn!(
                 "Missed {} heartbeat(s) from {client}: #{range}",
-                range.len()
+                range.count()
             );
         }
         Event::Burst {

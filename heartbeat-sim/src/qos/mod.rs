@@ -11,8 +11,8 @@
 //! jumps to the next due event. Two ways to run it ([`EngineKind`]):
 //! - `machine`: one full simulation per seed and detector setting, each with its own server.
 //! - `replay` (the default): one full simulation per seed, whose server runs the first setting;
-//!   the arrivals it recorded are replayed into every setting's detector with a mirror of the
-//!   server's liveness rule ([`replay`]). Arrivals do not depend on the detector, so this gives
+//!   the arrivals it recorded are replayed into every setting's detector through the server's
+//!   own liveness machine ([`replay`], `heartbeat_core::liveness`). Arrivals do not depend on the detector, so this gives
 //!   every client the same transitions as `machine` (every run checks it for the first setting,
 //!   and a test for all), several times faster.
 //!

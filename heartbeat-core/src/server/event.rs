@@ -1,0 +1,362 @@
+//! What the server tells its driver ([`Output`]) and its application ([`Event`]), and the two
+//! renderings of an event: a text line for people ([`Display`](fmt::Display)) and a JSON object
+//! for programs ([`Event::to_json`], derived).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::ser::SerializeMap as _;
+use serde::{Serialize, Serializer};
+
+use crate::analysis::SeqRange;
+use crate::detector::DetectorKind;
+use crate::error::DisconnectReason;
+use crate::frame::Protocol;
+use crate::ids::{ClientKey, ConnId, Seq};
+use crate::time::{UnixTime, fmt_ms, fmt_signed_ms};
+
+use super::Liveness;
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Output {
+    /// Close `conn` after writing every earlier `Transmit` to it. Emitted exactly once per
+    /// accepted connection.
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+        /// Why it ends.
+        reason: DisconnectReason,
+    },
+    /// Something for the application.
+    Event(Event),
+    /// Write all of `bytes` to `conn`, in order.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// What the server observed, in the order it happened. Events about one connection name it
+/// (`conn`); events about a client's record (`Evicted`, `Transition`) or the server itself
+/// (`Stalled`) do not.
+///
+/// # JSON
+/// [`to_json`](Self::to_json) is derived from this definition, so a new field is one edit: one
+/// object per event, tagged by `"event"` ([`name`](Self::name)), fields by their names, with
+/// durations in milliseconds rounded to the microsecond in fields named `*_ms`, `conn` as its
+/// number, `peer` and `reason` as text, and a missed `range` also as `first`, `last` and
+/// `count`. The text line ([`Display`](fmt::Display)) is written by hand, for people.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// Several heartbeats arrived in one read after a silence of at least the configured number
+    /// of intervals (a released firewall, a stalled path). Fires before their `Heartbeat`s.
+    Burst {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// First sequence number in the burst.
+        first: Seq,
+        /// Last sequence number in the burst.
+        last: Seq,
+        /// Heartbeats in the burst.
+        count: u64,
+        /// The silence before it (`None` for the first arrival of a client).
+        #[serde(rename = "silence_ms", serialize_with = "opt_ms")]
+        silence: Option<Duration>,
+    },
+    /// A connection identified itself: after `HELLO` (v1) or the first legacy bytes.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its peer address.
+        #[serde(serialize_with = "display")]
+        peer: SocketAddr,
+        /// The protocol it speaks.
+        protocol: Protocol,
+        /// Its declared interval (v1).
+        #[serde(rename = "interval_ms", serialize_with = "opt_ms")]
+        interval: Option<Duration>,
+        /// True when the client was known before (a reconnect).
+        resumed: bool,
+    },
+    /// A connection ended. Fires once per accepted connection, with the same reason as its
+    /// `Output::Disconnect`.
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+        /// The client, if it identified itself.
+        client: Option<ClientKey>,
+        /// Its peer address.
+        #[serde(serialize_with = "display")]
+        peer: SocketAddr,
+        /// Why.
+        #[serde(serialize_with = "display")]
+        reason: DisconnectReason,
+    },
+    /// A disconnected client was forgotten to make room for a new one (the client limit was
+    /// reached). Its analysis is gone from reports.
+    Evicted {
+        /// The forgotten client.
+        client: ClientKey,
+    },
+    /// A heartbeat at or below the highest sequence number already received.
+    Duplicate {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its sequence number.
+        seq: Seq,
+    },
+    /// A heartbeat was received (not a duplicate). One per heartbeat.
+    Heartbeat {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// Its sequence number.
+        seq: Seq,
+        /// The client's send stamp.
+        sent: UnixTime,
+        /// The server's receive stamp.
+        received: UnixTime,
+        /// One-way delay, `received - sent`, in nanoseconds; negative under clock skew.
+        #[serde(rename = "delay_ms", serialize_with = "ns_as_ms")]
+        delay_ns: i64,
+        /// Monotonic time since the client's previous arrival (`None` for the first).
+        #[serde(rename = "inter_arrival_ms", serialize_with = "opt_ms")]
+        inter_arrival: Option<Duration>,
+        /// True when it filled a gap that had been reported missed.
+        recovered: bool,
+    },
+    /// Sequence numbers were skipped: these heartbeats were never received. Fires once per gap.
+    Missed {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The missing range.
+        #[serde(flatten, serialize_with = "range_fields")]
+        range: SeqRange,
+    },
+    /// The client started a new sequence: a new session nonce in `HELLO`, or sequence number 1
+    /// after higher ones.
+    Restarted {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The highest sequence number of the previous session.
+        previous: Seq,
+        /// The first sequence number of the new session, when it restarted mid-stream.
+        seq: Option<Seq>,
+    },
+    /// The server itself did not run for a while (woken `late` after its earliest timer): it
+    /// convicted nobody and dropped no connection on that evidence, and looks again shortly.
+    Stalled {
+        /// How late the server was woken.
+        #[serde(rename = "late_ms", serialize_with = "ms")]
+        late: Duration,
+    },
+    /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
+    /// heartbeat that brought the client back.
+    Transition {
+        /// The client.
+        client: ClientKey,
+        /// The state before.
+        from: Liveness,
+        /// The state after.
+        to: Liveness,
+        /// Time since the client's last heartbeat before this change (`None` before the first).
+        #[serde(rename = "since_last_ms", serialize_with = "opt_ms")]
+        since_last: Option<Duration>,
+        /// The detector's suspicion value when it changed (for `Up`, just before the heartbeat).
+        #[serde(serialize_with = "round3")]
+        suspicion: f64,
+        /// Which detector decided.
+        detector: DetectorKind,
+    },
+}
+
+impl Event {
+    /// The event's name in JSON output (`"heartbeat"`, `"missed"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Burst { .. } => "burst",
+            Self::Connected { .. } => "connected",
+            Self::Disconnected { .. } => "disconnected",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Evicted { .. } => "evicted",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Missed { .. } => "missed",
+            Self::Restarted { .. } => "restarted",
+            Self::Stalled { .. } => "stalled",
+            Self::Transition { .. } => "transition",
+        }
+    }
+
+    /// The event as one JSON object with an `"event"` field naming it (see [`name`](Self::name)).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("an event is always serialisable")
+    }
+}
+
+impl fmt::Display for Event {
+    /// One stable line, e.g. `heartbeat client=web-01 seq=3 delay=1.200ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_dash = |d: &Option<Duration>| d.map_or_else(|| "-".to_owned(), fmt_ms);
+        match self {
+            Self::Burst {
+                client,
+                first,
+                last,
+                count,
+                silence,
+                ..
+            } => write!(
+                f,
+                "burst client={client} seq={first}-{last} count={count} after_silence={}",
+                or_dash(silence)
+            ),
+            Self::Connected {
+                conn,
+                client,
+                peer,
+                protocol,
+                interval,
+                resumed,
+            } => write!(
+                f,
+                "connected {conn} client={client} peer={peer} protocol={protocol} interval={} resumed={resumed}",
+                or_dash(interval)
+            ),
+            Self::Disconnected {
+                conn,
+                client,
+                reason,
+                ..
+            } => {
+                let client = client
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string);
+                write!(f, "disconnected {conn} client={client} reason={reason}")
+            }
+            Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
+            Self::Evicted { client } => write!(f, "evicted client={client} (client limit reached)"),
+            Self::Heartbeat {
+                client,
+                seq,
+                delay_ns,
+                inter_arrival,
+                recovered,
+                ..
+            } => {
+                write!(
+                    f,
+                    "heartbeat client={client} seq={seq} delay={} gap={}",
+                    fmt_signed_ms(*delay_ns),
+                    or_dash(inter_arrival)
+                )?;
+                if *recovered {
+                    write!(f, " recovered")?;
+                }
+                Ok(())
+            }
+            Self::Missed { client, range, .. } => write!(
+                f,
+                "missed client={client} seq={range} count={}",
+                range.count()
+            ),
+            Self::Restarted {
+                client,
+                previous,
+                seq,
+                ..
+            } => {
+                write!(f, "restarted client={client} previous={previous}")?;
+                if let Some(seq) = seq {
+                    write!(f, " seq={seq}")?;
+                }
+                Ok(())
+            }
+            Self::Stalled { late } => write!(
+                f,
+                "stalled: the server ran {} late; no client convicted on that evidence",
+                fmt_ms(*late)
+            ),
+            Self::Transition {
+                client,
+                from,
+                to,
+                since_last,
+                suspicion,
+                detector,
+            } => write!(
+                f,
+                "transition client={client} {from}->{to} since_last={} {detector}={:.3}",
+                or_dash(since_last),
+                rounded3(*suspicion)
+            ),
+        }
+    }
+}
+
+// ---- JSON field helpers (`serialize_with`) ----
+
+/// Nanoseconds to milliseconds, rounded to the microsecond.
+fn ns_to_ms(nanos: f64) -> f64 {
+    (nanos / 1_000.0).round() / 1_000.0
+}
+
+fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ns_to_ms(d.as_nanos() as f64))
+}
+
+fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ms(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ns_as_ms<S: Serializer>(nanos: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ns_to_ms(*nanos as f64))
+}
+
+fn display<S: Serializer>(x: &impl fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(x)
+}
+
+/// Three decimals, so JSON output does not depend on the last bits of a float; a non-finite
+/// suspicion is written as the largest finite `f64` (JSON has no infinity).
+fn round3<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(rounded3(*x))
+}
+
+fn rounded3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        f64::MAX
+    }
+}
+
+/// A missed range as four fields: `range` (`5-9`), `first`, `last` and `count`.
+fn range_fields<S: Serializer>(r: &SeqRange, s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(4))?;
+    map.serialize_entry("range", r)?;
+    map.serialize_entry("first", &r.first)?;
+    map.serialize_entry("last", &r.last)?;
+    map.serialize_entry("count", &r.count())?;
+    map.end()
+}
