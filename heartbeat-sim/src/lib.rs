@@ -36,6 +36,7 @@
 
 mod host;
 pub mod log;
+pub mod memnet;
 pub mod net;
 pub mod oracle;
 pub mod qos;

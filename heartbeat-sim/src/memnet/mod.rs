@@ -1,0 +1,597 @@
+//! An event-driven in-memory network: the real `heartbeat-core` [`Server`] and [`Client`]
+//! machines joined by modelled TCP links, with a clock that jumps from one due thing to the
+//! next (no tokio, no ticks, no sleeping).
+//!
+//! Both in-memory users run on it: the QoS engine ([`crate::qos::engine`], simulated weeks)
+//! and the core-level tests' `Pair` harness (`tests/src/lib.rs`). What it models of the network
+//! follows turmoil 0.7.2, which the simulator's scenario runs use (`tests/tests/qos/agreement.rs`
+//! checks the two against each other):
+//!
+//! - **Latency**: drawn per segment from a seeded RNG per client and direction
+//!   ([`sample_latency`]: `min + (max - min) * Exp(5)`, whole milliseconds, clamped to `max`:
+//!   turmoil's formula; a fixed latency draws nothing). TCP keeps order: a segment never
+//!   overtakes the previous one on its link, so it arrives at `max(sent + latency, previous
+//!   arrival)`. Everything due at one instant on one pipe is handed over as one read.
+//! - **Connect**: a SYN with the link's latency; the server accepts when it arrives, and the
+//!   client is connected at that instant (turmoil's SYN-ACK is not a network message). A crashed
+//!   server refuses when the SYN arrives (the SYN waits for the restarted host, which is not
+//!   listening yet), a link cut toward the server at once; a SYN held or lost fails after
+//!   [`CONNECT_TIMEOUT`], as `SimConnector` does.
+//! - **Partition** ([`Net::partition`]): segments in flight are dropped and the link is stuck for
+//!   good, even after the repair (no retransmission in turmoil 0.7.2): both sides must time
+//!   out. One direction can be cut alone (quinn's `idle_timeout` test drops the acks).
+//! - **Hold / release** ([`Net::hold`], [`Net::release`]): segments wait and are delivered at
+//!   once on release, in order, as one read.
+//! - **Crash** ([`Net::crash_client`], [`Net::crash_server`]): a clean crash sends FIN after
+//!   what is in flight; a silent crash drops what is in flight and sends nothing (turmoil:
+//!   partition, crash, repair).
+//!
+//! # The order of one instant
+//! This is the one place the order of things due at the same instant is decided. [`Net::step`]
+//! does everything due at the current instant, in this order:
+//!
+//! 1. **Links**, in the order they were opened. For each: its client-to-server pipe (everything
+//!    due as one read: a SYN is accepted, the bytes are one `handle_input`, a FIN is one
+//!    `handle_eof`), then its server-to-client pipe (the connect's answer, or the bytes as one
+//!    read, then a FIN), then its connect timeout.
+//! 2. **Client timers**, clients in index order: each due `handle_timeout`.
+//! 3. Steps 1 and 2 again, until a round of both does nothing.
+//! 4. Only then **the server's timer**: its due `handle_timeout`, once; if it fired, back to 1.
+//!
+//! A machine's outputs are drained right after the input or timer that caused them, and reach
+//! the [`Observer`] in the order the machine emitted them, before the network carries them out.
+//! So a heartbeat and a liveness check due at the same instant are judged heartbeat first (as
+//! the QoS replay of the arrivals assumes), and client timers fire before the server's.
+//!
+//! The caller's own commands (faults, process starts and stops) for an instant come before all
+//! of it: [`Net::run_before`] stops with the clock at the instant and nothing of it done yet.
+//! [`Net::run_until`] does the instant too, so commands issued after it come after everything
+//! due at that instant.
+
+mod faults;
+mod link;
+mod pipe;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use heartbeat_core::client::{self, Client};
+use heartbeat_core::server::{self, Server};
+use heartbeat_core::{ConnId, Now};
+
+use link::{Host, Link};
+pub use link::{LinkId, Way, sample_latency};
+use pipe::Segment;
+
+pub use crate::net::CONNECT_TIMEOUT;
+
+/// Where a connection came from: its client and the process that opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The client (index in the order of [`Net::add_client`]).
+    pub client: usize,
+    /// The client's process that opened it: 0 for the first one started.
+    pub process: u32,
+    /// The link.
+    pub link: LinkId,
+}
+
+/// What the network itself did, as opposed to the machines' outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A SYN reached the server, which accepted it as `conn`. The client is told it is connected
+    /// right after (its `handle_connected`).
+    Accepted {
+        /// The client.
+        client: usize,
+        /// The server's id for the connection.
+        conn: ConnId,
+    },
+    /// A connect failed: the link is cut toward the server (at once), or the SYN reached a server
+    /// that was not listening. The client's `handle_connect_failed` follows.
+    Refused {
+        /// The client.
+        client: usize,
+    },
+    /// A connect got no answer within [`CONNECT_TIMEOUT`]. The client's
+    /// `handle_connect_failed` follows.
+    TimedOut {
+        /// The client.
+        client: usize,
+    },
+}
+
+/// What a user of the network hears: every machine output, before the network carries it out,
+/// and what the network itself did. Every method has an empty default.
+pub trait Observer {
+    /// Client `client` emitted `out`.
+    fn on_client_output(&mut self, net: &Net, client: usize, out: &client::Output) {
+        let _ = (net, client, out);
+    }
+
+    /// The network did something on its own.
+    fn on_net_event(&mut self, net: &Net, event: NetEvent) {
+        let _ = (net, event);
+    }
+
+    /// The server emitted `out`.
+    fn on_server_output(&mut self, net: &Net, out: &server::Output) {
+        let _ = (net, out);
+    }
+
+    /// The server's outputs for one input are all reported: one read, one EOF, one accept or
+    /// one timer. The heartbeats of one read end here.
+    fn on_server_drained(&mut self, net: &Net) {
+        let _ = net;
+    }
+}
+
+/// The observer that hears nothing.
+impl Observer for () {}
+
+/// The network: an optional [`Server`] (it can crash and restart), client hosts each with an
+/// optional [`Client`], the links between them, and the clock. See the module docs for the
+/// model and the order of one instant.
+#[derive(Debug)]
+pub struct Net {
+    server: Option<Server>,
+    /// Server processes started so far.
+    server_processes: u32,
+    hosts: Vec<Host>,
+    /// The links that may still carry something, in the order they were opened (so by id).
+    links: Vec<Link>,
+    next_link: u64,
+    /// The current server process's connections.
+    conns: BTreeMap<ConnId, LinkId>,
+    origin: Now,
+    now: Now,
+    /// Scratch space to join several segments due at once into one read.
+    joined: Vec<u8>,
+}
+
+impl Net {
+    /// A network with no server and no client, its clock at `origin`.
+    pub fn new(origin: Now) -> Self {
+        Self {
+            server: None,
+            server_processes: 0,
+            hosts: Vec::new(),
+            links: Vec::new(),
+            next_link: 1,
+            conns: BTreeMap::new(),
+            origin,
+            now: origin,
+            joined: Vec::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The current time.
+    pub fn now(&self) -> Now {
+        self.now
+    }
+
+    /// The time [`Net::new`] started the clock at.
+    pub fn origin(&self) -> Now {
+        self.origin
+    }
+
+    /// Time since the origin.
+    pub fn elapsed(&self) -> Duration {
+        self.now.mono - self.origin.mono
+    }
+
+    /// The server, while it runs.
+    pub fn server(&self) -> Option<&Server> {
+        self.server.as_ref()
+    }
+
+    /// Server processes started so far.
+    pub fn server_processes(&self) -> u32 {
+        self.server_processes
+    }
+
+    /// The number of client hosts.
+    pub fn client_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Client `i`'s process: `None` before its first start and after a crash.
+    pub fn client(&self, i: usize) -> Option<&Client> {
+        self.hosts[i].machine.as_ref()
+    }
+
+    /// True while client `i`'s process runs and has not given up.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.hosts[i].is_alive()
+    }
+
+    /// Processes started so far on client `i`'s host.
+    pub fn processes(&self, i: usize) -> u32 {
+        self.hosts[i].processes
+    }
+
+    /// True while client `i`'s path is cut in at least one direction.
+    pub fn is_cut(&self, i: usize) -> bool {
+        self.hosts[i].cut.any()
+    }
+
+    /// True while client `i`'s path is held in at least one direction.
+    pub fn is_held(&self, i: usize) -> bool {
+        self.hosts[i].held.any()
+    }
+
+    /// Where the current server's connection `conn` came from; `None` for a connection it does
+    /// not have (or that is gone from the network).
+    pub fn origin_of(&self, conn: ConnId) -> Option<Origin> {
+        let link = &self.links[self.conn_link(conn)?];
+        Some(Origin {
+            client: link.client,
+            process: link.process,
+            link: link.id,
+        })
+    }
+
+    /// When the next thing is due: a segment, a connect timeout or a machine's timer.
+    pub fn next_due(&self) -> Option<Instant> {
+        let server = self.server.as_ref().and_then(Server::poll_timeout);
+        let clients = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.machine.as_ref().and_then(Client::poll_timeout));
+        let mut next = clients.chain(server).min();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for link in &self.links {
+            // Nothing reaches a crashed server: it waits for the restart.
+            if self.server.is_some() {
+                consider(link.up.due());
+            }
+            consider(link.down.due());
+            consider(link.connecting_until);
+        }
+        next
+    }
+
+    // ---- the step loop ----
+
+    /// Does everything due before `t`, instant by instant, then moves the clock to `t` (nothing
+    /// due at `t` is done yet: the caller's commands for `t` come first).
+    pub fn run_before<O: Observer>(&mut self, t: Instant, obs: &mut O) {
+        while let Some(next) = self.next_due().filter(|next| *next < t) {
+            self.advance_to(next);
+            self.step(obs);
+        }
+        self.advance_to(t);
+    }
+
+    /// Does everything due up to and including `t`, leaving the clock at `t`.
+    pub fn run_until<O: Observer>(&mut self, t: Instant, obs: &mut O) {
+        self.run_before(t, obs);
+        self.step(obs);
+    }
+
+    /// Does everything due at the current instant, in the order the module docs give.
+    pub fn step<O: Observer>(&mut self, obs: &mut O) {
+        let now = self.now.mono;
+        loop {
+            let mut progressed = false;
+            // Links opened during the round (a client timer's reconnect) are visited in it too.
+            let mut k = 0;
+            while k < self.links.len() {
+                progressed |= self.deliver_up(k, obs);
+                progressed |= self.deliver_down(k, obs);
+                if self.links[k].connecting_until.is_some_and(|t| t <= now) {
+                    self.connect_timed_out(k, obs);
+                    progressed = true;
+                }
+                k += 1;
+            }
+            for i in 0..self.hosts.len() {
+                let due = self.hosts[i]
+                    .machine
+                    .as_ref()
+                    .and_then(Client::poll_timeout)
+                    .is_some_and(|t| t <= now);
+                if due {
+                    let at = self.now;
+                    if let Some(m) = self.hosts[i].machine.as_mut() {
+                        m.handle_timeout(at);
+                    }
+                    self.drain_client(i, obs);
+                    progressed = true;
+                }
+            }
+            if progressed {
+                continue;
+            }
+            let due = self
+                .server
+                .as_ref()
+                .and_then(Server::poll_timeout)
+                .is_some_and(|t| t <= now);
+            if !due {
+                break;
+            }
+            let at = self.now;
+            if let Some(s) = self.server.as_mut() {
+                s.handle_timeout(at);
+            }
+            self.drain_server(obs);
+        }
+        let before = self.links.len();
+        self.links.retain(|l| !l.is_finished());
+        if self.links.len() < before {
+            let links = &self.links;
+            self.conns
+                .retain(|_, id| links.binary_search_by_key(id, |l| l.id).is_ok());
+        }
+    }
+
+    fn advance_to(&mut self, t: Instant) {
+        if t > self.now.mono {
+            self.now = self.now.advanced(t - self.now.mono);
+        }
+    }
+
+    // ---- lookups ----
+
+    /// The index of link `id` in `links`, if it is still there.
+    fn link_index(&self, id: LinkId) -> Option<usize> {
+        self.links.binary_search_by_key(&id, |l| l.id).ok()
+    }
+
+    /// The index of the link of the current server's connection `conn`.
+    fn conn_link(&self, conn: ConnId) -> Option<usize> {
+        self.link_index(*self.conns.get(&conn)?)
+    }
+
+    /// Client `i`'s current link, if open.
+    fn current_link(&self, i: usize) -> Option<usize> {
+        self.link_index(self.hosts[i].link?)
+    }
+
+    // ---- delivery ----
+
+    /// Delivers what is due on link `k`'s client-to-server pipe: a SYN, or one read and a FIN.
+    fn deliver_up<O: Observer>(&mut self, k: usize, obs: &mut O) -> bool {
+        let now = self.now;
+        let link = &mut self.links[k];
+        if self.server.is_none() || link.up.due().is_none_or(|t| t > now.mono) {
+            return false;
+        }
+        let read = link.up.take_due(now.mono, &mut self.joined);
+        if matches!(read.end, Some(Segment::Syn)) {
+            self.accept(k, obs);
+            return true;
+        }
+        let link = &self.links[k];
+        let open = link.server_process == self.server_processes && link.server_open;
+        let Some(conn) = link.conn.filter(|_| open) else {
+            return true; // for a server that closed its end or is gone: discarded
+        };
+        let bytes = read.bytes(&self.joined);
+        if !bytes.is_empty() {
+            if let Some(s) = self.server.as_mut() {
+                s.handle_input(now, conn, bytes);
+            }
+            self.drain_server(obs);
+        }
+        if read.is_fin() {
+            if let Some(s) = self.server.as_mut() {
+                s.handle_eof(now, conn);
+            }
+            self.drain_server(obs);
+        }
+        true
+    }
+
+    /// Delivers what is due on link `k`'s server-to-client pipe: the connect's answer, or one
+    /// read and a FIN. Only the process whose link it is hears it.
+    fn deliver_down<O: Observer>(&mut self, k: usize, obs: &mut O) -> bool {
+        let now = self.now;
+        let link = &mut self.links[k];
+        if link.down.due().is_none_or(|t| t > now.mono) {
+            return false;
+        }
+        let read = link.down.take_due(now.mono, &mut self.joined);
+        let i = link.client;
+        let current = self.hosts[i].link == Some(link.id) && link.client_open;
+        if !current {
+            return true;
+        }
+        match read.end {
+            Some(Segment::SynAck | Segment::Refused) if link.connecting_until.is_none() => {}
+            Some(Segment::SynAck) => {
+                link.connecting_until = None;
+                if let Some(m) = self.hosts[i].machine.as_mut() {
+                    m.handle_connected(now);
+                }
+                self.drain_client(i, obs);
+            }
+            Some(Segment::Refused) => {
+                link.connecting_until = None;
+                link.client_open = false;
+                self.hosts[i].link = None;
+                obs.on_net_event(self, NetEvent::Refused { client: i });
+                if let Some(m) = self.hosts[i].machine.as_mut() {
+                    m.handle_connect_failed(now, "connection refused");
+                }
+                self.drain_client(i, obs);
+            }
+            _ => {
+                let fin = read.is_fin();
+                if fin {
+                    link.client_open = false;
+                    self.hosts[i].link = None;
+                }
+                if let Some(m) = self.hosts[i].machine.as_mut() {
+                    let bytes = read.bytes(&self.joined);
+                    if !bytes.is_empty() {
+                        m.handle_input(now, bytes);
+                    }
+                    if fin {
+                        m.handle_eof(now);
+                    }
+                }
+                self.drain_client(i, obs);
+            }
+        }
+        true
+    }
+
+    /// A SYN arrives on link `k`: the server accepts it and answers in-process, not over the
+    /// network (turmoil), so the client learns it is connected at once: a connect costs one
+    /// latency.
+    fn accept<O: Observer>(&mut self, k: usize, obs: &mut O) {
+        let now = self.now;
+        let i = self.links[k].client;
+        let peer = self.hosts[i].addr;
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let conn = server.accept(now, peer);
+        let link = &mut self.links[k];
+        let replaced = self.conns.insert(conn, link.id);
+        debug_assert!(replaced.is_none(), "the server reused {conn}");
+        link.conn = Some(conn);
+        link.server_process = self.server_processes;
+        link.server_open = true;
+        link.down.push(now.mono, Segment::SynAck);
+        obs.on_net_event(self, NetEvent::Accepted { client: i, conn });
+        self.drain_server(obs);
+    }
+
+    fn connect_timed_out<O: Observer>(&mut self, k: usize, obs: &mut O) {
+        let link = &mut self.links[k];
+        link.connecting_until = None;
+        link.client_open = false;
+        let i = link.client;
+        if self.hosts[i].link == Some(link.id) {
+            self.hosts[i].link = None;
+            obs.on_net_event(self, NetEvent::TimedOut { client: i });
+            let now = self.now;
+            if let Some(m) = self.hosts[i].machine.as_mut() {
+                m.handle_connect_failed(now, "connect timed out");
+            }
+            self.drain_client(i, obs);
+        }
+    }
+
+    // ---- machine outputs ----
+
+    /// Reports and carries out the server's outputs until it has none.
+    fn drain_server<O: Observer>(&mut self, obs: &mut O) {
+        while let Some(out) = self.server.as_mut().and_then(Server::poll_output) {
+            obs.on_server_output(self, &out);
+            match out {
+                server::Output::Transmit { conn, bytes } => {
+                    let Some(k) = self.conn_link(conn) else {
+                        continue;
+                    };
+                    let link = &self.links[k];
+                    if link.down.cut || !link.client_open {
+                        continue;
+                    }
+                    let at = self.now.mono + self.hosts[link.client].draw_down();
+                    self.links[k].down.push(at, Segment::Bytes(bytes));
+                }
+                server::Output::Disconnect { conn, .. } => {
+                    let Some(k) = self.conn_link(conn) else {
+                        continue;
+                    };
+                    let link = &mut self.links[k];
+                    if !link.server_open {
+                        continue;
+                    }
+                    link.server_open = false;
+                    if !link.down.cut && link.client_open {
+                        let at = self.now.mono + self.hosts[link.client].draw_down();
+                        link.down.push(at, Segment::Fin);
+                    }
+                }
+                server::Output::Event(_) => {}
+            }
+        }
+        obs.on_server_drained(self);
+    }
+
+    /// Reports and carries out client `i`'s outputs until it has none.
+    fn drain_client<O: Observer>(&mut self, i: usize, obs: &mut O) {
+        while let Some(out) = self.hosts[i].machine.as_mut().and_then(Client::poll_output) {
+            obs.on_client_output(self, i, &out);
+            match out {
+                client::Output::Connect => self.connect(i, obs),
+                client::Output::Transmit(bytes) => {
+                    let Some(k) = self.current_link(i) else {
+                        continue;
+                    };
+                    let link = &mut self.links[k];
+                    if link.up.cut || !link.client_open {
+                        continue;
+                    }
+                    let at = self.now.mono + self.hosts[i].draw_up();
+                    link.up.push(at, Segment::Bytes(bytes));
+                }
+                client::Output::Disconnect { .. } => {
+                    let id = self.hosts[i].link.take();
+                    if let Some(k) = id.and_then(|id| self.link_index(id)) {
+                        self.close_client_side(k, true);
+                    }
+                }
+                client::Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// Client `i` opens a new link with a SYN, or is refused at once if its path to the server
+    /// is cut.
+    fn connect<O: Observer>(&mut self, i: usize, obs: &mut O) {
+        let now = self.now;
+        let host = &mut self.hosts[i];
+        if host.cut.up {
+            // turmoil drops a SYN into a cut link at once and fails the connect.
+            obs.on_net_event(self, NetEvent::Refused { client: i });
+            if let Some(m) = self.hosts[i].machine.as_mut() {
+                m.handle_connect_failed(now, "connection refused");
+            }
+            return;
+        }
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        let mut link = Link {
+            id,
+            client: i,
+            process: host.processes.saturating_sub(1),
+            server_process: self.server_processes,
+            conn: None,
+            up: pipe::Pipe::default(),
+            down: pipe::Pipe::default(),
+            client_open: true,
+            server_open: false,
+            connecting_until: Some(now.mono + CONNECT_TIMEOUT),
+        };
+        link.up.held = host.held.up;
+        link.down.held = host.held.down;
+        link.down.cut = host.cut.down;
+        link.up.push(now.mono + host.draw_up(), Segment::Syn);
+        host.link = Some(id);
+        self.links.push(link);
+    }
+
+    /// The client's end of link `k` closes: with `fin`, a FIN follows what is in flight.
+    fn close_client_side(&mut self, k: usize, fin: bool) {
+        let link = &mut self.links[k];
+        if fin && !link.up.cut && link.client_open && link.connecting_until.is_none() {
+            let at = self.now.mono + self.hosts[link.client].draw_up();
+            link.up.push(at, Segment::Fin);
+        }
+        link.client_open = false;
+        link.connecting_until = None;
+        link.down.clear();
+    }
+}
