@@ -595,3 +595,150 @@ impl Net {
         link.down.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use heartbeat_core::ClientId;
+    use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
+    use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+    use heartbeat_core::server::{Event, Liveness};
+    use heartbeat_core::{ConnId, UnixTime};
+
+    use super::*;
+    use crate::scenario::Latency;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Every transition with its time, and the network's own events.
+    #[derive(Default)]
+    struct Seen {
+        transitions: Vec<(Duration, Liveness, Liveness)>,
+        net: Vec<(Duration, NetEvent)>,
+    }
+
+    impl Observer for Seen {
+        fn on_net_event(&mut self, net: &Net, event: NetEvent) {
+            self.net.push((net.elapsed(), event));
+        }
+
+        fn on_server_output(&mut self, net: &Net, out: &server::Output) {
+            if let server::Output::Event(Event::Transition { from, to, .. }) = out {
+                self.transitions.push((net.elapsed(), *from, *to));
+            }
+        }
+    }
+
+    /// A server with the fixed detector (suspect 1 s + half of a 2 s grace after the last
+    /// heartbeat) and one client sending every second over a 5 ms link, started at 0.
+    fn net() -> (Net, Seen) {
+        #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
+        let origin = Now {
+            mono: Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+        };
+        let mut net = Net::new(origin);
+        let config = ServerConfig::default().detector(DetectorConfig::new(DetectorKind::Fixed));
+        net.start_server(Server::new(Arc::new(config)));
+        let addr = SocketAddr::from(([10, 0, 0, 1], 40_000));
+        let i = net.add_client(addr, Latency::Fixed(ms(5)), 0, 0);
+        let config = ClientConfig::new(ClientId::new("a").unwrap(), ms(1000)).unwrap();
+        let mut seen = Seen::default();
+        net.start_client(i, config, &mut seen);
+        (net, seen)
+    }
+
+    /// The connect costs one latency; heartbeats go at 5 + 1000 k ms and arrive 5 ms later.
+    /// The link is held from 2 s, so the last heartbeat arrives at 1010 ms and the server's
+    /// check is due at 1010 + 1000 + 1000 = 3010 ms.
+    #[test]
+    fn a_check_due_alone_fires_at_its_instant() {
+        let (mut net, mut seen) = net();
+        let origin = net.origin().mono;
+        net.run_until(origin + ms(2000), &mut seen);
+        net.hold(0, Way::Up);
+        net.run_until(origin + ms(3010), &mut seen);
+        let accepted = NetEvent::Accepted {
+            client: 0,
+            conn: ConnId(1),
+        };
+        assert_eq!(seen.net, [(ms(5), accepted)]);
+        assert_eq!(
+            seen.transitions,
+            [(ms(3010), Liveness::Up, Liveness::Suspect)]
+        );
+    }
+
+    /// The same check, with the held heartbeats released to arrive at exactly 3010 ms: arrivals
+    /// come before the server's timer at one instant, so the check finds them and nothing
+    /// changes. (Timer first would give `up -> suspect -> up` at 3010 ms.)
+    #[test]
+    fn arrivals_due_with_a_check_are_read_before_it() {
+        let (mut net, mut seen) = net();
+        let origin = net.origin().mono;
+        net.run_until(origin + ms(2000), &mut seen);
+        net.hold(0, Way::Up);
+        net.run_before(origin + ms(3010), &mut seen);
+        net.release(0);
+        net.run_until(origin + ms(5000), &mut seen);
+        assert_eq!(seen.transitions, []);
+        let received = net.server().unwrap().clients().next().unwrap().received();
+        assert_eq!(
+            received, 5,
+            "heartbeats 3 and 4 arrived together at 3010 ms"
+        );
+    }
+
+    /// A cut toward the server refuses connects at once; a cut stream stays stuck after the
+    /// repair (neither end hears anything), so only a new connection carries heartbeats again.
+    #[test]
+    fn a_cut_refuses_connects_and_a_cut_stream_stays_stuck() {
+        let (mut net, mut seen) = net();
+        let origin = net.origin().mono;
+        let backoff = Backoff::new(ms(100), ms(400)).unwrap();
+        let config = ClientConfig::new(ClientId::new("b").unwrap(), ms(1000))
+            .unwrap()
+            .reconnect(Some(backoff));
+        let b = net.add_client(
+            SocketAddr::from(([10, 0, 0, 2], 40_000)),
+            Latency::Fixed(ms(5)),
+            0,
+            0,
+        );
+        net.start_client(b, config, &mut seen);
+        net.run_until(origin + ms(1500), &mut seen);
+        net.partition(b, Way::Both);
+        net.run_until(origin + ms(8000), &mut seen);
+        // b's last ack came at 1015 ms: it gives up on the stream 5 s later, then every
+        // connect is refused at once.
+        let refused: Vec<Duration> = (seen.net.iter())
+            .filter(|(_, e)| *e == NetEvent::Refused { client: b })
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(refused.len() >= 2, "{:?}", seen.net);
+        assert!(
+            refused[0] > ms(6015) && refused[0] < ms(6015) + ms(400),
+            "{refused:?}"
+        );
+        net.repair(b);
+        net.run_until(origin + ms(12_000), &mut seen);
+        let accepted: Vec<_> = (seen.net.iter())
+            .filter(|(at, e)| {
+                *at > ms(8000) && matches!(e, NetEvent::Accepted { client, .. } if *client == b)
+            })
+            .collect();
+        assert_eq!(accepted.len(), 1, "{:?}", seen.net);
+        let key = heartbeat_core::ClientKey::Id(ClientId::new("b").unwrap());
+        let st = net.server().unwrap().client(&key).unwrap();
+        // Heartbeats 1 and 2 before the cut, the new connection's after it, one gap between.
+        let last = net.client(b).unwrap().last_sent().unwrap();
+        assert_eq!(st.received() + st.missed(), last.0, "{st:?}");
+        assert_eq!(st.missed_ranges().count(), 1, "{st:?}");
+        assert!(st.received() > 2, "{st:?}");
+        assert!(net.client(b).unwrap().is_connected());
+    }
+}
