@@ -9,9 +9,13 @@
 //! at one instant, are the network's ([`crate::memnet`]); the scenario's actions for an instant
 //! come before everything else due then.
 //!
-//! Its concerns, one file each: the loop (here), the scenario's actions and what they mean for
-//! the ground truth ([`faults`]), the ground truth itself ([`truth`]: when each client was
-//! reachable, and its crashes) and the server's transitions and liveness inputs ([`trace`]).
+//! Besides the server's liveness transitions ([`Transition`]), a run records the ground truth
+//! ([`ClientTruth`]: when each client was reachable, and its crashes) and, when asked, the
+//! server's liveness inputs ([`TraceItem`]) for a replay.
+//!
+//! Its concerns, one file each: the loop (`mod.rs`), the scenario's actions and what they mean
+//! for the ground truth (`faults.rs`), the ground truth (`truth.rs`) and the server's
+//! transitions and trace (`trace.rs`).
 
 mod faults;
 mod trace;

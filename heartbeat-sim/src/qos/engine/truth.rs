@@ -1,11 +1,5 @@
-//! The ground truth of a run: when each client was reachable, and its crashes.
-//!
-//! A client is *reachable* while it is alive, with its link up, and its heartbeats flowing. A
-//! reachable period starts when the first heartbeat of a process arrives after the process
-//! started, after its link was repaired or released, or after the server restarted, and ends
-//! when the process crashes or stops, or its link is cut or held, or the server crashes.
-//! Crashes are recorded with the instant they happened and the instant the client was reachable
-//! again (or the run ended).
+//! The ground truth of a run: when each client was reachable, and its crashes
+//! ([`ClientTruth`]), recorded as the run goes.
 
 use std::time::Duration;
 
@@ -29,9 +23,16 @@ pub struct Crash {
 }
 
 /// The ground truth of one client.
+///
+/// A client is *reachable* while it is alive, with its link up, and its heartbeats flowing. A
+/// reachable period starts when the first heartbeat of a process arrives after the process
+/// started, after its link was repaired or released, or after the server restarted, and ends
+/// when the process crashes or stops, or its link is cut or held, or the server crashes.
+/// Crashes are recorded with the instant they happened and the instant the client was reachable
+/// again (or the run ended).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTruth {
-    /// When it was reachable (see the module docs), in order.
+    /// When it was reachable, in order.
     pub reachable: Vec<Period>,
     /// Its crashes, in order.
     pub crashes: Vec<Crash>,
