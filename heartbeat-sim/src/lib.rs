@@ -17,6 +17,9 @@
 //!
 //! [`qos`] measures the failure detectors' quality of service (Chen's metrics) on an
 //! event-driven engine over the same machines and scenarios, fast enough for simulated weeks.
+//! Its network is [`memnet`], the one in-memory model of a TCP link (latency, hold, cut,
+//! crash, and the one rule for what happens first at one instant), which the core-level tests'
+//! `Pair` harness runs on too.
 //!
 //! # A run
 //! 1. [`Scenario::build`] expands a name and [`Params`] into clients and timed actions.
@@ -36,6 +39,7 @@
 
 mod host;
 pub mod log;
+pub mod memnet;
 pub mod net;
 pub mod oracle;
 pub mod qos;

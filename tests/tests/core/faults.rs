@@ -24,7 +24,7 @@ fn firewall_hold_then_release_is_a_burst_not_a_loss() {
     pair.release(0);
     pair.run_until(Duration::from_millis(6500));
     insta::assert_snapshot!(pair.render());
-    let st = pair.server.client(&key("a")).unwrap();
+    let st = pair.server().client(&key("a")).unwrap();
     assert_eq!((st.received(), st.missed(), st.bursts()), (7, 0, 1));
 }
 
@@ -32,7 +32,7 @@ fn firewall_hold_then_release_is_a_burst_not_a_loss() {
 #[test]
 fn legacy_firewall_burst() {
     let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
-    pair.record_heartbeats = false;
+    pair.transcript.record_heartbeats = false;
     pair.add_client("legacy", client("unused", 100).legacy(true));
     pair.run_until(Duration::from_millis(250));
     pair.set_link(0, Some(PipeMode::Held), None);
@@ -40,8 +40,8 @@ fn legacy_firewall_burst() {
     pair.release(0);
     pair.run_until(secs(1));
     insta::assert_snapshot!(pair.render());
-    let st = pair.server.clients().next().unwrap();
-    // Sent every 100 ms from t=0; the one sent at t=1 s is still in flight.
+    let st = pair.server().clients().next().unwrap();
+    // Sent every 100 ms from t=0.005 s (the connect took one latency): ten by t=1 s.
     assert_eq!((st.received(), st.missed(), st.bursts()), (10, 0, 1));
 }
 
@@ -49,15 +49,16 @@ fn legacy_firewall_burst() {
 #[test]
 fn competing_clients_are_all_heard_live() {
     let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
-    pair.record_heartbeats = false;
+    pair.transcript.record_heartbeats = false;
     for name in ["a", "b", "c"] {
         pair.add_client(name, client(name, 500));
     }
     pair.run_until(secs(10));
-    let report = pair.server.report();
+    let report = pair.server().report();
     insta::assert_snapshot!(report.to_string());
     for c in &report.clients {
-        // The 21st heartbeat, sent at t=10 s, is still in flight.
+        // Sent every 500 ms from t=0.005 s (the connect took one latency): the 21st is due at
+        // t=10.005 s.
         assert_eq!((c.received, c.missed, c.bursts), (20, 0, 0), "{c:?}");
     }
 }
@@ -67,15 +68,18 @@ fn competing_clients_are_all_heard_live() {
 #[test]
 fn client_restart_is_a_restart() {
     let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
-    pair.record_heartbeats = false;
+    pair.transcript.record_heartbeats = false;
     let a = pair.add_client("a", reconnecting("a", 1000));
-    pair.run_until(secs(3));
+    // Heartbeats go at t=0.005 + k s (the connect took one latency): the crash is while the
+    // fourth is in flight.
+    pair.run_until(Duration::from_millis(3007));
     pair.crash_silently(a);
     pair.run_until(secs(4));
     pair.add_client("a'", reconnecting("a", 1000).session(0xbeef));
-    pair.run_until(secs(8));
+    // The new process connects at t=4.005 s; its fifth heartbeat is in flight at the end.
+    pair.run_until(Duration::from_millis(8007));
     insta::assert_snapshot!(pair.render());
-    let st = pair.server.client(&key("a")).unwrap();
+    let st = pair.server().client(&key("a")).unwrap();
     // 1-3 from the first process (4 died with it), 1-4 from the second (5 is in flight).
     assert_eq!((st.received(), st.duplicates(), st.restarts()), (7, 0, 1));
 }

@@ -19,14 +19,15 @@ fn keep_alive() {
     assert!(
         !pair
             .transcript
+            .lines
             .iter()
             .any(|l| l.contains("close") || l.contains("silent")),
         "{}",
         pair.render()
     );
-    let st = pair.server.client(&key("a")).unwrap();
+    let st = pair.server().client(&key("a")).unwrap();
     assert_eq!((st.received(), st.missed(), st.duplicates()), (201, 0, 0));
-    assert_eq!(pair.peers[0].client.acked(), 201);
+    assert_eq!(pair.client(0).acked(), 201);
 }
 
 /// quinn's `idle_timeout`: one direction dropped; both sides notice within 2× their timeout.
@@ -37,16 +38,17 @@ fn idle_timeout_when_acks_are_dropped() {
     pair.run_until(secs(3));
     pair.set_link(0, None, Some(PipeMode::Dropping));
     pair.run_until(secs(30));
-    // The last ack arrived at t=2.010 s (the one for the BEAT of t=3 s is dropped); the client's
-    // ack timeout is max(5 × 1 s, 2 s) = 5 s after it.
-    assert_eq!(pair.line("a close"), "t+7010.000ms a close (no ack for 5s)");
-    assert!(pair.peers[0].client.is_done());
-    // The server saw the BEATs of t=0..7 s, then the client's FIN.
+    // The connect took one latency, so BEATs go at t=0.005 + k s. The last ack arrived at
+    // t=2.015 s (the one for the BEAT of t=3.005 s is dropped); the client's ack timeout is
+    // max(5 × 1 s, 2 s) = 5 s after it.
+    assert_eq!(pair.line("a close"), "t+7015.000ms a close (no ack for 5s)");
+    assert!(pair.client(0).is_done());
+    // The server saw the BEATs of t=0.005..7.005 s, then the client's FIN.
     assert_eq!(
         pair.line("server conn#1 close"),
-        "t+7015.000ms server conn#1 close (closed by peer)"
+        "t+7020.000ms server conn#1 close (closed by peer)"
     );
-    let st = pair.server.client(&key("a")).unwrap();
+    let st = pair.server().client(&key("a")).unwrap();
     assert_eq!((st.received(), st.missed()), (8, 0));
 }
 
@@ -54,32 +56,40 @@ fn idle_timeout_when_acks_are_dropped() {
 fn idle_timeout_when_the_path_is_cut_both_ways() {
     let mut pair = Pair::new(ServerConfig::default(), std::time::Duration::from_millis(5));
     pair.add_client("a", client("a", 1000));
-    pair.run_until(secs(3));
+    // Cut while the BEAT of t=3.005 s is in flight (BEATs go at t=0.005 + k s: the connect
+    // took one latency).
+    pair.run_until(std::time::Duration::from_millis(3007));
     pair.set_link(0, Some(PipeMode::Dropping), Some(PipeMode::Dropping));
     pair.run_until(secs(60));
-    assert_eq!(pair.line("a close"), "t+7010.000ms a close (no ack for 5s)");
-    // Last bytes at t=2.005 s (the BEAT of t=3 s was in flight and is lost); the server's idle
-    // timeout is max(10 × 1 s, 5 s) = 10 s after them.
+    // The last ack arrived at t=2.015 s; the ack timeout is 5 s after it.
+    assert_eq!(pair.line("a close"), "t+7015.000ms a close (no ack for 5s)");
+    // Last bytes at t=2.010 s (the BEAT of t=3.005 s was in flight and is lost); the server's
+    // idle timeout is max(10 × 1 s, 5 s) = 10 s after them.
     assert_eq!(
         pair.line("server conn#1 close"),
-        "t+12005.000ms server conn#1 close (no data for 10s)"
+        "t+12010.000ms server conn#1 close (no data for 10s)"
+    );
+    let st = pair.server().client(&key("a")).unwrap();
+    assert_eq!(
+        (st.received(), st.missed()),
+        (3, 0),
+        "the BEAT in flight is lost"
     );
 }
 
 #[test]
 fn reconnecting_client_survives_a_partition_and_the_gap_is_counted_once() {
     let mut pair = Pair::new(ServerConfig::default(), std::time::Duration::from_millis(5));
-    pair.record_heartbeats = false;
+    pair.transcript.record_heartbeats = false;
     let a = pair.add_client("a", reconnecting("a", 1000));
     pair.run_until(secs(5));
     pair.set_link(a, Some(PipeMode::Dropping), Some(PipeMode::Dropping));
-    pair.peers[a].reachable = false;
     pair.run_until(secs(20));
-    pair.peers[a].reachable = true;
+    pair.repair(a);
     pair.run_until(std::time::Duration::from_millis(40_500));
     insta::assert_snapshot!(pair.render());
-    let st = pair.server.client(&key("a")).unwrap();
-    let last = pair.peers[a].client.last_sent().unwrap();
+    let st = pair.server().client(&key("a")).unwrap();
+    let last = pair.client(a).last_sent().unwrap();
     assert_eq!(
         st.received() + st.missed(),
         last.0,

@@ -1,0 +1,281 @@
+//! The event-driven engine: a [`Scenario`] played on the [in-memory network](crate::memnet)
+//! (the real `heartbeat-core` machines, a clock that jumps from one due event to the next: no
+//! tokio, no ticks), recording the ground truth and the server's decisions.
+//!
+//! It runs the same [`Scenario`] values as the turmoil world ([`crate::world::run`]): the same
+//! clients and configurations, the same actions at the same times, the same
+//! [`Latency`](crate::scenario::Latency) model, the same per-process session nonces and backoff
+//! seeds, and the same heal-and-drain at the end. The network model, and the order of things due
+//! at one instant, are the network's ([`crate::memnet`]); the scenario's actions for an instant
+//! come before everything else due then.
+//!
+//! Besides the server's liveness transitions ([`Transition`]), a run records the ground truth
+//! ([`ClientTruth`]: when each client was reachable, and its crashes) and, when asked, the
+//! server's liveness inputs ([`TraceItem`]) for a replay.
+//!
+//! Its concerns, one file each: the loop (`mod.rs`), the scenario's actions and what they mean
+//! for the ground truth (`faults.rs`), the ground truth (`truth.rs`) and the server's
+//! transitions and trace (`trace.rs`).
+
+mod faults;
+mod trace;
+mod truth;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use heartbeat_core::analysis::Report;
+use heartbeat_core::client;
+use heartbeat_core::config::ServerConfig;
+use heartbeat_core::server::{self, Event, Liveness, Server};
+use heartbeat_core::{ClientKey, Now, UnixTime};
+
+pub use crate::memnet::sample_latency;
+use crate::memnet::{Net, Observer};
+use crate::scenario::Scenario;
+use crate::world::EPOCH_SECS;
+use faults::Plan;
+use trace::Recorder;
+pub use trace::{TraceBatch, TraceItem, Transition, per_client};
+use truth::Truth;
+pub use truth::{ClientTruth, Crash, Period};
+
+/// How much simulated time passes between two progress reports.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// The server's liveness transitions, in order.
+    pub transitions: Vec<Transition>,
+    /// Ground truth per client.
+    pub truth: Vec<ClientTruth>,
+    /// The last server incarnation's report at the end.
+    pub report: Report,
+    /// The end of the run (the fault phase plus the drain).
+    pub end: Duration,
+    /// The monotonic origin of the run (trace items are instants).
+    pub origin: Instant,
+    /// Heartbeats the clients sent.
+    pub sent: u64,
+    /// Heartbeats the server received (duplicates excluded).
+    pub received: u64,
+}
+
+/// The engine. Build with [`Engine::new`], then [`Engine::run`].
+#[derive(Debug)]
+pub struct Engine<'s> {
+    plan: Plan<'s>,
+    net: Net,
+    trace: bool,
+}
+
+impl<'s> Engine<'s> {
+    /// An engine for `scenario` whose server runs with `server_config`. With `trace`, the
+    /// server's liveness inputs are recorded for [`Engine::run`]'s sink.
+    pub fn new(
+        scenario: &'s Scenario,
+        server_config: ServerConfig,
+        trace: bool,
+    ) -> Result<Self, String> {
+        // An arbitrary origin: only offsets from it are ever rendered.
+        #[allow(clippy::disallowed_methods)]
+        let mono = Instant::now();
+        let origin = Now {
+            mono,
+            unix: UnixTime::from_duration(Duration::from_secs(EPOCH_SECS)),
+        };
+        let plan = Plan::new(scenario, server_config)?;
+        let mut net = Net::new(origin);
+        plan.add_hosts(&mut net);
+        Ok(Self { plan, net, trace })
+    }
+
+    /// Runs the scenario to its end (fault phase, heal, drain). `sink` gets the trace in
+    /// batches (it may take the batch's contents; the engine clears it afterwards);
+    /// `progress` counts simulated milliseconds as they pass.
+    pub fn run(self, sink: &mut dyn FnMut(&mut TraceBatch), progress: Option<&AtomicU64>) -> Run {
+        let Self {
+            plan,
+            mut net,
+            trace,
+        } = self;
+        let s = plan.scenario;
+        let mut w = Witness::new(&plan, trace, sink);
+        let origin = net.origin().mono;
+        let heal_at = origin + s.duration;
+        let end = heal_at + s.drain;
+        plan.start_server(&mut net, &mut w);
+        for (i, c) in s.clients.iter().enumerate() {
+            if !c.starts_late {
+                plan.start_client(&mut net, &mut w, i);
+            }
+        }
+        let mut next_action = 0;
+        let mut healed = false;
+        let mut reported = origin;
+        loop {
+            // The engine's own business at this instant comes first: the actions, the heal.
+            let now = net.now().mono;
+            while let Some(a) = s.actions.get(next_action) {
+                if origin + a.at > now {
+                    break;
+                }
+                next_action += 1;
+                plan.apply(&mut net, &mut w, &a.action);
+            }
+            if !healed && heal_at <= now {
+                healed = true;
+                plan.heal(&mut net, &mut w);
+            }
+            if now - reported >= PROGRESS_EVERY {
+                if let Some(p) = progress {
+                    p.fetch_add((now - reported).as_millis() as u64, Ordering::Relaxed);
+                }
+                reported = now;
+            }
+            if now >= end {
+                break;
+            }
+            let mut stop = end.min(reported + PROGRESS_EVERY);
+            if let Some(a) = s.actions.get(next_action) {
+                stop = stop.min(origin + a.at);
+            }
+            if !healed {
+                stop = stop.min(heal_at);
+            }
+            net.run_before(stop, &mut w);
+        }
+        net.step(&mut w);
+        w.trace.flush(w.sink, true);
+        if let Some(p) = progress {
+            p.fetch_add((end - reported).as_millis() as u64, Ordering::Relaxed);
+        }
+        let end = net.elapsed();
+        let report = net.server().map_or_else(
+            || Report {
+                clients: Vec::new(),
+            },
+            Server::report,
+        );
+        Run {
+            transitions: w.transitions,
+            truth: w.truth.finish(end),
+            report,
+            end,
+            origin,
+            sent: w.sent,
+            received: w.received,
+        }
+    }
+
+    /// The monotonic instant the run starts at; trace items are instants after it.
+    pub fn origin(&self) -> Instant {
+        self.net.origin().mono
+    }
+
+    /// The key the server knows client `i` by.
+    pub fn key(&self, i: usize) -> &ClientKey {
+        &self.plan.keys[i]
+    }
+}
+
+/// What the engine hears from the network: the ground truth, the trace and the transitions.
+struct Witness<'k> {
+    by_key: BTreeMap<ClientKey, usize>,
+    truth: Truth,
+    trace: Recorder,
+    sink: &'k mut dyn FnMut(&mut TraceBatch),
+    transitions: Vec<Transition>,
+    sent: u64,
+    received: u64,
+}
+
+impl<'k> Witness<'k> {
+    fn new(plan: &Plan<'_>, trace: bool, sink: &'k mut dyn FnMut(&mut TraceBatch)) -> Self {
+        let by_key = plan.keys.iter().cloned().zip(0..).collect();
+        Self {
+            by_key,
+            truth: Truth::new(plan.keys.len()),
+            trace: Recorder::new(trace),
+            sink,
+            transitions: Vec::new(),
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn on_event(&mut self, net: &Net, e: &Event) {
+        let now = net.now().mono;
+        match e {
+            Event::Heartbeat { conn, seq, .. } => {
+                self.received += 1;
+                let Some(o) = net.origin_of(*conn) else {
+                    debug_assert!(
+                        false,
+                        "a heartbeat on {conn}, which the network does not know"
+                    );
+                    return;
+                };
+                let current = o.process + 1 == net.processes(o.client);
+                self.truth.heard(o.client, net.elapsed(), current);
+                self.trace.seq(now, o.client, *seq);
+            }
+            Event::Duplicate { conn, seq, .. } => {
+                if let Some(o) = net.origin_of(*conn) {
+                    self.trace.seq(now, o.client, *seq);
+                }
+            }
+            Event::Restarted { client, .. } => {
+                if let Some(&i) = self.by_key.get(client) {
+                    self.trace
+                        .push(now, TraceItem::Reset { at: now, client: i });
+                }
+            }
+            Event::Evicted { client } => {
+                if let Some(&i) = self.by_key.get(client) {
+                    self.trace
+                        .push(now, TraceItem::Forget { at: now, client: i });
+                }
+            }
+            Event::Transition {
+                client, from, to, ..
+            } => {
+                let Some(&i) = self.by_key.get(client) else {
+                    return;
+                };
+                self.transitions.push(Transition {
+                    at: net.elapsed(),
+                    client: i,
+                    from: *from,
+                    to: *to,
+                });
+                if *to == Liveness::Left {
+                    // The heartbeats read before the goodbye were one arrival of their own.
+                    self.trace.push(now, TraceItem::Left { at: now, client: i });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Observer for Witness<'_> {
+    fn on_client_output(&mut self, _: &Net, _: usize, out: &client::Output) {
+        if matches!(out, client::Output::Event(client::Event::Sent { .. })) {
+            self.sent += 1;
+        }
+    }
+
+    fn on_server_output(&mut self, net: &Net, out: &server::Output) {
+        if let server::Output::Event(e) = out {
+            self.on_event(net, e);
+        }
+    }
+
+    fn on_server_drained(&mut self, net: &Net) {
+        self.trace.close_arrival(net.now().mono);
+        self.trace.flush(self.sink, false);
+    }
+}
