@@ -364,7 +364,8 @@ mod tests {
     use heartbeat_core::ClientId;
     use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
     use heartbeat_core::detector::{DetectorConfig, DetectorKind};
-    use heartbeat_core::server::{Event, Liveness};
+    use heartbeat_core::liveness::Liveness;
+    use heartbeat_core::server::Event;
     use heartbeat_core::{ConnId, UnixTime};
 
     use super::*;

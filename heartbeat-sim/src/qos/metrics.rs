@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use heartbeat_core::server::Liveness;
+use heartbeat_core::liveness::Liveness;
 
 use super::engine::{ClientTruth, Period, Transition};
 

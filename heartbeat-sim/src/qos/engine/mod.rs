@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use heartbeat_core::analysis::Report;
 use heartbeat_core::client;
 use heartbeat_core::config::ServerConfig;
-use heartbeat_core::server::{self, Event, Liveness, Server};
+use heartbeat_core::liveness::Liveness;
+use heartbeat_core::server::{self, Event, Server};
 use heartbeat_core::{ClientKey, Now, UnixTime};
 
 pub use crate::memnet::sample_latency;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use heartbeat_core::Seq;
-use heartbeat_core::server::Liveness;
+use heartbeat_core::liveness::Liveness;
 
 /// A liveness change the server reported, with the time it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
