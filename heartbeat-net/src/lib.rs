@@ -4,14 +4,16 @@
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
 //! - [`disconnect_error_kind`]: how a core [`DisconnectReason`] reads as an `io::ErrorKind`.
+//! - [`load`]: the load generator and sink behind `heartbeat-load`.
 //!
-//! The binaries `heartbeat-server` and `heartbeat-client` are thin: parse flags, set up logging,
+//! The binaries `heartbeat-server`, `heartbeat-client` and `heartbeat-load` are thin: parse flags, set up logging,
 //! build the core's configuration, call the driver, print what it reports.
 
 pub mod cli;
 pub mod driver;
 mod error;
 pub mod listener;
+pub mod load;
 
 pub use driver::{
     Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
