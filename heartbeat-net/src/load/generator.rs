@@ -383,6 +383,7 @@ async fn coordinate<C: Clock + 'static>(
         clients: n as u64,
         interval_ms: config.interval.as_secs_f64() * 1e3,
         ramp_s: config.ramp.as_secs_f64(),
+        setup_s: (t0 - started).as_secs_f64(),
         duration_s: window.as_secs_f64(),
         source_addrs: config.source_addrs.len().max(1) as u64,
         interrupted,

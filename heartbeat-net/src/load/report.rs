@@ -20,6 +20,8 @@ pub struct LoadReport {
     pub interval_ms: f64,
     /// The ramp over which connections were opened, s.
     pub ramp_s: f64,
+    /// From the start until the window opened (the ramp, then the last connect attempts), s.
+    pub setup_s: f64,
     /// The measured window as it ran, s (shorter than asked when interrupted).
     pub duration_s: f64,
     /// Source addresses the connections were spread over.
@@ -40,8 +42,9 @@ pub struct LoadReport {
     pub offered: u64,
     /// Heartbeats written.
     pub sent: u64,
-    /// Heartbeats not sent because their connection's task woke up more than an interval
-    /// late (the server counts them as missed).
+    /// Heartbeats not sent: the generator woke up more than an interval late for them, or
+    /// their socket could not take them (the server had not read for a long while). The server
+    /// counts them as missed.
     pub skipped: u64,
     /// `offered` per second.
     pub offered_per_s: f64,
@@ -138,7 +141,7 @@ impl LoadReport {
     /// The report as one JSON object.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("a load report is always serialisable");
-        for key in ["offered_per_s", "achieved_per_s", "duration_s"] {
+        for key in ["offered_per_s", "achieved_per_s", "duration_s", "setup_s"] {
             if let Some(x) = v[key].as_f64() {
                 v[key] = serde_json::json!(round(x, 3));
             }
@@ -191,8 +194,9 @@ impl fmt::Display for LoadReport {
         )?;
         writeln!(
             f,
-            "connections  {} connected, {} failed to connect, {} disconnected early, {} errors",
-            self.connected, self.connect_failures, self.disconnects, self.errors
+            "connections  {} connected in {:.1} s, {} failed to connect, {} disconnected early, {} \
+             errors",
+            self.connected, self.setup_s, self.connect_failures, self.disconnects, self.errors
         )?;
         writeln!(
             f,
