@@ -94,7 +94,9 @@ struct LoadArgs {
     /// Spread the connections over the loopback source addresses 127.0.0.1 to 127.0.0.K
     /// (round robin, each socket bound before connecting), 1 to 254. Each address has its own
     /// ephemeral ports (about 28,000 with Linux's default range), so K addresses allow K times
-    /// as many connections to one server port. Default 1: the kernel picks the source.
+    /// as many connections to one server port. Binding searches for a free port, which gets
+    /// slow (seconds for 19,000 sockets) while earlier runs' sockets sit in TIME_WAIT (60 s).
+    /// Default 1: no binding, the kernel picks the source.
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=254))]
     source_addrs: u8,
