@@ -117,9 +117,9 @@ pub enum LoadError {
         /// The target.
         target: SocketAddr,
     },
-    /// A process to watch cannot be read.
+    /// A process to watch cannot be read (the error names the pid).
     #[error("cannot watch {0}")]
-    Watch(#[source] io::Error),
+    Watch(io::Error),
     /// Stopped (Ctrl-C) before the window opened.
     #[error("stopped before the measured window opened")]
     Interrupted,

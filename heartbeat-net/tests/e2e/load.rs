@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::util::{Proc, client_summary};
+use crate::util::{Proc, client_summary, free_port};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_heartbeat-load");
 
@@ -150,4 +150,17 @@ fn the_sink_counts_what_is_sent_in_both_formats() {
         "{summary:#}"
     );
     assert_eq!(summary["open"].as_u64(), Some(0), "{summary:#}");
+}
+
+#[test]
+fn no_connection_at_all_exits_1_saying_why() {
+    let port = free_port().to_string();
+    let mut load = Proc::spawn(
+        LOAD,
+        "load",
+        &["-H", "127.0.0.1", "-p", &port, "-c", "3", "--duration", "1"],
+    );
+    load.expect_exit(1);
+    load.wait_stderr("no connection to 127.0.0.1");
+    load.wait_stderr("Connection refused");
 }
