@@ -273,7 +273,7 @@ async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{host} has no addresses"))
 }
 
-/// Heartbeats per second between two progress calls.
+/// Heartbeats per second over the last half second or so (before that, since the window opened).
 #[derive(Default)]
 struct Rate {
     last: Option<(Duration, u64)>,
@@ -289,7 +289,11 @@ impl Rate {
                 self.last = Some((elapsed, sent));
             }
         } else {
-            self.last = Some((elapsed, sent));
+            // Until half a second has passed: the average since the window opened.
+            self.per_s = sent as f64 / elapsed.as_secs_f64().max(1e-3);
+            if elapsed.as_secs_f64() >= 0.5 {
+                self.last = Some((elapsed, sent));
+            }
         }
         self.per_s
     }
