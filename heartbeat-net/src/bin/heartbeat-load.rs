@@ -107,7 +107,7 @@ struct LoadArgs {
     #[arg(long, value_name = "PID")]
     watch_pid: Vec<u32>,
 
-    /// Print the report as one JSON object on stdout instead of text.
+    /// Print the report as one JSON object on stdout instead of text. Off by default.
     #[arg(long)]
     json: bool,
 
