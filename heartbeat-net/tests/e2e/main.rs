@@ -6,6 +6,7 @@ mod detector;
 mod drift;
 mod faults;
 mod legacy;
+mod load;
 mod reconnect;
 mod seed;
 mod shutdown;
