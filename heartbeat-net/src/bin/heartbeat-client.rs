@@ -110,7 +110,7 @@ async fn run(opt: Opt) -> anyhow::Result<Exit> {
         None => default_id()?,
     };
     let config = ClientConfig::new(id, Duration::from_millis(opt.interval))?
-        .legacy(opt.legacy)
+        .legacy(opt.legacy)?
         .count(opt.count)?
         .reconnect(opt.reconnect.then(Backoff::default))
         .session(random_u64())
