@@ -178,10 +178,16 @@ pub enum DisconnectReason {
     /// Client: the server sent a challenge, and this client has no key to answer it with.
     #[error("the server requires authentication and this client has no key")]
     AuthRequired,
-    /// Server, with authentication on: a `HELLO` was challenged but no `AUTH` came within the
-    /// hello timeout (counted from the connection's accept). A timeout, not a protocol error.
-    #[error("no answer to the challenge within {0:?}")]
-    AuthTimeout(Duration),
+    /// Server, with authentication on: a `HELLO` claiming `client` was challenged but no `AUTH`
+    /// came within the hello timeout (counted from the connection's accept). A timeout, not a
+    /// protocol error; nothing in the client's record changed.
+    #[error("no answer to the challenge for {client} within {after:?}")]
+    AuthTimeout {
+        /// The id the connection claimed.
+        client: crate::ClientId,
+        /// The hello timeout.
+        after: Duration,
+    },
     /// Either side: the remote side closed the stream (EOF), or the driver saw an I/O error.
     #[error("closed by peer")]
     ClosedByPeer,

@@ -3,6 +3,12 @@
 //! - [`driver`]: `run_client` and `run_server`, generic over [`Listener`] and [`Connector`] so
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
+//! - [`keys`]: key files (`--auth-keys`, `--auth-key-file`, `--tls-key`), read and checked the
+//!   way ssh checks private keys.
+//! - [`refusals`]: the server's log of refused connections (failed authentication, the
+//!   identity rule), summarised under a flood.
+//! - [`tls`]: optional TLS (rustls): a [`Listener`] that handshakes in each connection's own
+//!   task, and a [`Connector`] that checks the server's certificate.
 //!
 //! The binaries `heartbeat-server` and `heartbeat-client` are thin: parse flags, set up logging,
 //! build the core's configuration, call the driver, print what it reports.
@@ -10,7 +16,10 @@
 pub mod cli;
 pub mod driver;
 mod error;
+pub mod keys;
 pub mod listener;
+pub mod refusals;
+pub mod tls;
 
 pub use driver::{
     Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,

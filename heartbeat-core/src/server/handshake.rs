@@ -477,9 +477,9 @@ mod tests {
             [
                 format!("{conn} tx ERROR timed out waiting for AUTH"),
                 format!(
-                    "ev disconnected {conn} client=- reason=no answer to the challenge within 10s"
+                    "ev disconnected {conn} client=- reason=no answer to the challenge for a within 10s"
                 ),
-                format!("{conn} disconnect no answer to the challenge within 10s"),
+                format!("{conn} disconnect no answer to the challenge for a within 10s"),
             ]
         );
         let (conn, _) = challenged(&mut s, t0, 2, "HELLO 1 a 1000\n");

@@ -348,13 +348,17 @@ impl Server {
                     DisconnectReason::HelloTimeout(timeout)
                 }
             }
-            ConnState::Challenged(_) => {
+            ConnState::Challenged(claim) => {
+                let reason = DisconnectReason::AuthTimeout {
+                    client: claim.client.clone(),
+                    after: self.config.hello_timeout,
+                };
                 let bytes = Frame::Error {
                     message: "timed out waiting for AUTH".into(),
                 }
                 .to_bytes();
                 self.out.push_back(Output::Transmit { conn, bytes });
-                DisconnectReason::AuthTimeout(self.config.hello_timeout)
+                reason
             }
             ConnState::Live { idx, .. } => {
                 let idle = self.config.idle_timeout_for(self.clients[*idx].interval);
