@@ -46,7 +46,7 @@ pub enum TlsError {
         /// What went wrong.
         why: String,
     },
-    /// The private key file is not safe to use (see [`keys`](crate::keys)).
+    /// The private key file is not safe to use (see [`keys`]).
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     /// rustls refused the configuration (for example a key that does not match the

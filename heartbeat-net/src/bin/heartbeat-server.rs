@@ -118,10 +118,15 @@ fn main() -> ExitCode {
         Err(e) => usage_error(e),
     };
     common::init_tracing(opt.debug);
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::error!("cannot read randomness for the challenge nonces: {e}");
+        return ExitCode::FAILURE;
+    }
     // A key, certificate or key file that cannot be used is a bad flag value too (exit 2).
-    let auth = match load_auth(&opt) {
+    let auth = match load_auth(&opt, seed) {
         Ok(auth) => auth,
-        Err(e) => usage_error(format!("{e:#}")),
+        Err(e) => usage_error(e),
     };
     let config = config.auth(auth);
     let tls = match (&opt.tls_cert, &opt.tls_key) {
@@ -153,16 +158,14 @@ fn usage_error(e: impl std::fmt::Display) -> ! {
         .exit()
 }
 
-/// The authentication settings from --auth-keys, with a nonce seed from the operating system.
-fn load_auth(opt: &Opt) -> anyhow::Result<Option<AuthConfig>> {
+/// The authentication settings from --auth-keys; `seed` (from the operating system) seeds the
+/// challenge nonces.
+fn load_auth(opt: &Opt, seed: [u8; 32]) -> Result<Option<AuthConfig>, keys::KeyFileError> {
     let Some(path) = &opt.auth_keys else {
         return Ok(None);
     };
     let loaded = keys::load_auth_keys(path)?;
     loaded.warnings.iter().for_each(|w| tracing::warn!("{w}"));
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| anyhow::anyhow!("cannot seed the challenge generator: {e}"))?;
     let keys = loaded.value;
     tracing::info!(
         "Authentication on: {} client key(s){}; legacy clients {}",
