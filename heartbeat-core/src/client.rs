@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use crate::auth::{Answer, Nonce};
 use crate::config::ClientConfig;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{Frame, FrameDecoder, LegacyBeat, Protocol, VERSION};
@@ -23,6 +24,10 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// drift-free schedule, matches `ACK`s for round-trip times, notices a silent server, and
 /// reconnects with backoff.
 ///
+/// With a key ([`ClientConfig::auth_key`]) it sends no heartbeat on a connection before it has
+/// answered the server's `CHALLENGE` with `AUTH`, and it refuses a server that does not
+/// challenge ([`Failure::Downgrade`]), whether or not it reconnects.
+///
 /// # Calling rule
 /// After [`new`](Self::new) and after every `handle_*` call or command, drain
 /// [`poll_output`](Self::poll_output) until it returns `None`, carrying out each output in order,
@@ -31,7 +36,7 @@ const MAX_IN_FLIGHT: usize = 1024;
 ///
 /// # Schedule
 /// Heartbeat `k` (sequence number `k + 1`) is due at `start + k * interval`, where `start` is the
-/// first successful connect. Processing time never shifts the schedule. A driver that wakes late
+/// first successful connect (with a key: the first answered challenge). Processing time never shifts the schedule. A driver that wakes late
 /// sends only the heartbeat due now and reports the slots it jumped over as
 /// [`Event::Skipped`], as it does for slots that fell in a disconnection: sequence numbers follow
 /// the clock, so the server counts an outage as missed heartbeats of the same client.
@@ -108,6 +113,7 @@ enum State {
         attempt: u32,
         last_heard: Instant,
         healthy: bool,
+        handshake: Handshake,
     },
     /// All `count` heartbeats are sent; waiting for the last ack before saying goodbye.
     Finishing { last: Seq },
@@ -115,6 +121,15 @@ enum State {
     Backoff { attempt: u32 },
     /// Finished; no more outputs.
     Done(Exit),
+}
+
+/// Where a connection's v1 handshake stands: whether heartbeats may go out yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// `HELLO` went out with a key: nothing more until the server's `CHALLENGE` is answered.
+    AwaitingChallenge,
+    /// Heartbeats may go out: no key (they follow `HELLO` at once), `AUTH` sent, or legacy.
+    Open,
 }
 
 /// How a client ended. Drivers map it to the process exit code.
@@ -143,6 +158,15 @@ pub enum Failure {
     /// The first connection attempt failed; the driver's error text.
     #[error("Failed to connect to server: {0}")]
     Connect(String),
+    /// The client has a key and the server did not challenge it: the client refused to send
+    /// heartbeats unauthenticated. Never retried: a server without authentication, or an
+    /// impostor, stays one.
+    #[error(
+        "Refusing the server: it did not ask this client to authenticate, and this client has a \
+         key (no downgrade to unauthenticated heartbeats; is the server run without --auth-keys, \
+         or is it an impostor?)"
+    )]
+    Downgrade,
     /// An established connection ended.
     #[error("Server may have abruptly closed the connection ({0})")]
     Lost(DisconnectReason),
@@ -354,10 +378,16 @@ impl Client {
         self.decoder.clear();
         self.in_flight.clear();
         let healthy = self.config.protocol == Protocol::Legacy;
+        let handshake = if self.config.auth_key.is_some() {
+            Handshake::AwaitingChallenge
+        } else {
+            Handshake::Open
+        };
         self.state = State::Connected {
             attempt,
             last_heard: now.mono,
             healthy,
+            handshake,
         };
         self.event(Event::Connected { attempt });
         if self.config.protocol == Protocol::V1 {
@@ -370,10 +400,9 @@ impl Client {
             self.out.push_back(Output::Transmit(hello.to_bytes()));
             self.arm_silence(now.mono);
         }
-        if self.start.is_none() {
-            self.start = Some(now.mono);
+        if handshake == Handshake::Open {
+            self.open_schedule(now);
         }
-        self.send_due(now);
     }
 
     /// The connection asked for by [`Output::Connect`] could not be made; `reason` is the
@@ -527,9 +556,24 @@ impl Client {
         u64::try_from(elapsed / self.config.interval.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Heartbeats may go out on this connection: starts the schedule on the first one, and
+    /// sends what is due.
+    fn open_schedule(&mut self, now: Now) {
+        if self.start.is_none() {
+            self.start = Some(now.mono);
+        }
+        self.send_due(now);
+    }
+
     /// Sends the heartbeat due now, if any, reporting skipped slots, and arms the next slot.
     fn send_due(&mut self, now: Now) {
-        if !matches!(self.state, State::Connected { .. }) {
+        if !matches!(
+            self.state,
+            State::Connected {
+                handshake: Handshake::Open,
+                ..
+            }
+        ) {
             return;
         }
         let current = self.current_slot(now.mono);
@@ -589,6 +633,21 @@ impl Client {
     }
 
     fn handle_frame(&mut self, now: Now, frame: Frame) {
+        if let State::Connected {
+            handshake: Handshake::AwaitingChallenge,
+            ..
+        } = self.state
+        {
+            // With a key, the server's first word must be its challenge (or a refusal).
+            match frame {
+                Frame::Challenge { nonce } => self.answer(now, nonce),
+                Frame::Error { message } => {
+                    self.lose(now, DisconnectReason::ServerError(message), true)
+                }
+                _ => self.refuse_downgrade(),
+            }
+            return;
+        }
         match frame {
             Frame::Ack { seq, received } => {
                 self.heard(now.mono);
@@ -619,6 +678,9 @@ impl Client {
             Frame::Error { message } => {
                 self.lose(now, DisconnectReason::ServerError(message), true)
             }
+            Frame::Challenge { .. } if self.config.auth_key.is_none() => {
+                self.lose(now, DisconnectReason::AuthRequired, true)
+            }
             other => {
                 let got = other.command();
                 self.lose(
@@ -631,6 +693,44 @@ impl Client {
                 );
             }
         }
+    }
+
+    /// Answers the server's challenge with `AUTH`, then lets heartbeats go out. The server was
+    /// heard from, but has not accepted the client yet: the connection is not proved healthy.
+    fn answer(&mut self, now: Now, nonce: Nonce) {
+        let Some(key) = &self.config.auth_key else {
+            debug_assert!(false, "awaiting a challenge without a key");
+            return;
+        };
+        let c = &self.config;
+        let answer = Answer::compute(key, &nonce, &c.id, c.interval, c.session);
+        self.out
+            .push_back(Output::Transmit(Frame::Auth { answer }.to_bytes()));
+        if let State::Connected {
+            last_heard,
+            handshake,
+            ..
+        } = &mut self.state
+        {
+            *last_heard = now.mono;
+            *handshake = Handshake::Open;
+        }
+        self.arm_silence(now.mono);
+        self.open_schedule(now);
+    }
+
+    /// The server did not challenge a client with a key: close, and end for good (no retry
+    /// can make an unauthenticating server safe to talk to).
+    fn refuse_downgrade(&mut self) {
+        let reason = DisconnectReason::NotChallenged;
+        self.out.push_back(Output::Disconnect {
+            reason: reason.clone(),
+        });
+        self.event(Event::Disconnected {
+            reason,
+            retry_in: None,
+        });
+        self.finish(Exit::Failed(Failure::Downgrade));
     }
 
     /// The server was heard from: reset the silence and ack timers.
@@ -710,7 +810,15 @@ impl Client {
     }
 
     fn say_goodbye(&mut self, exit: Exit) {
-        if self.config.protocol == Protocol::V1 {
+        // Before the challenge is answered the server knows no client here to say goodbye for.
+        let unanswered = matches!(
+            self.state,
+            State::Connected {
+                handshake: Handshake::AwaitingChallenge,
+                ..
+            }
+        );
+        if self.config.protocol == Protocol::V1 && !unanswered {
             self.out.push_back(Output::Transmit(Frame::Bye.to_bytes()));
         }
         let reason = if exit == Exit::Finished {
@@ -941,7 +1049,10 @@ mod tests {
     #[test]
     fn legacy_mode_speaks_the_seed_format_and_ignores_acks() {
         let t0 = origin();
-        let mut c = Client::new(config(1000).legacy(true).count(Some(1)).unwrap(), t0);
+        let mut c = Client::new(
+            config(1000).legacy(true).unwrap().count(Some(1)).unwrap(),
+            t0,
+        );
         let _ = drain(&mut c);
         c.handle_connected(t0);
         let outs = text(&drain(&mut c));
@@ -964,5 +1075,94 @@ mod tests {
             }
         );
         assert!(c.is_done());
+    }
+    const KEY: &str = "client-key-0123456789";
+
+    fn keyed(interval_ms: u64) -> ClientConfig {
+        config(interval_ms)
+            .session(0x7)
+            .auth_key(Some(crate::auth::Secret::new(KEY).unwrap()))
+            .unwrap()
+    }
+
+    #[test]
+    fn with_a_key_no_heartbeat_goes_out_before_the_challenge_is_answered() {
+        let (t0, mut c) = connected(keyed(100));
+        // HELLO went out (drained by `connected`), and nothing else, even once slots are due.
+        c.handle_timeout(t0.advanced(Duration::from_millis(250)));
+        assert_eq!(text(&drain(&mut c)), Vec::<String>::new());
+        let nonce = crate::auth::Nonce([0x11; crate::auth::NONCE_LEN]);
+        let t = t0.advanced(Duration::from_millis(260));
+        c.handle_input(t, format!("CHALLENGE {nonce}\n").as_bytes());
+        let answer = Answer::compute(
+            &crate::auth::Secret::new(KEY).unwrap(),
+            &nonce,
+            &ClientId::new("c1").unwrap(),
+            Duration::from_millis(100),
+            0x7,
+        );
+        // The schedule starts at the answer: heartbeat 1 goes out right behind AUTH.
+        assert_eq!(
+            text(&drain(&mut c)),
+            [
+                format!("tx AUTH {answer}"),
+                "ev sent seq=1 at=1700000000.260000 late=0.000ms".to_owned(),
+                "tx BEAT 1 1700000000.260000".to_owned(),
+            ]
+        );
+        c.handle_input(t, b"WELCOME 1\nACK 1 1700000000.261\n");
+        assert_eq!(text(&drain(&mut c))[0], "ev welcomed");
+    }
+
+    #[test]
+    fn a_key_holder_refuses_a_server_that_does_not_challenge_even_when_reconnecting() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        for reply in [&b"WELCOME 1\n"[..], b"ACK 1 1.0\n"] {
+            let (t0, mut c) = connected(keyed(100).reconnect(Some(backoff)));
+            c.handle_input(t0, reply);
+            assert_eq!(
+                text(&drain(&mut c)),
+                [
+                    "Disconnect { reason: NotChallenged }",
+                    "ev disconnected reason=NotChallenged giving up",
+                ]
+            );
+            assert_eq!(c.exit(), Some(&Exit::Failed(Failure::Downgrade)));
+            assert_eq!(c.sent(), 0);
+            assert_eq!(c.poll_timeout(), None);
+        }
+    }
+
+    #[test]
+    fn a_refusal_before_the_challenge_is_a_server_error() {
+        let (t0, mut c) = connected(keyed(100));
+        c.handle_input(t0, b"ERROR authentication failed\n");
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::ServerError(
+                "authentication failed".into()
+            ))))
+        );
+    }
+
+    #[test]
+    fn a_keyless_client_asked_to_authenticate_says_why_it_cannot() {
+        let (t0, mut c) = connected(config(100));
+        c.handle_input(t0, b"CHALLENGE 00000000000000000000000000000000\n");
+        assert_eq!(
+            drain(&mut c)[0],
+            Output::Disconnect {
+                reason: DisconnectReason::AuthRequired
+            }
+        );
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn stopping_before_the_challenge_sends_no_goodbye() {
+        let (t0, mut c) = connected(keyed(100));
+        c.close(t0);
+        assert_eq!(text(&drain(&mut c)), ["Disconnect { reason: Local }"]);
+        assert_eq!(c.exit(), Some(&Exit::Closed));
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::auth::{AuthConfig, Secret};
 use crate::detector::DetectorConfig;
 use crate::error::ConfigError;
 use crate::frame::{MAX_INTERVAL_MS, Protocol};
@@ -99,6 +100,7 @@ pub struct ClientConfig {
     pub(crate) silence_intervals: u32,
     pub(crate) session: u64,
     pub(crate) rng_seed: u64,
+    pub(crate) auth_key: Option<Secret>,
 }
 
 impl ClientConfig {
@@ -116,17 +118,32 @@ impl ClientConfig {
             silence_intervals: 3,
             session: 0,
             rng_seed: 0,
+            auth_key: None,
         })
     }
 
-    /// Speak the seed's legacy text format (no `HELLO`, no acks, so no ack timeout).
-    pub fn legacy(mut self, legacy: bool) -> Self {
+    /// Speak the seed's legacy text format (no `HELLO`, no acks, so no ack timeout). The
+    /// legacy format cannot authenticate: an error with a key set.
+    pub fn legacy(mut self, legacy: bool) -> Result<Self, ConfigError> {
+        if legacy && self.auth_key.is_some() {
+            return Err(ConfigError::LegacyAuth);
+        }
         self.protocol = if legacy {
             Protocol::Legacy
         } else {
             Protocol::V1
         };
-        self
+        Ok(self)
+    }
+
+    /// Authenticate with this secret: answer the server's challenge, and refuse a server that
+    /// does not challenge (no silent downgrade). An error for a legacy client.
+    pub fn auth_key(mut self, key: Option<Secret>) -> Result<Self, ConfigError> {
+        if key.is_some() && self.protocol == Protocol::Legacy {
+            return Err(ConfigError::LegacyAuth);
+        }
+        self.auth_key = key;
+        Ok(self)
     }
 
     /// Send `count` heartbeats, then say goodbye and finish.
@@ -198,6 +215,11 @@ impl ClientConfig {
     pub fn backoff(&self) -> Option<Backoff> {
         self.reconnect
     }
+
+    /// True when the client authenticates.
+    pub fn is_authenticating(&self) -> bool {
+        self.auth_key.is_some()
+    }
 }
 
 /// Server configuration.
@@ -212,6 +234,7 @@ pub struct ServerConfig {
     pub(crate) max_clients: usize,
     pub(crate) detector: DetectorConfig,
     pub(crate) pause_guard: Duration,
+    pub(crate) auth: Option<AuthConfig>,
 }
 
 impl Default for ServerConfig {
@@ -226,6 +249,7 @@ impl Default for ServerConfig {
             max_clients: 100_000,
             detector: DetectorConfig::default(),
             pause_guard: Duration::from_secs(5),
+            auth: None,
         }
     }
 }
@@ -299,6 +323,20 @@ impl ServerConfig {
         Ok(self)
     }
 
+    /// Authenticate clients (see [`crate::auth`]): every v1 connection must answer a challenge
+    /// with its id's secret, and legacy connections are refused unless the configuration allows
+    /// them. Default: off, ids are taken on trust and only the identity rule protects a live
+    /// client (see `PROTOCOL.md`).
+    pub fn auth(mut self, auth: Option<AuthConfig>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The authentication settings, when on.
+    pub fn auth_config(&self) -> Option<&AuthConfig> {
+        self.auth.as_ref()
+    }
+
     /// The idle timeout for a connection whose interval is `interval` (declared or estimated).
     pub fn idle_timeout_for(&self, interval: Option<Duration>) -> Duration {
         match interval {
@@ -345,7 +383,17 @@ mod tests {
         let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
         assert!(c.clone().silence_intervals(0).is_err());
         assert!(c.clone().count(None).is_ok());
-        assert_eq!(c.count(Some(3)).unwrap().count, Some(3));
+        assert_eq!(c.clone().count(Some(3)).unwrap().count, Some(3));
+        let key = || Some(Secret::new("0123456789abcdef").unwrap());
+        assert_eq!(
+            c.clone().legacy(true).unwrap().auth_key(key()).err(),
+            Some(ConfigError::LegacyAuth)
+        );
+        assert_eq!(
+            c.clone().auth_key(key()).unwrap().legacy(true).err(),
+            Some(ConfigError::LegacyAuth)
+        );
+        assert!(c.auth_key(key()).unwrap().legacy(false).is_ok());
     }
 
     #[test]

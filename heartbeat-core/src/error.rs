@@ -61,6 +61,23 @@ pub enum ConfigError {
         /// Why it was rejected.
         why: &'static str,
     },
+    /// A client was given both the legacy format and a key: the legacy format cannot
+    /// authenticate.
+    #[error("the legacy format cannot authenticate: use v1 with a key")]
+    LegacyAuth,
+    /// A shared secret was too short or too long.
+    #[error("a secret must be {min} to {max} bytes long, got {len}")]
+    SecretLength {
+        /// The rejected length.
+        len: usize,
+        /// The shortest accepted.
+        min: usize,
+        /// The longest accepted.
+        max: usize,
+    },
+    /// A shared secret held a space, a control character or a non-ASCII character.
+    #[error("a secret may only contain printable ASCII characters, without spaces")]
+    SecretChar,
 }
 
 /// Bytes from the network that are not a valid frame. The connection they came on is dropped.
@@ -108,6 +125,16 @@ pub enum DecodeError {
     /// A session nonce was not 1 to 16 hexadecimal digits.
     #[error("invalid session {0:?}")]
     Session(String),
+    /// A challenge nonce or an answer was not exactly its number of hexadecimal digits.
+    #[error("invalid {what}: expected {digits} hex digits, got {got:?}")]
+    Hex {
+        /// What it was (`nonce`, `answer`).
+        what: &'static str,
+        /// The hex digits it must have.
+        digits: usize,
+        /// What came (cut to 32 characters).
+        got: String,
+    },
     /// A client identity broke the identity rules.
     #[error("invalid client id: {0}")]
     ClientId(ConfigError),
@@ -129,12 +156,38 @@ pub enum DecodeError {
 /// One type for both ends, so a driver handles every close alike; each variant says which side
 /// produces it. Faults of the peer are [`Protocol`](Self::Protocol) (or, seen by a client,
 /// [`ServerError`](Self::ServerError)); timeouts are their own variants, never protocol errors.
+/// Failed authentication and the identity rule have their own variants too, so an operator can
+/// tell an impostor from a broken client.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
     /// Client: the server stopped acknowledging.
     #[error("no ack for {0:?}")]
     AckTimeout(Duration),
+    /// Server, with authentication on: the connection claimed `client` in its `HELLO` but did
+    /// not prove it holds that id's secret (wrong answer, unknown id, or something else than
+    /// `AUTH` after the challenge). It never became that client: nothing in the client's
+    /// record changed. The peer was told only `ERROR authentication failed`.
+    #[error("authentication failed for {client}: {why}")]
+    AuthFailed {
+        /// The id the connection claimed.
+        client: crate::ClientId,
+        /// What was wrong.
+        why: crate::auth::AuthFailure,
+    },
+    /// Client: the server sent a challenge, and this client has no key to answer it with.
+    #[error("the server requires authentication and this client has no key")]
+    AuthRequired,
+    /// Server, with authentication on: a `HELLO` claiming `client` was challenged but no `AUTH`
+    /// came within the hello timeout (counted from the connection's accept). A timeout, not a
+    /// protocol error; nothing in the client's record changed.
+    #[error("no answer to the challenge for {client} within {after:?}")]
+    AuthTimeout {
+        /// The id the connection claimed.
+        client: crate::ClientId,
+        /// The hello timeout.
+        after: Duration,
+    },
     /// Either side: the remote side closed the stream (EOF), or the driver saw an I/O error.
     #[error("closed by peer")]
     ClosedByPeer,
@@ -148,6 +201,16 @@ pub enum DisconnectReason {
     /// the hello timeout, and sent nothing at all.
     #[error("no identification within {0:?}")]
     HelloTimeout(Duration),
+    /// Server, without authentication: a `HELLO` claimed `client`, which is live on `holder`
+    /// under another session. The identity rule keeps the live connection; the newer one is
+    /// told so (`ERROR`, naming `--id`) and changes nothing in the client's record.
+    #[error("client id {client} is in use by {holder} with another session")]
+    IdInUse {
+        /// The id claimed.
+        client: crate::ClientId,
+        /// The live connection that holds it.
+        holder: crate::ConnId,
+    },
     /// Server: nothing came from an identified client for too long; the stream is presumed dead
     /// (half-open).
     #[error("no data for {0:?}")]
@@ -156,16 +219,27 @@ pub enum DisconnectReason {
     /// or legacy heartbeat.
     #[error("incomplete identification after {0:?}")]
     IncompleteHello(Duration),
+    /// Server, with authentication on and legacy connections not allowed: a connection spoke
+    /// the legacy format, which cannot authenticate. Nothing is written to it (legacy clients
+    /// never read).
+    #[error("legacy connection refused: authentication is required")]
+    LegacyRefused,
     /// Either side: the local application closed it.
     #[error("closed locally")]
     Local,
+    /// Client, with a key: the server answered `HELLO` without a challenge (`WELCOME` or
+    /// anything else but `CHALLENGE` or `ERROR`). The client refuses to go on unauthenticated
+    /// (no silent downgrade): a misconfigured server, or an impostor.
+    #[error("the server did not ask this client to authenticate")]
+    NotChallenged,
     /// Either side: the peer sent something invalid.
     #[error("protocol error: {0}")]
     Protocol(DecodeError),
     /// Client: the server refused it, with this message (an `ERROR` frame).
     #[error("server error: {0}")]
     ServerError(String),
-    /// Server: a newer connection with the same client identity took over.
+    /// Server: a newer connection with the same client identity took over: an authenticated
+    /// one, or without authentication one with the same session (the identity rule).
     #[error("superseded by {0}")]
     Superseded(crate::ConnId),
 }

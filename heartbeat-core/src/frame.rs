@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::auth::{ANSWER_LEN, Answer, NONCE_LEN, Nonce};
 use crate::error::DecodeError;
 use crate::ids::{ClientId, Seq};
 use crate::time::UnixTime;
@@ -62,8 +63,8 @@ pub fn detect(first: &[u8]) -> Result<Option<Protocol>, DecodeError> {
     Err(DecodeError::UnknownProtocol)
 }
 
-/// A v1 frame. Client to server: `Hello`, `Beat`, `Bye`. Server to client: `Welcome`, `Ack`,
-/// `Error`.
+/// A v1 frame. Client to server: `Hello`, `Auth`, `Beat`, `Bye`. Server to client:
+/// `Challenge`, `Welcome`, `Ack`, `Error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame {
@@ -74,6 +75,11 @@ pub enum Frame {
         /// The server's receive time.
         received: UnixTime,
     },
+    /// `AUTH <64 hex>`: the client's answer to the server's challenge (see [`crate::auth`]).
+    Auth {
+        /// HMAC-SHA256 of the transcript, keyed by the client's secret.
+        answer: Answer,
+    },
     /// `BEAT <seq> <secs>`: heartbeat `seq`, sent at the client's wall-clock time `sent`.
     Beat {
         /// The sequence number.
@@ -83,6 +89,12 @@ pub enum Frame {
     },
     /// `BYE`: the client is stopping on purpose; its silence from now on is not a failure.
     Bye,
+    /// `CHALLENGE <32 hex>`: a server that authenticates clients answers `HELLO` with a fresh
+    /// random nonce, which the client must answer with `AUTH`.
+    Challenge {
+        /// The nonce.
+        nonce: Nonce,
+    },
     /// `ERROR <text>`: the server is about to close the connection, and why.
     Error {
         /// Human-readable reason.
@@ -112,8 +124,10 @@ impl Frame {
     pub fn command(&self) -> &'static str {
         match self {
             Self::Ack { .. } => "ACK",
+            Self::Auth { .. } => "AUTH",
             Self::Beat { .. } => "BEAT",
             Self::Bye => "BYE",
+            Self::Challenge { .. } => "CHALLENGE",
             Self::Error { .. } => "ERROR",
             Self::Hello { .. } => "HELLO",
             Self::Welcome { .. } => "WELCOME",
@@ -136,8 +150,10 @@ impl Frame {
         let mut s = Line::new();
         match self {
             Self::Ack { seq, received } => write!(s, "ACK {seq} {received}"),
+            Self::Auth { answer } => write!(s, "AUTH {answer}"),
             Self::Beat { seq, sent } => write!(s, "BEAT {seq} {sent}"),
             Self::Bye => write!(s, "BYE"),
+            Self::Challenge { nonce } => write!(s, "CHALLENGE {nonce}"),
             Self::Error { message } => {
                 s.push_str("ERROR ");
                 // Keep the frame decodable: no control characters, no overflow of the limit.
@@ -355,6 +371,15 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
     match command {
         "ACK" => seq_and_secs(fields, "ACK", "ACK <seq> <secs>")
             .map(|(seq, received)| Frame::Ack { seq, received }),
+        "AUTH" => match fields[..] {
+            [a] => Ok(Frame::Auth {
+                answer: Answer(parse_hex(a, "answer")?),
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "AUTH",
+                expected: "AUTH <64 hex digits>",
+            }),
+        },
         "BEAT" => seq_and_secs(fields, "BEAT", "BEAT <seq> <secs>")
             .map(|(seq, sent)| Frame::Beat { seq, sent }),
         "BYE" if fields.is_empty() => Ok(Frame::Bye),
@@ -362,6 +387,15 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
             command: "BYE",
             expected: "no arguments",
         }),
+        "CHALLENGE" => match fields[..] {
+            [n] => Ok(Frame::Challenge {
+                nonce: Nonce(parse_hex(n, "nonce")?),
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "CHALLENGE",
+                expected: "CHALLENGE <32 hex digits>",
+            }),
+        },
         "ERROR" => Ok(Frame::Error {
             message: rest.to_owned(),
         }),
@@ -439,6 +473,30 @@ fn parse_interval(s: &str) -> Result<Duration, DecodeError> {
         _ => Err(DecodeError::Interval(truncated(s))),
     }
 }
+
+/// Exactly `2 * N` hex digits (either case) into `N` bytes.
+fn parse_hex<const N: usize>(s: &str, what: &'static str) -> Result<[u8; N], DecodeError> {
+    let err = || DecodeError::Hex {
+        what,
+        digits: 2 * N,
+        got: truncated(s),
+    };
+    if s.len() != 2 * N {
+        return Err(err());
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| err())?;
+        if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err());
+        }
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| err())?;
+    }
+    Ok(out)
+}
+
+// The lengths the wire grammar states (`PROTOCOL.md`) are the lengths the types hold.
+const _: () = assert!(NONCE_LEN == 16 && ANSWER_LEN == 32);
 
 fn parse_session(s: &str) -> Result<u64, DecodeError> {
     if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -653,6 +711,18 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
             ),
             (Frame::Welcome { version: 1 }, b"WELCOME 1\n"),
             (
+                Frame::Challenge {
+                    nonce: Nonce([0x0f; NONCE_LEN]),
+                },
+                b"CHALLENGE 0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f\n",
+            ),
+            (
+                Frame::Auth {
+                    answer: Answer([0xa0; ANSWER_LEN]),
+                },
+                b"AUTH a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0\n",
+            ),
+            (
                 Frame::Beat {
                     seq: Seq(7),
                     sent: t(1_752_356_183_576_900_000),
@@ -758,6 +828,29 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
             (
                 b"HELLO 1 a 10\nPING\n",
                 DecodeError::UnknownCommand("PING".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nAUTH abc\n",
+                DecodeError::Hex {
+                    what: "answer",
+                    digits: 64,
+                    got: "abc".into(),
+                },
+            ),
+            (
+                b"HELLO 1 a 10\nAUTH 0x00000000000000000000000000000000000000000000000000000000000000\n",
+                DecodeError::Hex {
+                    what: "answer",
+                    digits: 64,
+                    got: "0x000000000000000000000000000000".into(),
+                },
+            ),
+            (
+                b"HELLO 1 a 10\nAUTH\n",
+                DecodeError::Arity {
+                    command: "AUTH",
+                    expected: "AUTH <64 hex digits>",
+                },
             ),
             (
                 b"Sequence #x: Sending heartbeat at 1.0. ",

@@ -8,7 +8,8 @@
 //! - bytes received and stream events ([`Server::accept`], `handle_input`, `handle_eof`,
 //!   [`Client::handle_connected`], `handle_connect_failed`);
 //! - the time, as [`Now`]: a monotonic `Instant` for timers and a [`UnixTime`] for stamps;
-//! - randomness, as an RNG seed in the configuration ([`ClientConfig`]).
+//! - randomness, as RNG seeds in the configuration ([`ClientConfig`] for backoff jitter,
+//!   [`AuthConfig`] for challenge nonces).
 //!
 //! and carry out what comes back: bytes to write, connections to open or close, events to log.
 //!
@@ -24,6 +25,8 @@
 //! - [`server`]: many connections, protocol detection, acks, one analysis and one liveness
 //!   watch per client; its [`Event`](ServerEvent)s (text and derived JSON).
 //! - [`client`]: a drift-free fixed-rate sender with acks, RTT, silence detection and backoff.
+//! - [`auth`]: client authentication (shared secrets, challenge nonces, HMAC-SHA256 answers
+//!   compared in constant time), used by both machines when configured.
 //! - [`config`]: the validated client and server configurations (parse, don't validate).
 //! - [`frame`]: the v1 line protocol and the seed's legacy text format (see `PROTOCOL.md`).
 //! - [`detector`]: the failure detectors (`fixed`, `phi`, `phi-exp`, `chen`): how suspicious a
@@ -38,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod detector;
@@ -50,6 +54,7 @@ mod time;
 mod timer;
 
 pub use analysis::{ClientSummary, Report};
+pub use auth::{AuthConfig, AuthKeys, Secret};
 pub use client::{Client, Event as ClientEvent, Exit, Output as ClientOutput};
 pub use config::{Backoff, ClientConfig, ServerConfig};
 pub use detector::{DetectorConfig, DetectorKind};

@@ -1,5 +1,7 @@
 //! Command-line pieces shared by `heartbeat-server` and `heartbeat-sim`.
 
+use std::net::SocketAddr;
+
 use heartbeat_core::ConfigError;
 use heartbeat_core::detector::{
     ChenConfig, DetectorConfig, DetectorKind, FixedConfig, PhiConfig, PhiExpConfig, Span,
@@ -170,6 +172,18 @@ impl DetectorParams {
     }
 }
 
+/// The warning a server listening on `addr` logs at start when it does not authenticate
+/// clients and can be reached from other machines: client ids are then taken on trust.
+pub fn trust_warning(addr: SocketAddr, authenticated: bool) -> Option<String> {
+    (!authenticated && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "Listening on {addr} without --auth-keys: client ids are taken on trust, so anyone \
+             who can reach this port can pose as any client or hide its death (see the README, \
+             \"Running on an untrusted network\")"
+        )
+    })
+}
+
 /// A detector configuration builder step taken only for a flag that was given.
 trait Flag: Sized {
     /// `set(self, value)` when the flag was given, `self` unchanged otherwise.
@@ -205,6 +219,19 @@ mod tests {
         t.d.config()
             .map(|c| c.to_string())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ids_are_taken_on_trust_only_off_loopback_and_without_keys() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for addr in ["0.0.0.0:6510", "[::]:6510", "192.0.2.1:6510"] {
+            let w = trust_warning(at(addr), false).unwrap();
+            assert!(w.contains("taken on trust") && w.contains(addr), "{w}");
+            assert_eq!(trust_warning(at(addr), true), None);
+        }
+        for addr in ["127.0.0.1:6510", "[::1]:6510", "127.0.0.2:1"] {
+            assert_eq!(trust_warning(at(addr), false), None);
+        }
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
 //! - [`load`]: the load generator and sink behind `heartbeat-load`.
+//! - [`keys`]: key files (`--auth-keys`, `--auth-key-file`, `--tls-key`), read and checked the
+//!   way ssh checks private keys.
+//! - [`refusals`]: the server's log of refused connections (failed authentication, the
+//!   identity rule), summarised under a flood.
+//! - [`tls`]: optional TLS (rustls): a [`Listener`] that handshakes in each connection's own
+//!   task, and a [`Connector`] that checks the server's certificate.
 //!
 //! The binaries `heartbeat-server`, `heartbeat-client` and `heartbeat-load` are thin: parse
 //! flags, set up logging, build the core's configuration, call the driver, print what it
@@ -12,8 +18,11 @@
 pub mod cli;
 pub mod driver;
 mod error;
+pub mod keys;
 pub mod listener;
 pub mod load;
+pub mod refusals;
+pub mod tls;
 
 pub use driver::{
     Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,

@@ -1,6 +1,7 @@
 //! The heartbeat server state machine: many connections, one analysis per client.
 
 mod event;
+mod handshake;
 mod session;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -9,13 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::analysis::Report;
+use crate::auth::AuthFailure;
 use crate::config::ServerConfig;
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, Inbound, Protocol, StreamDecoder, VERSION};
+use crate::frame::{Frame, Inbound, Protocol, StreamDecoder};
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::{Change, Watches};
 use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
+use handshake::{Challenger, Claim, Refusal};
 use session::ClientRecord;
 
 pub use crate::liveness::Liveness;
@@ -36,6 +39,10 @@ const STALL_RECHECK: Duration = Duration::from_secs(1);
 ///
 /// Every accepted connection ends with exactly one [`Output::Disconnect`], whoever ended it;
 /// input for a connection after that is ignored.
+///
+/// With [`ServerConfig::auth`] on, a v1 connection becomes its client only after answering a
+/// challenge with its id's secret; without it, ids are taken on trust and only the identity
+/// rule (see `handshake.rs` and `PROTOCOL.md`) protects a live client from a newer connection.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -70,6 +77,8 @@ pub struct Server {
     deadlines: DeadlineQueue<ConnId>,
     /// Every client's liveness machine, by the same index as `clients`.
     liveness: Watches,
+    /// Challenge nonces, when authentication is on.
+    challenger: Option<Challenger>,
     out: VecDeque<Output>,
     /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
     scratch_units: Vec<Inbound>,
@@ -89,6 +98,8 @@ struct Conn {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ConnState {
+    /// A v1 `HELLO` was challenged (authentication on); waiting for `AUTH`.
+    Challenged(Box<Claim>),
     /// Waiting for the first bytes, or for `HELLO` on a v1 connection.
     Opening,
     /// Identified.
@@ -104,6 +115,7 @@ impl Server {
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
             liveness: Watches::new(config.detector.clone()),
+            challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
             config,
             conns: HashMap::new(),
             clients: Vec::new(),
@@ -200,15 +212,20 @@ impl Server {
         let mut units = Vec::new();
         let result = c.decoder.finish().map(|u| units.extend(u));
         self.process(now, conn, &mut units, result);
-        if self.conns.contains_key(&conn) {
-            let left = self.client_of(conn).is_some_and(|i| self.clients[i].left);
-            let reason = if left {
-                DisconnectReason::Goodbye
-            } else {
-                DisconnectReason::ClosedByPeer
-            };
-            self.drop_conn(conn, reason);
-        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let reason = match &c.state {
+            ConnState::Challenged(claim) => DisconnectReason::AuthFailed {
+                client: claim.client.clone(),
+                why: AuthFailure::Unanswered {
+                    instead: "the end of the stream",
+                },
+            },
+            ConnState::Live { idx, .. } if self.clients[*idx].left => DisconnectReason::Goodbye,
+            _ => DisconnectReason::ClosedByPeer,
+        };
+        self.drop_conn(conn, reason);
     }
 
     /// Time passed: runs the clients' due liveness checks (which may emit transitions), then
@@ -331,6 +348,18 @@ impl Server {
                     DisconnectReason::HelloTimeout(timeout)
                 }
             }
+            ConnState::Challenged(claim) => {
+                let reason = DisconnectReason::AuthTimeout {
+                    client: claim.client.clone(),
+                    after: self.config.hello_timeout,
+                };
+                let bytes = Frame::Error {
+                    message: "timed out waiting for AUTH".into(),
+                }
+                .to_bytes();
+                self.out.push_back(Output::Transmit { conn, bytes });
+                reason
+            }
             ConnState::Live { idx, .. } => {
                 let idle = self.config.idle_timeout_for(self.clients[*idx].interval);
                 let deadline = c.last_rx + idle;
@@ -352,7 +381,7 @@ impl Server {
     fn client_of(&self, conn: ConnId) -> Option<usize> {
         match &self.conns.get(&conn)?.state {
             ConnState::Live { idx, .. } => Some(*idx),
-            ConnState::Opening => None,
+            ConnState::Challenged(_) | ConnState::Opening => None,
         }
     }
 
@@ -365,37 +394,36 @@ impl Server {
     ) {
         let mut beats = std::mem::take(&mut self.scratch_beats);
         let mut acks: Vec<u8> = Vec::new();
-        // Units decoded before a decode error are handled; after a bad unit, none are.
+        // Units decoded before a decode error are handled; after a bad or refused unit, none
+        // are.
         let mut failure = None;
         for unit in units.drain(..) {
             if failure.is_none() {
                 failure = self.unit(now, conn, unit, &mut beats, &mut acks).err();
             }
         }
-        let failure = failure.or(result.err());
+        let failure = failure.or(result.err().map(Refusal::from));
         self.flush_beats(now, conn, &mut beats);
         self.scratch_beats = beats;
         if !acks.is_empty() {
             self.out.push_back(Output::Transmit { conn, bytes: acks });
         }
-        if let Some(e) = failure {
-            if self
+        if let Some(Refusal { reply, reason }) = failure {
+            let v1 = self
                 .conns
                 .get(&conn)
-                .is_some_and(|c| c.decoder.protocol() == Some(Protocol::V1))
-            {
-                let bytes = Frame::Error {
-                    message: e.to_string(),
-                }
-                .to_bytes();
+                .is_some_and(|c| c.decoder.protocol() == Some(Protocol::V1));
+            if let Some(message) = reply.filter(|_| v1) {
+                let bytes = Frame::Error { message }.to_bytes();
                 self.out.push_back(Output::Transmit { conn, bytes });
             }
-            self.drop_conn(conn, DisconnectReason::Protocol(e));
+            self.drop_conn(conn, reason);
         }
     }
 
     /// Handles one decoded unit. Heartbeats are gathered in `beats` and analysed together, as
-    /// one arrival, by `flush_beats`; acks are gathered in `acks` and written in one go.
+    /// one arrival, by `flush_beats`; replies (acks, and the handshake's) are gathered in `acks`
+    /// and written in one go. A refusal leaves the connection for the caller to drop.
     fn unit(
         &mut self,
         now: Now,
@@ -403,18 +431,32 @@ impl Server {
         unit: Inbound,
         beats: &mut Vec<(Seq, crate::UnixTime)>,
         acks: &mut Vec<u8>,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Refusal> {
         let c = self
             .conns
             .get_mut(&conn)
             .expect("caller checked the connection");
         match (unit, &c.state) {
+            (Inbound::Legacy(_), ConnState::Opening)
+                if self.config.auth.as_ref().is_some_and(|a| !a.allow_legacy) =>
+            {
+                return Err(Refusal::legacy());
+            }
             (Inbound::Legacy(beat), ConnState::Opening) => {
                 let key = ClientKey::Peer(c.peer);
                 self.identify(now, conn, key, Protocol::Legacy, None, None);
                 beats.push((beat.seq, beat.sent));
             }
             (Inbound::Legacy(beat), ConnState::Live { .. }) => beats.push((beat.seq, beat.sent)),
+            // The decoder keeps the protocol it detected: a challenged (v1) connection never
+            // yields a legacy heartbeat.
+            (Inbound::Legacy(_), ConnState::Challenged(_)) => {
+                return Err(DecodeError::Unexpected {
+                    got: "legacy heartbeat",
+                    when: "on a v1 connection",
+                }
+                .into());
+            }
             (
                 Inbound::Frame(Frame::Hello {
                     client,
@@ -423,16 +465,21 @@ impl Server {
                     ..
                 }),
                 ConnState::Opening,
-            ) => {
-                self.identify(
-                    now,
-                    conn,
-                    ClientKey::Id(client),
-                    Protocol::V1,
-                    Some(interval),
-                    Some(session),
-                );
-                acks.extend_from_slice(&Frame::Welcome { version: VERSION }.to_bytes());
+            ) => return self.on_hello(now, conn, client, interval, session, acks),
+            (Inbound::Frame(Frame::Auth { answer }), ConnState::Challenged(_)) => {
+                let ConnState::Challenged(claim) =
+                    std::mem::replace(&mut c.state, ConnState::Opening)
+                else {
+                    unreachable!("matched as challenged");
+                };
+                return self.on_auth(now, conn, *claim, answer, acks);
+            }
+            (Inbound::Frame(f), ConnState::Challenged(claim)) => {
+                let instead = f.command();
+                return Err(Refusal::auth_failed(
+                    claim.client.clone(),
+                    AuthFailure::Unanswered { instead },
+                ));
             }
             (Inbound::Frame(Frame::Beat { seq, sent }), ConnState::Live { .. }) => {
                 beats.push((seq, sent));
@@ -456,7 +503,8 @@ impl Server {
                 return Err(DecodeError::Unexpected {
                     got: f.command(),
                     when: "after HELLO",
-                });
+                }
+                .into());
             }
         }
         Ok(())
@@ -570,7 +618,7 @@ impl Server {
                 }
                 Some(key)
             }
-            ConnState::Opening => None,
+            ConnState::Challenged(_) | ConnState::Opening => None,
         };
         self.out.push_back(Output::Event(Event::Disconnected {
             conn,

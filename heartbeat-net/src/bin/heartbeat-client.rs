@@ -1,13 +1,17 @@
 //! `heartbeat-client`: sends heartbeats to a `heartbeat-server` on a fixed, drift-free schedule.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use heartbeat_core::client::{Client, Event, Exit};
+use clap::{CommandFactory as _, Parser};
+use heartbeat_core::client::{Client, Event, Exit, Failure};
 use heartbeat_core::config::{Backoff, ClientConfig};
-use heartbeat_core::{ClientId, MAX_CLIENT_ID_LEN, Now, fmt_ms};
-use heartbeat_net::{Clock as _, SystemClock, TcpConnector, run_client};
+use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret, fmt_ms};
+use heartbeat_net::tls::{self, TlsConnector};
+use heartbeat_net::{Clock as _, Connector, NetError, SystemClock, TcpConnector, keys, run_client};
 
 mod common;
 
@@ -56,6 +60,25 @@ struct Opt {
     /// is set.
     #[arg(short, long)]
     debug: bool,
+
+    /// Authenticate with the secret in FILE (alone on one line; the server lists it for this
+    /// --id in its --auth-keys), and refuse a server that does not ask for it (exit 1). The
+    /// file must not be writable by others. Off by default.
+    #[arg(long, value_name = "FILE", conflicts_with = "legacy")]
+    auth_key_file: Option<PathBuf>,
+
+    /// Connect with TLS, trusting only the CA certificate(s) of --tls-ca. Off by default.
+    #[arg(long, requires = "tls_ca")]
+    tls: bool,
+
+    /// With --tls: PEM file of the CA certificate(s) the server's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+
+    /// With --tls: the name the server's certificate must carry (a DNS name or an IP
+    /// address). Default: the --host value.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_server_name: Option<String>,
 }
 
 fn parse_id(s: &str) -> Result<ClientId, String> {
@@ -65,12 +88,39 @@ fn parse_id(s: &str) -> Result<ClientId, String> {
 fn main() -> ExitCode {
     let opt = Opt::parse_from(seed_args(std::env::args_os()));
     common::init_tracing(opt.debug);
+    // A key or CA file that cannot be used is a bad flag value (exit 2).
+    let key = match &opt.auth_key_file {
+        Some(path) => match keys::load_client_key(path) {
+            Ok(loaded) => {
+                loaded.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                Some(loaded.value)
+            }
+            Err(e) => usage_error(e),
+        },
+        None => None,
+    };
+    let tls = match (&opt.tls_ca, opt.tls) {
+        (Some(ca), true) => match tls::client_config(ca) {
+            Ok(config) => Some(config),
+            Err(e) => usage_error(e),
+        },
+        _ => None,
+    };
+    let server_name = opt.tls_server_name.as_deref().unwrap_or(&opt.host);
+    if tls.is_some() && rustls::pki_types::ServerName::try_from(server_name).is_err() {
+        usage_error(format!(
+            "invalid TLS server name {server_name:?}: expected a DNS name or an IP address"
+        ));
+    }
     let Some(runtime) = common::runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(run(opt)) {
+    match runtime.block_on(run(opt, key, tls)) {
         Ok(Exit::Failed(failure)) => {
             tracing::error!("{failure}");
+            if failure == Failure::Lost(DisconnectReason::AuthRequired) {
+                tracing::error!("Start the client with --auth-key-file FILE to authenticate");
+            }
             ExitCode::FAILURE
         }
         Ok(_) => ExitCode::SUCCESS,
@@ -103,26 +153,56 @@ fn seed_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi
     out
 }
 
-async fn run(opt: Opt) -> anyhow::Result<Exit> {
+/// Exits 2 with clap's usage error.
+fn usage_error(e: impl std::fmt::Display) -> ! {
+    Opt::command()
+        .error(clap::error::ErrorKind::ValueValidation, e)
+        .exit()
+}
+
+async fn run(
+    opt: Opt,
+    key: Option<Secret>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Exit> {
     let stop = common::shutdown_signal()?;
     let id = match opt.id {
         Some(id) => id,
         None => default_id()?,
     };
     let config = ClientConfig::new(id, Duration::from_millis(opt.interval))?
-        .legacy(opt.legacy)
+        .legacy(opt.legacy)?
+        .auth_key(key)?
         .count(opt.count)?
         .reconnect(opt.reconnect.then(Backoff::default))
-        .session(random_u64())
-        .rng_seed(random_u64());
+        .session(random_u64()?)
+        .rng_seed(random_u64()?);
     let client = Client::new(config, SystemClock.now());
     let (host, port) = (opt.host, opt.port);
-    let connector = TcpConnector::new(host.clone(), port);
-    let exit = run_client(connector, client, SystemClock, stop, |e, now| {
-        log_event(e, now, &host, port)
-    })
-    .await?;
+    let tcp = TcpConnector::new(host.clone(), port);
+    let exit = match tls {
+        Some(tls) => {
+            let name = opt.tls_server_name.as_deref().unwrap_or(&host);
+            let connector = TlsConnector::new(tcp, tls, name)?;
+            run_with(connector, client, stop, &host, port).await?
+        }
+        None => run_with(tcp, client, stop, &host, port).await?,
+    };
     Ok(exit)
+}
+
+/// Runs the client over `connector` (plaintext or TLS), logging its events.
+async fn run_with<C: Connector>(
+    connector: C,
+    client: Client,
+    stop: impl Future<Output = ()>,
+    host: &str,
+    port: u16,
+) -> Result<Exit, NetError> {
+    run_client(connector, client, SystemClock, stop, |e, now| {
+        log_event(e, now, host, port)
+    })
+    .await
 }
 
 /// `HOSTNAME-PID`, the host name cut down to the identity's character set and length.
@@ -151,13 +231,12 @@ fn default_id() -> anyhow::Result<ClientId> {
     Ok(ClientId::new(&format!("{name}-{pid}"))?)
 }
 
-/// A fresh random number per call, from the standard library's OS-seeded hasher keys: for the
-/// session nonce and the jitter seed, where reproducibility is not wanted.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
+/// A fresh random number from the operating system: for the session nonce (which the identity
+/// rule relies on being unguessable) and the jitter seed, where reproducibility is not wanted.
+fn random_u64() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot read randomness: {e}"))?;
+    Ok(u64::from_ne_bytes(bytes))
 }
 
 /// The seed's log lines, kept recognisable, plus what the seed could not see.

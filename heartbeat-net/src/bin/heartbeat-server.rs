@@ -1,7 +1,9 @@
 //! `heartbeat-server`: receives heartbeats from many clients, acknowledges them and reports who
 //! is late, what was missed and who went away.
 
+use std::future::Future;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,9 +12,13 @@ use clap::{CommandFactory, Parser};
 use heartbeat_core::config::ServerConfig;
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{Event, Server};
-use heartbeat_core::{Now, fmt_ms, fmt_signed_ms};
-use heartbeat_net::cli::DetectorArgs;
-use heartbeat_net::{ServerOptions, SystemClock, TcpListener, run_server};
+use heartbeat_core::{AuthConfig, Now, fmt_ms, fmt_signed_ms};
+use heartbeat_net::cli::{DetectorArgs, trust_warning};
+use heartbeat_net::refusals::RefusalLog;
+use heartbeat_net::tls::{self, TlsListener};
+use heartbeat_net::{
+    Listener, NetError, ServerOptions, SystemClock, TcpListener, keys, run_server,
+};
 
 mod common;
 
@@ -57,6 +63,28 @@ struct Opt {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_clients: u32,
 
+    /// Authenticate clients with the shared secrets in FILE: one `<client-id> <secret>` per
+    /// line, or `* <secret>` for one secret for every id without its own line; `#` comments.
+    /// Every v1 client must then prove its id (challenge-response; the secret never crosses the
+    /// wire) and legacy clients are refused (see --allow-legacy). The file must not be writable
+    /// by others. Off by default: client ids are taken on trust.
+    #[arg(long, value_name = "FILE")]
+    auth_keys: Option<PathBuf>,
+
+    /// With --auth-keys: let legacy clients in unauthenticated (they are keyed by their address,
+    /// so they cannot pose as a v1 client). Off by default.
+    #[arg(long, requires = "auth_keys")]
+    allow_legacy: bool,
+
+    /// Serve TLS (1.2 or 1.3) with the PEM certificate chain in FILE, leaf first; needs
+    /// --tls-key. Off by default: plaintext.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert. The file must not be writable by others.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
     #[command(flatten)]
     detector: DetectorArgs,
 }
@@ -88,15 +116,34 @@ fn main() -> ExitCode {
     });
     let config = match config {
         Ok(c) => c,
-        Err(e) => Opt::command()
-            .error(clap::error::ErrorKind::ValueValidation, e)
-            .exit(),
+        Err(e) => usage_error(e),
     };
     common::init_tracing(opt.debug);
+    let mut seed = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut seed) {
+        tracing::error!("cannot read randomness for the challenge nonces: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A key, certificate or key file that cannot be used is a bad flag value too (exit 2).
+    let auth = match load_auth(&opt, seed) {
+        Ok(auth) => auth,
+        Err(e) => usage_error(e),
+    };
+    let config = config.auth(auth);
+    let tls = match (&opt.tls_cert, &opt.tls_key) {
+        (Some(cert), Some(key)) => match tls::server_config(cert, key) {
+            Ok((tls, warnings)) => {
+                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                Some(tls)
+            }
+            Err(e) => usage_error(e),
+        },
+        _ => None,
+    };
     let Some(runtime) = common::runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve(opt, config)) {
+    match runtime.block_on(serve(opt, config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -105,27 +152,67 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(opt: Opt, config: ServerConfig) -> anyhow::Result<()> {
+/// Exits 2 with clap's usage error.
+fn usage_error(e: impl std::fmt::Display) -> ! {
+    Opt::command()
+        .error(clap::error::ErrorKind::ValueValidation, e)
+        .exit()
+}
+
+/// The authentication settings from --auth-keys; `seed` (from the operating system) seeds the
+/// challenge nonces.
+fn load_auth(opt: &Opt, seed: [u8; 32]) -> Result<Option<AuthConfig>, keys::KeyFileError> {
+    let Some(path) = &opt.auth_keys else {
+        return Ok(None);
+    };
+    let loaded = keys::load_auth_keys(path)?;
+    loaded.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    let keys = loaded.value;
+    tracing::info!(
+        "Authentication on: {} client key(s){}; legacy clients {}",
+        keys.len(),
+        if keys.has_fleet() {
+            " and a fleet-wide key"
+        } else {
+            ""
+        },
+        if opt.allow_legacy {
+            "allowed"
+        } else {
+            "refused"
+        },
+    );
+    Ok(Some(
+        AuthConfig::new(keys, seed).allow_legacy(opt.allow_legacy),
+    ))
+}
+
+async fn serve(
+    opt: Opt,
+    config: ServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let stop = common::shutdown_signal()?;
     let listener = TcpListener::bind(&opt.bind, opt.port).await?;
-    let port = listener
-        .local_addr()
-        .context("reading the bound address")?
-        .port();
-    tracing::info!("Awaiting connection from client on port {port}...");
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!("Awaiting connection from client on port {}...", addr.port());
     tracing::info!("Failure detector: {}", config.detector_config());
+    if let Some(warning) = trust_warning(addr, config.auth_config().is_some()) {
+        tracing::warn!("{warning}");
+    }
 
     let mut options = ServerOptions::default();
     options.max_connections = opt.max_connections as usize;
     let server = Server::new(Arc::new(config));
     let json = opt.json;
-    let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
-        log_event(e, now);
-        if json {
-            print_line(&e.to_json().to_string());
+    let server = match tls {
+        Some(tls) => {
+            tracing::info!("TLS on");
+            let listener = TlsListener::new(listener, tls);
+            serve_on(listener, server, options, stop, json).await?
         }
-    })
-    .await?;
+        None => serve_on(listener, server, options, stop, json).await?,
+    };
 
     let report = server.report();
     eprintln!("{report}");
@@ -134,6 +221,29 @@ async fn serve(opt: Opt, config: ServerConfig) -> anyhow::Result<()> {
         print_line(&format!("{{\"event\":\"summary\",\"clients\":{clients}}}"));
     }
     Ok(())
+}
+
+/// Runs the server on `listener` (plaintext or TLS), logging events and, with `json`, printing
+/// them; refused connections go to a summarising log.
+async fn serve_on<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    stop: impl Future<Output = ()>,
+    json: bool,
+) -> Result<Server, NetError> {
+    let mut refusals = RefusalLog::new();
+    let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
+        if !refusals.on_event(e, now.mono) {
+            log_event(e, now);
+        }
+        if json {
+            print_line(&e.to_json().to_string());
+        }
+    })
+    .await?;
+    refusals.finish();
+    Ok(server)
 }
 
 /// One line on stdout. A closed stdout (the reader went away) is not worth dying for.

@@ -3,24 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::util::{Proc, WAIT};
-
-/// Reads until the server closes the stream; returns what it sent.
-fn read_to_close(stream: &mut TcpStream) -> String {
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            // A reset after unread input is a close too.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("server did not close the connection: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
+use crate::util::{Proc, read_to_close};
 
 #[test]
 fn garbage_drops_only_that_connection() {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `heartbeat-server` and `heartbeat-client` binaries on 127.0.0.1,
 //! with free ports, bounded waits and every child killed at the end.
 
+mod auth;
 mod concurrency;
 mod detector;
 mod drift;
@@ -10,4 +11,5 @@ mod load;
 mod reconnect;
 mod seed;
 mod shutdown;
+mod tls;
 mod util;

@@ -1,8 +1,10 @@
 //! Running the real binaries: spawn, read their output line by line with bounded waits, signal
 //! them, and always kill them when the test ends.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -315,4 +317,43 @@ pub(crate) fn client_summary<'a>(clients: &'a [Value], client: &str) -> &'a Valu
         .iter()
         .find(|c| c["client"] == client)
         .unwrap_or_else(|| panic!("no {client} in {clients:#?}"))
+}
+
+/// Reads until the server closes the stream; returns what it sent.
+pub(crate) fn read_to_close(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset after unread input is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("server did not close the connection: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Sends `bytes` on a new connection to `port` and returns what the server wrote before it
+/// closed the connection. (The sending side stays open: the driver stops writing to a peer
+/// once it has read its end of stream.)
+pub(crate) fn exchange(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(bytes).unwrap();
+    read_to_close(&mut s)
+}
+
+/// Writes `text` to `dir/name` with `mode` (0o600 for a key file); returns the path.
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// The path as a flag value.
+pub(crate) fn arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use heartbeat_core::config::ServerConfig;
-use heartbeat_core::{ClientId, ClientKey};
+use heartbeat_core::{AuthConfig, AuthKeys, ClientId, ClientKey, Secret};
 use heartbeat_tests::{Pair, PipeMode};
 
 use crate::{client, reconnecting, secs};
@@ -33,7 +33,7 @@ fn firewall_hold_then_release_is_a_burst_not_a_loss() {
 fn legacy_firewall_burst() {
     let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
     pair.transcript.record_heartbeats = false;
-    pair.add_client("legacy", client("unused", 100).legacy(true));
+    pair.add_client("legacy", client("unused", 100).legacy(true).unwrap());
     pair.run_until(Duration::from_millis(250));
     pair.set_link(0, Some(PipeMode::Held), None);
     pair.run_until(Duration::from_millis(800));
@@ -64,7 +64,10 @@ fn competing_clients_are_all_heard_live() {
 }
 
 /// A client process that restarts (new session) keeps its history; its new sequence is not
-/// reported as duplicates.
+/// reported as duplicates. Without authentication the identity rule refuses the new session
+/// while the server still holds the old process's half-open connection: the restarted client
+/// retries with backoff and gets in once the idle timeout (10 s after the last heartbeat at
+/// t=3 s) has dropped it.
 #[test]
 fn client_restart_is_a_restart() {
     let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
@@ -76,10 +79,48 @@ fn client_restart_is_a_restart() {
     pair.crash_silently(a);
     pair.run_until(secs(4));
     pair.add_client("a'", reconnecting("a", 1000).session(0xbeef));
-    // The new process connects at t=4.005 s; its fifth heartbeat is in flight at the end.
+    pair.run_until(secs(18));
+    insta::assert_snapshot!(pair.render());
+    pair.line("server disconnected conn#2 client=- reason=client id a is in use by conn#1 with another session");
+    pair.line("server disconnected conn#1 client=a reason=no data for 10s");
+    let st = pair.server().client(&key("a")).unwrap();
+    // 1-3 from the first process (4 died with it). The second's heartbeats 1-8 went out on
+    // refused connections, which changed nothing: they count as missed once it got in (with
+    // 9); 9-14 are received, 15 is in flight.
+    assert_eq!(
+        (st.received(), st.missed(), st.duplicates(), st.restarts()),
+        (9, 8, 0, 1)
+    );
+    assert!(pair.client(1).is_connected());
+}
+
+/// With authentication the restarted process proves its id and replaces the half-open
+/// connection at once: no wait for the idle timeout.
+#[test]
+fn an_authenticated_restart_replaces_the_half_open_connection() {
+    let mut keys = AuthKeys::new();
+    keys.insert(ClientId::new("a").unwrap(), Secret::new(SECRET).unwrap());
+    let config = ServerConfig::default().auth(Some(AuthConfig::new(keys, [1; 32])));
+    let mut pair = Pair::new(config, Duration::from_millis(5));
+    pair.transcript.record_heartbeats = false;
+    let keyed = |session| {
+        reconnecting("a", 1000)
+            .session(session)
+            .auth_key(Some(Secret::new(SECRET).unwrap()))
+            .unwrap()
+    };
+    let a = pair.add_client("a", keyed(0x5eed));
+    // The authenticated handshake takes one more round trip before the first heartbeat; the
+    // crash is while the fourth is in flight.
+    pair.run_until(Duration::from_millis(3007));
+    pair.crash_silently(a);
+    pair.run_until(secs(4));
+    pair.add_client("a'", keyed(0xbeef));
     pair.run_until(Duration::from_millis(8007));
     insta::assert_snapshot!(pair.render());
     let st = pair.server().client(&key("a")).unwrap();
     // 1-3 from the first process (4 died with it), 1-4 from the second (5 is in flight).
     assert_eq!((st.received(), st.duplicates(), st.restarts()), (7, 0, 1));
 }
+
+const SECRET: &str = "a-secret-for-a-0123456789";

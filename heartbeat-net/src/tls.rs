@@ -1,0 +1,411 @@
+//! Optional TLS over the same driver loops, with rustls (ring provider) through tokio-rustls.
+//!
+//! - [`TlsListener`] wraps any [`Listener`]: `accept` hands over the stream at once, and the TLS
+//!   handshake runs when the connection's own task first reads or writes, bounded by
+//!   [`HANDSHAKE_TIMEOUT`]. A slow, silent or plaintext peer therefore holds up neither the
+//!   accept loop nor any other connection; a failed handshake is one log line naming the peer,
+//!   and the connection then ends like any closed one.
+//! - [`TlsConnector`] wraps any [`Connector`]: it connects, then handshakes (with the same
+//!   timeout) and checks the server's certificate against the given CA and server name; a
+//!   failure is a failed connect attempt.
+//!
+//! The simulator does not use this module: it runs the same loops over plaintext turmoil
+//! streams.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::driver::{Connector, Listener};
+use crate::keys::{self, KeyFileError};
+
+/// How long a TLS handshake may take, on either side, before the connection is given up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS setup that cannot be used: a certificate, key or CA file that cannot be read or
+/// parsed, or a configuration rustls rejects.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read, or holds no item of the kind wanted.
+    #[error("{path}: {why}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The private key file is not safe to use (see [`keys`]).
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// rustls refused the configuration (for example a key that does not match the
+    /// certificate).
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// A server name that is neither a DNS name nor an IP address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+}
+
+/// The crypto provider: ring (it builds with a C compiler alone; aws-lc-rs needs more).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn pem_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        why: e.to_string(),
+    }
+}
+
+/// The certificate chain in a PEM file (leaf first), at least one certificate.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// A server configuration from a PEM certificate chain and private key. The key file is
+/// checked like any key file first; the warnings (a world-readable key) are returned.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, Vec<String>), TlsError> {
+    let warnings = keys::check_private_file(key)?;
+    let chain = certificates(cert)?;
+    // Read through `fs` first so an unreadable file is reported as such, not as "no key".
+    let pem = fs::read(key).map_err(|e| pem_error(key, e))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_error(key, e))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    Ok((Arc::new(config), warnings))
+}
+
+/// A client configuration trusting only the CA certificates in a PEM file.
+pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(ca)? {
+        roots.add(cert)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A [`Listener`] whose streams speak TLS. See the module docs.
+pub struct TlsListener<L> {
+    inner: L,
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+}
+
+impl<L> TlsListener<L> {
+    /// TLS over `inner`'s connections, with `config`.
+    pub fn new(inner: L, config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            inner,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// How long a handshake may take (default [`HANDSHAKE_TIMEOUT`]).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The wrapped listener.
+    pub fn inner(&self) -> &L {
+        &self.inner
+    }
+}
+
+impl<L: Listener> Listener for TlsListener<L> {
+    type Stream = ServerTlsStream<L::Stream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        // `accept` only builds the handshake future: nothing is read or written yet.
+        let handshake = self.acceptor.accept(stream);
+        Ok((ServerTlsStream::new(handshake, peer, self.timeout), peer))
+    }
+}
+
+/// A server-side TLS stream whose handshake runs on its first read or write, in the task that
+/// owns it, within a deadline.
+pub struct ServerTlsStream<S> {
+    state: Handshake<S>,
+    peer: SocketAddr,
+}
+
+enum Handshake<S> {
+    Running {
+        accept: Pin<Box<tokio_rustls::Accept<S>>>,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        timeout: Duration,
+    },
+    Done(Box<tokio_rustls::server::TlsStream<S>>),
+    Failed,
+}
+
+impl<S> ServerTlsStream<S> {
+    fn new(accept: tokio_rustls::Accept<S>, peer: SocketAddr, timeout: Duration) -> Self {
+        Self {
+            state: Handshake::Running {
+                accept: Box::pin(accept),
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+                timeout,
+            },
+            peer,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ServerTlsStream<S> {
+    /// Drives the handshake; the TLS stream once it is done.
+    fn poll_handshake(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<S>>> {
+        if let Handshake::Running {
+            accept,
+            deadline,
+            timeout,
+        } = &mut self.state
+        {
+            let outcome = match accept.as_mut().poll(cx) {
+                Poll::Ready(Ok(stream)) => Ok(stream),
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Pending => {
+                    ready!(deadline.as_mut().poll(cx));
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no TLS handshake within {timeout:?}"),
+                    ))
+                }
+            };
+            match outcome {
+                Ok(stream) => self.state = Handshake::Done(Box::new(stream)),
+                Err(e) => {
+                    // The one line about this peer: a plaintext client, a port scanner, a
+                    // client that does not trust our certificate, or a silent peer.
+                    tracing::warn!(
+                        "TLS handshake with {} failed ({e}); dropping the connection",
+                        self.peer
+                    );
+                    self.state = Handshake::Failed;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        match &mut self.state {
+            Handshake::Done(stream) => Poll::Ready(Ok(stream)),
+            _ => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the TLS handshake failed",
+            ))),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = ready!(self.get_mut().poll_handshake(cx))?;
+        Pin::new(stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream = ready!(self.get_mut().poll_handshake(cx))?;
+        Pin::new(stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let stream = ready!(self.get_mut().poll_handshake(cx))?;
+        Pin::new(stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().state {
+            // Sends close_notify, then shuts the transport down.
+            Handshake::Done(stream) => Pin::new(stream).poll_shutdown(cx),
+            // Nothing was agreed to close; dropping the stream closes the transport.
+            Handshake::Running { .. } | Handshake::Failed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A [`Connector`] whose streams speak TLS, checking the server's certificate.
+pub struct TlsConnector<C> {
+    inner: C,
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+    timeout: Duration,
+}
+
+impl<C> TlsConnector<C> {
+    /// TLS over `inner`'s connections with `config`, expecting a certificate for
+    /// `server_name` (a DNS name or an IP address).
+    pub fn new(
+        inner: C,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<Self, TlsError> {
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
+        Ok(Self {
+            inner,
+            connector: tokio_rustls::TlsConnector::from(config),
+            server_name,
+            timeout: HANDSHAKE_TIMEOUT,
+        })
+    }
+}
+
+impl<C: Connector> Connector for TlsConnector<C> {
+    type Stream = tokio_rustls::client::TlsStream<C::Stream>;
+
+    async fn connect(&mut self) -> io::Result<Self::Stream> {
+        let stream = self.inner.connect().await?;
+        let name = self.server_name.to_str();
+        let handshake = self.connector.connect(self.server_name.clone(), stream);
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(io::Error::new(
+                e.kind(),
+                format!("TLS handshake with {name} failed: {e}"),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TLS handshake with {name} timed out after {:?}",
+                    self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A certificate resolver with nothing to offer: enough for peers that never get as far as
+    /// asking for a certificate.
+    #[derive(Debug)]
+    struct NoCertificate;
+
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+
+    /// A server-side stream over an in-memory pipe; the other end is returned for the peer.
+    fn stream() -> (
+        ServerTlsStream<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(NoCertificate));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let s = ServerTlsStream::new(acceptor.accept(ours), peer, HANDSHAKE_TIMEOUT);
+        (s, theirs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_given_up_after_the_handshake_timeout() {
+        let (mut s, _silent) = stream();
+        let t0 = tokio::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(t0.elapsed(), HANDSHAKE_TIMEOUT);
+        // Failed for good, and closing it is harmless.
+        assert_eq!(
+            s.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
+        s.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plaintext_peer_fails_the_handshake_at_once() {
+        let (mut s, mut plain) = stream();
+        plain.write_all(b"HELLO 1 web-01 1000\n").await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let mut buf = [0u8; 16];
+        assert!(s.read(&mut buf).await.is_err());
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert!(s.write_all(b"ACK 1 1.0\n").await.is_err());
+    }
+
+    #[test]
+    fn unusable_files_are_named() {
+        let e = client_config(Path::new("/nonexistent/ca.pem")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/ca.pem: "), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        fs::write(&empty, "not PEM\n").unwrap();
+        let e = client_config(&empty).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: no certificate in the file", empty.display())
+        );
+        assert!(matches!(
+            TlsConnector::new(
+                (),
+                Arc::new(
+                    rustls::ClientConfig::builder_with_provider(provider())
+                        .with_safe_default_protocol_versions()
+                        .unwrap()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                ),
+                "not a name!"
+            ),
+            Err(TlsError::ServerName(_))
+        ));
+    }
+}
