@@ -67,9 +67,10 @@ struct Shape {
     /// Number of clients (default: the scenario's).
     #[arg(long)]
     clients: Option<usize>,
-    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`).
-    #[arg(long, default_value = "1-50", value_parser = Latency::parse)]
-    latency: Latency,
+    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`) [default: the
+    /// scenario's, 1-50 unless its file says otherwise]. Clients with their own latency keep it.
+    #[arg(long, value_parser = Latency::parse)]
+    latency: Option<Latency>,
 }
 
 impl Shape {
@@ -181,7 +182,7 @@ fn run(name: &str, params: &Params, json: bool) -> ExitCode {
 /// Sweeps one scenario; `Ok(true)` when every seed passed.
 fn sweep_one(name: &str, base: &Params, seeds: Range<u64>, jobs: usize) -> Result<bool, String> {
     // Fail fast on a bad name or shape, before starting threads.
-    Scenario::build(name, base)?;
+    let probe = Scenario::build(name, base)?;
     let bar = ProgressBar::new(seeds.end - seeds.start);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} seeds, {msg} ({elapsed})")
@@ -210,7 +211,7 @@ fn sweep_one(name: &str, base: &Params, seeds: Range<u64>, jobs: usize) -> Resul
          wall on {jobs} threads ({:.0}x real time)",
         seeds.start,
         seeds.end,
-        base.latency,
+        probe.latency,
         results.len(),
         failed.len(),
         simulated.as_secs_f64(),

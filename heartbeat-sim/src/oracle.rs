@@ -47,14 +47,14 @@ use heartbeat_core::server::Event;
 use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Seq, UnixTime};
 
 use crate::log::Record;
-use crate::scenario::{Action, Node, Scenario};
+use crate::scenario::{Action, ClientRule, Expectation, Node, Scenario};
 use crate::world::{EPOCH_SECS, Fate, Outcome};
 
 /// One checked property.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     /// Its name (`accounting`, `held`, ...).
-    pub name: &'static str,
+    pub name: String,
     /// The failures; empty when it holds.
     pub failures: Vec<String>,
 }
@@ -578,7 +578,7 @@ pub fn check(out: &Outcome) -> Verdict {
         .filter_map(|c| index.of(&c.client).map(|i| (i, c)))
         .collect();
     let holds = holds(out, &truth);
-    let mut checks = vec![
+    let mut checks: Vec<(String, Vec<String>)> = [
         ("truth", truth.failures.clone()),
         ("attribution", attribution(out, &view)),
         ("accounting", accounting(&view)),
@@ -586,22 +586,20 @@ pub fn check(out: &Outcome) -> Verdict {
         ("tail", tail(out, &truth, &view)),
         ("held", held(&view, &holds)),
         ("liveness", liveness(out, &truth, &rows)),
-    ];
-    let x = s.expect;
-    if x.none_missed {
-        checks.push(("none-missed", none_missed(out)));
-    }
-    if x.no_reconnect {
-        checks.push(("no-reconnect", no_reconnect(out)));
-    }
-    if x.all_live {
-        checks.push(("all-live", all_live(out, &view)));
-    }
-    if x.burst_per_hold {
-        checks.push(("burst-per-hold", burst_per_hold(&view, &holds)));
-    }
-    if x.restarts_seen {
-        checks.push(("restarts-seen", restarts_seen(s, &rows)));
+    ]
+    .into_iter()
+    .map(|(name, failures)| (name.to_owned(), failures))
+    .collect();
+    for x in &s.expect {
+        let failures = match x {
+            Expectation::AllLive => all_live(out, &view),
+            Expectation::BurstPerHold => burst_per_hold(&view, &holds),
+            Expectation::Client { clients, rule, .. } => client_rule(out, &rows, clients, rule),
+            Expectation::NoReconnect => no_reconnect(out),
+            Expectation::NoneMissed => none_missed(out),
+            Expectation::RestartsSeen => restarts_seen(s, &rows),
+        };
+        checks.push((x.name(), failures));
     }
     Verdict {
         checks: checks
@@ -745,7 +743,7 @@ fn tail(out: &Outcome, truth: &Truth, view: &View<'_>) -> Vec<String> {
         for (k, session) in sessions.iter().enumerate() {
             let live = k + 1 == sessions.len() && out.fates[i] == Fate::Alive;
             let bound = if live {
-                s.in_flight_bound()
+                s.in_flight_bound(plan)
             } else {
                 s.crash_tail_bound(plan)
             };
@@ -801,8 +799,8 @@ fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>
     let s = &out.scenario;
     let mut failures = Vec::new();
     let end_unix = UnixTime::from_duration(Duration::from_secs(EPOCH_SECS) + out.end);
-    let recent = s.interval + s.params.latency.max() + s.tick * 2;
     for (i, plan) in s.clients.iter().enumerate() {
+        let recent = plan.interval + plan.latency.max() + s.tick * 2;
         let row = rows.get(&i);
         let state = row.map_or("absent", |r| r.state.as_str());
         let connected = row.is_some_and(|r| r.connected);
@@ -819,7 +817,8 @@ fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>
                     .last()
                     .and_then(|s| s.beats.values().next_back())
                     .map(|w| w.at);
-                if last_written.is_none_or(|at| out.end.saturating_sub(at) > s.interval + s.tick) {
+                if last_written.is_none_or(|at| out.end.saturating_sub(at) > plan.interval + s.tick)
+                {
                     failures.push(format!(
                         "{} survived but last wrote at {last_written:?} (end {:?})",
                         plan.id, out.end
@@ -872,16 +871,16 @@ fn no_reconnect(out: &Outcome) -> Vec<String> {
         .collect()
 }
 
-/// Expectation `all-live`: every heartbeat of a known client arrived within the latency bound
-/// (max latency + 2 ticks, never before it was sent), no client ever went `suspect` or `down`,
-/// and the final report has no burst.
+/// Expectation `all-live`: every heartbeat of a known client arrived within its link's latency
+/// bound (max latency + 2 ticks, never before it was sent), no client ever went `suspect` or
+/// `down`, and the final report has no burst.
 fn all_live(out: &Outcome, view: &View<'_>) -> Vec<String> {
     let s = &out.scenario;
-    let live_bound = s.params.latency.max() + s.tick * 2;
     let mut failures = Vec::new();
     for seen in &view.seen {
         match seen {
             Seen::Beat(b) => {
+                let live_bound = s.clients[b.index].latency.max() + s.tick * 2;
                 let delay = b.received.signed_nanos_since(b.sent);
                 if delay < 0 || delay as u128 > live_bound.as_nanos() {
                     failures.push(format!(
@@ -957,6 +956,120 @@ fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<St
     failures
 }
 
+/// A scenario's expectation on `clients`: each satisfies `rule`.
+fn client_rule(
+    out: &Outcome,
+    rows: &BTreeMap<usize, &ClientSummary>,
+    clients: &[usize],
+    rule: &ClientRule,
+) -> Vec<String> {
+    let s = &out.scenario;
+    let mut failures = Vec::new();
+    for &i in clients {
+        let id = &s.clients[i].id;
+        let row = rows.get(&i);
+        match *rule {
+            ClientRule::Count {
+                counter,
+                cmp,
+                value,
+            } => {
+                let got = row.map_or(0, |r| counter_of(r, counter));
+                if !cmp.holds(got, value) {
+                    failures.push(format!(
+                        "{id} {} {got}, expected {} {value}",
+                        counter.as_str(),
+                        cmp.as_str()
+                    ));
+                }
+            }
+            ClientRule::DownWithin(within) => failures.extend(down_within(out, i, within)),
+            ClientRule::State(want) => {
+                let got = row.map_or("absent", |r| r.state.as_str());
+                if got != want.as_str() {
+                    failures.push(format!(
+                        "{id} is {got} at the end, expected {}",
+                        want.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Counter `c` of a report row.
+fn counter_of(r: &ClientSummary, c: crate::scenario::Counter) -> u64 {
+    use crate::scenario::Counter as C;
+    match c {
+        C::Bursts => r.bursts,
+        C::Connections => r.connections,
+        C::Duplicates => r.duplicates,
+        C::Missed => r.missed,
+        C::Received => r.received,
+        C::Restarts => r.restarts,
+    }
+}
+
+/// Expectation `down within`: after each crash of client `i` that lasted at least `within`
+/// (no restart or start before), the server declared it `down` within `within`.
+fn down_within(out: &Outcome, i: usize, within: Duration) -> Vec<String> {
+    let s = &out.scenario;
+    let id = &s.clients[i].id;
+    let crashes: Vec<Duration> = out
+        .log
+        .iter()
+        .filter_map(|e| match e.record {
+            Record::Action(
+                Action::Crash(Node::Client(c)) | Action::SilentCrash(Node::Client(c)),
+            ) if c == i => Some(e.at),
+            _ => None,
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for at in crashes {
+        let back = out
+            .log
+            .iter()
+            .filter(|e| e.at > at)
+            .find_map(|e| match e.record {
+                Record::Action(Action::Bounce(Node::Client(c)) | Action::Start(c)) if c == i => {
+                    Some(e.at)
+                }
+                _ => None,
+            })
+            .unwrap_or(out.end);
+        let down = out
+            .log
+            .iter()
+            .filter(|e| e.at >= at)
+            .find_map(|e| match &e.record {
+                Record::Server {
+                    event: Event::Transition { client, to, .. },
+                    ..
+                } if *to == heartbeat_core::liveness::Liveness::Down
+                    && matches!(client, heartbeat_core::ClientKey::Id(c) if c.as_str() == id) =>
+                {
+                    Some(e.at)
+                }
+                _ => None,
+            });
+        let in_time = down.is_some_and(|d| d <= at + within);
+        if !in_time && back - at >= within {
+            failures.push(format!(
+                "{id} crashed at {}, not down within {} ({})",
+                crate::render::secs(at),
+                crate::render::secs(within),
+                down.map_or_else(
+                    || "never down".to_owned(),
+                    |d| format!("down at {}", crate::render::secs(d))
+                )
+            ));
+        }
+    }
+    failures
+}
+
 /// The hold windows `(client, from, to)`, closed by `release` or by the heal.
 pub fn hold_windows(out: &Outcome) -> Vec<(usize, Duration, Duration)> {
     let mut open: BTreeMap<usize, Duration> = BTreeMap::new();
@@ -992,7 +1105,7 @@ mod tests {
 
     fn params() -> Params {
         Params {
-            latency: Latency::Fixed(Duration::from_millis(10)),
+            latency: Some(Latency::Fixed(Duration::from_millis(10))),
             ..Params::seed(3)
         }
     }
@@ -1016,11 +1129,11 @@ mod tests {
         (out, v)
     }
 
-    fn failing(v: &Verdict) -> Vec<&'static str> {
+    fn failing(v: &Verdict) -> Vec<&str> {
         v.checks
             .iter()
             .filter(|c| !c.ok())
-            .map(|c| c.name)
+            .map(|c| c.name.as_str())
             .collect()
     }
 

@@ -15,7 +15,7 @@ use heartbeat_sim::{oracle, render, world};
 /// from turmoil's RNG and a snapshot only moves when the code does.
 fn snapshot_params() -> Params {
     Params {
-        latency: Latency::Fixed(Duration::from_millis(10)),
+        latency: Some(Latency::Fixed(Duration::from_millis(10))),
         ..Params::seed(1)
     }
 }

@@ -13,7 +13,10 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use heartbeat_core::config::Backoff;
+use heartbeat_core::ClientId;
+use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
+use heartbeat_core::detector::DetectorConfig;
+use heartbeat_core::liveness::Liveness;
 
 /// The scenarios, in the order `heartbeat-sim list` prints them: name and one line.
 pub const SCENARIOS: &[(&str, &str)] = &[
@@ -214,8 +217,9 @@ pub struct Params {
     pub duration: Option<Duration>,
     /// Number of clients; `None` for the scenario's default.
     pub clients: Option<usize>,
-    /// Link latency.
-    pub latency: Latency,
+    /// Link latency; `None` for the scenario's own (1-50 ms unless its file says otherwise).
+    /// Clients with a latency of their own keep it.
+    pub latency: Option<Latency>,
 }
 
 impl Params {
@@ -225,7 +229,7 @@ impl Params {
             seed,
             duration: None,
             clients: None,
-            latency: Latency::default(),
+            latency: None,
         }
     }
 }
@@ -235,47 +239,233 @@ impl Params {
 pub struct ClientPlan {
     /// Its identity, `c1`, `c2`, ...
     pub id: String,
+    /// Its heartbeat interval.
+    pub interval: Duration,
+    /// The latency of its link to the server.
+    pub latency: Latency,
     /// Its ack timeout, when not the default `max(5 * interval, 2 s)`.
     pub ack_timeout: Option<Duration>,
+    /// Its reconnect backoff; `None` when it does not reconnect (it finishes when its
+    /// connection ends or fails).
+    pub reconnect: Option<Backoff>,
+    /// True when it speaks the seed's legacy text format (no `HELLO`, no acks).
+    pub legacy: bool,
     /// True when a `Start` action starts it; otherwise it starts at time 0.
     pub starts_late: bool,
 }
 
 impl ClientPlan {
-    /// Client `i` (0-based) with the defaults: named `c{i+1}`, default ack timeout, starting at 0.
-    pub fn numbered(i: usize) -> Self {
+    /// Client `i` (0-based) with the defaults: named `c{i+1}`, sending every `interval` over a
+    /// link of `latency`, v1, default ack timeout, reconnecting with the default backoff,
+    /// starting at 0.
+    pub fn numbered(i: usize, interval: Duration, latency: Latency) -> Self {
         Self {
             id: format!("c{}", i + 1),
+            interval,
+            latency,
             ack_timeout: None,
+            reconnect: Some(Backoff::default()),
+            legacy: false,
             starts_late: false,
+        }
+    }
+
+    /// Its ack timeout (its own, or the core's default). A legacy client has none: it never
+    /// reads, so it never drops a silent stream.
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
+            .unwrap_or_else(|| (self.interval * 5).max(Duration::from_secs(2)))
+    }
+
+    /// The client configuration every process of this client starts from (each process then
+    /// gets its own session nonce and backoff seed). The one place a plan becomes a
+    /// configuration, for the turmoil world and the event-driven engine alike.
+    pub fn config(&self) -> Result<ClientConfig, String> {
+        let id = ClientId::new(&self.id).map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new(id, self.interval)
+            .map_err(|e| e.to_string())?
+            .reconnect(self.reconnect)
+            .legacy(self.legacy);
+        if let Some(t) = self.ack_timeout {
+            config = config.ack_timeout(t).map_err(|e| e.to_string())?;
+        }
+        Ok(config)
+    }
+}
+
+/// Where a scenario comes from: the name `run NAME` takes, or a file `run --file PATH` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A built-in scenario (its file is embedded in the binary).
+    Builtin,
+    /// A scenario file, by the path it was given as.
+    File(String),
+}
+
+/// A client counter of the server's final report, as an expectation names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Bursts seen (`bursts`).
+    Bursts,
+    /// Connections (`connections`).
+    Connections,
+    /// Duplicate heartbeats (`duplicates`).
+    Duplicates,
+    /// Missed heartbeats (`missed`).
+    Missed,
+    /// Received heartbeats (`received`).
+    Received,
+    /// Restarts seen (`restarts`).
+    Restarts,
+}
+
+impl Counter {
+    /// Every counter, by the name a scenario file uses.
+    pub const ALL: [(&'static str, Self); 6] = [
+        ("bursts", Self::Bursts),
+        ("connections", Self::Connections),
+        ("duplicates", Self::Duplicates),
+        ("missed", Self::Missed),
+        ("received", Self::Received),
+        ("restarts", Self::Restarts),
+    ];
+
+    /// The name a scenario file uses.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+/// How a counter compares with a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// `==`
+    Eq,
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+    /// `<=`
+    Le,
+    /// `<`
+    Lt,
+}
+
+impl Cmp {
+    /// Every comparison, longest operator first (so `>=` is read before `>`).
+    pub const ALL: [(&'static str, Self); 5] = [
+        ("==", Self::Eq),
+        (">=", Self::Ge),
+        ("<=", Self::Le),
+        (">", Self::Gt),
+        ("<", Self::Lt),
+    ];
+
+    /// True when `got` compares so with `value`.
+    pub fn holds(self, got: u64, value: u64) -> bool {
+        match self {
+            Self::Eq => got == value,
+            Self::Ge => got >= value,
+            Self::Gt => got > value,
+            Self::Le => got <= value,
+            Self::Lt => got < value,
+        }
+    }
+
+    /// The operator.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+/// What an expectation on some clients requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientRule {
+    /// A counter of its row in the final report compares so with a value.
+    Count {
+        /// The counter.
+        counter: Counter,
+        /// The comparison.
+        cmp: Cmp,
+        /// The value.
+        value: u64,
+    },
+    /// After each of its crashes that it stays crashed for at least this long, the server
+    /// declares it `down` within this long.
+    DownWithin(Duration),
+    /// Its state in the final report.
+    State(Liveness),
+}
+
+/// One expectation of a scenario, checked after the invariants, in the scenario's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// `all-live`: every heartbeat arrived within its link's latency bound, no client went
+    /// `suspect` or `down`, and no burst was seen.
+    AllLive,
+    /// `burst-per-hold`: every hold produced one burst carrying all the heartbeats it held.
+    BurstPerHold,
+    /// A rule on some clients, named by `label` in the verdict.
+    Client {
+        /// The clients, by index.
+        clients: Vec<usize>,
+        /// The check's name, e.g. `c2 down within 5s`.
+        label: String,
+        /// What each must satisfy.
+        rule: ClientRule,
+    },
+    /// `no-reconnect`: every client connected exactly once (per server run).
+    NoReconnect,
+    /// `none-missed`: no client has a missed heartbeat.
+    NoneMissed,
+    /// `restarts-seen`: every restarted client is seen restarting (a new session) by the
+    /// server, as many times as it was restarted.
+    RestartsSeen,
+}
+
+impl Expectation {
+    /// The scenario-wide expectations, by the name a scenario file and the verdict use.
+    pub const NAMED: [(&'static str, Self); 5] = [
+        ("all-live", Self::AllLive),
+        ("burst-per-hold", Self::BurstPerHold),
+        ("no-reconnect", Self::NoReconnect),
+        ("none-missed", Self::NoneMissed),
+        ("restarts-seen", Self::RestartsSeen),
+    ];
+
+    /// Its name in the verdict.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Client { label, .. } => label.clone(),
+            named => Self::NAMED
+                .iter()
+                .find(|(_, e)| e == named)
+                .map_or_else(|| "?".to_owned(), |(n, _)| (*n).to_owned()),
         }
     }
 }
 
-/// Extra expectations of one scenario, on top of the oracles every scenario passes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Expect {
-    /// No client has a missed heartbeat.
-    pub none_missed: bool,
-    /// No client reconnected (one connection each, per server incarnation).
-    pub no_reconnect: bool,
-    /// Every heartbeat arrived within the latency bound and no burst was seen.
-    pub all_live: bool,
-    /// Every hold produced one burst carrying all the heartbeats it held.
-    pub burst_per_hold: bool,
-    /// Every restarted client is seen restarting (a new session) by the server.
-    pub restarts_seen: bool,
-}
-
 /// A fully expanded scenario: everything a run needs, nothing drawn later.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
-    /// Its name, as in `heartbeat-sim run NAME`.
-    pub name: &'static str,
+    /// Its name, as in `heartbeat-sim run NAME`, or its file's.
+    pub name: String,
+    /// One line saying what it shows.
+    pub summary: String,
+    /// Where it comes from.
+    pub source: Source,
     /// The parameters it was expanded from.
     pub params: Params,
-    /// Heartbeat interval of every client.
-    pub interval: Duration,
+    /// The default latency of the client links (the `--latency` given, or the scenario's).
+    pub latency: Latency,
+    /// The server's failure detector; `None` for the server's default.
+    pub detector: Option<DetectorConfig>,
     /// Simulation tick (network delivery granularity).
     pub tick: Duration,
     /// The clients.
@@ -288,8 +478,8 @@ pub struct Scenario {
     /// Length of the heal-and-drain phase: every surviving client must be back and counted by
     /// its end.
     pub drain: Duration,
-    /// The scenario's own expectations.
-    pub expect: Expect,
+    /// The scenario's own expectations, in order.
+    pub expect: Vec<Expectation>,
 }
 
 /// The default heartbeat interval, the seed's 1000 ms.
@@ -352,26 +542,45 @@ impl Scenario {
                 "scenario {name} needs {min_clients} to 64 clients, got {n}"
             ));
         }
+        let latency = params.latency.unwrap_or_default();
+        let summary = SCENARIOS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, d)| d);
         let mut s = Self {
-            name,
+            name: name.to_owned(),
+            summary: summary.to_owned(),
+            source: Source::Builtin,
             params: params.clone(),
-            interval: INTERVAL,
+            latency,
+            detector: None,
             tick: TICK,
-            clients: (0..n).map(ClientPlan::numbered).collect(),
+            clients: (0..n)
+                .map(|i| ClientPlan::numbered(i, INTERVAL, latency))
+                .collect(),
             actions: Vec::new(),
             duration,
             drain: Duration::ZERO,
-            expect: Expect::default(),
+            expect: Vec::new(),
         };
-        s.schedule();
+        s.schedule(name);
         s.drain = s.drain_bound();
         Ok(s)
     }
 
     /// Draws the scenario's actions and sets its expectations (and the plans that differ from
     /// the default), from the schedule RNG.
-    fn schedule(&mut self) {
-        let (name, n) = (self.name, self.clients.len());
+    fn schedule(&mut self, name: &str) {
+        #[derive(Clone, Copy, Default)]
+        struct Expect {
+            none_missed: bool,
+            no_reconnect: bool,
+            all_live: bool,
+            burst_per_hold: bool,
+            restarts_seen: bool,
+        }
+        let mut expect = Expect::default();
+        let n = self.clients.len();
         // The schedule RNG is separate from turmoil's, so the schedule does not move when the
         // network draws more or fewer numbers.
         let mut rng = SmallRng::seed_from_u64(self.params.seed ^ 0x5ce9_a810_0000_0000);
@@ -386,7 +595,7 @@ impl Scenario {
         };
         match name {
             "steady" => {
-                self.expect = Expect {
+                expect = Expect {
                     all_live: true,
                     ..intact
                 };
@@ -400,7 +609,7 @@ impl Scenario {
                         t += secs(&mut rng, 1.0, 5.0);
                     }
                 }
-                self.expect = intact;
+                expect = intact;
             }
             "partition" => {
                 for i in 0..n {
@@ -421,7 +630,7 @@ impl Scenario {
                     at(from, Action::Hold(i));
                     at(from + len, Action::Release(i));
                 }
-                self.expect = Expect {
+                expect = Expect {
                     burst_per_hold: true,
                     ..intact
                 };
@@ -431,7 +640,7 @@ impl Scenario {
                 self.clients[n - 1].starts_late = true;
                 at(secs(&mut rng, 0.2 * d, 0.4 * d), Action::Start(n - 1));
                 at(secs(&mut rng, 0.5 * d, 0.8 * d), Action::Stop(0));
-                self.expect = Expect {
+                expect = Expect {
                     all_live: true,
                     ..intact
                 };
@@ -455,7 +664,7 @@ impl Scenario {
                     secs(&mut rng, 0.2 * d, 0.5 * d),
                     Action::SilentCrash(Node::Client(1)),
                 );
-                self.expect = Expect {
+                expect = Expect {
                     restarts_seen: true,
                     ..Expect::default()
                 };
@@ -482,7 +691,7 @@ impl Scenario {
                     at(t, Action::Release(i));
                     t += secs(&mut rng, 0.0, step);
                 }
-                self.expect = Expect {
+                expect = Expect {
                     burst_per_hold: true,
                     ..Expect::default()
                 };
@@ -491,36 +700,52 @@ impl Scenario {
         }
         self.actions = actions;
         self.actions.sort_by_key(|t| t.at);
+        let flags = [
+            (expect.none_missed, Expectation::NoneMissed),
+            (expect.no_reconnect, Expectation::NoReconnect),
+            (expect.all_live, Expectation::AllLive),
+            (expect.burst_per_hold, Expectation::BurstPerHold),
+            (expect.restarts_seen, Expectation::RestartsSeen),
+        ];
+        self.expect = flags
+            .into_iter()
+            .filter_map(|(on, e)| on.then_some(e))
+            .collect();
     }
 
     /// How long every surviving client may take to be back after the heal: a client on a stuck
-    /// stream notices after its ack timeout, then waits at most the largest backoff, then its
+    /// stream notices after its ack timeout, then waits at most its largest backoff, then its
     /// next slot comes within one interval; plus latency both ways and a margin of one interval.
+    /// The largest over the clients.
     pub fn drain_bound(&self) -> Duration {
-        let ack = self
-            .clients
-            .iter()
-            .map(|c| self.ack_timeout(c))
-            .max()
-            .unwrap_or_default();
-        ack + Backoff::default().max()
-            + self.interval * 2
-            + self.params.latency.max() * 2
-            + self.tick * 2
+        let back = |c: &ClientPlan| {
+            c.ack_timeout()
+                + c.reconnect.map_or(Duration::ZERO, |b| b.max())
+                + c.interval * 2
+                + c.latency.max() * 2
+        };
+        self.clients.iter().map(back).max().unwrap_or_default() + self.tick * 2
     }
 
-    /// A client's ack timeout (its plan's, or the core's default).
-    pub fn ack_timeout(&self, c: &ClientPlan) -> Duration {
-        c.ack_timeout
-            .unwrap_or_else(|| (self.interval * 5).max(Duration::from_secs(2)))
+    /// The server's configuration: the defaults, with the scenario's detector.
+    pub fn server_config(&self) -> ServerConfig {
+        let config = ServerConfig::default();
+        match &self.detector {
+            Some(d) => config.detector(d.clone()),
+            None => config,
+        }
     }
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        let mut cmd = format!(
-            "heartbeat-sim run {} --seed {} --latency {}",
-            self.name, self.params.seed, self.params.latency
-        );
+        let mut cmd = match &self.source {
+            Source::Builtin => format!("heartbeat-sim run {}", self.name),
+            Source::File(path) => format!("heartbeat-sim run --file {path}"),
+        };
+        cmd.push_str(&format!(
+            " --seed {} --latency {}",
+            self.params.seed, self.latency
+        ));
         if let Some(d) = self.params.duration {
             if d.subsec_nanos() == 0 {
                 cmd.push_str(&format!(" --duration {}", d.as_secs()));
@@ -534,18 +759,19 @@ impl Scenario {
         cmd
     }
 
-    /// The heartbeats that can be in flight at any moment: written but not yet delivered.
-    pub fn in_flight_bound(&self) -> u64 {
-        let window = self.params.latency.max() + self.tick * 2;
-        1 + window.as_nanos().div_ceil(self.interval.as_nanos()) as u64
+    /// The heartbeats of client `c` that can be in flight at any moment: written but not yet
+    /// delivered.
+    pub fn in_flight_bound(&self, c: &ClientPlan) -> u64 {
+        let window = c.latency.max() + self.tick * 2;
+        1 + window.as_nanos().div_ceil(c.interval.as_nanos()) as u64
     }
 
     /// The heartbeats a crashed client may have written without the server ever learning of
     /// them (no later heartbeat reveals the gap): at most those of its last ack timeout, after
     /// which it would have dropped the stream itself, plus those in flight.
     pub fn crash_tail_bound(&self, c: &ClientPlan) -> u64 {
-        let ack = self.ack_timeout(c);
-        ack.as_nanos().div_ceil(self.interval.as_nanos()) as u64 + self.in_flight_bound()
+        let ack = c.ack_timeout();
+        ack.as_nanos().div_ceil(c.interval.as_nanos()) as u64 + self.in_flight_bound(c)
     }
 }
 
