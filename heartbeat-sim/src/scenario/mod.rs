@@ -6,6 +6,10 @@
 //! The expanded scenario is printed with every run, so a failing seed can be read, not only
 //! replayed.
 
+pub mod builtin;
+pub mod file;
+pub mod time;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -778,6 +782,56 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scenario files expand to exactly what the Rust schedules drew, for every seed, at
+    /// several durations and client counts. (Temporary: the Rust schedules go once this holds;
+    /// the expansions' digests stay in `tests/tests/sim/snapshots/expansions.snap`.)
+    #[test]
+    fn the_files_expand_as_the_rust_schedules_did() {
+        let durations = [20_000, 37_777, 60_000, 123_456, 600_000].map(Duration::from_millis);
+        for (name, _) in SCENARIOS {
+            let spec = builtin::spec(name).unwrap();
+            let min = Scenario::build(name, &Params::seed(0))
+                .unwrap()
+                .clients
+                .len();
+            let min = match *name {
+                "competing-clients" | "client-crash" => 2,
+                _ => 1.min(min),
+            };
+            for seed in 0..200 {
+                for &duration in &durations {
+                    for clients in [None, Some(min), Some(5), Some(64)] {
+                        let params = Params {
+                            duration: Some(duration),
+                            clients,
+                            ..Params::seed(seed)
+                        };
+                        let old = Scenario::build(name, &params).unwrap();
+                        let new = spec.expand(&params).unwrap();
+                        assert_eq!(old, new, "{name} {params:?}");
+                    }
+                }
+            }
+            for bad in [
+                Params {
+                    duration: Some(Duration::from_secs(19)),
+                    ..Params::seed(1)
+                },
+                Params {
+                    clients: Some(65),
+                    ..Params::seed(1)
+                },
+                Params {
+                    clients: Some(min - 1),
+                    ..Params::seed(1)
+                },
+            ] {
+                assert!(Scenario::build(name, &bad).is_err(), "{name} {bad:?}");
+                assert!(spec.expand(&bad).is_err(), "{name} {bad:?}");
+            }
+        }
+    }
 
     #[test]
     fn every_listed_scenario_builds_and_is_sorted() {

@@ -6,6 +6,8 @@
 //! Snapshots live in `snapshots/` beside this file. After a deliberate change, review them with
 //! `cargo insta review`; CI runs with `INSTA_UPDATE=no`, so an unreviewed change fails.
 
+mod expansions;
+
 use std::time::Duration;
 
 use heartbeat_sim::scenario::{Latency, Params, SCENARIOS, Scenario};
