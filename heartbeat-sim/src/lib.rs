@@ -37,6 +37,7 @@
 //! `tests/tests/sim`). No `--cfg tokio_unstable` is needed.
 #![forbid(unsafe_code)]
 
+pub mod check;
 mod host;
 pub mod log;
 pub mod memnet;
@@ -48,5 +49,5 @@ pub mod scenario;
 pub mod sweep;
 pub mod world;
 
-pub use scenario::{Latency, Params, SCENARIOS, Scenario};
+pub use scenario::{Latency, Params, Scenario};
 pub use world::{Outcome, run};

@@ -161,6 +161,7 @@ impl Truth {
     /// the stream (see `cross_check`).
     pub fn new(out: &Outcome) -> Self {
         let n = out.scenario.clients.len();
+        let ids: Vec<&str> = out.scenario.clients.iter().map(|c| c.id.as_str()).collect();
         let mut t = Self {
             sessions: vec![Vec::new(); n],
             skipped: vec![0; n],
@@ -207,13 +208,13 @@ impl Truth {
                 Frame::Beat { seq, sent } => {
                     let Some(s) = sessions.last_mut() else {
                         t.failures
-                            .push(format!("c{} wrote BEAT {seq} before HELLO", client + 1));
+                            .push(format!("{} wrote BEAT {seq} before HELLO", ids[*client]));
                         continue;
                     };
                     if seq.0 <= s.last() {
                         t.failures.push(format!(
-                            "c{} wrote BEAT {seq} after BEAT {}",
-                            client + 1,
+                            "{} wrote BEAT {seq} after BEAT {}",
+                            ids[*client],
                             s.last()
                         ));
                     }
@@ -228,7 +229,7 @@ impl Truth {
                 _ => {}
             }
         }
-        t.cross_check(&runs);
+        t.cross_check(&runs, &ids);
         t
     }
 
@@ -236,15 +237,15 @@ impl Truth {
     /// against the wire: every slot up to the last is sent or skipped, once; every heartbeat on
     /// the wire was sent by the core; a sent heartbeat is missing from the wire only after a lost
     /// connection.
-    fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>) {
+    fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>, ids: &[&str]) {
         for (&(i, inc), run) in runs {
-            let c = i + 1;
+            let c = ids[i];
             let last = run.sent.keys().next_back().copied().unwrap_or(0);
             let both = run.sent.keys().filter(|s| run.skipped.contains(s)).count();
             let covered = run.sent.len() + run.skipped.iter().filter(|&&s| s <= last).count();
             if both > 0 || covered as u64 != last {
                 self.failures.push(format!(
-                    "c{c} run {inc}: {} sent + {} skipped do not cover slots 1..={last} once",
+                    "{c} run {inc}: {} sent + {} skipped do not cover slots 1..={last} once",
                     run.sent.len(),
                     run.skipped.len()
                 ));
@@ -261,7 +262,8 @@ impl Truth {
                 .count() as u64;
             if unwritten > run.lost {
                 self.failures.push(format!(
-                    "c{c} run {inc}: {unwritten} heartbeats sent by the core never reached the                      stream ({} connections lost)",
+                    "{c} run {inc}: {unwritten} heartbeats sent by the core never reached the \
+                     stream ({} connections lost)",
                     run.lost
                 ));
             }
@@ -273,8 +275,8 @@ impl Truth {
                     .any(|(_, r)| r.sent.get(seq) == Some(&w.stamp));
                 if !sent {
                     self.failures.push(format!(
-                        "c{}: BEAT {seq} on the wire was never sent by the core",
-                        i + 1
+                        "{}: BEAT {seq} on the wire was never sent by the core",
+                        ids[i]
                     ));
                 }
             }
@@ -578,13 +580,14 @@ pub fn check(out: &Outcome) -> Verdict {
         .filter_map(|c| index.of(&c.client).map(|i| (i, c)))
         .collect();
     let holds = holds(out, &truth);
+    let ids: Vec<&str> = s.clients.iter().map(|c| c.id.as_str()).collect();
     let mut checks: Vec<(String, Vec<String>)> = [
         ("truth", truth.failures.clone()),
         ("attribution", attribution(out, &view)),
-        ("accounting", accounting(&view)),
+        ("accounting", accounting(&view, &ids)),
         ("report", report(s, &truth, &view, &rows)),
         ("tail", tail(out, &truth, &view)),
-        ("held", held(&view, &holds)),
+        ("held", held(&view, &holds, &ids)),
         ("liveness", liveness(out, &truth, &rows)),
     ]
     .into_iter()
@@ -593,7 +596,7 @@ pub fn check(out: &Outcome) -> Verdict {
     for x in &s.expect {
         let failures = match x {
             Expectation::AllLive => all_live(out, &view),
-            Expectation::BurstPerHold => burst_per_hold(&view, &holds),
+            Expectation::BurstPerHold => burst_per_hold(&view, &holds, &ids),
             Expectation::Client { clients, rule, .. } => client_rule(out, &rows, clients, rule),
             Expectation::NoReconnect => no_reconnect(out),
             Expectation::NoneMissed => none_missed(out),
@@ -651,7 +654,7 @@ fn attribution(out: &Outcome, view: &View<'_>) -> Vec<String> {
 /// Invariant 3, `accounting`: in every epoch, each slot from 1 to the highest sequence number
 /// received is counted exactly once, received or missed (a late arrival moves it from missed to
 /// received, and says so); nothing is counted twice.
-fn accounting(view: &View<'_>) -> Vec<String> {
+fn accounting(view: &View<'_>, ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for seen in &view.seen {
         match seen {
@@ -688,8 +691,8 @@ fn accounting(view: &View<'_>) -> Vec<String> {
                     + epoch.missed.iter().filter(|&&m| m <= highest).count() as u64;
                 if counted != highest || epoch.missed.iter().any(|&m| m > highest) {
                     failures.push(format!(
-                        "server#{inc} c{} epoch {k}: received {} + missed {} != highest {highest}",
-                        i + 1,
+                        "server#{inc} {} epoch {k}: received {} + missed {} != highest {highest}",
+                        ids[*i],
                         epoch.received.len(),
                         epoch.missed.len()
                     ));
@@ -768,23 +771,23 @@ fn tail(out: &Outcome, truth: &Truth, view: &View<'_>) -> Vec<String> {
 
 /// Invariant 6, `held`: every heartbeat written while its link was held is received and never
 /// reported missed (while holds stay shorter than the server's idle timeout).
-fn held(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+fn held(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for h in holds {
-        let c = h.client + 1;
+        let c = ids[h.client];
         for &(k, seq) in &h.beats {
             let mut got = false;
             for e in view.epochs(h.client).filter(|e| e.session == Some(k)) {
                 if e.missed.contains(&seq) {
                     failures.push(format!(
-                        "c{c} seq {seq}, written while held, is reported missed"
+                        "{c} seq {seq}, written while held, is reported missed"
                     ));
                 }
                 got |= e.received.contains_key(&seq);
             }
             if !got {
                 failures.push(format!(
-                    "c{c} seq {seq}, written while held, was never received"
+                    "{c} seq {seq}, written while held, was never received"
                 ));
             }
         }
@@ -914,7 +917,7 @@ fn all_live(out: &Outcome, view: &View<'_>) -> Vec<String> {
 
 /// Expectation `burst-per-hold`: for every hold that held heartbeats, one burst the server
 /// reported carried all of them (its range covers the lowest to the highest held).
-fn burst_per_hold(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+fn burst_per_hold(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for h in holds {
         let seqs = || h.beats.iter().map(|&(_, seq)| seq);
@@ -927,8 +930,8 @@ fn burst_per_hold(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
         });
         if !found {
             failures.push(format!(
-                "c{}: no burst carried the held heartbeats {lo}-{hi}",
-                h.client + 1
+                "{}: no burst carried the held heartbeats {lo}-{hi}",
+                ids[h.client]
             ));
         }
     }

@@ -21,9 +21,9 @@ pub(crate) fn secs(d: Duration) -> String {
 }
 
 /// The timeline line of an entry, or `None` for the routine ones (heartbeats, acks, writes).
-fn timeline_line(e: &Entry) -> Option<(String, String)> {
+fn timeline_line(s: &Scenario, e: &Entry) -> Option<(String, String)> {
     let (who, what) = match &e.record {
-        Record::Action(a) => ("fault".to_owned(), a.to_string()),
+        Record::Action(a) => ("fault".to_owned(), s.describe(a)),
         Record::Heal { restarted_server } => (
             "heal".to_owned(),
             if *restarted_server {
@@ -33,7 +33,7 @@ fn timeline_line(e: &Entry) -> Option<(String, String)> {
             },
         ),
         Record::Started { node, incarnation } => (
-            node.to_string(),
+            s.node_name(*node),
             if *incarnation == 0 {
                 "started".to_owned()
             } else {
@@ -49,11 +49,11 @@ fn timeline_line(e: &Entry) -> Option<(String, String)> {
             | client::Event::Disconnected { .. }
             | client::Event::ServerSilent { .. }
             | client::Event::Skipped { .. } => {
-                (Node::Client(*client).to_string(), event.to_string())
+                (s.node_name(Node::Client(*client)), event.to_string())
             }
             _ => return None,
         },
-        Record::Note { node, text } => (node.to_string(), text.clone()),
+        Record::Note { node, text } => (s.node_name(*node), text.clone()),
         Record::Connect { .. } | Record::Stop | Record::Wrote { .. } => return None,
     };
     Some((who, what))
@@ -137,7 +137,7 @@ pub fn text(out: &Outcome, verdict: &Verdict) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "timeline");
     for e in &out.log {
-        if let Some((who, what)) = timeline_line(e) {
+        if let Some((who, what)) = timeline_line(s, e) {
             let _ = writeln!(o, "  {:>9}  {who:<7} {what}", secs(e.at));
         }
     }
@@ -203,7 +203,7 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
             Record::Action(a) => event_line(
                 &mut o,
                 "action",
-                &[("at_ms", ms(e.at)), ("action", json!(a.to_string()))],
+                &[("at_ms", ms(e.at)), ("action", json!(s.describe(a)))],
             ),
             Record::Heal { restarted_server } => event_line(
                 &mut o,

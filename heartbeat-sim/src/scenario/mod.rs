@@ -1,6 +1,7 @@
 //! Scenarios are data: clients, a latency model and a list of timed actions.
 //!
-//! A [`Scenario`] is built from its name and the run [`Params`] (seed, duration, client count,
+//! A [`Scenario`] is expanded from a scenario file ([`file::Spec`]: a built-in one, see
+//! [`builtin`], or the user's own) and the run [`Params`] (seed, duration, client count,
 //! latency). Fault times and lengths are drawn from a schedule RNG seeded by the run seed, so a
 //! sweep over seeds explores different schedules while one seed always expands to the same list.
 //! The expanded scenario is printed with every run, so a failing seed can be read, not only
@@ -13,55 +14,13 @@ pub mod time;
 use std::fmt;
 use std::time::Duration;
 
+use rand::Rng;
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 
 use heartbeat_core::ClientId;
 use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
 use heartbeat_core::detector::DetectorConfig;
 use heartbeat_core::liveness::Liveness;
-
-/// The scenarios, in the order `heartbeat-sim list` prints them: name and one line.
-pub const SCENARIOS: &[(&str, &str)] = &[
-    (
-        "steady",
-        "no faults: every heartbeat is received live, nothing is missed",
-    ),
-    (
-        "jitter",
-        "link latency jumps between 1 and 400 ms: delays vary, nothing is missed, no reconnect",
-    ),
-    (
-        "partition",
-        "each client's link is cut, then repaired: both sides notice by timeout, the client \
-         reconnects and resumes its sequence, the gap is counted once",
-    ),
-    (
-        "firewall",
-        "the seed's limitation 2: the link is held, then released; every held heartbeat \
-         arrives in one burst, counted received and late, none missed",
-    ),
-    (
-        "competing-clients",
-        "the seed's limitation 3: several clients at once, one joining late, one leaving; each \
-         is heard live",
-    ),
-    (
-        "server-restart",
-        "the server crashes and restarts: clients see the close, reconnect and resume",
-    ),
-    (
-        "client-crash",
-        "c1 crashes cleanly and restarts (new session); c2 dies silently and must be detected \
-         dead; the others are witnesses",
-    ),
-    (
-        "swizzle",
-        "FoundationDB's swizzle-clog: client links are clogged one by one, then released in \
-         random order; nothing held is missed",
-    ),
-];
 
 /// One end of the network: the server or a client (by index, printed `c1`, `c2`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,21 +68,29 @@ pub enum Action {
     Stop(usize),
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = |i: &usize| Node::Client(*i);
+impl Action {
+    /// The action in words, naming each node as `name` says (`partition web <-> server`).
+    pub fn describe(&self, name: impl Fn(Node) -> String) -> String {
+        let c = |i: &usize| name(Node::Client(*i));
         match self {
-            Self::Bounce(n) => write!(f, "restart {n}"),
-            Self::Crash(n) => write!(f, "crash {n}"),
-            Self::Hold(i) => write!(f, "hold {} <-> server", c(i)),
-            Self::Latency(i, d) => write!(f, "latency {} <-> server = {}ms", c(i), d.as_millis()),
-            Self::Partition(i) => write!(f, "partition {} <-> server", c(i)),
-            Self::Release(i) => write!(f, "release {} <-> server", c(i)),
-            Self::Repair(i) => write!(f, "repair {} <-> server", c(i)),
-            Self::SilentCrash(n) => write!(f, "silent crash {n}"),
-            Self::Start(i) => write!(f, "start {}", c(i)),
-            Self::Stop(i) => write!(f, "stop {}", c(i)),
+            Self::Bounce(n) => format!("restart {}", name(*n)),
+            Self::Crash(n) => format!("crash {}", name(*n)),
+            Self::Hold(i) => format!("hold {} <-> server", c(i)),
+            Self::Latency(i, d) => format!("latency {} <-> server = {}ms", c(i), d.as_millis()),
+            Self::Partition(i) => format!("partition {} <-> server", c(i)),
+            Self::Release(i) => format!("release {} <-> server", c(i)),
+            Self::Repair(i) => format!("repair {} <-> server", c(i)),
+            Self::SilentCrash(n) => format!("silent crash {}", name(*n)),
+            Self::Start(i) => format!("start {}", c(i)),
+            Self::Stop(i) => format!("stop {}", c(i)),
         }
+    }
+}
+
+impl fmt::Display for Action {
+    /// The action in words, clients named by place (`c1`, `c2`, ...).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(|n| n.to_string()))
     }
 }
 
@@ -498,12 +465,6 @@ pub(crate) fn between(rng: &mut SmallRng, lo: Duration, hi: Duration) -> Duratio
     Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
 }
 
-/// [`between`] with bounds in seconds, truncated to whole milliseconds.
-fn secs(rng: &mut SmallRng, lo: f64, hi: f64) -> Duration {
-    let ms = |secs: f64| Duration::from_millis((secs * 1000.0) as u64);
-    between(rng, ms(lo), ms(hi))
-}
-
 /// The name of entry `name` of a scenario table such as [`SCENARIOS`]; `Err` names the known
 /// ones, calling them `what`.
 pub(crate) fn lookup(
@@ -524,197 +485,9 @@ pub(crate) fn lookup(
 }
 
 impl Scenario {
-    /// Expands scenario `name` with `params`; `Err` names the known scenarios.
+    /// Expands built-in scenario `name` with `params`; `Err` names the known scenarios.
     pub fn build(name: &str, params: &Params) -> Result<Self, String> {
-        let name = lookup(SCENARIOS, "scenario", name)?;
-        let duration = params.duration.unwrap_or(DURATION);
-        if duration < Duration::from_secs(20) {
-            return Err(format!(
-                "duration {duration:?} too short: scenarios need at least 20 s"
-            ));
-        }
-        let (default_clients, min_clients) = match name {
-            "competing-clients" => (3, 2),
-            "client-crash" => (3, 2),
-            "server-restart" => (2, 1),
-            "swizzle" => (6, 1),
-            _ => (1, 1),
-        };
-        let n = params.clients.unwrap_or(default_clients);
-        if n < min_clients || n > 64 {
-            return Err(format!(
-                "scenario {name} needs {min_clients} to 64 clients, got {n}"
-            ));
-        }
-        let latency = params.latency.unwrap_or_default();
-        let summary = SCENARIOS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or("", |(_, d)| d);
-        let mut s = Self {
-            name: name.to_owned(),
-            summary: summary.to_owned(),
-            source: Source::Builtin,
-            params: params.clone(),
-            latency,
-            detector: None,
-            tick: TICK,
-            clients: (0..n)
-                .map(|i| ClientPlan::numbered(i, INTERVAL, latency))
-                .collect(),
-            actions: Vec::new(),
-            duration,
-            drain: Duration::ZERO,
-            expect: Vec::new(),
-        };
-        s.schedule(name);
-        s.drain = s.drain_bound();
-        Ok(s)
-    }
-
-    /// Draws the scenario's actions and sets its expectations (and the plans that differ from
-    /// the default), from the schedule RNG.
-    fn schedule(&mut self, name: &str) {
-        #[derive(Clone, Copy, Default)]
-        struct Expect {
-            none_missed: bool,
-            no_reconnect: bool,
-            all_live: bool,
-            burst_per_hold: bool,
-            restarts_seen: bool,
-        }
-        let mut expect = Expect::default();
-        let n = self.clients.len();
-        // The schedule RNG is separate from turmoil's, so the schedule does not move when the
-        // network draws more or fewer numbers.
-        let mut rng = SmallRng::seed_from_u64(self.params.seed ^ 0x5ce9_a810_0000_0000);
-        let d = self.duration.as_secs_f64();
-        let mut actions = Vec::new();
-        let mut at = |t: Duration, action: Action| actions.push(Timed { at: t, action });
-        // What the scenarios without cuts or crashes expect: nothing lost, nothing reconnected.
-        let intact = Expect {
-            none_missed: true,
-            no_reconnect: true,
-            ..Expect::default()
-        };
-        match name {
-            "steady" => {
-                expect = Expect {
-                    all_live: true,
-                    ..intact
-                };
-            }
-            "jitter" => {
-                for i in 0..n {
-                    let mut t = secs(&mut rng, 1.0, 3.0);
-                    while t.as_secs_f64() < d - 5.0 {
-                        let ms = rng.random_range(1..=400);
-                        at(t, Action::Latency(i, Duration::from_millis(ms)));
-                        t += secs(&mut rng, 1.0, 5.0);
-                    }
-                }
-                expect = intact;
-            }
-            "partition" => {
-                for i in 0..n {
-                    let from = secs(&mut rng, 0.2 * d, 0.6 * d);
-                    let len = secs(&mut rng, 3.0, 15.0);
-                    at(from, Action::Partition(i));
-                    at(from + len, Action::Repair(i));
-                }
-            }
-            "firewall" => {
-                // Like the seed's client, which never checks for acks, these clients keep
-                // sending into the firewall: an ack timeout longer than the hold. The hold stays
-                // under the server's idle timeout (10 s), or the server would rightly give up.
-                for (i, c) in self.clients.iter_mut().enumerate() {
-                    c.ack_timeout = Some(Duration::from_secs(30));
-                    let from = secs(&mut rng, 0.2 * d, 0.6 * d);
-                    let len = secs(&mut rng, 5.0, 8.0);
-                    at(from, Action::Hold(i));
-                    at(from + len, Action::Release(i));
-                }
-                expect = Expect {
-                    burst_per_hold: true,
-                    ..intact
-                };
-            }
-            "competing-clients" => {
-                // All but the last start in the same tick; the last joins late; c1 leaves.
-                self.clients[n - 1].starts_late = true;
-                at(secs(&mut rng, 0.2 * d, 0.4 * d), Action::Start(n - 1));
-                at(secs(&mut rng, 0.5 * d, 0.8 * d), Action::Stop(0));
-                expect = Expect {
-                    all_live: true,
-                    ..intact
-                };
-            }
-            "server-restart" => {
-                let from = secs(&mut rng, 0.3 * d, 0.6 * d);
-                at(from, Action::Crash(Node::Server));
-                at(
-                    from + secs(&mut rng, 0.5, 5.0),
-                    Action::Bounce(Node::Server),
-                );
-            }
-            "client-crash" => {
-                let from = secs(&mut rng, 0.2 * d, 0.4 * d);
-                at(from, Action::Crash(Node::Client(0)));
-                at(
-                    from + secs(&mut rng, 1.0, 5.0),
-                    Action::Bounce(Node::Client(0)),
-                );
-                at(
-                    secs(&mut rng, 0.2 * d, 0.5 * d),
-                    Action::SilentCrash(Node::Client(1)),
-                );
-                expect = Expect {
-                    restarts_seen: true,
-                    ..Expect::default()
-                };
-            }
-            "swizzle" => {
-                // Clog a random subset (at least one) one by one, then unclog in random order.
-                let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(&mut rng);
-                let k = rng.random_range(n.div_ceil(2)..=n);
-                let clogged = &order[..k];
-                // Every hold lasts at least 2.5 s (more than two intervals: a burst) and at most
-                // 3 + 3 + 2.5 s, under the server's idle timeout (10 s), whatever the order.
-                let step = 3.0 / k as f64;
-                let mut t = secs(&mut rng, 0.2 * d, 0.4 * d);
-                for &i in clogged {
-                    at(t, Action::Hold(i));
-                    t += secs(&mut rng, 0.0, step);
-                }
-                let mut release: Vec<usize> = clogged.to_vec();
-                release.shuffle(&mut rng);
-                let step = 2.5 / k as f64;
-                let mut t = t + secs(&mut rng, 2.5, 3.0);
-                for i in release {
-                    at(t, Action::Release(i));
-                    t += secs(&mut rng, 0.0, step);
-                }
-                expect = Expect {
-                    burst_per_hold: true,
-                    ..Expect::default()
-                };
-            }
-            _ => unreachable!("names come from SCENARIOS"),
-        }
-        self.actions = actions;
-        self.actions.sort_by_key(|t| t.at);
-        let flags = [
-            (expect.none_missed, Expectation::NoneMissed),
-            (expect.no_reconnect, Expectation::NoReconnect),
-            (expect.all_live, Expectation::AllLive),
-            (expect.burst_per_hold, Expectation::BurstPerHold),
-            (expect.restarts_seen, Expectation::RestartsSeen),
-        ];
-        self.expect = flags
-            .into_iter()
-            .filter_map(|(on, e)| on.then_some(e))
-            .collect();
+        builtin::spec(name)?.expand(params)
     }
 
     /// How long every surviving client may take to be back after the heal: a client on a stuck
@@ -729,6 +502,22 @@ impl Scenario {
                 + c.latency.max() * 2
         };
         self.clients.iter().map(back).max().unwrap_or_default() + self.tick * 2
+    }
+
+    /// A node's name: the server, or the client's id.
+    pub fn node_name(&self, node: Node) -> String {
+        match node {
+            Node::Client(i) => self
+                .clients
+                .get(i)
+                .map_or_else(|| node.to_string(), |c| c.id.clone()),
+            Node::Server => node.to_string(),
+        }
+    }
+
+    /// An action in words, naming the clients by their ids.
+    pub fn describe(&self, action: &Action) -> String {
+        action.describe(|n| self.node_name(n))
     }
 
     /// The server's configuration: the defaults, with the scenario's detector.
@@ -783,59 +572,9 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    /// The scenario files expand to exactly what the Rust schedules drew, for every seed, at
-    /// several durations and client counts. (Temporary: the Rust schedules go once this holds;
-    /// the expansions' digests stay in `tests/tests/sim/snapshots/expansions.snap`.)
-    #[test]
-    fn the_files_expand_as_the_rust_schedules_did() {
-        let durations = [20_000, 37_777, 60_000, 123_456, 600_000].map(Duration::from_millis);
-        for (name, _) in SCENARIOS {
-            let spec = builtin::spec(name).unwrap();
-            let min = Scenario::build(name, &Params::seed(0))
-                .unwrap()
-                .clients
-                .len();
-            let min = match *name {
-                "competing-clients" | "client-crash" => 2,
-                _ => 1.min(min),
-            };
-            for seed in 0..200 {
-                for &duration in &durations {
-                    for clients in [None, Some(min), Some(5), Some(64)] {
-                        let params = Params {
-                            duration: Some(duration),
-                            clients,
-                            ..Params::seed(seed)
-                        };
-                        let old = Scenario::build(name, &params).unwrap();
-                        let new = spec.expand(&params).unwrap();
-                        assert_eq!(old, new, "{name} {params:?}");
-                    }
-                }
-            }
-            for bad in [
-                Params {
-                    duration: Some(Duration::from_secs(19)),
-                    ..Params::seed(1)
-                },
-                Params {
-                    clients: Some(65),
-                    ..Params::seed(1)
-                },
-                Params {
-                    clients: Some(min - 1),
-                    ..Params::seed(1)
-                },
-            ] {
-                assert!(Scenario::build(name, &bad).is_err(), "{name} {bad:?}");
-                assert!(spec.expand(&bad).is_err(), "{name} {bad:?}");
-            }
-        }
-    }
-
     #[test]
     fn every_listed_scenario_builds_and_is_sorted() {
-        for (name, _) in SCENARIOS {
+        for name in builtin::names() {
             let s = Scenario::build(name, &Params::seed(1)).unwrap();
             assert!(s.actions.windows(2).all(|w| w[0].at <= w[1].at), "{name}");
             assert!(s.actions.iter().all(|t| t.at < s.duration), "{name}");

@@ -10,7 +10,7 @@ mod expansions;
 
 use std::time::Duration;
 
-use heartbeat_sim::scenario::{Latency, Params, SCENARIOS, Scenario};
+use heartbeat_sim::scenario::{Latency, Params, Scenario, builtin};
 use heartbeat_sim::{oracle, render, world};
 
 /// The snapshot parameters: seed 1 and a fixed 10 ms latency, so the network draws nothing
@@ -82,7 +82,7 @@ fn every_scenario_has_tests() {
         "client-crash",
         "swizzle",
     ];
-    let listed: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+    let listed: Vec<&str> = builtin::names().collect();
     assert_eq!(listed, tested);
 }
 
