@@ -7,6 +7,8 @@
 //! `cargo insta review`; CI runs with `INSTA_UPDATE=no`, so an unreviewed change fails.
 
 mod expansions;
+mod files;
+mod insta_format;
 
 use std::time::Duration;
 
