@@ -76,8 +76,9 @@ pub(crate) async fn client(
             incarnation,
         },
     );
+    let protocol = config.protocol();
     let client = Client::new(config, unix_now.now());
-    let connector = SimConnector::new(index, log.clone());
+    let connector = SimConnector::new(index, incarnation, protocol, log.clone());
     let events = log.clone();
     let on_event = move |e: &heartbeat_core::client::Event, _| {
         events.lock().expect("log lock").push(

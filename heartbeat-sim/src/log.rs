@@ -67,10 +67,13 @@ pub enum Record {
     },
     /// The run ended here; what follows is the server being stopped to hand back its report.
     Stop,
-    /// A client wrote a frame to its stream (the tap: ground truth of what was sent).
+    /// A client wrote a frame to its stream (the tap: ground truth of what was sent). A legacy
+    /// heartbeat is recorded as the `BEAT` frame with its sequence number and stamp.
     Wrote {
         /// The client.
         client: usize,
+        /// Which run of the client's process wrote it.
+        incarnation: u32,
         /// The frame.
         frame: Frame,
     },

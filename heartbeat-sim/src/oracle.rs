@@ -33,7 +33,8 @@
 //! 7. `liveness`: after heal-and-drain, every surviving client is `up` and connected, still
 //!    writing, and its last heartbeat was received within one interval plus latency of the end;
 //!    every client that crashed for good is `down` and no longer connected (the detector and the
-//!    idle timeout noticed); every stopped client has `left`.
+//!    idle timeout noticed), or unknown to a server restarted after it died; every stopped
+//!    client has `left`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -178,7 +179,13 @@ impl Truth {
                 let run = runs.entry((*client, *incarnation)).or_default();
                 match event {
                     client::Event::Sent { seq, at, .. } => {
-                        run.sent.insert(seq.0, *at);
+                        // A legacy heartbeat carries its stamp to 4 decimals (truncated).
+                        let at = if out.scenario.clients[*client].legacy {
+                            UnixTime::from_nanos(at.as_nanos() - at.as_nanos() % 100_000)
+                        } else {
+                            *at
+                        };
+                        run.sent.insert(seq.0, at);
                     }
                     client::Event::Skipped { first, last } => {
                         run.skipped.extend(first.0..=last.0);
@@ -192,10 +199,25 @@ impl Truth {
                 }
                 continue;
             }
-            let Record::Wrote { client, frame } = &e.record else {
+            let Record::Wrote {
+                client,
+                incarnation,
+                frame,
+            } = &e.record
+            else {
                 continue;
             };
             let sessions = &mut t.sessions[*client];
+            // A legacy client has no HELLO: each run of its process is a session, its nonce
+            // the run's number.
+            let legacy = out.scenario.clients[*client].legacy;
+            let nonce = u64::from(*incarnation);
+            if legacy && sessions.last().is_none_or(|s| s.nonce != nonce) {
+                sessions.push(Session {
+                    nonce,
+                    beats: BTreeMap::new(),
+                });
+            }
             match frame {
                 Frame::Hello { session, .. }
                     if sessions.last().is_none_or(|s| s.nonce != *session) =>
@@ -320,27 +342,47 @@ fn heard<'e>(epochs: impl IntoIterator<Item = &'e Epoch>, k: usize) -> Option<u6
         .max()
 }
 
-/// Client indices by id, as the scenario's plans name them.
-struct Index<'a>(BTreeMap<&'a str, usize>);
+/// Client indices by the key the server knows them by: a v1 client by its id, a legacy one
+/// by its peer address (its host's, whatever the port: each connection of a legacy client is
+/// a new client to the server).
+struct Index<'a> {
+    ids: BTreeMap<&'a str, usize>,
+    legacy: BTreeMap<IpAddr, usize>,
+}
 
 impl<'a> Index<'a> {
-    fn new(s: &'a Scenario) -> Self {
-        Self(
-            s.clients
+    fn new(out: &'a Outcome) -> Self {
+        let s = &out.scenario;
+        Self {
+            ids: s
+                .clients
                 .iter()
                 .enumerate()
+                .filter(|(_, c)| !c.legacy)
                 .map(|(i, c)| (c.id.as_str(), i))
                 .collect(),
-        )
-    }
-
-    /// The index of the client `key` names; `None` for one no plan names (a legacy peer).
-    fn of(&self, key: &ClientKey) -> Option<usize> {
-        match key {
-            ClientKey::Id(id) => self.0.get(id.as_str()).copied(),
-            ClientKey::Peer(_) => None,
+            legacy: s
+                .clients
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.legacy)
+                .map(|(i, _)| (out.client_ips[i], i))
+                .collect(),
         }
     }
+
+    /// The index of the client `key` names; `None` for one no plan names.
+    fn of(&self, key: &ClientKey) -> Option<usize> {
+        match key {
+            ClientKey::Id(id) => self.ids.get(id.as_str()).copied(),
+            ClientKey::Peer(addr) => self.legacy.get(&addr.ip()).copied(),
+        }
+    }
+}
+
+/// The index of the client the server knows by `key`, if the scenario has it.
+pub fn client_of(out: &Outcome, key: &ClientKey) -> Option<usize> {
+    Index::new(out).of(key)
 }
 
 /// A heartbeat the server counted for a client the scenario names, with what the view held for
@@ -399,6 +441,9 @@ enum Seen<'a> {
 struct View<'a> {
     /// Per incarnation, per client index, its epochs.
     incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>>,
+    /// Per client index, the key of its last connection in the last incarnation (a legacy
+    /// client has one per connection).
+    last_keys: BTreeMap<usize, &'a ClientKey>,
     /// The events the checks judge, in log order.
     seen: Vec<Seen<'a>>,
 }
@@ -409,15 +454,32 @@ impl<'a> View<'a> {
         let mut incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>> = BTreeMap::new();
         let mut seen = Vec::new();
         let mut hosts: BTreeMap<(u32, ConnId), IpAddr> = BTreeMap::new();
+        let mut last_keys = BTreeMap::new();
         for e in &out.log {
             let Record::Server { incarnation, event } = &e.record else {
                 continue;
             };
             let inc = *incarnation;
+            if incarnations
+                .keys()
+                .next_back()
+                .is_some_and(|&last| last < inc)
+            {
+                last_keys.clear();
+            }
             let epochs = incarnations.entry(inc).or_default();
             seen.push(match event {
-                Event::Connected { conn, peer, .. } => {
+                Event::Connected {
+                    conn, peer, client, ..
+                } => {
                     hosts.insert((inc, *conn), peer.ip());
+                    if let Some(i) = index.of(client) {
+                        // A legacy connection is a new client to the server: a new epoch.
+                        if matches!(client, ClientKey::Peer(_)) {
+                            epochs.entry(i).or_default().push(Epoch::default());
+                        }
+                        last_keys.insert(i, client);
+                    }
                     continue;
                 }
                 Event::Restarted { client, .. } => {
@@ -506,7 +568,11 @@ impl<'a> View<'a> {
                 _ => continue,
             });
         }
-        Self { incarnations, seen }
+        Self {
+            incarnations,
+            last_keys,
+            seen,
+        }
     }
 
     /// Client `i`'s epochs in the last incarnation, the one the final report covers.
@@ -517,6 +583,11 @@ impl<'a> View<'a> {
             .and_then(|clients| clients.get(&i))
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// True when the server restarted and its last incarnation never heard of client `i`.
+    fn restarted_without(&self, i: usize) -> bool {
+        self.incarnations.len() > 1 && self.last_epochs(i).is_empty()
     }
 
     /// Client `i`'s epochs in every incarnation, in order.
@@ -571,13 +642,24 @@ fn holds(out: &Outcome, truth: &Truth) -> Vec<Hold> {
 pub fn check(out: &Outcome) -> Verdict {
     let s = &out.scenario;
     let truth = Truth::new(out);
-    let index = Index::new(s);
+    let index = Index::new(out);
     let view = View::new(out, &truth, &index);
-    let rows: BTreeMap<usize, &ClientSummary> = out
-        .report
-        .clients
+    // Every report row of each client (a legacy client has one per connection), and its
+    // current one: its only row, or the row of its last connection.
+    let mut all_rows: BTreeMap<usize, Vec<&ClientSummary>> = BTreeMap::new();
+    for c in &out.report.clients {
+        if let Some(i) = index.of(&c.client) {
+            all_rows.entry(i).or_default().push(c);
+        }
+    }
+    let rows: BTreeMap<usize, &ClientSummary> = all_rows
         .iter()
-        .filter_map(|c| index.of(&c.client).map(|i| (i, c)))
+        .filter_map(|(&i, list)| {
+            let current = list
+                .iter()
+                .find(|r| view.last_keys.get(&i).is_some_and(|k| **k == r.client));
+            current.or(list.last()).map(|r| (i, *r))
+        })
         .collect();
     let holds = holds(out, &truth);
     let ids: Vec<&str> = s.clients.iter().map(|c| c.id.as_str()).collect();
@@ -585,10 +667,10 @@ pub fn check(out: &Outcome) -> Verdict {
         ("truth", truth.failures.clone()),
         ("attribution", attribution(out, &view)),
         ("accounting", accounting(&view, &ids)),
-        ("report", report(s, &truth, &view, &rows)),
+        ("report", report(s, &truth, &view, &all_rows)),
         ("tail", tail(out, &truth, &view)),
         ("held", held(&view, &holds, &ids)),
-        ("liveness", liveness(out, &truth, &rows)),
+        ("liveness", liveness(out, &truth, &view, &rows)),
     ]
     .into_iter()
     .map(|(name, failures)| (name.to_owned(), failures))
@@ -597,8 +679,10 @@ pub fn check(out: &Outcome) -> Verdict {
         let failures = match x {
             Expectation::AllLive => all_live(out, &view),
             Expectation::BurstPerHold => burst_per_hold(&view, &holds, &ids),
-            Expectation::Client { clients, rule, .. } => client_rule(out, &rows, clients, rule),
-            Expectation::NoReconnect => no_reconnect(out),
+            Expectation::Client { clients, rule, .. } => {
+                client_rule(out, &index, &rows, &all_rows, clients, rule)
+            }
+            Expectation::NoReconnect => no_reconnect(s, &all_rows),
             Expectation::NoneMissed => none_missed(out),
             Expectation::RestartsSeen => restarts_seen(s, &rows),
         };
@@ -709,14 +793,16 @@ fn report(
     s: &Scenario,
     truth: &Truth,
     view: &View<'_>,
-    rows: &BTreeMap<usize, &ClientSummary>,
+    all_rows: &BTreeMap<usize, Vec<&ClientSummary>>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     for (i, plan) in s.clients.iter().enumerate() {
         let epochs = view.last_epochs(i);
         let received: u64 = epochs.iter().map(|e| e.received.len() as u64).sum();
         let missed: u64 = epochs.iter().map(|e| e.missed.len() as u64).sum();
-        let (r_received, r_missed) = rows.get(&i).map_or((0, 0), |r| (r.received, r.missed));
+        let rows = all_rows.get(&i).map_or(&[][..], Vec::as_slice);
+        let r_received: u64 = rows.iter().map(|r| r.received).sum();
+        let r_missed: u64 = rows.iter().map(|r| r.missed).sum();
         if (r_received, r_missed) != (received, missed) {
             failures.push(format!(
                 "{}: report says received {r_received} missed {r_missed}, events say {received} \
@@ -797,8 +883,14 @@ fn held(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> {
 
 /// Invariant 7, `liveness`: after heal-and-drain, every surviving client is `up` and connected,
 /// still writing, and was last heard within one interval plus latency of the end; every client
-/// that crashed for good is `down` and not connected; every stopped client has `left`.
-fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
+/// that crashed for good is `down` and not connected (or unknown to a server restarted since);
+/// every stopped client has `left`.
+fn liveness(
+    out: &Outcome,
+    truth: &Truth,
+    view: &View<'_>,
+    rows: &BTreeMap<usize, &ClientSummary>,
+) -> Vec<String> {
     let s = &out.scenario;
     let mut failures = Vec::new();
     let end_unix = UnixTime::from_duration(Duration::from_secs(EPOCH_SECS) + out.end);
@@ -838,7 +930,11 @@ fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>
                     ));
                 }
             }
-            Fate::Dead if state != "down" || connected => {
+            // A server restarted after the crash never heard of it: absent is right too.
+            Fate::Dead
+                if connected
+                    || !(state == "down" || (state == "absent" && view.restarted_without(i))) =>
+            {
                 failures.push(format!(
                     "{} is dead but the server has it {state}{}",
                     plan.id,
@@ -864,13 +960,14 @@ fn none_missed(out: &Outcome) -> Vec<String> {
         .collect()
 }
 
-/// Expectation `no-reconnect`: the final report shows every client on exactly one connection.
-fn no_reconnect(out: &Outcome) -> Vec<String> {
-    out.report
-        .clients
+/// Expectation `no-reconnect`: the final report shows every client on exactly one connection
+/// (a legacy client's connections are its rows, one each).
+fn no_reconnect(s: &Scenario, all_rows: &BTreeMap<usize, Vec<&ClientSummary>>) -> Vec<String> {
+    all_rows
         .iter()
-        .filter(|c| c.connections != 1)
-        .map(|c| format!("{} connected {} times", c.client, c.connections))
+        .map(|(&i, rows)| (i, rows.iter().map(|r| r.connections).sum::<u64>()))
+        .filter(|&(_, n)| n != 1)
+        .map(|(i, n)| format!("{} connected {n} times", s.clients[i].id))
         .collect()
 }
 
@@ -938,11 +1035,12 @@ fn burst_per_hold(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> 
     failures
 }
 
-/// Expectation `restarts-seen`: the final report counts, for every client, as many restarts
-/// (new sessions) as the scenario restarted it.
+/// Expectation `restarts-seen`: the final report counts, for every v1 client, as many restarts
+/// (new sessions) as the scenario restarted it. (A restarted legacy client connects from a new
+/// port: a new client to the server, which cannot tell.)
 fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
     let mut failures = Vec::new();
-    for (i, plan) in s.clients.iter().enumerate() {
+    for (i, plan) in s.clients.iter().enumerate().filter(|(_, c)| !c.legacy) {
         let restarts = s
             .actions
             .iter()
@@ -959,10 +1057,13 @@ fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<St
     failures
 }
 
-/// A scenario's expectation on `clients`: each satisfies `rule`.
+/// A scenario's expectation on `clients`: each satisfies `rule`. A counter sums the client's
+/// rows (a legacy client has one per connection); the state is its current row's.
 fn client_rule(
     out: &Outcome,
+    index: &Index<'_>,
     rows: &BTreeMap<usize, &ClientSummary>,
+    all_rows: &BTreeMap<usize, Vec<&ClientSummary>>,
     clients: &[usize],
     rule: &ClientRule,
 ) -> Vec<String> {
@@ -977,7 +1078,9 @@ fn client_rule(
                 cmp,
                 value,
             } => {
-                let got = row.map_or(0, |r| counter_of(r, counter));
+                let got = all_rows
+                    .get(&i)
+                    .map_or(0, |list| list.iter().map(|r| counter_of(r, counter)).sum());
                 if !cmp.holds(got, value) {
                     failures.push(format!(
                         "{id} {} {got}, expected {} {value}",
@@ -986,7 +1089,9 @@ fn client_rule(
                     ));
                 }
             }
-            ClientRule::DownWithin(within) => failures.extend(down_within(out, i, within)),
+            ClientRule::DownWithin(within) => {
+                failures.extend(down_within(out, index, i, within));
+            }
             ClientRule::State(want) => {
                 let got = row.map_or("absent", |r| r.state.as_str());
                 if got != want.as_str() {
@@ -1016,7 +1121,7 @@ fn counter_of(r: &ClientSummary, c: crate::scenario::Counter) -> u64 {
 
 /// Expectation `down within`: after each crash of client `i` that lasted at least `within`
 /// (no restart or start before), the server declared it `down` within `within`.
-fn down_within(out: &Outcome, i: usize, within: Duration) -> Vec<String> {
+fn down_within(out: &Outcome, index: &Index<'_>, i: usize, within: Duration) -> Vec<String> {
     let s = &out.scenario;
     let id = &s.clients[i].id;
     let crashes: Vec<Duration> = out
@@ -1051,7 +1156,7 @@ fn down_within(out: &Outcome, i: usize, within: Duration) -> Vec<String> {
                     event: Event::Transition { client, to, .. },
                     ..
                 } if *to == heartbeat_core::liveness::Liveness::Down
-                    && matches!(client, heartbeat_core::ClientKey::Id(c) if c.as_str() == id) =>
+                    && index.of(client) == Some(i) =>
                 {
                     Some(e.at)
                 }

@@ -218,9 +218,10 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
     }
     let truth = Truth::new(out);
     let mut clients = out.report.to_json()["clients"].take();
-    for c in clients.as_array_mut().into_iter().flatten() {
-        let id = c.get("client").and_then(Value::as_str).unwrap_or_default();
-        if let Some(i) = s.clients.iter().position(|p| p.id == id) {
+    // The JSON rows are the report's, in its order.
+    let rows = clients.as_array_mut().into_iter().flatten();
+    for (c, row) in rows.zip(&out.report.clients) {
+        if let Some(i) = crate::oracle::client_of(out, &row.client) {
             c["sent"] = json!(truth.sent(i));
             c["skipped"] = json!(truth.skipped[i]);
         }

@@ -491,12 +491,19 @@ impl Scenario {
     }
 
     /// How long every surviving client may take to be back after the heal: a client on a stuck
-    /// stream notices after its ack timeout, then waits at most its largest backoff, then its
-    /// next slot comes within one interval; plus latency both ways and a margin of one interval.
-    /// The largest over the clients.
+    /// stream notices after its ack timeout (a legacy client, which reads no acks, when the
+    /// server's idle timeout closes the stream and the close reaches it), then waits at most its
+    /// largest backoff, then its next slot comes within one interval; plus latency both ways and
+    /// a margin of one interval. The largest over the clients.
     pub fn drain_bound(&self) -> Duration {
+        let server = self.server_config();
         let back = |c: &ClientPlan| {
-            c.ack_timeout()
+            let notice = if c.legacy {
+                server.idle_timeout_for(Some(c.interval)) + c.latency.max()
+            } else {
+                c.ack_timeout()
+            };
+            notice
                 + c.reconnect.map_or(Duration::ZERO, |b| b.max())
                 + c.interval * 2
                 + c.latency.max() * 2
@@ -561,8 +568,12 @@ impl Scenario {
 
     /// The heartbeats a crashed client may have written without the server ever learning of
     /// them (no later heartbeat reveals the gap): at most those of its last ack timeout, after
-    /// which it would have dropped the stream itself, plus those in flight.
+    /// which it would have dropped the stream itself, plus those in flight. A legacy client
+    /// reads no acks and never drops a silent stream: no bound.
     pub fn crash_tail_bound(&self, c: &ClientPlan) -> u64 {
+        if c.legacy {
+            return u64::MAX;
+        }
         let ack = c.ack_timeout();
         ack.as_nanos().div_ceil(c.interval.as_nanos()) as u64 + self.in_flight_bound(c)
     }

@@ -53,3 +53,69 @@ fn the_oracles_judge_each_client_by_its_own_interval_and_latency() {
         assert!(text.contains("fault   partition fast <-> server"), "{text}");
     }
 }
+
+#[test]
+fn legacy_clients_are_followed_by_their_host() {
+    // The server keys a legacy client by its peer address, a new client per connection: the
+    // oracles follow it by host. A hold, a clean crash and restart, a silent crash, and v1
+    // witnesses.
+    let text = r#"
+        duration = "30s"
+        [clients]
+        count = 3
+        protocol = "legacy"
+        [[client]]
+        [[client]]
+        [[client]]
+        protocol = "v1"
+        [[action]]
+        do = "hold"
+        on = "each"
+        at = "5s"
+        for = "4s"
+        [[action]]
+        do = "crash"
+        on = "c1"
+        at = "12s"
+        for = "2s"
+        [[action]]
+        do = "crash"
+        silent = true
+        on = "c2"
+        at = "15s"
+        [[expect]]
+        check = "burst-per-hold"
+        [[expect]]
+        on = "c2"
+        down-within = "8s"
+        [[expect]]
+        on = "c2"
+        state = "down"
+        [[expect]]
+        on = "c1"
+        connections = 2
+    "#;
+    for seed in 1..4 {
+        let (text, ok) = run(text, seed);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("  c1     interval 1000 ms, latency 1-50 ms, legacy\n"),
+            "{text}"
+        );
+        assert!(text.contains(" client=legacy@192.168.0.2:"), "{text}");
+        assert!(text.contains("\nc1      sent "), "{text}");
+    }
+    // A legacy client reads no acks, so it cannot notice a silent partition itself: the
+    // server's idle timeout closes the stuck stream, and the client reconnects from a new port,
+    // a new client to the server, which counts the slots it never saw on that connection as
+    // missed.
+    let cut = "[[client]]\nprotocol = \"legacy\"\n[[action]]\ndo = \"partition\"\non = \"c1\"\n\
+               at = \"25s\"\nfor = \"3s\"";
+    let (text, ok) = run(cut, 1);
+    assert!(ok, "{text}");
+    assert!(text.contains("reason=no data for 10s"), "{text}");
+    assert!(
+        text.contains(" missed client=legacy@192.168.0.2:"),
+        "{text}"
+    );
+}
