@@ -38,6 +38,16 @@ pub enum Record {
         /// The event.
         event: client::Event,
     },
+    /// A client's process ended on its own: its driver returned (it gave up without
+    /// reconnecting, or was told to stop).
+    Exited {
+        /// The client.
+        client: usize,
+        /// Which run of its process.
+        incarnation: u32,
+        /// True when it gave up (its connection failed or ended and it does not reconnect).
+        failed: bool,
+    },
     /// The heal-and-drain phase began: every link released and repaired, and the server
     /// restarted if it was down.
     Heal {

@@ -33,8 +33,9 @@
 //! 7. `liveness`: after heal-and-drain, every surviving client is `up` and connected, still
 //!    writing, and its last heartbeat was received within one interval plus latency of the end;
 //!    every client that crashed for good is `down` and no longer connected (the detector and the
-//!    idle timeout noticed), or unknown to a server restarted after it died; every stopped
-//!    client has `left`.
+//!    idle timeout noticed), or unknown to a server restarted after it died; every client that
+//!    gave up on its own (no reconnect) is not `up` and not connected; every stopped client has
+//!    `left`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -937,6 +938,13 @@ fn liveness(
             {
                 failures.push(format!(
                     "{} is dead but the server has it {state}{}",
+                    plan.id,
+                    if connected { ", connected" } else { "" }
+                ));
+            }
+            Fate::Exited if state == "up" || connected => {
+                failures.push(format!(
+                    "{} gave up but the server has it {state}{}",
                     plan.id,
                     if connected { ", connected" } else { "" }
                 ));

@@ -54,7 +54,9 @@ fn timeline_line(s: &Scenario, e: &Entry) -> Option<(String, String)> {
             _ => return None,
         },
         Record::Note { node, text } => (s.node_name(*node), text.clone()),
-        Record::Connect { .. } | Record::Stop | Record::Wrote { .. } => return None,
+        Record::Connect { .. } | Record::Exited { .. } | Record::Stop | Record::Wrote { .. } => {
+            return None;
+        }
     };
     Some((who, what))
 }

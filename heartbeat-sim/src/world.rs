@@ -29,6 +29,9 @@ pub enum Fate {
     Alive,
     /// Crashed and not restarted: the server must have noticed.
     Dead,
+    /// Its process gave up on its own (its connection failed or ended, and it does not
+    /// reconnect): the server must not have it up.
+    Exited,
     /// Never started.
     Idle,
     /// Stopped cleanly (it said goodbye).
@@ -176,6 +179,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 
     let entries = std::mem::take(&mut log.lock().expect("log lock").entries);
     let (entries, report) = cut_at_stop(entries, server.report());
+    gave_up(&entries, &mut fates);
     Ok(Outcome {
         scenario: s.clone(),
         log: entries,
@@ -302,6 +306,31 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
         }
     }
     report
+}
+
+/// Marks `Exited` the clients still thought alive whose last process gave up on its own.
+fn gave_up(entries: &[Entry], fates: &mut [Fate]) {
+    let mut last: Vec<Option<u32>> = vec![None; fates.len()];
+    let mut failed: Vec<Option<u32>> = vec![None; fates.len()];
+    for e in entries {
+        match e.record {
+            Record::Started {
+                node: Node::Client(i),
+                incarnation,
+            } => last[i] = Some(incarnation),
+            Record::Exited {
+                client,
+                incarnation,
+                failed: true,
+            } => failed[client] = Some(incarnation),
+            _ => {}
+        }
+    }
+    for (i, fate) in fates.iter_mut().enumerate() {
+        if *fate == Fate::Alive && last[i].is_some() && failed[i] == last[i] {
+            *fate = Fate::Exited;
+        }
+    }
 }
 
 /// The client whose fate `action` decides, and that fate.

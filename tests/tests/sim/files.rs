@@ -119,3 +119,53 @@ fn legacy_clients_are_followed_by_their_host() {
         "{text}"
     );
 }
+
+#[test]
+fn the_documented_example_runs_and_holds() {
+    let doc = include_str!("../../../SCENARIOS.md");
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("SCENARIOS.md has a toml example");
+    for seed in 1..3 {
+        let (text, ok) = run(example, seed);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("  ok    db down within 6s of a crash\n"),
+            "{text}"
+        );
+        assert!(text.contains("  ok    web connections >= 2\n"), "{text}");
+    }
+}
+
+#[test]
+fn a_client_that_does_not_reconnect_gives_up_and_is_not_expected_back() {
+    let text = r#"
+        duration = "30s"
+        [clients]
+        count = 2
+        [[client]]
+        reconnect = false
+        [[action]]
+        do = "partition"
+        on = "each"
+        at = "10s"
+        for = "3s"
+        [[expect]]
+        on = "c1"
+        state = "down"
+        [[expect]]
+        on = "c2"
+        state = "up"
+    "#;
+    for seed in 1..3 {
+        let (text, ok) = run(text, seed);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("c1      exited: Failed(Lost(AckTimeout(5s)))"),
+            "{text}"
+        );
+        assert!(text.contains(", no reconnect"), "{text}");
+    }
+}
