@@ -36,6 +36,9 @@ use super::{
 /// The most clients a scenario may have.
 pub const MAX_CLIENTS: usize = 1000;
 
+/// The most actions a scenario may expand to (a repetition too frequent for its duration).
+pub const MAX_ACTIONS: usize = 100_000;
+
 /// A byte range of the file.
 type Span = Range<usize>;
 
@@ -357,7 +360,7 @@ struct RawFile {
     #[serde(default)]
     action: Vec<RawAction>,
     #[serde(default)]
-    expect: Vec<RawExpect>,
+    expect: Vec<Spanned<RawExpect>>,
 }
 
 /// `[clients]` (defaults, count, min, max) or one `[[client]]` (id, its own settings).
@@ -861,22 +864,31 @@ impl Spec {
     ) -> Result<(), String> {
         let n = clients.len();
         let field = |name: &str| format!("action[{}].{name}", a.index);
-        for t in [
-            Some(&a.at),
-            a.length.as_ref(),
-            a.every.as_ref(),
-            a.to.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let fields = [
+            ("at", Some(&a.at)),
+            ("for", a.length.as_ref()),
+            ("every", a.every.as_ref()),
+            ("to", a.to.as_ref()),
+        ];
+        for (name, t) in fields.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
             let (lo, hi) = t.time.bounds_ms(d);
             if lo > hi {
                 return Err(doc.error(
                     &t.span,
-                    &field("at"),
+                    &field(name),
                     format!(
                         "the range {} ends before it starts in a fault phase of {}",
+                        t.time,
+                        fmt_duration(d)
+                    ),
+                ));
+            }
+            if name == "every" && lo == 0 {
+                return Err(doc.error(
+                    &t.span,
+                    &field(name),
+                    format!(
+                        "a repetition must be longer than 0 ms ({} in a fault phase of {})",
                         t.time,
                         fmt_duration(d)
                     ),
@@ -917,7 +929,6 @@ impl Spec {
             swizzle(a, &nodes, d, rng, out);
             return Ok(());
         }
-        let mut push = |at: Duration, action: Action| out.push(Timed { at, action });
         for node in nodes {
             // Only crash and restart apply to the server (checked when read).
             let i = match node {
@@ -946,13 +957,26 @@ impl Spec {
                     Kind::Start => (Action::Start(i), None),
                     Kind::Stop | Kind::Swizzle => (Action::Stop(i), None),
                 };
-                push(t, fault);
+                out.push(Timed {
+                    at: t,
+                    action: fault,
+                });
                 if let (Some(len), Some(undo)) = (&a.length, undo) {
-                    push(t + len.time.draw(rng, d), undo);
+                    out.push(Timed {
+                        at: t + len.time.draw(rng, d),
+                        action: undo,
+                    });
                 }
                 match &a.every {
                     Some(every) => t += every.time.draw(rng, d),
                     None => break,
+                }
+                if out.len() > MAX_ACTIONS {
+                    return Err(doc.error(
+                        &a.at.span,
+                        &field("every"),
+                        format!("the scenario expands to more than {MAX_ACTIONS} actions"),
+                    ));
                 }
             }
         }
@@ -1379,7 +1403,9 @@ fn action(doc: &Doc<'_>, index: usize, a: RawAction) -> Result<ActionSpec, Strin
 }
 
 /// One `[[expect]]`: a named check, or exactly one rule on some clients.
-fn expect(doc: &Doc<'_>, index: usize, e: RawExpect) -> Result<ExpectSpec, String> {
+fn expect(doc: &Doc<'_>, index: usize, e: Spanned<RawExpect>) -> Result<ExpectSpec, String> {
+    let entry = e.span();
+    let e = e.into_inner();
     let field = |name: &str| format!("expect[{index}].{name}");
     let counters = [
         (Counter::Bursts, &e.bursts),
@@ -1500,7 +1526,7 @@ fn expect(doc: &Doc<'_>, index: usize, e: RawExpect) -> Result<ExpectSpec, Strin
     }
     let (on, on_span) = match &e.on {
         Some(v) => (target(doc, &field("on"), v)?, v.span()),
-        None => (Target::Each, 0..0),
+        None => (Target::Each, entry),
     };
     if matches!(on, Target::Server | Target::Random(_)) {
         return Err(doc.error(
@@ -1840,6 +1866,24 @@ mod tests {
             (
                 "[[expect]]\nstate = \"dead\"",
                 "t.toml:2:9: `expect[0].state`: expected \"up\", \"suspect\", \"down\" or \"left\"",
+            ),
+            ("x = 1\n[[expect]]\n", "t.toml:1:1: unknown field `x`"),
+            (
+                "[[expect]]\n\n[[expect]]\n",
+                "t.toml:1:1: `expect[0]`: expected `check = NAME`, or one rule",
+            ),
+            (
+                "[[action]]\ndo = \"hold\"\non = \"c1\"\nat = \"1s\"\nevery = \"0%..1%\"",
+                "t.toml:5:9: `action[0].every`: a repetition must be longer than 0 ms",
+            ),
+            (
+                "[[action]]\ndo = \"hold\"\non = \"c1\"\nat = \"1s\"\nevery = \"1ms\"\n\
+                 [[action]]\ndo = \"hold\"\non = \"c1\"\nat = \"1s\"\nevery = \"1ms\"",
+                "more than 100000 actions",
+            ),
+            (
+                "[[action]]\ndo = \"hold\"\non = \"c1\"\nat = \"1s\"\nfor = \"50%..10s\"",
+                "t.toml:5:7: `action[0].for`: the range 50%..10s ends before it starts",
             ),
             (
                 "[detector]\nkind = \"psychic\"",
