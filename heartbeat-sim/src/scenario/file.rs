@@ -638,9 +638,14 @@ impl Spec {
             let merged = own.over(&self.defaults);
             let interval = merged.interval.as_ref().map_or(super::INTERVAL, |iv| iv.0);
             if let Some((t, span)) = merged.ack_timeout.filter(|(t, _)| *t <= interval) {
+                let field = if own.ack_timeout.is_some() {
+                    format!("client[{i}].ack-timeout")
+                } else {
+                    "clients.ack-timeout".to_owned()
+                };
                 return Err(doc.error(
                     &span,
-                    "ack-timeout",
+                    &field,
                     format!(
                         "{}'s ack timeout ({}) must exceed its interval ({})",
                         self.id_of(i),
