@@ -76,8 +76,9 @@ pub(crate) async fn client(
             incarnation,
         },
     );
+    let protocol = config.protocol();
     let client = Client::new(config, unix_now.now());
-    let connector = SimConnector::new(index, log.clone());
+    let connector = SimConnector::new(index, incarnation, protocol, log.clone());
     let events = log.clone();
     let on_event = move |e: &heartbeat_core::client::Event, _| {
         events.lock().expect("log lock").push(
@@ -90,15 +91,25 @@ pub(crate) async fn client(
         );
     };
     let exit = driver::run_client(connector, client, unix_now, raised(stop), on_event).await;
+    let failed = !exit.as_ref().is_ok_and(|e| e.is_success());
     let text = match exit {
         Ok(exit) => format!("exited: {exit:?}"),
         Err(e) => format!("driver failed: {e}"),
     };
-    log.lock().expect("log lock").push(
+    let mut log = log.lock().expect("log lock");
+    log.push(
         now(),
         Record::Note {
             node: Node::Client(index),
             text,
+        },
+    );
+    log.push(
+        now(),
+        Record::Exited {
+            client: index,
+            incarnation,
+            failed,
         },
     );
     Ok(())

@@ -10,10 +10,18 @@
 //!
 //! ```text
 //! heartbeat-sim list
+//! heartbeat-sim show partition
 //! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
+//! heartbeat-sim run --file my.toml --seed 7
 //! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
+//! heartbeat-sim sweep --file my.toml --seeds 0..200
+//! heartbeat-sim check my.toml [--seeds 1..5] [--accept]
 //! heartbeat-sim qos [--scenario crash] [--seeds 1..101] [--grid] [--json|--csv]
 //! ```
+//!
+//! Scenarios are [files](scenario::file) (`SCENARIOS.md` documents the format); the built-in
+//! ones are embedded ([`scenario::builtin`]). [`check`] keeps a snapshot of a file's reports
+//! beside it, in insta's format.
 //!
 //! [`qos`] measures the failure detectors' quality of service (Chen's metrics) on an
 //! event-driven engine over the same machines and scenarios, fast enough for simulated weeks.
@@ -22,7 +30,8 @@
 //! `Pair` harness runs on too.
 //!
 //! # A run
-//! 1. [`Scenario::build`] expands a name and [`Params`] into clients and timed actions.
+//! 1. [`scenario::file::Spec::expand`] expands a scenario file and [`Params`] into clients and
+//!    timed actions ([`Scenario::build`] for a built-in one, by name).
 //! 2. [`world::run`] registers the server host and one host per client, then steps turmoil
 //!    one tick at a time: the fault phase (actions at their times), then heal-and-drain (every
 //!    link released and repaired, a crashed server restarted, run for [`Scenario::drain`]),
@@ -37,6 +46,7 @@
 //! `tests/tests/sim`). No `--cfg tokio_unstable` is needed.
 #![forbid(unsafe_code)]
 
+pub mod check;
 mod host;
 pub mod log;
 pub mod memnet;
@@ -48,5 +58,5 @@ pub mod scenario;
 pub mod sweep;
 pub mod world;
 
-pub use scenario::{Latency, Params, SCENARIOS, Scenario};
+pub use scenario::{Latency, Params, Scenario};
 pub use world::{Outcome, run};

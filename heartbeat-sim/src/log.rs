@@ -38,6 +38,16 @@ pub enum Record {
         /// The event.
         event: client::Event,
     },
+    /// A client's process ended on its own: its driver returned (it gave up without
+    /// reconnecting, or was told to stop).
+    Exited {
+        /// The client.
+        client: usize,
+        /// Which run of its process.
+        incarnation: u32,
+        /// True when it gave up (its connection failed or ended and it does not reconnect).
+        failed: bool,
+    },
     /// The heal-and-drain phase began: every link released and repaired, and the server
     /// restarted if it was down.
     Heal {
@@ -67,10 +77,13 @@ pub enum Record {
     },
     /// The run ended here; what follows is the server being stopped to hand back its report.
     Stop,
-    /// A client wrote a frame to its stream (the tap: ground truth of what was sent).
+    /// A client wrote a frame to its stream (the tap: ground truth of what was sent). A legacy
+    /// heartbeat is recorded as the `BEAT` frame with its sequence number and stamp.
     Wrote {
         /// The client.
         client: usize,
+        /// Which run of the client's process wrote it.
+        incarnation: u32,
         /// The frame.
         frame: Frame,
     },

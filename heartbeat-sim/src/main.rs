@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use heartbeat_sim::scenario::{Latency, Params, SCENARIOS, Scenario};
-use heartbeat_sim::{oracle, render, sweep, world};
+use heartbeat_sim::scenario::file::Spec;
+use heartbeat_sim::scenario::{Latency, Params, builtin};
+use heartbeat_sim::{check, oracle, render, sweep, world};
 
 /// Deterministic fault simulation of heartbeat clients and a server (turmoil).
 #[derive(Parser, Debug)]
@@ -22,13 +23,19 @@ struct Opt {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List the scenarios, one line each.
+    /// List the built-in scenarios, one line each.
     List,
-    /// Run one scenario once: timeline, the server's report, the oracle verdict. Exits 1 when
-    /// an oracle fails.
-    Run {
+    /// Print a built-in scenario's file, a starting point for one of your own (see
+    /// SCENARIOS.md).
+    Show {
         /// The scenario (see `list`).
         scenario: String,
+    },
+    /// Run one scenario once: timeline, the server's report, the oracle verdict. Exits 1 when
+    /// an oracle fails, 2 on a bad scenario file.
+    Run {
+        #[command(flatten)]
+        which: Which,
         /// Seed of everything random in the run (latencies, fault times, nonces, jitter).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -38,11 +45,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run many seeds of a scenario (or `all`), one simulation per thread; list the failing
-    /// seeds with the commands that replay them. Exits 1 when any seed fails.
+    /// Run many seeds of a scenario (or `all` the built-in ones), one simulation per thread;
+    /// list the failing seeds with the commands that replay them. Exits 1 when any seed fails.
     Sweep {
-        /// The scenario (see `list`), or `all`.
-        scenario: String,
+        #[command(flatten)]
+        which: Which,
         /// Seeds to run, `A..B` (B excluded).
         #[arg(long, value_parser = heartbeat_sim::qos::cli::parse_seeds)]
         seeds: Range<u64>,
@@ -56,6 +63,33 @@ enum Command {
     /// mistake rate and duration, query accuracy) against the simulation's ground truth, over
     /// many seeds, with the event-driven engine. Progress on stderr.
     Qos(heartbeat_sim::qos::cli::QosArgs),
+    /// Run a scenario file over its seeds and compare the reports with the snapshot beside it
+    /// (`my.snap`, insta's format): exits 1 with a diff (and writes `my.snap.new`) when they
+    /// differ or when an oracle fails, 2 on a bad file.
+    Check(check::CheckArgs),
+}
+
+/// Which scenario: a built-in one by name, or a file of your own.
+#[derive(Args, Debug)]
+struct Which {
+    /// The built-in scenario (see `list`; `sweep` also takes `all`).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    scenario: Option<String>,
+    /// A scenario file of your own instead (see SCENARIOS.md).
+    #[arg(long, value_name = "PATH")]
+    file: Option<String>,
+}
+
+impl Which {
+    /// The scenarios it names, read (`all`: every built-in one).
+    fn specs(&self) -> Result<Vec<Spec>, String> {
+        match (&self.file, self.scenario.as_deref()) {
+            (Some(path), _) => Ok(vec![Spec::from_file(path)?]),
+            (None, Some("all")) => builtin::names().map(builtin::spec).collect(),
+            (None, Some(name)) => Ok(vec![builtin::spec(name)?]),
+            (None, None) => Err("name a scenario or give --file".into()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -67,9 +101,10 @@ struct Shape {
     /// Number of clients (default: the scenario's).
     #[arg(long)]
     clients: Option<usize>,
-    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`).
-    #[arg(long, default_value = "1-50", value_parser = Latency::parse)]
-    latency: Latency,
+    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`) [default: the
+    /// scenario's, 1-50 unless its file says otherwise]. Clients with their own latency keep it.
+    #[arg(long, value_parser = Latency::parse)]
+    latency: Option<Latency>,
 }
 
 impl Shape {
@@ -96,21 +131,43 @@ fn main() -> ExitCode {
     let opt = Opt::parse();
     match opt.command {
         Command::List => {
-            let width = SCENARIOS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-            for (name, summary) in SCENARIOS {
+            let summaries = builtin::summaries();
+            let width = summaries.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            for (name, summary) in summaries {
                 println!("{name:<width$}  {summary}");
             }
             ExitCode::SUCCESS
         }
+        Command::Show { scenario } => match builtin::text(&scenario) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run {
-            scenario,
+            which,
             seed,
             shape,
             json,
-        } => run(&scenario, &shape.params(seed), json),
+        } => match which.specs() {
+            Ok(specs) if specs.len() == 1 => run(&specs[0], &shape.params(seed), json),
+            Ok(_) => {
+                eprintln!("error: run takes one scenario, not all");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
+        Command::Check(args) => check::main(&args),
         Command::Sweep {
-            scenario,
+            which,
             seeds,
             jobs,
             shape,
@@ -118,14 +175,16 @@ fn main() -> ExitCode {
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
             });
-            let names: Vec<&str> = if scenario == "all" {
-                SCENARIOS.iter().map(|(n, _)| *n).collect()
-            } else {
-                vec![scenario.as_str()]
+            let specs = match which.specs() {
+                Ok(specs) => specs,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let mut failed = false;
-            for name in names {
-                match sweep_one(name, &shape.params(0), seeds.clone(), jobs) {
+            for spec in &specs {
+                match sweep_one(spec, &shape.params(0), seeds.clone(), jobs) {
                     Ok(ok) => failed |= !ok,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -142,8 +201,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(name: &str, params: &Params, json: bool) -> ExitCode {
-    let scenario = match Scenario::build(name, params) {
+fn run(spec: &Spec, params: &Params, json: bool) -> ExitCode {
+    let scenario = match spec.expand(params) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -179,9 +238,10 @@ fn run(name: &str, params: &Params, json: bool) -> ExitCode {
 }
 
 /// Sweeps one scenario; `Ok(true)` when every seed passed.
-fn sweep_one(name: &str, base: &Params, seeds: Range<u64>, jobs: usize) -> Result<bool, String> {
-    // Fail fast on a bad name or shape, before starting threads.
-    Scenario::build(name, base)?;
+fn sweep_one(spec: &Spec, base: &Params, seeds: Range<u64>, jobs: usize) -> Result<bool, String> {
+    // Fail fast on a bad shape, before starting threads.
+    let probe = spec.expand(base)?;
+    let name = &spec.name;
     let bar = ProgressBar::new(seeds.end - seeds.start);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} seeds, {msg} ({elapsed})")
@@ -194,7 +254,7 @@ fn sweep_one(name: &str, base: &Params, seeds: Range<u64>, jobs: usize) -> Resul
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     let mut failures = 0u64;
-    let results = sweep::sweep(name, base, seeds.clone(), jobs, |r| {
+    let results = sweep::sweep(spec, base, seeds.clone(), jobs, |r| {
         if !r.failures.is_empty() {
             failures += 1;
         }
@@ -210,7 +270,7 @@ fn sweep_one(name: &str, base: &Params, seeds: Range<u64>, jobs: usize) -> Resul
          wall on {jobs} threads ({:.0}x real time)",
         seeds.start,
         seeds.end,
-        base.latency,
+        probe.latency,
         results.len(),
         failed.len(),
         simulated.as_secs_f64(),

@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use heartbeat_core::frame::FrameDecoder;
+use bytes::BytesMut;
+
+use heartbeat_core::DecodeError;
+use heartbeat_core::frame::{Frame, FrameDecoder, LegacyBeat, Protocol};
 use heartbeat_net::driver::{Connector, Listener};
 
 use crate::log::{Log, Record};
@@ -70,13 +73,21 @@ impl Listener for SimListener {
 #[derive(Debug, Clone)]
 pub struct SimConnector {
     client: usize,
+    incarnation: u32,
+    protocol: Protocol,
     log: Arc<Mutex<Log>>,
 }
 
 impl SimConnector {
-    /// A connector for client `client` (0-based) recording into `log`.
-    pub fn new(client: usize, log: Arc<Mutex<Log>>) -> Self {
-        Self { client, log }
+    /// A connector for run `incarnation` of client `client` (0-based), which speaks
+    /// `protocol`, recording into `log`.
+    pub fn new(client: usize, incarnation: u32, protocol: Protocol, log: Arc<Mutex<Log>>) -> Self {
+        Self {
+            client,
+            incarnation,
+            protocol,
+            log,
+        }
     }
 }
 
@@ -112,10 +123,15 @@ impl Connector for SimConnector {
                         error: None,
                     },
                 );
+                let decoder = match self.protocol {
+                    Protocol::Legacy => TapDecoder::Legacy(BytesMut::new()),
+                    _ => TapDecoder::V1(FrameDecoder::new()),
+                };
                 let tap = Tap {
                     client: self.client,
+                    incarnation: self.incarnation,
                     log: self.log.clone(),
-                    decoder: FrameDecoder::new(),
+                    decoder,
                 };
                 Ok(SimStream::new(stream, Some(tap)))
             }
@@ -136,8 +152,42 @@ impl Connector for SimConnector {
 
 struct Tap {
     client: usize,
+    incarnation: u32,
     log: Arc<Mutex<Log>>,
-    decoder: FrameDecoder,
+    decoder: TapDecoder,
+}
+
+/// The tap's decoder: the client's own protocol.
+enum TapDecoder {
+    Legacy(BytesMut),
+    V1(FrameDecoder),
+}
+
+impl TapDecoder {
+    fn push(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Legacy(buf) => buf.extend_from_slice(bytes),
+            Self::V1(d) => d.push(bytes),
+        }
+    }
+
+    /// The next whole frame written; a legacy heartbeat as the `BEAT` it stands for.
+    fn decode_next(&mut self) -> Result<Option<Frame>, DecodeError> {
+        match self {
+            Self::Legacy(buf) => Ok(LegacyBeat::decode(buf)?.map(|b| Frame::Beat {
+                seq: b.seq,
+                sent: b.sent,
+            })),
+            Self::V1(d) => d.decode_next(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Self::Legacy(buf) => buf.clear(),
+            Self::V1(d) => d.clear(),
+        }
+    }
 }
 
 /// A simulated TCP stream (see the module docs for what it adds to turmoil's).
@@ -206,6 +256,7 @@ impl AsyncWrite for SimStream {
                         at,
                         Record::Wrote {
                             client: tap.client,
+                            incarnation: tap.incarnation,
                             frame,
                         },
                     ),

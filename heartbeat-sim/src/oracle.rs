@@ -33,7 +33,9 @@
 //! 7. `liveness`: after heal-and-drain, every surviving client is `up` and connected, still
 //!    writing, and its last heartbeat was received within one interval plus latency of the end;
 //!    every client that crashed for good is `down` and no longer connected (the detector and the
-//!    idle timeout noticed); every stopped client has `left`.
+//!    idle timeout noticed), or unknown to a server restarted after it died; every client that
+//!    gave up on its own (no reconnect) is not `up` and not connected; every stopped client has
+//!    `left`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -47,14 +49,14 @@ use heartbeat_core::server::Event;
 use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Seq, UnixTime};
 
 use crate::log::Record;
-use crate::scenario::{Action, Node, Scenario};
+use crate::scenario::{Action, ClientRule, Expectation, Node, Scenario};
 use crate::world::{EPOCH_SECS, Fate, Outcome};
 
 /// One checked property.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     /// Its name (`accounting`, `held`, ...).
-    pub name: &'static str,
+    pub name: String,
     /// The failures; empty when it holds.
     pub failures: Vec<String>,
 }
@@ -161,6 +163,7 @@ impl Truth {
     /// the stream (see `cross_check`).
     pub fn new(out: &Outcome) -> Self {
         let n = out.scenario.clients.len();
+        let ids: Vec<&str> = out.scenario.clients.iter().map(|c| c.id.as_str()).collect();
         let mut t = Self {
             sessions: vec![Vec::new(); n],
             skipped: vec![0; n],
@@ -177,7 +180,13 @@ impl Truth {
                 let run = runs.entry((*client, *incarnation)).or_default();
                 match event {
                     client::Event::Sent { seq, at, .. } => {
-                        run.sent.insert(seq.0, *at);
+                        // A legacy heartbeat carries its stamp to 4 decimals (truncated).
+                        let at = if out.scenario.clients[*client].legacy {
+                            UnixTime::from_nanos(at.as_nanos() - at.as_nanos() % 100_000)
+                        } else {
+                            *at
+                        };
+                        run.sent.insert(seq.0, at);
                     }
                     client::Event::Skipped { first, last } => {
                         run.skipped.extend(first.0..=last.0);
@@ -191,10 +200,25 @@ impl Truth {
                 }
                 continue;
             }
-            let Record::Wrote { client, frame } = &e.record else {
+            let Record::Wrote {
+                client,
+                incarnation,
+                frame,
+            } = &e.record
+            else {
                 continue;
             };
             let sessions = &mut t.sessions[*client];
+            // A legacy client has no HELLO: each run of its process is a session, its nonce
+            // the run's number.
+            let legacy = out.scenario.clients[*client].legacy;
+            let nonce = u64::from(*incarnation);
+            if legacy && sessions.last().is_none_or(|s| s.nonce != nonce) {
+                sessions.push(Session {
+                    nonce,
+                    beats: BTreeMap::new(),
+                });
+            }
             match frame {
                 Frame::Hello { session, .. }
                     if sessions.last().is_none_or(|s| s.nonce != *session) =>
@@ -207,13 +231,13 @@ impl Truth {
                 Frame::Beat { seq, sent } => {
                     let Some(s) = sessions.last_mut() else {
                         t.failures
-                            .push(format!("c{} wrote BEAT {seq} before HELLO", client + 1));
+                            .push(format!("{} wrote BEAT {seq} before HELLO", ids[*client]));
                         continue;
                     };
                     if seq.0 <= s.last() {
                         t.failures.push(format!(
-                            "c{} wrote BEAT {seq} after BEAT {}",
-                            client + 1,
+                            "{} wrote BEAT {seq} after BEAT {}",
+                            ids[*client],
                             s.last()
                         ));
                     }
@@ -228,7 +252,7 @@ impl Truth {
                 _ => {}
             }
         }
-        t.cross_check(&runs);
+        t.cross_check(&runs, &ids);
         t
     }
 
@@ -236,15 +260,15 @@ impl Truth {
     /// against the wire: every slot up to the last is sent or skipped, once; every heartbeat on
     /// the wire was sent by the core; a sent heartbeat is missing from the wire only after a lost
     /// connection.
-    fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>) {
+    fn cross_check(&mut self, runs: &BTreeMap<(usize, u32), Run>, ids: &[&str]) {
         for (&(i, inc), run) in runs {
-            let c = i + 1;
+            let c = ids[i];
             let last = run.sent.keys().next_back().copied().unwrap_or(0);
             let both = run.sent.keys().filter(|s| run.skipped.contains(s)).count();
             let covered = run.sent.len() + run.skipped.iter().filter(|&&s| s <= last).count();
             if both > 0 || covered as u64 != last {
                 self.failures.push(format!(
-                    "c{c} run {inc}: {} sent + {} skipped do not cover slots 1..={last} once",
+                    "{c} run {inc}: {} sent + {} skipped do not cover slots 1..={last} once",
                     run.sent.len(),
                     run.skipped.len()
                 ));
@@ -261,7 +285,8 @@ impl Truth {
                 .count() as u64;
             if unwritten > run.lost {
                 self.failures.push(format!(
-                    "c{c} run {inc}: {unwritten} heartbeats sent by the core never reached the                      stream ({} connections lost)",
+                    "{c} run {inc}: {unwritten} heartbeats sent by the core never reached the \
+                     stream ({} connections lost)",
                     run.lost
                 ));
             }
@@ -273,8 +298,8 @@ impl Truth {
                     .any(|(_, r)| r.sent.get(seq) == Some(&w.stamp));
                 if !sent {
                     self.failures.push(format!(
-                        "c{}: BEAT {seq} on the wire was never sent by the core",
-                        i + 1
+                        "{}: BEAT {seq} on the wire was never sent by the core",
+                        ids[i]
                     ));
                 }
             }
@@ -318,27 +343,47 @@ fn heard<'e>(epochs: impl IntoIterator<Item = &'e Epoch>, k: usize) -> Option<u6
         .max()
 }
 
-/// Client indices by id, as the scenario's plans name them.
-struct Index<'a>(BTreeMap<&'a str, usize>);
+/// Client indices by the key the server knows them by: a v1 client by its id, a legacy one
+/// by its peer address (its host's, whatever the port: each connection of a legacy client is
+/// a new client to the server).
+struct Index<'a> {
+    ids: BTreeMap<&'a str, usize>,
+    legacy: BTreeMap<IpAddr, usize>,
+}
 
 impl<'a> Index<'a> {
-    fn new(s: &'a Scenario) -> Self {
-        Self(
-            s.clients
+    fn new(out: &'a Outcome) -> Self {
+        let s = &out.scenario;
+        Self {
+            ids: s
+                .clients
                 .iter()
                 .enumerate()
+                .filter(|(_, c)| !c.legacy)
                 .map(|(i, c)| (c.id.as_str(), i))
                 .collect(),
-        )
-    }
-
-    /// The index of the client `key` names; `None` for one no plan names (a legacy peer).
-    fn of(&self, key: &ClientKey) -> Option<usize> {
-        match key {
-            ClientKey::Id(id) => self.0.get(id.as_str()).copied(),
-            ClientKey::Peer(_) => None,
+            legacy: s
+                .clients
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.legacy)
+                .map(|(i, _)| (out.client_ips[i], i))
+                .collect(),
         }
     }
+
+    /// The index of the client `key` names; `None` for one no plan names.
+    fn of(&self, key: &ClientKey) -> Option<usize> {
+        match key {
+            ClientKey::Id(id) => self.ids.get(id.as_str()).copied(),
+            ClientKey::Peer(addr) => self.legacy.get(&addr.ip()).copied(),
+        }
+    }
+}
+
+/// The index of the client the server knows by `key`, if the scenario has it.
+pub fn client_of(out: &Outcome, key: &ClientKey) -> Option<usize> {
+    Index::new(out).of(key)
 }
 
 /// A heartbeat the server counted for a client the scenario names, with what the view held for
@@ -397,6 +442,9 @@ enum Seen<'a> {
 struct View<'a> {
     /// Per incarnation, per client index, its epochs.
     incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>>,
+    /// Per client index, the key of its last connection in the last incarnation (a legacy
+    /// client has one per connection).
+    last_keys: BTreeMap<usize, &'a ClientKey>,
     /// The events the checks judge, in log order.
     seen: Vec<Seen<'a>>,
 }
@@ -407,15 +455,32 @@ impl<'a> View<'a> {
         let mut incarnations: BTreeMap<u32, BTreeMap<usize, Vec<Epoch>>> = BTreeMap::new();
         let mut seen = Vec::new();
         let mut hosts: BTreeMap<(u32, ConnId), IpAddr> = BTreeMap::new();
+        let mut last_keys = BTreeMap::new();
         for e in &out.log {
             let Record::Server { incarnation, event } = &e.record else {
                 continue;
             };
             let inc = *incarnation;
+            if incarnations
+                .keys()
+                .next_back()
+                .is_some_and(|&last| last < inc)
+            {
+                last_keys.clear();
+            }
             let epochs = incarnations.entry(inc).or_default();
             seen.push(match event {
-                Event::Connected { conn, peer, .. } => {
+                Event::Connected {
+                    conn, peer, client, ..
+                } => {
                     hosts.insert((inc, *conn), peer.ip());
+                    if let Some(i) = index.of(client) {
+                        // A legacy connection is a new client to the server: a new epoch.
+                        if matches!(client, ClientKey::Peer(_)) {
+                            epochs.entry(i).or_default().push(Epoch::default());
+                        }
+                        last_keys.insert(i, client);
+                    }
                     continue;
                 }
                 Event::Restarted { client, .. } => {
@@ -504,7 +569,11 @@ impl<'a> View<'a> {
                 _ => continue,
             });
         }
-        Self { incarnations, seen }
+        Self {
+            incarnations,
+            last_keys,
+            seen,
+        }
     }
 
     /// Client `i`'s epochs in the last incarnation, the one the final report covers.
@@ -515,6 +584,11 @@ impl<'a> View<'a> {
             .and_then(|clients| clients.get(&i))
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// True when the server restarted and its last incarnation never heard of client `i`.
+    fn restarted_without(&self, i: usize) -> bool {
+        self.incarnations.len() > 1 && self.last_epochs(i).is_empty()
     }
 
     /// Client `i`'s epochs in every incarnation, in order.
@@ -569,39 +643,51 @@ fn holds(out: &Outcome, truth: &Truth) -> Vec<Hold> {
 pub fn check(out: &Outcome) -> Verdict {
     let s = &out.scenario;
     let truth = Truth::new(out);
-    let index = Index::new(s);
+    let index = Index::new(out);
     let view = View::new(out, &truth, &index);
-    let rows: BTreeMap<usize, &ClientSummary> = out
-        .report
-        .clients
+    // Every report row of each client (a legacy client has one per connection), and its
+    // current one: its only row, or the row of its last connection.
+    let mut all_rows: BTreeMap<usize, Vec<&ClientSummary>> = BTreeMap::new();
+    for c in &out.report.clients {
+        if let Some(i) = index.of(&c.client) {
+            all_rows.entry(i).or_default().push(c);
+        }
+    }
+    let rows: BTreeMap<usize, &ClientSummary> = all_rows
         .iter()
-        .filter_map(|c| index.of(&c.client).map(|i| (i, c)))
+        .filter_map(|(&i, list)| {
+            let current = list
+                .iter()
+                .find(|r| view.last_keys.get(&i).is_some_and(|k| **k == r.client));
+            current.or(list.last()).map(|r| (i, *r))
+        })
         .collect();
     let holds = holds(out, &truth);
-    let mut checks = vec![
+    let ids: Vec<&str> = s.clients.iter().map(|c| c.id.as_str()).collect();
+    let mut checks: Vec<(String, Vec<String>)> = [
         ("truth", truth.failures.clone()),
         ("attribution", attribution(out, &view)),
-        ("accounting", accounting(&view)),
-        ("report", report(s, &truth, &view, &rows)),
+        ("accounting", accounting(&view, &ids)),
+        ("report", report(s, &truth, &view, &all_rows)),
         ("tail", tail(out, &truth, &view)),
-        ("held", held(&view, &holds)),
-        ("liveness", liveness(out, &truth, &rows)),
-    ];
-    let x = s.expect;
-    if x.none_missed {
-        checks.push(("none-missed", none_missed(out)));
-    }
-    if x.no_reconnect {
-        checks.push(("no-reconnect", no_reconnect(out)));
-    }
-    if x.all_live {
-        checks.push(("all-live", all_live(out, &view)));
-    }
-    if x.burst_per_hold {
-        checks.push(("burst-per-hold", burst_per_hold(&view, &holds)));
-    }
-    if x.restarts_seen {
-        checks.push(("restarts-seen", restarts_seen(s, &rows)));
+        ("held", held(&view, &holds, &ids)),
+        ("liveness", liveness(out, &truth, &view, &rows)),
+    ]
+    .into_iter()
+    .map(|(name, failures)| (name.to_owned(), failures))
+    .collect();
+    for x in &s.expect {
+        let failures = match x {
+            Expectation::AllLive => all_live(out, &view),
+            Expectation::BurstPerHold => burst_per_hold(&view, &holds, &ids),
+            Expectation::Client { clients, rule, .. } => {
+                client_rule(out, &index, &rows, &all_rows, clients, rule)
+            }
+            Expectation::NoReconnect => no_reconnect(s, &all_rows),
+            Expectation::NoneMissed => none_missed(out),
+            Expectation::RestartsSeen => restarts_seen(s, &rows),
+        };
+        checks.push((x.name(), failures));
     }
     Verdict {
         checks: checks
@@ -653,7 +739,7 @@ fn attribution(out: &Outcome, view: &View<'_>) -> Vec<String> {
 /// Invariant 3, `accounting`: in every epoch, each slot from 1 to the highest sequence number
 /// received is counted exactly once, received or missed (a late arrival moves it from missed to
 /// received, and says so); nothing is counted twice.
-fn accounting(view: &View<'_>) -> Vec<String> {
+fn accounting(view: &View<'_>, ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for seen in &view.seen {
         match seen {
@@ -690,8 +776,8 @@ fn accounting(view: &View<'_>) -> Vec<String> {
                     + epoch.missed.iter().filter(|&&m| m <= highest).count() as u64;
                 if counted != highest || epoch.missed.iter().any(|&m| m > highest) {
                     failures.push(format!(
-                        "server#{inc} c{} epoch {k}: received {} + missed {} != highest {highest}",
-                        i + 1,
+                        "server#{inc} {} epoch {k}: received {} + missed {} != highest {highest}",
+                        ids[*i],
                         epoch.received.len(),
                         epoch.missed.len()
                     ));
@@ -708,14 +794,16 @@ fn report(
     s: &Scenario,
     truth: &Truth,
     view: &View<'_>,
-    rows: &BTreeMap<usize, &ClientSummary>,
+    all_rows: &BTreeMap<usize, Vec<&ClientSummary>>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     for (i, plan) in s.clients.iter().enumerate() {
         let epochs = view.last_epochs(i);
         let received: u64 = epochs.iter().map(|e| e.received.len() as u64).sum();
         let missed: u64 = epochs.iter().map(|e| e.missed.len() as u64).sum();
-        let (r_received, r_missed) = rows.get(&i).map_or((0, 0), |r| (r.received, r.missed));
+        let rows = all_rows.get(&i).map_or(&[][..], Vec::as_slice);
+        let r_received: u64 = rows.iter().map(|r| r.received).sum();
+        let r_missed: u64 = rows.iter().map(|r| r.missed).sum();
         if (r_received, r_missed) != (received, missed) {
             failures.push(format!(
                 "{}: report says received {r_received} missed {r_missed}, events say {received} \
@@ -745,7 +833,7 @@ fn tail(out: &Outcome, truth: &Truth, view: &View<'_>) -> Vec<String> {
         for (k, session) in sessions.iter().enumerate() {
             let live = k + 1 == sessions.len() && out.fates[i] == Fate::Alive;
             let bound = if live {
-                s.in_flight_bound()
+                s.in_flight_bound(plan)
             } else {
                 s.crash_tail_bound(plan)
             };
@@ -770,23 +858,23 @@ fn tail(out: &Outcome, truth: &Truth, view: &View<'_>) -> Vec<String> {
 
 /// Invariant 6, `held`: every heartbeat written while its link was held is received and never
 /// reported missed (while holds stay shorter than the server's idle timeout).
-fn held(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+fn held(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for h in holds {
-        let c = h.client + 1;
+        let c = ids[h.client];
         for &(k, seq) in &h.beats {
             let mut got = false;
             for e in view.epochs(h.client).filter(|e| e.session == Some(k)) {
                 if e.missed.contains(&seq) {
                     failures.push(format!(
-                        "c{c} seq {seq}, written while held, is reported missed"
+                        "{c} seq {seq}, written while held, is reported missed"
                     ));
                 }
                 got |= e.received.contains_key(&seq);
             }
             if !got {
                 failures.push(format!(
-                    "c{c} seq {seq}, written while held, was never received"
+                    "{c} seq {seq}, written while held, was never received"
                 ));
             }
         }
@@ -796,13 +884,19 @@ fn held(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
 
 /// Invariant 7, `liveness`: after heal-and-drain, every surviving client is `up` and connected,
 /// still writing, and was last heard within one interval plus latency of the end; every client
-/// that crashed for good is `down` and not connected; every stopped client has `left`.
-fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
+/// that crashed for good is `down` and not connected (or unknown to a server restarted since);
+/// every stopped client has `left`.
+fn liveness(
+    out: &Outcome,
+    truth: &Truth,
+    view: &View<'_>,
+    rows: &BTreeMap<usize, &ClientSummary>,
+) -> Vec<String> {
     let s = &out.scenario;
     let mut failures = Vec::new();
     let end_unix = UnixTime::from_duration(Duration::from_secs(EPOCH_SECS) + out.end);
-    let recent = s.interval + s.params.latency.max() + s.tick * 2;
     for (i, plan) in s.clients.iter().enumerate() {
+        let recent = plan.interval + plan.latency.max() + s.tick * 2;
         let row = rows.get(&i);
         let state = row.map_or("absent", |r| r.state.as_str());
         let connected = row.is_some_and(|r| r.connected);
@@ -819,7 +913,8 @@ fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>
                     .last()
                     .and_then(|s| s.beats.values().next_back())
                     .map(|w| w.at);
-                if last_written.is_none_or(|at| out.end.saturating_sub(at) > s.interval + s.tick) {
+                if last_written.is_none_or(|at| out.end.saturating_sub(at) > plan.interval + s.tick)
+                {
                     failures.push(format!(
                         "{} survived but last wrote at {last_written:?} (end {:?})",
                         plan.id, out.end
@@ -836,9 +931,20 @@ fn liveness(out: &Outcome, truth: &Truth, rows: &BTreeMap<usize, &ClientSummary>
                     ));
                 }
             }
-            Fate::Dead if state != "down" || connected => {
+            // A server restarted after the crash never heard of it: absent is right too.
+            Fate::Dead
+                if connected
+                    || !(state == "down" || (state == "absent" && view.restarted_without(i))) =>
+            {
                 failures.push(format!(
                     "{} is dead but the server has it {state}{}",
+                    plan.id,
+                    if connected { ", connected" } else { "" }
+                ));
+            }
+            Fate::Exited if state == "up" || connected => {
+                failures.push(format!(
+                    "{} gave up but the server has it {state}{}",
                     plan.id,
                     if connected { ", connected" } else { "" }
                 ));
@@ -862,26 +968,27 @@ fn none_missed(out: &Outcome) -> Vec<String> {
         .collect()
 }
 
-/// Expectation `no-reconnect`: the final report shows every client on exactly one connection.
-fn no_reconnect(out: &Outcome) -> Vec<String> {
-    out.report
-        .clients
+/// Expectation `no-reconnect`: the final report shows every client on exactly one connection
+/// (a legacy client's connections are its rows, one each).
+fn no_reconnect(s: &Scenario, all_rows: &BTreeMap<usize, Vec<&ClientSummary>>) -> Vec<String> {
+    all_rows
         .iter()
-        .filter(|c| c.connections != 1)
-        .map(|c| format!("{} connected {} times", c.client, c.connections))
+        .map(|(&i, rows)| (i, rows.iter().map(|r| r.connections).sum::<u64>()))
+        .filter(|&(_, n)| n != 1)
+        .map(|(i, n)| format!("{} connected {n} times", s.clients[i].id))
         .collect()
 }
 
-/// Expectation `all-live`: every heartbeat of a known client arrived within the latency bound
-/// (max latency + 2 ticks, never before it was sent), no client ever went `suspect` or `down`,
-/// and the final report has no burst.
+/// Expectation `all-live`: every heartbeat of a known client arrived within its link's latency
+/// bound (max latency + 2 ticks, never before it was sent), no client ever went `suspect` or
+/// `down`, and the final report has no burst.
 fn all_live(out: &Outcome, view: &View<'_>) -> Vec<String> {
     let s = &out.scenario;
-    let live_bound = s.params.latency.max() + s.tick * 2;
     let mut failures = Vec::new();
     for seen in &view.seen {
         match seen {
             Seen::Beat(b) => {
+                let live_bound = s.clients[b.index].latency.max() + s.tick * 2;
                 let delay = b.received.signed_nanos_since(b.sent);
                 if delay < 0 || delay as u128 > live_bound.as_nanos() {
                     failures.push(format!(
@@ -915,7 +1022,7 @@ fn all_live(out: &Outcome, view: &View<'_>) -> Vec<String> {
 
 /// Expectation `burst-per-hold`: for every hold that held heartbeats, one burst the server
 /// reported carried all of them (its range covers the lowest to the highest held).
-fn burst_per_hold(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
+fn burst_per_hold(view: &View<'_>, holds: &[Hold], ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for h in holds {
         let seqs = || h.beats.iter().map(|&(_, seq)| seq);
@@ -928,19 +1035,20 @@ fn burst_per_hold(view: &View<'_>, holds: &[Hold]) -> Vec<String> {
         });
         if !found {
             failures.push(format!(
-                "c{}: no burst carried the held heartbeats {lo}-{hi}",
-                h.client + 1
+                "{}: no burst carried the held heartbeats {lo}-{hi}",
+                ids[h.client]
             ));
         }
     }
     failures
 }
 
-/// Expectation `restarts-seen`: the final report counts, for every client, as many restarts
-/// (new sessions) as the scenario restarted it.
+/// Expectation `restarts-seen`: the final report counts, for every v1 client, as many restarts
+/// (new sessions) as the scenario restarted it. (A restarted legacy client connects from a new
+/// port: a new client to the server, which cannot tell.)
 fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<String> {
     let mut failures = Vec::new();
-    for (i, plan) in s.clients.iter().enumerate() {
+    for (i, plan) in s.clients.iter().enumerate().filter(|(_, c)| !c.legacy) {
         let restarts = s
             .actions
             .iter()
@@ -951,6 +1059,127 @@ fn restarts_seen(s: &Scenario, rows: &BTreeMap<usize, &ClientSummary>) -> Vec<St
             failures.push(format!(
                 "{} restarted {restarts} times, the server saw {seen}",
                 plan.id
+            ));
+        }
+    }
+    failures
+}
+
+/// A scenario's expectation on `clients`: each satisfies `rule`. A counter sums the client's
+/// rows (a legacy client has one per connection); the state is its current row's.
+fn client_rule(
+    out: &Outcome,
+    index: &Index<'_>,
+    rows: &BTreeMap<usize, &ClientSummary>,
+    all_rows: &BTreeMap<usize, Vec<&ClientSummary>>,
+    clients: &[usize],
+    rule: &ClientRule,
+) -> Vec<String> {
+    let s = &out.scenario;
+    let mut failures = Vec::new();
+    for &i in clients {
+        let id = &s.clients[i].id;
+        let row = rows.get(&i);
+        match *rule {
+            ClientRule::Count {
+                counter,
+                cmp,
+                value,
+            } => {
+                let got = all_rows
+                    .get(&i)
+                    .map_or(0, |list| list.iter().map(|r| counter_of(r, counter)).sum());
+                if !cmp.holds(got, value) {
+                    failures.push(format!(
+                        "{id} {} {got}, expected {} {value}",
+                        counter.as_str(),
+                        cmp.as_str()
+                    ));
+                }
+            }
+            ClientRule::DownWithin(within) => {
+                failures.extend(down_within(out, index, i, within));
+            }
+            ClientRule::State(want) => {
+                let got = row.map_or("absent", |r| r.state.as_str());
+                if got != want.as_str() {
+                    failures.push(format!(
+                        "{id} is {got} at the end, expected {}",
+                        want.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Counter `c` of a report row.
+fn counter_of(r: &ClientSummary, c: crate::scenario::Counter) -> u64 {
+    use crate::scenario::Counter as C;
+    match c {
+        C::Bursts => r.bursts,
+        C::Connections => r.connections,
+        C::Duplicates => r.duplicates,
+        C::Missed => r.missed,
+        C::Received => r.received,
+        C::Restarts => r.restarts,
+    }
+}
+
+/// Expectation `down within`: after each crash of client `i` that lasted at least `within`
+/// (no restart or start before), the server declared it `down` within `within`.
+fn down_within(out: &Outcome, index: &Index<'_>, i: usize, within: Duration) -> Vec<String> {
+    let s = &out.scenario;
+    let id = &s.clients[i].id;
+    let crashes: Vec<Duration> = out
+        .log
+        .iter()
+        .filter_map(|e| match e.record {
+            Record::Action(
+                Action::Crash(Node::Client(c)) | Action::SilentCrash(Node::Client(c)),
+            ) if c == i => Some(e.at),
+            _ => None,
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for at in crashes {
+        let back = out
+            .log
+            .iter()
+            .filter(|e| e.at > at)
+            .find_map(|e| match e.record {
+                Record::Action(Action::Bounce(Node::Client(c)) | Action::Start(c)) if c == i => {
+                    Some(e.at)
+                }
+                _ => None,
+            })
+            .unwrap_or(out.end);
+        let down = out
+            .log
+            .iter()
+            .filter(|e| e.at >= at)
+            .find_map(|e| match &e.record {
+                Record::Server {
+                    event: Event::Transition { client, to, .. },
+                    ..
+                } if *to == heartbeat_core::liveness::Liveness::Down
+                    && index.of(client) == Some(i) =>
+                {
+                    Some(e.at)
+                }
+                _ => None,
+            });
+        let in_time = down.is_some_and(|d| d <= at + within);
+        if !in_time && back - at >= within {
+            failures.push(format!(
+                "{id} crashed at {}, not down within {} ({})",
+                crate::render::secs(at),
+                crate::render::secs(within),
+                down.map_or_else(
+                    || "never down".to_owned(),
+                    |d| format!("down at {}", crate::render::secs(d))
+                )
             ));
         }
     }
@@ -992,7 +1221,7 @@ mod tests {
 
     fn params() -> Params {
         Params {
-            latency: Latency::Fixed(Duration::from_millis(10)),
+            latency: Some(Latency::Fixed(Duration::from_millis(10))),
             ..Params::seed(3)
         }
     }
@@ -1016,11 +1245,11 @@ mod tests {
         (out, v)
     }
 
-    fn failing(v: &Verdict) -> Vec<&'static str> {
+    fn failing(v: &Verdict) -> Vec<&str> {
         v.checks
             .iter()
             .filter(|c| !c.ok())
-            .map(|c| c.name)
+            .map(|c| c.name.as_str())
             .collect()
     }
 

@@ -7,22 +7,23 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use heartbeat_core::client;
+use heartbeat_core::config::Backoff;
 use heartbeat_core::server::Event;
 
 use crate::log::{Entry, Record};
 use crate::oracle::{Truth, Verdict};
-use crate::scenario::{Node, SCENARIOS};
+use crate::scenario::{ClientPlan, Node, Scenario};
 use crate::world::Outcome;
 
 /// `12.345s`: simulated time, truncated to the millisecond.
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// The timeline line of an entry, or `None` for the routine ones (heartbeats, acks, writes).
-fn timeline_line(e: &Entry) -> Option<(String, String)> {
+fn timeline_line(s: &Scenario, e: &Entry) -> Option<(String, String)> {
     let (who, what) = match &e.record {
-        Record::Action(a) => ("fault".to_owned(), a.to_string()),
+        Record::Action(a) => ("fault".to_owned(), s.describe(a)),
         Record::Heal { restarted_server } => (
             "heal".to_owned(),
             if *restarted_server {
@@ -32,7 +33,7 @@ fn timeline_line(e: &Entry) -> Option<(String, String)> {
             },
         ),
         Record::Started { node, incarnation } => (
-            node.to_string(),
+            s.node_name(*node),
             if *incarnation == 0 {
                 "started".to_owned()
             } else {
@@ -48,40 +49,97 @@ fn timeline_line(e: &Entry) -> Option<(String, String)> {
             | client::Event::Disconnected { .. }
             | client::Event::ServerSilent { .. }
             | client::Event::Skipped { .. } => {
-                (Node::Client(*client).to_string(), event.to_string())
+                (s.node_name(Node::Client(*client)), event.to_string())
             }
             _ => return None,
         },
-        Record::Note { node, text } => (node.to_string(), text.clone()),
-        Record::Connect { .. } | Record::Stop | Record::Wrote { .. } => return None,
+        Record::Note { node, text } => (s.node_name(*node), text.clone()),
+        Record::Connect { .. } | Record::Exited { .. } | Record::Stop | Record::Wrote { .. } => {
+            return None;
+        }
     };
     Some((who, what))
+}
+
+/// The scenario lines of the text rendering: what ran, with which parameters, and how to replay
+/// it. When the clients differ, one line per client gives its settings; the detector is named
+/// when it is not the server's default.
+fn header(o: &mut String, s: &Scenario) {
+    let _ = writeln!(o, "scenario {}: {}", s.name, s.summary);
+    let first = s.clients.first();
+    let alike = |a: &ClientPlan, b: &ClientPlan| {
+        (a.interval, a.latency, a.legacy, a.ack_timeout, a.reconnect)
+            == (b.interval, b.latency, b.legacy, b.ack_timeout, b.reconnect)
+    };
+    let uniform = first.is_none_or(|f| s.clients.iter().all(|c| alike(f, c)));
+    let interval = match first {
+        Some(f) if s.clients.iter().all(|c| c.interval == f.interval) => {
+            format!("interval {} ms", f.interval.as_millis())
+        }
+        _ => "intervals per client".to_owned(),
+    };
+    let mut common = String::new();
+    if let Some(f) = first.filter(|_| uniform) {
+        common = client_extras(f);
+    }
+    let _ = writeln!(
+        o,
+        "seed {}, latency {} ms, {} clients, {interval}{common}, faults for {}, heal-and-drain {}",
+        s.params.seed,
+        s.latency,
+        s.clients.len(),
+        secs(s.duration),
+        secs(s.drain),
+    );
+    if !uniform {
+        for c in &s.clients {
+            let ack = c
+                .ack_timeout
+                .map_or_else(String::new, |t| format!(", ack timeout {}", secs(t)));
+            let _ = writeln!(
+                o,
+                "  {:<6} interval {} ms, latency {} ms{ack}{}",
+                c.id,
+                c.interval.as_millis(),
+                c.latency,
+                client_extras(c)
+            );
+        }
+    }
+    if let Some(d) = &s.detector {
+        let _ = writeln!(o, "detector {d}");
+    }
+    let _ = writeln!(o, "replay: {}", s.replay_command());
+}
+
+/// What sets a client apart from a v1 client reconnecting with the default backoff: `, legacy`,
+/// `, no reconnect`, `, backoff 0.100s..10.000s`; empty for such a client.
+fn client_extras(c: &ClientPlan) -> String {
+    let mut extras = String::new();
+    if c.legacy {
+        extras.push_str(", legacy");
+    }
+    match c.reconnect {
+        None => extras.push_str(", no reconnect"),
+        Some(b) if b != Backoff::default() => extras.push_str(&format!(
+            ", backoff {}..{}",
+            secs(b.initial()),
+            secs(b.max())
+        )),
+        Some(_) => {}
+    }
+    extras
 }
 
 /// The text rendering.
 pub fn text(out: &Outcome, verdict: &Verdict) -> String {
     let s = &out.scenario;
     let mut o = String::new();
-    let summary = SCENARIOS
-        .iter()
-        .find(|(n, _)| *n == s.name)
-        .map_or("", |(_, d)| d);
-    let _ = writeln!(o, "scenario {}: {summary}", s.name);
-    let _ = writeln!(
-        o,
-        "seed {}, latency {} ms, {} clients, interval {} ms, faults for {}, heal-and-drain {}",
-        s.params.seed,
-        s.params.latency,
-        s.clients.len(),
-        s.interval.as_millis(),
-        secs(s.duration),
-        secs(s.drain),
-    );
-    let _ = writeln!(o, "replay: {}", s.replay_command());
+    header(&mut o, s);
     let _ = writeln!(o);
     let _ = writeln!(o, "timeline");
     for e in &out.log {
-        if let Some((who, what)) = timeline_line(e) {
+        if let Some((who, what)) = timeline_line(s, e) {
             let _ = writeln!(o, "  {:>9}  {who:<7} {what}", secs(e.at));
         }
     }
@@ -147,7 +205,7 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
             Record::Action(a) => event_line(
                 &mut o,
                 "action",
-                &[("at_ms", ms(e.at)), ("action", json!(a.to_string()))],
+                &[("at_ms", ms(e.at)), ("action", json!(s.describe(a)))],
             ),
             Record::Heal { restarted_server } => event_line(
                 &mut o,
@@ -162,9 +220,10 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
     }
     let truth = Truth::new(out);
     let mut clients = out.report.to_json()["clients"].take();
-    for c in clients.as_array_mut().into_iter().flatten() {
-        let id = c.get("client").and_then(Value::as_str).unwrap_or_default();
-        if let Some(i) = s.clients.iter().position(|p| p.id == id) {
+    // The JSON rows are the report's, in its order.
+    let rows = clients.as_array_mut().into_iter().flatten();
+    for (c, row) in rows.zip(&out.report.clients) {
+        if let Some(i) = crate::oracle::client_of(out, &row.client) {
             c["sent"] = json!(truth.sent(i));
             c["skipped"] = json!(truth.skipped[i]);
         }

@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::oracle;
-use crate::scenario::{Params, Scenario};
+use crate::scenario::Params;
+use crate::scenario::file::Spec;
 use crate::world;
 
 /// The result of one seed.
@@ -25,8 +26,8 @@ pub struct SeedResult {
 }
 
 /// Runs one seed, turning a panic into a failure.
-pub fn run_seed(name: &str, params: &Params) -> SeedResult {
-    let scenario = match Scenario::build(name, params) {
+pub fn run_seed(spec: &Spec, params: &Params) -> SeedResult {
+    let scenario = match spec.expand(params) {
         Ok(s) => s,
         Err(e) => {
             return SeedResult {
@@ -38,21 +39,13 @@ pub fn run_seed(name: &str, params: &Params) -> SeedResult {
         }
     };
     let replay = scenario.replay_command();
-    let result = catch_unwind(AssertUnwindSafe(|| world::run(&scenario)));
-    let (failures, simulated) = match result {
+    let (failures, simulated) = match unpanic(|| world::run(&scenario)) {
         Ok(Ok(out)) => {
             let verdict = oracle::check(&out);
             (verdict.failures().collect(), out.end)
         }
         Ok(Err(e)) => (vec![format!("simulation failed: {e}")], Duration::ZERO),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            (vec![format!("simulation panicked: {msg}")], Duration::ZERO)
-        }
+        Err(msg) => (vec![format!("simulation panicked: {msg}")], Duration::ZERO),
     };
     SeedResult {
         seed: params.seed,
@@ -62,44 +55,70 @@ pub fn run_seed(name: &str, params: &Params) -> SeedResult {
     }
 }
 
-/// Runs `seeds` of scenario `name` on `jobs` threads; `progress` is called on the calling
+/// Runs `f`, turning a panic into `Err` with its message.
+pub fn unpanic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
+}
+
+/// Runs `seeds` of scenario `spec` on `jobs` threads; `progress` is called on the calling
 /// thread after each seed. Results come back sorted by seed.
 pub fn sweep(
-    name: &str,
+    spec: &Spec,
     base: &Params,
     seeds: Range<u64>,
     jobs: usize,
-    mut progress: impl FnMut(&SeedResult),
+    progress: impl FnMut(&SeedResult),
 ) -> Vec<SeedResult> {
+    let run = |seed| {
+        let params = Params {
+            seed,
+            ..base.clone()
+        };
+        run_seed(spec, &params)
+    };
+    per_seed(seeds, jobs, run, progress)
+}
+
+/// `work(seed)` for every seed of `seeds`, on `jobs` threads (each builds and drops its own
+/// simulations: a turmoil `Sim` lives and dies in one thread); `progress` is called on the
+/// calling thread as each finishes. Results come back in seed order.
+pub fn per_seed<T: Send>(
+    seeds: Range<u64>,
+    jobs: usize,
+    work: impl Fn(u64) -> T + Sync,
+    mut progress: impl FnMut(&T),
+) -> Vec<T> {
     let next = AtomicU64::new(seeds.start);
     let (tx, rx) = mpsc::channel();
     let mut results = Vec::new();
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             let tx = tx.clone();
-            let next = &next;
+            let (next, work, end) = (&next, &work, seeds.end);
             scope.spawn(move || {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds.end {
+                    if seed >= end {
                         break;
                     }
-                    let params = Params {
-                        seed,
-                        ..base.clone()
-                    };
-                    if tx.send(run_seed(name, &params)).is_err() {
+                    if tx.send((seed, work(seed))).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(tx);
-        for r in rx {
+        for (seed, r) in rx {
             progress(&r);
-            results.push(r);
+            results.push((seed, r));
         }
     });
-    results.sort_by_key(|r| r.seed);
-    results
+    results.sort_by_key(|(seed, _)| *seed);
+    results.into_iter().map(|(_, r)| r).collect()
 }

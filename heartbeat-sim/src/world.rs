@@ -11,9 +11,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use heartbeat_core::analysis::Report;
-use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
 use heartbeat_core::server::{Event, Server};
-use heartbeat_core::{ClientId, ClientKey, DisconnectReason, UnixTime};
+use heartbeat_core::{ClientKey, DisconnectReason, UnixTime};
 
 use crate::host;
 use crate::log::{Entry, Log, Record};
@@ -30,6 +29,9 @@ pub enum Fate {
     Alive,
     /// Crashed and not restarted: the server must have noticed.
     Dead,
+    /// Its process gave up on its own (its connection failed or ended, and it does not
+    /// reconnect): the server must not have it up.
+    Exited,
     /// Never started.
     Idle,
     /// Stopped cleanly (it said goodbye).
@@ -82,7 +84,7 @@ struct ClientSignals {
 pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     let s = scenario;
     let log = Arc::new(Mutex::new(Log::default()));
-    let latency = s.params.latency;
+    let latency = s.latency;
     let total = s.duration + s.drain;
     let mut sim = turmoil::Builder::new()
         .rng_seed(s.params.seed)
@@ -98,7 +100,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 
     // The server first, so it is 192.168.0.1; then the clients in order. Registration order is
     // part of the seed (each host's RNG is drawn from the world's at registration).
-    let (server_stop, server_slot) = add_server(&mut sim, &log);
+    let (server_stop, server_slot) = add_server(&mut sim, s, &log);
     let signals = s
         .clients
         .iter()
@@ -107,6 +109,11 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
     let client_ips: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
+    // A client's own latency, on its link only (turmoil: min = max first, then the max).
+    for plan in s.clients.iter().filter(|c| c.latency != latency) {
+        sim.set_link_latency(plan.id.as_str(), SERVER, plan.latency.min());
+        sim.set_link_max_message_latency(plan.id.as_str(), SERVER, plan.latency.max());
+    }
 
     let mut steps = 0u64;
     let mut step = |sim: &mut turmoil::Sim<'_>| -> Result<(), String> {
@@ -172,6 +179,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 
     let entries = std::mem::take(&mut log.lock().expect("log lock").entries);
     let (entries, report) = cut_at_stop(entries, server.report());
+    gave_up(&entries, &mut fates);
     Ok(Outcome {
         scenario: s.clone(),
         log: entries,
@@ -188,6 +196,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 /// slot its driver hands the machine back in when stopped.
 fn add_server(
     sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
     log: &Arc<Mutex<Log>>,
 ) -> (watch::Sender<bool>, Rc<RefCell<Option<Server>>>) {
     let (stop, stop_rx) = watch::channel(false);
@@ -195,12 +204,12 @@ fn add_server(
     let log = log.clone();
     let slot = server_slot.clone();
     let incarnation = Rc::new(Cell::new(0u32));
+    let config = Arc::new(s.server_config());
     sim.host(SERVER, move || {
         let inc = incarnation.replace(incarnation.get() + 1);
-        let config = ServerConfig::default();
         host::server(
             inc,
-            Server::new(Arc::new(config)),
+            Server::new(config.clone()),
             log.clone(),
             slot.clone(),
             stop_rx.clone(),
@@ -221,13 +230,7 @@ fn add_client(
     let (stop, stop_rx) = watch::channel(false);
     let log = log.clone();
     let incarnation = Rc::new(Cell::new(0u32));
-    let id = ClientId::new(&plan.id).map_err(|e| e.to_string())?;
-    let mut config = ClientConfig::new(id, s.interval)
-        .map_err(|e| e.to_string())?
-        .reconnect(Some(Backoff::default()));
-    if let Some(t) = plan.ack_timeout {
-        config = config.ack_timeout(t).map_err(|e| e.to_string())?;
-    }
+    let config = plan.config()?;
     let seed = s.params.seed;
     sim.host(plan.id.as_str(), move || {
         let inc = incarnation.replace(incarnation.get() + 1);
@@ -303,6 +306,31 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
         }
     }
     report
+}
+
+/// Marks `Exited` the clients still thought alive whose last process gave up on its own.
+fn gave_up(entries: &[Entry], fates: &mut [Fate]) {
+    let mut last: Vec<Option<u32>> = vec![None; fates.len()];
+    let mut failed: Vec<Option<u32>> = vec![None; fates.len()];
+    for e in entries {
+        match e.record {
+            Record::Started {
+                node: Node::Client(i),
+                incarnation,
+            } => last[i] = Some(incarnation),
+            Record::Exited {
+                client,
+                incarnation,
+                failed: true,
+            } => failed[client] = Some(incarnation),
+            _ => {}
+        }
+    }
+    for (i, fate) in fates.iter_mut().enumerate() {
+        if *fate == Fate::Alive && last[i].is_some() && failed[i] == last[i] {
+            *fate = Fate::Exited;
+        }
+    }
 }
 
 /// The client whose fate `action` decides, and that fate.

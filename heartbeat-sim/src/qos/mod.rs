@@ -47,7 +47,7 @@ use heartbeat_core::config::ServerConfig;
 use heartbeat_core::detector::DetectorConfig;
 
 use crate::scenario::{
-    Action, ClientPlan, Expect, Latency, Node, Params, Scenario, TICK, Timed, between, lookup,
+    Action, ClientPlan, Latency, Node, Params, Scenario, Source, TICK, Timed, between, lookup,
 };
 use crate::world::derive_seed;
 use engine::{ClientTruth, Engine, TraceBatch, Transition};
@@ -165,21 +165,30 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
         }
     }
     actions.sort_by_key(|t| t.at);
+    let summary = QOS_SCENARIOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, d)| d);
     Ok(Scenario {
-        name,
+        name: name.to_owned(),
+        summary: summary.to_owned(),
+        source: Source::Builtin,
         params: Params {
             seed: p.seed,
             duration: Some(p.duration),
             clients: Some(n),
-            latency: p.latency,
+            latency: Some(p.latency),
         },
-        interval: iv,
+        latency: p.latency,
+        detector: None,
         tick: TICK,
-        clients: (0..n).map(ClientPlan::numbered).collect(),
+        clients: (0..n)
+            .map(|i| ClientPlan::numbered(i, iv, p.latency))
+            .collect(),
         actions,
         duration: p.duration,
         drain: Duration::ZERO,
-        expect: Expect::default(),
+        expect: Vec::new(),
     })
 }
 
@@ -396,8 +405,8 @@ fn run_unit(
     }
     let engine = Engine::new(&sc, server_config(&study.settings[0]), true).map_err(fail)?;
     let origin = engine.origin();
-    let n = sc.clients.len();
-    let new_replay = |c: &DetectorConfig| Replay::new(c.clone(), sc.interval, n, origin);
+    let intervals: Vec<Duration> = sc.clients.iter().map(|c| c.interval).collect();
+    let new_replay = |c: &DetectorConfig| Replay::new(c.clone(), intervals.clone(), origin);
     let (run, transitions) = if helpers == 0 {
         let mut replays: Vec<Replay> = study.settings.iter().map(new_replay).collect();
         let run = engine.run(

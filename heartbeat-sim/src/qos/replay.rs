@@ -6,7 +6,7 @@
 //! through the very machine the server runs ([`heartbeat_core::liveness::Watches`]; its docs
 //! state the rule). What a replay adds is only the mapping of the trace onto it:
 //!
-//! - an arrival is [`observe`](Watches::observe)d with the run's declared interval, a goodbye
+//! - an arrival is [`observe`](Watches::observe)d with its client's declared interval, a goodbye
 //!   is a [`leave`](Watches::leave), a reset (a new session) a [`reset`](Watches::reset), an
 //!   eviction a fresh [`start`](Watches::start), and a server restart starts every client over;
 //! - at one instant, arrivals come before checks, as in the engine: checks due strictly before
@@ -27,27 +27,22 @@ use super::engine::{TraceBatch, TraceItem, Transition};
 #[derive(Debug)]
 pub struct Replay {
     config: DetectorConfig,
-    interval: Duration,
-    clients: usize,
+    /// Each client's declared interval.
+    intervals: Vec<Duration>,
     origin: Instant,
     watches: Watches,
     transitions: Vec<Transition>,
 }
 
 impl Replay {
-    /// A replay of `clients` clients sending every `interval`, with times measured from
-    /// `origin` (the run's [`Run::origin`](super::engine::Run::origin)).
-    pub fn new(
-        config: DetectorConfig,
-        interval: Duration,
-        clients: usize,
-        origin: Instant,
-    ) -> Self {
+    /// A replay of clients each sending every `intervals[i]` (one per client, as they declare
+    /// it), with times measured from `origin` (the run's
+    /// [`Run::origin`](super::engine::Run::origin)).
+    pub fn new(config: DetectorConfig, intervals: Vec<Duration>, origin: Instant) -> Self {
         Self {
-            watches: fresh(&config, clients),
+            watches: fresh(&config, intervals.len()),
             config,
-            interval,
-            clients,
+            intervals,
             origin,
             transitions: Vec::new(),
         }
@@ -60,9 +55,9 @@ impl Replay {
                 TraceItem::Arrival { at, client, seqs } => {
                     self.checks_before(*at);
                     let seqs = batch.seqs[seqs.clone()].iter().copied();
-                    let change = self
-                        .watches
-                        .observe(*at, *client, Some(self.interval), seqs);
+                    let change =
+                        self.watches
+                            .observe(*at, *client, Some(self.intervals[*client]), seqs);
                     self.record(*at, change);
                 }
                 TraceItem::Left { at, client } => {
@@ -80,7 +75,7 @@ impl Replay {
                 }
                 TraceItem::ServerRestart { at } => {
                     self.checks_before(*at);
-                    self.watches = fresh(&self.config, self.clients);
+                    self.watches = fresh(&self.config, self.intervals.len());
                 }
             }
         }

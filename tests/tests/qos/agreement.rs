@@ -168,14 +168,14 @@ fn engine(sc: &Scenario) -> Seen {
 
 /// The arrival and detector tolerances of `sc` (module docs).
 fn tolerances(sc: &Scenario) -> (Duration, Duration) {
-    let spread = sc.params.latency.max() - sc.params.latency.min();
+    let spread = sc.latency.max() - sc.latency.min();
     (spread * 5 + sc.tick * 10, spread * 4 + sc.tick)
 }
 
 /// `Ok` when the two runs agree (module docs), else what differs first.
 fn compare(sc: &Scenario, t: &Seen, e: &Seen) -> Result<(), String> {
     let (arrival_tol, detector_tol) = tolerances(sc);
-    let fixed = sc.params.latency.max() == sc.params.latency.min();
+    let fixed = sc.latency.max() == sc.latency.min();
     if t.counts != e.counts {
         return Err(format!(
             "counts: turmoil {:?}, engine {:?}",
@@ -249,10 +249,7 @@ fn fates(t: &[(u64, Duration)], e: &[(u64, Duration)]) -> String {
 }
 
 fn agree(sc: &Scenario) {
-    let what = format!(
-        "{} seed {} latency {}",
-        sc.name, sc.params.seed, sc.params.latency
-    );
+    let what = format!("{} seed {} latency {}", sc.name, sc.params.seed, sc.latency);
     let (t, _) = turmoil(sc);
     let e = engine(sc);
     if let Err(diff) = compare(sc, &t, &e) {
@@ -262,7 +259,7 @@ fn agree(sc: &Scenario) {
 
 fn with_latency(name: &str, seed: u64, latency: &str) -> Scenario {
     let params = Params {
-        latency: Latency::parse(latency).unwrap(),
+        latency: Some(Latency::parse(latency).unwrap()),
         duration: Some(Duration::from_secs(30)),
         ..Params::seed(seed)
     };
@@ -281,7 +278,7 @@ fn qos(name: &str, seed: u64, latency: &str) -> Scenario {
 
 fn fixed(seed: u64) -> Params {
     Params {
-        latency: Latency::Fixed(ms(10)),
+        latency: Some(Latency::Fixed(ms(10))),
         ..Params::seed(seed)
     }
 }
@@ -381,10 +378,7 @@ fn known_disagreements() {
         // the engine it was still in flight.
         (qos("steady-jitter", 1, "1-200"), "end"),
     ] {
-        let what = format!(
-            "{} seed {} latency {}",
-            sc.name, sc.params.seed, sc.params.latency
-        );
+        let what = format!("{} seed {} latency {}", sc.name, sc.params.seed, sc.latency);
         let (t, out) = turmoil(&sc);
         let e = engine(&sc);
         let diff = compare(&sc, &t, &e).expect_err(&what);
@@ -421,7 +415,7 @@ fn first_difference(sc: &Scenario, t: &Seen, e: &Seen) -> Option<(usize, u64)> {
 /// action, or `end`) in whose window turmoil sent it (see [`known_disagreements`]), as
 /// `(fault, detail)`; `Err` with the details when there is none.
 fn explain(sc: &Scenario, out: &Outcome, t: &Seen, e: &Seen) -> Result<(String, String), String> {
-    let latency = sc.params.latency;
+    let latency = sc.latency;
     let spread = latency.max() - latency.min();
     let Some((i, seq)) = first_difference(sc, t, e) else {
         return Err("the same heartbeats arrived at nearly the same times".to_owned());

@@ -21,7 +21,10 @@ fn identical(sc: &Scenario, settings: &[DetectorConfig]) -> usize {
     let origin = engine.origin();
     let mut replays: Vec<Replay> = settings
         .iter()
-        .map(|c| Replay::new(c.clone(), sc.interval, sc.clients.len(), origin))
+        .map(|c| {
+            let intervals = sc.clients.iter().map(|p| p.interval).collect();
+            Replay::new(c.clone(), intervals, origin)
+        })
         .collect();
     let run = engine.run(&mut |b| replays.iter_mut().for_each(|r| r.feed(b)), None);
     let end = run.origin + run.end;

@@ -6,16 +6,20 @@
 //! Snapshots live in `snapshots/` beside this file. After a deliberate change, review them with
 //! `cargo insta review`; CI runs with `INSTA_UPDATE=no`, so an unreviewed change fails.
 
+mod expansions;
+mod files;
+mod insta_format;
+
 use std::time::Duration;
 
-use heartbeat_sim::scenario::{Latency, Params, SCENARIOS, Scenario};
+use heartbeat_sim::scenario::{Latency, Params, Scenario, builtin};
 use heartbeat_sim::{oracle, render, world};
 
 /// The snapshot parameters: seed 1 and a fixed 10 ms latency, so the network draws nothing
 /// from turmoil's RNG and a snapshot only moves when the code does.
 fn snapshot_params() -> Params {
     Params {
-        latency: Latency::Fixed(Duration::from_millis(10)),
+        latency: Some(Latency::Fixed(Duration::from_millis(10))),
         ..Params::seed(1)
     }
 }
@@ -80,7 +84,7 @@ fn every_scenario_has_tests() {
         "client-crash",
         "swizzle",
     ];
-    let listed: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+    let listed: Vec<&str> = builtin::names().collect();
     assert_eq!(listed, tested);
 }
 

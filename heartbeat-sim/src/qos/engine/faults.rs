@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
+use heartbeat_core::ClientKey;
+use heartbeat_core::config::{ClientConfig, ServerConfig};
 use heartbeat_core::server::Server;
-use heartbeat_core::{ClientId, ClientKey};
 
 use super::Witness;
 use super::trace::TraceItem;
@@ -30,15 +30,17 @@ impl<'s> Plan<'s> {
         let mut configs = Vec::new();
         let mut keys = Vec::new();
         for plan in &scenario.clients {
-            let id = ClientId::new(&plan.id).map_err(|e| e.to_string())?;
-            let mut config = ClientConfig::new(id.clone(), scenario.interval)
-                .map_err(|e| e.to_string())?
-                .reconnect(Some(Backoff::default()));
-            if let Some(t) = plan.ack_timeout {
-                config = config.ack_timeout(t).map_err(|e| e.to_string())?;
+            if plan.legacy {
+                // The engine's ground truth follows clients by identity; a legacy client has
+                // none on the wire (the server keys it by peer address).
+                return Err(format!(
+                    "{}: legacy clients are not supported by the event-driven engine",
+                    plan.id
+                ));
             }
+            let config = plan.config()?;
+            keys.push(ClientKey::Id(config.id().clone()));
             configs.push(config);
-            keys.push(ClientKey::Id(id));
         }
         Ok(Self {
             scenario,
@@ -48,14 +50,14 @@ impl<'s> Plan<'s> {
         })
     }
 
-    /// Adds every client's host to `net`, with the scenario's latency and per-client seeds.
+    /// Adds every client's host to `net`, with its link's latency and per-client seeds.
     pub(super) fn add_hosts(&self, net: &mut Net) {
         let seed = self.scenario.params.seed;
-        for i in 0..self.configs.len() {
+        for (i, plan) in self.scenario.clients.iter().enumerate() {
             let addr = SocketAddr::from(([10, 0, (i / 250) as u8, 1 + (i % 250) as u8], 49_152));
             let up = derive_seed(seed, 3001 + i as u64, 0);
             let down = derive_seed(seed, 4001 + i as u64, 0);
-            net.add_client(addr, self.scenario.params.latency, up, down);
+            net.add_client(addr, plan.latency, up, down);
         }
     }
 

@@ -280,3 +280,49 @@ impl Observer for Witness<'_> {
         self.trace.flush(self.sink, false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::file::Spec;
+    use crate::scenario::{Params, Source};
+
+    /// Each client sends at its own interval over a link of its own latency, as in the turmoil
+    /// world.
+    #[test]
+    fn clients_keep_their_own_interval_and_latency() {
+        let text = r#"
+            duration = "30s"
+            [[client]]
+            interval = "200ms"
+            latency = "5ms"
+            [[client]]
+            interval = "1s"
+            latency = "30ms"
+        "#;
+        let spec = Spec::parse("t.toml", "t", text, Source::File("t.toml".into())).unwrap();
+        let sc = spec.expand(&Params::seed(1)).unwrap();
+        let run = Engine::new(&sc, sc.server_config(), false)
+            .unwrap()
+            .run(&mut |_| {}, None);
+        let row = |id: &str| {
+            run.report
+                .clients
+                .iter()
+                .find(|c| c.client.to_string() == id)
+                .unwrap()
+        };
+        let (c1, c2) = (row("c1"), row("c2"));
+        assert_eq!(c1.delay_ms.unwrap().max_ms, 5.0);
+        assert_eq!(c2.delay_ms.unwrap().max_ms, 30.0);
+        assert_eq!(c1.inter_arrival_ms.unwrap().max_ms, 200.0);
+        assert_eq!(c2.inter_arrival_ms.unwrap().max_ms, 1000.0);
+        // About 5 times as many heartbeats from the faster client.
+        assert!(
+            c1.received > 4 * c2.received,
+            "{} {}",
+            c1.received,
+            c2.received
+        );
+    }
+}
