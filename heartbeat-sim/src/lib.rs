@@ -45,7 +45,9 @@ pub mod oracle;
 pub mod qos;
 pub mod render;
 pub mod scenario;
+pub mod serverlog;
 pub mod sweep;
+pub mod tune;
 pub mod world;
 
 pub use scenario::{Latency, Params, SCENARIOS, Scenario};

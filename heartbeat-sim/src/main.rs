@@ -56,6 +56,10 @@ enum Command {
     /// mistake rate and duration, query accuracy) against the simulation's ground truth, over
     /// many seeds, with the event-driven engine. Progress on stderr.
     Qos(heartbeat_sim::qos::cli::QosArgs),
+    /// Tune the failure detector on a real server's log (`heartbeat-server --json`): every
+    /// client's arrivals replayed into a grid of detector settings; detection time (Chen's
+    /// method) against mistakes, and the fastest settings without mistakes, as server flags.
+    Tune(heartbeat_sim::tune::cli::TuneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             json,
         } => run(&scenario, &shape.params(seed), json),
         Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
+        Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
         Command::Sweep {
             scenario,
             seeds,
