@@ -182,3 +182,61 @@ pub fn main(args: TuneArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::qos::label;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        tune: TuneArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TuneArgs, String> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map(|t| t.tune)
+            .map_err(|e| e.to_string())
+    }
+
+    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
+        Ok(parse(args)?.settings()?.iter().map(label).collect())
+    }
+
+    #[test]
+    fn the_grid_unless_parameters_are_given() {
+        assert_eq!(labels(&["f"]).unwrap().len(), 19);
+        assert_eq!(
+            labels(&["f", "--detector", "fixed"]).unwrap(),
+            [
+                "fixed grace=1x",
+                "fixed",
+                "fixed grace=5x",
+                "fixed grace=10x",
+                "fixed grace=20x"
+            ]
+        );
+        assert_eq!(
+            labels(&[
+                "f",
+                "--detector",
+                "chen,phi",
+                "--alpha",
+                "3x",
+                "--threshold",
+                "9"
+            ])
+            .unwrap(),
+            ["chen alpha=3x", "phi threshold=9"]
+        );
+        assert!(labels(&["f", "--detector", "fixed", "--alpha", "3x"]).is_err());
+        assert!(parse(&[]).is_err(), "a log or --synthetic is required");
+        let synthetic = parse(&["--synthetic", "1h@10Hz"]).unwrap();
+        assert_eq!(synthetic.synthetic.unwrap().heartbeats(), 36_000);
+        assert!(parse(&["f", "--synthetic", "1h@10Hz"]).is_err());
+        assert!(parse(&["--synthetic", "1h@10Hz", "--json"]).is_err());
+    }
+}
