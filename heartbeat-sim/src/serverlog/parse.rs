@@ -198,6 +198,8 @@ struct Block {
     malformed: u64,
     /// The first malformed lines, by block-local line number (from 0).
     errors: Vec<(u64, String)>,
+    /// The client of the last event.
+    last: Option<u32>,
 }
 
 fn state(s: Option<&str>) -> Option<Liveness> {
@@ -218,12 +220,20 @@ fn ms_to_duration(ms: f64) -> Option<Duration> {
 
 impl Block {
     fn intern(&mut self, index: &mut HashMap<String, u32>, name: &str) -> u32 {
-        if let Some(&i) = index.get(name) {
+        // Most lines name the client of the line before.
+        if let Some(i) = self.last.filter(|&i| self.names[i as usize] == name) {
             return i;
         }
-        let i = self.names.len() as u32;
-        self.names.push(name.to_owned());
-        index.insert(name.to_owned(), i);
+        let i = match index.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = self.names.len() as u32;
+                self.names.push(name.to_owned());
+                index.insert(name.to_owned(), i);
+                i
+            }
+        };
+        self.last = Some(i);
         i
     }
 
@@ -418,23 +428,24 @@ pub fn read(mut input: impl Read, jobs: usize) -> io::Result<ServerLog> {
 /// `None` at the end. `carry` holds the start of a line cut by the previous read.
 fn next_block(input: &mut impl Read, carry: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
     let mut buf = std::mem::take(carry);
-    let start = buf.len();
-    let want = if start < BLOCK { BLOCK } else { start + BLOCK };
-    buf.resize(want, 0);
-    let mut filled = start;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+    let want = buf.len() + BLOCK;
+    buf.reserve(BLOCK);
+    // `read_to_end` on `take` fills the spare capacity without zeroing it first.
+    loop {
+        match input
+            .by_ref()
+            .take((want - buf.len()) as u64)
+            .read_to_end(&mut buf)
+        {
+            Ok(_) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(super::read_error(e)),
         }
     }
-    buf.truncate(filled);
     if buf.is_empty() {
         return Ok(None);
     }
-    if filled == want {
+    if buf.len() == want {
         // More may follow: keep the cut line for the next block (a line longer than a block
         // grows the next one).
         match buf.iter().rposition(|&c| c == b'\n') {
