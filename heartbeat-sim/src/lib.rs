@@ -47,6 +47,7 @@ pub mod render;
 pub mod scenario;
 pub mod serverlog;
 pub mod sweep;
+pub mod timeline;
 pub mod tune;
 pub mod world;
 

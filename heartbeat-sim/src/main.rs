@@ -37,6 +37,9 @@ enum Command {
         /// Print JSON lines (the server's events, the summary, the verdict) instead of text.
         #[arg(long)]
         json: bool,
+        /// Also draw the run's timeline (lanes, faults as bands) as an SVG picture to this file.
+        #[arg(long)]
+        svg: Option<String>,
     },
     /// Run many seeds of a scenario (or `all`), one simulation per thread; list the failing
     /// seeds with the commands that replay them. Exits 1 when any seed fails.
@@ -60,6 +63,9 @@ enum Command {
     /// client's arrivals replayed into a grid of detector settings; detection time (Chen's
     /// method) against mistakes, and the fastest settings without mistakes, as server flags.
     Tune(heartbeat_sim::tune::cli::TuneArgs),
+    /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
+    /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
+    Timeline(heartbeat_sim::timeline::cli::TimelineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,9 +117,11 @@ fn main() -> ExitCode {
             seed,
             shape,
             json,
-        } => run(&scenario, &shape.params(seed), json),
+            svg,
+        } => run(&scenario, &shape.params(seed), json, svg.as_deref()),
         Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
         Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
+        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(args),
         Command::Sweep {
             scenario,
             seeds,
@@ -147,7 +155,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(name: &str, params: &Params, json: bool) -> ExitCode {
+fn run(name: &str, params: &Params, json: bool, svg: Option<&str>) -> ExitCode {
     let scenario = match Scenario::build(name, params) {
         Ok(s) => s,
         Err(e) => {
@@ -164,6 +172,10 @@ fn run(name: &str, params: &Params, json: bool) -> ExitCode {
         }
     };
     let verdict = oracle::check(&out);
+    if let Some(Err(e)) = svg.map(|path| heartbeat_sim::timeline::cli::write_run(&out, path)) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let text = if json {
         render::json_lines(&out, &verdict)
     } else {
