@@ -13,6 +13,9 @@
 //! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
 //! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
 //! heartbeat-sim qos [--scenario crash] [--seeds 1..101] [--grid] [--json|--csv]
+//! heartbeat-sim run firewall --svg firewall.svg
+//! heartbeat-sim tune events.jsonl [--detector chen] [--json|--csv]
+//! heartbeat-sim timeline events.jsonl --svg events.svg
 //! ```
 //!
 //! [`qos`] measures the failure detectors' quality of service (Chen's metrics) on an
@@ -20,6 +23,9 @@
 //! Its network is [`memnet`], the one in-memory model of a TCP link (latency, hold, cut,
 //! crash, and the one rule for what happens first at one instant), which the core-level tests'
 //! `Pair` harness runs on too.
+//!
+//! A real server's log (`heartbeat-server --json`) is read by [`serverlog`]: [`tune`] replays it
+//! into detector settings through the QoS replay, and [`timeline`] draws it (or a run) as SVG.
 //!
 //! # A run
 //! 1. [`Scenario::build`] expands a name and [`Params`] into clients and timed actions.
