@@ -30,8 +30,9 @@
 //!
 //! # Server runs
 //! A log may hold several runs of the server (appended across restarts). A new run begins after
-//! a `summary` line (a clean stop) and at a `connected` event whose connection number is not
-//! above every earlier one of the run (connection numbers only grow within a run, from 1): a
+//! a `summary` line (a clean stop) and at a `connected` event whose connection number was
+//! already identified in the run (a run never reuses one; a restarted server counts from 1
+//! again; clients of one run may identify themselves in any order): an
 //! [`Item::ServerRestart`] is inserted there, with the previous run's last time, so that the
 //! gap, when the server was down, is known.
 

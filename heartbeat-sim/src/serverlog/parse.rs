@@ -3,7 +3,7 @@
 //! client indices and server runs are resolved (they depend on everything before).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::mpsc;
@@ -470,8 +470,8 @@ struct Stitch {
     untimed: Vec<usize>,
     /// Each client's last heartbeat (absolute Unix ns).
     last_beat: Vec<Option<u64>>,
-    /// The highest connection number of the current run.
-    max_conn: u64,
+    /// The connection numbers identified in the current run.
+    conns: HashSet<u64>,
     /// A `summary` ended the current run.
     run_ended: bool,
     /// The previous item's time, for the restart marker.
@@ -523,12 +523,10 @@ impl Stitch {
             }
             return;
         }
+        // Connection numbers are never reused within a run, but clients identify themselves in
+        // any order: a number identified twice is a new run, a smaller one is not.
         let new_run = match raw {
-            Raw::Connected { conn, .. } => {
-                let regress = conn <= self.max_conn;
-                self.max_conn = self.max_conn.max(conn);
-                regress
-            }
+            Raw::Connected { conn, .. } => !self.conns.insert(conn),
             _ => false,
         };
         let own = match &raw {
@@ -543,8 +541,9 @@ impl Stitch {
             _ => time,
         };
         if (self.run_ended || new_run) && self.log.stats.runs > 0 {
+            self.conns.clear();
             if let Raw::Connected { conn, .. } = raw {
-                self.max_conn = conn;
+                self.conns.insert(conn);
             }
             self.run_ended = false;
             let previous_end = self.run_last;
@@ -798,7 +797,8 @@ mod tests {
         assert_eq!(log.clients.len(), 2);
     }
 
-    /// A summary, or connection numbers starting over, begin a new server run.
+    /// A summary, or a connection number identified twice, begins a new server run; clients
+    /// identifying themselves out of order do not.
     #[test]
     fn server_restarts_are_found() {
         let beat = |c: &str, t: u64| {
@@ -806,6 +806,7 @@ mod tests {
         };
         let conn = |n: u64| format!(r#"{{"event":"connected","conn":{n},"client":"a"}}"#);
         let text = [
+            conn(3),
             conn(1),
             beat("a", 100),
             conn(2),
