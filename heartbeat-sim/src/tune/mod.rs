@@ -34,6 +34,10 @@
 //! The recommendation is the setting with the lowest mean T_D among those with no mistake on
 //! the trace (ties: lower p99, then grid order), and the same among those with at most one
 //! mistake a day of watched time.
+//!
+//! A stall of the server itself (`stalled`) is not a gap: the replay judges the arrival times
+//! as logged, without the server's pause guard, so heartbeats a stalled server read late may
+//! count as mistakes the real server did not make. The outcome counts the stalls.
 
 pub mod cli;
 pub mod render;
@@ -184,7 +188,7 @@ pub struct Outcome {
     pub rows: Vec<Row>,
     /// The clients tuned, in the log's order.
     pub clients: Vec<ClientRow>,
-    /// Clients left out: name and why (no interval known, not selected clients are not listed).
+    /// Selected clients that could not be tuned: name and why (no interval known).
     pub left_out: Vec<(String, String)>,
     /// The recommendations.
     pub recommendation: Recommendation,
@@ -192,6 +196,8 @@ pub struct Outcome {
     pub runs: u64,
     /// Downs the server that wrote the log declared (its own detector, for comparison).
     pub server_downs: u64,
+    /// Times the server that wrote the log was stalled (`stalled` events).
+    pub stalls: u64,
 }
 
 impl Outcome {
@@ -557,8 +563,14 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
             )
         })
         .count() as u64;
+    let stalls = log
+        .items
+        .iter()
+        .filter(|s| matches!(s.item, Item::Stalled { .. }))
+        .count() as u64;
     Ok(Outcome {
         recommendation: recommend(&rows),
+        stalls,
         rows,
         clients,
         left_out,

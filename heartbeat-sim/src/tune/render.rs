@@ -116,11 +116,12 @@ pub fn text(o: &Outcome, input: &Input<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "log: {} read, {} skipped, {} malformed; {}; the server declared {}",
+        "log: {} read, {} skipped, {} malformed; {}, {}; the server declared {}",
         plural(s.lines, "line", "lines"),
         s.skipped,
         s.malformed,
         plural(o.runs, "server run", "server runs"),
+        plural(o.stalls, "stall", "stalls"),
         plural(o.server_downs, "client down", "clients down"),
     );
     let _ = writeln!(
@@ -205,6 +206,7 @@ pub fn json(o: &Outcome, input: &Input<'_>) -> Value {
         "malformed": s.malformed,
         "errors": errors,
         "runs": o.runs,
+        "stalls": o.stalls,
         "server_downs": o.server_downs,
         "seed": input.seed,
         "clients": clients,
