@@ -132,6 +132,31 @@ impl Watches {
         self.checks.next()
     }
 
+    /// When the checks would move client `client` to `state` (`Suspect` or `Down`) if nothing
+    /// more were heard from it: the rule read ahead, without running it. `None` for any other
+    /// `state`, for a client without a detector or already in `state` or past it (`Down`,
+    /// `Left`), and when the detector never reaches the level.
+    ///
+    /// The checks run at `reaches(suspect)` and then at `reaches(down)`, and a check moves the
+    /// client as far as its suspicion allows, so a silent `Up` client is `Suspect` at the first
+    /// and `Down` at the later of the two. Checks moved by [`defer_due`](Self::defer_due) run
+    /// later than this. A replay uses it for Chen, Toueg and Aguilera's detection time of a
+    /// crash right after the last arrival.
+    pub fn convicts_at(&self, client: usize, state: Liveness) -> Option<Instant> {
+        let w = self.watches.get(client)?;
+        let det = w.detector.as_ref()?;
+        let levels = det.levels();
+        match (w.state, state) {
+            (Liveness::Up, Liveness::Suspect) => det.reaches(levels.suspect),
+            (Liveness::Up, Liveness::Down) => {
+                let suspect = det.reaches(levels.suspect)?;
+                det.reaches(levels.down).map(|down| down.max(suspect))
+            }
+            (Liveness::Suspect, Liveness::Down) => det.reaches(levels.down),
+            _ => None,
+        }
+    }
+
     // ---- inputs ----
 
     /// Watches client `client` afresh: `Up`, no detector, no check. For a new client, and for
@@ -407,6 +432,41 @@ mod tests {
         );
         w.observe(t0 + 9 * SECOND, 0, Some(SECOND), [Seq(1)]);
         assert_eq!(w.next_check(), Some(t0 + 11 * SECOND));
+    }
+
+    /// `convicts_at` reads the rule ahead: for every detector, after a jittery history, the
+    /// checks move a silent client exactly when it says, and not a nanosecond earlier.
+    #[test]
+    fn convicts_at_is_when_the_checks_convict() {
+        use Liveness::{Down, Suspect, Up};
+        let t0 = origin();
+        let ms = Duration::from_millis;
+        for kind in DetectorKind::ALL {
+            let mut w = Watches::new(DetectorConfig::new(kind));
+            w.start(0);
+            assert_eq!(w.convicts_at(0, Down), None, "{kind}: no detector yet");
+            let mut t = t0;
+            for (i, gap) in [0, 90, 130, 95, 110, 70, 150, 100].into_iter().enumerate() {
+                t += ms(gap);
+                w.observe(t, 0, Some(ms(100)), [Seq(i as u64 + 1)]);
+            }
+            let suspect = w.convicts_at(0, Suspect).unwrap();
+            let down = w.convicts_at(0, Down).unwrap();
+            assert!(t < suspect && suspect <= down, "{kind}");
+            assert_eq!(w.convicts_at(0, Up), None);
+            let before = |at: Instant| at - Duration::from_nanos(1);
+            assert_eq!(changes(&mut w, before(suspect)), [], "{kind}");
+            assert_eq!(w.state(0), Up);
+            w.handle_timeout(suspect, |_| {});
+            assert_eq!(w.state(0), if down == suspect { Down } else { Suspect });
+            if down > suspect {
+                assert_eq!(w.convicts_at(0, Down), Some(down), "{kind}: once suspect");
+                assert_eq!(w.convicts_at(0, Suspect), None);
+                assert_eq!(changes(&mut w, before(down)), [], "{kind}");
+                assert_eq!(changes(&mut w, down), [(0, Suspect, Down)], "{kind}");
+            }
+            assert_eq!(w.convicts_at(0, Down), None, "{kind}: down already");
+        }
     }
 
     #[test]

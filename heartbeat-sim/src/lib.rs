@@ -17,6 +17,9 @@
 //! heartbeat-sim sweep --file my.toml --seeds 0..200
 //! heartbeat-sim check my.toml [--seeds 1..5] [--accept]
 //! heartbeat-sim qos [--scenario crash] [--seeds 1..101] [--grid] [--json|--csv]
+//! heartbeat-sim run firewall --svg firewall.svg
+//! heartbeat-sim tune events.jsonl [--detector chen] [--json|--csv]
+//! heartbeat-sim timeline events.jsonl --svg events.svg
 //! ```
 //!
 //! Scenarios are [files](scenario::file) (`SCENARIOS.md` documents the format); the built-in
@@ -28,6 +31,9 @@
 //! Its network is [`memnet`], the one in-memory model of a TCP link (latency, hold, cut,
 //! crash, and the one rule for what happens first at one instant), which the core-level tests'
 //! `Pair` harness runs on too.
+//!
+//! A real server's log (`heartbeat-server --json`) is read by [`serverlog`]: [`tune`] replays it
+//! into detector settings through the QoS replay, and [`timeline`] draws it (or a run) as SVG.
 //!
 //! # A run
 //! 1. [`scenario::file::Spec::expand`] expands a scenario file and [`Params`] into clients and
@@ -55,7 +61,10 @@ pub mod oracle;
 pub mod qos;
 pub mod render;
 pub mod scenario;
+pub mod serverlog;
 pub mod sweep;
+pub mod timeline;
+pub mod tune;
 pub mod world;
 
 pub use scenario::{Latency, Params, Scenario};

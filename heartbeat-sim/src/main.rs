@@ -44,6 +44,9 @@ enum Command {
         /// Print JSON lines (the server's events, the summary, the verdict) instead of text.
         #[arg(long)]
         json: bool,
+        /// Also draw the run's timeline (lanes, faults as bands) as an SVG picture to this file.
+        #[arg(long)]
+        svg: Option<String>,
     },
     /// Run many seeds of a scenario (or `all` the built-in ones), one simulation per thread;
     /// list the failing seeds with the commands that replay them. Exits 1 when any seed fails.
@@ -67,6 +70,13 @@ enum Command {
     /// (`my.snap`, insta's format): exits 1 with a diff (and writes `my.snap.new`) when they
     /// differ or when an oracle fails, 2 on a bad file.
     Check(check::CheckArgs),
+    /// Tune the failure detector on a real server's log (`heartbeat-server --json`): every
+    /// client's arrivals replayed into a grid of detector settings; detection time (Chen's
+    /// method) against mistakes, and the fastest settings without mistakes, as server flags.
+    Tune(heartbeat_sim::tune::cli::TuneArgs),
+    /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
+    /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
+    Timeline(heartbeat_sim::timeline::cli::TimelineArgs),
 }
 
 /// Which scenario: a built-in one by name, or a file of your own.
@@ -153,8 +163,11 @@ fn main() -> ExitCode {
             seed,
             shape,
             json,
+            svg,
         } => match which.specs() {
-            Ok(specs) if specs.len() == 1 => run(&specs[0], &shape.params(seed), json),
+            Ok(specs) if specs.len() == 1 => {
+                run(&specs[0], &shape.params(seed), json, svg.as_deref())
+            }
             Ok(_) => {
                 eprintln!("error: run takes one scenario, not all");
                 ExitCode::from(2)
@@ -166,6 +179,8 @@ fn main() -> ExitCode {
         },
         Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
         Command::Check(args) => check::main(&args),
+        Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
+        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(args),
         Command::Sweep {
             which,
             seeds,
@@ -201,7 +216,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(spec: &Spec, params: &Params, json: bool) -> ExitCode {
+fn run(spec: &Spec, params: &Params, json: bool, svg: Option<&str>) -> ExitCode {
     let scenario = match spec.expand(params) {
         Ok(s) => s,
         Err(e) => {
@@ -218,6 +233,10 @@ fn run(spec: &Spec, params: &Params, json: bool) -> ExitCode {
         }
     };
     let verdict = oracle::check(&out);
+    if let Some(Err(e)) = svg.map(|path| heartbeat_sim::timeline::cli::write_run(&out, path)) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let text = if json {
         render::json_lines(&out, &verdict)
     } else {

@@ -50,6 +50,18 @@ impl Replay {
 
     /// Feeds one batch of the trace, in order.
     pub fn feed(&mut self, batch: &TraceBatch) {
+        self.feed_with(batch, |_, _, _| {});
+    }
+
+    /// [`feed`](Self::feed), calling `after_arrival(watches, client, at)` as soon as each
+    /// arrival has been observed, with the machine exactly as that arrival left it: where a
+    /// read-ahead such as [`Watches::convicts_at`] answers "what if nothing arrived after this
+    /// one?" (`heartbeat-sim tune`'s detection time).
+    pub fn feed_with(
+        &mut self,
+        batch: &TraceBatch,
+        mut after_arrival: impl FnMut(&Watches, usize, Instant),
+    ) {
         for item in &batch.items {
             match item {
                 TraceItem::Arrival { at, client, seqs } => {
@@ -59,6 +71,7 @@ impl Replay {
                         self.watches
                             .observe(*at, *client, Some(self.intervals[*client]), seqs);
                     self.record(*at, change);
+                    after_arrival(&self.watches, *client, *at);
                 }
                 TraceItem::Left { at, client } => {
                     self.checks_before(*at);

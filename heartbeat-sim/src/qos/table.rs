@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::metrics::{LevelSummary, round_value};
+use super::metrics::{LevelSummary, Summary, round_value};
 use super::{Outcome, label};
 
 /// Milliseconds with one decimal, or `-`.
@@ -91,8 +91,23 @@ pub fn text(o: &Outcome) -> String {
         reachable.as_secs_f64()
     );
     out.push('\n');
-    let labels: Vec<String> = o.rows.iter().map(|r| label(&r.setting)).collect();
-    let width = labels.iter().map(String::len).max().unwrap_or(0).max(7);
+    let rows: Vec<(String, &Summary)> = o
+        .rows
+        .iter()
+        .map(|r| (label(&r.setting), &r.summary))
+        .collect();
+    out.push_str(&summary_rows(&rows, o.crashes > 0));
+    out.push('\n');
+    out.push_str(LEGEND);
+    out
+}
+
+/// The table of several settings' metrics: a header of two column groups (down, suspect or
+/// down), then one line per `(label, summary)`; `any_crash` shows the undetected count (`-`
+/// when there was nothing to detect). Shared by `qos` and `tune`.
+pub fn summary_rows(rows: &[(String, &Summary)], any_crash: bool) -> String {
+    let mut out = String::new();
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(7);
     let groups: [(&str, &[(&str, usize)]); 2] = [
         (
             "down (declared dead)",
@@ -136,10 +151,9 @@ pub fn text(o: &Outcome) -> String {
         }
     }
     out.push('\n');
-    let any_crash = o.crashes > 0;
-    for (row, label) in o.rows.iter().zip(&labels) {
-        let d = &row.summary.down;
-        let s = &row.summary.suspect;
+    for (label, summary) in rows {
+        let d = &summary.down;
+        let s = &summary.suspect;
         let undetected = if any_crash {
             d.undetected.to_string()
         } else {
@@ -167,8 +181,6 @@ pub fn text(o: &Outcome) -> String {
         }
         out.push('\n');
     }
-    out.push('\n');
-    out.push_str(LEGEND);
     out
 }
 
@@ -204,7 +216,7 @@ pub fn json(o: &Outcome) -> Value {
     })
 }
 
-const LEVEL_COLUMNS: [&str; 10] = [
+pub(crate) const LEVEL_COLUMNS: [&str; 10] = [
     "detected",
     "td_mean_ms",
     "td_p99_ms",
@@ -217,7 +229,7 @@ const LEVEL_COLUMNS: [&str; 10] = [
     "pa",
 ];
 
-fn level_cells(l: &LevelSummary) -> Vec<String> {
+pub(crate) fn level_cells(l: &LevelSummary) -> Vec<String> {
     let v = l.to_json();
     [
         "detected",

@@ -1,0 +1,242 @@
+//! `heartbeat-sim tune`: the command line.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_net::cli::DetectorParams;
+
+use super::render::{self, Input};
+use super::synthetic::{self, Spec};
+use super::{CRASH_POINTS, Study, grid};
+use crate::serverlog::ServerLog;
+
+/// Tune the failure detector on a real server's log.
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// What `heartbeat-server --json` printed (one JSON object per line), or `-` for standard
+    /// input.
+    #[arg(required_unless_present = "synthetic")]
+    pub events: Option<String>,
+    /// Detectors to try: chen, fixed, phi, phi-exp, or all; repeat the flag or separate with
+    /// commas [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub detector: Vec<String>,
+    /// Detector parameters: given any, exactly these settings are tried (one per chosen
+    /// detector that has them) instead of the tuning grid.
+    #[command(flatten)]
+    pub params: DetectorParams,
+    /// Tune these clients only (by name as logged); repeat the flag [default: every client].
+    #[arg(long)]
+    pub client: Vec<String>,
+    /// Crash points per client at most: a client with more arrivals gets a seeded random sample
+    /// of this size (about); 0 uses every arrival.
+    #[arg(long, default_value_t = CRASH_POINTS)]
+    pub crash_points: usize,
+    /// Seed of the crash-point sample (and of the synthetic trace).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Threads (default: available parallelism).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print one JSON object instead of the table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of the table.
+    #[arg(long)]
+    pub csv: bool,
+    /// Print a synthetic server log instead of tuning: DURATION@RATE, e.g. 7d@10Hz (one client,
+    /// the simulator's 1-50 ms latencies, link stalls of 0.2 to 1.5 s every 5 to 60 minutes).
+    #[arg(long, value_parser = Spec::parse, conflicts_with_all = ["events", "json", "csv"])]
+    pub synthetic: Option<Spec>,
+}
+
+impl TuneArgs {
+    /// The settings to try: the tuning grid of the chosen detectors, or exactly the given
+    /// parameters.
+    pub fn settings(&self) -> Result<Vec<DetectorConfig>, String> {
+        let mut kinds: Vec<DetectorKind> = Vec::new();
+        let names: Vec<&str> = if self.detector.is_empty() {
+            vec!["all"]
+        } else {
+            self.detector.iter().map(String::as_str).collect()
+        };
+        for name in names {
+            let add = if name == "all" {
+                DetectorKind::ALL.to_vec()
+            } else {
+                vec![
+                    name.parse()
+                        .map_err(|e: heartbeat_core::ConfigError| e.to_string())?,
+                ]
+            };
+            for k in add {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        if let Some(flag) = self.params.unused_by(&kinds) {
+            return Err(format!(
+                "--{flag} is not a parameter of any chosen detector"
+            ));
+        }
+        if self.params.unused_by(&[]).is_none() {
+            return Ok(grid(&kinds));
+        }
+        kinds
+            .iter()
+            .map(|&k| {
+                // Each detector takes the flags it has; the validation is heartbeat-server's.
+                self.params
+                    .for_kind(k)
+                    .config(k)
+                    .map_err(|e| format!("{k}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// Runs `heartbeat-sim tune`: 0 on success, 1 when the log cannot be read, 2 on bad arguments
+/// or a log with nothing to tune.
+pub fn main(args: TuneArgs) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    if let Some(spec) = args.synthetic {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
+        let ok = synthetic::write(spec, args.seed, &mut out).and_then(|()| out.flush());
+        return if ok.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = args.events.as_deref().unwrap_or("-");
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+    // Wall time is read at the binary's edge only, to report speed on stderr.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    let log = match ServerLog::open(file, jobs) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let read = started.elapsed();
+    for (line, why) in &log.stats.errors {
+        eprintln!("warning: {file}:{line}: malformed, skipped: {why}");
+    }
+    let unreported = log.stats.malformed - log.stats.errors.len() as u64;
+    if unreported > 0 {
+        eprintln!("warning: {file}: {unreported} more malformed lines skipped");
+    }
+    let study = Study {
+        settings,
+        clients: args.client.clone(),
+        crash_points: args.crash_points,
+        seed: args.seed,
+        jobs,
+    };
+    let outcome = match super::run(&log, &study) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {file}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "tune: {} lines read in {:.2} s, {} arrivals x {} settings replayed in {:.2} s, on {jobs} \
+         threads",
+        log.stats.lines,
+        read.as_secs_f64(),
+        outcome.arrivals(),
+        study.settings.len(),
+        (started.elapsed() - read).as_secs_f64(),
+    );
+    let input = Input {
+        file,
+        stats: &log.stats,
+        seed: args.seed,
+    };
+    let text = if args.json {
+        format!("{}\n", render::json(&outcome, &input))
+    } else if args.csv {
+        render::csv(&outcome, &input)
+    } else {
+        render::text(&outcome, &input)
+    };
+    if stdout.write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::qos::label;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        tune: TuneArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TuneArgs, String> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map(|t| t.tune)
+            .map_err(|e| e.to_string())
+    }
+
+    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
+        Ok(parse(args)?.settings()?.iter().map(label).collect())
+    }
+
+    #[test]
+    fn the_grid_unless_parameters_are_given() {
+        assert_eq!(labels(&["f"]).unwrap().len(), 19);
+        assert_eq!(
+            labels(&["f", "--detector", "fixed"]).unwrap(),
+            [
+                "fixed grace=1x",
+                "fixed",
+                "fixed grace=5x",
+                "fixed grace=10x",
+                "fixed grace=20x"
+            ]
+        );
+        assert_eq!(
+            labels(&[
+                "f",
+                "--detector",
+                "chen,phi",
+                "--alpha",
+                "3x",
+                "--threshold",
+                "9"
+            ])
+            .unwrap(),
+            ["chen alpha=3x", "phi threshold=9"]
+        );
+        assert!(labels(&["f", "--detector", "fixed", "--alpha", "3x"]).is_err());
+        assert!(parse(&[]).is_err(), "a log or --synthetic is required");
+        let synthetic = parse(&["--synthetic", "1h@10Hz"]).unwrap();
+        assert_eq!(synthetic.synthetic.unwrap().heartbeats(), 36_000);
+        assert!(parse(&["f", "--synthetic", "1h@10Hz"]).is_err());
+        assert!(parse(&["--synthetic", "1h@10Hz", "--json"]).is_err());
+    }
+}

@@ -1,0 +1,762 @@
+//! `heartbeat-sim tune`: which detector settings suit a real server's clients, from what the
+//! server logged.
+//!
+//! A production `heartbeat-server --json` log ([`ServerLog`]) holds every heartbeat's arrival
+//! time. Which heartbeats arrive, and when, does not depend on the detector, so each client's
+//! arrivals can be replayed into any detector setting, through the server's own liveness
+//! machine: the log becomes a [`qos::replay`](crate::qos::replay) trace ([`TraceItem`]s, one
+//! replay per client and setting), so tuning shares the replay, and through it
+//! `heartbeat_core::liveness::Watches`, with the QoS engine. Nothing about liveness is decided
+//! here.
+//!
+//! # What is measured
+//! With no ground truth, Chen, Toueg and Aguilera's metrics are read from the trace itself:
+//! - **Sessions.** A client is known alive from the first to the last arrival of each of its
+//!   sessions. A session ends at a new session of the client (`restarted`: a new process), a
+//!   goodbye (`transition` to `left`), an eviction, or a server restart; those gaps are not
+//!   watched time, and nothing in them is a mistake or a detection.
+//! - **Mistakes** are suspicions that begin inside a session: later heartbeats of the same
+//!   session prove the client was alive (a paused process, a stalled or cut link that it
+//!   survived). Their length T_M runs to the heartbeat that ends them. Suspicions after a
+//!   session's last arrival are correct (the client did stop). Mistakes per hour are per hour of
+//!   watched time (the sessions' total length), as the QoS tables count them
+//!   ([`Tally`](crate::qos::metrics::Tally)).
+//! - **Detection time** T_D, by Chen's method: a crash is assumed right after an arrival (a read
+//!   of one or more heartbeats), at that arrival's server receive time; T_D is when the checks
+//!   would have declared the client down had nothing arrived after it
+//!   ([`Watches::convicts_at`](heartbeat_core::liveness::Watches::convicts_at)), minus that
+//!   time. So it runs from the last sign of life. A real crash falls somewhere in the interval
+//!   after the client's last send: measured from the crash, T_D is on average about half an
+//!   interval shorter (plus the one-way delay). The crash points are every arrival, or a
+//!   seeded sample of them (the same for every setting) when a client has more than
+//!   `crash_points` arrivals.
+//!
+//! The recommendation is the setting with the lowest mean T_D among those with no mistake on
+//! the trace (ties: lower p99, then grid order), and the same among those with at most one
+//! mistake a day of watched time.
+//!
+//! A stall of the server itself (`stalled`) is not a gap: the replay judges the arrival times
+//! as logged, without the server's pause guard, so heartbeats a stalled server read late may
+//! count as mistakes the real server did not make. The outcome counts the stalls.
+
+pub mod cli;
+pub mod render;
+pub mod synthetic;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use heartbeat_core::Seq;
+use heartbeat_core::detector::{
+    ChenConfig, DetectorConfig, DetectorKind, FixedConfig, PhiConfig, PhiExpConfig, Span,
+};
+use heartbeat_core::liveness::Liveness;
+
+use crate::qos::engine::{ClientTruth, Period, TraceBatch, TraceItem};
+use crate::qos::label;
+use crate::qos::metrics::{Summary, Tally};
+use crate::qos::replay::Replay;
+use crate::serverlog::{Item, ServerLog};
+
+/// Crash points per client by default: more arrivals than this are sampled.
+pub const CRASH_POINTS: usize = 100_000;
+
+/// Inter-arrival times a client's interval is estimated from, when it never declared one.
+const ESTIMATE_FROM: usize = 1000;
+
+/// Trace items per replay batch.
+const BATCH: usize = 4096;
+
+/// The tuning grid: for each kind, its main parameter from tight to loose (its default among
+/// them), in multiples of the client's interval where the parameter scales with it. 19
+/// settings: a replay costs the same for every setting, so the grid is what tuning costs.
+///
+/// - `chen`: α 0.5, 1 (default), 2, 5 and 10 intervals;
+/// - `fixed`: grace 1, 2 (default), 5, 10 and 20 intervals;
+/// - `phi`: acceptable pause 0, 1 and 5 intervals at threshold 8, pause 1 interval at threshold
+///   12, and the defaults (threshold 8, pause 3 s, meant for 1 s heartbeats);
+/// - `phi-exp`: threshold 2, 4, 8 (default) and 12.
+pub fn grid(kinds: &[DetectorKind]) -> Vec<DetectorConfig> {
+    let mut out: Vec<DetectorConfig> = Vec::new();
+    let x = Span::Intervals;
+    for &kind in kinds {
+        let points: Vec<DetectorConfig> = match kind {
+            DetectorKind::Chen => [0.5, 1.0, 2.0, 5.0, 10.0]
+                .into_iter()
+                .filter_map(|a| ChenConfig::default().alpha(x(a)).ok().map(Into::into))
+                .collect(),
+            DetectorKind::Fixed => [1.0, 2.0, 5.0, 10.0, 20.0]
+                .into_iter()
+                .filter_map(|g| FixedConfig::default().grace(x(g)).ok().map(Into::into))
+                .collect(),
+            DetectorKind::Phi => [(8.0, 0.0), (8.0, 1.0), (12.0, 1.0), (8.0, 5.0)]
+                .into_iter()
+                .filter_map(|(threshold, pause)| {
+                    let c = PhiConfig::default().acceptable_pause(x(pause));
+                    c.and_then(|c| c.threshold(threshold)).ok().map(Into::into)
+                })
+                .chain([PhiConfig::default().into()])
+                .collect(),
+            DetectorKind::PhiExp => [2.0, 4.0, 8.0, 12.0]
+                .into_iter()
+                .filter_map(|t| PhiExpConfig::default().threshold(t).ok().map(Into::into))
+                .collect(),
+            _ => vec![DetectorConfig::new(kind)],
+        };
+        for p in points {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The `heartbeat-server` flags that select `config`: `--detector` and every parameter that
+/// differs from the kind's default, e.g. `--detector chen --alpha 3x`.
+pub fn server_flags(config: &DetectorConfig) -> String {
+    let label = label(config);
+    let mut words = label.split_whitespace();
+    let mut out = format!("--detector {}", words.next().unwrap_or_default());
+    for w in words {
+        let (name, value) = w.split_once('=').unwrap_or((w, ""));
+        out.push_str(&format!(" --{name} {value}"));
+    }
+    out
+}
+
+/// What to tune.
+#[derive(Clone, Debug)]
+pub struct Study {
+    /// The settings, in the table's order.
+    pub settings: Vec<DetectorConfig>,
+    /// Only these clients (by name); all when empty.
+    pub clients: Vec<String>,
+    /// Crash points per client at most (0: every arrival).
+    pub crash_points: usize,
+    /// Seeds the crash-point sample.
+    pub seed: u64,
+    /// Threads.
+    pub jobs: usize,
+}
+
+/// One client as tuned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientRow {
+    /// Its name.
+    pub name: String,
+    /// The interval its detectors were built with.
+    pub interval: Duration,
+    /// True when it was estimated from arrivals (no declared interval in the log).
+    pub estimated: bool,
+    /// Heartbeats (duplicates included).
+    pub heartbeats: u64,
+    /// Arrivals (reads of one or more heartbeats).
+    pub arrivals: u64,
+    /// Crash points sampled.
+    pub crash_points: u64,
+    /// Watched time: its sessions' total length.
+    pub watched: Duration,
+}
+
+/// One setting's result.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// The setting.
+    pub setting: DetectorConfig,
+    /// Chen's metrics over every client (detection from the crash points).
+    pub summary: Summary,
+}
+
+/// The two recommendations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recommendation {
+    /// The fastest setting with no mistake, as an index in [`Outcome::rows`].
+    pub zero_mistakes: Option<usize>,
+    /// The fastest setting with at most one mistake a day of watched time.
+    pub one_per_day: Option<usize>,
+}
+
+/// What tuning found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// One row per setting, in the study's order.
+    pub rows: Vec<Row>,
+    /// The clients tuned, in the log's order.
+    pub clients: Vec<ClientRow>,
+    /// Selected clients that could not be tuned: name and why (no interval known).
+    pub left_out: Vec<(String, String)>,
+    /// The recommendations.
+    pub recommendation: Recommendation,
+    /// Server runs in the log.
+    pub runs: u64,
+    /// Downs the server that wrote the log declared (its own detector, for comparison).
+    pub server_downs: u64,
+    /// Times the server that wrote the log was stalled (`stalled` events).
+    pub stalls: u64,
+}
+
+impl Outcome {
+    /// Heartbeats over every client.
+    pub fn heartbeats(&self) -> u64 {
+        self.clients.iter().map(|c| c.heartbeats).sum()
+    }
+
+    /// Arrivals over every client.
+    pub fn arrivals(&self) -> u64 {
+        self.clients.iter().map(|c| c.arrivals).sum()
+    }
+
+    /// Crash points over every client.
+    pub fn crash_points(&self) -> u64 {
+        self.clients.iter().map(|c| c.crash_points).sum()
+    }
+
+    /// Watched time over every client.
+    pub fn watched(&self) -> Duration {
+        self.clients.iter().map(|c| c.watched).sum()
+    }
+}
+
+/// One step of a client's trace, times in ns since the log's origin.
+#[derive(Clone, Debug)]
+enum Step {
+    Arrival { at: u64, seqs: std::ops::Range<u32> },
+    Forget(u64),
+    Left(u64),
+    Reset(u64),
+    ServerRestart(u64),
+}
+
+/// One client's part of the log, ready to replay.
+#[derive(Debug, Default)]
+struct ClientTrace {
+    client: u32,
+    interval: Option<Duration>,
+    estimated: bool,
+    steps: Vec<Step>,
+    seqs: Vec<Seq>,
+    arrivals: u64,
+    sessions: Vec<Period>,
+    open: Option<Period>,
+    /// Arrival indices that are crash points, as a bit set; `None`: all of them.
+    sample: Option<Vec<u64>>,
+    crash_points: u64,
+}
+
+impl ClientTrace {
+    fn arrive(&mut self, at: u64, seq: u64) {
+        let n = self.seqs.len() as u32;
+        self.seqs.push(Seq(seq));
+        match self.steps.last_mut() {
+            Some(Step::Arrival { at: last, seqs }) if *last == at && seqs.end == n => {
+                seqs.end += 1;
+            }
+            _ => {
+                self.steps.push(Step::Arrival { at, seqs: n..n + 1 });
+                self.arrivals += 1;
+            }
+        }
+        let t = Duration::from_nanos(at);
+        match &mut self.open {
+            Some(p) => p.to = t,
+            None => self.open = Some(Period { from: t, to: t }),
+        }
+    }
+
+    fn end_session(&mut self) {
+        self.sessions.extend(self.open.take());
+    }
+
+    fn is_crash_point(&self, k: u64) -> bool {
+        self.sample
+            .as_ref()
+            .is_none_or(|bits| bits[(k / 64) as usize] & (1 << (k % 64)) != 0)
+    }
+
+    /// The interval estimated from the first inter-arrival times: their median.
+    fn estimate_interval(&self) -> Option<Duration> {
+        let mut gaps: Vec<u64> = Vec::new();
+        let mut prev = None;
+        for s in &self.steps {
+            match *s {
+                Step::Arrival { at, .. } => {
+                    if let Some(p) = prev.filter(|&p| at > p) {
+                        gaps.push(at - p);
+                    }
+                    prev = Some(at);
+                    if gaps.len() >= ESTIMATE_FROM {
+                        break;
+                    }
+                }
+                _ => prev = None,
+            }
+        }
+        gaps.sort_unstable();
+        gaps.get(gaps.len() / 2).map(|&ns| Duration::from_nanos(ns))
+    }
+
+    /// Picks about `n` crash points among the arrivals (all when `n` is 0 or more than there
+    /// are), each arrival with the same chance, from `seed`.
+    fn choose_crash_points(&mut self, n: usize, seed: u64) {
+        if n == 0 || self.arrivals <= n as u64 {
+            self.crash_points = self.arrivals;
+            return;
+        }
+        let p = n as f64 / self.arrivals as f64;
+        let mut rng = SmallRng::seed_from_u64(seed ^ u64::from(self.client).rotate_left(32));
+        let mut bits = vec![0u64; self.arrivals.div_ceil(64) as usize];
+        for k in 0..self.arrivals {
+            if rng.random::<f64>() < p {
+                bits[(k / 64) as usize] |= 1 << (k % 64);
+                self.crash_points += 1;
+            }
+        }
+        self.sample = Some(bits);
+    }
+}
+
+/// Splits the log into the selected clients' traces.
+fn split(log: &ServerLog, selected: &[String]) -> Vec<ClientTrace> {
+    let chosen: Vec<bool> = log
+        .clients
+        .iter()
+        .map(|c| selected.is_empty() || selected.contains(&c.name))
+        .collect();
+    let mut traces: Vec<ClientTrace> = (0..log.clients.len())
+        .map(|i| ClientTrace {
+            client: i as u32,
+            interval: log.clients[i].interval,
+            ..ClientTrace::default()
+        })
+        .collect();
+    for s in &log.items {
+        let at = s.at_ns;
+        if let Item::ServerRestart { previous_end_ns } = s.item {
+            // The old run's checks stop at its last event: nothing is judged in the gap.
+            let restart = (previous_end_ns + 1).min(at);
+            for t in &mut traces {
+                t.end_session();
+                if !t.steps.is_empty() {
+                    t.steps.push(Step::ServerRestart(restart));
+                }
+            }
+            continue;
+        }
+        let Some(c) = s.item.client().filter(|&c| chosen[c as usize]) else {
+            continue;
+        };
+        let t = &mut traces[c as usize];
+        match s.item {
+            Item::Beat { seq, .. } | Item::Duplicate { seq, .. } => t.arrive(at, seq),
+            Item::Restarted { .. } => {
+                t.end_session();
+                t.steps.push(Step::Reset(at));
+            }
+            Item::Evicted { .. } => {
+                t.end_session();
+                t.steps.push(Step::Forget(at));
+            }
+            Item::Transition {
+                to: Liveness::Left, ..
+            } => {
+                t.end_session();
+                t.steps.push(Step::Left(at));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (mut t, chosen) in traces.into_iter().zip(chosen) {
+        t.end_session();
+        if !chosen || t.arrivals == 0 {
+            continue;
+        }
+        if t.interval.is_none() {
+            t.interval = t.estimate_interval();
+            t.estimated = true;
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// What one replay of one client with one setting gives.
+#[derive(Debug, Default)]
+struct UnitResult {
+    transitions: Vec<crate::qos::engine::Transition>,
+    down: Vec<Duration>,
+    suspect: Vec<Duration>,
+    undetected_down: u64,
+    undetected_suspect: u64,
+}
+
+/// Replays one client's trace into one setting.
+fn replay(
+    trace: &ClientTrace,
+    config: &DetectorConfig,
+    origin: Instant,
+    end: Duration,
+) -> UnitResult {
+    let interval = trace
+        .interval
+        .expect("only clients with an interval are replayed");
+    let mut replay = Replay::new(config.clone(), vec![interval], origin);
+    let mut r = UnitResult::default();
+    let mut batch = TraceBatch::default();
+    let mut k = 0u64;
+    let instant = |ns: u64| origin + Duration::from_nanos(ns);
+    for chunk in trace.steps.chunks(BATCH) {
+        batch.clear();
+        for step in chunk {
+            let item = match *step {
+                Step::Arrival { at, ref seqs } => {
+                    let from = batch.seqs.len();
+                    batch
+                        .seqs
+                        .extend_from_slice(&trace.seqs[seqs.start as usize..seqs.end as usize]);
+                    TraceItem::Arrival {
+                        at: instant(at),
+                        client: 0,
+                        seqs: from..batch.seqs.len(),
+                    }
+                }
+                Step::Forget(at) => TraceItem::Forget {
+                    at: instant(at),
+                    client: 0,
+                },
+                Step::Left(at) => TraceItem::Left {
+                    at: instant(at),
+                    client: 0,
+                },
+                Step::Reset(at) => TraceItem::Reset {
+                    at: instant(at),
+                    client: 0,
+                },
+                Step::ServerRestart(at) => TraceItem::ServerRestart { at: instant(at) },
+            };
+            batch.items.push(item);
+        }
+        replay.feed_with(&batch, |watches, client, at| {
+            if trace.is_crash_point(k) {
+                match watches.convicts_at(client, Liveness::Down) {
+                    Some(t) => r.down.push(t - at),
+                    None => r.undetected_down += 1,
+                }
+                match watches.convicts_at(client, Liveness::Suspect) {
+                    Some(t) => r.suspect.push(t - at),
+                    None => r.undetected_suspect += 1,
+                }
+            }
+            k += 1;
+        });
+    }
+    r.transitions = replay.finish(origin + end);
+    r
+}
+
+/// Tunes: every selected client's trace replayed into every setting, on `study.jobs` threads.
+pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
+    if study.settings.is_empty() {
+        return Err("no detector settings".into());
+    }
+    for name in &study.clients {
+        if log.client(name).is_none() {
+            return Err(format!("no client {name:?} in the log"));
+        }
+    }
+    let mut left_out = Vec::new();
+    let mut traces: Vec<ClientTrace> = Vec::new();
+    for mut t in split(log, &study.clients) {
+        if t.interval.is_none() {
+            left_out.push((
+                log.name(t.client).to_owned(),
+                "no interval declared, and too few arrivals to estimate one".to_owned(),
+            ));
+            continue;
+        }
+        t.choose_crash_points(study.crash_points, study.seed);
+        traces.push(t);
+    }
+    if traces.is_empty() {
+        return Err("no client with heartbeats to tune".into());
+    }
+    // An arbitrary origin: only offsets from it matter, and nothing here is rendered from it.
+    #[allow(clippy::disallowed_methods)]
+    let origin = Instant::now();
+    let end = log.end;
+    let units: Vec<(usize, usize)> = (0..traces.len())
+        .flat_map(|c| (0..study.settings.len()).map(move |s| (c, s)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, UnitResult)>();
+    let mut results: Vec<Option<UnitResult>> = (0..units.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..study.jobs.clamp(1, units.len()) {
+            let tx = tx.clone();
+            let (units, next, traces) = (&units, &next, &traces);
+            scope.spawn(move || {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(c, s)) = units.get(k) else { break };
+                    let r = replay(&traces[c], &study.settings[s], origin, end);
+                    if tx.send((k, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (k, r) in rx {
+            results[k] = Some(r);
+        }
+    });
+    let mut tallies = vec![Tally::default(); study.settings.len()];
+    for (&(c, s), r) in units.iter().zip(results) {
+        let r = r.ok_or("a replay thread panicked")?;
+        let truth = ClientTruth {
+            reachable: traces[c].sessions.clone(),
+            crashes: Vec::new(),
+        };
+        let tally = &mut tallies[s];
+        tally.add_run(&r.transitions, std::slice::from_ref(&truth), end);
+        tally.down.detection.extend(r.down);
+        tally.down.undetected += r.undetected_down;
+        tally.suspect.detection.extend(r.suspect);
+        tally.suspect.undetected += r.undetected_suspect;
+    }
+    let rows: Vec<Row> = study
+        .settings
+        .iter()
+        .zip(&tallies)
+        .map(|(setting, t)| Row {
+            setting: setting.clone(),
+            summary: t.summary(),
+        })
+        .collect();
+    let clients = traces
+        .iter()
+        .map(|t| ClientRow {
+            name: log.name(t.client).to_owned(),
+            interval: t.interval.unwrap_or_default(),
+            estimated: t.estimated,
+            heartbeats: t.seqs.len() as u64,
+            arrivals: t.arrivals,
+            crash_points: t.crash_points,
+            watched: t.sessions.iter().map(|p| p.to - p.from).sum(),
+        })
+        .collect();
+    let server_downs = log
+        .items
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.item,
+                Item::Transition {
+                    to: Liveness::Down,
+                    ..
+                }
+            )
+        })
+        .count() as u64;
+    let stalls = log
+        .items
+        .iter()
+        .filter(|s| matches!(s.item, Item::Stalled { .. }))
+        .count() as u64;
+    Ok(Outcome {
+        recommendation: recommend(&rows),
+        stalls,
+        rows,
+        clients,
+        left_out,
+        runs: log.stats.runs,
+        server_downs,
+    })
+}
+
+/// The fastest settings (lowest mean T_D at the down level, then p99, then order) with no
+/// mistake, and with at most one a day.
+pub fn recommend(rows: &[Row]) -> Recommendation {
+    let best = |ok: &dyn Fn(&Row) -> bool| {
+        rows.iter()
+            .enumerate()
+            .filter(|(_, r)| ok(r) && r.summary.down.detection_mean.is_some())
+            .min_by_key(|(i, r)| {
+                (
+                    r.summary.down.detection_mean,
+                    r.summary.down.detection_p99,
+                    *i,
+                )
+            })
+            .map(|(i, _)| i)
+    };
+    Recommendation {
+        zero_mistakes: best(&|r| r.summary.down.mistakes == 0),
+        one_per_day: best(&|r| {
+            r.summary
+                .down
+                .mistakes_per_hour
+                .is_some_and(|h| h <= 1.0 / 24.0)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use heartbeat_net::cli::DetectorArgs;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Server {
+        #[command(flatten)]
+        detector: DetectorArgs,
+    }
+
+    /// The recommended flags are the setting: parsed as `heartbeat-server` parses them, every
+    /// grid point comes back equal.
+    #[test]
+    fn server_flags_select_the_setting() {
+        let settings = grid(&DetectorKind::ALL);
+        assert_eq!(settings.len(), 19);
+        for setting in settings {
+            let flags = server_flags(&setting);
+            let args = std::iter::once("heartbeat-server").chain(flags.split_whitespace());
+            let parsed = Server::try_parse_from(args).unwrap_or_else(|e| panic!("{flags}: {e}"));
+            assert_eq!(parsed.detector.config().unwrap(), setting, "{flags}");
+        }
+        assert_eq!(
+            server_flags(&DetectorConfig::new(DetectorKind::Phi)),
+            "--detector phi"
+        );
+    }
+
+    fn log(lines: &[String]) -> ServerLog {
+        ServerLog::from_text(&lines.join("\n"))
+    }
+
+    fn beat(client: &str, seq: u64, at_ms: u64) -> String {
+        let t = 1_700_000_000_000 + at_ms;
+        format!(
+            r#"{{"event":"heartbeat","conn":1,"client":"{client}","seq":{seq},"received":"{}.{:03}000"}}"#,
+            t / 1000,
+            t % 1000
+        )
+    }
+
+    fn connected(client: &str, conn: u64) -> String {
+        format!(
+            r#"{{"event":"connected","conn":{conn},"client":"{client}","interval_ms":100.0,"resumed":false}}"#
+        )
+    }
+
+    fn study(settings: Vec<DetectorConfig>, crash_points: usize) -> Study {
+        Study {
+            settings,
+            clients: Vec::new(),
+            crash_points,
+            seed: 1,
+            jobs: 2,
+        }
+    }
+
+    fn fixed(grace: f64) -> DetectorConfig {
+        FixedConfig::default()
+            .grace(Span::Intervals(grace))
+            .unwrap()
+            .into()
+    }
+
+    /// A steady client paused once for a second: a fixed detector tighter than the pause makes
+    /// one mistake that lasts until the pause ends; a looser one makes none. Detection time is
+    /// the interval plus the grace from every arrival.
+    #[test]
+    fn a_pause_is_a_mistake_for_a_tight_detector_only() {
+        let mut lines = vec![connected("c1", 1)];
+        let mut t = 0;
+        for seq in 1..=100 {
+            t += if seq == 50 { 1_100 } else { 100 };
+            lines.push(beat("c1", seq, t));
+        }
+        let o = run(&log(&lines), &study(vec![fixed(2.0), fixed(20.0)], 0)).unwrap();
+        let (tight, loose) = (&o.rows[0].summary.down, &o.rows[1].summary.down);
+        assert_eq!(tight.mistakes, 1);
+        // Down 300 ms after seq 49, up at seq 50, 1100 ms after it.
+        assert_eq!(tight.mistake_mean, Some(Duration::from_millis(800)));
+        assert_eq!(loose.mistakes, 0);
+        assert_eq!(tight.detection_mean, Some(Duration::from_millis(300)));
+        assert_eq!(loose.detection_p99, Some(Duration::from_millis(2100)));
+        assert_eq!(o.clients[0].crash_points, 100);
+        assert_eq!(o.recommendation.zero_mistakes, Some(1));
+        assert_eq!(
+            o.clients[0].watched,
+            Duration::from_millis(100 * 98 + 1_100)
+        );
+    }
+
+    /// A client that stops and comes back as a new process, a goodbye, and a server restart:
+    /// none of those gaps is a mistake, however tight the detector.
+    #[test]
+    fn gaps_between_sessions_are_not_mistakes() {
+        let mut lines = vec![connected("c1", 1)];
+        let mut t = 0;
+        let mut seq = 0;
+        let mut beats = |lines: &mut Vec<String>, n: u64, t: &mut u64| {
+            for _ in 0..n {
+                seq += 1;
+                *t += 100;
+                lines.push(beat("c1", seq, *t));
+            }
+        };
+        beats(&mut lines, 20, &mut t);
+        // A new process 5 s later (the server saw it restart).
+        t += 5_000;
+        lines.push(connected("c1", 2));
+        lines.push(
+            r#"{"event":"restarted","conn":2,"client":"c1","previous":20,"seq":null}"#.into(),
+        );
+        beats(&mut lines, 20, &mut t);
+        lines.push(
+            r#"{"event":"transition","client":"c1","from":"up","to":"left","since_last_ms":5.0}"#
+                .into(),
+        );
+        t += 60_000;
+        lines.push(connected("c1", 3));
+        beats(&mut lines, 20, &mut t);
+        // The server restarts (a summary, then connection numbers from 1 again).
+        lines.push(r#"{"event":"summary","clients":[]}"#.into());
+        t += 600_000;
+        lines.push(connected("c1", 1));
+        beats(&mut lines, 20, &mut t);
+        let log = log(&lines);
+        assert_eq!(log.stats.runs, 2);
+        let o = run(&log, &study(vec![fixed(0.5)], 0)).unwrap();
+        let d = &o.rows[0].summary.down;
+        assert_eq!((d.mistakes, d.detected), (0, 80));
+        assert_eq!(o.clients[0].watched, Duration::from_millis(4 * 1_900));
+    }
+
+    /// The crash-point sample is seeded, the same for every setting, and about the size asked.
+    #[test]
+    fn crash_points_are_sampled_when_there_are_many() {
+        let mut lines = vec![connected("c1", 1)];
+        for seq in 1..=5000 {
+            lines.push(beat("c1", seq, seq * 100));
+        }
+        let log = log(&lines);
+        let o = run(&log, &study(vec![fixed(1.0), fixed(2.0)], 500)).unwrap();
+        let n = o.clients[0].crash_points;
+        assert!((400..600).contains(&n), "{n}");
+        for r in &o.rows {
+            assert_eq!(r.summary.down.detected, n);
+        }
+        let again = run(&log, &study(vec![fixed(1.0)], 500)).unwrap();
+        assert_eq!(again.clients[0].crash_points, n);
+    }
+}

@@ -1,0 +1,246 @@
+//! Timelines as pictures (`heartbeat-sim run --svg`, `heartbeat-sim timeline`): the SVG parsed
+//! with an XML parser and what it draws counted against its input, the 50-lane limit, hostile
+//! names, determinism, and one reviewed snapshot.
+//!
+//! Snapshots live in `snapshots/` beside this file; review a deliberate change with
+//! `cargo insta review` (CI runs with `INSTA_UPDATE=no`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use heartbeat_sim::log::Record;
+use heartbeat_sim::scenario::{Latency, Node, Params, Scenario};
+use heartbeat_sim::serverlog::{Item, ServerLog, outcome_lines};
+use heartbeat_sim::timeline::{MAX_LANES, Timeline, cli, run_faults, svg};
+use heartbeat_sim::world::{self, Outcome};
+
+fn fixed_latency(seed: u64) -> Params {
+    Params {
+        latency: Some(Latency::Fixed(Duration::from_millis(10))),
+        ..Params::seed(seed)
+    }
+}
+
+fn run(name: &str, params: &Params) -> Outcome {
+    world::run(&Scenario::build(name, params).unwrap()).unwrap()
+}
+
+/// How many elements of each class the SVG draws, and the heartbeats its ticks stand for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Drawn {
+    lanes: usize,
+    classes: BTreeMap<String, usize>,
+    beats: u64,
+    missed: u64,
+}
+
+impl Drawn {
+    fn of(svg: &str) -> Self {
+        let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
+        let mut d = Self::default();
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        for lane in root
+            .children()
+            .filter(|n| n.attribute("class") == Some("lane"))
+        {
+            d.lanes += 1;
+            for n in lane.descendants().filter(|n| n.is_element()) {
+                let Some(class) = n.attribute("class") else {
+                    continue;
+                };
+                *d.classes.entry(class.to_owned()).or_default() += 1;
+                if class == "beats" {
+                    d.beats += n.attribute("data-beats").unwrap().parse::<u64>().unwrap();
+                }
+                if class == "missed" {
+                    d.missed += n.attribute("data-count").unwrap().parse::<u64>().unwrap();
+                }
+            }
+        }
+        for n in root.children().filter(|n| n.is_element()) {
+            if let Some(class @ ("fault" | "server-down" | "stall" | "heal")) = n.attribute("class")
+            {
+                *d.classes.entry(format!("all:{class}")).or_default() += 1;
+            }
+        }
+        d
+    }
+
+    fn count(&self, class: &str) -> usize {
+        self.classes.get(class).copied().unwrap_or(0)
+    }
+}
+
+/// What the log says the picture must show.
+fn expected(log: &ServerLog) -> BTreeMap<&'static str, usize> {
+    let mut e: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for s in &log.items {
+        let key = match s.item {
+            Item::Beat { .. } => "beat",
+            Item::Burst { .. } => "burst",
+            Item::Missed { .. } => "missed",
+            Item::Connected { resumed: false, .. } => "connect",
+            Item::Connected { resumed: true, .. } => "reconnect",
+            Item::Disconnected { .. } => "disconnect",
+            Item::Restarted { .. } => "restart",
+            Item::ServerRestart { .. } => "server-down",
+            Item::Transition { to, .. } => match to.as_str() {
+                "suspect" => "suspect",
+                "down" => "down",
+                "left" => "left",
+                _ => continue,
+            },
+            _ => continue,
+        };
+        *e.entry(key).or_default() += 1;
+    }
+    e
+}
+
+/// Every scenario's picture (fixed latency, seed 1; swizzle with 20 clients and random
+/// latencies) is valid XML with
+/// one lane per client, one mark per event of the run's server log, one band per fault, and a
+/// server-down band for each restart of the world's server.
+#[test]
+fn runs_draw_every_lane_mark_and_fault() {
+    // Random latencies: twenty clients connect at once and identify themselves out of order.
+    let many = Params {
+        clients: Some(20),
+        ..Params::seed(2)
+    };
+    let runs = [
+        ("firewall", fixed_latency(1)),
+        ("client-crash", fixed_latency(1)),
+        ("server-restart", fixed_latency(1)),
+        ("partition", fixed_latency(1)),
+        ("competing-clients", fixed_latency(1)),
+        ("swizzle", many),
+    ];
+    for (name, params) in runs {
+        let out = run(name, &params);
+        let picture = svg::render(&Timeline::of_run(&out));
+        let drawn = Drawn::of(&picture);
+        let log = ServerLog::from_text(&outcome_lines(&out));
+        let want = expected(&log);
+        let n = |k: &str| want.get(k).copied().unwrap_or(0);
+        assert_eq!(drawn.lanes, out.scenario.clients.len(), "{name}");
+        assert_eq!(drawn.beats as usize, n("beat"), "{name}");
+        for class in [
+            "burst",
+            "missed",
+            "connect",
+            "reconnect",
+            "disconnect",
+            "restart",
+        ] {
+            assert_eq!(drawn.count(class), n(class), "{name}: {class}");
+        }
+        // Every suspicion and conviction is a shaded period (each ends at the next change).
+        for class in ["suspect", "down", "left"] {
+            assert_eq!(drawn.count(class), n(class), "{name}: {class}");
+        }
+        let missed: u64 = log
+            .items
+            .iter()
+            .map(|s| match s.item {
+                Item::Missed { count, .. } => count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(drawn.missed, missed, "{name}");
+        let faults = run_faults(&out);
+        let per_lane = faults.iter().filter(|f| f.client.is_some()).count();
+        assert_eq!(drawn.count("fault"), per_lane, "{name}: {faults:?}");
+        assert_eq!(drawn.count("all:fault"), faults.len() - per_lane, "{name}");
+        // The server restarts the world made, and no other: clients that identify themselves
+        // out of order are not a restart.
+        let restarts = out
+            .log
+            .iter()
+            .filter(|e| {
+                matches!(e.record, Record::Started { node: Node::Server, incarnation } if incarnation > 0)
+            })
+            .count();
+        assert_eq!(n("server-down"), restarts, "{name}");
+        assert_eq!(drawn.count("all:server-down"), restarts, "{name}");
+        assert_eq!(drawn.count("all:heal"), 1, "{name}");
+        assert!(!faults.is_empty() || name == "competing-clients", "{name}");
+    }
+}
+
+/// The same run twice draws the same bytes.
+#[test]
+fn deterministic() {
+    let a = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
+    let b = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
+    assert!(a == b, "two runs of one seed drew different pictures");
+}
+
+/// A log of 60 clients, of which 12 miss heartbeats or are declared down: 50 lanes, the 12
+/// among them, and the other 10 counted. Client names are hostile markup.
+#[test]
+fn beyond_fifty_clients_the_worst_are_drawn() {
+    let mut lines = Vec::new();
+    let name = |i: usize| format!("c{i}<&\"'>\u{1}");
+    let json_name = |i: usize| serde_json::to_string(&name(i)).unwrap();
+    for i in 0..60 {
+        lines.push(format!(
+            r#"{{"event":"connected","conn":{},"client":{},"interval_ms":1000.0,"resumed":false}}"#,
+            i + 1,
+            json_name(i)
+        ));
+    }
+    for seq in 1..=20u64 {
+        for i in 0..60 {
+            let bad = i % 5 == 0;
+            if bad && seq == 10 {
+                // Two heartbeats lost, then reported when the next arrives.
+                lines.push(format!(
+                    r#"{{"event":"missed","client":{},"first":10,"last":11,"count":2}}"#,
+                    json_name(i)
+                ));
+            }
+            if bad && (seq == 10 || seq == 11) {
+                continue;
+            }
+            lines.push(format!(
+                r#"{{"event":"heartbeat","client":{},"seq":{seq},"received":"{}.{:03}"}}"#,
+                json_name(i),
+                1_700_000_000 + seq,
+                i
+            ));
+        }
+    }
+    let log = ServerLog::from_text(&lines.join("\n"));
+    assert_eq!(log.stats.malformed, 0, "{:?}", log.stats.errors);
+    let t = cli::of_log(&log, "many.jsonl");
+    assert_eq!((t.lanes.len(), t.hidden), (MAX_LANES, 10));
+    let picture = svg::render(&t);
+    let drawn = Drawn::of(&picture);
+    assert_eq!(drawn.lanes, MAX_LANES);
+    assert_eq!(drawn.count("missed"), 12);
+    assert!(picture.contains("and 10 more clients not shown"));
+    let doc = roxmltree::Document::parse(&picture).unwrap();
+    let shown: Vec<&str> = doc
+        .descendants()
+        .filter_map(|n| n.attribute("data-client"))
+        .collect();
+    for i in (0..60).step_by(5) {
+        let expect = name(i).replace('\u{1}', "\u{fffd}");
+        assert!(shown.contains(&expect.as_str()), "{expect:?} not drawn");
+    }
+    // The others keep the log's order.
+    assert_eq!(shown[0], "c0<&\"'>\u{fffd}");
+    assert!(shown.windows(2).all(|w| {
+        let k = |s: &str| s[1..s.find('<').unwrap()].parse::<usize>().unwrap();
+        k(w[0]) < k(w[1])
+    }));
+}
+
+/// The reviewed picture of a small run: the firewall scenario, seed 1, fixed 10 ms latency.
+#[test]
+fn snapshot_of_the_firewall() {
+    let picture = svg::render(&Timeline::of_run(&run("firewall", &fixed_latency(1))));
+    insta::assert_snapshot!("firewall", picture);
+}
