@@ -569,7 +569,15 @@ impl Client {
                 .to_bytes(),
             };
             self.out.push_back(Output::Transmit(bytes));
-            if self.config.count.is_some_and(|n| self.sent >= n) {
+            let finished = self.config.count.is_some_and(|n| self.sent >= n);
+            if self.config.protocol == Protocol::Legacy && !finished {
+                // No acks to wait for.
+                self.park_if_per_beat(now);
+                if !matches!(self.state, State::Connected { .. }) {
+                    return;
+                }
+            }
+            if finished {
                 self.timers.stop(Timer::Beat);
                 if self.config.protocol == Protocol::V1 {
                     self.state = State::Finishing { last: seq };
@@ -611,6 +619,9 @@ impl Client {
                         self.say_goodbye(Exit::Finished);
                     }
                 }
+                if self.in_flight.is_empty() {
+                    self.park_if_per_beat(now);
+                }
             }
             Frame::Welcome { .. } => {
                 self.heard(now.mono);
@@ -631,6 +642,29 @@ impl Client {
                 );
             }
         }
+    }
+
+    /// In per-beat mode, with every heartbeat sent so far acknowledged (v1) or written
+    /// (legacy): closes the connection without a goodbye and waits for the next slot, when the
+    /// reconnect timer connects again.
+    fn park_if_per_beat(&mut self, now: Now) {
+        if !self.config.connect_per_beat || !matches!(self.state, State::Connected { .. }) {
+            return;
+        }
+        let Some(due) = self.slot_due(self.next_slot) else {
+            return;
+        };
+        let reason = DisconnectReason::UntilNextBeat;
+        self.out.push_back(Output::Disconnect {
+            reason: reason.clone(),
+        });
+        self.timers.stop_all();
+        self.event(Event::Disconnected {
+            reason,
+            retry_in: Some(due.saturating_duration_since(now.mono)),
+        });
+        self.state = State::Backoff { attempt: 0 };
+        self.timers.set(Timer::Reconnect, due);
     }
 
     /// The server was heard from: reset the silence and ack timers.

@@ -87,6 +87,14 @@ fn check_interval(interval: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// True when a connection carrying heartbeats every `interval` stays open on a server whose
+/// idle timeout is capped at `server_max_idle` (`ServerConfig::max_idle`): the cap must hold
+/// two intervals, so one late heartbeat does not cost the connection. A client whose interval
+/// does not fit connects for each heartbeat ([`ClientConfig::connect_per_beat`]).
+pub fn keeps_connection(interval: Duration, server_max_idle: Duration) -> bool {
+    interval.saturating_mul(2) <= server_max_idle
+}
+
 /// Client configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -99,6 +107,7 @@ pub struct ClientConfig {
     pub(crate) silence_intervals: u32,
     pub(crate) session: u64,
     pub(crate) rng_seed: u64,
+    pub(crate) connect_per_beat: bool,
 }
 
 impl ClientConfig {
@@ -116,6 +125,7 @@ impl ClientConfig {
             silence_intervals: 3,
             session: 0,
             rng_seed: 0,
+            connect_per_beat: false,
         })
     }
 
@@ -168,6 +178,15 @@ impl ClientConfig {
         self
     }
 
+    /// Connect for each heartbeat instead of keeping one connection: connect, `HELLO`, `BEAT`,
+    /// and close (without `BYE`: the client is not leaving) once it is acknowledged; connect
+    /// again when the next heartbeat is due. For intervals too long for a server to keep an
+    /// idle connection open (see [`keeps_connection`]). Off by default.
+    pub fn connect_per_beat(mut self, on: bool) -> Self {
+        self.connect_per_beat = on;
+        self
+    }
+
     /// Seed of the RNG used for backoff jitter.
     pub fn rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = seed;
@@ -212,6 +231,9 @@ pub struct ServerConfig {
     pub(crate) max_clients: usize,
     pub(crate) detector: DetectorConfig,
     pub(crate) pause_guard: Duration,
+    pub(crate) min_interval: Duration,
+    pub(crate) max_idle: Duration,
+    pub(crate) max_clock_skew: Duration,
 }
 
 impl Default for ServerConfig {
@@ -226,6 +248,9 @@ impl Default for ServerConfig {
             max_clients: 100_000,
             detector: DetectorConfig::default(),
             pause_guard: Duration::from_secs(5),
+            min_interval: Duration::from_millis(10),
+            max_idle: Duration::from_secs(600),
+            max_clock_skew: Duration::from_secs(1),
         }
     }
 }
@@ -299,12 +324,44 @@ impl ServerConfig {
         Ok(self)
     }
 
-    /// The idle timeout for a connection whose interval is `interval` (declared or estimated).
+    /// The shortest interval a `HELLO` may declare (default 10 ms): a shorter one is refused
+    /// with `ERROR`. Also the pace a legacy connection, which declares none, is held to.
+    pub fn min_interval(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.min_interval = nonzero(d, "min interval")?;
+        Ok(self)
+    }
+
+    /// The ceiling of the idle timeout (default 10 min), so that a declared long interval
+    /// cannot hold a connection for days. A client whose interval does not fit twice in it
+    /// connects for each heartbeat instead (`ClientConfig::connect_per_beat`).
+    pub fn max_idle(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.max_idle = nonzero(d, "max idle")?;
+        Ok(self)
+    }
+
+    /// How far a client's clock may be from the server's before it is reported as skewed
+    /// (default 1 s); see `Event::ClockSkew`.
+    pub fn max_clock_skew(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.max_clock_skew = nonzero(d, "max clock skew")?;
+        Ok(self)
+    }
+
+    /// The minimum declared interval.
+    pub fn min_interval_value(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// The idle timeout for a connection whose interval is `interval` (declared or estimated):
+    /// `max(n * interval, min)`, or the legacy idle timeout while the interval is unknown, and
+    /// never more than the max idle.
     pub fn idle_timeout_for(&self, interval: Option<Duration>) -> Duration {
-        match interval {
-            Some(i) => (i * self.idle_intervals).max(self.min_idle_timeout),
+        let idle = match interval {
+            Some(i) => i
+                .saturating_mul(self.idle_intervals)
+                .max(self.min_idle_timeout),
             None => self.legacy_idle_timeout,
-        }
+        };
+        idle.min(self.max_idle)
     }
 }
 

@@ -53,7 +53,7 @@ pub use analysis::{ClientSummary, Report};
 pub use client::{Client, Event as ClientEvent, Exit, Output as ClientOutput};
 pub use config::{Backoff, ClientConfig, ServerConfig};
 pub use detector::{DetectorConfig, DetectorKind};
-pub use error::{ConfigError, DecodeError, DisconnectReason};
+pub use error::{ConfigError, DecodeError, DisconnectReason, MAX_STAMP_OFFSET, Violation};
 pub use ids::{ClientId, ClientKey, ConnId, MAX_CLIENT_ID_LEN, Seq};
 pub use liveness::Liveness;
 pub use server::{ClientView, Event as ServerEvent, Output as ServerOutput, Server};
