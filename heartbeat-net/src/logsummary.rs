@@ -39,9 +39,11 @@ struct Inner {
     kinds: BTreeMap<&'static str, Kind>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Kind {
     level: Level,
+    /// Lines written per window.
+    burst: u32,
     /// When the current window started.
     start: Instant,
     written: u32,
@@ -76,29 +78,36 @@ impl LogSummary {
         kind: &'static str,
         line: fmt::Arguments<'_>,
     ) -> bool {
+        let burst = self.lock().burst;
+        self.log_up_to(now, level, kind, burst, line)
+    }
+
+    /// Like [`log`](Self::log) with a budget of its own for `kind`: `burst` lines per window
+    /// (for lines that are many by nature, such as one per heartbeat).
+    pub fn log_up_to(
+        &self,
+        now: Instant,
+        level: Level,
+        kind: &'static str,
+        burst: u32,
+        line: fmt::Arguments<'_>,
+    ) -> bool {
         let admitted = {
             let mut inner = self.lock();
-            let (window, burst) = (inner.window, inner.burst);
-            let k = inner.kinds.entry(kind).or_insert(Kind {
+            let window = inner.window;
+            let fresh = Kind {
                 level,
+                burst,
                 start: now,
                 written: 0,
                 suppressed: 0,
-            });
+            };
+            let k = inner.kinds.entry(kind).or_insert(fresh);
             if now.saturating_duration_since(k.start) >= window {
-                let ended = std::mem::replace(
-                    k,
-                    Kind {
-                        level,
-                        start: now,
-                        written: 0,
-                        suppressed: 0,
-                    },
-                );
+                let ended = std::mem::replace(k, fresh);
                 summarise(kind, &ended, now);
             }
-            let k = inner.kinds.get_mut(kind).expect("inserted above");
-            if k.written < burst {
+            if k.written < k.burst {
                 k.written += 1;
                 true
             } else {

@@ -5,6 +5,7 @@ mod concurrency;
 mod detector;
 mod drift;
 mod faults;
+mod hostile;
 mod legacy;
 mod reconnect;
 mod seed;
