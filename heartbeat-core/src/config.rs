@@ -398,11 +398,29 @@ mod tests {
         );
         assert_eq!(zero(s().burst_gap_intervals(0)), "burst gap intervals");
         assert_eq!(zero(s().pause_guard(Duration::ZERO)), "pause guard");
+        assert_eq!(zero(s().min_interval(Duration::ZERO)), "min interval");
+        assert_eq!(zero(s().max_idle(Duration::ZERO)), "max idle");
+        assert_eq!(zero(s().max_clock_skew(Duration::ZERO)), "max clock skew");
         assert!(s().pause_guard(Duration::from_millis(1)).is_ok());
         let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
         assert!(c.clone().silence_intervals(0).is_err());
         assert!(c.clone().count(None).is_ok());
         assert_eq!(c.count(Some(3)).unwrap().count, Some(3));
+    }
+
+    #[test]
+    fn the_idle_timeout_is_ten_intervals_at_least_5s_at_most_max_idle() {
+        let s = ServerConfig::default();
+        let ms = Duration::from_millis;
+        assert_eq!(s.idle_timeout_for(Some(ms(10))), Duration::from_secs(5));
+        assert_eq!(s.idle_timeout_for(Some(ms(1000))), Duration::from_secs(10));
+        assert_eq!(
+            s.idle_timeout_for(Some(ms(86_400_000))),
+            Duration::from_secs(600)
+        );
+        assert_eq!(s.idle_timeout_for(None), Duration::from_secs(60));
+        let s = s.max_idle(Duration::from_secs(2)).unwrap();
+        assert_eq!(s.idle_timeout_for(None), Duration::from_secs(2));
     }
 
     #[test]

@@ -75,6 +75,12 @@ struct Opt {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: std::time::Duration,
 
+    /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
+    /// the kernel memory a peer that does not read can hold, and how soon the server's writes
+    /// to it block (see --write-timeout). 0 leaves the system's autotuning (up to megabytes).
+    #[arg(long, default_value_t = 32_768)]
+    send_buffer: usize,
+
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
     /// A number with a unit: ms or s.
@@ -141,7 +147,9 @@ fn main() -> ExitCode {
 
 async fn serve(opt: Opt, config: ServerConfig) -> anyhow::Result<()> {
     let stop = common::shutdown_signal()?;
-    let listener = TcpListener::bind(&opt.bind, opt.port).await?;
+    let listener = TcpListener::bind(&opt.bind, opt.port)
+        .await?
+        .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
     let port = listener
         .local_addr()
         .context("reading the bound address")?
@@ -157,13 +165,14 @@ async fn serve(opt: Opt, config: ServerConfig) -> anyhow::Result<()> {
     options.log = log.clone();
     tracing::info!(
         "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
-         skew {}, writes blocked at most {}",
+         skew {}, writes blocked at most {}, send buffer {} bytes",
         options.max_connections,
         options.max_connections_per_ip_value(),
         fmt_ms(opt.min_interval),
         fmt_ms(opt.max_idle),
         fmt_ms(opt.max_clock_skew),
         fmt_ms(opt.write_timeout),
+        opt.send_buffer,
     );
     let server = Server::new(Arc::new(config));
     let json = opt.json;

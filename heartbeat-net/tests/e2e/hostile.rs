@@ -453,30 +453,38 @@ fn acks_due_before_a_half_close_are_all_delivered() {
 }
 
 #[test]
-#[ignore = "heavy: fills a loopback socket buffer with acks (about 15 s); run by .ci/run"]
+#[ignore = "heavy: fills a loopback socket buffer with acks (about 10 s); run by .ci/run"]
 fn a_peer_that_does_not_read_is_dropped_for_that() {
-    let (mut server, port) = Proc::json_server(&["--write-timeout", "1s"]);
+    let (mut server, port) = Proc::json_server(&["--write-timeout", "1s", "--send-buffer", "4096"]);
     let mut honest = Proc::client(port, "honest", &["-i", "20", "--id", "honest"]);
-    // A peer at its declared pace that never reads: its acks fill the socket buffers, then the
-    // server's writes block.
-    let mut deaf = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A peer at its declared pace that never reads, with a small receive buffer: its acks fill
+    // the socket buffers, then the server's writes block.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut deaf = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    });
     deaf.write_all(b"HELLO 1 deaf 10\n").unwrap();
     let start = real_now();
     let mut seq = 0u64;
+    // Written until the server drops it (then a write fails), for at most a minute.
     let gone = loop {
         seq += 1;
         let line = format!("BEAT {seq} {}\n", unix_stamp(6));
         if deaf.write_all(line.as_bytes()).is_err() {
             break true;
         }
-        if server
-            .events()
-            .iter()
-            .any(|v| v["event"] == "disconnected" && v["client"] == "deaf")
-        {
-            break true;
-        }
-        if real_now() - start > Duration::from_secs(120) {
+        if real_now() - start > Duration::from_secs(60) {
             break false;
         }
         thread::sleep(Duration::from_millis(10));
