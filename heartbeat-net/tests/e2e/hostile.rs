@@ -499,3 +499,50 @@ fn a_peer_that_does_not_read_is_dropped_for_that() {
     );
     assert_honest(&mut server, &mut honest, "honest", 10);
 }
+
+#[test]
+fn a_client_whose_interval_outlasts_max_idle_connects_for_each_heartbeat() {
+    // The server keeps an idle connection 1 s at most; a 600 ms interval does not fit twice.
+    let (mut server, port) = Proc::json_server(&["--max-idle", "1s"]);
+    let mut client = Proc::client(
+        port,
+        "long",
+        &[
+            "-i",
+            "600",
+            "--id",
+            "long",
+            "--count",
+            "4",
+            "--server-max-idle",
+            "1",
+        ],
+    );
+    client.wait_stderr("connecting for each heartbeat");
+    client.expect_exit(0);
+    server.wait_event("the goodbye", |v| {
+        v["event"] == "disconnected" && v["reason"] == "client said goodbye"
+    });
+    let clients = server.summary();
+    let long = client_summary(&clients, "long");
+    assert_eq!(long["received"].as_u64(), Some(4), "{long:#}");
+    assert_eq!(long["missed"].as_u64(), Some(0), "{long:#}");
+    assert_eq!(long["connections"].as_u64(), Some(4), "{long:#}");
+    // Between heartbeats the client closed its connection itself: no idle timeouts, and no
+    // goodbye but the last.
+    let ends: Vec<_> = server
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "disconnected")
+        .map(|v| v["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            "closed by peer",
+            "closed by peer",
+            "closed by peer",
+            "client said goodbye"
+        ]
+    );
+}
