@@ -405,21 +405,16 @@ async fn serve<L: Listener>(
             ServerWake::AcceptResume => accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
                 d.accept(now, stream, peer, &inbound_tx);
+                // Connects and data take turns: after each accept, a batch of what open
+                // connections sent, so a flood of connects cannot starve the clients already
+                // connected (accepting comes first above, so data cannot starve connects).
+                d.inbound_batch(now, None, &mut inbound_rx, &mut on_event);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => {
-                d.handle_inbound(now, m);
-                for _ in 1..INBOUND_BATCH {
-                    d.drain(now, &mut on_event);
-                    match inbound_rx.try_recv() {
-                        Ok(m) => d.handle_inbound(now, m),
-                        Err(_) => break,
-                    }
-                }
-            }
+            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut on_event),
         }
     }
 
@@ -517,6 +512,28 @@ impl ServerDriver {
             write_timeout: self.options.write_timeout,
         };
         self.tasks.spawn_local(task.run(stream));
+    }
+
+    /// Handles `first` and what else is queued, [`INBOUND_BATCH`] messages at most, without
+    /// waiting.
+    fn inbound_batch(
+        &mut self,
+        now: Now,
+        first: Option<Inbound>,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        on_event: &mut impl FnMut(&server::Event, Now),
+    ) {
+        let handled = usize::from(first.is_some());
+        if let Some(m) = first {
+            self.handle_inbound(now, m);
+        }
+        for _ in handled..INBOUND_BATCH {
+            self.drain(now, on_event);
+            match inbound.try_recv() {
+                Ok(m) => self.handle_inbound(now, m),
+                Err(_) => break,
+            }
+        }
     }
 
     fn handle_inbound(&mut self, now: Now, m: Inbound) {
