@@ -1,6 +1,6 @@
 //! The fuzz targets in the normal test suite: the committed corpus replayed (every input the
 //! fuzzer kept, and every crash it found, now fixed), and a proptest budget of random inputs.
-//! `PROPTEST_CASES=100000 cargo test -p heartbeat-fuzz --release` runs a large budget.
+//! `PROPTEST_CASES=2000000 cargo test -p heartbeat-fuzz --release` runs a large budget.
 
 use std::path::Path;
 
@@ -33,8 +33,7 @@ fn the_corpus_replays_clean() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
+    // The default configuration: 256 cases, or PROPTEST_CASES.
     #[test]
     fn v1_decoder_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..600)) {
         heartbeat_fuzz::v1_decoder(&data);

@@ -22,7 +22,9 @@
 //!
 //! # Modules
 //! - [`server`]: many connections, protocol detection, acks, one analysis and one liveness
-//!   watch per client; its [`Event`](ServerEvent)s (text and derived JSON).
+//!   watch per client, and the limits a connection is held to (pace, plausible sequence
+//!   numbers and stamps, clock skew: a broken one is a [`Violation`]); its
+//!   [`Event`](ServerEvent)s (text and derived JSON).
 //! - [`client`]: a drift-free fixed-rate sender with acks, RTT, silence detection and backoff.
 //! - [`config`]: the validated client and server configurations (parse, don't validate).
 //! - [`frame`]: the v1 line protocol and the seed's legacy text format (see `PROTOCOL.md`).

@@ -83,7 +83,7 @@ struct Opt {
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
-    /// A number with a unit: ms or s.
+    /// A number with a unit: ms, s or min.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pause_guard: std::time::Duration,
 
