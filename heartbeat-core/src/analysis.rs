@@ -24,7 +24,7 @@ pub struct SeqRange {
 impl SeqRange {
     /// How many sequence numbers it holds (at least one: the range is inclusive).
     pub fn count(&self) -> u64 {
-        self.last.0 - self.first.0 + 1
+        (self.last.0 - self.first.0).saturating_add(1)
     }
 
     /// True if `seq` is inside.
@@ -189,6 +189,10 @@ pub struct ClientSummary {
     pub negative_delays: u64,
     /// Time between consecutive arrivals.
     pub inter_arrival_ms: Option<Summary>,
+    /// The client's clock minus the server's, while beyond the maximum clock skew (its delays
+    /// are then measured from this offset); absent while in sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<f64>,
 }
 
 /// The analysis of every client, sorted by client key.

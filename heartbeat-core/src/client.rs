@@ -613,7 +613,15 @@ impl Client {
                 .to_bytes(),
             };
             self.out.push_back(Output::Transmit(bytes));
-            if self.config.count.is_some_and(|n| self.sent >= n) {
+            let finished = self.config.count.is_some_and(|n| self.sent >= n);
+            if self.config.protocol == Protocol::Legacy && !finished {
+                // No acks to wait for.
+                self.park_if_per_beat(now);
+                if !matches!(self.state, State::Connected { .. }) {
+                    return;
+                }
+            }
+            if finished {
                 self.timers.stop(Timer::Beat);
                 if self.config.protocol == Protocol::V1 {
                     self.state = State::Finishing { last: seq };
@@ -669,6 +677,9 @@ impl Client {
                     if seq >= last {
                         self.say_goodbye(Exit::Finished);
                     }
+                }
+                if self.in_flight.is_empty() {
+                    self.park_if_per_beat(now);
                 }
             }
             Frame::Welcome { .. } => {
@@ -731,6 +742,29 @@ impl Client {
             retry_in: None,
         });
         self.finish(Exit::Failed(Failure::Downgrade));
+    }
+
+    /// In per-beat mode, with every heartbeat sent so far acknowledged (v1) or written
+    /// (legacy): closes the connection without a goodbye and waits for the next slot, when the
+    /// reconnect timer connects again.
+    fn park_if_per_beat(&mut self, now: Now) {
+        if !self.config.connect_per_beat || !matches!(self.state, State::Connected { .. }) {
+            return;
+        }
+        let Some(due) = self.slot_due(self.next_slot) else {
+            return;
+        };
+        let reason = DisconnectReason::UntilNextBeat;
+        self.out.push_back(Output::Disconnect {
+            reason: reason.clone(),
+        });
+        self.timers.stop_all();
+        self.event(Event::Disconnected {
+            reason,
+            retry_in: Some(due.saturating_duration_since(now.mono)),
+        });
+        self.state = State::Backoff { attempt: 0 };
+        self.timers.set(Timer::Reconnect, due);
     }
 
     /// The server was heard from: reset the silence and ack timers.
@@ -1164,5 +1198,62 @@ mod tests {
         c.close(t0);
         assert_eq!(text(&drain(&mut c)), ["Disconnect { reason: Local }"]);
         assert_eq!(c.exit(), Some(&Exit::Closed));
+    }
+
+    #[test]
+    fn per_beat_mode_connects_for_each_heartbeat_and_never_says_goodbye() {
+        let hour = Duration::from_secs(3600);
+        let config = ClientConfig::new(ClientId::new("c1").unwrap(), hour)
+            .unwrap()
+            .connect_per_beat(true);
+        let t0 = origin();
+        let mut c = Client::new(config, t0);
+        assert_eq!(drain(&mut c), [Output::Connect]);
+        c.handle_connected(t0);
+        let out = text(&drain(&mut c));
+        assert_eq!(out[1], "tx HELLO 1 c1 3600000");
+        assert!(out[3].starts_with("tx BEAT 1 "), "{out:?}");
+        let t1 = t0.advanced(Duration::from_millis(3));
+        c.handle_input(t1, b"WELCOME 1\nACK 1 1.0\n");
+        let out = drain(&mut c);
+        assert_eq!(
+            out[out.len() - 2..],
+            [
+                Output::Disconnect {
+                    reason: DisconnectReason::UntilNextBeat
+                },
+                Output::Event(Event::Disconnected {
+                    reason: DisconnectReason::UntilNextBeat,
+                    retry_in: Some(hour - Duration::from_millis(3)),
+                }),
+            ]
+        );
+        assert!(!c.is_connected());
+        assert_eq!(c.poll_timeout(), Some(t0.mono + hour));
+        // The next slot: connect, HELLO, the heartbeat due then; no slot skipped, no BYE.
+        let t2 = t0.advanced(hour);
+        c.handle_timeout(t2);
+        assert_eq!(drain(&mut c), [Output::Connect]);
+        let t3 = t2.advanced(Duration::from_millis(2));
+        c.handle_connected(t3);
+        let out = text(&drain(&mut c));
+        assert!(out.iter().any(|l| l.starts_with("tx BEAT 2 ")), "{out:?}");
+        assert!(
+            !out.iter()
+                .any(|l| l.contains("skipped") || l.contains("BYE")),
+            "{out:?}"
+        );
+        c.handle_input(t3, b"WELCOME 1\nACK 2 1.0\n");
+        assert_eq!(c.poll_timeout(), Some(t0.mono + 2 * hour));
+        assert_eq!((c.sent(), c.acked(), c.skipped()), (2, 2, 0));
+    }
+
+    #[test]
+    fn a_connection_is_kept_while_two_intervals_fit_the_servers_idle_limit() {
+        use crate::config::keeps_connection;
+        let max_idle = Duration::from_secs(600);
+        assert!(keeps_connection(Duration::from_secs(300), max_idle));
+        assert!(!keeps_connection(Duration::from_secs(301), max_idle));
+        assert!(!keeps_connection(Duration::from_secs(86_400), max_idle));
     }
 }

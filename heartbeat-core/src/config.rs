@@ -88,6 +88,14 @@ fn check_interval(interval: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// True when a connection carrying heartbeats every `interval` stays open on a server whose
+/// idle timeout is capped at `server_max_idle` (`ServerConfig::max_idle`): the cap must hold
+/// two intervals, so one late heartbeat does not cost the connection. A client whose interval
+/// does not fit connects for each heartbeat ([`ClientConfig::connect_per_beat`]).
+pub fn keeps_connection(interval: Duration, server_max_idle: Duration) -> bool {
+    interval.saturating_mul(2) <= server_max_idle
+}
+
 /// Client configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -101,6 +109,7 @@ pub struct ClientConfig {
     pub(crate) session: u64,
     pub(crate) rng_seed: u64,
     pub(crate) auth_key: Option<Secret>,
+    pub(crate) connect_per_beat: bool,
 }
 
 impl ClientConfig {
@@ -119,6 +128,7 @@ impl ClientConfig {
             session: 0,
             rng_seed: 0,
             auth_key: None,
+            connect_per_beat: false,
         })
     }
 
@@ -185,6 +195,15 @@ impl ClientConfig {
         self
     }
 
+    /// Connect for each heartbeat instead of keeping one connection: connect, `HELLO`, `BEAT`,
+    /// and close (without `BYE`: the client is not leaving) once it is acknowledged; connect
+    /// again when the next heartbeat is due. For intervals too long for a server to keep an
+    /// idle connection open (see [`keeps_connection`]). Off by default.
+    pub fn connect_per_beat(mut self, on: bool) -> Self {
+        self.connect_per_beat = on;
+        self
+    }
+
     /// Seed of the RNG used for backoff jitter.
     pub fn rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = seed;
@@ -235,6 +254,9 @@ pub struct ServerConfig {
     pub(crate) detector: DetectorConfig,
     pub(crate) pause_guard: Duration,
     pub(crate) auth: Option<AuthConfig>,
+    pub(crate) min_interval: Duration,
+    pub(crate) max_idle: Duration,
+    pub(crate) max_clock_skew: Duration,
 }
 
 impl Default for ServerConfig {
@@ -250,6 +272,9 @@ impl Default for ServerConfig {
             detector: DetectorConfig::default(),
             pause_guard: Duration::from_secs(5),
             auth: None,
+            min_interval: Duration::from_millis(10),
+            max_idle: Duration::from_secs(600),
+            max_clock_skew: Duration::from_secs(1),
         }
     }
 }
@@ -337,12 +362,44 @@ impl ServerConfig {
         self.auth.as_ref()
     }
 
-    /// The idle timeout for a connection whose interval is `interval` (declared or estimated).
+    /// The shortest interval a `HELLO` may declare (default 10 ms): a shorter one is refused
+    /// with `ERROR`. Also the pace a legacy connection, which declares none, is held to.
+    pub fn min_interval(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.min_interval = nonzero(d, "min interval")?;
+        Ok(self)
+    }
+
+    /// The ceiling of the idle timeout (default 10 min), so that a declared long interval
+    /// cannot hold a connection for days. A client whose interval does not fit twice in it
+    /// connects for each heartbeat instead (`ClientConfig::connect_per_beat`).
+    pub fn max_idle(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.max_idle = nonzero(d, "max idle")?;
+        Ok(self)
+    }
+
+    /// How far a client's clock may be from the server's before it is reported as skewed
+    /// (default 1 s); see `Event::ClockSkew`.
+    pub fn max_clock_skew(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.max_clock_skew = nonzero(d, "max clock skew")?;
+        Ok(self)
+    }
+
+    /// The minimum declared interval.
+    pub fn min_interval_value(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// The idle timeout for a connection whose interval is `interval` (declared or estimated):
+    /// `max(n * interval, min)`, or the legacy idle timeout while the interval is unknown, and
+    /// never more than the max idle.
     pub fn idle_timeout_for(&self, interval: Option<Duration>) -> Duration {
-        match interval {
-            Some(i) => (i * self.idle_intervals).max(self.min_idle_timeout),
+        let idle = match interval {
+            Some(i) => i
+                .saturating_mul(self.idle_intervals)
+                .max(self.min_idle_timeout),
             None => self.legacy_idle_timeout,
-        }
+        };
+        idle.min(self.max_idle)
     }
 }
 
@@ -379,6 +436,9 @@ mod tests {
         );
         assert_eq!(zero(s().burst_gap_intervals(0)), "burst gap intervals");
         assert_eq!(zero(s().pause_guard(Duration::ZERO)), "pause guard");
+        assert_eq!(zero(s().min_interval(Duration::ZERO)), "min interval");
+        assert_eq!(zero(s().max_idle(Duration::ZERO)), "max idle");
+        assert_eq!(zero(s().max_clock_skew(Duration::ZERO)), "max clock skew");
         assert!(s().pause_guard(Duration::from_millis(1)).is_ok());
         let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
         assert!(c.clone().silence_intervals(0).is_err());
@@ -394,6 +454,21 @@ mod tests {
             Some(ConfigError::LegacyAuth)
         );
         assert!(c.auth_key(key()).unwrap().legacy(false).is_ok());
+    }
+
+    #[test]
+    fn the_idle_timeout_is_ten_intervals_at_least_5s_at_most_max_idle() {
+        let s = ServerConfig::default();
+        let ms = Duration::from_millis;
+        assert_eq!(s.idle_timeout_for(Some(ms(10))), Duration::from_secs(5));
+        assert_eq!(s.idle_timeout_for(Some(ms(1000))), Duration::from_secs(10));
+        assert_eq!(
+            s.idle_timeout_for(Some(ms(86_400_000))),
+            Duration::from_secs(600)
+        );
+        assert_eq!(s.idle_timeout_for(None), Duration::from_secs(60));
+        let s = s.max_idle(Duration::from_secs(2)).unwrap();
+        assert_eq!(s.idle_timeout_for(None), Duration::from_secs(2));
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::ids::Seq;
+use crate::time::UnixTime;
+
 /// A configuration value was rejected when it was built (parse, don't validate).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -149,7 +152,60 @@ pub enum DecodeError {
         /// When it came.
         when: &'static str,
     },
+    /// Server: a valid frame whose numbers the server does not accept (see [`Violation`]).
+    #[error("{0}")]
+    Violation(#[from] Violation),
 }
+
+/// Server: a well-formed frame that breaks one of the server's limits or makes a claim that
+/// time does not allow. Its connection is dropped (a v1 peer is told why with `ERROR`) and
+/// nothing it claimed is counted. See `PROTOCOL.md`, "Limits and plausibility".
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// `HELLO` declared an interval below the server's minimum (`--min-interval`).
+    #[error("interval {}ms is below the server's minimum of {}ms", .got.as_millis(), .min.as_millis())]
+    IntervalBelowMinimum {
+        /// The declared interval.
+        got: Duration,
+        /// The server's minimum.
+        min: Duration,
+    },
+    /// A heartbeat's sequence number is further ahead than the time since the client's earlier
+    /// heartbeats allows at its interval (or, for its first, than the time since 1970).
+    #[error("sequence number {seq} is ahead of the schedule (at most {max} by now)")]
+    SeqAhead {
+        /// The sequence number received.
+        seq: Seq,
+        /// The highest the server would have accepted.
+        max: Seq,
+    },
+    /// A heartbeat's timestamp is more than a day from the server's clock: not a clock that is
+    /// off, but no clock at all (an unset clock, a stamp of 0, a year far away).
+    #[error("timestamp {sent} is implausible: {}s from the server's clock (at most {}s)", .offset_secs, MAX_STAMP_OFFSET.as_secs())]
+    Timestamp {
+        /// The stamp received.
+        sent: UnixTime,
+        /// How far ahead of the server's clock it is, in whole seconds (negative: behind).
+        offset_secs: i64,
+    },
+    /// More heartbeats came on one connection than its interval allows in the time it has been
+    /// open.
+    #[error("{beats} heartbeats in {}ms is faster than one per {}ms", .elapsed.as_millis(), .interval.as_millis())]
+    TooFast {
+        /// Heartbeats received on the connection, this one included.
+        beats: u64,
+        /// Time since the connection was accepted.
+        elapsed: Duration,
+        /// The interval they were measured against.
+        interval: Duration,
+    },
+}
+
+/// How far a heartbeat's timestamp may be from the server's clock before it is no time at all
+/// ([`Violation::Timestamp`]). Closer than this but further than the configured maximum clock
+/// skew, it is reported as skew.
+pub const MAX_STAMP_OFFSET: Duration = Duration::from_secs(86_400);
 
 /// Why a connection ended.
 ///
@@ -232,6 +288,11 @@ pub enum DisconnectReason {
     /// (no silent downgrade): a misconfigured server, or an impostor.
     #[error("the server did not ask this client to authenticate")]
     NotChallenged,
+    /// Server: the peer stopped reading what the server writes (its acknowledgements): a write
+    /// blocked for longer than the driver's bound, or too many writes queued behind it. Reported
+    /// by the driver through `Server::handle_write_blocked`.
+    #[error("not reading acknowledgements")]
+    NotReadingAcks,
     /// Either side: the peer sent something invalid.
     #[error("protocol error: {0}")]
     Protocol(DecodeError),
@@ -242,4 +303,9 @@ pub enum DisconnectReason {
     /// one, or without authentication one with the same session (the identity rule).
     #[error("superseded by {0}")]
     Superseded(crate::ConnId),
+    /// Client: its interval is too long for a connection to stay open between heartbeats (see
+    /// `ClientConfig::connect_per_beat`), so it closes once a heartbeat is acknowledged and
+    /// connects again for the next one.
+    #[error("closed until the next heartbeat")]
+    UntilNextBeat,
 }

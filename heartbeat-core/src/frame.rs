@@ -254,12 +254,14 @@ impl LegacyBeat {
     pub fn decode(src: &mut BytesMut) -> Result<Option<Self>, DecodeError> {
         let window = &src[..src.len().min(MAX_FRAME_LEN)];
         let Some(end) = window.windows(2).position(|w| w == b". ") else {
+            // The bytes are judged before the length, and only within the longest frame, so
+            // the same bytes give the same error however they were split.
+            check_legacy_bytes(window)?;
             if src.len() >= MAX_FRAME_LEN {
                 return Err(DecodeError::TooLong {
                     limit: MAX_FRAME_LEN,
                 });
             }
-            check_partial_legacy(src)?;
             return Ok(None);
         };
         let msg = src.split_to(end + 2);
@@ -301,14 +303,17 @@ impl LegacyBeat {
     }
 }
 
-/// Rejects a partial legacy message early when its bytes can already never become valid, so a
-/// hostile peer cannot park up to `MAX_FRAME_LEN` bytes of garbage per connection for free.
-fn check_partial_legacy(src: &[u8]) -> Result<(), DecodeError> {
-    let n = src.len().min(LEGACY_PREFIX.len());
-    if src[..n] != LEGACY_PREFIX[..n] {
+/// Rejects a legacy message, or the start of one, whose bytes can never be valid: a prefix
+/// other than `Sequence #`, then the first control or non-ASCII byte. Partial messages are
+/// checked early, so a hostile peer cannot park up to `MAX_FRAME_LEN` bytes of garbage per
+/// connection for free; whole ones the same way, so the error does not depend on where the
+/// stream was split.
+fn check_legacy_bytes(bytes: &[u8]) -> Result<(), DecodeError> {
+    let n = bytes.len().min(LEGACY_PREFIX.len());
+    if bytes[..n] != LEGACY_PREFIX[..n] {
         return Err(DecodeError::Legacy("expected `Sequence #`"));
     }
-    if let Some(&b) = src.iter().find(|b| b.is_ascii_control() || !b.is_ascii()) {
+    if let Some(&b) = bytes.iter().find(|b| b.is_ascii_control() || !b.is_ascii()) {
         return Err(if b.is_ascii() {
             DecodeError::ControlChar
         } else {
@@ -319,10 +324,8 @@ fn check_partial_legacy(src: &[u8]) -> Result<(), DecodeError> {
 }
 
 fn parse_legacy(body: &[u8]) -> Result<LegacyBeat, DecodeError> {
+    check_legacy_bytes(body)?;
     let body = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
-    if body.bytes().any(|b| b.is_ascii_control()) {
-        return Err(DecodeError::ControlChar);
-    }
     let rest = body
         .strip_prefix("Sequence #")
         .ok_or(DecodeError::Legacy("expected `Sequence #`"))?;
@@ -901,6 +904,21 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                 String::from_utf8_lossy(prefix)
             );
         }
+    }
+
+    /// Found by the legacy_decoder fuzz target: a long run of bytes with a bad byte early
+    /// gave "frame longer than 256 bytes" when it arrived whole but "not valid UTF-8" when the
+    /// bad byte came in a first, shorter read. The error must not depend on the split.
+    #[test]
+    fn a_legacy_error_does_not_depend_on_where_the_stream_was_split() {
+        let mut bytes = b"Sequence #1\xff".to_vec();
+        bytes.extend([b'2'; 300]);
+        let whole = decode_all(&bytes);
+        let mut d = StreamDecoder::new();
+        d.push(&bytes[..12]);
+        let first = d.decode_next();
+        assert_eq!(whole, Err(DecodeError::NotUtf8));
+        assert_eq!(first, Err(DecodeError::NotUtf8));
     }
 
     #[test]

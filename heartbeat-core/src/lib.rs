@@ -23,7 +23,9 @@
 //!
 //! # Modules
 //! - [`server`]: many connections, protocol detection, acks, one analysis and one liveness
-//!   watch per client; its [`Event`](ServerEvent)s (text and derived JSON).
+//!   watch per client, and the limits a connection is held to (pace, plausible sequence
+//!   numbers and stamps, clock skew: a broken one is a [`Violation`]); its
+//!   [`Event`](ServerEvent)s (text and derived JSON).
 //! - [`client`]: a drift-free fixed-rate sender with acks, RTT, silence detection and backoff.
 //! - [`auth`]: client authentication (shared secrets, challenge nonces, HMAC-SHA256 answers
 //!   compared in constant time), used by both machines when configured.
@@ -58,7 +60,7 @@ pub use auth::{AuthConfig, AuthKeys, Secret};
 pub use client::{Client, Event as ClientEvent, Exit, Output as ClientOutput};
 pub use config::{Backoff, ClientConfig, ServerConfig};
 pub use detector::{DetectorConfig, DetectorKind};
-pub use error::{ConfigError, DecodeError, DisconnectReason};
+pub use error::{ConfigError, DecodeError, DisconnectReason, MAX_STAMP_OFFSET, Violation};
 pub use ids::{ClientId, ClientKey, ConnId, MAX_CLIENT_ID_LEN, Seq};
 pub use liveness::Liveness;
 pub use server::{ClientView, Event as ServerEvent, Output as ServerOutput, Server};

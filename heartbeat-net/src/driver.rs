@@ -22,18 +22,22 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, Now, UnixTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinSet, LocalSet};
+use tracing::Level;
 
 use crate::NetError;
+use crate::limits::ConnectionLimits;
+use crate::logsummary::LogSummary;
 
 /// Bytes read from the server per `read` call on the client side. Frames are at most 256 bytes.
 const CLIENT_READ_BUFFER: usize = 1024;
@@ -44,6 +48,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many inbound messages the server handles in one go before it looks at timers, new
 /// connections and stop again.
 const INBOUND_BATCH: usize = 64;
+
+/// Reads one connection may have waiting for the server task. A connection that reads faster
+/// than the server handles its data waits for its own earlier reads, not for room in the
+/// shared queue, so the queue holds at most this many reads per connection and the server task
+/// takes them round-robin: one connection's flood cannot starve the others.
+const READS_IN_FLIGHT: u32 = 2;
 
 /// How long the server pauses accepting after `accept` fails (out of file descriptors, say), so a
 /// persistent error does not spin.
@@ -128,34 +138,54 @@ pub struct ServerOptions {
     /// Open connections at most. A connection accepted beyond it is closed at once (the client
     /// sees the server close, and backs off if it reconnects). Default 65,536.
     pub max_connections: usize,
+    /// Open connections from one peer address at most, so one host cannot take every slot;
+    /// beyond it, as beyond `max_connections`. `None` (the default): a quarter of
+    /// `max_connections`, at least 1.
+    pub max_connections_per_ip: Option<usize>,
     /// Bytes read per `read` call, allocated once per connection. Default 2,048.
     pub read_buffer: usize,
     /// Messages (reads and ends of stream) queued from all connections to the server task.
-    /// When full, connections stop reading until there is room, which pushes back through TCP
-    /// flow control. Default 4,096.
+    /// When full, connections stop reading until there is room (in the order they asked), which
+    /// pushes back through TCP flow control. Each connection has at most two reads waiting, so
+    /// the server takes them round-robin. Default 4,096.
     pub inbound_capacity: usize,
     /// Writes queued for one connection while its task is busy writing. If it fills, the peer
-    /// is dropped at once, so one slow client can neither hold memory nor stall the server
-    /// task. Default 64.
+    /// is dropped at once as not reading its acknowledgements, so one slow client can neither
+    /// hold memory nor stall the server task. Default 64.
     pub outbound_capacity: usize,
     /// How long one write may block (a peer that does not read its acks) before the connection
-    /// is given up, as if the peer had closed it. Meanwhile its task reads nothing more, so TCP
-    /// flow control holds the peer back. Default 10 s.
+    /// is dropped as not reading its acknowledgements. Reading goes on meanwhile, so the
+    /// peer's heartbeats still count. Default 10 s.
     pub write_timeout: Duration,
     /// On stop, how long connections get to flush and close before they are dropped.
     /// Default 1 s.
     pub shutdown_grace: Duration,
+    /// Where the driver's repeated log lines (connections refused, accepted) are counted and
+    /// summarised; share it with the code that logs the server's events. Default: its own.
+    pub log: LogSummary,
+}
+
+impl ServerOptions {
+    /// The per-address limit in force: `max_connections_per_ip`, or a quarter of
+    /// `max_connections` (at least 1).
+    pub fn max_connections_per_ip_value(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or(self.max_connections / 4)
+            .max(1)
+    }
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             max_connections: 65_536,
+            max_connections_per_ip: None,
             read_buffer: 2048,
             inbound_capacity: 4096,
             outbound_capacity: 64,
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
+            log: LogSummary::default(),
         }
     }
 }
@@ -297,15 +327,19 @@ pub async fn run_server<L: Listener>(
 /// What a connection task tells the server task.
 #[derive(Debug)]
 enum Inbound {
-    /// Bytes read from the connection.
-    Data(ConnId, Bytes),
+    /// Bytes read from the connection, and the permit that lets it read again once they are
+    /// handled.
+    Data(ConnId, Bytes, OwnedSemaphorePermit),
     /// The connection reached end of stream, or reading or writing it failed.
     Eof(ConnId),
+    /// A write blocked for longer than the write timeout: the peer is not reading.
+    WriteBlocked(ConnId),
 }
 
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    FlushLog,
     Inbound(Inbound),
     Stop,
     TaskEnded(Result<(), tokio::task::JoinError>),
@@ -317,6 +351,7 @@ struct ServerDriver {
     /// The write channel of every connection the core has not disconnected yet. Dropping a
     /// sender tells its task to flush and close.
     conns: HashMap<ConnId, mpsc::Sender<Bytes>>,
+    limits: ConnectionLimits,
     tasks: JoinSet<()>,
     options: ServerOptions,
 }
@@ -333,6 +368,10 @@ async fn serve<L: Listener>(
     let mut d = ServerDriver {
         server,
         conns: HashMap::new(),
+        limits: ConnectionLimits::new(
+            options.max_connections,
+            options.max_connections_per_ip_value(),
+        ),
         tasks: JoinSet::new(),
         options,
     };
@@ -351,10 +390,12 @@ async fn serve<L: Listener>(
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
             Some(m) = inbound_rx.recv() => ServerWake::Inbound(m),
+            () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
         };
         now = clock.now();
         match wake {
             ServerWake::Stop => break,
+            ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => d.server.handle_timeout(now),
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
@@ -364,21 +405,16 @@ async fn serve<L: Listener>(
             ServerWake::AcceptResume => accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
                 d.accept(now, stream, peer, &inbound_tx);
+                // Connects and data take turns: after each accept, a batch of what open
+                // connections sent, so a flood of connects cannot starve the clients already
+                // connected (accepting comes first above, so data cannot starve connects).
+                d.inbound_batch(now, None, &mut inbound_rx, &mut on_event);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => {
-                d.handle_inbound(now, m);
-                for _ in 1..INBOUND_BATCH {
-                    d.drain(now, &mut on_event);
-                    match inbound_rx.try_recv() {
-                        Ok(m) => d.handle_inbound(now, m),
-                        Err(_) => break,
-                    }
-                }
-            }
+            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut on_event),
         }
     }
 
@@ -403,6 +439,7 @@ async fn serve<L: Listener>(
         tracing::debug!(left = tasks.len(), "connections still closing; dropped");
     }
     tasks.abort_all();
+    d.options.log.flush_all(clock.now().mono);
     Ok(d.server)
 }
 
@@ -417,10 +454,7 @@ impl ServerDriver {
                     };
                     match tx.try_send(Bytes::from(bytes)) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            tracing::warn!(%conn, "peer is not reading its acks; dropping it");
-                            self.server.close(now, conn);
-                        }
+                        Err(TrySendError::Full(_)) => self.server.handle_write_blocked(now, conn),
                         // The task already ended; its end of stream is on the way to the core.
                         Err(TrySendError::Closed(_)) => {}
                     }
@@ -428,6 +462,7 @@ impl ServerDriver {
                 server::Output::Disconnect { conn, reason } => {
                     tracing::debug!(%conn, %reason, "closing");
                     self.conns.remove(&conn);
+                    self.limits.closed(conn);
                 }
                 server::Output::Event(e) => on_event(&e, now),
             }
@@ -441,99 +476,184 @@ impl ServerDriver {
         peer: SocketAddr,
         inbound: &mpsc::Sender<Inbound>,
     ) {
-        if self.conns.len() >= self.options.max_connections {
-            tracing::warn!(
-                %peer,
-                limit = self.options.max_connections,
-                "connection limit reached; closing the new connection"
+        if let Err(refusal) = self.limits.check(peer) {
+            let limit = match refusal {
+                crate::limits::Refusal::Total => self.options.max_connections,
+                crate::limits::Refusal::PerIp => self.options.max_connections_per_ip_value(),
+            };
+            self.options.log.log(
+                now.mono,
+                Level::WARN,
+                refusal.kind(),
+                format_args!(
+                    "connection limit reached ({} = {limit}); closing the new connection from {peer}",
+                    refusal.kind().trim_start_matches("connection refused: ").trim_end_matches(" reached"),
+                ),
             );
             drop(stream);
             return;
         }
         let conn = self.server.accept(now, peer);
-        tracing::info!("Accepted connection from {peer}");
+        self.limits.opened(conn, peer);
+        self.options.log.log(
+            now.mono,
+            Level::INFO,
+            "Accepted connection",
+            format_args!("Accepted connection from {peer}"),
+        );
         let (tx, rx) = mpsc::channel(self.options.outbound_capacity.max(1));
         self.conns.insert(conn, tx);
         let task = ConnTask {
             conn,
             inbound: inbound.clone(),
             writes: rx,
+            reads: Arc::new(Semaphore::new(READS_IN_FLIGHT as usize)),
             read_buffer: self.options.read_buffer.max(1),
             write_timeout: self.options.write_timeout,
         };
         self.tasks.spawn_local(task.run(stream));
     }
 
+    /// Handles `first` and what else is queued, [`INBOUND_BATCH`] messages at most, without
+    /// waiting.
+    fn inbound_batch(
+        &mut self,
+        now: Now,
+        first: Option<Inbound>,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        on_event: &mut impl FnMut(&server::Event, Now),
+    ) {
+        let handled = usize::from(first.is_some());
+        if let Some(m) = first {
+            self.handle_inbound(now, m);
+        }
+        for _ in handled..INBOUND_BATCH {
+            self.drain(now, on_event);
+            match inbound.try_recv() {
+                Ok(m) => self.handle_inbound(now, m),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn handle_inbound(&mut self, now: Now, m: Inbound) {
         match m {
-            Inbound::Data(conn, bytes) => self.server.handle_input(now, conn, &bytes),
+            // The permit is released once the bytes are handled: the task may read again.
+            Inbound::Data(conn, bytes, _permit) => self.server.handle_input(now, conn, &bytes),
             Inbound::Eof(conn) => self.server.handle_eof(now, conn),
+            Inbound::WriteBlocked(conn) => self.server.handle_write_blocked(now, conn),
         }
     }
 }
 
-/// One connection: reads into a fixed buffer and forwards, writes what the server task sends,
-/// closes when the server task drops its sender.
+/// One connection: reads into a fixed buffer and forwards what it reads, and writes what the
+/// server task sends, at the same time. Reading goes on while a write blocks (so a peer that
+/// does not read its acks still has its heartbeats counted until the write timeout), and
+/// writing goes on after end of stream (so the acks and `ERROR` due to a peer that half-closed
+/// reach it). The task ends when the server task drops its sender: what was queued is written,
+/// then the stream is shut down.
 struct ConnTask {
     conn: ConnId,
     inbound: mpsc::Sender<Inbound>,
     writes: mpsc::Receiver<Bytes>,
+    /// [`READS_IN_FLIGHT`] permits: one is held by each read waiting for the server task.
+    reads: Arc<Semaphore>,
     read_buffer: usize,
     write_timeout: Duration,
 }
 
 impl ConnTask {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut stream: S) {
-        let mut buf = vec![0u8; self.read_buffer].into_boxed_slice();
-        // False once end of stream or an error was reported: from then on only the server's
-        // close is awaited (writes are discarded).
-        let mut open = true;
-        loop {
-            tokio::select! {
-                biased;
-                w = self.writes.recv() => match w {
-                    Some(bytes) => {
-                        if !open {
-                            continue;
-                        }
-                        if let Err(e) = write_bytes(&mut stream, &bytes, self.write_timeout).await {
-                            tracing::debug!(conn = %self.conn, error = %e, "write failed");
-                            open = false;
-                            if self.inbound.send(Inbound::Eof(self.conn)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    None => {
-                        if open {
-                            close_stream(&mut stream).await;
-                        }
-                        return;
-                    }
-                },
-                r = stream.read(&mut buf), if open => {
-                    let msg = match r {
-                        Ok(0) => None,
-                        Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
-                        Err(e) => {
-                            tracing::debug!(conn = %self.conn, error = %e, "read failed");
-                            None
-                        }
-                    };
-                    let msg = match msg {
-                        Some(bytes) => Inbound::Data(self.conn, bytes),
-                        None => {
-                            open = false;
-                            Inbound::Eof(self.conn)
-                        }
-                    };
-                    // Waits while the server task is behind: the backpressure that bounds memory.
-                    if self.inbound.send(msg).await.is_err() {
-                        return;
-                    }
-                }
+    async fn run<S: AsyncRead + AsyncWrite>(self, stream: S) {
+        let (reader, writer) = tokio::io::split(stream);
+        let Self {
+            conn,
+            inbound,
+            writes,
+            reads,
+            read_buffer,
+            write_timeout,
+        } = self;
+        let reading = read_loop(conn, inbound.clone(), reads, reader, read_buffer);
+        let writing = write_loop(conn, inbound, writes, writer, write_timeout);
+        tokio::select! {
+            () = writing => {}
+            // Only when the server task is gone; after end of stream the reader waits forever.
+            () = reading => {}
+        }
+    }
+}
+
+/// Reads and forwards until end of stream or an error (reported as `Eof`), then waits forever.
+/// Returns only when the server task is gone.
+async fn read_loop<S: AsyncRead>(
+    conn: ConnId,
+    inbound: mpsc::Sender<Inbound>,
+    reads: Arc<Semaphore>,
+    mut reader: ReadHalf<S>,
+    read_buffer: usize,
+) {
+    let mut buf = vec![0u8; read_buffer].into_boxed_slice();
+    loop {
+        // Wait for this connection's earlier reads to be handled: the per-connection budget.
+        let Ok(permit) = reads.clone().acquire_owned().await else {
+            return;
+        };
+        let msg = match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => Some(Inbound::Data(
+                conn,
+                Bytes::copy_from_slice(&buf[..n]),
+                permit,
+            )),
+            Err(e) => {
+                tracing::debug!(%conn, error = %e, "read failed");
+                None
+            }
+        };
+        let (msg, more) = match msg {
+            Some(m) => (m, true),
+            None => (Inbound::Eof(conn), false),
+        };
+        // Waits while the server task is behind: the backpressure that bounds memory.
+        if inbound.send(msg).await.is_err() {
+            return;
+        }
+        if !more {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Writes what the server task sends until it drops its sender, then shuts the stream down.
+/// A write that blocks past `write_timeout` is reported as `WriteBlocked`, one that fails as
+/// `Eof`; later writes are then discarded.
+async fn write_loop<S: AsyncWrite>(
+    conn: ConnId,
+    inbound: mpsc::Sender<Inbound>,
+    mut writes: mpsc::Receiver<Bytes>,
+    mut writer: WriteHalf<S>,
+    write_timeout: Duration,
+) {
+    let mut broken = false;
+    while let Some(bytes) = writes.recv().await {
+        if broken {
+            continue;
+        }
+        if let Err(e) = write_bytes(&mut writer, &bytes, write_timeout).await {
+            tracing::debug!(%conn, error = %e, "write failed");
+            broken = true;
+            let msg = if e.kind() == io::ErrorKind::TimedOut {
+                Inbound::WriteBlocked(conn)
+            } else {
+                Inbound::Eof(conn)
+            };
+            if inbound.send(msg).await.is_err() {
+                return;
             }
         }
+    }
+    if !broken {
+        close_stream(&mut writer).await;
     }
 }
 
@@ -767,12 +887,15 @@ mod tests {
         drop(writer.await.unwrap());
         assert_eq!(exit.unwrap(), Exit::Finished);
         assert_eq!(acked, 20);
-        // The slow peer's task blocked on its first write (and stopped reading, so it queued
-        // nothing more) until the write timeout; the server task and the good client never
-        // waited for it.
+        // The slow peer's task blocked on its first write while it kept reading, so its acks
+        // queued up until the queue was full: it was dropped for not reading them (not "closed
+        // by peer", not "no data"). The server task and the good client never waited for it.
         assert_eq!(
             dropped,
-            ["good: client said goodbye", "slow: closed by peer"]
+            [
+                "slow: not reading acknowledgements",
+                "good: client said goodbye"
+            ]
         );
         let report = served.unwrap().report();
         let good = report
@@ -780,5 +903,110 @@ mod tests {
             .iter()
             .find(|c| c.client.to_string() == "good");
         assert_eq!(good.map(|c| (c.received, c.missed)), Some((20, 0)));
+    }
+
+    /// What a test server hands back: every disconnect reason, and the report.
+    type Served = tokio::task::JoinHandle<(Vec<String>, heartbeat_core::Report)>;
+
+    /// A paused-clock server on a memory listener, spawned on the current `LocalSet`; returns
+    /// where to send accepted streams, its stop switch and its outcome.
+    fn paused_server(
+        options: ServerOptions,
+    ) -> (
+        mpsc::Sender<(tokio::io::DuplexStream, SocketAddr)>,
+        tokio::sync::oneshot::Sender<()>,
+        Served,
+    ) {
+        let t0 = tokio::time::Instant::now();
+        let clock =
+            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let (accept_tx, accept_rx) = mpsc::channel(4);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::task::spawn_local(async move {
+            let mut reasons = Vec::new();
+            let server = run_server(
+                MemListener(accept_rx),
+                Server::new(Arc::new(ServerConfig::default())),
+                options,
+                clock,
+                async {
+                    let _ = stop_rx.await;
+                },
+                |e: &server::Event, _| {
+                    if let server::Event::Disconnected { reason, .. } = e {
+                        reasons.push(reason.to_string());
+                    }
+                },
+            )
+            .await
+            .unwrap();
+            (reasons, server.report())
+        });
+        (accept_tx, stop_tx, served)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_due_when_the_peer_half_closes_are_all_delivered() {
+        LocalSet::new()
+            .run_until(async {
+                let (accept_tx, stop_tx, served) = paused_server(ServerOptions::default());
+                let (mut peer, theirs) = tokio::io::duplex(1 << 16);
+                accept_tx
+                    .send((theirs, SocketAddr::from(([127, 0, 0, 1], 30_001))))
+                    .await
+                    .unwrap();
+                peer.write_all(b"HELLO 1 half 10\n").await.unwrap();
+                // A second later (paused time), 100 heartbeats at once, then half-close.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut beats = String::new();
+                for seq in 1..=100 {
+                    beats.push_str(&format!("BEAT {seq} 1700000000.5\n"));
+                }
+                peer.write_all(beats.as_bytes()).await.unwrap();
+                peer.shutdown().await.unwrap();
+                let mut answer = String::new();
+                peer.read_to_string(&mut answer).await.unwrap();
+                let _ = stop_tx.send(());
+                let acks = answer.lines().filter(|l| l.starts_with("ACK ")).count();
+                assert_eq!(acks, 100, "{answer}");
+                assert_eq!(served.await.unwrap().0, ["closed by peer"]);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_blocked_past_the_timeout_drops_the_peer_for_not_reading() {
+        LocalSet::new()
+            .run_until(async {
+                let options = ServerOptions {
+                    write_timeout: Duration::from_millis(300),
+                    ..ServerOptions::default()
+                };
+                let (accept_tx, stop_tx, served) = paused_server(options);
+                // A 64-byte pipe the peer never reads: a few acks fill it.
+                let (mut peer, theirs) = tokio::io::duplex(64);
+                accept_tx
+                    .send((theirs, SocketAddr::from(([127, 0, 0, 1], 30_002))))
+                    .await
+                    .unwrap();
+                peer.write_all(b"HELLO 1 deaf 20\n").await.unwrap();
+                for seq in 1..=30 {
+                    let line = format!("BEAT {seq} 1700000000.5\n");
+                    if peer.write_all(line.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = stop_tx.send(());
+                let (reasons, report) = served.await.unwrap();
+                assert_eq!(reasons, ["not reading acknowledgements"]);
+                // It was heard until the write timeout: about 300 ms of heartbeats after the
+                // pipe filled, none refused, none missed.
+                let deaf = &report.clients[0];
+                assert!(deaf.received >= 15, "{deaf:?}");
+                assert_eq!(deaf.missed, 0);
+                drop(peer);
+            })
+            .await;
     }
 }

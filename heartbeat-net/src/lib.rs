@@ -10,6 +10,7 @@
 //!   identity rule), summarised under a flood.
 //! - [`tls`]: optional TLS (rustls): a [`Listener`] that handshakes in each connection's own
 //!   task, and a [`Connector`] that checks the server's certificate.
+//! - [`logsummary`]: bounded logging under attack, shared by the driver and the binaries.
 //!
 //! The binaries `heartbeat-server`, `heartbeat-client` and `heartbeat-load` are thin: parse
 //! flags, set up logging, build the core's configuration, call the driver, print what it
@@ -19,8 +20,10 @@ pub mod cli;
 pub mod driver;
 mod error;
 pub mod keys;
+mod limits;
 pub mod listener;
 pub mod load;
+pub mod logsummary;
 pub mod refusals;
 pub mod tls;
 
@@ -29,6 +32,7 @@ pub use driver::{
 };
 pub use error::NetError;
 pub use listener::{TcpConnector, TcpListener};
+pub use logsummary::LogSummary;
 
 #[doc(no_inline)]
 pub use heartbeat_core::DisconnectReason;

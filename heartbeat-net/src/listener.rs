@@ -11,7 +11,10 @@ use crate::driver::{Connector, Listener};
 
 /// A bound tokio TCP listener.
 #[derive(Debug)]
-pub struct TcpListener(tokio::net::TcpListener);
+pub struct TcpListener {
+    inner: tokio::net::TcpListener,
+    send_buffer: Option<usize>,
+}
 
 impl TcpListener {
     /// Binds `host:port`. The host is resolved and the first address that binds wins, IPv4
@@ -32,7 +35,7 @@ impl TcpListener {
         let mut first_error = None;
         for a in addrs {
             match tokio::net::TcpListener::bind(a).await {
-                Ok(l) => return Ok(Self(l)),
+                Ok(l) => return Ok(Self::from_tokio(l)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -56,12 +59,24 @@ impl TcpListener {
 
     /// Wraps a listener bound elsewhere.
     pub fn from_tokio(l: tokio::net::TcpListener) -> Self {
-        Self(l)
+        Self {
+            inner: l,
+            send_buffer: None,
+        }
+    }
+
+    /// Sets the kernel send buffer of every accepted connection to `bytes` (`SO_SNDBUF`; Linux
+    /// doubles it), instead of letting it grow to megabytes. It bounds the kernel memory a
+    /// peer that does not read can hold, and how long it takes until the server's writes to
+    /// it block and it is dropped as not reading its acknowledgements. `None`: the system's.
+    pub fn send_buffer(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer = bytes;
+        self
     }
 
     /// The address it is bound to (the actual port when 0 was asked for).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 }
 
@@ -69,10 +84,16 @@ impl Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = self.0.accept().await?;
+        let (stream, peer) = self.inner.accept().await?;
         // Heartbeats and acks are tiny and latency is what is measured: never wait to coalesce.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        if let Some(bytes) = self.send_buffer {
+            // tokio does not expose SO_SNDBUF on a stream; socket2 sets it on the same fd.
+            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes) {
+                tracing::debug!(%peer, error = %e, "setting the send buffer failed");
+            }
         }
         Ok((stream, peer))
     }

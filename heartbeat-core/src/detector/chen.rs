@@ -74,6 +74,12 @@ impl fmt::Display for ChenConfig {
 /// highest received means the client restarted its count, and the estimate starts afresh from
 /// it.
 ///
+/// A heartbeat that arrives far *earlier* than its sequence number's place on the learned
+/// schedule (by more than `max(10 η, 10 s)`) also starts the estimate afresh: heartbeats are
+/// never sent before their slot, so its numbering has left the schedule (a sender that jumped
+/// its counter), and learning it would push the expected arrival out of reach, so that the
+/// client could never be declared down.
+///
 /// Every other arrival is learned, as in the paper, and [`set_available`](Detector::set_available)
 /// has no effect: lost heartbeats cannot skew a sequence-number estimate, and a lasting change
 /// of delay must be learned. (Leaving out late arrivals, as the φ detectors do with long
@@ -136,9 +142,20 @@ impl ChenDetector {
         self.offsets.push(0);
     }
 
-    fn update_expected(&mut self) {
+    /// The mean offset of the window, in nanoseconds.
+    fn mean_offset(&self) -> i128 {
         let n = self.offsets.len().max(1) as i128;
-        let mean = self.offsets.sum().div_euclid(n);
+        self.offsets.sum().div_euclid(n)
+    }
+
+    /// How much earlier than the schedule a heartbeat may arrive before the estimate starts
+    /// afresh: `max(10 η, 10 s)`.
+    fn resync_ns(&self) -> i128 {
+        (i128::from(self.eta_ns) * 10).max(10_000_000_000)
+    }
+
+    fn update_expected(&mut self) {
+        let mean = self.mean_offset();
         let next = i128::from(self.last_k) + 1;
         self.expected_ns = mean + next * i128::from(self.eta_ns);
     }
@@ -155,11 +172,10 @@ impl Detector for ChenDetector {
                 if k == self.last_k {
                     return; // a duplicate: nothing new about the schedule
                 }
-                if k < self.last_k {
+                let offset = signed_nanos(origin, now) - i128::from(k) * i128::from(self.eta_ns);
+                if k < self.last_k || offset < self.mean_offset() - self.resync_ns() {
                     self.restart(now, seq.0);
                 } else {
-                    let offset =
-                        signed_nanos(origin, now) - i128::from(k) * i128::from(self.eta_ns);
                     let offset = offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
                     self.offsets.push(offset as i64);
                     self.last_k = k;

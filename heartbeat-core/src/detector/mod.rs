@@ -582,7 +582,63 @@ mod tests {
         }
     }
 
+    /// A sequence number an attacker might send: repeats, backwards, zero, the wire's maximum,
+    /// beyond it, and jumps of any size.
+    fn hostile_seq() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(crate::frame::MAX_SEQ),
+            Just(u64::MAX),
+            0u64..=20,
+            any::<u64>(),
+        ]
+    }
+
+    /// A gap between heartbeats: none, tiny, ordinary, a day, a month.
+    fn hostile_gap() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::from_nanos(1)),
+            (0u64..=3000).prop_map(ms),
+            Just(Duration::from_secs(86_400)),
+            Just(Duration::from_secs(30 * 86_400)),
+        ]
+    }
+
     proptest! {
+        /// Detectors keep working after any input: after hostile sequence numbers and times,
+        /// every detector still has a next level to reach (a timer to arm), and after a steady
+        /// client fills its window again it convicts a silence within a bounded time, as it
+        /// did before. (Chen once expected a client that had jumped its counter to 2⁶³ never.)
+        #[test]
+        fn detectors_keep_working_after_hostile_input(
+            kind in prop::sample::select(DetectorKind::ALL.to_vec()),
+            hostile in prop::collection::vec((hostile_seq(), hostile_gap(), any::<bool>()), 1..40),
+        ) {
+            let interval = ms(1000);
+            let window = 8;
+            let mut d = small_window(kind, window).build(interval);
+            let mut t = origin();
+            for (seq, gap, available) in hostile {
+                t += gap;
+                d.set_available(available);
+                d.heartbeat(t, Seq(seq));
+                let level = d.levels().down;
+                prop_assert!(d.reaches(level).is_some(), "{} lost its timer", kind);
+                let s = d.suspicion(t + interval);
+                prop_assert!(s.is_finite() && s >= 0.0);
+            }
+            for seq in 1..=(3 * window as u64) {
+                t += interval;
+                d.heartbeat(t, Seq(seq));
+            }
+            let down = d.reaches(d.levels().down);
+            prop_assert!(down.is_some());
+            let after = down.unwrap().duration_since(t);
+            prop_assert!(after <= 20 * interval, "{} down {:?} after the last heartbeat", kind, after);
+        }
+
         /// `reaches` inverts `suspicion`, and suspicion never falls while time passes, over
         /// random histories (jitter, losses, duplicates, outages) and levels.
         #[test]

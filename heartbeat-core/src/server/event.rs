@@ -72,6 +72,25 @@ pub enum Event {
         #[serde(rename = "silence_ms", serialize_with = "opt_ms")]
         silence: Option<Duration>,
     },
+    /// A client's clock is off from the server's by more than the maximum clock skew
+    /// (`skewed`), or back within half of it (not `skewed`). Fires on the arrival that showed
+    /// it, before its `Heartbeat`s, and again only when the offset changes by more than the
+    /// maximum. While skewed, the client's delays are measured from this offset.
+    ///
+    /// The offset is estimated from the least delayed heartbeat of the client's recent
+    /// arrivals, so a clock ahead (negative delays) is certain at once, while a clock behind is
+    /// reported only after several arrivals all that late (it could be a slow path).
+    ClockSkew {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The client's clock minus the server's, in nanoseconds (negative: behind).
+        #[serde(rename = "offset_ms", serialize_with = "ns_as_ms")]
+        offset_ns: i64,
+        /// True when the offset is beyond the maximum clock skew.
+        skewed: bool,
+    },
     /// A connection identified itself: after `HELLO` (v1) or the first legacy bytes.
     Connected {
         /// The connection.
@@ -193,6 +212,7 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Burst { .. } => "burst",
+            Self::ClockSkew { .. } => "clock_skew",
             Self::Connected { .. } => "connected",
             Self::Disconnected { .. } => "disconnected",
             Self::Duplicate { .. } => "duplicate",
@@ -228,6 +248,19 @@ impl fmt::Display for Event {
                 "burst client={client} seq={first}-{last} count={count} after_silence={}",
                 or_dash(silence)
             ),
+            Self::ClockSkew {
+                client,
+                offset_ns,
+                skewed,
+                ..
+            } => {
+                let state = if *skewed { "skewed" } else { "in sync" };
+                write!(
+                    f,
+                    "clock_skew client={client} offset={} ({state})",
+                    fmt_signed_ms(*offset_ns)
+                )
+            }
             Self::Connected {
                 conn,
                 client,

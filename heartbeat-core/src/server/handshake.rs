@@ -90,6 +90,12 @@ impl From<DecodeError> for Refusal {
     }
 }
 
+impl From<crate::error::Violation> for Refusal {
+    fn from(v: crate::error::Violation) -> Self {
+        DecodeError::from(v).into()
+    }
+}
+
 impl Refusal {
     pub(super) fn auth_failed(client: ClientId, why: AuthFailure) -> Self {
         Self {

@@ -2,6 +2,7 @@
 
 mod event;
 mod handshake;
+mod limits;
 mod session;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -12,13 +13,14 @@ use std::time::{Duration, Instant};
 use crate::analysis::Report;
 use crate::auth::AuthFailure;
 use crate::config::ServerConfig;
-use crate::error::{DecodeError, DisconnectReason};
+use crate::error::{DecodeError, DisconnectReason, Violation};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder};
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::{Change, Watches};
 use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
 use handshake::{Challenger, Claim, Refusal};
+use limits::Pace;
 use session::ClientRecord;
 
 pub use crate::liveness::Liveness;
@@ -94,6 +96,8 @@ struct Conn {
     last_rx: Instant,
     /// The deadline this connection has in the queue.
     queued: Instant,
+    /// Its heartbeats against its interval.
+    pace: Pace,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +181,7 @@ impl Server {
                 state: ConnState::Opening,
                 last_rx: now.mono,
                 queued: deadline,
+                pace: Pace::new(now),
             },
         );
         self.deadlines.push(deadline, conn);
@@ -244,6 +249,15 @@ impl Server {
             .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             self.connection_deadline(now, conn, at);
+        }
+    }
+
+    /// The driver could not write to `conn` for longer than its bound, or has too many writes
+    /// queued for it: the peer is not reading its acknowledgements. The connection is dropped
+    /// ([`DisconnectReason::NotReadingAcks`]).
+    pub fn handle_write_blocked(&mut self, _now: Now, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.drop_conn(conn, DisconnectReason::NotReadingAcks);
         }
     }
 
@@ -375,7 +389,7 @@ impl Server {
     }
 
     fn view(&self, idx: usize) -> ClientView<'_> {
-        ClientView::new(&self.clients[idx].stats, self.liveness.state(idx))
+        ClientView::new(&self.clients[idx], self.liveness.state(idx))
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
@@ -443,11 +457,16 @@ impl Server {
                 return Err(Refusal::legacy());
             }
             (Inbound::Legacy(beat), ConnState::Opening) => {
+                limits::check_stamp(now.unix, beat.sent)?;
                 let key = ClientKey::Peer(c.peer);
                 self.identify(now, conn, key, Protocol::Legacy, None, None);
+                self.admit_beat(now, conn, beat.seq, beat.sent)?;
                 beats.push((beat.seq, beat.sent));
             }
-            (Inbound::Legacy(beat), ConnState::Live { .. }) => beats.push((beat.seq, beat.sent)),
+            (Inbound::Legacy(beat), ConnState::Live { .. }) => {
+                self.admit_beat(now, conn, beat.seq, beat.sent)?;
+                beats.push((beat.seq, beat.sent));
+            }
             // The decoder keeps the protocol it detected: a challenged (v1) connection never
             // yields a legacy heartbeat.
             (Inbound::Legacy(_), ConnState::Challenged(_)) => {
@@ -465,7 +484,13 @@ impl Server {
                     ..
                 }),
                 ConnState::Opening,
-            ) => return self.on_hello(now, conn, client, interval, session, acks),
+            ) => {
+                let min = self.config.min_interval;
+                if interval < min {
+                    return Err(Violation::IntervalBelowMinimum { got: interval, min }.into());
+                }
+                return self.on_hello(now, conn, client, interval, session, acks);
+            }
             (Inbound::Frame(Frame::Auth { answer }), ConnState::Challenged(_)) => {
                 let ConnState::Challenged(claim) =
                     std::mem::replace(&mut c.state, ConnState::Opening)
@@ -482,6 +507,7 @@ impl Server {
                 ));
             }
             (Inbound::Frame(Frame::Beat { seq, sent }), ConnState::Live { .. }) => {
+                self.admit_beat(now, conn, seq, sent)?;
                 beats.push((seq, sent));
                 Frame::Ack {
                     seq,
@@ -508,6 +534,34 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// The limits one heartbeat must pass before it counts (see [`limits`]): a stamp that is a
+    /// time, no faster than the connection's interval (declared, or the minimum for a legacy
+    /// connection), and a sequence number no further ahead than time allows.
+    fn admit_beat(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        seq: Seq,
+        sent: UnixTime,
+    ) -> Result<(), Violation> {
+        limits::check_stamp(now.unix, sent)?;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .expect("caller checked the connection");
+        let ConnState::Live { idx, protocol, .. } = &c.state else {
+            debug_assert!(false, "a heartbeat is admitted on an identified connection");
+            return Ok(());
+        };
+        let record = &mut self.clients[*idx];
+        let interval = match protocol {
+            Protocol::V1 => record.interval.unwrap_or(self.config.min_interval),
+            Protocol::Legacy => self.config.min_interval,
+        };
+        c.pace.beat(now, interval)?;
+        record.schedule.check(now, seq, interval)
     }
 
     fn identify(
@@ -543,7 +597,7 @@ impl Server {
         };
         let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
-        record.stats.connections += 1;
+        record.stats.connections = record.stats.connections.saturating_add(1);
         record.stats.protocol = protocol;
         record.stats.connected = true;
         record.left = false;
@@ -593,8 +647,9 @@ impl Server {
             return;
         };
         let gap = self.config.burst_gap_intervals;
+        let skew = self.config.max_clock_skew;
         let r = &mut self.clients[idx];
-        if r.on_arrival(conn, now.mono, now.unix, beats, gap, &mut self.out) {
+        if r.on_arrival(conn, now.mono, now.unix, beats, gap, skew, &mut self.out) {
             self.liveness.reset(idx);
         }
         let seqs = beats.iter().map(|&(seq, _)| seq);

@@ -10,6 +10,7 @@ use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::Liveness;
 use crate::time::UnixTime;
 
+use super::limits::{Schedule, Skew};
 use super::{Event, Output};
 
 /// One client as the server sees it now: what it counted and the client's liveness. Returned by
@@ -18,11 +19,22 @@ use super::{Event, Output};
 pub struct ClientView<'a> {
     stats: &'a ClientStats,
     state: Liveness,
+    clock_offset: Option<i64>,
 }
 
 impl<'a> ClientView<'a> {
-    pub(super) fn new(stats: &'a ClientStats, state: Liveness) -> Self {
-        Self { stats, state }
+    pub(super) fn new(record: &'a ClientRecord, state: Liveness) -> Self {
+        Self {
+            stats: &record.stats,
+            state,
+            clock_offset: record.skew.offset(),
+        }
+    }
+
+    /// The client's clock offset (its clock minus the server's, in nanoseconds) while it is
+    /// beyond the maximum clock skew; `None` while it is in sync.
+    pub fn clock_offset_ns(&self) -> Option<i64> {
+        self.clock_offset
     }
 
     /// The client's key.
@@ -91,6 +103,9 @@ impl<'a> ClientView<'a> {
             delay_ms: s.delay.summary(),
             negative_delays: s.delay.negative(),
             inter_arrival_ms: s.inter_arrival.summary(),
+            clock_offset_ms: self
+                .clock_offset
+                .map(|ns| (ns as f64 / 1_000.0).round() / 1_000.0),
         }
     }
 }
@@ -111,6 +126,10 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
+    /// Its sequence numbers against time, for the current session.
+    pub(crate) schedule: Schedule,
+    /// Its clock's offset from the server's.
+    pub(crate) skew: Skew,
 }
 
 impl ClientRecord {
@@ -123,6 +142,8 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
+            schedule: Schedule::default(),
+            skew: Skew::default(),
         }
     }
 
@@ -130,8 +151,9 @@ impl ClientRecord {
     /// history stays. The caller resets the client's liveness watch too: a new process's timing
     /// says nothing about the old one's.
     pub(crate) fn restart(&mut self, conn: ConnId, out: &mut VecDeque<Output>) {
+        self.schedule.reset();
         if let Some(previous) = self.stats.highest.take() {
-            self.stats.restarts += 1;
+            self.stats.restarts = self.stats.restarts.saturating_add(1);
             out.push_back(Output::Event(Event::Restarted {
                 conn,
                 client: self.stats.client.clone(),
@@ -144,6 +166,7 @@ impl ClientRecord {
 
     /// Analyses the heartbeats of one arrival (one `handle_input` call) in order. True when they
     /// restarted the client's sequence (a new process): the caller resets its liveness watch.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_arrival(
         &mut self,
         conn: ConnId,
@@ -151,6 +174,7 @@ impl ClientRecord {
         received: UnixTime,
         beats: &[(Seq, UnixTime)],
         burst_gap_intervals: u32,
+        max_clock_skew: Duration,
         out: &mut VecDeque<Output>,
     ) -> bool {
         let Some(&(first, _)) = beats.first() else {
@@ -166,7 +190,7 @@ impl ClientRecord {
                 _ => true,
             };
             if is_burst {
-                self.stats.bursts += 1;
+                self.stats.bursts = self.stats.bursts.saturating_add(1);
                 let last = beats[beats.len() - 1].0;
                 out.push_back(Output::Event(Event::Burst {
                     conn,
@@ -177,6 +201,18 @@ impl ClientRecord {
                     silence,
                 }));
             }
+        }
+        let least_delay = beats
+            .iter()
+            .map(|&(_, sent)| received.signed_nanos_since(sent))
+            .min();
+        if let Some(change) = least_delay.and_then(|d| self.skew.on_arrival(d, max_clock_skew)) {
+            out.push_back(Output::Event(Event::ClockSkew {
+                conn,
+                client: self.stats.client.clone(),
+                offset_ns: change.offset_ns,
+                skewed: change.skewed,
+            }));
         }
         let mut restarted = false;
         for (i, &(seq, sent)) in beats.iter().enumerate() {
@@ -212,7 +248,7 @@ impl ClientRecord {
                 if seq == Seq(1) && h > Seq(1) {
                     // The seed's heuristic for clients that cannot tell us: starting over at 1 is
                     // a restart.
-                    self.stats.restarts += 1;
+                    self.stats.restarts = self.stats.restarts.saturating_add(1);
                     out.push_back(Output::Event(Event::Restarted {
                         conn,
                         client: client.clone(),
@@ -221,11 +257,12 @@ impl ClientRecord {
                     }));
                     self.stats.highest = Some(seq);
                     self.last_sent = None;
+                    self.schedule.reset();
                     restarted = true;
                 } else if self.stats.recover_missed(seq) {
                     recovered = true;
                 } else {
-                    self.stats.duplicates += 1;
+                    self.stats.duplicates = self.stats.duplicates.saturating_add(1);
                     out.push_back(Output::Event(Event::Duplicate { conn, client, seq }));
                     return false;
                 }
@@ -250,8 +287,12 @@ impl ClientRecord {
         if self.stats.protocol == Protocol::Legacy {
             self.estimate_interval(seq, sent);
         }
-        self.stats.received += 1;
-        let delay_ns = received.signed_nanos_since(sent);
+        self.stats.received = self.stats.received.saturating_add(1);
+        // Measured from the client's estimated clock offset while it is skewed, so a skewed
+        // clock is reported as skew (`Event::ClockSkew`), not as network delay.
+        let delay_ns = received
+            .signed_nanos_since(sent)
+            .saturating_sub(self.skew.correction());
         self.stats.delay.record_signed(delay_ns);
         if let Some(ia) = inter_arrival {
             self.stats.inter_arrival.record(ia);
@@ -328,11 +369,16 @@ impl ClientStats {
     }
 
     pub(super) fn add_missed(&mut self, range: SeqRange) {
-        self.missed += range.count();
-        if self.missed_ranges.len() == self.max_missed_ranges {
+        self.missed = self.missed.saturating_add(range.count());
+        self.missed_ranges.push_back(range);
+        self.trim_missed_ranges();
+    }
+
+    /// Keeps the most recent `max_missed_ranges` ranges.
+    fn trim_missed_ranges(&mut self) {
+        while self.missed_ranges.len() > self.max_missed_ranges {
             self.missed_ranges.pop_front();
         }
-        self.missed_ranges.push_back(range);
     }
 
     /// Takes a late arrival out of the missed ranges. True if it was there.
@@ -341,7 +387,7 @@ impl ClientStats {
             return false;
         };
         let r = self.missed_ranges[i];
-        self.missed -= 1;
+        self.missed = self.missed.saturating_sub(1);
         let below = (r.first < seq).then(|| SeqRange {
             first: r.first,
             last: Seq(seq.0 - 1),
@@ -354,6 +400,7 @@ impl ClientStats {
             (Some(b), Some(a)) => {
                 self.missed_ranges[i] = b;
                 self.missed_ranges.insert(i + 1, a);
+                self.trim_missed_ranges();
             }
             (Some(x), None) | (None, Some(x)) => self.missed_ranges[i] = x,
             (None, None) => {
@@ -384,13 +431,21 @@ mod tests {
             s.missed_ranges.iter().copied().collect::<Vec<_>>(),
             [r(5, 9), r(11, 11)]
         );
+        // A recovery that splits a range must not leave the list past its cap, and the list
+        // must keep to it afterwards (it once only trimmed when exactly at the cap).
         assert!(s.recover_missed(Seq(7)));
         assert_eq!(
             s.missed_ranges.iter().copied().collect::<Vec<_>>(),
-            [r(5, 6), r(8, 9), r(11, 11)]
+            [r(8, 9), r(11, 11)]
         );
-        assert!(s.recover_missed(Seq(11)));
-        assert!(!s.recover_missed(Seq(11)));
-        assert_eq!(s.missed, 6);
+        s.add_missed(r(13, 14));
+        s.add_missed(r(16, 16));
+        assert_eq!(
+            s.missed_ranges.iter().copied().collect::<Vec<_>>(),
+            [r(13, 14), r(16, 16)]
+        );
+        assert!(s.recover_missed(Seq(16)));
+        assert!(!s.recover_missed(Seq(16)));
+        assert_eq!(s.missed, 9);
     }
 }

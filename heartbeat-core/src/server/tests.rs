@@ -152,7 +152,14 @@ fn legacy_burst_counts_every_heartbeat() {
 
 #[test]
 fn gaps_are_reported_as_ranges_once() {
-    let (_, mut s, _) = opened(b"HELLO 1 a 100\nBEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n");
+    // One read, a second after the HELLO (five heartbeats at once are only allowed once the
+    // connection is old enough for them).
+    let (t0, mut s, c) = opened(b"HELLO 1 a 100\n");
+    s.handle_input(
+        t0.advanced(Duration::from_secs(1)),
+        c,
+        b"BEAT 1 1700000000\nBEAT 5 1700000000.4\nBEAT 10 1700000000.9\nBEAT 3 1700000000.9\nBEAT 10 1700000000.9\n",
+    );
     let out: Vec<_> = drain(&mut s)
         .into_iter()
         .filter(|l| !l.contains("heartbeat") && !l.contains("tx"))
@@ -539,6 +546,39 @@ fn every_event_renders_as_pinned() {
             r#"{"client":"a","conn":3,"count":2,"event":"burst","first":1,"last":2,"silence_ms":null}"#,
         ),
         (
+            Event::ClockSkew {
+                conn: ConnId(3),
+                client: id("a"),
+                offset_ns: -3_599_994_123_456,
+                skewed: true,
+            },
+            "clock_skew client=a offset=-3599994.123ms (skewed)",
+            r#"{"client":"a","conn":3,"event":"clock_skew","offset_ms":-3599994.123,"skewed":true}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(6),
+                client: Some(id("a")),
+                peer: peer(4000),
+                reason: DisconnectReason::NotReadingAcks,
+            },
+            "disconnected conn#6 client=a reason=not reading acknowledgements",
+            r#"{"client":"a","conn":6,"event":"disconnected","peer":"127.0.0.1:4000","reason":"not reading acknowledgements"}"#,
+        ),
+        (
+            Event::Disconnected {
+                conn: ConnId(7),
+                client: Some(id("a")),
+                peer: peer(4000),
+                reason: DisconnectReason::Protocol(DecodeError::Violation(Violation::SeqAhead {
+                    seq: Seq(1 << 63),
+                    max: Seq(17),
+                })),
+            },
+            "disconnected conn#7 client=a reason=protocol error: sequence number 9223372036854775808 is ahead of the schedule (at most 17 by now)",
+            r#"{"client":"a","conn":7,"event":"disconnected","peer":"127.0.0.1:4000","reason":"protocol error: sequence number 9223372036854775808 is ahead of the schedule (at most 17 by now)"}"#,
+        ),
+        (
             Event::Connected {
                 conn: ConnId(3),
                 client: id("a"),
@@ -719,5 +759,199 @@ fn every_event_renders_as_pinned() {
         assert_eq!(event.to_string(), *text);
         assert_eq!(event.to_json().to_string(), *json, "{text}");
     }
-    assert_eq!(names.len(), 10, "one case at least per variant: {names:?}");
+    assert_eq!(names.len(), 11, "one case at least per variant: {names:?}");
+}
+
+// ---- limits and plausibility ----
+
+/// The disconnect line of `lines`, if any.
+fn disconnect_of(lines: &[String]) -> Option<&str> {
+    lines
+        .iter()
+        .find(|l| l.contains(" disconnect "))
+        .map(String::as_str)
+}
+
+#[test]
+fn a_hello_below_the_minimum_interval_is_refused_with_error() {
+    let (_, mut s, _) = opened(b"HELLO 1 x 1\nBEAT 1 1700000000\n");
+    let out = drain(&mut s);
+    assert_eq!(
+        out,
+        [
+            "conn#1 tx ERROR interval 1ms is below the server's minimum of 10ms",
+            "ev disconnected conn#1 client=- reason=protocol error: interval 1ms is below the server's minimum of 10ms",
+            "conn#1 disconnect protocol error: interval 1ms is below the server's minimum of 10ms",
+        ]
+    );
+    assert_eq!(
+        s.client_count(),
+        0,
+        "a refused HELLO leaves no client behind"
+    );
+}
+
+#[test]
+fn a_connection_faster_than_its_interval_is_dropped_and_others_carry_on() {
+    let (t0, mut s, honest) = opened(b"HELLO 1 honest 20\n");
+    let flood = open(&mut s, t0, 2, b"HELLO 1 flood 10\n");
+    let _ = drain(&mut s);
+    let mut bytes = Vec::new();
+    for i in 1..=50u64 {
+        bytes.extend(format!("BEAT {i} 1700000000\n").bytes());
+    }
+    let at = t0.advanced(Duration::from_millis(20));
+    s.handle_input(at, flood, &bytes);
+    s.handle_input(at, honest, b"BEAT 1 1700000000\n");
+    let out = drain(&mut s);
+    // Two slots in 20 ms plus the slack: the 11th heartbeat is one too many, and it and the
+    // rest are not counted.
+    assert_eq!(
+        disconnect_of(&out),
+        Some("conn#2 disconnect protocol error: 11 heartbeats in 20ms is faster than one per 10ms")
+    );
+    assert_has(
+        &out,
+        "conn#2 tx ERROR 11 heartbeats in 20ms is faster than one per 10ms",
+    );
+    assert_eq!(s.client(&id("flood")).unwrap().received(), 10);
+    assert_eq!(s.client(&id("honest")).unwrap().received(), 1);
+    assert_eq!(s.connection_count(), 1);
+}
+
+#[test]
+fn a_released_burst_of_old_heartbeats_is_not_a_flood() {
+    // The firewall case: 30 heartbeats held for 3 s, then delivered at once.
+    let (t0, mut s, c) = opened(b"HELLO 1 a 100\nBEAT 1 1700000000\n");
+    let mut held = Vec::new();
+    for i in 2..=31u64 {
+        held.extend(format!("BEAT {i} 1700000000.{:03}\n", (i - 1) * 100 % 1000).bytes());
+    }
+    s.handle_input(t0.advanced(Duration::from_secs(3)), c, &held);
+    let out = drain(&mut s);
+    assert_eq!(disconnect_of(&out), None, "{out:?}");
+    let a = s.client(&id("a")).unwrap();
+    assert_eq!((a.received(), a.missed(), a.bursts()), (31, 0, 1));
+}
+
+#[test]
+fn a_sequence_jump_beyond_the_elapsed_time_is_refused_and_counts_nothing() {
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\nBEAT 2 1700000000\n");
+    let _ = drain(&mut s);
+    let at = t0.advanced(Duration::from_secs(1));
+    s.handle_input(at, c, b"BEAT 9223372036854775808 1700000001\n");
+    let out = drain(&mut s);
+    assert_eq!(
+        disconnect_of(&out),
+        Some(
+            "conn#1 disconnect protocol error: sequence number 9223372036854775808 is ahead of \
+             the schedule (at most 7 by now)"
+        )
+    );
+    let a = s.client(&id("a")).unwrap();
+    assert_eq!(
+        (a.received(), a.missed(), a.highest()),
+        (2, 0, Some(Seq(2)))
+    );
+    // A reconnect that jumps as far as the outage allows is a gap, counted once.
+    let later = t0.advanced(Duration::from_secs(10));
+    open(&mut s, later, 2, b"HELLO 1 a 1000\nBEAT 11 1700000010\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev missed client=a seq=3-10 count=8");
+    assert_eq!(disconnect_of(&out), None);
+}
+
+#[test]
+fn a_first_sequence_number_from_before_1970_is_refused() {
+    let (_, mut s, _) = opened(b"HELLO 1 a 10\nBEAT 9223372036854775808 1700000000\n");
+    let out = drain(&mut s);
+    assert!(
+        disconnect_of(&out).is_some_and(|l| l.contains("is ahead of the schedule")),
+        "{out:?}"
+    );
+    assert_eq!(s.client(&id("a")).unwrap().missed(), 0);
+}
+
+#[test]
+fn timestamps_a_day_off_are_refused_and_an_hour_off_is_skew_not_delay() {
+    for stamp in ["0", "7258118400"] {
+        let (_, mut s, _) = opened(format!("HELLO 1 a 1000\nBEAT 1 {stamp}\n").as_bytes());
+        let out = drain(&mut s);
+        assert!(
+            disconnect_of(&out)
+                .is_some_and(|l| l.contains("timestamp") && l.contains("is implausible")),
+            "{out:?}"
+        );
+        assert_eq!(s.client(&id("a")).unwrap().received(), 0);
+    }
+    // A client one hour ahead: reported once as skew; its delays are what the network added.
+    let (t0, mut s, c) = opened(b"HELLO 1 ahead 1000\nBEAT 1 1700003600.000\n");
+    beat_every_second_stamped(&mut s, t0, c, 2..=20, 3_600_000, 5);
+    let out = drain(&mut s);
+    let skews: Vec<_> = out.iter().filter(|l| l.contains("clock_skew")).collect();
+    assert_eq!(
+        skews,
+        ["ev clock_skew client=ahead offset=3600000.000ms (skewed)"]
+    );
+    let report = s.report();
+    let d = report.clients[0].delay_ms.unwrap();
+    assert!(d.min_ms >= 0.0 && d.max_ms <= 5.0, "{d:?}");
+    assert_eq!(report.clients[0].clock_offset_ms, Some(3_600_000.0));
+    assert_eq!(report.clients[0].negative_delays, 0);
+}
+
+#[test]
+fn a_client_in_sync_is_never_reported_skewed() {
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    beat_every_second_stamped(&mut s, t0, c, 2..=40, 0, 3);
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|l| l.contains("clock_skew")), "{out:?}");
+    assert_eq!(s.report().clients[0].clock_offset_ms, None);
+}
+
+/// Sends `BEAT i` on `conn` at `t0 + i` seconds for each `i` in `seqs`, stamped with the
+/// server's clock plus `ahead_ms`, minus a delay of `i % (max_delay_ms + 1)` ms.
+fn beat_every_second_stamped(
+    s: &mut Server,
+    t0: Now,
+    conn: ConnId,
+    seqs: RangeInclusive<u64>,
+    ahead_ms: u64,
+    max_delay_ms: u64,
+) {
+    for i in seqs {
+        let now = t0.advanced(Duration::from_secs(i - 1));
+        let sent = now
+            .unix
+            .saturating_add(Duration::from_millis(ahead_ms))
+            .as_nanos()
+            - Duration::from_millis(i % (max_delay_ms + 1)).as_nanos() as u64;
+        s.handle_timeout(now);
+        let line = format!("BEAT {i} {}\n", UnixTime::from_nanos(sent));
+        s.handle_input(now, conn, line.as_bytes());
+    }
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_dropped_for_that() {
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let _ = drain(&mut s);
+    s.handle_write_blocked(t0, c);
+    assert_eq!(
+        drain(&mut s),
+        [
+            "ev disconnected conn#1 client=a reason=not reading acknowledgements",
+            "conn#1 disconnect not reading acknowledgements",
+        ]
+    );
+    s.handle_write_blocked(t0, c);
+    assert_eq!(drain(&mut s), Vec::<String>::new(), "once");
+}
+
+#[test]
+fn a_day_long_interval_holds_a_connection_for_max_idle_only() {
+    let (t0, mut s, _) = opened(b"HELLO 1 slow 86400000\nBEAT 1 1700000000\n");
+    let _ = drain(&mut s);
+    let (_, log) = run_timers(&mut s, t0, |s| s.connection_count() == 0);
+    assert_has(&log, "conn#1 disconnect no data for 600s");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser};
 use heartbeat_core::client::{Client, Event, Exit, Failure};
-use heartbeat_core::config::{Backoff, ClientConfig};
+use heartbeat_core::config::{Backoff, ClientConfig, keeps_connection};
 use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret, fmt_ms};
 use heartbeat_net::tls::{self, TlsConnector};
 use heartbeat_net::{Clock as _, Connector, NetError, SystemClock, TcpConnector, keys, run_client};
@@ -55,6 +55,13 @@ struct Opt {
     /// Off by default.
     #[arg(long)]
     legacy: bool,
+
+    /// The server's --max-idle, in seconds (default 600, the server's default). A connection
+    /// idle that long is dropped by the server, so when the interval does not fit twice in it
+    /// the client connects for each heartbeat: connect, HELLO, BEAT, close once acknowledged
+    /// (without BYE: it is not leaving), and connect again when the next one is due.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    server_max_idle: u64,
 
     /// Log round-trip times and lateness at debug level. Off by default; ignored when RUST_LOG
     /// is set.
@@ -170,7 +177,17 @@ async fn run(
         Some(id) => id,
         None => default_id()?,
     };
-    let config = ClientConfig::new(id, Duration::from_millis(opt.interval))?
+    let interval = Duration::from_millis(opt.interval);
+    let per_beat = !keeps_connection(interval, Duration::from_secs(opt.server_max_idle));
+    if per_beat {
+        tracing::info!(
+            "The interval does not fit twice in the server's idle limit ({} s): connecting for \
+             each heartbeat",
+            opt.server_max_idle
+        );
+    }
+    let config = ClientConfig::new(id, interval)?
+        .connect_per_beat(per_beat)
         .legacy(opt.legacy)?
         .auth_key(key)?
         .count(opt.count)?
@@ -274,6 +291,13 @@ fn log_event(e: &Event, _now: Now, host: &str, port: u16) {
             ..
         } => tracing::warn!(
             "Failed to connect to server: {reason}; retrying in {}",
+            fmt_ms(*d)
+        ),
+        Event::Disconnected {
+            reason: DisconnectReason::UntilNextBeat,
+            retry_in: Some(d),
+        } => tracing::info!(
+            "Heartbeat acknowledged; connection closed until the next one, due in {}",
             fmt_ms(*d)
         ),
         Event::Disconnected {

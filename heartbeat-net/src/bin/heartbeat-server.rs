@@ -12,13 +12,14 @@ use clap::{CommandFactory, Parser};
 use heartbeat_core::config::ServerConfig;
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{Event, Server};
-use heartbeat_core::{AuthConfig, Now, fmt_ms, fmt_signed_ms};
+use heartbeat_core::{AuthConfig, DisconnectReason, Now, fmt_ms, fmt_signed_ms};
 use heartbeat_net::cli::{DetectorArgs, trust_warning};
 use heartbeat_net::refusals::RefusalLog;
 use heartbeat_net::tls::{self, TlsListener};
 use heartbeat_net::{
-    Listener, NetError, ServerOptions, SystemClock, TcpListener, keys, run_server,
+    Listener, LogSummary, NetError, ServerOptions, SystemClock, TcpListener, keys, run_server,
 };
+use tracing::Level;
 
 mod common;
 
@@ -52,9 +53,44 @@ struct Opt {
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
+    /// Most connections open at once from one IP address, so one host cannot take every slot;
+    /// one beyond it is closed at once. Default: a quarter of --max-connections.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: Option<u32>,
+
+    /// Shortest heartbeat interval a client may declare in its HELLO; a shorter one is refused
+    /// with ERROR. Heartbeats faster than the declared interval (legacy clients: than this)
+    /// drop the connection. A number with a unit: ms, s or min.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    min_interval: std::time::Duration,
+
+    /// Ceiling of the idle timeout (10 x the client's interval, at least 5 s): a connection
+    /// silent this long is dropped, whatever interval it declared. Clients whose interval does
+    /// not fit twice in it connect for each heartbeat. A number with a unit: ms, s or min.
+    #[arg(long, default_value = "10min", value_parser = parse_duration)]
+    max_idle: std::time::Duration,
+
+    /// A client whose clock is off by more than this is reported (clock_skew) and its delays
+    /// are measured from its estimated offset. Stamps more than a day off are refused. A number
+    /// with a unit: ms, s or min.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    max_clock_skew: std::time::Duration,
+
+    /// A connection whose acknowledgements cannot be written for this long (the peer does not
+    /// read them) is dropped as "not reading acknowledgements". A number with a unit: ms, s or
+    /// min.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    write_timeout: std::time::Duration,
+
+    /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
+    /// the kernel memory a peer that does not read can hold, and how soon the server's writes
+    /// to it block (see --write-timeout). 0 leaves the system's autotuning (up to megabytes).
+    #[arg(long, default_value_t = 32_768)]
+    send_buffer: usize,
+
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
-    /// A number with a unit: ms or s.
+    /// A number with a unit: ms, s or min.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pause_guard: std::time::Duration,
 
@@ -92,10 +128,12 @@ struct Opt {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (n, per_ms) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("min") {
+        (n, 60_000.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1000.0)
     } else {
-        return Err("expected a number with a unit, e.g. 500ms or 5s".into());
+        return Err("expected a number with a unit, e.g. 500ms, 5s or 10min".into());
     };
     match n.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v * per_ms < 1e12 => Ok(
@@ -112,7 +150,10 @@ fn main() -> ExitCode {
         ServerConfig::default()
             .detector(d)
             .max_clients(opt.max_clients as usize)
-            .pause_guard(opt.pause_guard)
+            .pause_guard(opt.pause_guard)?
+            .min_interval(opt.min_interval)?
+            .max_idle(opt.max_idle)?
+            .max_clock_skew(opt.max_clock_skew)
     });
     let config = match config {
         Ok(c) => c,
@@ -193,7 +234,9 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let stop = common::shutdown_signal()?;
-    let listener = TcpListener::bind(&opt.bind, opt.port).await?;
+    let listener = TcpListener::bind(&opt.bind, opt.port)
+        .await?
+        .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
     tracing::info!("Failure detector: {}", config.detector_config());
@@ -201,17 +244,32 @@ async fn serve(
         tracing::warn!("{warning}");
     }
 
+    let log = LogSummary::default();
     let mut options = ServerOptions::default();
     options.max_connections = opt.max_connections as usize;
+    options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
+    options.write_timeout = opt.write_timeout;
+    options.log = log.clone();
+    tracing::info!(
+        "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
+         skew {}, writes blocked at most {}, send buffer {} bytes",
+        options.max_connections,
+        options.max_connections_per_ip_value(),
+        fmt_ms(opt.min_interval),
+        fmt_ms(opt.max_idle),
+        fmt_ms(opt.max_clock_skew),
+        fmt_ms(opt.write_timeout),
+        opt.send_buffer,
+    );
     let server = Server::new(Arc::new(config));
     let json = opt.json;
     let server = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
-            serve_on(listener, server, options, stop, json).await?
+            serve_on(listener, server, options, stop, json, &log).await?
         }
-        None => serve_on(listener, server, options, stop, json).await?,
+        None => serve_on(listener, server, options, stop, json, &log).await?,
     };
 
     let report = server.report();
@@ -231,11 +289,12 @@ async fn serve_on<L: Listener>(
     options: ServerOptions,
     stop: impl Future<Output = ()>,
     json: bool,
+    log: &LogSummary,
 ) -> Result<Server, NetError> {
     let mut refusals = RefusalLog::new();
     let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
         if !refusals.on_event(e, now.mono) {
-            log_event(e, now);
+            log_event(log, e, now);
         }
         if json {
             print_line(&e.to_json().to_string());
@@ -252,8 +311,17 @@ fn print_line(line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
-/// The seed's log lines, kept recognisable, plus what the seed could not see.
-fn log_event(e: &Event, _now: Now) {
+/// Per-heartbeat log lines written per second, from all clients together; beyond it they are
+/// counted and summarised (the JSON events still carry every heartbeat).
+const HEARTBEAT_LINES: u32 = 1000;
+
+/// The seed's log lines, kept recognisable, plus what the seed could not see. Every line goes
+/// through the log summary, so a hostile peer cannot flood the log: per kind, a few lines a
+/// second (heartbeats: [`HEARTBEAT_LINES`]), then one line with how many were left out.
+fn log_event(log: &LogSummary, e: &Event, now: Now) {
+    let line = |level: Level, kind: &'static str, text: std::fmt::Arguments<'_>| {
+        log.log(now.mono, level, kind, text);
+    };
     match e {
         Event::Connected {
             conn,
@@ -265,8 +333,12 @@ fn log_event(e: &Event, _now: Now) {
         } => {
             let interval = interval.map_or_else(|| "unknown".to_owned(), fmt_ms);
             let again = if *resumed { ", seen before" } else { "" };
-            tracing::info!(
-                "Client {client} identified on {conn} from {peer} (protocol {protocol}, interval {interval}{again})"
+            line(
+                Level::INFO,
+                "clients identified",
+                format_args!(
+                    "Client {client} identified on {conn} from {peer} (protocol {protocol}, interval {interval}{again})"
+                ),
             );
         }
         Event::Heartbeat {
@@ -279,10 +351,18 @@ fn log_event(e: &Event, _now: Now) {
             recovered,
             ..
         } => {
-            tracing::info!(
-                "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}.' from {client}",
-                received.display_secs(4),
-                sent.display_secs(4),
+            // One per heartbeat, as the seed logged, up to HEARTBEAT_LINES a second in all (a
+            // client is held to its declared pace, but a flood of new connections is not).
+            log.log_up_to(
+                now.mono,
+                Level::INFO,
+                "heartbeat lines",
+                HEARTBEAT_LINES,
+                format_args!(
+                    "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}.' from {client}",
+                    received.display_secs(4),
+                    sent.display_secs(4),
+                ),
             );
             let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
             let late = if *recovered {
@@ -295,12 +375,14 @@ fn log_event(e: &Event, _now: Now) {
                 fmt_signed_ms(*delay_ns)
             );
         }
-        Event::Missed { client, range, .. } => {
-            tracing::warn!(
+        Event::Missed { client, range, .. } => line(
+            Level::WARN,
+            "missed heartbeats",
+            format_args!(
                 "Missed {} heartbeat(s) from {client}: #{range}",
                 range.count()
-            );
-        }
+            ),
+        ),
         Event::Burst {
             client,
             first,
@@ -310,18 +392,50 @@ fn log_event(e: &Event, _now: Now) {
             ..
         } => {
             let silence = silence.map_or_else(|| "-".to_owned(), fmt_ms);
-            tracing::warn!(
-                "{count} heartbeats from {client} (#{first}-#{last}) arrived at once after {silence} of silence"
+            line(
+                Level::WARN,
+                "bursts",
+                format_args!(
+                    "{count} heartbeats from {client} (#{first}-#{last}) arrived at once after {silence} of silence"
+                ),
             );
         }
-        Event::Duplicate { client, seq, .. } => {
-            tracing::warn!("Duplicate heartbeat #{seq} from {client}");
-        }
+        Event::Duplicate { client, seq, .. } => line(
+            Level::WARN,
+            "duplicate heartbeats",
+            format_args!("Duplicate heartbeat #{seq} from {client}"),
+        ),
         Event::Restarted {
             client, previous, ..
-        } => {
-            tracing::warn!(
+        } => line(
+            Level::WARN,
+            "restarts",
+            format_args!(
                 "Client {client} restarted (its previous run reached #{previous}); counting anew"
+            ),
+        ),
+        Event::ClockSkew {
+            client,
+            offset_ns,
+            skewed,
+            ..
+        } => {
+            let (level, text) = if *skewed {
+                (
+                    Level::WARN,
+                    "its delays are measured from that offset from now on",
+                )
+            } else {
+                (Level::INFO, "back in sync")
+            };
+            line(
+                level,
+                "clock skew",
+                format_args!(
+                    "Clock of client {client} is off by {} ({})",
+                    fmt_signed_ms(*offset_ns),
+                    text
+                ),
             );
         }
         Event::Disconnected {
@@ -329,12 +443,21 @@ fn log_event(e: &Event, _now: Now) {
             client,
             peer,
             reason,
-        } => match client {
-            Some(client) => {
-                tracing::info!("Client {client} at {peer} went away ({conn}: {reason})")
+        } => {
+            let (level, kind) = disconnect_kind(reason);
+            match client {
+                Some(client) => line(
+                    level,
+                    kind,
+                    format_args!("Client {client} at {peer} went away ({conn}: {reason})"),
+                ),
+                None => line(
+                    level,
+                    kind,
+                    format_args!("Connection from {peer} closed ({conn}: {reason})"),
+                ),
             }
-            None => tracing::info!("Connection from {peer} closed ({conn}: {reason})"),
-        },
+        }
         Event::Transition {
             client,
             from,
@@ -344,22 +467,48 @@ fn log_event(e: &Event, _now: Now) {
             detector,
         } => {
             let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
-            let line = format!(
-                "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
+            let (level, kind) = match to {
+                Liveness::Down => (Level::ERROR, "clients down"),
+                Liveness::Suspect => (Level::WARN, "clients suspect"),
+                _ => (Level::INFO, "clients back or left"),
+            };
+            line(
+                level,
+                kind,
+                format_args!(
+                    "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
+                ),
             );
-            match to {
-                Liveness::Down => tracing::error!("{line}"),
-                Liveness::Suspect => tracing::warn!("{line}"),
-                _ => tracing::info!("{line}"),
-            }
         }
-        Event::Evicted { client } => {
-            tracing::warn!("Forgot client {client}: the --max-clients limit was reached")
-        }
-        Event::Stalled { late } => tracing::warn!(
-            "The server itself was stalled for {}: nobody is declared down on that evidence",
-            fmt_ms(*late)
+        Event::Evicted { client } => line(
+            Level::WARN,
+            "clients forgotten",
+            format_args!("Forgot client {client}: the --max-clients limit was reached"),
         ),
-        other => tracing::info!("{other}"),
+        Event::Stalled { late } => line(
+            Level::WARN,
+            "server stalls",
+            format_args!(
+                "The server itself was stalled for {}: nobody is declared down on that evidence",
+                fmt_ms(*late)
+            ),
+        ),
+        other => line(Level::INFO, "other events", format_args!("{other}")),
+    }
+}
+
+/// The level and log kind of a disconnect: ordinary ends are information, the server's own
+/// drops are warnings, one kind per cause.
+fn disconnect_kind(reason: &DisconnectReason) -> (Level, &'static str) {
+    match reason {
+        DisconnectReason::Protocol(_) => (Level::WARN, "connections dropped: protocol error"),
+        DisconnectReason::NotReadingAcks => (
+            Level::WARN,
+            "connections dropped: not reading acknowledgements",
+        ),
+        DisconnectReason::HelloTimeout(_)
+        | DisconnectReason::IncompleteHello(_)
+        | DisconnectReason::IdleTimeout(_) => (Level::WARN, "connections dropped: timeout"),
+        _ => (Level::INFO, "connections closed"),
     }
 }

@@ -10,7 +10,9 @@ use std::process::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::util::{CLIENT, Proc, SERVER, arg, assert_counts, client_summary, exchange, write_file};
+use crate::util::{
+    CLIENT, Proc, SERVER, arg, assert_counts, client_summary, exchange, unix_stamp, write_file,
+};
 
 const GOOD_KEY: &str = "good-secret-0123456789abcdef";
 const VICTIM_KEY: &str = "victim-secret-0123456789abcdef";
@@ -73,10 +75,12 @@ fn the_issues_attacks_fail_under_auth_keys() {
     server.wait_beat("victim", 2);
 
     // Taking over the live client's id.
-    let answer = exchange(
-        port,
-        b"HELLO 1 victim 100 00000000000000aa\nBEAT 1 1752356183.5\n",
+    // Stamped now, so that only the missing key can refuse it.
+    let take_over = format!(
+        "HELLO 1 victim 100 00000000000000aa\nBEAT 1 {}\n",
+        unix_stamp(6)
     );
+    let answer = exchange(port, take_over.as_bytes());
     assert!(refused(&answer), "{answer:?}");
 
     // Hiding its death: a goodbye in its name, and the one-day interval with one heartbeat.
@@ -84,10 +88,8 @@ fn the_issues_attacks_fail_under_auth_keys() {
     server.wait_event("victim gone", |v| {
         v["event"] == "disconnected" && v["client"] == "victim"
     });
-    for attack in [
-        &b"HELLO 1 victim 100\nBYE\n"[..],
-        b"HELLO 1 victim 86400000\nBEAT 1 1752356183.5\n",
-    ] {
+    let one_day = format!("HELLO 1 victim 86400000\nBEAT 1 {}\n", unix_stamp(6));
+    for attack in [&b"HELLO 1 victim 100\nBYE\n"[..], one_day.as_bytes()] {
         let answer = exchange(port, attack);
         assert!(refused(&answer), "{answer:?}");
     }
@@ -109,10 +111,11 @@ fn without_auth_a_live_id_cannot_be_taken_over() {
     let (mut server, port) = Proc::json_server(&[]);
     let mut victim = honest(port, "victim", None);
     server.wait_beat("victim", 2);
-    let answer = exchange(
-        port,
-        b"HELLO 1 victim 86400000 00000000000000aa\nBEAT 1 1752356183.5\nBYE\n",
+    let attack = format!(
+        "HELLO 1 victim 86400000 00000000000000aa\nBEAT 1 {}\nBYE\n",
+        unix_stamp(6)
     );
+    let answer = exchange(port, attack.as_bytes());
     assert!(
         answer.starts_with("ERROR client id victim is in use by a live connection"),
         "{answer:?}"
@@ -180,7 +183,9 @@ fn a_client_without_a_key_is_told_to_use_one() {
 #[test]
 fn legacy_clients_are_refused_under_auth_keys_unless_allowed() {
     let k = keys();
-    let legacy = b"Sequence #1: Sending heartbeat at 1752356183.5769. ";
+    // Stamped now: a stamp a day away from the server's clock is implausible and refused.
+    let legacy = format!("Sequence #1: Sending heartbeat at {}. ", unix_stamp(4));
+    let legacy = legacy.as_bytes();
     for (extra, allowed) in [(None, false), (Some("--allow-legacy"), true)] {
         let mut args = vec!["--auth-keys", arg(&k.server)];
         args.extend(extra);

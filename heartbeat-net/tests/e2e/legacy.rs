@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::util::{Proc, assert_counts, client_summary};
+use crate::util::{Proc, assert_counts, client_summary, unix_stamp};
 
 #[test]
 fn a_burst_of_five_in_one_write_counts_five() {
@@ -12,13 +12,9 @@ fn a_burst_of_five_in_one_write_counts_five() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let key = format!("legacy@{}", stream.local_addr().unwrap());
     // Exactly what the seed's client.py writes, five times, in one write.
+    let stamp = unix_stamp(4);
     let burst: String = (1..=5)
-        .map(|i| {
-            format!(
-                "Sequence #{i}: Sending heartbeat at 1752356183.{:04}. ",
-                i * 100
-            )
-        })
+        .map(|i| format!("Sequence #{i}: Sending heartbeat at {stamp}. "))
         .collect();
     stream.write_all(burst.as_bytes()).unwrap();
     server.wait_beat(&key, 5);
@@ -49,9 +45,8 @@ fn legacy_client_against_our_server() {
 fn legacy_connection_gets_no_bytes_back() {
     let (mut server, port) = Proc::json_server(&[]);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"Sequence #1: Sending heartbeat at 1752356183.5769. ")
-        .unwrap();
+    let beat = format!("Sequence #1: Sending heartbeat at {}. ", unix_stamp(4));
+    stream.write_all(beat.as_bytes()).unwrap();
     server.wait_beat(&format!("legacy@{}", stream.local_addr().unwrap()), 1);
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))

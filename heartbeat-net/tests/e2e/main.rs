@@ -6,6 +6,7 @@ mod concurrency;
 mod detector;
 mod drift;
 mod faults;
+mod hostile;
 mod legacy;
 mod load;
 mod reconnect;

@@ -9,7 +9,9 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::util::{Proc, arg, assert_counts, client_summary, read_to_close, write_file};
+use crate::util::{
+    Proc, arg, assert_counts, client_summary, read_to_close, unix_stamp, write_file,
+};
 
 /// A test CA, a server certificate it signed for the name `localhost` only (no IP address, so a
 /// client connecting to 127.0.0.1 must say --tls-server-name), and a second, unrelated CA.
@@ -151,9 +153,8 @@ fn a_plaintext_client_is_dropped_with_one_line_and_the_server_keeps_serving() {
     // A plaintext heartbeat client.
     let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let addr = plain.local_addr().unwrap();
-    plain
-        .write_all(b"HELLO 1 plain 100\nBEAT 1 1752356183.5\n")
-        .unwrap();
+    let hello = format!("HELLO 1 plain 100\nBEAT 1 {}\n", unix_stamp(6));
+    plain.write_all(hello.as_bytes()).unwrap();
     let answer = read_to_close(&mut plain);
     assert!(!answer.contains("WELCOME"), "{answer:?}");
     let needle = format!("TLS handshake with {addr} failed");

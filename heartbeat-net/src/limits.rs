@@ -1,0 +1,106 @@
+//! How many connections the server driver holds open, in all and per peer address, so one host
+//! cannot take every slot.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use heartbeat_core::ConnId;
+
+/// Why a new connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_connections` are open.
+    Total,
+    /// `max_connections_per_ip` are open from this address.
+    PerIp,
+}
+
+impl Refusal {
+    /// The log kind, as the log summary counts it.
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Self::Total => "connection refused: --max-connections reached",
+            Self::PerIp => "connection refused: --max-connections-per-ip reached",
+        }
+    }
+}
+
+/// Open connections, counted in all and per peer address (IPv4-mapped IPv6 addresses count
+/// as their IPv4 address).
+#[derive(Debug)]
+pub(crate) struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    open: HashMap<ConnId, IpAddr>,
+}
+
+impl ConnectionLimits {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+            per_ip: HashMap::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Whether a connection from `peer` may open now.
+    pub(crate) fn check(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        if self.open.len() >= self.max_total {
+            return Err(Refusal::Total);
+        }
+        let from_peer = self.per_ip.get(&ip(peer)).copied().unwrap_or(0);
+        if from_peer >= self.max_per_ip {
+            return Err(Refusal::PerIp);
+        }
+        Ok(())
+    }
+
+    /// Connection `conn` from `peer` is open.
+    pub(crate) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
+        let ip = ip(peer);
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.open.insert(conn, ip);
+    }
+
+    /// Connection `conn` is closed (a second call does nothing).
+    pub(crate) fn closed(&mut self, conn: ConnId) {
+        let Some(ip) = self.open.remove(&conn) else {
+            return;
+        };
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+fn ip(peer: SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_and_total_limits() {
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let a_mapped: SocketAddr = "[::ffff:10.0.0.1]:2".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let mut l = ConnectionLimits::new(3, 2);
+        l.opened(ConnId(1), a);
+        assert_eq!(l.check(a_mapped), Ok(()));
+        l.opened(ConnId(2), a_mapped);
+        assert_eq!(l.check(a), Err(Refusal::PerIp));
+        assert_eq!(l.check(b), Ok(()));
+        l.opened(ConnId(3), b);
+        assert_eq!(l.check(b), Err(Refusal::Total));
+        l.closed(ConnId(1));
+        l.closed(ConnId(1));
+        assert_eq!(l.check(a), Ok(()));
+    }
+}
