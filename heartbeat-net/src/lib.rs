@@ -6,8 +6,9 @@
 //! - [`load`]: the load generator and sink behind `heartbeat-load`.
 //! - [`keys`]: key files (`--auth-keys`, `--auth-key-file`, `--tls-key`), read and checked the
 //!   way ssh checks private keys.
-//! - [`refusals`]: the server's log of refused connections (failed authentication, the
-//!   identity rule), summarised under a flood.
+//! - [`server`]: the `heartbeat-server` application (flags, set-up, log lines, refusals); the
+//!   binary only calls [`server::main`].
+//! - [`app`]: what the binaries share: logging set-up, the runtime, the shutdown signal.
 //! - [`tls`]: optional TLS (rustls): a [`Listener`] that handshakes in each connection's own
 //!   task, and a [`Connector`] that checks the server's certificate.
 //! - [`logsummary`]: bounded logging under attack, shared by the driver and the binaries.
@@ -16,6 +17,7 @@
 //! flags, set up logging, build the core's configuration, call the driver, print what it
 //! reports.
 
+pub mod app;
 pub mod cli;
 pub mod driver;
 mod error;
@@ -24,7 +26,7 @@ mod limits;
 pub mod listener;
 pub mod load;
 pub mod logsummary;
-pub mod refusals;
+pub mod server;
 pub mod tls;
 
 pub use driver::{

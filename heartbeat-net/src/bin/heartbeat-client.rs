@@ -13,8 +13,6 @@ use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret,
 use heartbeat_net::tls::{self, TlsConnector};
 use heartbeat_net::{Clock as _, Connector, NetError, SystemClock, TcpConnector, keys, run_client};
 
-mod common;
-
 /// Send periodic heartbeats (sequence number and timestamp) to a heartbeat server over TCP.
 ///
 /// Exits 0 after --count heartbeats or on Ctrl-C / SIGTERM, and 1 when the server cannot be
@@ -94,7 +92,7 @@ fn parse_id(s: &str) -> Result<ClientId, String> {
 
 fn main() -> ExitCode {
     let opt = Opt::parse_from(seed_args(std::env::args_os()));
-    common::init_tracing(opt.debug);
+    heartbeat_net::app::init_tracing(opt.debug);
     // A key or CA file that cannot be used is a bad flag value (exit 2).
     let key = match &opt.auth_key_file {
         Some(path) => match keys::load_client_key(path) {
@@ -119,7 +117,7 @@ fn main() -> ExitCode {
             "invalid TLS server name {server_name:?}: expected a DNS name or an IP address"
         ));
     }
-    let Some(runtime) = common::runtime() else {
+    let Some(runtime) = heartbeat_net::app::runtime() else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(run(opt, key, tls)) {
@@ -172,7 +170,7 @@ async fn run(
     key: Option<Secret>,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<Exit> {
-    let stop = common::shutdown_signal()?;
+    let stop = heartbeat_net::app::shutdown_signal()?;
     let id = match opt.id {
         Some(id) => id,
         None => default_id()?,

@@ -15,8 +15,6 @@ use heartbeat_net::load::{
 use heartbeat_net::{SystemClock, TcpListener};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-mod common;
-
 /// Generate heartbeat load against a heartbeat server and measure it: N connections, each
 /// sending on a drift-free grid (phases spread evenly over the interval), for a measured window
 /// that starts after every connection is set up.
@@ -162,8 +160,8 @@ fn parse_positive_secs(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let opt = Opt::parse();
-    common::init_tracing(false);
-    let Some(runtime) = common::runtime() else {
+    heartbeat_net::app::init_tracing(false);
+    let Some(runtime) = heartbeat_net::app::runtime() else {
         return ExitCode::FAILURE;
     };
     let result = match opt.command {
@@ -208,7 +206,7 @@ fn fmt_limit(l: Option<u64>) -> String {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let stop = common::shutdown_signal()?;
+    let stop = heartbeat_net::app::shutdown_signal()?;
     raise_nofile_limit(u64::from(args.clients));
     let target = resolve(&args.host, args.port).await?;
     let source_addrs = if args.source_addrs > 1 {
@@ -328,7 +326,7 @@ fn progress_line(p: &Progress, rate: &mut Rate) -> String {
 }
 
 async fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
-    let stop = common::shutdown_signal()?;
+    let stop = heartbeat_net::app::shutdown_signal()?;
     // The sink holds as many connections as the server it stands in for.
     raise_nofile_limit(0);
     let listener = TcpListener::bind(&args.bind, args.port).await?;

@@ -262,7 +262,7 @@ fn a_flood_of_failed_authentications_is_summarised() {
     let lines: Vec<&String> = server
         .stderr()
         .iter()
-        .filter(|l| l.contains("failed authentication(s) held back") || is_failure_line(l))
+        .filter(|l| l.contains(r#"more "failed authentication""#) || is_failure_line(l))
         .collect();
     let logged = lines.iter().filter(|l| is_failure_line(l)).count() as u64;
     let held: u64 = lines.iter().map(|l| held_back(l)).sum();
@@ -281,10 +281,11 @@ fn is_failure_line(line: &str) -> bool {
     line.contains("WARN Authentication failed: ")
 }
 
-/// The count in `N more failed authentication(s) held back`, 0 without one.
+/// The count in the log summary's `... and N more "failed authentication" in the last ...`, 0
+/// without one.
 fn held_back(line: &str) -> u64 {
-    line.split_once(" more failed authentication(s) held back")
-        .and_then(|(before, _)| before.rsplit([' ', '(']).next()?.parse().ok())
+    line.split_once(r#" more "failed authentication""#)
+        .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
 }
 

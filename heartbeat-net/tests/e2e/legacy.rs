@@ -35,10 +35,17 @@ fn legacy_client_against_our_server() {
     client.expect_exit(0);
     client.wait_stderr("Sequence #4: Sending heartbeat at ");
     server.wait_event("legacy disconnect", |v| v["event"] == "disconnected");
+    // A slot the client woke too late for (a loaded machine) is skipped, not sent late: the
+    // server then counts it missed. Everything the client sent is received.
+    let sent = client
+        .stderr()
+        .iter()
+        .filter(|l| l.contains(": Sending heartbeat at "))
+        .count() as u64;
     let clients = server.summary();
     assert_eq!(clients.len(), 1);
     assert_eq!(clients[0]["protocol"], "legacy");
-    assert_counts(&clients[0], 4, 0);
+    assert_counts(&clients[0], sent, 4 - sent);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! What both binaries share: logging setup, the runtime and the shutdown signal.
+//! What the binaries share: logging setup, the runtime and the shutdown signal.
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr: the level comes from `RUST_LOG` when it is set, else info (debug with `-d`).
-pub(crate) fn init_tracing(debug: bool) {
+pub fn init_tracing(debug: bool) {
     let filter = match std::env::var_os("RUST_LOG") {
         Some(_) => EnvFilter::from_default_env(),
         None => EnvFilter::new(if debug { "debug" } else { "info" }),
@@ -23,7 +23,7 @@ pub(crate) fn init_tracing(debug: bool) {
 
 /// The single-threaded runtime both binaries run on (one task owns each core machine); `None`,
 /// logged, when it cannot start.
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,7 +38,7 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Completes on the first SIGINT or SIGTERM. The handlers are installed now, before the caller
 /// goes on (so a signal that comes right after startup is never the default, fatal one).
-pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     Ok(async move {

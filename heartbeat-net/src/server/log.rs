@@ -1,0 +1,211 @@
+//! The server's log lines: the seed's lines, kept recognisable, plus what the seed could not
+//! see. Every line goes through the [`LogSummary`], so a hostile peer cannot flood the log.
+
+use heartbeat_core::liveness::Liveness;
+use heartbeat_core::server::Event;
+use heartbeat_core::{DisconnectReason, Now, fmt_ms, fmt_signed_ms};
+use tracing::Level;
+
+use crate::LogSummary;
+
+/// Per-heartbeat log lines written per second, from all clients together; beyond it they are
+/// counted and summarised (the JSON events still carry every heartbeat).
+const HEARTBEAT_LINES: u32 = 1000;
+
+/// The seed's log lines, kept recognisable, plus what the seed could not see. Every line goes
+/// through the log summary, so a hostile peer cannot flood the log: per kind, a few lines a
+/// second (heartbeats: [`HEARTBEAT_LINES`]), then one line with how many were left out.
+pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
+    let line = |level: Level, kind: &'static str, text: std::fmt::Arguments<'_>| {
+        log.log(now.mono, level, kind, text);
+    };
+    match e {
+        Event::Connected {
+            conn,
+            client,
+            peer,
+            protocol,
+            interval,
+            resumed,
+        } => {
+            let interval = interval.map_or_else(|| "unknown".to_owned(), fmt_ms);
+            let again = if *resumed { ", seen before" } else { "" };
+            line(
+                Level::INFO,
+                "clients identified",
+                format_args!(
+                    "Client {client} identified on {conn} from {peer} (protocol {protocol}, interval {interval}{again})"
+                ),
+            );
+        }
+        Event::Heartbeat {
+            client,
+            seq,
+            sent,
+            received,
+            delay_ns,
+            inter_arrival,
+            recovered,
+            ..
+        } => {
+            // One per heartbeat, as the seed logged, up to HEARTBEAT_LINES a second in all (a
+            // client is held to its declared pace, but a flood of new connections is not).
+            log.log_up_to(
+                now.mono,
+                Level::INFO,
+                "heartbeat lines",
+                HEARTBEAT_LINES,
+                format_args!(
+                    "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}.' from {client}",
+                    received.display_secs(4),
+                    sent.display_secs(4),
+                ),
+            );
+            let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
+            let late = if *recovered {
+                " (late: was reported missed)"
+            } else {
+                ""
+            };
+            tracing::debug!(
+                "Heartbeat #{seq} from {client}: delay {}, since previous {gap}{late}",
+                fmt_signed_ms(*delay_ns)
+            );
+        }
+        Event::Missed { client, range, .. } => line(
+            Level::WARN,
+            "missed heartbeats",
+            format_args!(
+                "Missed {} heartbeat(s) from {client}: #{range}",
+                range.count()
+            ),
+        ),
+        Event::Burst {
+            client,
+            first,
+            last,
+            count,
+            silence,
+            ..
+        } => {
+            let silence = silence.map_or_else(|| "-".to_owned(), fmt_ms);
+            line(
+                Level::WARN,
+                "bursts",
+                format_args!(
+                    "{count} heartbeats from {client} (#{first}-#{last}) arrived at once after {silence} of silence"
+                ),
+            );
+        }
+        Event::Duplicate { client, seq, .. } => line(
+            Level::WARN,
+            "duplicate heartbeats",
+            format_args!("Duplicate heartbeat #{seq} from {client}"),
+        ),
+        Event::Restarted {
+            client, previous, ..
+        } => line(
+            Level::WARN,
+            "restarts",
+            format_args!(
+                "Client {client} restarted (its previous run reached #{previous}); counting anew"
+            ),
+        ),
+        Event::ClockSkew {
+            client,
+            offset_ns,
+            skewed,
+            ..
+        } => {
+            let (level, text) = if *skewed {
+                (
+                    Level::WARN,
+                    "its delays are measured from that offset from now on",
+                )
+            } else {
+                (Level::INFO, "back in sync")
+            };
+            line(
+                level,
+                "clock skew",
+                format_args!(
+                    "Clock of client {client} is off by {} ({})",
+                    fmt_signed_ms(*offset_ns),
+                    text
+                ),
+            );
+        }
+        Event::Disconnected {
+            conn,
+            client,
+            peer,
+            reason,
+        } => {
+            let (level, kind) = disconnect_kind(reason);
+            match client {
+                Some(client) => line(
+                    level,
+                    kind,
+                    format_args!("Client {client} at {peer} went away ({conn}: {reason})"),
+                ),
+                None => line(
+                    level,
+                    kind,
+                    format_args!("Connection from {peer} closed ({conn}: {reason})"),
+                ),
+            }
+        }
+        Event::Transition {
+            client,
+            from,
+            to,
+            since_last,
+            suspicion,
+            detector,
+        } => {
+            let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
+            let (level, kind) = match to {
+                Liveness::Down => (Level::ERROR, "clients down"),
+                Liveness::Suspect => (Level::WARN, "clients suspect"),
+                _ => (Level::INFO, "clients back or left"),
+            };
+            line(
+                level,
+                kind,
+                format_args!(
+                    "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
+                ),
+            );
+        }
+        Event::Evicted { client } => line(
+            Level::WARN,
+            "clients forgotten",
+            format_args!("Forgot client {client}: the --max-clients limit was reached"),
+        ),
+        Event::Stalled { late } => line(
+            Level::WARN,
+            "server stalls",
+            format_args!(
+                "The server itself was stalled for {}: nobody is declared down on that evidence",
+                fmt_ms(*late)
+            ),
+        ),
+        other => line(Level::INFO, "other events", format_args!("{other}")),
+    }
+}
+
+/// The level and log kind of a disconnect: ordinary ends are information, the server's own
+/// drops are warnings, one kind per cause.
+fn disconnect_kind(reason: &DisconnectReason) -> (Level, &'static str) {
+    match reason {
+        DisconnectReason::Protocol(_) => (Level::WARN, "connections dropped: protocol error"),
+        DisconnectReason::NotReadingAcks => (
+            Level::WARN,
+            "connections dropped: not reading acknowledgements",
+        ),
+        DisconnectReason::HelloTimeout(_)
+        | DisconnectReason::IncompleteHello(_)
+        | DisconnectReason::IdleTimeout(_) => (Level::WARN, "connections dropped: timeout"),
+        _ => (Level::INFO, "connections closed"),
+    }
+}
