@@ -17,6 +17,8 @@
 //! flags, set up logging, build the core's configuration, call the driver, print what it
 //! reports.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod cli;
 pub mod driver;

@@ -51,6 +51,7 @@
 //! rendered iterates a `HashMap`. Same seed, same build: byte-identical output (checked by
 //! `tests/tests/sim`). No `--cfg tokio_unstable` is needed.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod check;
 mod host;
