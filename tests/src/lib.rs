@@ -218,6 +218,18 @@ impl Pair {
             .log(&self.net, "net", format_args!("silent crash {name}"));
     }
 
+    /// Pauses client `i`'s heartbeats now ([`Client::pause`]).
+    pub fn pause(&mut self, i: usize) {
+        self.net
+            .command_client(i, &mut self.transcript, Client::pause);
+    }
+
+    /// Resumes client `i`'s heartbeats now ([`Client::resume`]).
+    pub fn resume(&mut self, i: usize) {
+        self.net
+            .command_client(i, &mut self.transcript, Client::resume);
+    }
+
     /// Runs until `elapsed() == until` (from the start), doing everything due up to and
     /// including that instant.
     pub fn run_until(&mut self, until: Duration) {
