@@ -22,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod driver;
+pub mod embed;
 mod error;
 pub mod keys;
 mod limits;
