@@ -50,11 +50,12 @@
 //! use std::time::Duration;
 //!
 //! use heartbeat_net::embed::{Backoff, Builder, ClientConfig, ClientId, Handle};
-//! use tokio::time::MissedTickBehavior;
+//! use tokio::time::{Instant, MissedTickBehavior};
 //!
 //! /// Heartbeats only while `turns` moves: a main loop stuck for a `period` pauses them.
 //! async fn watchdog(heartbeat: Handle, turns: Arc<AtomicU64>, period: Duration) {
-//!     let mut tick = tokio::time::interval(period);
+//!     // The first look one period in (a plain `interval` ticks at once, before any turn).
+//!     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
 //!     // After a stall, one tick, not a burst of them a few microseconds apart.
 //!     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 //!     let mut last = turns.load(Ordering::Relaxed);
