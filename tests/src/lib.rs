@@ -7,6 +7,21 @@
 //!
 //! Everything the machines emit is written to a [`Transcript`], one `Display` line per output
 //! with the time since the start (`t+1500.000ms server ...`), for `insta` snapshots.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use heartbeat_core::ClientId;
+//! use heartbeat_core::config::{ClientConfig, ServerConfig};
+//! use heartbeat_tests::Pair;
+//!
+//! let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
+//! let id = ClientId::new("a").unwrap();
+//! pair.add_client("a", ClientConfig::new(id, Duration::from_millis(100)).unwrap());
+//! pair.run_until(Duration::from_secs(1));
+//! assert_eq!(pair.line("a welcomed"), "t+15.000ms a welcomed");
+//! assert_eq!(pair.client(0).acked(), 10);
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
