@@ -8,7 +8,8 @@ use std::time::Duration;
 use heartbeat_net::embed::{Backoff, Builder, ClientConfig, ClientId, Event, Exit, Handle, Stats};
 use serde_json::Value;
 
-use crate::util::{Proc, WAIT, client_summary};
+use crate::tls::pki;
+use crate::util::{Proc, WAIT, arg, client_summary, write_file};
 
 /// Polls `handle`'s stats until `cond` holds (a real client on real sockets: it takes what
 /// it takes, up to `WAIT`).
@@ -25,6 +26,15 @@ fn wait_stats(handle: &Handle, what: &str, cond: impl Fn(&Stats) -> bool) -> Sta
     panic!("no {what} within {WAIT:?}: {:?}", handle.stats());
 }
 
+/// The application's runtime: the client runs on its workers while the test's thread waits.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn is(event: &Value, kind: &str, client: &str) -> bool {
     event["event"] == kind && event["client"] == client
 }
@@ -32,12 +42,7 @@ fn is(event: &Value, kind: &str, client: &str) -> bool {
 #[test]
 fn an_embedded_client_is_declared_down_while_paused_and_leaves_on_shutdown() {
     let (mut server, port) = Proc::json_server(&["--detector", "fixed", "--grace", "1x"]);
-    // The application's runtime: the client runs on its workers while this thread waits.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let events = Arc::new(Mutex::new(Vec::new()));
     let config = ClientConfig::new(
         ClientId::new("embedded").unwrap(),
@@ -113,4 +118,41 @@ fn an_embedded_client_is_declared_down_while_paused_and_leaves_on_shutdown() {
         .filter(|v| is(v, "missed", "embedded") && v["first"] == first)
         .count();
     assert_eq!(pause_missed, 1, "the pause is counted once");
+}
+
+#[test]
+fn an_embedded_client_with_tls_and_a_key_is_heard_and_leaves() {
+    let p = pki();
+    let secret = "embedded-tls-secret-0123456789";
+    let keys = write_file(p.dir.path(), "keys", &format!("svc {secret}\n"), 0o600);
+    let key_file = write_file(p.dir.path(), "svc.key", secret, 0o600);
+    let mut args = p.server_args().to_vec();
+    args.extend(["--auth-keys", arg(&keys)]);
+    let (mut server, port) = Proc::json_server(&args);
+    let tls = heartbeat_net::tls::client_config(&p.ca).unwrap();
+    let key = heartbeat_net::keys::load_client_key(&key_file)
+        .unwrap()
+        .value;
+    let config =
+        ClientConfig::new(ClientId::new("svc").unwrap(), Duration::from_millis(20)).unwrap();
+    let runtime = runtime();
+    let heartbeat = {
+        let _runtime = runtime.enter();
+        // The certificate names `localhost` only: connect by address, check that name.
+        Builder::new(config, "127.0.0.1", port)
+            .tls(tls, "localhost")
+            .unwrap()
+            .auth_key(key)
+            .unwrap()
+            .spawn()
+    };
+    wait_stats(&heartbeat, "5 acks", |s| s.acked >= 5);
+    assert_eq!(runtime.block_on(heartbeat.shutdown()), Some(Exit::Closed));
+    let stats = heartbeat.stats();
+    server.wait_event("left", |v| is(v, "transition", "svc") && v["to"] == "left");
+    let clients = server.summary();
+    let summary = client_summary(&clients, "svc");
+    assert_eq!(summary["received"], stats.sent, "{summary:#}");
+    assert_eq!(summary["missed"], stats.skipped, "{summary:#}");
+    assert_eq!(stats.last_error, None);
 }
