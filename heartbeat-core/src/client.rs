@@ -501,10 +501,13 @@ impl Client {
 
     /// Time passed; call when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Now) {
+        if self.paused.is_some() {
+            // A paused client opens no connection: `resume` does, once the backoff is over.
+            let _ = self.timers.take_expired(Timer::Reconnect, now.mono);
+        }
         if self.timers.take_expired(Timer::Reconnect, now.mono) {
-            // A paused client opens no connection; `resume` does.
-            if let (State::Backoff { attempt }, None) = (&self.state, self.paused) {
-                self.state = State::Connecting { attempt: *attempt };
+            if let State::Backoff { attempt } = self.state {
+                self.state = State::Connecting { attempt };
                 self.out.push_back(Output::Connect);
             }
         }
@@ -678,7 +681,16 @@ impl Client {
 
     /// Sends the heartbeat due now, if any, reporting skipped slots, and arms the next slot.
     fn send_due(&mut self, now: Now) {
-        if !self.is_sending() || self.paused.is_some() {
+        if self.paused.is_some() {
+            return;
+        }
+        if !matches!(
+            self.state,
+            State::Connected {
+                handshake: Handshake::Open,
+                ..
+            }
+        ) {
             return;
         }
         let current = self.current_slot(now.mono);
