@@ -64,7 +64,7 @@ pub struct DetectorParams {
     #[arg(long, value_parser = parse_span)]
     pub grace: Option<Span>,
 
-    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 1000].
+    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 128].
     #[arg(long)]
     pub window: Option<usize>,
 }
