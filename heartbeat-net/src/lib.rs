@@ -60,7 +60,7 @@ pub use driver::{
     Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
 };
 pub use error::NetError;
-pub use listener::{TcpConnector, TcpListener};
+pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
 
 #[doc(no_inline)]
