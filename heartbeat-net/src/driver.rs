@@ -492,7 +492,17 @@ async fn serve<L: Listener>(
         match wake {
             ServerWake::Stop => break,
             ServerWake::FlushLog => d.options.log.flush(now.mono),
-            ServerWake::Timeout => d.server.handle_timeout(now),
+            ServerWake::Timeout => {
+                // What the connections already read counts before any deadline is judged: a
+                // server behind on a reconnect storm must not time out a HELLO waiting in its
+                // own queue (bounded: what is queued now, at most `inbound_capacity`).
+                for _ in 0..inbound_rx.len() {
+                    let Ok(m) = inbound_rx.try_recv() else { break };
+                    d.handle_inbound(now, m);
+                    d.drain(now, &mut on_event);
+                }
+                d.server.handle_timeout(now);
+            }
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "connection task failed");
@@ -798,7 +808,7 @@ impl OutboxRx {
     /// Cancel safe. (`notify_one` keeps a permit when nobody waits, so no wake-up is lost.)
     async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(bytes) = self.0.queue.borrow_mut().pop_front() {
+            if let Some(bytes) = self.pop() {
                 return Some(bytes);
             }
             if self.0.closed.get() {
@@ -806,6 +816,18 @@ impl OutboxRx {
             }
             self.0.ready.notified().await;
         }
+    }
+}
+
+impl OutboxRx {
+    fn pop(&self) -> Option<Bytes> {
+        let mut queue = self.0.queue.borrow_mut();
+        let bytes = queue.pop_front()?;
+        if queue.is_empty() {
+            // Idle again: hold no queue (the usual case, one ack at a time).
+            *queue = VecDeque::new();
+        }
+        Some(bytes)
     }
 }
 
