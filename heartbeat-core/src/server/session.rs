@@ -20,6 +20,7 @@ pub struct ClientView<'a> {
     stats: &'a ClientStats,
     state: Liveness,
     clock_offset: Option<i64>,
+    expected: bool,
 }
 
 impl<'a> ClientView<'a> {
@@ -28,7 +29,19 @@ impl<'a> ClientView<'a> {
             stats: &record.stats,
             state,
             clock_offset: record.skew.offset(),
+            expected: record.expected,
         }
+    }
+
+    /// True when the client is on the server's `--expect` list.
+    pub fn is_expected(&self) -> bool {
+        self.expected
+    }
+
+    /// True when no heartbeat of the client was ever received: with [`state`](Self::state)
+    /// `Down`, an expected client "never seen".
+    pub fn is_never_heard(&self) -> bool {
+        self.stats.first_seen.is_none()
     }
 
     /// The client's clock offset (its clock minus the server's, in nanoseconds) while it is
@@ -89,6 +102,7 @@ impl<'a> ClientView<'a> {
             client: s.client.clone(),
             protocol: s.protocol,
             state: self.state,
+            expected: self.expected,
             connected: s.connected,
             received: s.received,
             missed: s.missed,
@@ -126,6 +140,10 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
+    /// On the server's `--expect` list.
+    pub(crate) expected: bool,
+    /// The peer address of its latest connection.
+    pub(crate) peer: Option<std::net::SocketAddr>,
     /// Its sequence numbers against time, for the current session.
     pub(crate) schedule: Schedule,
     /// Its clock's offset from the server's.
@@ -142,6 +160,8 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
+            expected: false,
+            peer: None,
             schedule: Schedule::default(),
             skew: Skew::default(),
         }
