@@ -320,8 +320,57 @@ pub async fn run_server<L: Listener>(
     on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
     LocalSet::new()
-        .run_until(serve(listener, server, options, clock, stop, on_event))
+        .run_until(serve(
+            listener, server, options, clock, stop, None, on_event,
+        ))
         .await
+}
+
+/// [`run_server`] with a control channel: commands from outside the loop (signal handlers, an
+/// HTTP endpoint) arrive on `control` and are handled between two wake-ups (see [`Control`]).
+/// The loop runs on when every sender is gone.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_server_with_control<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    control: mpsc::Receiver<Control>,
+    on_event: impl FnMut(&server::Event, Now),
+) -> Result<Server, NetError> {
+    LocalSet::new()
+        .run_until(serve(
+            listener,
+            server,
+            options,
+            clock,
+            stop,
+            Some(control),
+            on_event,
+        ))
+        .await
+}
+
+/// A command for the server loop from outside it: the one way to read or change the [`Server`]
+/// while [`run_server_with_control`] owns it. A command is handled between two wake-ups of the
+/// loop, at the loop's time, never in the middle of an input; what it makes the server output
+/// (events, disconnects) is carried out right after, as after any input. Keep commands short:
+/// the loop waits for them.
+#[non_exhaustive]
+pub enum Control {
+    /// Runs the function on the server at `now` (read a report, set the expected clients,
+    /// replace the keys); answer through a channel captured by the function.
+    #[allow(clippy::type_complexity)]
+    Apply(Box<dyn FnOnce(&mut Server, Now) + Send>),
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Apply(_) => f.write_str("Control::Apply(..)"),
+        }
+    }
 }
 
 /// What a connection task tells the server task.
@@ -339,6 +388,7 @@ enum Inbound {
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    Control(Control),
     FlushLog,
     Inbound(Inbound),
     Stop,
@@ -362,6 +412,7 @@ async fn serve<L: Listener>(
     options: ServerOptions,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
+    mut control: Option<mpsc::Receiver<Control>>,
     mut on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
     let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
@@ -390,6 +441,7 @@ async fn serve<L: Listener>(
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
             Some(m) = inbound_rx.recv() => ServerWake::Inbound(m),
+            c = recv_control(&mut control) => ServerWake::Control(c),
             () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
         };
         now = clock.now();
@@ -403,6 +455,7 @@ async fn serve<L: Listener>(
                 }
             }
             ServerWake::AcceptResume => accept_paused_until = None,
+            ServerWake::Control(Control::Apply(f)) => f(&mut d.server, now),
             ServerWake::Accepted(Ok((stream, peer))) => {
                 d.accept(now, stream, peer, &inbound_tx);
                 // Connects and data take turns: after each accept, a batch of what open
@@ -685,6 +738,18 @@ async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io
     }
 }
 
+/// The next control command; pending forever without a channel, or once every sender is gone.
+/// Cancel safe.
+async fn recv_control(control: &mut Option<mpsc::Receiver<Control>>) -> Control {
+    if let Some(rx) = control {
+        if let Some(c) = rx.recv().await {
+            return c;
+        }
+        *control = None;
+    }
+    std::future::pending().await
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
@@ -943,6 +1008,53 @@ mod tests {
             (reasons, server.report())
         });
         (accept_tx, stop_tx, served)
+    }
+
+    /// A control command runs on the server inside the loop, between inputs, and what it
+    /// makes the server output is carried out like any input's.
+    #[tokio::test(start_paused = true)]
+    async fn control_commands_run_in_the_loop() {
+        let t0 = tokio::time::Instant::now();
+        let clock =
+            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let (_accept_tx, accept_rx) = mpsc::channel(1);
+        let (control_tx, control_rx) = mpsc::channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut events = Vec::new();
+        let serve = run_server_with_control(
+            MemListener(accept_rx),
+            Server::new(Arc::new(ServerConfig::default())),
+            ServerOptions::default(),
+            clock,
+            async {
+                let _ = stop_rx.await;
+            },
+            control_rx,
+            |e: &server::Event, _| events.push(e.to_string()),
+        );
+        let drive = async {
+            let expect = server::Expected {
+                client: ClientId::new("x").unwrap(),
+                interval: Duration::from_secs(1),
+                grace: Some(Duration::from_secs(5)),
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let apply = Control::Apply(Box::new(move |s: &mut Server, now| {
+                let _ = tx.send((s.set_expected(now, &[expect]), s.client_count()));
+            }));
+            control_tx.send(apply).await.unwrap();
+            let (changes, count) = rx.await.unwrap();
+            assert_eq!((changes.added.len(), count), (1, 1));
+            // Its grace ends in the loop's own time: the never-seen transition is an event.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let _ = stop_tx.send(());
+        };
+        let (served, ()) = tokio::join!(serve, drive);
+        assert_eq!(served.unwrap().client_count(), 1);
+        assert_eq!(
+            events,
+            ["transition client=x unknown->down since_last=- phi=0.000"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

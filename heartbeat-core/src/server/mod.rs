@@ -677,7 +677,11 @@ impl Server {
     ) {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
-        let resumed = self.index.contains_key(&key);
+        // Known from an earlier connection (an expected client never connected is not).
+        let resumed = self
+            .index
+            .get(&key)
+            .is_some_and(|&i| self.clients[i].stats.connections > 0);
         let idx = match self.index.get(&key) {
             Some(&idx) => idx,
             None => {

@@ -1031,11 +1031,13 @@ fn an_expected_client_never_heard_from_is_down_when_its_grace_ends() {
             &serde_json::Value::Null
         )
     );
-    // Heard from at last: down -> up.
+    // Heard from at last: down -> up. Its first connection is not a reconnect.
     let t5 = t0.advanced(Duration::from_secs(5));
     open(&mut s, t5, 2, b"HELLO 1 web-01 1000\nBEAT 1 1700000005\n");
+    let lines = drain(&mut s);
+    assert!(lines[0].ends_with("resumed=false"), "{lines:?}");
     assert_eq!(
-        liveness_lines(&mut s),
+        liveness(lines),
         ["ev transition client=web-01 down->up since_last=- fixed=0.000"]
     );
 }
