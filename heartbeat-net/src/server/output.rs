@@ -4,8 +4,9 @@
 //! The server's loop only queues a line (`try_send`, never waiting). When a stream's reader
 //! does not keep up (a stuck log shipper, a paused terminal, a pipe nobody drains), its queue
 //! fills and further lines are dropped and counted; once the writer gets going again, the
-//! stream says how many were lost, in order, where they were lost: `dropped 1234 log lines
-//! while stderr was blocked` on stderr, a `{"event":"dropped","lines":1234,...}` line on stdout.
+//! stream says how many were lost, where they were lost (before the next line queued after
+//! them, or once the queue is written out): `dropped 1234 log lines while stderr was blocked`
+//! on stderr, a `{"event":"dropped","lines":1234,...}` line on stdout.
 //! Meanwhile the monitor goes on acknowledging and judging its clients.
 //!
 //! A stdout that cannot be written at all (closed: the `--json` consumer died, `EPIPE`) is not
@@ -202,7 +203,29 @@ fn write_loop(
     rx: &mpsc::Receiver<Msg>,
     notice: fn(&'static str, u64) -> Vec<u8>,
 ) {
-    while let Ok(msg) = rx.recv() {
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(mpsc::TryRecvError::Empty) => {
+                // Caught up: lines dropped meanwhile and not announced yet are announced now,
+                // even if nothing else is ever written.
+                let n = s.pending.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    if let Err(e) = sink
+                        .write_all(&notice(s.name, n))
+                        .and_then(|()| sink.flush())
+                    {
+                        fail(s, rx, e);
+                        return;
+                    }
+                }
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return,
+        };
         let line = matches!(msg, Msg::Line(_));
         let result = match msg {
             Msg::Line(bytes) => sink.write_all(&bytes).and_then(|()| sink.flush()),
@@ -232,7 +255,7 @@ fn write_loop(
 }
 
 /// A write failed: the stream is over. Everything still queued is counted as dropped, and
-/// whoever waits for the failure or a flush is told.
+/// whoever waits for the failure or a flush is told (a flush fails).
 fn fail(s: &Shared, rx: &mpsc::Receiver<Msg>, e: io::Error) {
     *s.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
     s.failed.store(true, Ordering::Release);
@@ -242,10 +265,8 @@ fn fail(s: &Shared, rx: &mpsc::Receiver<Msg>, e: io::Error) {
             Msg::Line(_) => {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Msg::Flush(done) => {
-                let _ = done.send(());
-            }
-            Msg::Dropped(_) => {}
+            // Dropping the answer's sender tells a waiting flush that nothing was written.
+            Msg::Flush(_) | Msg::Dropped(_) => {}
         }
     }
 }
