@@ -214,6 +214,7 @@ impl Hooks {
             log: log.clone(),
             aborted,
             tls,
+            flush_scheduled: std::sync::atomic::AtomicBool::new(false),
         };
         let dispatcher = tokio::spawn(runner.dispatch(rx));
         Self {
@@ -285,6 +286,8 @@ struct Runner {
     log: LogSummary,
     aborted: watch::Receiver<bool>,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// A task will write the log summary when its window ends.
+    flush_scheduled: std::sync::atomic::AtomicBool,
 }
 
 /// How one run ended.
@@ -358,7 +361,27 @@ impl Runner {
         }
     }
 
-    fn record(&self, hook: Hook, alert: &Alert, outcome: Outcome) {
+    /// Logs `line` of `kind` through the summary; when it is left out, makes sure the
+    /// summary comes out when the window ends (the server's loop, which otherwise flushes it,
+    /// may be asleep).
+    fn log(self: &Arc<Self>, kind: &'static str, line: std::fmt::Arguments<'_>) {
+        if self.log.log_up_to(mono_now(), Level::WARN, kind, 1, line) {
+            return;
+        }
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Some(at) = this.log.next_flush() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                this.log.flush(mono_now());
+            }
+            this.flush_scheduled.store(false, Ordering::Release);
+        });
+    }
+
+    fn record(self: &Arc<Self>, hook: Hook, alert: &Alert, outcome: Outcome) {
         let name = match hook {
             Hook::Command => "--on-transition",
             Hook::Webhook => "--webhook",
@@ -371,21 +394,15 @@ impl Runner {
             }
             Outcome::Failed(why) => {
                 c.failed.fetch_add(1, Ordering::Relaxed);
-                self.log.log_up_to(
-                    mono_now(),
-                    Level::WARN,
+                self.log(
                     "hook failures",
-                    1,
                     format_args!("Hook {name} for {} failed: {why}", alert.what),
                 );
             }
             Outcome::TimedOut => {
                 c.timed_out.fetch_add(1, Ordering::Relaxed);
-                self.log.log_up_to(
-                    mono_now(),
-                    Level::WARN,
+                self.log(
                     "hook timeouts",
-                    1,
                     format_args!(
                         "Hook {name} for {} did not finish within {:?} (--hook-timeout); killed",
                         alert.what, self.options.timeout

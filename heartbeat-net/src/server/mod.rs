@@ -60,7 +60,8 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// Receive heartbeats from clients over TCP and analyse them: delay, missed heartbeats, bursts,
 /// clients going away. Many clients at once, v1 (acknowledged) or the legacy text format.
 ///
-/// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0.
+/// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0. SIGHUP reloads
+/// --expect, --auth-keys and the TLS certificate; SIGUSR1 prints the summary and goes on.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-server", version)]
 pub struct Opt {

@@ -319,3 +319,66 @@ fn a_webhook_error_is_a_failure() {
     );
     server.wait_hook_counts("1 failed", |c| c == [0, 1, 0, 0]);
 }
+
+/// `https://`: the webhook checks the server's certificate against the system's CAs (here
+/// `SSL_CERT_FILE`, the test CA) and posts over TLS.
+#[test]
+fn a_webhook_over_https() {
+    let pki = crate::tls::pki();
+    let dir = pki.dir.path();
+    let expect = write_file(dir, "expect", "web-09\n", 0o644);
+    let (config, _) = heartbeat_net::tls::server_config(&pki.cert, &pki.key).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until the head and the whole body (the JSON object's closing brace) are in.
+        while !got.ends_with(b"}") {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        let _ = tls.flush();
+        let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+    });
+    let url = format!("https://localhost:{port}/hook");
+    let ca = arg(&pki.ca).to_owned();
+    let mut server = Proc::spawn_piped(
+        crate::util::SERVER,
+        "server",
+        &[
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--json",
+            "--expect",
+            arg(&expect),
+            "--expect-grace",
+            "100ms",
+            "--webhook",
+            &url,
+        ],
+        crate::util::Pipe::Read,
+        crate::util::Pipe::Read,
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    let event = server.wait_transition("down");
+    let request = rx
+        .recv_timeout(WAIT)
+        .expect("the webhook was called over TLS");
+    assert!(request.starts_with("POST /hook HTTP/1.1\r\n"), "{request}");
+    let body = request.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(body).unwrap(), event);
+    server.wait_hook_counts("1 ok", |c| c == [1, 0, 0, 0]);
+}

@@ -16,6 +16,7 @@ fn a_stderr_nobody_reads_does_not_stall_the_monitor() {
         &["--bind", "127.0.0.1", "-p", &port_arg, "--json", "-d"],
         Pipe::Read,
         Pipe::Held,
+        &[],
     );
     wait_listening(port);
     let count = "500";
@@ -58,6 +59,7 @@ fn a_closed_stdout_is_an_error_and_exit_1() {
         &["--bind", "127.0.0.1", "-p", &port_arg, "--json"],
         Pipe::Closed,
         Pipe::Read,
+        &[],
     );
     assert_eq!(server.port(), port);
     // The first event is the first write to stdout.

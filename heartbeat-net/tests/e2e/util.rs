@@ -116,19 +116,21 @@ pub(crate) enum Pipe {
 
 impl Proc {
     pub(crate) fn spawn(bin: &str, name: &str, args: &[&str]) -> Self {
-        Self::spawn_piped(bin, name, args, Pipe::Read, Pipe::Read)
+        Self::spawn_piped(bin, name, args, Pipe::Read, Pipe::Read, &[])
     }
 
-    /// [`spawn`](Self::spawn), with what to do with stdout and stderr.
+    /// [`spawn`](Self::spawn), with what to do with stdout and stderr, and more environment.
     pub(crate) fn spawn_piped(
         bin: &str,
         name: &str,
         args: &[&str],
         stdout: Pipe,
         stderr: Pipe,
+        env: &[(&str, &str)],
     ) -> Self {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
