@@ -82,7 +82,7 @@ pub(crate) fn pki() -> Pki {
 
 impl Pki {
     /// `--tls-cert CERT --tls-key KEY`.
-    fn server_args(&self) -> [&str; 4] {
+    pub(crate) fn server_args(&self) -> [&str; 4] {
         ["--tls-cert", arg(&self.cert), "--tls-key", arg(&self.key)]
     }
 }
