@@ -1042,6 +1042,75 @@ fn an_expected_client_never_heard_from_is_down_when_its_grace_ends() {
     );
 }
 
+/// Never seen, through the server, for every detector and with and without flap control: an
+/// expected client with the default grace is down exactly when a client of the same interval
+/// heard from once at the same instant is, and not a nanosecond earlier.
+#[test]
+fn never_seen_is_down_with_a_client_heard_once_for_every_detector() {
+    let t0 = Now::test_origin();
+    for flap in [
+        crate::FlapControl::default(),
+        crate::FlapControl::new(3, 2).unwrap(),
+    ] {
+        for kind in crate::DetectorKind::ALL {
+            let start = || {
+                let config = ServerConfig::default()
+                    .detector(crate::DetectorConfig::new(kind))
+                    .flap_control(flap);
+                let mut s = Server::new(Arc::new(config));
+                s.set_expected(t0, &[expected("ghost", 1000, None)]);
+                open(&mut s, t0, 1, b"HELLO 1 twin 1000\nBEAT 1 1700000000\n");
+                drain(&mut s);
+                s
+            };
+            let mut s = start();
+            let down = |s: &Server, name| {
+                s.client(&id(name))
+                    .is_some_and(|c| c.state() == Liveness::Down)
+            };
+            let (at, lines) = run_timers(&mut s, t0, |s| down(s, "ghost"));
+            assert!(
+                down(&s, "ghost") && down(&s, "twin"),
+                "{kind} {flap}: {lines:?}"
+            );
+            let ghost: Vec<&String> = lines.iter().filter(|l| l.contains("ghost")).collect();
+            assert_eq!(ghost.len(), 1, "{kind} {flap}: {ghost:?}");
+            assert!(
+                ghost[0].starts_with("ev transition client=ghost unknown->down since_last=- "),
+                "{kind} {flap}: {ghost:?}"
+            );
+            assert!(at > t0.mono, "{kind} {flap}");
+            // The twin was convicted at that same instant, not before. (Every timer before it
+            // is run on time: a wake-up later than --pause-guard would defer convictions.)
+            let mut s = start();
+            while let Some(next) = s.poll_timeout().filter(|&next| next < at) {
+                s.handle_timeout(Now {
+                    mono: next,
+                    unix: t0.unix,
+                });
+            }
+            s.handle_timeout(Now {
+                mono: at - Duration::from_nanos(1),
+                unix: t0.unix,
+            });
+            drain(&mut s);
+            let states =
+                |s: &Server| ["ghost", "twin"].map(|n| s.client(&id(n)).map(|c| c.state()));
+            assert_eq!(states(&s)[0], Some(Liveness::Unknown), "{kind} {flap}");
+            assert_ne!(states(&s)[1], Some(Liveness::Down), "{kind} {flap}");
+            s.handle_timeout(Now {
+                mono: at,
+                unix: t0.unix,
+            });
+            assert_eq!(
+                states(&s),
+                [Some(Liveness::Down), Some(Liveness::Down)],
+                "{kind} {flap}"
+            );
+        }
+    }
+}
+
 /// A reload: added clients get their grace from it, clients on both lists keep theirs,
 /// removed ones never heard from are forgotten, removed ones connected stay.
 #[test]

@@ -116,6 +116,13 @@ fn flap_control_replays_equal_machine_runs_and_one_is_none() {
         // Not a vacuous comparison: holding convictions removes some transitions.
         fewer |= held < identical(&sc, &settings);
         let one = FlapControl::new(1, 1).unwrap();
+        // Replays with 1 and 1 set explicitly agree with machine runs with it set too
+        // (identical_with asserts it client by client), and find as many transitions.
+        assert_eq!(
+            identical_with(&sc, &settings, Some(one)),
+            identical(&sc, &settings),
+            "{name}"
+        );
         for setting in &settings {
             let run = |config| {
                 Engine::new(&sc, config, false)
