@@ -3,7 +3,7 @@
 //! application (log lines, refusals, and what operators add: metrics, hooks, state) is a module
 //! here.
 //!
-//! - [`log`] and [`refusals`]: the log lines.
+//! - `log` and `refusals` (private): the log lines ([`log_event`], [`log_refusal`]).
 //! - [`output`]: stderr and stdout written off the loop, through bounded queues.
 //! - [`hooks`]: `--on-transition` and `--webhook`.
 //! - [`expect`]: the `--expect` file.
