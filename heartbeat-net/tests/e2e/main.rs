@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod legacy;
 mod load;
+mod metrics;
 mod reconnect;
 mod seed;
 mod shutdown;
