@@ -82,6 +82,13 @@ impl<'a> ClientView<'a> {
         self.stats.missed
     }
 
+    /// Heartbeats reported missed that arrived late after all (each took one off
+    /// [`missed`](Self::missed)). `missed + recovered` only grows: every heartbeat ever
+    /// reported missed.
+    pub fn recovered(&self) -> u64 {
+        self.stats.recovered
+    }
+
     /// The most recent missed ranges (at most the configured number).
     pub fn missed_ranges(&self) -> impl Iterator<Item = SeqRange> + 'a {
         self.stats.missed_ranges.iter().copied()
@@ -370,6 +377,7 @@ pub(crate) struct ClientStats {
     pub(super) protocol: Protocol,
     pub(super) received: u64,
     pub(super) missed: u64,
+    pub(super) recovered: u64,
     pub(super) missed_ranges: VecDeque<SeqRange>,
     pub(super) max_missed_ranges: usize,
     pub(super) duplicates: u64,
@@ -391,6 +399,7 @@ impl ClientStats {
             protocol,
             received: 0,
             missed: 0,
+            recovered: 0,
             missed_ranges: VecDeque::new(),
             max_missed_ranges,
             duplicates: 0,
@@ -426,6 +435,7 @@ impl ClientStats {
         };
         let r = self.missed_ranges[i];
         self.missed = self.missed.saturating_sub(1);
+        self.recovered = self.recovered.saturating_add(1);
         let below = (r.first < seq).then(|| SeqRange {
             first: r.first,
             last: Seq(seq.0 - 1),
@@ -484,6 +494,6 @@ mod tests {
         );
         assert!(s.recover_missed(Seq(16)));
         assert!(!s.recover_missed(Seq(16)));
-        assert_eq!(s.missed, 9);
+        assert_eq!((s.missed, s.recovered), (9, 2));
     }
 }

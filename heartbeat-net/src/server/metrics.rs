@@ -16,7 +16,8 @@
 //! | `heartbeat_client_last_heartbeat_timestamp_seconds{client}` | gauge | server time of its last heartbeat, Unix seconds; absent before its first |
 //! | `heartbeat_client_suspicion{client}` | gauge | the failure detector's value now (phi, or silence over timeout); absent before the client's interval is known |
 //! | `heartbeat_client_heartbeats_received_total{client}` | counter | heartbeats received (duplicates excluded) |
-//! | `heartbeat_client_heartbeats_missed_total{client}` | counter | heartbeats never received (a late one that fills a gap takes one off) |
+//! | `heartbeat_client_heartbeats_missed_total{client}` | counter | heartbeats reported missed (sequence gaps), ever: a counter only grows |
+//! | `heartbeat_client_heartbeats_recovered_total{client}` | counter | of those, heartbeats that arrived late after all: missed now is the difference (the report's `missed`) |
 //! | `heartbeat_client_duplicates_total{client}` | counter | heartbeats received twice |
 //! | `heartbeat_client_restarts_total{client}` | counter | restarts of the client process |
 //! | `heartbeat_client_connections_total{client}` | counter | connections the client made |
@@ -91,8 +92,10 @@ pub struct ClientRow {
     pub suspicion: Option<f64>,
     /// Heartbeats received.
     pub received: u64,
-    /// Heartbeats missed.
+    /// Heartbeats reported missed, ever (the core's missed plus recovered).
     pub missed: u64,
+    /// Heartbeats reported missed that came late after all.
+    pub recovered: u64,
     /// Duplicates.
     pub duplicates: u64,
     /// Restarts.
@@ -115,7 +118,8 @@ impl Snapshot {
                 last_heartbeat: c.last_seen().map(|t| t.as_nanos() as f64 / 1e9),
                 suspicion: c.suspicion(now.mono),
                 received: c.received(),
-                missed: c.missed(),
+                missed: c.missed() + c.recovered(),
+                recovered: c.recovered(),
                 duplicates: c.duplicates(),
                 restarts: c.restarts(),
                 connections: c.connections(),
@@ -187,7 +191,7 @@ impl Collector for Snapshot {
             clients.iter().map(|c| (c, c.suspicion)),
         )?;
         type Count = fn(&ClientRow) -> u64;
-        let per_client: [(&str, &str, Count); 5] = [
+        let per_client: [(&str, &str, Count); 6] = [
             (
                 "heartbeat_client_heartbeats_received",
                 "Heartbeats received from the client (duplicates excluded)",
@@ -195,8 +199,13 @@ impl Collector for Snapshot {
             ),
             (
                 "heartbeat_client_heartbeats_missed",
-                "Heartbeats of the client never received (sequence gaps)",
+                "Heartbeats of the client reported missed (sequence gaps), ever",
                 |c| c.missed,
+            ),
+            (
+                "heartbeat_client_heartbeats_recovered",
+                "Heartbeats of the client reported missed that arrived late after all",
+                |c| c.recovered,
             ),
             (
                 "heartbeat_client_duplicates",
@@ -359,6 +368,7 @@ mod tests {
             suspicion: Some(0.5),
             received: 10,
             missed: 2,
+            recovered: 0,
             duplicates: 1,
             restarts: 0,
             connections: 3,

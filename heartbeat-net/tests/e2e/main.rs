@@ -10,6 +10,7 @@ mod hostile;
 mod legacy;
 mod load;
 mod metrics;
+mod prometheus;
 mod reconnect;
 mod seed;
 mod shutdown;
