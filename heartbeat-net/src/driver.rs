@@ -1185,4 +1185,72 @@ mod tests {
             })
             .await;
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_requests_run_on_the_server_task_between_events() {
+        LocalSet::new()
+            .run_until(async {
+                let t0 = tokio::time::Instant::now();
+                let clock = move || {
+                    UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed())
+                };
+                let (accept_tx, accept_rx) = mpsc::channel(4);
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let (control, control_rx) = ServerControl::channel();
+                let options = ServerOptions {
+                    max_connections: 1,
+                    ..ServerOptions::default()
+                };
+                let served = tokio::task::spawn_local(run_server_with_control(
+                    MemListener(accept_rx),
+                    Server::new(Arc::new(ServerConfig::default())),
+                    options,
+                    control_rx,
+                    clock,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    |_: &server::Event, _| {},
+                ));
+                let (mut peer, theirs) = tokio::io::duplex(4096);
+                let addr = SocketAddr::from(([127, 0, 0, 1], 30_003));
+                accept_tx.send((theirs, addr)).await.unwrap();
+                peer.write_all(b"HELLO 1 seen 1000\nBEAT 1 1700000000.5\n")
+                    .await
+                    .unwrap();
+                // One connection too many: closed at accept, counted by the driver.
+                let (_refused, theirs) = tokio::io::duplex(64);
+                accept_tx.send((theirs, addr)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+
+                let timeout = Duration::from_secs(1);
+                let (open, received, rejected) = control
+                    .inspect(timeout, |s, d, _| {
+                        let c = s.clients().next().map(|c| c.received());
+                        (s.connection_count(), c, d.rejected_max_connections)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!((open, received, rejected), (1, Some(1), 1));
+                // An update's outputs are carried out: closing the connection reaches the peer.
+                let conn = control
+                    .update(timeout, |s, now| {
+                        let conn = heartbeat_core::ConnId(1);
+                        s.close(now, conn);
+                        s.connection_count()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(conn, 0);
+                let mut rest = String::new();
+                peer.read_to_string(&mut rest).await.unwrap();
+                assert!(rest.starts_with("WELCOME 1"), "{rest:?}");
+
+                let _ = stop_tx.send(());
+                served.await.unwrap().unwrap();
+                let gone = control.inspect(timeout, |s, _, _| s.client_count()).await;
+                assert_eq!(gone, Err(ControlError::Stopped));
+            })
+            .await;
+    }
 }

@@ -357,6 +357,12 @@ impl EncodeMetric for Delays<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use heartbeat_core::UnixTime;
+    use heartbeat_core::config::ServerConfig;
+
     use super::*;
 
     fn row(client: &str, state: Liveness) -> ClientRow {
@@ -482,5 +488,86 @@ mod tests {
         let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
         assert_eq!((at(0.0005), at(0.001), at(f64::INFINITY)), (0.0, 5.0, 5.0));
         assert_eq!(buckets.len(), DELAY_BUCKETS.len() + 1);
+    }
+
+    /// A server core with `n` clients, each connected and 10 heartbeats in.
+    fn server_with(n: usize) -> (Server, Now) {
+        #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets matter
+        let mut now = Now {
+            mono: std::time::Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+        };
+        let mut server = Server::new(Arc::new(ServerConfig::default().max_clients(n)));
+        let conns: Vec<_> = (0..n)
+            .map(|i| {
+                let peer = std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000));
+                let conn = server.accept(now, peer);
+                server.handle_input(
+                    now,
+                    conn,
+                    format!("HELLO 1 client-{i:05} 1000\n").as_bytes(),
+                );
+                conn
+            })
+            .collect();
+        for seq in 1..=10 {
+            now = now.advanced(Duration::from_secs(1));
+            server.handle_timeout(now);
+            for &conn in &conns {
+                let beat = format!("BEAT {seq} {}\n", now.unix.display_secs(6));
+                server.handle_input(now, conn, beat.as_bytes());
+            }
+            while server.poll_output().is_some() {}
+        }
+        (server, now)
+    }
+
+    /// The cost of one scrape of 10,000 clients, by part: the snapshot (on the server task:
+    /// what a scrape costs the monitor's loop), the encoding (on the metrics thread), and the
+    /// report behind /clients (on the server task). A measurement for BENCHMARKS.md, not a
+    /// timed test: run it in release mode.
+    #[test]
+    #[ignore = "a measurement: cargo test --release -p heartbeat-net --lib scrape_of_10000_clients -- --ignored --nocapture"]
+    fn scrape_of_10000_clients() {
+        let (server, now) = server_with(10_000);
+        let driver = DriverStats::default();
+        #[allow(clippy::disallowed_methods)] // timing a measurement
+        let timed = |f: &mut dyn FnMut()| {
+            let runs = 20;
+            let mut each: Vec<Duration> = (0..runs)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            each.sort();
+            (each[runs / 2], each[runs - 1])
+        };
+        let mut snapshot = Snapshot::default();
+        let snap = timed(&mut || snapshot = Snapshot::of(&server, &driver, now));
+        let mut text = String::new();
+        let enc = timed(&mut || {
+            text.clear();
+            encode(snapshot.clone(), &mut text).unwrap();
+        });
+        let mut json = String::new();
+        let report = timed(&mut || json = server.report().to_json().to_string());
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        println!(
+            "10,000 clients: snapshot {:?} (max {:?}), encode {:?} (max {:?}): {} series, {} bytes; \
+             report as JSON {:?} (max {:?}): {} bytes",
+            snap.0,
+            snap.1,
+            enc.0,
+            enc.1,
+            series,
+            text.len(),
+            report.0,
+            report.1,
+            json.len()
+        );
+        assert_eq!(snapshot.clients.len(), 10_000);
+        assert!(series > 10 * 10_000, "{series}");
     }
 }
