@@ -36,6 +36,10 @@
 //! `heartbeat_clients_forgotten_total`, `heartbeat_clients_evicted_total`,
 //! `heartbeat_delay_seconds` (a histogram of every heartbeat's one-way delay) and
 //! `heartbeat_build_info{version}`.
+//!
+//! The process's own, with the names Prometheus' client libraries use (read from `/proc` at
+//! scrape time, on Linux): `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds` and `process_max_fds`. `prometheus-client` has no such collector.
 
 use std::fmt;
 
@@ -52,6 +56,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::DriverStats;
+use crate::load::process::ProcSample;
 
 /// The `Content-Type` of [`encode`]'s output: the Prometheus text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -144,6 +149,7 @@ pub fn encode(snapshot: Snapshot, out: &mut String) -> fmt::Result {
         Info::new([("version", env!("CARGO_PKG_VERSION"))]),
     );
     registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(ProcessMetrics));
     prometheus_text::encode(out, &registry)
 }
 
@@ -339,6 +345,52 @@ fn counters_by<'a>(
     Ok(())
 }
 
+/// The `process_*` metrics of this process, read from `/proc` when encoded (the load
+/// generator's reading of a process, [`ProcSample`]); none where it cannot be read.
+#[derive(Debug)]
+struct ProcessMetrics;
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let Ok(p) = ProcSample::read(std::process::id()) else {
+            return Ok(());
+        };
+        let m = e.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(p.cpu.as_secs_f64()).encode(m)?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count);
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                Some(p.rss_kib.saturating_mul(1024) as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                open_fds.map(|n| n as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                max_fds.map(|n| n as f64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v).encode(m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The core's delay histogram as a Prometheus histogram.
 struct Delays<'a>(&'a DelayHistogram);
 
@@ -477,6 +529,9 @@ mod tests {
             ),
             1.0
         );
+        assert!(value("process_resident_memory_bytes", &[]) > 0.0);
+        assert!(value("process_open_fds", &[]) >= 3.0);
+        assert!(value("process_cpu_seconds_total", &[]) >= 0.0);
         let histogram = scrape
             .samples
             .iter()

@@ -141,8 +141,10 @@ fn a_scrape_shows_the_clients_as_the_server_sees_them() {
         "fixed",
         "--grace",
         "10x",
+        // Long enough to see the killed client down (2.2 s after its last heartbeat) for a
+        // few seconds before it is forgotten.
         "--forget-after",
-        "3s",
+        "5s",
     ]);
     let addr = metrics_addr(&mut server);
 
