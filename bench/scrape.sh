@@ -12,7 +12,8 @@ WINDOW=${WINDOW:-30}
 BIN=target/release
 cargo build --release -p heartbeat-net --bins >&2
 OUT=$(mktemp -d)
-ulimit -n 65536
+# One file per client in the server (and one in the generator, which raises its own).
+ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -63,8 +64,13 @@ print(f"{sys.argv[2]}: {r['connected']} clients, sent {r['sent']}, acks {r['acks
       f"server cpu {cpu} us/heartbeat")
 PY
 done
-for path in metrics clients; do
-    awk -v p="$path" '$1 == p { n++; if ($2 != 200) bad++; t[n] = $3; s = $4 }
-        END { asort(t); printf "%s: %d requests, %d not 200, %d bytes, time p50 %.1f ms, max %.1f ms\n",
-              p, n, bad, s, t[int((n + 1) / 2)] * 1000, t[n] * 1000 }' "$OUT/scraped.scrapes"
-done
+python3 - "$OUT/scraped.scrapes" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+for path in ("metrics", "clients"):
+    mine = [r for r in rows if r[0] == path]
+    times = sorted(float(r[2]) * 1000 for r in mine)
+    bad = sum(1 for r in mine if r[1] != "200")
+    print(f"{path}: {len(mine)} requests, {bad} not 200, {mine[-1][3]} bytes, "
+          f"time p50 {times[len(times) // 2]:.1f} ms, max {times[-1]:.1f} ms")
+PY

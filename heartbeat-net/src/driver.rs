@@ -193,7 +193,7 @@ impl ControlReceiver {
     }
 
     /// The next request; pending forever once every sender is gone. Cancel safe.
-    async fn recv(&mut self) -> Control {
+    pub(crate) async fn recv(&mut self) -> Control {
         if let Some(rx) = &mut self.0 {
             if let Some(c) = rx.recv().await {
                 return c;

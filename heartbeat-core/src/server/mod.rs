@@ -176,6 +176,19 @@ impl Server {
         self.index.values().map(|&i| self.view(i))
     }
 
+    /// The clients after `after` (all of them for `None`), sorted by key: a report or a
+    /// snapshot taken a page at a time, so that no single call holds the caller for long.
+    pub fn clients_after(
+        &self,
+        after: Option<&ClientKey>,
+    ) -> impl Iterator<Item = ClientView<'_>> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |k| Excluded(k.clone()));
+        self.index
+            .range((from, Unbounded))
+            .map(|(_, &i)| self.view(i))
+    }
+
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {

@@ -249,6 +249,23 @@ fn two_clients_are_analysed_apart() {
 }
 
 #[test]
+fn clients_after_pages_through_the_clients_in_key_order() {
+    let (t0, mut s, _) = opened(b"HELLO 1 c 1000\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000\n");
+    open(&mut s, t0, 3, b"HELLO 1 b 1000\n");
+    let keys = |after: Option<&str>| -> Vec<String> {
+        let after = after.map(id);
+        let page = s.clients_after(after.as_ref());
+        page.map(|c| c.client().to_string()).collect()
+    };
+    assert_eq!(keys(None), ["a", "b", "c"]);
+    assert_eq!(keys(Some("a")), ["b", "c"]);
+    // A key that is not (or no longer) there: the clients after where it would be.
+    assert_eq!(keys(Some("bb")), ["c"]);
+    assert_eq!(keys(Some("c")), Vec::<String>::new());
+}
+
+#[test]
 fn garbage_drops_only_that_connection() {
     let (t0, mut s, good) = opened(b"HELLO 1 a 1000\n");
     let bad = open(&mut s, t0, 2, b"GET / HTTP/1.1\r\n");

@@ -6,7 +6,10 @@
 //! It runs on a thread of its own with its own small runtime, so parsing requests, encoding
 //! ten thousand clients' series and writing them out never runs on the monitor's loop: the
 //! loop only copies a snapshot out when asked ([`ServerControl::inspect`], bounded and timed
-//! out; a server that does not answer in time gets a 503, not a stuck scrape).
+//! out; a server that does not answer in time gets a 503, not a stuck scrape). The report
+//! behind `/clients` costs more per client (percentiles), so it is taken [`REPORT_PAGE`]
+//! clients at a time, the loop going on with its work between pages: each client's row is
+//! consistent, the rows are a few milliseconds apart.
 
 use std::convert::Infallible;
 use std::io;
@@ -22,8 +25,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use heartbeat_core::{ClientSummary, Report};
+
 use super::metrics::{self, Snapshot};
 use crate::ServerControl;
+
+/// Clients per request to the server task while building `/clients`.
+const REPORT_PAGE: usize = 256;
 
 /// How long a request waits for the server task's answer before it gets a 503.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,11 +123,14 @@ async fn respond(
             }
             Err(e) => unavailable(e),
         },
-        "/clients" => match control.inspect(ANSWER_TIMEOUT, |s, _, _| s.report()).await {
-            Ok(report) => {
-                let json = format!("{}\n", report.to_json());
-                reply(StatusCode::OK, "application/json", json)
-            }
+        "/clients" => match report(&control).await {
+            // Straight from the report's derived serialisation, without the intermediate
+            // `serde_json::Value` of `Report::to_json` (ten times the work at 10,000 clients);
+            // the same fields, in declaration order.
+            Ok(report) => match serde_json::to_string(&report) {
+                Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", ""),
+            },
             Err(e) => unavailable(e),
         },
         _ => reply(
@@ -132,6 +143,25 @@ async fn respond(
         *response.body_mut() = Full::new(Bytes::new());
     }
     Ok(response)
+}
+
+/// The report of every client, [`REPORT_PAGE`] clients per request to the server task.
+async fn report(control: &ServerControl) -> Result<Report, crate::ControlError> {
+    let mut clients: Vec<ClientSummary> = Vec::new();
+    loop {
+        let after = clients.last().map(|c| c.client.clone());
+        let page = control
+            .inspect(ANSWER_TIMEOUT, move |s, _, _| {
+                let page = s.clients_after(after.as_ref()).take(REPORT_PAGE);
+                page.map(|c| c.summary()).collect::<Vec<_>>()
+            })
+            .await?;
+        let last = page.len() < REPORT_PAGE;
+        clients.extend(page);
+        if last {
+            return Ok(Report { clients });
+        }
+    }
 }
 
 fn unavailable(e: crate::ControlError) -> Response<Full<Bytes>> {
@@ -153,4 +183,53 @@ fn reply(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use heartbeat_core::config::ServerConfig;
+    use heartbeat_core::{Now, Server, UnixTime};
+
+    use super::*;
+    use crate::driver::{Control, DriverStats};
+
+    /// `/clients`, taken a page at a time, is the report the server would print: every client
+    /// once, in order, across page boundaries (two full pages and one more).
+    #[tokio::test]
+    async fn the_paged_report_is_the_whole_report() {
+        #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets matter
+        let now = Now {
+            mono: std::time::Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+        };
+        let mut server = Server::new(Arc::new(ServerConfig::default()));
+        for i in 0..2 * REPORT_PAGE + 1 {
+            let peer = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000));
+            let conn = server.accept(now, peer);
+            server.handle_input(now, conn, format!("HELLO 1 c{i} 1000\n").as_bytes());
+        }
+        // The server task's part (the server is not `Send`: on this thread), answering every
+        // request until the test ends.
+        let server = std::rc::Rc::new(server);
+        let requests = std::rc::Rc::new(std::cell::Cell::new(0));
+        let (control, mut rx) = ServerControl::channel();
+        let local = tokio::task::LocalSet::new();
+        local.spawn_local({
+            let (server, requests) = (server.clone(), requests.clone());
+            async move {
+                loop {
+                    if let Control::Inspect(f) = rx.recv().await {
+                        f(&server, &DriverStats::default(), now);
+                        requests.set(requests.get() + 1);
+                    }
+                }
+            }
+        });
+        let paged = local.run_until(report(&control)).await.unwrap();
+        assert_eq!(requests.get(), 3);
+        assert_eq!(paged.clients.len(), 2 * REPORT_PAGE + 1);
+        assert_eq!(paged, server.report());
+    }
 }
