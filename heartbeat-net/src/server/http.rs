@@ -1,15 +1,14 @@
 //! The HTTP endpoint of `--metrics-addr`: `GET /metrics` (the Prometheus text exposition, see
-//! [`metrics`](super::metrics)) and `GET /clients` (the live per-client report as JSON, the
-//! fields of the `--json` summary). Anything else is 404; a method other than GET or HEAD,
-//! 405.
+//! [`metrics`]) and `GET /clients` (the live per-client report as JSON, the fields of the
+//! `--json` summary). Anything else is 404; a method other than GET or HEAD, 405.
 //!
 //! It runs on a thread of its own with its own small runtime, so parsing requests, encoding
 //! ten thousand clients' series and writing them out never runs on the monitor's loop: the
 //! loop only copies a snapshot out when asked ([`ServerControl::inspect`], bounded and timed
 //! out; a server that does not answer in time gets a 503, not a stuck scrape). The report
-//! behind `/clients` costs more per client (percentiles), so it is taken [`REPORT_PAGE`]
-//! clients at a time, the loop going on with its work between pages: each client's row is
-//! consistent, the rows are a few milliseconds apart.
+//! behind `/clients` costs more per client (percentiles), so it is taken a page of clients
+//! (`REPORT_PAGE`) at a time, the loop going on with its work between pages: each client's
+//! row is consistent, the rows are a few milliseconds apart.
 
 use std::convert::Infallible;
 use std::io;
