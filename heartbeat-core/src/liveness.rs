@@ -251,6 +251,11 @@ impl Watches {
         self.flap
     }
 
+    /// Client `client`'s failure detector, once its interval is known.
+    pub fn detector(&self, client: usize) -> Option<&dyn Detector> {
+        self.watches.get(client)?.detector.as_deref()
+    }
+
     /// When the earliest check is due, `None` without any. May be a stale check (a client
     /// re-armed later); running it early is harmless.
     pub fn next_check(&self) -> Option<Instant> {

@@ -11,13 +11,16 @@
 //!
 //! # Counters for `/metrics`
 //! [`AppCounters`] reads what the application's side channels did (the server's own state is
-//! read through the control channel, [`crate::Control`]): [`HookCounts`] for
+//! read through the control channel, [`crate::ServerControl`]): [`HookCounts`] for
 //! `heartbeat_hook_runs_total{result}` and `heartbeat_hook_dropped_total`, and one
-//! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`.
+//! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`; [`http`]
+//! adds them to each scrape's [`metrics::Snapshot`].
 
 pub mod expect;
 pub mod hooks;
+pub mod http;
 mod log;
+pub mod metrics;
 pub mod output;
 mod refusals;
 pub mod signals;
@@ -28,6 +31,7 @@ pub use output::{Output, OutputCounts};
 pub use refusals::log_refusal;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,14 +44,14 @@ use heartbeat_core::config::ServerConfig;
 use heartbeat_core::liveness::FlapControl;
 use heartbeat_core::server::{Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, UnixTime, fmt_ms};
-use tokio::sync::mpsc;
 
 use crate::app;
 use crate::cli::{DetectorArgs, trust_warning};
+use crate::driver::ControlReceiver;
 use crate::tls::{self, TlsListener};
 use crate::{
-    Clock as _, Control, Listener, LogSummary, NetError, ServerOptions, SystemClock, TcpListener,
-    keys, run_server_with_control,
+    Clock as _, Listener, LogSummary, NetError, ServerControl, ServerOptions, SystemClock,
+    TcpListener, keys, run_server_with_control,
 };
 
 /// At shutdown, how long queued and running hooks get before they are killed.
@@ -205,6 +209,17 @@ pub struct Opt {
     #[arg(long, requires = "expect", value_parser = parse_duration)]
     expect_grace: Option<Duration>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
+    /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Forget a client gone (disconnected, not heard from) this long: it leaves reports and
+    /// its metrics series disappear, so both stay bounded. A number with a unit: ms, s, min
+    /// or h.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    forget_after: std::time::Duration,
+
     #[command(flatten)]
     detector: DetectorArgs,
 }
@@ -230,10 +245,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix("min") {
         (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1000.0)
     } else {
-        return Err("expected a number with a unit, e.g. 500ms, 5s or 10min".into());
+        return Err("expected a number with a unit, e.g. 500ms, 5s, 10min or 24h".into());
     };
     match n.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v * per_ms < 1e12 => Ok(
@@ -255,7 +272,8 @@ pub fn main() -> ExitCode {
             .pause_guard(opt.pause_guard)?
             .min_interval(opt.min_interval)?
             .max_idle(opt.max_idle)?
-            .max_clock_skew(opt.max_clock_skew)
+            .max_clock_skew(opt.max_clock_skew)?
+            .forget_after(opt.forget_after)
     });
     let config = match config {
         Ok(c) => c,
@@ -466,6 +484,15 @@ async fn serve(
         output: output.clone(),
     };
 
+    // Requests to the server task (metrics snapshots, reports) go through `control`.
+    let (control, control_rx) = ServerControl::channel();
+    if let Some(addr) = opt.metrics_addr {
+        let bound = http::start(addr, control.clone(), counters.clone())
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        tracing::info!(
+            "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
+        );
+    }
     let mut server = Server::new(Arc::new(config));
     if let Some(list) = expected {
         let changes = server.set_expected(SystemClock.now(), &list);
@@ -479,7 +506,6 @@ async fn serve(
         );
     }
     let json = opt.json;
-    let (control, control_rx) = mpsc::channel(16);
     let mut reload = signals::Reload {
         expect: opt.expect.clone().map(|p| (p, opt.expect_grace)),
         auth_keys: opt.auth_keys.clone(),
@@ -549,7 +575,7 @@ struct Run<'a> {
     log: &'a LogSummary,
     output: &'a Output,
     hooks: Option<&'a Hooks>,
-    control: mpsc::Receiver<Control>,
+    control: ControlReceiver,
 }
 
 impl Run<'_> {
@@ -574,9 +600,9 @@ impl Run<'_> {
             listener,
             server,
             options,
+            control,
             SystemClock,
             stop,
-            control,
             |e, now| {
                 if !log_refusal(log, e, now.mono) {
                     log_event(log, e, now);

@@ -8,7 +8,7 @@
 //!   and with `--json` a `{"event":"summary","final":false,...}` line on stdout.
 //!
 //! Files are read off the server's loop (a blocking thread); the loop is reached only through
-//! its control channel ([`Control`]).
+//! its control channel ([`ServerControl`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,13 +18,12 @@ use heartbeat_core::analysis::Report;
 use heartbeat_core::server::{ExpectChanges, Server};
 use heartbeat_core::{Now, UnixTime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
 
 use super::output::Output;
 use super::{AppCounters, expect, summary_line};
-use crate::Control;
 use crate::keys;
 use crate::tls::{self, TlsReload};
+use crate::{ControlError, ServerControl};
 
 /// What SIGHUP reloads.
 #[derive(Debug, Default)]
@@ -56,7 +55,7 @@ impl Signals {
     /// Handles the signals until the server loop is gone.
     pub async fn run(
         mut self,
-        control: mpsc::Sender<Control>,
+        control: ServerControl,
         reload: Reload,
         output: Output,
         json: bool,
@@ -78,29 +77,45 @@ impl Signals {
     }
 }
 
-/// Runs `f` on the server in its loop; `None` once the loop is gone.
+/// How long a signal's request may wait for the server task (a stalled task does not hold up
+/// the handlers forever; the request is retried at the next signal).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `f` on the server in its loop. `Err(true)` once the loop is gone (the handlers stop),
+/// `Err(false)` when it did not answer (busy, stalled: logged).
 async fn apply<T: Send + 'static>(
-    control: &mpsc::Sender<Control>,
+    control: &ServerControl,
     f: impl FnOnce(&mut Server, Now) -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    let command = Control::Apply(Box::new(move |server, now| {
-        let _ = tx.send(f(server, now));
-    }));
-    control.send(command).await.ok()?;
-    rx.await.ok()
+) -> Result<T, bool> {
+    control
+        .update(CONTROL_TIMEOUT, f)
+        .await
+        .map_err(answered_error)
+}
+
+/// `Err` of [`apply`] from a control error.
+fn answered_error(e: ControlError) -> bool {
+    if e == ControlError::Stopped {
+        return true;
+    }
+    tracing::warn!("A signal's request to the server got no answer: {e}");
+    false
 }
 
 async fn on_usr1(
-    control: &mpsc::Sender<Control>,
+    control: &ServerControl,
     output: &Output,
     json: bool,
     counters: &AppCounters,
 ) -> bool {
-    let Some((report, time)): Option<(Report, UnixTime)> =
-        apply(control, |server, now| (server.report(), now.unix)).await
-    else {
-        return false;
+    let answer = control
+        .inspect(CONTROL_TIMEOUT, |server, _, now| {
+            (server.report(), now.unix)
+        })
+        .await;
+    let (report, time): (Report, UnixTime) = match answer {
+        Ok(answer) => answer,
+        Err(e) => return !answered_error(e),
     };
     let c = counters.counts();
     output.stderr.line(format!(
@@ -120,21 +135,21 @@ async fn on_usr1(
     true
 }
 
-async fn on_hup(control: &mpsc::Sender<Control>, reload: &Reload) -> bool {
+async fn on_hup(control: &ServerControl, reload: &Reload) -> bool {
     if let Some((path, grace)) = &reload.expect {
         let (p, grace) = (path.clone(), *grace);
         match blocking(move || expect::load(&p, grace)).await {
             Ok(list) => {
                 let n = list.len();
-                let Some(changes) = apply(control, move |s, now| s.set_expected(now, &list)).await
-                else {
-                    return false;
-                };
-                tracing::info!(
-                    "Reloaded --expect {}: {n} client(s) expected; {}",
-                    path.display(),
-                    describe(&changes)
-                );
+                match apply(control, move |s, now| s.set_expected(now, &list)).await {
+                    Ok(changes) => tracing::info!(
+                        "Reloaded --expect {}: {n} client(s) expected; {}",
+                        path.display(),
+                        describe(&changes)
+                    ),
+                    Err(true) => return false,
+                    Err(false) => {}
+                }
             }
             Err(e) => tracing::error!("Reloading --expect: {e}; keeping the list in force"),
         }
@@ -145,16 +160,15 @@ async fn on_hup(control: &mpsc::Sender<Control>, reload: &Reload) -> bool {
             Ok(loaded) => {
                 loaded.warnings.iter().for_each(|w| tracing::warn!("{w}"));
                 let n = loaded.value.len();
-                if apply(control, move |s, _| s.set_auth_keys(loaded.value))
-                    .await
-                    .is_none()
-                {
-                    return false;
+                match apply(control, move |s, _| s.set_auth_keys(loaded.value)).await {
+                    Ok(_) => tracing::info!(
+                        "Reloaded --auth-keys {}: {n} client key(s); the next connections use \
+                         them",
+                        path.display()
+                    ),
+                    Err(true) => return false,
+                    Err(false) => {}
                 }
-                tracing::info!(
-                    "Reloaded --auth-keys {}: {n} client key(s); the next connections use them",
-                    path.display()
-                );
             }
             Err(e) => tracing::error!("Reloading --auth-keys: {e}; keeping the keys in force"),
         }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::metrics::{metrics_addr, scrape, state_of, value};
 use crate::util::{Proc, arg, client_summary, write_file};
 
 fn expect_file(dir: &Path, text: &str) -> String {
@@ -173,4 +174,47 @@ fn sighup_reloads_the_keys_for_the_next_connections() {
         p.kill();
     }
     server.kill();
+}
+
+/// In `/metrics`, an expected client not heard from yet is `unknown`, with
+/// `heartbeat_client_expected` 1 and no last-heartbeat series (what the `HeartbeatClientNeverSeen`
+/// rule reads); one that is heard from is `up`, still expected.
+#[test]
+fn expected_clients_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = expect_file(dir.path(), "waiting 1s\ncomes 50ms\n");
+    let (mut server, port) = Proc::json_server(&[
+        "--expect",
+        &path,
+        "--expect-grace",
+        "10min",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&mut server);
+    let mut comes = Proc::client(port, "comes", &["-i", "50", "--id", "comes"]);
+    server.wait_beat("comes", 2);
+    let s = scrape(&addr);
+    let waiting = [("client", "waiting")];
+    assert_eq!(state_of(&s, "waiting").as_deref(), Some("unknown"));
+    assert_eq!(value(&s, "heartbeat_client_expected", &waiting), Some(1.0));
+    assert_eq!(
+        value(
+            &s,
+            "heartbeat_client_last_heartbeat_timestamp_seconds",
+            &waiting
+        ),
+        None
+    );
+    assert_eq!(state_of(&s, "comes").as_deref(), Some("up"));
+    let comes_label = [("client", "comes")];
+    assert_eq!(
+        value(&s, "heartbeat_client_expected", &comes_label),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "heartbeat_clients", &[("state", "unknown")]),
+        Some(1.0)
+    );
+    comes.kill();
 }

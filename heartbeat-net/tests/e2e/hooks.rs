@@ -10,6 +10,7 @@ use std::thread;
 
 use serde_json::Value;
 
+use crate::metrics::{metrics_addr, scrape, state_of, value};
 use crate::util::{Proc, WAIT, arg, client_summary, is_running, wait_until, write_file};
 
 /// A hook that writes its `HEARTBEAT_*` environment to `DIR/<client>-<from>-<to>.env`.
@@ -184,7 +185,10 @@ fn a_flood_of_transitions_into_a_tiny_queue_is_counted_and_logged_once() {
         "1",
         "--hook-concurrency",
         "1",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]);
+    let addr = metrics_addr(&mut server);
     server.wait_event("the last never-seen client down", |v| {
         v["event"] == "transition" && v["client"] == "flood-20" && v["from"] == "unknown"
     });
@@ -198,6 +202,15 @@ fn a_flood_of_transitions_into_a_tiny_queue_is_counted_and_logged_once() {
         .filter(|l| l.contains("Hook queue full"))
         .count();
     assert_eq!(lines, 1, "one line, then a count: {:#?}", server.stderr());
+    // The same counts in /metrics.
+    let s = scrape(&addr);
+    let runs = |result| value(&s, "heartbeat_hook_runs_total", &[("result", result)]);
+    assert_eq!(
+        [runs("ok"), runs("failed"), runs("timeout")],
+        [Some(1.0), Some(0.0), Some(0.0)]
+    );
+    assert_eq!(value(&s, "heartbeat_hook_dropped_total", &[]), Some(19.0));
+    assert_eq!(state_of(&s, "flood-01").as_deref(), Some("down"));
     let clients = server.summary();
     assert_eq!(clients.len(), 20);
     assert!(

@@ -142,6 +142,7 @@ const KNOWN: &[&str] = &[
     "disconnected",
     "duplicate",
     "evicted",
+    "forgotten",
     "heartbeat",
     "missed",
     "restarted",
@@ -360,7 +361,8 @@ impl Block {
                 client,
                 seq: seq()?,
             },
-            "evicted" => Raw::Evicted { client },
+            // A client forgotten after --forget-after is gone as an evicted one is.
+            "evicted" | "forgotten" => Raw::Evicted { client },
             "missed" => Raw::Missed {
                 client,
                 count: count()?,
