@@ -77,8 +77,9 @@ impl Signals {
     }
 }
 
-/// How long a signal's request may wait for the server task (a stalled task does not hold up
-/// the handlers forever; the request is retried at the next signal).
+/// How long a signal's request may wait for the server task: a stalled task does not hold up
+/// the handlers forever (the request stays queued and may still be carried out later; the
+/// log says it got no answer).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `f` on the server in its loop. `Err(true)` once the loop is gone (the handlers stop),
