@@ -10,6 +10,7 @@ use clap::{CommandFactory as _, Parser};
 use heartbeat_core::client::{Client, Event, Exit, Failure};
 use heartbeat_core::config::{Backoff, ClientConfig, keeps_connection};
 use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret, fmt_ms};
+use heartbeat_net::cli;
 use heartbeat_net::tls::{self, TlsConnector};
 use heartbeat_net::{Clock as _, Connector, NetError, SystemClock, TcpConnector, keys, run_client};
 
@@ -26,12 +27,13 @@ struct Opt {
     host: String,
 
     /// TCP port of the server, 0 to 65535.
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Time between heartbeats in milliseconds, a positive integer (at most one day).
-    #[arg(short, long, default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    #[arg(short, long, default_value_t = 1000, allow_negative_numbers = true,
+          value_parser = cli::int::<u64>(1, 86_400_000))]
     interval: u64,
 
     /// This client's identity, kept across reconnects: 1 to 64 characters of A-Z a-z 0-9 . _ -
@@ -40,7 +42,7 @@ struct Opt {
     id: Option<ClientId>,
 
     /// Send this many heartbeats, then say goodbye and exit 0. Default: send until stopped.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u64>(1, u64::MAX.into()))]
     count: Option<u64>,
 
     /// Reconnect when the server cannot be reached or goes away, with exponential backoff from
@@ -58,7 +60,8 @@ struct Opt {
     /// idle that long is dropped by the server, so when the interval does not fit twice in it
     /// the client connects for each heartbeat: connect, HELLO, BEAT, close once acknowledged
     /// (without BYE: it is not leaving), and connect again when the next one is due.
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 600, allow_negative_numbers = true,
+          value_parser = cli::int::<u64>(1, u64::MAX.into()))]
     server_max_idle: u64,
 
     /// Log round-trip times and lateness at debug level. Off by default; ignored when RUST_LOG

@@ -22,7 +22,7 @@ use heartbeat_core::server::Server;
 use heartbeat_core::{AuthConfig, fmt_ms};
 
 use crate::app;
-use crate::cli::{DetectorArgs, trust_warning};
+use crate::cli::{self, DetectorArgs, trust_warning};
 use crate::tls::{self, TlsListener};
 use crate::{
     Listener, LogSummary, NetError, ServerOptions, SystemClock, TcpListener, keys, run_server,
@@ -36,7 +36,8 @@ use crate::{
 #[command(name = "heartbeat-server", version)]
 pub struct Opt {
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Log each heartbeat's timing (one-way delay, time since the previous one) at debug level.
@@ -55,12 +56,13 @@ pub struct Opt {
     json: bool,
 
     /// Most connections open at once; one accepted beyond it is closed at once.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 65_536, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections: u32,
 
     /// Most connections open at once from one IP address, so one host cannot take every slot;
     /// one beyond it is closed at once. Default: a quarter of --max-connections.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections_per_ip: Option<u32>,
 
     /// Shortest heartbeat interval a client may declare in its HELLO; a shorter one is refused
@@ -90,7 +92,8 @@ pub struct Opt {
     /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
     /// the kernel memory a peer that does not read can hold, and how soon the server's writes
     /// to it block (see --write-timeout). 0 leaves the system's autotuning (up to megabytes).
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 32_768, allow_negative_numbers = true,
+          value_parser = cli::int::<usize>(0, u32::MAX.into()))]
     send_buffer: usize,
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
@@ -101,7 +104,8 @@ pub struct Opt {
 
     /// Clients remembered at most (their analysis and detector). Beyond it a new client evicts
     /// the disconnected client heard from longest ago; connected clients are never evicted.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_clients: u32,
 
     /// Authenticate clients with the shared secrets in FILE: one `<client-id> <secret>` per
