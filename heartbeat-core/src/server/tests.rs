@@ -205,6 +205,36 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
 }
 
 #[test]
+fn a_clients_first_heartbeat_here_is_the_baseline_and_gaps_after_it_count() {
+    // A client that was heartbeating to an earlier run of the server: its first heartbeat here
+    // is #27, and nothing before it was this server's to miss.
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 27 1700000000\n");
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|l| l.contains("missed")), "{out:?}");
+    // Gaps after it count, across a reconnect of the same session.
+    s.handle_input(
+        t0.advanced(Duration::from_secs(2)),
+        c1,
+        b"BEAT 29 1700000002\n",
+    );
+    s.handle_eof(t0.advanced(Duration::from_secs(2)), c1);
+    let t5 = t0.advanced(Duration::from_secs(5));
+    let c2 = open(&mut s, t5, 2, b"HELLO 1 a 1000 1\nBEAT 32 1700000005\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev missed client=a seq=28 count=1");
+    assert_has(&out, "ev missed client=a seq=30-31 count=2");
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!((st.received(), st.missed()), (3, 3));
+    s.handle_eof(t5, c2);
+    // A new session of the client counts from its own start, 1.
+    let t9 = t0.advanced(Duration::from_secs(9));
+    open(&mut s, t9, 3, b"HELLO 1 a 1000 2\nBEAT 3 1700000009\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev restarted client=a previous=32");
+    assert_has(&out, "ev missed client=a seq=1-2 count=2");
+}
+
+#[test]
 fn new_session_is_a_restart_not_a_duplicate() {
     let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n");
     s.handle_eof(t0, c1);
