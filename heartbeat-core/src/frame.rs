@@ -29,7 +29,9 @@ pub const MAX_SEQ: u64 = 1 << 63;
 pub const MAX_INTERVAL_MS: u64 = 86_400_000;
 
 /// What the first bytes of a server connection say it speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// The seed's text format: `Sequence #<n>: Sending heartbeat at <secs>. `, no acks.
