@@ -302,6 +302,35 @@ enum ClientWake {
     Timeout,
 }
 
+/// What an application runs inside the server loop ([`run_server_app`]): it handles the core's
+/// events, and may work on the [`Server`] itself (save its state, say) after each wake of the
+/// loop. Every method runs on the loop that acknowledges heartbeats and decides liveness, so it
+/// must be quick: anything slow (a disk, a network) belongs on another thread or task.
+pub trait ServerApp {
+    /// One event of the core, with the time of the call that produced it.
+    fn on_event(&mut self, event: &server::Event, now: Now);
+
+    /// The latest instant the loop should wake at for [`on_wake`](Self::on_wake) (it wakes
+    /// for other reasons too); `None` to be woken only by those. Read after every wake.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs after every wake of the loop, once the outputs of that wake are carried out; what
+    /// it makes the server output is carried out right after.
+    fn on_wake(&mut self, _server: &mut Server, _now: Now) {}
+}
+
+/// An application that only handles events, with a closure: what [`run_server`] runs.
+#[derive(Debug)]
+pub struct OnEvent<F>(pub F);
+
+impl<F: FnMut(&server::Event, Now)> ServerApp for OnEvent<F> {
+    fn on_event(&mut self, event: &server::Event, now: Now) {
+        (self.0)(event, now);
+    }
+}
+
 /// Serves connections from `listener` with `server` until `stop` completes, then stops
 /// accepting, closes every connection and returns the server, whose analysis stays readable
 /// ([`Server::report`]).
@@ -319,8 +348,21 @@ pub async fn run_server<L: Listener>(
     stop: impl Future<Output = ()>,
     on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
+    run_server_app(listener, server, options, clock, stop, OnEvent(on_event)).await
+}
+
+/// [`run_server`] with an application that works on the server inside the loop (see
+/// [`ServerApp`]), instead of an event handler.
+pub async fn run_server_app<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    app: impl ServerApp,
+) -> Result<Server, NetError> {
     LocalSet::new()
-        .run_until(serve(listener, server, options, clock, stop, on_event))
+        .run_until(serve(listener, server, options, clock, stop, app))
         .await
 }
 
@@ -339,6 +381,7 @@ enum Inbound {
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    App,
     FlushLog,
     Inbound(Inbound),
     Stop,
@@ -362,7 +405,7 @@ async fn serve<L: Listener>(
     options: ServerOptions,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
-    mut on_event: impl FnMut(&server::Event, Now),
+    mut app: impl ServerApp,
 ) -> Result<Server, NetError> {
     let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
     let mut d = ServerDriver {
@@ -380,12 +423,15 @@ async fn serve<L: Listener>(
     let mut now = clock.now();
 
     loop {
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
+        app.on_wake(&mut d.server, now);
+        d.drain(now, &mut app);
         let deadline = d.server.poll_timeout();
         let wake = tokio::select! {
             biased;
             () = &mut stop => ServerWake::Stop,
             () = sleep_until_opt(deadline) => ServerWake::Timeout,
+            () = sleep_until_opt(app.next_wake()) => ServerWake::App,
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
@@ -395,6 +441,7 @@ async fn serve<L: Listener>(
         now = clock.now();
         match wake {
             ServerWake::Stop => break,
+            ServerWake::App => {}
             ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => d.server.handle_timeout(now),
             ServerWake::TaskEnded(r) => {
@@ -408,13 +455,13 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.inbound_batch(now, None, &mut inbound_rx, &mut on_event);
+                d.inbound_batch(now, None, &mut inbound_rx, &mut app);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut on_event),
+            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app),
         }
     }
 
@@ -424,10 +471,12 @@ async fn serve<L: Listener>(
     now = clock.now();
     while let Ok(m) = inbound_rx.try_recv() {
         d.handle_inbound(now, m);
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
     }
     d.server.close_all(now);
-    d.drain(now, &mut on_event);
+    d.drain(now, &mut app);
+    app.on_wake(&mut d.server, now);
+    d.drain(now, &mut app);
     // Connection tasks blocked on a full inbound channel see it closed and end.
     drop(inbound_rx);
     drop(inbound_tx);
@@ -445,7 +494,7 @@ async fn serve<L: Listener>(
 
 impl ServerDriver {
     /// Carries out every output of the core.
-    fn drain(&mut self, now: Now, on_event: &mut impl FnMut(&server::Event, Now)) {
+    fn drain(&mut self, now: Now, app: &mut impl ServerApp) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 server::Output::Transmit { conn, bytes } => {
@@ -464,7 +513,7 @@ impl ServerDriver {
                     self.conns.remove(&conn);
                     self.limits.closed(conn);
                 }
-                server::Output::Event(e) => on_event(&e, now),
+                server::Output::Event(e) => app.on_event(&e, now),
             }
         }
     }
@@ -521,14 +570,14 @@ impl ServerDriver {
         now: Now,
         first: Option<Inbound>,
         inbound: &mut mpsc::Receiver<Inbound>,
-        on_event: &mut impl FnMut(&server::Event, Now),
+        app: &mut impl ServerApp,
     ) {
         let handled = usize::from(first.is_some());
         if let Some(m) = first {
             self.handle_inbound(now, m);
         }
         for _ in handled..INBOUND_BATCH {
-            self.drain(now, on_event);
+            self.drain(now, app);
             match inbound.try_recv() {
                 Ok(m) => self.handle_inbound(now, m),
                 Err(_) => break,

@@ -30,7 +30,8 @@ pub mod server;
 pub mod tls;
 
 pub use driver::{
-    Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
+    Clock, Connector, Listener, OnEvent, ServerApp, ServerOptions, SystemClock, mono_now,
+    run_client, run_server, run_server_app,
 };
 pub use error::NetError;
 pub use listener::{TcpConnector, TcpListener};

@@ -12,5 +12,6 @@ mod load;
 mod reconnect;
 mod seed;
 mod shutdown;
+mod state;
 mod tls;
 mod util;

@@ -141,7 +141,15 @@ impl Proc {
 
     /// `heartbeat-server --bind 127.0.0.1 -p PORT --json`, waiting until it listens.
     pub(crate) fn json_server_on(port: u16) -> Self {
-        let mut s = Self::server(&["-p", &port.to_string(), "--json"]);
+        Self::json_server_on_with(port, &[])
+    }
+
+    /// `heartbeat-server --bind 127.0.0.1 -p PORT --json ARGS`, waiting until it listens.
+    pub(crate) fn json_server_on_with(port: u16, args: &[&str]) -> Self {
+        let port_arg = port.to_string();
+        let mut all = vec!["-p", &port_arg, "--json"];
+        all.extend_from_slice(args);
+        let mut s = Self::server(&all);
         assert_eq!(s.port(), port);
         s
     }
@@ -268,6 +276,13 @@ impl Proc {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
         }
+    }
+
+    /// Kills it now (SIGKILL), reaps it and reads everything it wrote before it died.
+    pub(crate) fn kill_and_read(&mut self) {
+        self.kill();
+        self.stdout.rest();
+        self.stderr.rest();
     }
 
     /// Stops a `--json` server with SIGTERM and returns its summary's clients.
