@@ -276,6 +276,15 @@ pub async fn run_client<C: Connector>(
             r = read_opt(&mut stream, &mut buf) => ClientWake::Read(r),
         };
         now = clock.now();
+        // After a stall of this process, what the server sent meanwhile (acknowledgements, or its
+        // close) is read before the client's timers judge it. One read per turn of the loop,
+        // until nothing is waiting.
+        let wake = match wake {
+            ClientWake::Timeout if client.is_stalled(now.mono) => read_ready(&mut stream, &mut buf)
+                .await
+                .map_or(ClientWake::Timeout, ClientWake::Read),
+            other => other,
+        };
         match wake {
             ClientWake::Stop => {
                 stopped = true;
@@ -731,6 +740,20 @@ async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io
     match s {
         Some(s) => s.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Reads from the stream if it has bytes (or its end) waiting now; `None` without waiting when
+/// it has not, or there is no stream. Cancel safe, as `read_opt`.
+async fn read_ready<S: AsyncRead + Unpin>(
+    s: &mut Option<S>,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    let s = s.as_mut()?;
+    tokio::select! {
+        biased;
+        r = s.read(buf) => Some(r),
+        () = std::future::ready(()) => None,
     }
 }
 

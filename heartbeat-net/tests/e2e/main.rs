@@ -2,6 +2,7 @@
 //! with free ports, bounded waits and every child killed at the end.
 
 mod auth;
+mod client_daemon;
 mod concurrency;
 mod detector;
 mod drift;

@@ -25,7 +25,7 @@ fn help_states_the_seed_defaults() {
 fn defaults_send_one_heartbeat_a_second() {
     let mut server = Proc::server(&["-p", "0"]);
     let port = server.port();
-    // Default interval (1 s) and default identity (host name and pid).
+    // Default interval (1 s) and default identity (the host name).
     let mut client = Proc::client(port, "client", &["--count", "2"]);
     client.wait_stderr(&format!("Successfully connected to 127.0.0.1:{port}"));
     client.wait_stderr("Sequence #1: Sending heartbeat at ");
@@ -37,8 +37,12 @@ fn defaults_send_one_heartbeat_a_second() {
         line.contains("'Sequence #1: Sending heartbeat at "),
         "{line}"
     );
-    let id_suffix = format!("-{}", client.pid());
-    assert!(line.trim_end().ends_with(&id_suffix), "{line}");
+    // The default id is the host name.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        line.trim_end().ends_with(&format!(" from {}", host.trim())),
+        "{line}"
+    );
     server.wait_stderr("'Sequence #2: Sending heartbeat at ");
     // The two arrivals are about a second apart.
     let beats = server
