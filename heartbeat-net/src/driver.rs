@@ -557,7 +557,7 @@ impl ServerDriver {
             now.mono,
             Level::INFO,
             "Accepted connection",
-            format_args!("Accepted connection from {peer}"),
+            format_args!("Accepted connection from {}", seed_peer(peer)),
         );
         let (tx, rx) = mpsc::channel(self.options.outbound_capacity.max(1));
         self.conns.insert(conn, tx);
@@ -735,6 +735,21 @@ async fn close_stream<S: AsyncWrite + Unpin>(s: &mut S) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.shutdown()).await;
 }
 
+/// A peer address as the seed's server logged it (Python's socket address tuple):
+/// `('127.0.0.1', 37506)`, or `('::1', 37506, 0, 0)` for IPv6.
+fn seed_peer(peer: SocketAddr) -> String {
+    match peer {
+        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!(
+            "('{}', {}, {}, {})",
+            a.ip(),
+            a.port(),
+            a.flowinfo(),
+            a.scope_id()
+        ),
+    }
+}
+
 /// Reads from the stream if there is one; pending forever otherwise. Cancel safe.
 async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io::Result<usize> {
     match s {
@@ -823,6 +838,14 @@ mod tests {
         assert_eq!(report.clients[0].missed, 0);
         assert_eq!(server_events.first(), Some(&"connected"));
         assert_eq!(server_events.last(), Some(&"disconnected"));
+    }
+
+    #[test]
+    fn peers_are_logged_as_the_seed_logged_them() {
+        let v4: SocketAddr = "127.0.0.1:37506".parse().unwrap();
+        assert_eq!(seed_peer(v4), "('127.0.0.1', 37506)");
+        let v6: SocketAddr = "[::1]:37506".parse().unwrap();
+        assert_eq!(seed_peer(v6), "('::1', 37506, 0, 0)");
     }
 
     #[tokio::test]
