@@ -5,6 +5,14 @@
 //! One function per target serves every runner: the AFL++ binaries in `fuzz/afl` (coverage
 //! guided), and this crate's tests, which replay the committed corpus (`fuzz/corpus`) and run a
 //! proptest budget over random inputs in the normal test suite. See `fuzz/README.md`.
+//!
+//! ```
+//! // Any bytes at all: a target returns, or panics on a bug.
+//! for (name, target) in heartbeat_fuzz::TARGETS {
+//!     target(b"HELLO 1 web-01 1000\nBEAT 1 1700000000.5\n\xff\x00");
+//!     println!("{name}: ok");
+//! }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -59,6 +59,12 @@ const STALL_FLOOR: Duration = Duration::from_secs(1);
 /// `handle_timeout`, so that the acknowledgements (or the close) waiting in the socket are seen
 /// first.
 ///
+/// # Pausing
+/// An application that knows it is unhealthy can [`pause`](Self::pause) the heartbeats and
+/// [`resume`](Self::resume) them later: slots that pass meanwhile are skipped, not queued, so the
+/// server sees the client go late and then down, and on resume counts the gap as missed
+/// heartbeats, once.
+///
 /// ```no_run
 /// # use std::time::Duration;
 /// # use heartbeat_core::{ClientId, Now};
@@ -93,6 +99,8 @@ pub struct Client {
     sent: u64,
     acked: u64,
     skipped: u64,
+    /// When [`Client::pause`] took effect; `None` while heartbeats flow.
+    paused: Option<Instant>,
     in_flight: VecDeque<(Seq, Instant)>,
     /// When the server first refused this client's id under the identity rule, in the current
     /// run of refusals.
@@ -261,6 +269,16 @@ pub enum Event {
         /// Heartbeats acknowledged.
         acked: u64,
     },
+    /// Heartbeats stopped at the application's request ([`Client::pause`]). Until
+    /// [`Event::Resumed`] no slot is sent, the server's silence is not held against it, and no
+    /// connection is opened. Fires once per pause.
+    Paused,
+    /// Heartbeats go out again after [`Event::Paused`] ([`Client::resume`]). When connected, the
+    /// slots that passed follow as one [`Event::Skipped`], then the heartbeat due now.
+    Resumed {
+        /// How long the client was paused.
+        paused_for: Duration,
+    },
     /// A heartbeat is being sent now (the matching `Transmit` follows).
     Sent {
         /// Its sequence number.
@@ -282,7 +300,8 @@ pub enum Event {
         /// How late the client woke.
         late: Duration,
     },
-    /// Slots `first..=last` were not sent: the driver woke late or the client was disconnected.
+    /// Slots `first..=last` were not sent: the driver woke late, or the client was disconnected
+    /// or paused. Reported when the next heartbeat goes out.
     Skipped {
         /// First skipped sequence number.
         first: Seq,
@@ -317,6 +336,8 @@ impl fmt::Display for Event {
                 retry(f, *retry_in)
             }
             Self::Finished { sent, acked } => write!(f, "finished sent={sent} acked={acked}"),
+            Self::Paused => write!(f, "paused"),
+            Self::Resumed { paused_for } => write!(f, "resumed after {}", fmt_ms(*paused_for)),
             Self::Sent { seq, at, late } => {
                 write!(f, "sent seq={seq} at={at} late={}", fmt_ms(*late))
             }
@@ -347,6 +368,7 @@ impl Client {
             sent: 0,
             acked: 0,
             skipped: 0,
+            paused: None,
             in_flight: VecDeque::new(),
             refused_since: None,
             decoder: FrameDecoder::new(),
@@ -396,9 +418,15 @@ impl Client {
         self.acked
     }
 
-    /// Slots skipped so far (disconnected or late).
+    /// Slots skipped so far (disconnected, paused or late), counted when the next heartbeat goes
+    /// out.
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// True between [`pause`](Self::pause) and [`resume`](Self::resume).
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
     }
 
     /// The sequence number of the last heartbeat sent.
@@ -535,6 +563,10 @@ impl Client {
                 _ => {}
             }
         }
+        if self.paused.is_some() {
+            // A paused client opens no connection: `resume` does, once the backoff is over.
+            let _ = self.timers.take_expired(Timer::Reconnect, now.mono);
+        }
         if self.timers.take_expired(Timer::Reconnect, now.mono) {
             if let State::Backoff { attempt } = self.state {
                 self.state = State::Connecting { attempt };
@@ -595,6 +627,73 @@ impl Client {
         }
     }
 
+    /// Stops sending heartbeats until [`resume`](Self::resume), for an application that knows it
+    /// is unhealthy (a stuck main loop, a lost database): the server then sees it go late and
+    /// down, as it would a hung process.
+    ///
+    /// While paused, slots pass unsent and are not queued. The connection stays open, but the
+    /// client asks nothing of the server, so the server's silence is neither warned about nor
+    /// timed out; heartbeats still unacknowledged are not waited for. No connection is opened:
+    /// one that ends meanwhile (a server restart, or a pause beyond the server's idle limit of
+    /// 10 intervals and at least 5 s) is reopened by `resume`, or ends the client when it does
+    /// not reconnect. [`close`](Self::close) still says goodbye.
+    ///
+    /// Emits [`Event::Paused`]. Pausing a paused or finished client does nothing.
+    pub fn pause(&mut self, now: Now) {
+        if self.paused.is_some() || self.is_done() {
+            return;
+        }
+        self.paused = Some(now.mono);
+        self.timers.stop(Timer::Beat);
+        if self.is_sending() {
+            self.timers.stop(Timer::Silence);
+            self.timers.stop(Timer::AckTimeout);
+        }
+        self.event(Event::Paused);
+    }
+
+    /// Sends heartbeats again after [`pause`](Self::pause).
+    ///
+    /// Numbering goes on following the clock: when connected, the heartbeat due now goes out at
+    /// once, after one [`Event::Skipped`] for the slots that passed, so the server counts the
+    /// pause as missed heartbeats exactly once. The server's silence counts from now. A
+    /// connection that ended during the pause is reopened now, or when the backoff under way
+    /// ends; a pause that began before the first connection starts the schedule at seq 1 once
+    /// connected.
+    ///
+    /// Emits [`Event::Resumed`]. Resuming a client that is not paused does nothing.
+    pub fn resume(&mut self, now: Now) {
+        let Some(since) = self.paused.take() else {
+            return;
+        };
+        if self.is_done() {
+            return;
+        }
+        self.event(Event::Resumed {
+            paused_for: now.mono.saturating_duration_since(since),
+        });
+        match &mut self.state {
+            State::Connected {
+                last_heard,
+                handshake: Handshake::Open,
+                ..
+            } => {
+                // Nothing was asked of the server while paused: its silence then is no evidence.
+                *last_heard = now.mono;
+                if self.config.protocol == Protocol::V1 {
+                    self.arm_silence(now.mono);
+                }
+                self.open_schedule(now);
+            }
+            State::Backoff { attempt } if !self.timers.is_set(Timer::Reconnect) => {
+                // The backoff ended while paused.
+                self.state = State::Connecting { attempt: *attempt };
+                self.out.push_back(Output::Connect);
+            }
+            _ => {}
+        }
+    }
+
     // ---- outputs ----
 
     /// The next thing the driver must do. Drain to `None` after every input or command.
@@ -643,9 +742,24 @@ impl Client {
         u64::try_from(elapsed / self.config.interval.as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// True when heartbeats may go out on the connection (it is up, and answered the challenge
+    /// if there was one), paused or not.
+    fn is_sending(&self) -> bool {
+        matches!(
+            self.state,
+            State::Connected {
+                handshake: Handshake::Open,
+                ..
+            }
+        )
+    }
+
     /// Heartbeats may go out on this connection: starts the schedule on the first one, and
-    /// sends what is due.
+    /// sends what is due. While paused, it waits for `resume`.
     fn open_schedule(&mut self, now: Now) {
+        if self.paused.is_some() {
+            return;
+        }
         if self.start.is_none() {
             self.start = Some(now.mono);
         }
@@ -654,6 +768,9 @@ impl Client {
 
     /// Sends the heartbeat due now, if any, reporting skipped slots, and arms the next slot.
     fn send_due(&mut self, now: Now) {
+        if self.paused.is_some() {
+            return;
+        }
         if !matches!(
             self.state,
             State::Connected {
@@ -897,6 +1014,12 @@ impl Client {
     }
 
     fn arm_silence(&mut self, from: Instant) {
+        if self.paused.is_some() && self.is_sending() {
+            // Paused: nothing is asked of the server, so its silence means nothing.
+            self.timers.stop(Timer::Silence);
+            self.timers.stop(Timer::AckTimeout);
+            return;
+        }
         // Floored at 1 s: a few 10 ms intervals without an ack is ordinary network jitter.
         let silence =
             (self.config.interval * self.config.silence_intervals).max(Duration::from_secs(1));
@@ -1404,6 +1527,69 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_skips_slots_and_resume_reports_them_once_on_the_grid() {
+        let (t0, mut c) = connected(config(100));
+        c.handle_input(t0, b"WELCOME 1\nACK 1 1.0\n");
+        let _ = drain(&mut c);
+        c.pause(t0.advanced(Duration::from_millis(50)));
+        assert_eq!(text(&drain(&mut c)), ["ev paused"]);
+        assert!(c.is_paused());
+        // Nothing to wake for: no slot, no silence to watch.
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_timeout(t0.advanced(Duration::from_secs(60)));
+        c.pause(t0.advanced(Duration::from_secs(61)));
+        assert_eq!(drain(&mut c), []);
+        c.resume(t0.advanced(Duration::from_millis(1050)));
+        assert_eq!(
+            text(&drain(&mut c)),
+            [
+                "ev resumed after 1000.000ms",
+                "ev skipped seq=2-10",
+                "ev sent seq=11 at=1700000001.050000 late=50.000ms",
+                "tx BEAT 11 1700000001.050000",
+            ]
+        );
+        assert_eq!(
+            c.poll_timeout(),
+            Some(t0.mono + Duration::from_millis(1100))
+        );
+        assert_eq!((c.sent(), c.skipped(), c.is_paused()), (2, 9, false));
+        c.resume(t0.advanced(Duration::from_millis(1060)));
+        assert_eq!(drain(&mut c), []);
+    }
+
+    #[test]
+    fn a_paused_client_holds_no_silence_against_the_server() {
+        let (t0, mut c) = connected(config(1000));
+        // Heartbeat 1 is never acknowledged: not waited for while paused.
+        c.pause(t0.advanced(Duration::from_millis(500)));
+        let _ = drain(&mut c);
+        c.handle_input(t0.advanced(Duration::from_secs(1)), b"WELCOME 1\n");
+        assert_eq!(text(&drain(&mut c)), ["ev welcomed"]);
+        assert_eq!(c.poll_timeout(), None);
+        let resumed = t0.advanced(Duration::from_millis(60_500));
+        c.resume(resumed);
+        assert_eq!(text(&drain(&mut c))[1], "ev skipped seq=2-60");
+        // From the resume on, silence counts again, from the resume.
+        let mut log = Vec::new();
+        while let Some(at) = c.poll_timeout() {
+            let now = resumed.advanced(at - resumed.mono);
+            c.handle_timeout(now);
+            log.extend(text(&drain(&mut c)));
+        }
+        assert!(
+            log.contains(&"ev server silent for 3000.000ms".to_owned()),
+            "{log:?}"
+        );
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
+                Duration::from_secs(5)
+            ))))
+        );
+    }
+
+    #[test]
     fn a_refused_id_ends_the_client_or_is_retried_while_it_may_be_its_own_old_connection() {
         let refusal = format!(
             "ERROR {}\n",
@@ -1471,6 +1657,84 @@ mod tests {
         let (e, l) = (text(&drain(&mut early)), text(&drain(&mut late)));
         assert!(e.last().unwrap().starts_with("tx BEAT 6 "), "{e:?}");
         assert!(l.last().unwrap().starts_with("tx BEAT 6 "), "{l:?}");
+    }
+
+    #[test]
+    fn a_pause_before_the_first_connection_starts_numbering_at_one_on_resume() {
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        c.pause(t0);
+        assert_eq!(text(&drain(&mut c)), ["Connect", "ev paused"]);
+        c.handle_connected(t0.advanced(Duration::from_millis(10)));
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev connected attempt=0", "tx HELLO 1 c1 100"]
+        );
+        c.resume(t0.advanced(Duration::from_millis(500)));
+        assert_eq!(
+            text(&drain(&mut c))[1..],
+            [
+                "ev sent seq=1 at=1700000000.500000 late=0.000ms",
+                "tx BEAT 1 1700000000.500000"
+            ]
+        );
+        assert_eq!(c.skipped(), 0);
+    }
+
+    #[test]
+    fn a_connection_lost_while_paused_is_reopened_by_resume() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let (t0, mut c) = connected(config(100).reconnect(Some(backoff)));
+        c.pause(t0.advanced(Duration::from_millis(10)));
+        c.handle_eof(t0.advanced(Duration::from_millis(20)));
+        let _ = drain(&mut c);
+        // The backoff ends, and nothing is opened while paused.
+        let at = c.poll_timeout().unwrap();
+        c.handle_timeout(t0.advanced(at - t0.mono));
+        assert_eq!(drain(&mut c), []);
+        assert_eq!(c.poll_timeout(), None);
+        c.resume(t0.advanced(Duration::from_secs(1)));
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev resumed after 990.000ms", "Connect"]
+        );
+        c.handle_connected(t0.advanced(Duration::from_millis(1005)));
+        let out = text(&drain(&mut c));
+        assert_eq!(
+            out[2..4],
+            [
+                "ev skipped seq=2-10",
+                "ev sent seq=11 at=1700000001.005000 late=5.000ms"
+            ]
+        );
+
+        // Resumed before the backoff ends: the backoff runs its course.
+        let (t0, mut c) = connected(config(100).reconnect(Some(backoff)));
+        c.pause(t0);
+        c.handle_eof(t0);
+        let _ = drain(&mut c);
+        let at = c.poll_timeout().unwrap();
+        c.resume(t0);
+        assert_eq!(text(&drain(&mut c)), ["ev resumed after 0.000ms"]);
+        assert_eq!(c.poll_timeout(), Some(at));
+        c.handle_timeout(t0.advanced(at - t0.mono));
+        assert_eq!(drain(&mut c), [Output::Connect]);
+    }
+
+    #[test]
+    fn close_while_paused_says_goodbye_and_a_finished_client_ignores_pause() {
+        let (t0, mut c) = connected(config(100));
+        c.pause(t0);
+        let _ = drain(&mut c);
+        c.close(t0);
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["tx BYE", "Disconnect { reason: Local }"]
+        );
+        c.resume(t0);
+        c.pause(t0);
+        assert_eq!(drain(&mut c), []);
+        assert_eq!(c.exit(), Some(&Exit::Closed));
     }
 
     #[test]

@@ -243,6 +243,16 @@ impl ClientConfig {
         self.ack_timeout
     }
 
+    /// The session nonce sent in `HELLO` (0 unless [`session`](Self::session) set one).
+    pub fn session_value(&self) -> u64 {
+        self.session
+    }
+
+    /// The seed of the backoff jitter (0 unless [`rng_seed`](Self::rng_seed) set one).
+    pub fn rng_seed_value(&self) -> u64 {
+        self.rng_seed
+    }
+
     /// The reconnect backoff, if reconnecting.
     pub fn backoff(&self) -> Option<Backoff> {
         self.reconnect

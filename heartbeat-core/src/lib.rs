@@ -41,6 +41,55 @@
 //!
 //! The main types are re-exported here; the two `Event` and `Output` enums as
 //! `ServerEvent`/`ServerOutput` and `ClientEvent`/`ClientOutput`.
+//!
+//! # Example
+//! A client and a server, wired by hand: the caller carries the bytes and owns the clock (here a
+//! made-up one), so nothing here needs a network or a runtime. `heartbeat-net` does the same
+//! over TCP.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use heartbeat_core::{
+//!     Client, ClientConfig, ClientId, ClientOutput, Now, Server, ServerConfig, ServerEvent,
+//!     ServerOutput, UnixTime,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = Now {
+//!     mono: Instant::now(),
+//!     unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+//! };
+//! let mut server = Server::new(Arc::new(ServerConfig::default()));
+//! let config = ClientConfig::new(ClientId::new("web-01")?, Duration::from_secs(1))?;
+//! let mut client = Client::new(config, now);
+//!
+//! assert_eq!(client.poll_output(), Some(ClientOutput::Connect));
+//! let conn = server.accept(now, "127.0.0.1:40000".parse()?);
+//! client.handle_connected(now);
+//! // HELLO and the first BEAT, to the server.
+//! while let Some(out) = client.poll_output() {
+//!     if let ClientOutput::Transmit(bytes) = out {
+//!         server.handle_input(now, conn, &bytes);
+//!     }
+//! }
+//! // WELCOME and the ACK, back to the client; the server's events, for the application.
+//! let mut events = Vec::new();
+//! while let Some(out) = server.poll_output() {
+//!     match out {
+//!         ServerOutput::Transmit { bytes, .. } => client.handle_input(now, &bytes),
+//!         ServerOutput::Event(e) => events.push(e),
+//!         ServerOutput::Disconnect { .. } => unreachable!("nothing went wrong"),
+//!     }
+//! }
+//! assert!(matches!(events[..], [ServerEvent::Connected { .. }, ServerEvent::Heartbeat { .. }]));
+//! assert_eq!((client.sent(), client.acked()), (1, 1));
+//! // The next heartbeat is due one interval later: sleep until then, then `handle_timeout`.
+//! assert_eq!(client.poll_timeout(), Some(now.mono + Duration::from_secs(1)));
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 pub mod analysis;

@@ -32,6 +32,10 @@ impl<T: Copy + Into<usize>, const N: usize> TimerTable<T, N> {
         self.data = [None; N];
     }
 
+    pub(crate) fn is_set(&self, timer: T) -> bool {
+        self.data[timer.into()].is_some()
+    }
+
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         self.data.iter().flatten().min().copied()
     }

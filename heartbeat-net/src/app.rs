@@ -1,4 +1,5 @@
-//! What the binaries share: logging setup, the runtime and the shutdown signal.
+//! What the binaries share: logging setup, the runtime, the shutdown signal, and fresh
+//! randomness (which the embedding API uses too).
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -48,4 +49,13 @@ pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         };
         tracing::info!("Received {name}, shutting down");
     })
+}
+
+/// A fresh random number from the operating system: for a client's session nonce (which the
+/// identity rule relies on being unguessable) and its jitter seed, where reproducibility is not
+/// wanted.
+pub fn random_u64() -> Result<u64, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)?;
+    Ok(u64::from_ne_bytes(bytes))
 }

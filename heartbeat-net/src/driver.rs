@@ -31,7 +31,7 @@ use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, Now, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
@@ -196,12 +196,42 @@ impl Default for ServerOptions {
 /// On `stop` the client says goodbye and closes ([`Exit::Closed`]). Returns how the client ended;
 /// `Err` only for a driver fault, never for anything the network or the server did (those are in
 /// [`Exit::Failed`]).
+///
+/// To pause, resume and watch a client from elsewhere in an application, use
+/// [`embed`](crate::embed), which runs this same loop.
 pub async fn run_client<C: Connector>(
+    connector: C,
+    client: Client,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    mut on_event: impl FnMut(&client::Event, Now),
+) -> Result<Exit, NetError> {
+    drive_client(connector, client, clock, stop, None, |e, now, _| {
+        on_event(e, now)
+    })
+    .await
+}
+
+/// What an application wants of a running client besides `stop` (see [`crate::embed`]). The
+/// loop reads the latest wish at every turn, so only the last one counts and none is lost while
+/// it was busy (connecting, say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Wish {
+    /// Heartbeats paused ([`Client::pause`]).
+    pub(crate) paused: bool,
+    /// Say goodbye and end ([`Client::close`]).
+    pub(crate) stop: bool,
+}
+
+/// [`run_client`]'s loop, also taking wishes (a closed channel wishes a stop) and handing
+/// `on_event` the client as it is after the event, for counters.
+pub(crate) async fn drive_client<C: Connector>(
     mut connector: C,
     mut client: Client,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
-    mut on_event: impl FnMut(&client::Event, Now),
+    mut wishes: Option<watch::Receiver<Wish>>,
+    mut on_event: impl FnMut(&client::Event, Now, &Client),
 ) -> Result<Exit, NetError> {
     // Writes are a few dozen bytes; one that blocks this long means the server stopped reading,
     // which the ack timeout would report anyway.
@@ -235,7 +265,7 @@ pub async fn run_client<C: Connector>(
                         close_stream(&mut s).await;
                     }
                 }
-                client::Output::Event(e) => on_event(&e, now),
+                client::Output::Event(e) => on_event(&e, now, &client),
             }
         }
         if let Some(exit) = client.exit() {
@@ -247,14 +277,21 @@ pub async fn run_client<C: Connector>(
             let result = tokio::select! {
                 biased;
                 () = &mut stop, if !stopped => None,
+                () = stop_wished(&mut wishes), if !stopped => None,
                 r = connector.connect() => Some(r),
             };
             now = clock.now();
+            // Before the stream is handed over: a client paused meanwhile sends nothing on it.
+            obey(wishes.as_ref(), &mut client, now, &mut stopped);
             match result {
                 None => {
-                    stopped = true;
-                    client.close(now);
+                    if !stopped {
+                        stopped = true;
+                        client.close(now);
+                    }
                 }
+                // Closed meanwhile: whatever was opened is dropped.
+                Some(_) if client.is_done() => {}
                 Some(Ok(s)) => {
                     stream = Some(s);
                     client.handle_connected(now);
@@ -272,6 +309,7 @@ pub async fn run_client<C: Connector>(
         let wake = tokio::select! {
             biased;
             () = &mut stop, if !stopped => ClientWake::Stop,
+            () = wish_changed(&mut wishes), if !stopped => ClientWake::Wish,
             () = sleep_until_opt(deadline) => ClientWake::Timeout,
             r = read_opt(&mut stream, &mut buf) => ClientWake::Read(r),
         };
@@ -285,11 +323,15 @@ pub async fn run_client<C: Connector>(
                 .map_or(ClientWake::Timeout, ClientWake::Read),
             other => other,
         };
+        obey(wishes.as_ref(), &mut client, now, &mut stopped);
         match wake {
             ClientWake::Stop => {
-                stopped = true;
-                client.close(now);
+                if !stopped {
+                    stopped = true;
+                    client.close(now);
+                }
             }
+            ClientWake::Wish => {}
             ClientWake::Timeout => client.handle_timeout(now),
             ClientWake::Read(Ok(0)) => {
                 stream = None;
@@ -309,6 +351,48 @@ enum ClientWake {
     Read(io::Result<usize>),
     Stop,
     Timeout,
+    Wish,
+}
+
+/// Brings the client in line with the latest wish: pauses, resumes, or (once) closes it.
+fn obey(wishes: Option<&watch::Receiver<Wish>>, client: &mut Client, now: Now, stopped: &mut bool) {
+    let Some(rx) = wishes else {
+        return;
+    };
+    let wish = *rx.borrow();
+    if wish.stop || rx.is_closed() {
+        if !*stopped {
+            *stopped = true;
+            client.close(now);
+        }
+        return;
+    }
+    if wish.paused && !client.is_paused() {
+        client.pause(now);
+    } else if !wish.paused && client.is_paused() {
+        client.resume(now);
+    }
+}
+
+/// Completes when a wish may have changed (at once when the channel is closed); never without
+/// a channel.
+async fn wish_changed(wishes: &mut Option<watch::Receiver<Wish>>) {
+    match wishes {
+        Some(rx) => {
+            let _ = rx.changed().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when a stop is wished (or the channel is closed); never without a channel.
+async fn stop_wished(wishes: &mut Option<watch::Receiver<Wish>>) {
+    match wishes {
+        Some(rx) => {
+            let _ = rx.wait_for(|w| w.stop).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// What an application runs inside the server loop ([`run_server_app`]): it handles the core's

@@ -1,5 +1,8 @@
-//! The tokio driver of the heartbeat core and the production binaries.
+//! The tokio driver of the heartbeat core, the embedding API and the production binaries.
 //!
+//! - [`embed`]: heartbeats from inside a Rust service, on its own runtime: a
+//!   [`Builder`](embed::Builder), and a [`Handle`](embed::Handle) to read the counters, pause and resume the heartbeats (tied to the service's
+//!   health) and shut the client down.
 //! - [`driver`]: `run_client` and `run_server`, generic over [`Listener`] and [`Connector`] so
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
@@ -16,10 +19,34 @@
 //! The binaries `heartbeat-server`, `heartbeat-client` and `heartbeat-load` are thin: parse
 //! flags, set up logging, build the core's configuration, call the driver, print what it
 //! reports.
+//!
+//! # Example
+//! A service that heartbeats to a `heartbeat-server` for as long as it runs (the
+//! [`embed`] docs show how to stop the heartbeats when the service hangs):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use heartbeat_net::embed::{Backoff, Builder, ClientConfig, ClientId};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = ClientConfig::new(ClientId::new("orders-1")?, Duration::from_secs(1))?
+//!         .reconnect(Some(Backoff::default()));
+//!     let heartbeat = Builder::new(config, "localhost", 6510).spawn();
+//!     tokio::signal::ctrl_c().await?; // the service's work goes here
+//!     println!("{:?}", heartbeat.stats());
+//!     heartbeat.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;
 pub mod driver;
+pub mod embed;
 mod error;
 pub mod keys;
 mod limits;

@@ -284,12 +284,21 @@ impl<C> TlsConnector<C> {
     ) -> Result<Self, TlsError> {
         let server_name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
-        Ok(Self {
+        Ok(Self::with_server_name(inner, config, server_name))
+    }
+
+    /// The same, with a server name already parsed.
+    pub fn with_server_name(
+        inner: C,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        Self {
             inner,
             connector: tokio_rustls::TlsConnector::from(config),
             server_name,
             timeout: HANDSHAKE_TIMEOUT,
-        })
+        }
     }
 }
 

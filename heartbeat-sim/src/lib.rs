@@ -50,7 +50,24 @@
 //! registered in a fixed order; every `select!` (here and in the driver) is `biased;`; nothing
 //! rendered iterates a `HashMap`. Same seed, same build: byte-identical output (checked by
 //! `tests/tests/sim`). No `--cfg tokio_unstable` is needed.
+//!
+//! # Example
+//! The built-in `partition` scenario with seed 7: run, judged, and rendered as the `run`
+//! command prints it.
+//!
+//! ```
+//! use heartbeat_sim::{Params, Scenario, oracle, render, world};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let scenario = Scenario::build("partition", &Params::seed(7))?;
+//! let outcome = world::run(&scenario)?;
+//! let verdict = oracle::check(&outcome);
+//! assert!(verdict.ok(), "{}", render::text(&outcome, &verdict));
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod check;
 mod host;

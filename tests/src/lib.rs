@@ -7,6 +7,21 @@
 //!
 //! Everything the machines emit is written to a [`Transcript`], one `Display` line per output
 //! with the time since the start (`t+1500.000ms server ...`), for `insta` snapshots.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use heartbeat_core::ClientId;
+//! use heartbeat_core::config::{ClientConfig, ServerConfig};
+//! use heartbeat_tests::Pair;
+//!
+//! let mut pair = Pair::new(ServerConfig::default(), Duration::from_millis(5));
+//! let id = ClientId::new("a").unwrap();
+//! pair.add_client("a", ClientConfig::new(id, Duration::from_millis(100)).unwrap());
+//! pair.run_until(Duration::from_secs(1));
+//! assert_eq!(pair.line("a welcomed"), "t+15.000ms a welcomed");
+//! assert_eq!(pair.client(0).acked(), 10);
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -216,6 +231,18 @@ impl Pair {
         let name = self.transcript.names[i].clone();
         self.transcript
             .log(&self.net, "net", format_args!("silent crash {name}"));
+    }
+
+    /// Pauses client `i`'s heartbeats now ([`Client::pause`]).
+    pub fn pause(&mut self, i: usize) {
+        self.net
+            .command_client(i, &mut self.transcript, Client::pause);
+    }
+
+    /// Resumes client `i`'s heartbeats now ([`Client::resume`]).
+    pub fn resume(&mut self, i: usize) {
+        self.net
+            .command_client(i, &mut self.transcript, Client::resume);
     }
 
     /// Runs until `elapsed() == until` (from the start), doing everything due up to and

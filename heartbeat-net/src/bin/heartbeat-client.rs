@@ -392,12 +392,9 @@ fn id_from_host(host: &str) -> String {
     }
 }
 
-/// A fresh random number from the operating system: for the session nonce (which the identity
-/// rule relies on being unguessable) and the jitter seed, where reproducibility is not wanted.
+/// [`heartbeat_net::app::random_u64`], as an error that says what failed.
 fn random_u64() -> anyhow::Result<u64> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot read randomness: {e}"))?;
-    Ok(u64::from_ne_bytes(bytes))
+    heartbeat_net::app::random_u64().map_err(|e| anyhow::anyhow!("cannot read randomness: {e}"))
 }
 
 /// Which servers are connected, for the lost and regained lines.

@@ -66,7 +66,7 @@ struct LoadArgs {
           value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
-    /// Connections to open, one client each (v1 ids load-0 to load-<N-1>), 1 to 1,000,000.
+    /// Connections to open, one client each (v1 ids load-0, load-1, and so on), 1 to 1,000,000.
     /// Each needs an open file here and one in the server: see --source-addrs beyond about
     /// 28,000.
     #[arg(short, long, default_value_t = 100, allow_negative_numbers = true,

@@ -16,7 +16,7 @@ const HEARTBEAT_LINES: u32 = 1000;
 
 /// The seed's log lines, kept recognisable, plus what the seed could not see. Every line goes
 /// through the log summary, so a hostile peer cannot flood the log: per kind, a few lines a
-/// second (heartbeats: [`HEARTBEAT_LINES`]), then one line with how many were left out.
+/// second (heartbeats: `HEARTBEAT_LINES`), then one line with how many were left out.
 pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
     let line = |level: Level, kind: &'static str, text: std::fmt::Arguments<'_>| {
         log.log(now.mono, level, kind, text);

@@ -1,11 +1,13 @@
-//! End-to-end tests: the real `heartbeat-server` and `heartbeat-client` binaries on 127.0.0.1,
-//! with free ports, bounded waits and every child killed at the end.
+//! End-to-end tests: the real `heartbeat-server` and `heartbeat-client` binaries (or the
+//! embedding API, `heartbeat_net::embed`) on 127.0.0.1, with free ports, bounded waits and every
+//! child killed at the end.
 
 mod auth;
 mod client_daemon;
 mod concurrency;
 mod detector;
 mod drift;
+mod embed;
 mod faults;
 mod hostile;
 mod legacy;

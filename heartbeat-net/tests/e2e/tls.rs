@@ -15,9 +15,9 @@ use crate::util::{
 
 /// A test CA, a server certificate it signed for the name `localhost` only (no IP address, so a
 /// client connecting to 127.0.0.1 must say --tls-server-name), and a second, unrelated CA.
-struct Pki {
-    dir: TempDir,
-    ca: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: TempDir,
+    pub(crate) ca: PathBuf,
     other_ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
@@ -52,7 +52,7 @@ fn new_ca(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pem"))
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = new_ca(d, "test-ca");
@@ -82,7 +82,7 @@ fn pki() -> Pki {
 
 impl Pki {
     /// `--tls-cert CERT --tls-key KEY`.
-    fn server_args(&self) -> [&str; 4] {
+    pub(crate) fn server_args(&self) -> [&str; 4] {
         ["--tls-cert", arg(&self.cert), "--tls-key", arg(&self.key)]
     }
 }

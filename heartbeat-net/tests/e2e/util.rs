@@ -196,17 +196,36 @@ impl Proc {
 
     /// Waits for a JSON event on stdout matching `pred`.
     pub(crate) fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_event_after(0, what, pred).1
+    }
+
+    /// Waits for a JSON event on stdout matching `pred`, not counting the first `skip` events;
+    /// returns its index among the events (from 0) and the event.
+    pub(crate) fn wait_event_after(
+        &mut self,
+        skip: usize,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (usize, Value) {
         let deadline = real_now() + WAIT;
         let parse = |l: &str| serde_json::from_str::<Value>(l).ok();
-        if let Some(v) = self.stdout.seen.iter().filter_map(|l| parse(l)).find(&pred) {
-            return v;
+        let seen = self.stdout.seen.iter().filter_map(|l| parse(l));
+        let mut index = 0;
+        for v in seen {
+            if index >= skip && pred(&v) {
+                return (index, v);
+            }
+            index += 1;
         }
         while let Some(line) = self.stdout.next_until(deadline) {
-            if let Some(v) = parse(&line).filter(&pred) {
-                return v;
+            if let Some(v) = parse(&line) {
+                if index >= skip && pred(&v) {
+                    return (index, v);
+                }
+                index += 1;
             }
         }
-        self.fail(&format!("no JSON event {what}"))
+        self.fail(&format!("no JSON event {what} after the first {skip}"))
     }
 
     /// Waits for the `heartbeat` event of `client` with sequence number `seq`.

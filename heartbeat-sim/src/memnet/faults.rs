@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use heartbeat_core::Now;
 use heartbeat_core::client::Client;
 use heartbeat_core::config::ClientConfig;
 use heartbeat_core::server::Server;
@@ -91,9 +92,21 @@ impl Net {
 
     /// Stops client `i`'s process cleanly: it says goodbye and closes ([`Client::close`]).
     pub fn close_client<O: Observer>(&mut self, i: usize, obs: &mut O) {
+        self.command_client(i, obs, Client::close);
+    }
+
+    /// Gives client `i`'s process a command now (such as [`Client::pause`] or
+    /// [`Client::resume`]) and carries out what it asks for. Nothing happens when no process
+    /// runs there.
+    pub fn command_client<O: Observer>(
+        &mut self,
+        i: usize,
+        obs: &mut O,
+        command: impl FnOnce(&mut Client, Now),
+    ) {
         let now = self.now;
         if let Some(m) = self.hosts[i].machine.as_mut() {
-            m.close(now);
+            command(m, now);
         }
         self.drain_client(i, obs);
     }

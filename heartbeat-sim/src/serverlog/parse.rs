@@ -363,7 +363,7 @@ impl Block {
 }
 
 /// Reads a whole log from `input`, parsing on `jobs` threads (1: on this one). `Err` only when
-/// `input` cannot be read; what is wrong in its content is in [`ReadStats`].
+/// `input` cannot be read; what is wrong in its content is in [`ReadStats`](super::ReadStats).
 pub fn read(mut input: impl Read, jobs: usize) -> io::Result<ServerLog> {
     let mut stitch = Stitch::default();
     if jobs <= 1 {

@@ -20,7 +20,7 @@
 //!   survived). Their length T_M runs to the heartbeat that ends them. Suspicions after a
 //!   session's last arrival are correct (the client did stop). Mistakes per hour are per hour of
 //!   watched time (the sessions' total length), as the QoS tables count them
-//!   ([`Tally`](crate::qos::metrics::Tally)).
+//!   ([`Tally`]).
 //! - **Detection time** T_D, by Chen's method: a crash is assumed right after an arrival (a read
 //!   of one or more heartbeats), at that arrival's server receive time; T_D is when the checks
 //!   would have declared the client down had nothing arrived after it

@@ -98,3 +98,35 @@ fn reconnecting_client_survives_a_partition_and_the_gap_is_counted_once() {
     assert_eq!(st.missed_ranges().count(), 1, "one gap");
     assert_eq!(st.restarts(), 0);
 }
+
+/// An application that pauses its heartbeats (it knows it is unhealthy) looks to the server like
+/// a hung process: late, then down, with the connection still open. On resume it is up again,
+/// and the pause is one missed range, with the numbering on the clock grid.
+#[test]
+fn a_paused_client_goes_down_and_its_pause_is_missed_once() {
+    use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+    use heartbeat_core::liveness::Liveness;
+    use std::time::Duration;
+
+    let config = ServerConfig::default().detector(DetectorConfig::new(DetectorKind::Fixed));
+    let mut pair = Pair::new(config, Duration::from_millis(5));
+    pair.transcript.record_heartbeats = false;
+    let a = pair.add_client("a", client("a", 100));
+    pair.run_until(Duration::from_millis(1050));
+    pair.pause(a);
+    pair.run_until(Duration::from_millis(2050));
+    pair.resume(a);
+    pair.run_until(Duration::from_millis(2500));
+    insta::assert_snapshot!(pair.render());
+    let st = pair.server().client(&key("a")).unwrap();
+    let last = pair.client(a).last_sent().unwrap();
+    assert_eq!(
+        st.received() + st.missed(),
+        last.0,
+        "every slot accounted for"
+    );
+    assert_eq!(st.missed(), pair.client(a).skipped());
+    assert_eq!(st.missed_ranges().count(), 1, "one gap");
+    assert_eq!(st.state(), Liveness::Up);
+    assert!(pair.client(a).is_connected());
+}

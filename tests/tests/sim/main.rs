@@ -6,6 +6,7 @@
 //! Snapshots live in `snapshots/` beside this file. After a deliberate change, review them with
 //! `cargo insta review`; CI runs with `INSTA_UPDATE=no`, so an unreviewed change fails.
 
+mod embed;
 mod expansions;
 mod files;
 mod insta_format;
