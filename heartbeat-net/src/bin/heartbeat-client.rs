@@ -43,7 +43,8 @@ struct Opt {
     /// Heartbeat to this server as well, HOST:PORT ([IPV6]:PORT for an IPv6 address); give it
     /// once per server, instead of --host and --port. Every server gets the same heartbeats
     /// (same id, same numbering), each over its own connection, acknowledged by each; the
-    /// client logs which servers it lost and regained. Default: --host and --port, one server.
+    /// client logs which servers it lost and regained, and keeps going while any server is
+    /// left: it exits 1 only when every one has failed. Default: --host and --port, one server.
     #[arg(long = "server", value_name = "HOST:PORT", value_parser = parse_server,
           conflicts_with_all = ["host", "port"])]
     server: Vec<Server>,
