@@ -26,7 +26,7 @@ use session::ClientRecord;
 
 pub use crate::liveness::Liveness;
 pub use event::{Event, Output};
-pub use persist::{Restored, STATE_VERSION, State, StateError};
+pub use persist::{MergedState, Restored, STATE_VERSION, State, StateError};
 pub use session::ClientView;
 
 /// After a stall of the server itself, how long before due timers are looked at again.

@@ -73,18 +73,14 @@ impl State {
     /// Applies `later`, a state of changes taken after this one: its clients replace or join
     /// this state's, and the clients it forgot leave it. Applying a full state and then every
     /// later state of changes, in order, gives the full state as of the last one.
+    ///
+    /// It rebuilds the state: to apply many states of changes, use a [`MergedState`].
     pub fn merge(&mut self, later: Self) {
-        let mut by_key: BTreeMap<StateKey, ClientState> = std::mem::take(&mut self.clients)
-            .into_iter()
-            .map(|c| (c.client.clone(), c))
-            .collect();
-        for key in later.forgotten {
-            by_key.remove(&key);
-        }
-        for c in later.clients {
-            by_key.insert(c.client.clone(), c);
-        }
-        self.clients = by_key.into_values().collect();
+        let forgotten = std::mem::take(&mut self.forgotten);
+        let mut merged = MergedState::new(std::mem::take(self));
+        merged.merge(later);
+        *self = merged.into_state();
+        self.forgotten = forgotten;
     }
 
     pub(super) fn new(clients: Vec<ClientState>, forgotten: Vec<StateKey>) -> Self {
@@ -93,6 +89,54 @@ impl State {
 
     pub(super) fn into_clients(self) -> Vec<ClientState> {
         self.clients
+    }
+}
+
+/// A full [`State`] kept current by merging states of changes into it
+/// ([`Server::persist_changes`](super::Server::persist_changes)), at a cost per change rather
+/// than per client: what a journal's reader, and a writer that keeps the full state off the
+/// server's loop, hold between full saves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergedState {
+    clients: BTreeMap<StateKey, ClientState>,
+}
+
+impl MergedState {
+    /// Starts from a full state (the clients it says are forgotten are ignored).
+    pub fn new(full: State) -> Self {
+        Self {
+            clients: full
+                .clients
+                .into_iter()
+                .map(|c| (c.client.clone(), c))
+                .collect(),
+        }
+    }
+
+    /// Applies `later`, a state of changes taken after the last one applied: its clients
+    /// replace or join, and the clients it forgot leave.
+    pub fn merge(&mut self, later: State) {
+        for key in later.forgotten {
+            self.clients.remove(&key);
+        }
+        for c in later.clients {
+            self.clients.insert(c.client.clone(), c);
+        }
+    }
+
+    /// How many clients it holds.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The full state as of the last merge (a copy).
+    pub fn to_state(&self) -> State {
+        State::new(self.clients.values().cloned().collect(), Vec::new())
+    }
+
+    /// The full state as of the last merge.
+    pub fn into_state(self) -> State {
+        State::new(self.clients.into_values().collect(), Vec::new())
     }
 }
 

@@ -1141,3 +1141,44 @@ fn a_state_is_restored_into_a_fresh_server_only_and_up_to_the_client_limit() {
     let restored = small.restore(old.persist(), t0).unwrap();
     assert_eq!((restored.clients, restored.dropped), (2, 1));
 }
+
+/// Merges the changes since the last call into `merged`, which must then be the full state.
+fn merge_changes_and_compare(s: &mut Server, merged: &mut MergedState, step: &str) {
+    merged.merge(s.persist_changes());
+    assert_eq!(merged.to_state(), s.persist(), "after {step}");
+    let _ = drain(s);
+}
+
+#[test]
+fn every_change_to_a_record_is_in_the_changes() {
+    // What a journal replays after a crash, and what the state writer keeps between full
+    // saves: the first full state and every later state of changes, merged, are the full
+    // state, whatever happened to the records.
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let mut merged = MergedState::new(s.persist());
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a's first heartbeat");
+    beat_every_second(&mut s, t0, a, 2..=3);
+    beat_every_second(&mut s, t0, a, 6..=6);
+    let t6 = t0.advanced(Duration::from_secs(6));
+    s.handle_input(t6, a, b"BEAT 2 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a gap and a duplicate");
+    let b = open(&mut s, t6, 2, b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\n");
+    s.handle_eof(t6, b);
+    merge_changes_and_compare(&mut s, &mut merged, "b connected and gone");
+    let (last, log) = run_timers(&mut s, t6, |s| {
+        s.clients().all(|c| c.state() == Liveness::Down)
+    });
+    assert!(log.iter().any(|l| l.contains("suspect")), "{log:?}");
+    merge_changes_and_compare(&mut s, &mut merged, "liveness changes on timers");
+    let later = t0.advanced(last - t0.mono);
+    s.handle_input(later, a, b"BYE\n");
+    s.handle_eof(later, a);
+    merge_changes_and_compare(&mut s, &mut merged, "a goodbye");
+    open(&mut s, later, 3, b"HELLO 1 b 1000 b2\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "b restarted");
+    open(&mut s, later, 4, b"HELLO 1 c 1000 cc\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a forgotten at the limit for c");
+    assert_eq!(merged.client_count(), 2);
+}

@@ -363,7 +363,7 @@ fn open_state(
         ),
     }
     state_dir
-        .start_saving(loaded.generation, interval)
+        .start_saving(loaded.generation, interval, server.persist())
         .with_context(|| format!("starting to save the state in {}", dir.display()))
 }
 

@@ -34,7 +34,9 @@ fn count(p: &Proc, event: &str, client: &str) -> usize {
 fn after_kill_9_counting_goes_on_exactly_where_the_old_server_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut first = server(port, dir.path(), &[]);
+    // Full saves every 200 ms: the restart reads the last of them (written from the state the
+    // writer keeps) and the journal after it.
+    let mut first = server(port, dir.path(), &["--state-interval", "200ms"]);
     let mut client = Proc::client(port, "client", &["-i", "50", "--reconnect", "--id", "k9"]);
     first.wait_beat("k9", 20);
     // Between two heartbeats, none in flight: stop the client for a moment, kill the server.
