@@ -237,7 +237,8 @@ fn python_number(s: &str, float: bool) -> Result<(bool, String), String> {
 }
 
 /// The parser of a whole-number flag of type `T` from `min` to `max`, read as Python's `int()`
-/// reads it (see [`python_number`]). Give the flag `allow_negative_numbers = true`, so that a
+/// reads it: spaces around it, a leading `+` and single underscores between digits (`1_000`)
+/// are accepted, ASCII digits only. Give the flag `allow_negative_numbers = true`, so that a
 /// negative value reaches this parser and gets a clear message instead of clap's "unexpected
 /// argument".
 pub fn int<T>(min: i128, max: i128) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
@@ -270,8 +271,8 @@ fn below(n: i128, min: i128, max: i128) -> String {
     }
 }
 
-/// A positive number (`threshold`), read as Python's `float()` reads it (see
-/// [`python_number`]); finite, and more than 0.
+/// A positive number (`threshold`), read as Python's `float()` reads it (spaces around it, a
+/// leading `+`, single underscores between digits); finite, and more than 0.
 pub fn float(s: &str) -> Result<f64, String> {
     let (negative, digits) = python_number(s, true)?;
     let v: f64 = digits.parse().map_err(|_| "not a number".to_owned())?;

@@ -40,8 +40,8 @@ struct Opt {
           value_parser = cli::int::<u64>(1, 86_400_000))]
     interval: u64,
 
-    /// Heartbeat to this server as well, HOST:PORT ([IPV6]:PORT for an IPv6 address); give it
-    /// once per server, instead of --host and --port. Every server gets the same heartbeats
+    /// Heartbeat to this server as well, HOST:PORT (an IPv6 address within square brackets);
+    /// give it once per server, instead of --host and --port. Every server gets the same heartbeats
     /// (same id, same numbering), each over its own connection, acknowledged by each; the
     /// client logs which servers it lost and regained, and keeps going while any server is
     /// left: it exits 1 only when every one has failed. Default: --host and --port, one server.

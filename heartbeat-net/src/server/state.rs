@@ -570,7 +570,7 @@ impl Saver {
     }
 
     /// At shutdown: journals the last changes, queues a final full save and waits (at most
-    /// [`FINAL_SAVE_TIMEOUT`]) for the writer to finish.
+    /// 10 s) for the writer to finish.
     pub fn finish(mut self, server: &mut Server, now: Now) {
         self.journal(server);
         {
