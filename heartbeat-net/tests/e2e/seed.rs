@@ -9,7 +9,7 @@
 use std::net::TcpListener;
 use std::process::Command;
 
-use crate::util::{CLIENT, Proc, SERVER, assert_counts, client_summary, free_port};
+use crate::util::{CLIENT, Proc, SERVER, assert_sent_all_counted, client_summary, free_port};
 
 /// The level and the message of a log line (`2026-...Z  INFO message`).
 fn message(line: &str) -> (&str, &str) {
@@ -286,7 +286,7 @@ fn numbers_are_read_as_the_seed_read_them() {
     );
     client.expect_exit(0);
     server.wait_transition("left");
-    assert_counts(client_summary(&server.summary(), "n"), 10, 0);
+    assert_sent_all_counted(client_summary(&server.summary(), "n"), 10);
     for (args, message) in [
         (
             &["-i", "-1"][..],
@@ -408,7 +408,7 @@ fn client_started_before_the_server() {
     patient.expect_exit(0);
     patient.wait_stderr(&format!("Successfully connected to 127.0.0.1:{port}"));
     let clients = server.summary();
-    assert_counts(client_summary(&clients, "patient"), 5, 0);
+    assert_sent_all_counted(client_summary(&clients, "patient"), 5);
 }
 
 #[test]
@@ -455,7 +455,7 @@ fn a_second_client_after_the_first_died() {
     );
     second.expect_exit(0);
     let clients = server.summary();
-    assert_counts(client_summary(&clients, "second"), 4, 0);
+    assert_sent_all_counted(client_summary(&clients, "second"), 4);
     assert_eq!(client_summary(&clients, "first")["connected"], false);
 }
 

@@ -356,6 +356,19 @@ pub(crate) fn assert_counts(c: &Value, received: u64, missed: u64) {
     );
 }
 
+/// Every one of the `sent` heartbeats of a client's summary `c` was received, and every slot up
+/// to its highest is counted once: what holds on a loaded machine too, where the client may skip
+/// a slot it woke too late for (then missed, rightly).
+pub(crate) fn assert_sent_all_counted(c: &Value, sent: u64) {
+    let (received, missed, highest) = (
+        c["received"].as_u64(),
+        c["missed"].as_u64().unwrap_or(0),
+        c["highest_seq"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(received, Some(sent), "{c:#}");
+    assert_eq!(sent + missed, highest, "{c:#}");
+}
+
 /// The summary entry of `client` (an id, or `legacy@ADDR`).
 pub(crate) fn client_summary<'a>(clients: &'a [Value], client: &str) -> &'a Value {
     clients
