@@ -369,6 +369,24 @@ pub(crate) fn assert_sent_all_counted(c: &Value, sent: u64) {
     assert_eq!(sent + missed, highest, "{c:#}");
 }
 
+/// The heartbeats a client reports it did not send (`Heartbeats #a-#b were not sent`).
+pub(crate) fn skipped_by(client: &Proc) -> u64 {
+    client
+        .stderr()
+        .iter()
+        .filter_map(|l| {
+            l.split("Heartbeats #")
+                .nth(1)?
+                .split(" were not sent")
+                .next()
+        })
+        .filter_map(|range| {
+            let (a, b) = range.split_once("-#")?;
+            Some(b.parse::<u64>().ok()? - a.parse::<u64>().ok()? + 1)
+        })
+        .sum()
+}
+
 /// The summary entry of `client` (an id, or `legacy@ADDR`).
 pub(crate) fn client_summary<'a>(clients: &'a [Value], client: &str) -> &'a Value {
     clients
