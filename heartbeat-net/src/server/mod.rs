@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod output;
 mod refusals;
 pub mod signals;
+pub mod state;
 
 pub use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
 pub use log::log_event;
@@ -42,17 +43,18 @@ use clap::{CommandFactory, Parser};
 use heartbeat_core::analysis::Report;
 use heartbeat_core::config::ServerConfig;
 use heartbeat_core::liveness::FlapControl;
-use heartbeat_core::server::{Expected, Server, unix_seconds};
-use heartbeat_core::{AuthConfig, UnixTime, fmt_ms};
+use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
+use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
 use crate::app;
-use crate::cli::{DetectorArgs, trust_warning};
+use crate::cli::{self, DetectorArgs, trust_warning};
 use crate::driver::ControlReceiver;
 use crate::tls::{self, TlsListener};
 use crate::{
-    Clock as _, Listener, LogSummary, NetError, ServerControl, ServerOptions, SystemClock,
-    TcpListener, keys, run_server_with_control,
+    Clock as _, Listener, LogSummary, NetError, ServerApp, ServerControl, ServerOptions,
+    SystemClock, TcpListener, keys, run_server_app,
 };
+use state::{Saver, StateDir};
 
 /// At shutdown, how long queued and running hooks get before they are killed.
 const HOOK_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -70,7 +72,8 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 #[command(name = "heartbeat-server", version)]
 pub struct Opt {
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Log each heartbeat's timing (one-way delay, time since the previous one) at debug level.
@@ -89,12 +92,13 @@ pub struct Opt {
     json: bool,
 
     /// Most connections open at once; one accepted beyond it is closed at once.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 65_536, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections: u32,
 
     /// Most connections open at once from one IP address, so one host cannot take every slot;
     /// one beyond it is closed at once. Default: a quarter of --max-connections.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections_per_ip: Option<u32>,
 
     /// Shortest heartbeat interval a client may declare in its HELLO; a shorter one is refused
@@ -124,7 +128,8 @@ pub struct Opt {
     /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
     /// the kernel memory a peer that does not read can hold, and how soon the server's writes
     /// to it block (see --write-timeout). 0 leaves the system's autotuning (up to megabytes).
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 32_768, allow_negative_numbers = true,
+          value_parser = cli::int::<usize>(0, u32::MAX.into()))]
     send_buffer: usize,
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
@@ -135,7 +140,8 @@ pub struct Opt {
 
     /// Clients remembered at most (their analysis and detector). Beyond it a new client evicts
     /// the disconnected client heard from longest ago; connected clients are never evicted.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_clients: u32,
 
     /// Authenticate clients with the shared secrets in FILE: one `<client-id> <secret>` per
@@ -208,6 +214,19 @@ pub struct Opt {
     /// interval down. A number with a unit: ms, s or min.
     #[arg(long, requires = "expect", value_parser = parse_duration)]
     expect_grace: Option<Duration>,
+
+    /// Remember the clients across restarts in DIR (created if missing, mode 0700; one server
+    /// per directory): their counters, sessions and liveness are saved every --state-interval
+    /// and at shutdown, and what changed in between is journaled as it happens, so a restart
+    /// (even after kill -9) goes on counting where the old server stopped. Off by default: a
+    /// restarted server counts each client from its first heartbeat.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// With --state-dir: time between full saves of the state (the journal takes every change
+    /// in between). A number with a unit: ms, s or min.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "state_dir")]
+    state_interval: std::time::Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
     /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
@@ -432,13 +451,19 @@ async fn serve(
         .await?
         .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
     let addr = listener.local_addr().context("reading the bound address")?;
+    // The state is loaded (and its directory locked) before the server says it listens.
+    let mut server = Server::new(Arc::new(config));
+    let mut saver = match &opt.state_dir {
+        Some(dir) => Some(open_state(dir, &mut server, opt.state_interval)?),
+        None => None,
+    };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
-    tracing::info!("Failure detector: {}", config.detector_config());
-    let flap = config.flap_control_value();
+    tracing::info!("Failure detector: {}", server.config().detector_config());
+    let flap = server.config().flap_control_value();
     if flap != FlapControl::default() {
         tracing::info!("Flap control: {flap}");
     }
-    if let Some(warning) = trust_warning(addr, config.auth_config().is_some()) {
+    if let Some(warning) = trust_warning(addr, server.config().auth_config().is_some()) {
         tracing::warn!("{warning}");
     }
 
@@ -493,7 +518,6 @@ async fn serve(
             "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
         );
     }
-    let mut server = Server::new(Arc::new(config));
     if let Some(list) = expected {
         let changes = server.set_expected(SystemClock.now(), &list);
         tracing::info!(
@@ -519,15 +543,14 @@ async fn serve(
             () = stdout.failed() => {}
         }
     };
-    let run = Run {
-        options,
-        json,
+    let app = App {
         log: &log,
+        json,
         output: &output,
         hooks: hooks.as_ref(),
-        control: control_rx,
+        saver: saver.as_mut(),
     };
-    let server = match tls {
+    let served = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
@@ -536,20 +559,24 @@ async fn serve(
             }
             let signals =
                 tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
-            let served = run.serve(listener, server, stop).await;
+            let served = serve_on(listener, server, options, control_rx, stop, app).await;
             signals.abort();
-            served?
+            served
         }
         None => {
             let signals =
                 tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
-            let served = run.serve(listener, server, stop).await;
+            let served = serve_on(listener, server, options, control_rx, stop, app).await;
             signals.abort();
-            served?
+            served
         }
     };
+    let mut server = served?;
     if let Some(hooks) = hooks {
         hooks.shutdown(HOOK_SHUTDOWN_GRACE).await;
+    }
+    if let Some(saver) = saver {
+        saver.finish(&mut server, SystemClock.now());
     }
 
     let report = server.report();
@@ -568,53 +595,95 @@ async fn serve(
     Ok(())
 }
 
-/// One run of the loop, with where its events go.
-struct Run<'a> {
-    options: ServerOptions,
-    json: bool,
-    log: &'a LogSummary,
-    output: &'a Output,
-    hooks: Option<&'a Hooks>,
-    control: ControlReceiver,
+/// Opens the state directory, restores what it holds into the fresh `server` and starts the
+/// writer. A directory that cannot be used at all is an error (exit 1); a file in it that
+/// cannot be used is set aside and the server starts without it.
+fn open_state(
+    dir: &std::path::Path,
+    server: &mut Server,
+    interval: std::time::Duration,
+) -> anyhow::Result<Saver> {
+    let state_dir = StateDir::open(dir)?;
+    let now = SystemClock.now();
+    let loaded = state_dir.load(now.unix);
+    match loaded.state {
+        Some(state) => match server.restore(state, now) {
+            Ok(restored) => {
+                let ago = loaded.saved_at.map_or_else(
+                    || "-".to_owned(),
+                    |at| fmt_ms(now.unix.as_duration().saturating_sub(at.as_duration())),
+                );
+                let dropped = if restored.dropped > 0 {
+                    format!(
+                        "; {} more left out beyond --max-clients (the longest silent)",
+                        restored.dropped
+                    )
+                } else {
+                    String::new()
+                };
+                tracing::info!(
+                    "State: {} client(s) restored from {} (last full save {ago} ago, {} journal \
+                     line(s) after it){dropped}",
+                    restored.clients,
+                    dir.display(),
+                    loaded.journal_lines,
+                );
+            }
+            Err(e) => state_dir.refused(now.unix, &e.to_string()),
+        },
+        None => tracing::info!(
+            "State: nothing saved in {} yet; starting with no clients",
+            dir.display()
+        ),
+    }
+    state_dir
+        .start_saving(loaded.generation, interval, server.persist())
+        .with_context(|| format!("starting to save the state in {}", dir.display()))
 }
 
-impl Run<'_> {
-    /// Runs the server on `listener` (plaintext or TLS): every event is logged (refused
-    /// connections through the summarising log), handed to the hooks and, with `--json`,
-    /// printed; none of it waits.
-    async fn serve<L: Listener>(
-        self,
-        listener: L,
-        server: Server,
-        stop: impl Future<Output = ()>,
-    ) -> Result<Server, NetError> {
-        let Self {
-            options,
-            json,
-            log,
-            output,
-            hooks,
-            control,
-        } = self;
-        run_server_with_control(
-            listener,
-            server,
-            options,
-            control,
-            SystemClock,
-            stop,
-            |e, now| {
-                if !log_refusal(log, e, now.mono) {
-                    log_event(log, e, now);
-                }
-                if let Some(hooks) = hooks {
-                    hooks.notify(e, now);
-                }
-                if json {
-                    output.stdout.line(e.to_json_at(now.unix).to_string());
-                }
-            },
-        )
-        .await
+/// The application in the server loop: logs events (refused connections through the
+/// summarising log), hands transitions to the hooks and, with `--json`, prints events, none of
+/// it waiting; with `--state-dir`, keeps the state.
+struct App<'a> {
+    log: &'a LogSummary,
+    json: bool,
+    output: &'a Output,
+    hooks: Option<&'a Hooks>,
+    saver: Option<&'a mut Saver>,
+}
+
+impl ServerApp for App<'_> {
+    fn on_event(&mut self, e: &Event, now: Now) {
+        if !log_refusal(self.log, e, now.mono) {
+            log_event(self.log, e, now);
+        }
+        if let Some(hooks) = self.hooks {
+            hooks.notify(e, now);
+        }
+        if self.json {
+            self.output.stdout.line(e.to_json_at(now.unix).to_string());
+        }
     }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        self.saver.as_ref().and_then(|s| s.next_wake())
+    }
+
+    fn on_wake(&mut self, server: &mut Server, now: Now) {
+        if let Some(saver) = self.saver.as_mut() {
+            saver.on_wake(server, now);
+        }
+    }
+}
+
+/// Runs the server on `listener` (plaintext or TLS) with `app` in its loop.
+async fn serve_on<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    stop: impl Future<Output = ()>,
+    app: App<'_>,
+) -> Result<Server, NetError> {
+    run_server_app(listener, server, options, control, SystemClock, stop, app).await
 }
