@@ -9,6 +9,7 @@ use crate::detector::DetectorConfig;
 use crate::error::ConfigError;
 use crate::frame::{MAX_INTERVAL_MS, Protocol};
 use crate::ids::ClientId;
+use crate::liveness::FlapControl;
 
 /// Exponential backoff with jitter for reconnect attempts.
 ///
@@ -110,6 +111,7 @@ pub struct ClientConfig {
     pub(crate) rng_seed: u64,
     pub(crate) auth_key: Option<Secret>,
     pub(crate) connect_per_beat: bool,
+    pub(crate) id_patience: Duration,
 }
 
 impl ClientConfig {
@@ -129,7 +131,19 @@ impl ClientConfig {
             rng_seed: 0,
             auth_key: None,
             connect_per_beat: false,
+            id_patience: ServerConfig::default().idle_timeout_for(Some(interval)),
         })
+    }
+
+    /// The server's `max_idle` ([`ServerConfig::max_idle`]), if not the default 10 min. The
+    /// client needs it for one thing: how long a refusal under the identity rule may be its own
+    /// previous run's half-open connection, which the server drops after its idle timeout for
+    /// this interval. A reconnecting client retries a refusal that long, then gives up
+    /// ([`Failure::IdInUse`](crate::client::Failure::IdInUse)).
+    pub fn server_max_idle(mut self, max_idle: Duration) -> Result<Self, ConfigError> {
+        let server = ServerConfig::default().max_idle(max_idle)?;
+        self.id_patience = server.idle_timeout_for(Some(self.interval));
+        Ok(self)
     }
 
     /// Speak the seed's legacy text format (no `HELLO`, no acks, so no ack timeout). The
@@ -262,11 +276,13 @@ pub struct ServerConfig {
     pub(crate) max_missed_ranges: usize,
     pub(crate) max_clients: usize,
     pub(crate) detector: DetectorConfig,
+    pub(crate) flap: FlapControl,
     pub(crate) pause_guard: Duration,
     pub(crate) auth: Option<AuthConfig>,
     pub(crate) min_interval: Duration,
     pub(crate) max_idle: Duration,
     pub(crate) max_clock_skew: Duration,
+    pub(crate) forget_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -280,11 +296,13 @@ impl Default for ServerConfig {
             max_missed_ranges: 64,
             max_clients: 100_000,
             detector: DetectorConfig::default(),
+            flap: FlapControl::default(),
             pause_guard: Duration::from_secs(5),
             auth: None,
             min_interval: Duration::from_millis(10),
             max_idle: Duration::from_secs(600),
             max_clock_skew: Duration::from_secs(1),
+            forget_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -349,6 +367,18 @@ impl ServerConfig {
         &self.detector
     }
 
+    /// Flap control (see [`FlapControl`]): how long a conviction must hold before a client is
+    /// declared down, and how many arrivals bring it back up. Default: none (1 and 1).
+    pub fn flap_control(mut self, flap: FlapControl) -> Self {
+        self.flap = flap;
+        self
+    }
+
+    /// The flap control in force.
+    pub fn flap_control_value(&self) -> FlapControl {
+        self.flap
+    }
+
     /// Self-protection against the monitor's own stalls (a GC-like pause, a suspended VM): when
     /// the server is woken this much later than its earliest timer, it convicts nobody and drops
     /// no connection on that evidence alone, and looks again a second later, after reading what
@@ -392,6 +422,19 @@ impl ServerConfig {
     pub fn max_clock_skew(mut self, d: Duration) -> Result<Self, ConfigError> {
         self.max_clock_skew = nonzero(d, "max clock skew")?;
         Ok(self)
+    }
+
+    /// How long a client may be gone (disconnected, not heard from) before the server forgets
+    /// it (`Event::Forgotten`): its record, its liveness and its line in reports go, so memory
+    /// and exported metrics stay bounded under churn. Default 24 h.
+    pub fn forget_after(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.forget_after = nonzero(d, "forget after")?;
+        Ok(self)
+    }
+
+    /// The forget-after.
+    pub fn forget_after_value(&self) -> Duration {
+        self.forget_after
     }
 
     /// The minimum declared interval.
@@ -449,6 +492,7 @@ mod tests {
         assert_eq!(zero(s().min_interval(Duration::ZERO)), "min interval");
         assert_eq!(zero(s().max_idle(Duration::ZERO)), "max idle");
         assert_eq!(zero(s().max_clock_skew(Duration::ZERO)), "max clock skew");
+        assert_eq!(zero(s().forget_after(Duration::ZERO)), "forget after");
         assert!(s().pause_guard(Duration::from_millis(1)).is_ok());
         let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
         assert!(c.clone().silence_intervals(0).is_err());

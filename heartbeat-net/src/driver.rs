@@ -67,6 +67,151 @@ const ACCEPT_BATCH: usize = 64;
 /// persistent error does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Requests queued for the server task at most; beyond it [`ServerControl`] answers
+/// [`ControlError::Busy`] at once instead of piling up work.
+const CONTROL_CAPACITY: usize = 16;
+
+/// What only the driver counts: connections it closed at accept, before the core saw them.
+/// Everything else is counted by the core ([`Server::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Connections closed at accept because `max_connections` were open.
+    pub rejected_max_connections: u64,
+    /// Connections closed at accept because `max_connections_per_ip` were open from that
+    /// address.
+    pub rejected_per_ip: u64,
+}
+
+/// A request to the server task from elsewhere in the application (the metrics endpoint,
+/// signal handlers), carried out between two events of the loop, so it sees the server in a
+/// consistent state and never races it. Send them through a [`ServerControl`].
+///
+/// The function runs *on* the server task: whatever it costs delays every client's
+/// heartbeats by as much. Keep it to copying out what you need (counters, a report) and do
+/// the heavy work (encoding, printing, I/O) after it returned, elsewhere.
+pub enum Control {
+    /// Reads the server, the driver's own counters and the time: for a snapshot (metrics), a
+    /// report to print (SIGUSR1).
+    Inspect(InspectFn),
+    /// Changes the server (for example its expected clients, reloaded on SIGHUP); the driver
+    /// then carries out whatever the core output, as after any input.
+    Update(UpdateFn),
+}
+
+/// The function of a [`Control::Inspect`].
+pub type InspectFn = Box<dyn FnOnce(&Server, &DriverStats, Now) + Send>;
+
+/// The function of a [`Control::Update`].
+pub type UpdateFn = Box<dyn FnOnce(&mut Server, Now) + Send>;
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Inspect(_) => "Control::Inspect",
+            Self::Update(_) => "Control::Update",
+        })
+    }
+}
+
+/// Why a [`ServerControl`] request got no answer.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Too many requests are queued for the server task already.
+    #[error("the server is busy with earlier requests")]
+    Busy,
+    /// The server task is gone (stopped), or was not given this control's receiver.
+    #[error("the server is not running")]
+    Stopped,
+    /// The server task did not get to the request in time (it is overloaded or stalled).
+    #[error("the server did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// The sending side of the control channel of one server task: cheap to clone, usable from
+/// any task or thread (any tokio runtime). Requests are bounded (at most 16 queued, then
+/// [`ControlError::Busy`]) and timed out, so a stuck server task never blocks the sender.
+#[derive(Clone, Debug)]
+pub struct ServerControl {
+    tx: mpsc::Sender<Control>,
+}
+
+/// The receiving side of the control channel: hand it to [`run_server_with_control`].
+#[derive(Debug)]
+pub struct ControlReceiver(Option<mpsc::Receiver<Control>>);
+
+impl ServerControl {
+    /// A new control channel.
+    pub fn channel() -> (Self, ControlReceiver) {
+        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        (Self { tx }, ControlReceiver(Some(rx)))
+    }
+
+    /// Runs `f` on the server task (see [`Control::Inspect`]) and returns what it returned,
+    /// waiting at most `timeout`.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&Server, &DriverStats, Now) -> T + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = Control::Inspect(Box::new(move |server, driver, now| {
+            let _ = tx.send(f(server, driver, now));
+        }));
+        self.request(request, rx, timeout).await
+    }
+
+    /// Runs `f` on the server task with the server mutable (see [`Control::Update`]) and
+    /// returns what it returned, waiting at most `timeout`.
+    pub async fn update<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Server, Now) -> T + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = Control::Update(Box::new(move |server, now| {
+            let _ = tx.send(f(server, now));
+        }));
+        self.request(request, rx, timeout).await
+    }
+
+    async fn request<T>(
+        &self,
+        request: Control,
+        answer: tokio::sync::oneshot::Receiver<T>,
+        timeout: Duration,
+    ) -> Result<T, ControlError> {
+        self.tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => ControlError::Busy,
+            TrySendError::Closed(_) => ControlError::Stopped,
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(_)) => Err(ControlError::Stopped),
+            Err(_) => Err(ControlError::TimedOut(timeout)),
+        }
+    }
+}
+
+impl ControlReceiver {
+    /// A receiver nobody sends to: the server task takes no requests.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The next request; pending forever once every sender is gone. Cancel safe.
+    pub(crate) async fn recv(&mut self) -> Control {
+        if let Some(rx) = &mut self.0 {
+            if let Some(c) = rx.recv().await {
+                return c;
+            }
+            self.0 = None;
+        }
+        std::future::pending().await
+    }
+}
+
 /// A source of incoming streams: a bound TCP listener, or turmoil's in the simulator.
 pub trait Listener {
     /// The stream type of one accepted connection.
@@ -323,6 +468,15 @@ pub(crate) async fn drive_client<C: Connector>(
             r = read_opt(&mut stream, &mut buf) => ClientWake::Read(r),
         };
         now = clock.now();
+        // After a stall of this process, what the server sent meanwhile (acknowledgements, or its
+        // close) is read before the client's timers judge it. One read per turn of the loop,
+        // until nothing is waiting.
+        let wake = match wake {
+            ClientWake::Timeout if client.is_stalled(now.mono) => read_ready(&mut stream, &mut buf)
+                .await
+                .map_or(ClientWake::Timeout, ClientWake::Read),
+            other => other,
+        };
         obey(wishes.as_ref(), &mut client, now, &mut stopped);
         match wake {
             ClientWake::Stop => {
@@ -395,6 +549,35 @@ async fn stop_wished(wishes: &mut Option<watch::Receiver<Wish>>) {
     }
 }
 
+/// What an application runs inside the server loop ([`run_server_app`]): it handles the core's
+/// events, and may work on the [`Server`] itself (save its state, say) after each wake of the
+/// loop. Every method runs on the loop that acknowledges heartbeats and decides liveness, so it
+/// must be quick: anything slow (a disk, a network) belongs on another thread or task.
+pub trait ServerApp {
+    /// One event of the core, with the time of the call that produced it.
+    fn on_event(&mut self, event: &server::Event, now: Now);
+
+    /// The latest instant the loop should wake at for [`on_wake`](Self::on_wake) (it wakes
+    /// for other reasons too); `None` to be woken only by those. Read after every wake.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs after every wake of the loop, once the outputs of that wake are carried out; what
+    /// it makes the server output is carried out right after.
+    fn on_wake(&mut self, _server: &mut Server, _now: Now) {}
+}
+
+/// An application that only handles events, with a closure: what [`run_server`] runs.
+#[derive(Debug)]
+pub struct OnEvent<F>(pub F);
+
+impl<F: FnMut(&server::Event, Now)> ServerApp for OnEvent<F> {
+    fn on_event(&mut self, event: &server::Event, now: Now) {
+        (self.0)(event, now);
+    }
+}
+
 /// Serves connections from `listener` with `server` until `stop` completes, then stops
 /// accepting, closes every connection and returns the server, whose analysis stays readable
 /// ([`Server::report`]).
@@ -412,8 +595,38 @@ pub async fn run_server<L: Listener>(
     stop: impl Future<Output = ()>,
     on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
+    let control = ControlReceiver::none();
+    run_server_with_control(listener, server, options, control, clock, stop, on_event).await
+}
+
+/// [`run_server`], also carrying out the [`Control`] requests sent through the
+/// [`ServerControl`] paired with `control`, between events.
+pub async fn run_server_with_control<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    on_event: impl FnMut(&server::Event, Now),
+) -> Result<Server, NetError> {
+    let app = OnEvent(on_event);
+    run_server_app(listener, server, options, control, clock, stop, app).await
+}
+
+/// [`run_server_with_control`] with an application that works on the server inside the loop
+/// (see [`ServerApp`]), instead of an event handler.
+pub async fn run_server_app<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    app: impl ServerApp,
+) -> Result<Server, NetError> {
     LocalSet::new()
-        .run_until(serve(listener, server, options, clock, stop, on_event))
+        .run_until(serve(listener, server, options, control, clock, stop, app))
         .await
 }
 
@@ -432,6 +645,8 @@ enum Inbound {
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    App,
+    Control(Control),
     FlushLog,
     Inbound(Inbound),
     Stop,
@@ -447,6 +662,7 @@ struct ServerDriver {
     limits: ConnectionLimits,
     tasks: JoinSet<()>,
     options: ServerOptions,
+    stats: DriverStats,
     /// The read buffer every connection task borrows.
     scratch: ReadScratch,
 }
@@ -455,9 +671,10 @@ async fn serve<L: Listener>(
     mut listener: L,
     server: Server,
     options: ServerOptions,
+    mut control: ControlReceiver,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
-    mut on_event: impl FnMut(&server::Event, Now),
+    mut app: impl ServerApp,
 ) -> Result<Server, NetError> {
     let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
     let mut d = ServerDriver {
@@ -470,18 +687,23 @@ async fn serve<L: Listener>(
         tasks: JoinSet::new(),
         scratch: ReadScratch::new(options.read_buffer),
         options,
+        stats: DriverStats::default(),
     };
     let mut stop = std::pin::pin!(stop);
     let mut accept_paused_until: Option<Instant> = None;
     let mut now = clock.now();
 
     loop {
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
+        app.on_wake(&mut d.server, now);
+        d.drain(now, &mut app);
         let deadline = d.server.poll_timeout();
         let wake = tokio::select! {
             biased;
             () = &mut stop => ServerWake::Stop,
             () = sleep_until_opt(deadline) => ServerWake::Timeout,
+            () = sleep_until_opt(app.next_wake()) => ServerWake::App,
+            c = control.recv() => ServerWake::Control(c),
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
@@ -491,6 +713,7 @@ async fn serve<L: Listener>(
         now = clock.now();
         match wake {
             ServerWake::Stop => break,
+            ServerWake::App => {}
             ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => {
                 // What the connections already read counts before any deadline is judged: a
@@ -499,10 +722,13 @@ async fn serve<L: Listener>(
                 for _ in 0..inbound_rx.len() {
                     let Ok(m) = inbound_rx.try_recv() else { break };
                     d.handle_inbound(now, m);
-                    d.drain(now, &mut on_event);
+                    d.drain(now, &mut app);
                 }
                 d.server.handle_timeout(now);
             }
+            ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
+            // The loop drains what the change output before it waits again.
+            ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "connection task failed");
@@ -527,13 +753,13 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.inbound_batch(now, None, &mut inbound_rx, &mut on_event);
+                d.inbound_batch(now, None, &mut inbound_rx, &mut app);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut on_event),
+            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app),
         }
     }
 
@@ -543,10 +769,12 @@ async fn serve<L: Listener>(
     now = clock.now();
     while let Ok(m) = inbound_rx.try_recv() {
         d.handle_inbound(now, m);
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
     }
     d.server.close_all(now);
-    d.drain(now, &mut on_event);
+    d.drain(now, &mut app);
+    app.on_wake(&mut d.server, now);
+    d.drain(now, &mut app);
     // Connection tasks blocked on a full inbound channel see it closed and end.
     drop(inbound_rx);
     drop(inbound_tx);
@@ -564,7 +792,7 @@ async fn serve<L: Listener>(
 
 impl ServerDriver {
     /// Carries out every output of the core.
-    fn drain(&mut self, now: Now, on_event: &mut impl FnMut(&server::Event, Now)) {
+    fn drain(&mut self, now: Now, app: &mut impl ServerApp) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 server::Output::Transmit { conn, bytes } => {
@@ -583,7 +811,7 @@ impl ServerDriver {
                     self.conns.remove(&conn);
                     self.limits.closed(conn);
                 }
-                server::Output::Event(e) => on_event(&e, now),
+                server::Output::Event(e) => app.on_event(&e, now),
             }
         }
     }
@@ -597,8 +825,14 @@ impl ServerDriver {
     ) {
         if let Err(refusal) = self.limits.check(peer) {
             let limit = match refusal {
-                crate::limits::Refusal::Total => self.options.max_connections,
-                crate::limits::Refusal::PerIp => self.options.max_connections_per_ip_value(),
+                crate::limits::Refusal::Total => {
+                    self.stats.rejected_max_connections += 1;
+                    self.options.max_connections
+                }
+                crate::limits::Refusal::PerIp => {
+                    self.stats.rejected_per_ip += 1;
+                    self.options.max_connections_per_ip_value()
+                }
             };
             self.options.log.log(
                 now.mono,
@@ -618,7 +852,7 @@ impl ServerDriver {
             now.mono,
             Level::INFO,
             "Accepted connection",
-            format_args!("Accepted connection from {peer}"),
+            format_args!("Accepted connection from {}", seed_peer(peer)),
         );
         let (tx, rx) = outbox(self.options.outbound_capacity.max(1));
         self.conns.insert(conn, tx);
@@ -640,14 +874,14 @@ impl ServerDriver {
         now: Now,
         first: Option<Inbound>,
         inbound: &mut mpsc::Receiver<Inbound>,
-        on_event: &mut impl FnMut(&server::Event, Now),
+        app: &mut impl ServerApp,
     ) {
         let handled = usize::from(first.is_some());
         if let Some(m) = first {
             self.handle_inbound(now, m);
         }
         for _ in handled..INBOUND_BATCH {
-            self.drain(now, on_event);
+            self.drain(now, app);
             match inbound.try_recv() {
                 Ok(m) => self.handle_inbound(now, m),
                 Err(_) => break,
@@ -938,6 +1172,21 @@ async fn close_stream<S: AsyncWrite + Unpin>(s: &mut S) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.shutdown()).await;
 }
 
+/// A peer address as the seed's server logged it (Python's socket address tuple):
+/// `('127.0.0.1', 37506)`, or `('::1', 37506, 0, 0)` for IPv6.
+fn seed_peer(peer: SocketAddr) -> String {
+    match peer {
+        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!(
+            "('{}', {}, {}, {})",
+            a.ip(),
+            a.port(),
+            a.flowinfo(),
+            a.scope_id()
+        ),
+    }
+}
+
 /// Reads from the stream if there is one; pending forever otherwise. Cancel safe.
 async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io::Result<usize> {
     match s {
@@ -952,6 +1201,20 @@ fn accept_ready<L: Listener>(listener: &mut L) -> Option<io::Result<(L::Stream, 
     match std::pin::pin!(listener.accept()).poll(&mut cx) {
         Poll::Ready(r) => Some(r),
         Poll::Pending => None,
+    }
+}
+
+/// Reads from the stream if it has bytes (or its end) waiting now; `None` without waiting when
+/// it has not, or there is no stream. Cancel safe, as `read_opt`.
+async fn read_ready<S: AsyncRead + Unpin>(
+    s: &mut Option<S>,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    let s = s.as_mut()?;
+    tokio::select! {
+        biased;
+        r = s.read(buf) => Some(r),
+        () = std::future::ready(()) => None,
     }
 }
 
@@ -1021,6 +1284,14 @@ mod tests {
         assert_eq!(report.clients[0].missed, 0);
         assert_eq!(server_events.first(), Some(&"connected"));
         assert_eq!(server_events.last(), Some(&"disconnected"));
+    }
+
+    #[test]
+    fn peers_are_logged_as_the_seed_logged_them() {
+        let v4: SocketAddr = "127.0.0.1:37506".parse().unwrap();
+        assert_eq!(seed_peer(v4), "('127.0.0.1', 37506)");
+        let v6: SocketAddr = "[::1]:37506".parse().unwrap();
+        assert_eq!(seed_peer(v6), "('::1', 37506, 0, 0)");
     }
 
     #[tokio::test]
@@ -1276,6 +1547,74 @@ mod tests {
                 assert!(deaf.received >= 15, "{deaf:?}");
                 assert_eq!(deaf.missed, 0);
                 drop(peer);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_requests_run_on_the_server_task_between_events() {
+        LocalSet::new()
+            .run_until(async {
+                let t0 = tokio::time::Instant::now();
+                let clock = move || {
+                    UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed())
+                };
+                let (accept_tx, accept_rx) = mpsc::channel(4);
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let (control, control_rx) = ServerControl::channel();
+                let options = ServerOptions {
+                    max_connections: 1,
+                    ..ServerOptions::default()
+                };
+                let served = tokio::task::spawn_local(run_server_with_control(
+                    MemListener(accept_rx),
+                    Server::new(Arc::new(ServerConfig::default())),
+                    options,
+                    control_rx,
+                    clock,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    |_: &server::Event, _| {},
+                ));
+                let (mut peer, theirs) = tokio::io::duplex(4096);
+                let addr = SocketAddr::from(([127, 0, 0, 1], 30_003));
+                accept_tx.send((theirs, addr)).await.unwrap();
+                peer.write_all(b"HELLO 1 seen 1000\nBEAT 1 1700000000.5\n")
+                    .await
+                    .unwrap();
+                // One connection too many: closed at accept, counted by the driver.
+                let (_refused, theirs) = tokio::io::duplex(64);
+                accept_tx.send((theirs, addr)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+
+                let timeout = Duration::from_secs(1);
+                let (open, received, rejected) = control
+                    .inspect(timeout, |s, d, _| {
+                        let c = s.clients().next().map(|c| c.received());
+                        (s.connection_count(), c, d.rejected_max_connections)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!((open, received, rejected), (1, Some(1), 1));
+                // An update's outputs are carried out: closing the connection reaches the peer.
+                let conn = control
+                    .update(timeout, |s, now| {
+                        let conn = heartbeat_core::ConnId(1);
+                        s.close(now, conn);
+                        s.connection_count()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(conn, 0);
+                let mut rest = String::new();
+                peer.read_to_string(&mut rest).await.unwrap();
+                assert!(rest.starts_with("WELCOME 1"), "{rest:?}");
+
+                let _ = stop_tx.send(());
+                served.await.unwrap().unwrap();
+                let gone = control.inspect(timeout, |s, _, _| s.client_count()).await;
+                assert_eq!(gone, Err(ControlError::Stopped));
             })
             .await;
     }

@@ -57,7 +57,9 @@ pub mod server;
 pub mod tls;
 
 pub use driver::{
-    Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
+    Clock, Connector, Control, ControlError, DriverStats, Listener, OnEvent, ServerApp,
+    ServerControl, ServerOptions, SystemClock, mono_now, run_client, run_server, run_server_app,
+    run_server_with_control,
 };
 pub use error::NetError;
 pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};

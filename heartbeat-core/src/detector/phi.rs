@@ -279,9 +279,9 @@ mod tests {
     use super::super::tests::{ms, origin, secs_since};
     use super::*;
 
-    /// A detector with Akka's defaults (window 1000) whose window holds exactly 1000 intervals alternating
-    /// `1 s − dev` and `1 s + dev`: mean 1 s, standard deviation `dev`. Returns it and the last
-    /// heartbeat.
+    /// A detector with Akka's defaults (window 1000) whose window holds exactly 1000 intervals
+    /// alternating `1 s − dev` and `1 s + dev`: mean 1 s, standard deviation `dev`. Returns it
+    /// and the last heartbeat.
     fn akka_history(dev_ms: u64) -> (PhiDetector, Instant) {
         let akka = PhiConfig::default().window(1000).unwrap();
         let mut d = PhiDetector::new(&akka, ms(1000));

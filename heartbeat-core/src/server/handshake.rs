@@ -19,7 +19,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::auth::{Answer, AuthFailure, NONCE_LEN, Nonce, Secret};
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, Protocol, VERSION};
+use crate::frame::{Frame, Protocol, VERSION, id_in_use_message};
 use crate::ids::{ClientId, ClientKey, ConnId};
 use crate::time::Now;
 
@@ -110,15 +110,6 @@ impl Refusal {
             reason: DisconnectReason::LegacyRefused,
         }
     }
-}
-
-/// The `ERROR` text for a `HELLO` that the identity rule refuses. It names `--id`: two clients
-/// started with the same id are the usual cause.
-pub(super) fn id_in_use_message(client: &ClientId) -> String {
-    format!(
-        "client id {client} is in use by a live connection with another session; a newer \
-         connection replaces it only with the same session: give each client its own --id"
-    )
 }
 
 impl Server {
@@ -458,7 +449,9 @@ mod tests {
         // Killed, the real client is declared down: the attacks left nothing to keep it up.
         s.handle_eof(t0, real);
         let _ = drain(&mut s);
-        while let Some(at) = s.poll_timeout() {
+        // Every timer of the next hour (the client is forgotten a day after it went away).
+        let hour = t0.mono + std::time::Duration::from_secs(3600);
+        while let Some(at) = s.poll_timeout().filter(|&at| at <= hour) {
             s.handle_timeout(Now {
                 mono: at,
                 unix: t0.unix,

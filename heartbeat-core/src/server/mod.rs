@@ -3,7 +3,9 @@
 mod event;
 mod handshake;
 mod limits;
+mod persist;
 mod session;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -11,21 +13,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::analysis::Report;
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, AuthKeys};
 use crate::config::ServerConfig;
 use crate::error::{DecodeError, DisconnectReason, Violation};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder};
-use crate::ids::{ClientKey, ConnId, Seq};
+use crate::ids::{ClientId, ClientKey, ConnId, Seq};
 use crate::liveness::{Change, Watches};
 use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
 use handshake::{Challenger, Claim, Refusal};
 use limits::Pace;
 use session::ClientRecord;
+use stats::bump;
 
 pub use crate::liveness::Liveness;
-pub use event::{Event, Output};
+pub use event::{Event, Output, unix_seconds};
+pub use persist::{MergedState, Restored, STATE_VERSION, State, StateError};
 pub use session::ClientView;
+pub use stats::{DELAY_BUCKETS, DelayHistogram, ServerStats};
 
 /// After a stall of the server itself, how long before due timers are looked at again.
 const STALL_RECHECK: Duration = Duration::from_secs(1);
@@ -86,6 +91,15 @@ pub struct Server {
     liveness: Watches,
     /// Challenge nonces, when authentication is on.
     challenger: Option<Challenger>,
+    /// Records changed since the last [`persist_changes`](Self::persist_changes).
+    changes: Changes,
+    /// When disconnected clients are forgotten (client indices, lazily re-checked: an entry
+    /// counts only if its client is still gone, since long enough).
+    forget: DeadlineQueue<usize>,
+    /// Slots of forgotten clients (gone for the forget-after, or an expected client taken off
+    /// the list before it was heard from), reused before `clients` grows.
+    free: Vec<usize>,
+    stats: ServerStats,
     out: VecDeque<Output>,
     /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
     scratch_units: Vec<Inbound>,
@@ -123,14 +137,18 @@ impl Server {
     /// An empty server.
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
-            liveness: Watches::new(config.detector.clone()),
+            liveness: Watches::with_flap(config.detector.clone(), config.flap),
             challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
+            changes: Changes::default(),
             config,
             conns: HashMap::new(),
             clients: Vec::new(),
             index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
+            forget: DeadlineQueue::new(),
+            free: Vec::new(),
+            stats: ServerStats::default(),
             out: VecDeque::new(),
             scratch_units: Vec::new(),
             scratch_beats: Vec::new(),
@@ -149,9 +167,14 @@ impl Server {
         self.conns.len()
     }
 
-    /// Clients ever seen.
+    /// Clients remembered (listed in reports): not forgotten or evicted.
     pub fn client_count(&self) -> usize {
-        self.clients.len()
+        self.index.len()
+    }
+
+    /// What the server counted, server-wide (connections, refusals, delays).
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
     }
 
     /// One client's analysis and liveness.
@@ -164,11 +187,41 @@ impl Server {
         self.index.values().map(|&i| self.view(i))
     }
 
+    /// The clients after `after` (all of them for `None`), sorted by key: a report or a
+    /// snapshot taken a page at a time, so that no single call holds the caller for long.
+    pub fn clients_after(
+        &self,
+        after: Option<&ClientKey>,
+    ) -> impl Iterator<Item = ClientView<'_>> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |k| Excluded(k.clone()));
+        self.index
+            .range((from, Unbounded))
+            .map(|(_, &i)| self.view(i))
+    }
+
     /// The report of every client, sorted by key.
     pub fn report(&self) -> Report {
         Report {
             clients: self.clients().map(|c| c.summary()).collect(),
         }
+    }
+
+    /// Every client's record as kept across restarts (see [`State`] for what is kept), sorted
+    /// by key: for a driver to save, and to [`restore`](Self::restore) into the next server.
+    pub fn persist(&self) -> State {
+        let clients = self
+            .index
+            .values()
+            .map(|&i| self.clients[i].to_state(self.liveness.state(i)))
+            .collect();
+        State::new(clients, Vec::new())
+    }
+
+    /// True when a record changed (or a client was forgotten) since the last
+    /// [`persist_changes`](Self::persist_changes).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.list.is_empty() || !self.changes.forgotten.is_empty()
     }
 
     // ---- inputs ----
@@ -177,6 +230,7 @@ impl Server {
     pub fn accept(&mut self, now: Now, peer: SocketAddr) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
+        bump(&mut self.stats.connections_accepted);
         let deadline = now.mono + self.config.hello_timeout;
         self.conns.insert(
             conn,
@@ -235,11 +289,12 @@ impl Server {
             ConnState::Live { idx, .. } if self.clients[*idx].left => DisconnectReason::Goodbye,
             _ => DisconnectReason::ClosedByPeer,
         };
-        self.drop_conn(conn, reason);
+        self.drop_conn(now, conn, reason);
     }
 
     /// Time passed: runs the clients' due liveness checks (which may emit transitions), then
-    /// drops connections whose hello or idle deadline is over. Woken later than the pause guard
+    /// drops connections whose hello or idle deadline is over, then forgets clients gone for
+    /// longer than the forget-after ([`Event::Forgotten`]). Woken later than the pause guard
     /// after the earliest timer, it only defers what is due and emits [`Event::Stalled`].
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(due) = self.poll_timeout() {
@@ -249,29 +304,102 @@ impl Server {
                 return;
             }
         }
-        let (clients, out) = (&self.clients, &mut self.out);
-        self.liveness
-            .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
+        let (clients, out, changes) = (&self.clients, &mut self.out, &mut self.changes);
+        self.liveness.handle_timeout(now.mono, |c| {
+            changes.mark(c.client);
+            out.push_back(transition(clients, c));
+        });
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             self.connection_deadline(now, conn, at);
+        }
+        while let Some((_, idx)) = self.forget.pop_due(now.mono) {
+            self.forget_if_gone(now, idx);
         }
     }
 
     /// The driver could not write to `conn` for longer than its bound, or has too many writes
     /// queued for it: the peer is not reading its acknowledgements. The connection is dropped
     /// ([`DisconnectReason::NotReadingAcks`]).
-    pub fn handle_write_blocked(&mut self, _now: Now, conn: ConnId) {
+    pub fn handle_write_blocked(&mut self, now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.drop_conn(conn, DisconnectReason::NotReadingAcks);
+            self.drop_conn(now, conn, DisconnectReason::NotReadingAcks);
         }
     }
 
     // ---- commands ----
 
+    /// The records that changed since the last call (a heartbeat, a connection, a liveness
+    /// change, a goodbye), sorted by key, and the clients forgotten meanwhile: a state of
+    /// changes, for a driver that keeps a journal between full saves. [`State::merge`] applies
+    /// it to the full state it followed. Each change is in exactly one such state.
+    pub fn persist_changes(&mut self) -> State {
+        let list = std::mem::take(&mut self.changes.list);
+        for &i in &list {
+            self.changes.flags[i] = false;
+        }
+        let mut clients: Vec<_> = list
+            .iter()
+            // A slot whose client was forgotten since (and not yet reused) holds no client.
+            .filter(|&&i| self.index.get(&self.clients[i].stats.client) == Some(&i))
+            .map(|&i| self.clients[i].to_state(self.liveness.state(i)))
+            .collect();
+        clients.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+        let forgotten = std::mem::take(&mut self.changes.forgotten)
+            .iter()
+            .map(persist::StateKey::from)
+            .collect();
+        State::new(clients, forgotten)
+    }
+
+    /// Takes in the clients of `state` (saved by an earlier server with
+    /// [`persist`](Self::persist)) at `now`, all disconnected. This server must be fresh (no
+    /// client yet). Every entry is checked first: on `Err` nothing is taken.
+    ///
+    /// What a restored client's counting and liveness become is in [`State`]'s module docs: in
+    /// short, its counters and its session go on (a heartbeat at or below the saved highest
+    /// sequence number is a duplicate, a gap above it is missed once), and a client that was
+    /// `up` is declared down after its detector's grace from `now` unless it is heard from.
+    /// Its forget-after counts from when it was last heard, not from `now`. Beyond the client
+    /// limit, the clients heard from longest ago are left out.
+    pub fn restore(&mut self, state: State, now: Now) -> Result<Restored, StateError> {
+        if !self.clients.is_empty() {
+            return Err(StateError::NotFresh);
+        }
+        let mut records = persist::records(state.into_clients(), self.config.max_missed_ranges)?;
+        let total = records.len();
+        if total > self.config.max_clients {
+            // The most recently heard first; never-heard ones last.
+            records.sort_by_key(|r| std::cmp::Reverse(r.0.stats.last_seen));
+            records.truncate(self.config.max_clients);
+        }
+        let restored = records.len();
+        for (mut record, state) in records {
+            let idx = self.clients.len();
+            self.index.insert(record.stats.client.clone(), idx);
+            let interval = record.interval;
+            // Gone since it was last heard (the restore's instant when that is unknown or not
+            // representable): the forget-after counts from then, across restarts.
+            let gone_for = record.stats.last_seen.map_or(Duration::ZERO, |seen| {
+                now.unix.as_duration().saturating_sub(seen.as_duration())
+            });
+            let since = now.mono.checked_sub(gone_for).unwrap_or(now.mono);
+            record.gone_since = Some(since);
+            if let Some(at) = since.checked_add(self.config.forget_after) {
+                self.forget.push(at.max(now.mono), idx);
+            }
+            self.clients.push(Box::new(record));
+            self.liveness.restore(now.mono, idx, state, interval);
+        }
+        Ok(Restored {
+            clients: restored,
+            dropped: total - restored,
+        })
+    }
+
     /// Closes `conn` locally.
-    pub fn close(&mut self, _now: Now, conn: ConnId) {
+    pub fn close(&mut self, now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.drop_conn(conn, DisconnectReason::Local);
+            self.drop_conn(now, conn, DisconnectReason::Local);
         }
     }
 
@@ -284,6 +412,97 @@ impl Server {
         }
     }
 
+    /// Sets the clients that should be there (the server's `--expect` list), replacing the
+    /// previous list; returns what changed.
+    ///
+    /// - An added client not heard from yet is watched from `now`: [`Liveness::Unknown`], and
+    ///   `Down` ("never seen": a transition from `Unknown`) when its grace is over unless it is
+    ///   heard from before. The grace is [`Expected::grace`], or by default what the liveness
+    ///   rule needs to declare down a client of [`Expected::interval`] heard from once (see
+    ///   [`Watches::time_to_down`](crate::liveness::Watches::time_to_down)). An added client
+    ///   heard from before is only marked expected: its detector watches it already.
+    /// - A client on both lists keeps its grace (a reload does not restart it).
+    /// - A removed client never heard from and not connected is forgotten (gone from reports);
+    ///   any other removed client stays, as an ordinary client (and `Up` if it was `Unknown`).
+    ///
+    /// Expected clients are never evicted for room (`max_clients`).
+    pub fn set_expected(&mut self, now: Now, list: &[Expected]) -> ExpectChanges {
+        let mut changes = ExpectChanges::default();
+        let wanted: BTreeMap<&ClientId, &Expected> = list.iter().map(|e| (&e.client, e)).collect();
+        let was: Vec<(ClientId, usize)> = self
+            .index
+            .iter()
+            .filter(|&(_, &i)| self.clients[i].expected)
+            .filter_map(|(k, &i)| match k {
+                ClientKey::Id(id) => Some((id.clone(), i)),
+                ClientKey::Peer(_) => None,
+            })
+            .collect();
+        for (id, idx) in was {
+            if wanted.contains_key(&id) {
+                continue;
+            }
+            let r = &mut self.clients[idx];
+            r.expected = false;
+            self.liveness.unexpect(idx);
+            if r.last_arrival.is_none() && r.conn.is_none() {
+                self.index.remove(&r.stats.client);
+                self.changes.forgotten.push(r.stats.client.clone());
+                self.liveness.start(idx);
+                self.free.push(idx);
+                changes.forgotten.push(id.clone());
+            } else if let Some(at) = r
+                .gone_since
+                .filter(|_| r.conn.is_none())
+                .and_then(|since| since.checked_add(self.config.forget_after))
+            {
+                // Gone, and an ordinary client now: forgotten at the forget-after as any other
+                // (at once if that has passed).
+                self.forget.push(at.max(now.mono), idx);
+            }
+            changes.removed.push(id);
+        }
+        for (id, e) in wanted {
+            let key = ClientKey::Id(id.clone());
+            let idx = match self.index.get(&key) {
+                Some(&idx) if self.clients[idx].expected => continue,
+                Some(&idx) => idx,
+                None => {
+                    let max_ranges = self.config.max_missed_ranges;
+                    let idx =
+                        self.new_slot(ClientRecord::new(key.clone(), Protocol::V1, max_ranges));
+                    self.index.insert(key, idx);
+                    self.liveness.start(idx);
+                    idx
+                }
+            };
+            let r = &mut self.clients[idx];
+            r.expected = true;
+            changes.added.push(id.clone());
+            if r.last_arrival.is_none() {
+                let grace = e
+                    .grace
+                    .or_else(|| self.liveness.time_to_down(now.mono, e.interval))
+                    .unwrap_or(e.interval.saturating_mul(NEVER_SEEN_FALLBACK_INTERVALS));
+                self.liveness.expect(idx, now.mono + grace);
+            }
+        }
+        changes
+    }
+
+    /// Replaces the keys clients authenticate with (a reloaded `--auth-keys` file): the next
+    /// challenge answered is checked against them; connections already identified stay. False
+    /// (nothing changed) when authentication is off.
+    pub fn set_auth_keys(&mut self, keys: AuthKeys) -> bool {
+        if self.config.auth.is_none() {
+            return false;
+        }
+        if let Some(auth) = Arc::make_mut(&mut self.config).auth.as_mut() {
+            auth.keys = keys;
+        }
+        true
+    }
+
     // ---- outputs ----
 
     /// The next thing the driver must do. Drain to `None` after every input or command.
@@ -292,16 +511,20 @@ impl Server {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the earliest connection
-    /// deadline or client liveness check; `None` when there is neither (no connections, and no
-    /// client left to convict).
+    /// deadline, client liveness check or time to forget a gone client; `None` when there is
+    /// none (no connections, no client left to convict or forget).
     ///
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
     /// (deadlines and checks are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadlines.next(), self.liveness.next_check()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.liveness.next_check(),
+            self.forget.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- internals ----
@@ -319,6 +542,9 @@ impl Server {
                 self.deadlines.push(again, conn);
             }
         }
+        while let Some((_, idx)) = self.forget.pop_due(now.mono) {
+            self.forget.push(again, idx);
+        }
         self.out.push_back(Output::Event(Event::Stalled { late }));
     }
 
@@ -333,13 +559,55 @@ impl Server {
         let (key, idx) = self
             .index
             .iter()
-            .filter(|&(_, &i)| self.clients[i].conn.is_none())
+            .filter(|&(_, &i)| self.clients[i].conn.is_none() && !self.clients[i].expected)
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
+        self.changes.forgotten.push(key.clone());
+        bump(&mut self.stats.clients_evicted);
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
         Some(idx)
+    }
+
+    /// A slot for a new client's `record`: a forgotten client's, an evicted one's at the client
+    /// limit, or a new one.
+    fn new_slot(&mut self, record: ClientRecord) -> usize {
+        let idx = self.free.pop().or_else(|| self.evict_for_new_client());
+        match idx {
+            Some(idx) => {
+                *self.clients[idx] = record;
+                idx
+            }
+            None => {
+                self.clients.push(Box::new(record));
+                self.clients.len() - 1
+            }
+        }
+    }
+
+    /// A forget deadline of client slot `idx` is due: forgets its client if it is still
+    /// disconnected and has been for the forget-after. Its slot is reused for a later new
+    /// client; its liveness watch stops.
+    fn forget_if_gone(&mut self, now: Now, idx: usize) {
+        let r = &self.clients[idx];
+        let Some(since) = r.gone_since.filter(|_| r.conn.is_none() && !r.expected) else {
+            // Back, the slot holds a newer client, or an expected client: never forgotten
+            // while on the list (taking it off re-arms this, see `set_expected`).
+            return;
+        };
+        let gone_for = now.mono.saturating_duration_since(since);
+        if gone_for < self.config.forget_after || self.index.get(&r.stats.client) != Some(&idx) {
+            return; // re-armed by a later disconnect, or already forgotten or evicted
+        }
+        let client = r.stats.client.clone();
+        self.index.remove(&client);
+        self.changes.forgotten.push(client.clone());
+        self.free.push(idx);
+        self.liveness.start(idx);
+        bump(&mut self.stats.clients_forgotten);
+        self.out
+            .push_back(Output::Event(Event::Forgotten { client, gone_for }));
     }
 
     /// Connection `conn`'s deadline `at` is due: the hello timeout of an opening connection,
@@ -390,11 +658,15 @@ impl Server {
                 DisconnectReason::IdleTimeout(idle)
             }
         };
-        self.drop_conn(conn, reason);
+        self.drop_conn(now, conn, reason);
     }
 
     fn view(&self, idx: usize) -> ClientView<'_> {
-        ClientView::new(&self.clients[idx], self.liveness.state(idx))
+        ClientView::new(
+            &self.clients[idx],
+            self.liveness.state(idx),
+            self.liveness.detector(idx),
+        )
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
@@ -436,7 +708,7 @@ impl Server {
                 let bytes = Frame::Error { message }.to_bytes();
                 self.out.push_back(Output::Transmit { conn, bytes });
             }
-            self.drop_conn(conn, reason);
+            self.drop_conn(now, conn, reason);
         }
     }
 
@@ -524,6 +796,7 @@ impl Server {
                 let idx = *idx;
                 self.flush_beats(now, conn, beats);
                 self.clients[idx].left = true;
+                self.changes.mark(idx);
                 if let Some(change) = self.liveness.leave(now.mono, idx) {
                     self.out.push_back(transition(&self.clients, change));
                 }
@@ -580,31 +853,28 @@ impl Server {
     ) {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
-        let resumed = self.index.contains_key(&key);
+        // Known from an earlier connection (an expected client never connected is not).
+        let resumed = self
+            .index
+            .get(&key)
+            .is_some_and(|&i| self.clients[i].stats.connections > 0);
         let idx = match self.index.get(&key) {
             Some(&idx) => idx,
             None => {
-                let record = ClientRecord::new(key.clone(), protocol, max_ranges);
-                let idx = match self.evict_for_new_client() {
-                    Some(idx) => {
-                        *self.clients[idx] = record;
-                        idx
-                    }
-                    None => {
-                        self.clients.push(Box::new(record));
-                        self.clients.len() - 1
-                    }
-                };
+                let idx = self.new_slot(ClientRecord::new(key.clone(), protocol, max_ranges));
                 self.index.insert(key.clone(), idx);
                 self.liveness.start(idx);
                 idx
             }
         };
+        self.changes.mark(idx);
         let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
         record.stats.connections = record.stats.connections.saturating_add(1);
         record.stats.protocol = protocol;
         record.stats.connected = true;
+        record.peer = Some(peer);
+        record.gone_since = None;
         record.left = false;
         if interval.is_some() {
             record.interval = interval;
@@ -640,7 +910,7 @@ impl Server {
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
             // partition): the new one wins.
-            self.drop_conn(old, DisconnectReason::Superseded(conn));
+            self.drop_conn(now, old, DisconnectReason::Superseded(conn));
         }
     }
 
@@ -653,8 +923,10 @@ impl Server {
         };
         let gap = self.config.burst_gap_intervals;
         let skew = self.config.max_clock_skew;
+        self.changes.mark(idx);
         let r = &mut self.clients[idx];
-        if r.on_arrival(conn, now.mono, now.unix, beats, gap, skew, &mut self.out) {
+        let delays = &mut self.stats.delay;
+        if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
             self.liveness.reset(idx);
         }
         let seqs = beats.iter().map(|&(seq, _)| seq);
@@ -664,17 +936,23 @@ impl Server {
         beats.clear();
     }
 
-    fn drop_conn(&mut self, conn: ConnId, reason: DisconnectReason) {
+    fn drop_conn(&mut self, now: Now, conn: ConnId, reason: DisconnectReason) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.deadlines.remove(c.queued, &conn);
+        self.stats.disconnected(&reason);
         let client = match c.state {
             ConnState::Live { key, idx, .. } => {
                 let r = &mut self.clients[idx];
                 if r.conn == Some(conn) {
                     r.conn = None;
                     r.stats.connected = false;
+                    r.gone_since = Some(now.mono);
+                    let at = now.mono.checked_add(self.config.forget_after);
+                    if let Some(at) = at {
+                        self.forget.push(at, idx);
+                    }
                 }
                 Some(key)
             }
@@ -690,16 +968,67 @@ impl Server {
     }
 }
 
+/// The clients whose records changed since a driver last took them
+/// ([`Server::persist_changes`]), each once, and the clients forgotten meanwhile.
+#[derive(Debug, Default)]
+struct Changes {
+    /// By client index: already in `list`.
+    flags: Vec<bool>,
+    list: Vec<usize>,
+    forgotten: Vec<ClientKey>,
+}
+
+impl Changes {
+    fn mark(&mut self, idx: usize) {
+        if idx >= self.flags.len() {
+            self.flags.resize(idx + 1, false);
+        }
+        if !self.flags[idx] {
+            self.flags[idx] = true;
+            self.list.push(idx);
+        }
+    }
+}
+
 /// The event for a liveness change of client `change.client`.
 fn transition(clients: &[Box<ClientRecord>], change: Change) -> Output {
+    let record = &clients[change.client];
     Output::Event(Event::Transition {
-        client: clients[change.client].stats.client.clone(),
+        client: record.stats.client.clone(),
+        peer: record.peer,
         from: change.from,
         to: change.to,
         since_last: change.since_last,
         suspicion: change.suspicion,
         detector: change.detector,
     })
+}
+
+/// When a detector would never declare a client down, an expected client's default grace is
+/// this many of its intervals.
+const NEVER_SEEN_FALLBACK_INTERVALS: u32 = 10;
+
+/// A client that should be there (one line of the server's `--expect` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// Its id.
+    pub client: ClientId,
+    /// The interval it promises.
+    pub interval: Duration,
+    /// How long after it is expected it is declared down if never heard from; `None`: what the
+    /// liveness rule needs for a client of `interval` (see [`Server::set_expected`]).
+    pub grace: Option<Duration>,
+}
+
+/// What [`Server::set_expected`] changed, each list sorted by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpectChanges {
+    /// Clients expected now and not before.
+    pub added: Vec<ClientId>,
+    /// Clients expected before and not now.
+    pub removed: Vec<ClientId>,
+    /// Of the removed, those forgotten: never heard from and not connected.
+    pub forgotten: Vec<ClientId>,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::ClientId;
 use crate::analysis::SeqRange;
+use crate::detector::{DetectorConfig, DetectorKind};
 
 // ---- helpers ----
 
@@ -68,6 +69,14 @@ fn liveness_lines(s: &mut Server) -> Vec<String> {
     liveness(drain(s))
 }
 
+/// Runs every timer due up to `now` in order, as a driver would, then `handle_timeout(now)`.
+fn advance_to(s: &mut Server, now: Now) {
+    while let Some(at) = s.poll_timeout().filter(|&at| at < now.mono) {
+        s.handle_timeout(Now { mono: at, ..now });
+    }
+    s.handle_timeout(now);
+}
+
 /// Sends `BEAT i` on `conn` at `t0 + i` seconds for each `i` in `seqs`, running the timers due
 /// by then first, as a driver would.
 fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive<u64>) {
@@ -78,12 +87,14 @@ fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive
     }
 }
 
-/// Jumps from timer to timer until none is left or `done` says so; returns the instant of the
-/// last timer and every output line on the way.
+/// Jumps from timer to timer until none is left within the hour after `t0` (the forget-after,
+/// a day by default, is beyond it) or `done` says so; returns the instant of the last timer and
+/// every output line on the way.
 fn run_timers(s: &mut Server, t0: Now, done: impl Fn(&Server) -> bool) -> (Instant, Vec<String>) {
     let mut last = t0.mono;
     let mut log = Vec::new();
-    while let Some(at) = s.poll_timeout() {
+    let horizon = t0.mono + Duration::from_secs(3600);
+    while let Some(at) = s.poll_timeout().filter(|&at| at <= horizon) {
         last = at;
         s.handle_timeout(Now {
             mono: at,
@@ -205,6 +216,36 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
 }
 
 #[test]
+fn a_clients_first_heartbeat_here_is_the_baseline_and_gaps_after_it_count() {
+    // A client that was heartbeating to an earlier run of the server: its first heartbeat here
+    // is #27, and nothing before it was this server's to miss.
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 27 1700000000\n");
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|l| l.contains("missed")), "{out:?}");
+    // Gaps after it count, across a reconnect of the same session.
+    s.handle_input(
+        t0.advanced(Duration::from_secs(2)),
+        c1,
+        b"BEAT 29 1700000002\n",
+    );
+    s.handle_eof(t0.advanced(Duration::from_secs(2)), c1);
+    let t5 = t0.advanced(Duration::from_secs(5));
+    let c2 = open(&mut s, t5, 2, b"HELLO 1 a 1000 1\nBEAT 32 1700000005\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev missed client=a seq=28 count=1");
+    assert_has(&out, "ev missed client=a seq=30-31 count=2");
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!((st.received(), st.missed()), (3, 3));
+    s.handle_eof(t5, c2);
+    // A new session of the client counts from its own start, 1.
+    let t9 = t0.advanced(Duration::from_secs(9));
+    open(&mut s, t9, 3, b"HELLO 1 a 1000 2\nBEAT 3 1700000009\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev restarted client=a previous=32");
+    assert_has(&out, "ev missed client=a seq=1-2 count=2");
+}
+
+#[test]
 fn new_session_is_a_restart_not_a_duplicate() {
     let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n");
     s.handle_eof(t0, c1);
@@ -236,6 +277,23 @@ fn two_clients_are_analysed_apart() {
     for c in &report.clients {
         assert_eq!((c.received, c.missed, c.bursts), (3, 0, 0));
     }
+}
+
+#[test]
+fn clients_after_pages_through_the_clients_in_key_order() {
+    let (t0, mut s, _) = opened(b"HELLO 1 c 1000\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000\n");
+    open(&mut s, t0, 3, b"HELLO 1 b 1000\n");
+    let keys = |after: Option<&str>| -> Vec<String> {
+        let after = after.map(id);
+        let page = s.clients_after(after.as_ref());
+        page.map(|c| c.client().to_string()).collect()
+    };
+    assert_eq!(keys(None), ["a", "b", "c"]);
+    assert_eq!(keys(Some("a")), ["b", "c"]);
+    // A key that is not (or no longer) there: the clients after where it would be.
+    assert_eq!(keys(Some("bb")), ["c"]);
+    assert_eq!(keys(Some("c")), Vec::<String>::new());
 }
 
 #[test]
@@ -381,7 +439,6 @@ fn crash_after_20_beats(config: ServerConfig) -> (Vec<String>, Duration) {
 
 #[test]
 fn every_detector_declares_a_crashed_client_down_within_its_bound() {
-    use crate::detector::{DetectorConfig, DetectorKind};
     // Steady 1 s heartbeats, then silence. Bounds from each detector's defaults: fixed
     // interval + 2 intervals; phi about 4.5 s (Akka: "around 5.5 s" with jitter); Cassandra's
     // phi = 8 at 18.4 × mean; chen EA + 2α.
@@ -439,7 +496,11 @@ fn goodbye_is_left_not_down() {
         lines,
         ["ev transition client=a up->left since_last=0.000ms phi=0.000"]
     );
-    assert_eq!(s.poll_timeout(), None, "a client that left is not watched");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0.mono + ServerConfig::default().forget_after_value()),
+        "a client that left is not watched: the only timer left is when to forget it"
+    );
     assert_eq!(s.report().clients[0].state, Liveness::Left);
 }
 
@@ -510,6 +571,105 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
         ["extra", "fourth", "live"],
         "all connected: the limit bends instead"
     );
+}
+
+#[test]
+fn a_client_gone_for_the_forget_after_is_forgotten_and_its_slot_reused() {
+    let t0 = Now::test_origin();
+    let hour = Duration::from_secs(3600);
+    let config = ServerConfig::default().forget_after(hour).unwrap();
+    let mut s = Server::new(Arc::new(config));
+    let gone = open(&mut s, t0, 1, b"HELLO 1 gone 1000\nBEAT 1 1700000000\n");
+    let back = open(&mut s, t0, 2, b"HELLO 1 back 1000\nBEAT 1 1700000000\n");
+    let stays = open(&mut s, t0, 3, b"HELLO 1 stays 60000\nBEAT 1 1700000000\n");
+    let t1 = t0.advanced(Duration::from_secs(1));
+    s.handle_eof(t1, gone);
+    s.handle_eof(t1, back);
+    let _ = drain(&mut s);
+    // "back" returns half an hour later and leaves again: it is gone from then on.
+    let t2 = t1.advanced(hour / 2);
+    let back = open(&mut s, t2, 4, b"HELLO 1 back 1000\nBEAT 1800 1700001800\n");
+    s.handle_eof(t2, back);
+    // "stays" stays connected: a heartbeat a minute, as it declared.
+    let mut forgotten = Vec::new();
+    let mut now = t1;
+    for minute in 1..=120u64 {
+        now = t1.advanced(Duration::from_secs(60 * minute));
+        advance_to(&mut s, now);
+        let beat = format!("BEAT {} 1700000000\n", 1 + minute);
+        s.handle_input(now, stays, beat.as_bytes());
+        forgotten.extend(
+            drain(&mut s)
+                .into_iter()
+                .filter(|l| l.contains("forgotten")),
+        );
+        if minute == 60 {
+            assert_eq!(
+                forgotten,
+                ["ev forgotten client=gone gone_for=3600000.000ms"]
+            );
+            assert!(s.client(&id("gone")).is_none(), "not in reports any more");
+            assert!(
+                s.client(&id("back")).is_some(),
+                "back was gone for half an hour only"
+            );
+        }
+    }
+    assert_eq!(
+        forgotten,
+        [
+            "ev forgotten client=gone gone_for=3600000.000ms",
+            "ev forgotten client=back gone_for=3600000.000ms"
+        ]
+    );
+    assert_eq!(s.client_count(), 1, "a connected client is never forgotten");
+    assert_eq!(s.stats().clients_forgotten, 2);
+    // A forgotten client that comes back is a new client, in a reused slot.
+    let slots = s.clients.len();
+    open(&mut s, now, 5, b"HELLO 1 gone 1000\nBEAT 1 1700000000\n");
+    assert_eq!(s.clients.len(), slots, "the slot was reused");
+    let again = s.client(&id("gone")).unwrap();
+    assert_eq!((again.received(), again.connections()), (1, 1));
+    assert_eq!(again.state(), Liveness::Up);
+}
+
+#[test]
+fn the_server_counts_refusals_by_kind_and_delays_in_buckets() {
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    // A 3 ms delay, then garbage on two more connections and a flood on a third.
+    let t1 = t0.advanced(Duration::from_secs(1));
+    let c = s.client(&id("a")).unwrap();
+    assert_eq!(c.connections(), 1);
+    assert!(c.is_connected());
+    assert_eq!(c.last_seen(), Some(t0.unix));
+    assert!(c.suspicion(t1.mono).is_some_and(|x| x >= 0.0));
+    open(&mut s, t1, 2, b"\x00\x01garbage\n");
+    open(&mut s, t1, 3, b"HELLO 1 b 1000\nBEAT x 1\n");
+    let mut flood = String::from("HELLO 1 c 10\n");
+    for seq in 1..=20 {
+        flood.push_str(&format!("BEAT {seq} 1700000001\n"));
+    }
+    open(&mut s, t1, 4, flood.as_bytes());
+    let _ = drain(&mut s);
+    let stats = s.stats();
+    assert_eq!(stats.connections_accepted, 4);
+    let rejected: Vec<_> = stats
+        .frames_rejected
+        .iter()
+        .map(|(k, n)| (*k, *n))
+        .collect();
+    assert_eq!(
+        rejected,
+        [("invalid_seq", 1), ("too_fast", 1), ("unknown_protocol", 1)]
+    );
+    assert_eq!(stats.disconnects.get("protocol"), Some(&3));
+    // Every heartbeat counted is in the histogram: 1 from a, 9 from c before its flood broke
+    // the pace (one per interval since accept, plus 8).
+    assert_eq!(
+        stats.delay.count,
+        s.report().clients.iter().map(|c| c.received).sum::<u64>()
+    );
+    assert_eq!(stats.delay.buckets.iter().sum::<u64>(), stats.delay.count);
 }
 
 /// One instance of every event variant with its exact JSON line and text line: any change to
@@ -632,7 +792,9 @@ fn every_event_renders_as_pinned() {
             r#"{"client":"a","conn":3,"event":"duplicate","seq":7}"#,
         ),
         (
-            Event::Evicted { client: legacy },
+            Event::Evicted {
+                client: legacy.clone(),
+            },
             "evicted client=legacy@127.0.0.1:4001 (client limit reached)",
             r#"{"client":"legacy@127.0.0.1:4001","event":"evicted"}"#,
         ),
@@ -718,6 +880,7 @@ fn every_event_renders_as_pinned() {
         (
             Event::Transition {
                 client: id("a"),
+                peer: Some("192.0.2.7:4000".parse().unwrap()),
                 from: Liveness::Up,
                 to: Liveness::Suspect,
                 since_last: Some(Duration::from_nanos(4_909_527_300)),
@@ -725,11 +888,12 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::Phi,
             },
             "transition client=a up->suspect since_last=4909.527ms phi=4.000",
-            r#"{"client":"a","detector":"phi","event":"transition","from":"up","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
+            r#"{"client":"a","detector":"phi","event":"transition","from":"up","peer":"192.0.2.7:4000","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
         ),
         (
             Event::Transition {
                 client: id("a"),
+                peer: None,
                 from: Liveness::Suspect,
                 to: Liveness::Down,
                 since_last: None,
@@ -737,11 +901,20 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::PhiExp,
             },
             "transition client=a suspect->down since_last=- phi-exp=179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368.000",
-            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
+            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","peer":null,"since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
+        ),
+        (
+            Event::Forgotten {
+                client: legacy.clone(),
+                gone_for: Duration::from_secs(86_400),
+            },
+            "forgotten client=legacy@127.0.0.1:4001 gone_for=86400000.000ms",
+            r#"{"client":"legacy@127.0.0.1:4001","event":"forgotten","gone_for_ms":86400000.0}"#,
         ),
         (
             Event::Transition {
                 client: id("a"),
+                peer: None,
                 from: Liveness::Down,
                 to: Liveness::Left,
                 since_last: Some(ms(0)),
@@ -749,7 +922,7 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::Chen,
             },
             "transition client=a down->left since_last=0.000ms chen=0.000",
-            r#"{"client":"a","detector":"chen","event":"transition","from":"down","since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
+            r#"{"client":"a","detector":"chen","event":"transition","from":"down","peer":null,"since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
         ),
     ];
     let mut names = std::collections::BTreeSet::new();
@@ -759,7 +932,7 @@ fn every_event_renders_as_pinned() {
         assert_eq!(event.to_string(), *text);
         assert_eq!(event.to_json().to_string(), *json, "{text}");
     }
-    assert_eq!(names.len(), 11, "one case at least per variant: {names:?}");
+    assert_eq!(names.len(), 12, "one case at least per variant: {names:?}");
 }
 
 // ---- limits and plausibility ----
@@ -954,4 +1127,613 @@ fn a_day_long_interval_holds_a_connection_for_max_idle_only() {
     let _ = drain(&mut s);
     let (_, log) = run_timers(&mut s, t0, |s| s.connection_count() == 0);
     assert_has(&log, "conn#1 disconnect no data for 600s");
+}
+
+// ---- expected clients, flap control, reloaded keys, event times ----
+
+fn expected(name: &str, interval_ms: u64, grace: Option<Duration>) -> Expected {
+    Expected {
+        client: ClientId::new(name).unwrap(),
+        interval: Duration::from_millis(interval_ms),
+        grace,
+    }
+}
+
+fn fixed_config() -> ServerConfig {
+    ServerConfig::default().detector(crate::DetectorConfig::new(crate::DetectorKind::Fixed))
+}
+
+fn ids(v: &[ClientId]) -> Vec<&str> {
+    v.iter().map(ClientId::as_str).collect()
+}
+
+/// An expected client never heard from is `unknown`, then `down` ("never seen", from
+/// `unknown`) exactly when the detector's grace for its interval ends: the fixed detector
+/// needs 3 s for a 1 s client. One heard from in time is up without a transition.
+#[test]
+fn an_expected_client_never_heard_from_is_down_when_its_grace_ends() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config()));
+    let changes = s.set_expected(
+        t0,
+        &[
+            expected("web-01", 1000, None),
+            expected("web-02", 1000, None),
+        ],
+    );
+    assert_eq!(ids(&changes.added), ["web-01", "web-02"]);
+    let state = |s: &Server, name| s.client(&id(name)).map(|c| (c.state(), c.is_expected()));
+    assert_eq!(state(&s, "web-01"), Some((Liveness::Unknown, true)));
+    assert_eq!(
+        s.report().clients.len(),
+        2,
+        "expected clients are in the report"
+    );
+    // web-02 arrives within its grace: up, and nothing to announce.
+    open(
+        &mut s,
+        t0.advanced(Duration::from_secs(1)),
+        1,
+        b"HELLO 1 web-02 1000\nBEAT 1 1700000001\n",
+    );
+    assert_eq!(liveness_lines(&mut s), Vec::<String>::new());
+    assert_eq!(state(&s, "web-02"), Some((Liveness::Up, true)));
+    let just_before = t0.advanced(Duration::from_secs(3) - Duration::from_nanos(1));
+    s.handle_timeout(just_before);
+    assert_eq!(liveness_lines(&mut s), Vec::<String>::new());
+    s.handle_timeout(t0.advanced(Duration::from_secs(3)));
+    let lines: Vec<String> = liveness_lines(&mut s)
+        .into_iter()
+        .filter(|l| l.contains("web-01"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["ev transition client=web-01 unknown->down since_last=- fixed=0.000"]
+    );
+    let web01 = s.client(&id("web-01")).unwrap();
+    assert!(web01.is_never_heard() && web01.state() == Liveness::Down);
+    let row = s.report().to_json()["clients"][0].clone();
+    assert_eq!(
+        (&row["state"], &row["expected"], &row["first_seen"]),
+        (
+            &serde_json::json!("down"),
+            &serde_json::json!(true),
+            &serde_json::Value::Null
+        )
+    );
+    // Heard from at last: down -> up. Its first connection is not a reconnect.
+    let t5 = t0.advanced(Duration::from_secs(5));
+    open(&mut s, t5, 2, b"HELLO 1 web-01 1000\nBEAT 1 1700000005\n");
+    let lines = drain(&mut s);
+    assert!(lines[0].ends_with("resumed=false"), "{lines:?}");
+    assert_eq!(
+        liveness(lines),
+        ["ev transition client=web-01 down->up since_last=- fixed=0.000"]
+    );
+}
+
+/// Never seen, through the server, for every detector and with and without flap control: an
+/// expected client with the default grace is down exactly when a client of the same interval
+/// heard from once at the same instant is, and not a nanosecond earlier.
+#[test]
+fn never_seen_is_down_with_a_client_heard_once_for_every_detector() {
+    let t0 = Now::test_origin();
+    for flap in [
+        crate::FlapControl::default(),
+        crate::FlapControl::new(3, 2).unwrap(),
+    ] {
+        for kind in crate::DetectorKind::ALL {
+            let start = || {
+                let config = ServerConfig::default()
+                    .detector(crate::DetectorConfig::new(kind))
+                    .flap_control(flap);
+                let mut s = Server::new(Arc::new(config));
+                s.set_expected(t0, &[expected("ghost", 1000, None)]);
+                open(&mut s, t0, 1, b"HELLO 1 twin 1000\nBEAT 1 1700000000\n");
+                drain(&mut s);
+                s
+            };
+            let mut s = start();
+            let down = |s: &Server, name| {
+                s.client(&id(name))
+                    .is_some_and(|c| c.state() == Liveness::Down)
+            };
+            let (at, lines) = run_timers(&mut s, t0, |s| down(s, "ghost"));
+            assert!(
+                down(&s, "ghost") && down(&s, "twin"),
+                "{kind} {flap}: {lines:?}"
+            );
+            let ghost: Vec<&String> = lines.iter().filter(|l| l.contains("ghost")).collect();
+            assert_eq!(ghost.len(), 1, "{kind} {flap}: {ghost:?}");
+            assert!(
+                ghost[0].starts_with("ev transition client=ghost unknown->down since_last=- "),
+                "{kind} {flap}: {ghost:?}"
+            );
+            assert!(at > t0.mono, "{kind} {flap}");
+            // The twin was convicted at that same instant, not before. (Every timer before it
+            // is run on time: a wake-up later than --pause-guard would defer convictions.)
+            let mut s = start();
+            while let Some(next) = s.poll_timeout().filter(|&next| next < at) {
+                s.handle_timeout(Now {
+                    mono: next,
+                    unix: t0.unix,
+                });
+            }
+            s.handle_timeout(Now {
+                mono: at - Duration::from_nanos(1),
+                unix: t0.unix,
+            });
+            drain(&mut s);
+            let states =
+                |s: &Server| ["ghost", "twin"].map(|n| s.client(&id(n)).map(|c| c.state()));
+            assert_eq!(states(&s)[0], Some(Liveness::Unknown), "{kind} {flap}");
+            assert_ne!(states(&s)[1], Some(Liveness::Down), "{kind} {flap}");
+            s.handle_timeout(Now {
+                mono: at,
+                unix: t0.unix,
+            });
+            assert_eq!(
+                states(&s),
+                [Some(Liveness::Down), Some(Liveness::Down)],
+                "{kind} {flap}"
+            );
+        }
+    }
+}
+
+/// A reload: added clients get their grace from it, clients on both lists keep theirs,
+/// removed ones never heard from are forgotten, removed ones connected stay.
+#[test]
+fn a_new_expect_list_adds_keeps_and_forgets() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config()));
+    let grace = Some(Duration::from_secs(10));
+    s.set_expected(
+        t0,
+        &[
+            expected("a", 1000, grace),
+            expected("b", 1000, grace),
+            expected("c", 1000, grace),
+        ],
+    );
+    // b connects but sends nothing yet; c is heard from.
+    let t1 = t0.advanced(Duration::from_secs(1));
+    open(&mut s, t1, 1, b"HELLO 1 b 1000\n");
+    open(&mut s, t1, 2, b"HELLO 1 c 1000\nBEAT 1 1700000001\n");
+    drain(&mut s);
+    let t5 = t0.advanced(Duration::from_secs(5));
+    let changes = s.set_expected(
+        t5,
+        &[expected("a", 1000, grace), expected("d", 1000, grace)],
+    );
+    assert_eq!(ids(&changes.added), ["d"]);
+    assert_eq!(ids(&changes.removed), ["b", "c"]);
+    assert_eq!(
+        ids(&changes.forgotten),
+        Vec::<&str>::new(),
+        "b is connected, c was heard"
+    );
+    assert_eq!(
+        s.client(&id("b")).map(|c| (c.state(), c.is_expected())),
+        Some((Liveness::Up, false))
+    );
+    // a keeps its grace (t0 + 10 s), d has its own (t5 + 10 s).
+    let (last, lines) = run_timers(&mut s, t0, |s| {
+        s.client(&id("d"))
+            .is_some_and(|c| c.state() == Liveness::Down)
+    });
+    let never: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("unknown->down"))
+        .collect();
+    assert_eq!(
+        never,
+        [
+            "ev transition client=a unknown->down since_last=- fixed=0.000",
+            "ev transition client=d unknown->down since_last=- fixed=0.000"
+        ]
+    );
+    assert_eq!(last, t5.mono + Duration::from_secs(10));
+    // Taken off the list while never heard from and not connected: forgotten, slot reused.
+    let later = t0.advanced(Duration::from_secs(30));
+    let changes = s.set_expected(later, &[]);
+    assert_eq!(ids(&changes.forgotten), ["a", "d"]);
+    assert!(s.client(&id("a")).is_none());
+    let (count, slots) = (s.client_count(), s.clients.len());
+    s.set_expected(later, &[expected("e", 1000, grace)]);
+    assert_eq!(
+        (s.client_count(), s.clients.len()),
+        (count + 1, slots),
+        "a forgotten slot is reused"
+    );
+}
+
+/// `--forget-after` does not forget a client while it is expected (it stays, down, in reports
+/// and metrics); taken off the list, it is forgotten at the forget-after as any gone client
+/// (at once when that has passed).
+#[test]
+fn expected_clients_are_not_forgotten_until_taken_off_the_list() {
+    let t0 = Now::test_origin();
+    let minute = Duration::from_secs(60);
+    let config = fixed_config().forget_after(minute).unwrap();
+    let mut s = Server::new(Arc::new(config));
+    s.set_expected(t0, &[expected("a", 1000, None), expected("b", 1000, None)]);
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let b = open(&mut s, t0, 2, b"HELLO 1 b 1000\nBEAT 1 1700000000\n");
+    let t1 = t0.advanced(Duration::from_secs(1));
+    s.handle_eof(t1, a);
+    s.handle_eof(t1, b);
+    drain(&mut s);
+    let forgotten = |s: &mut Server| -> Vec<String> {
+        drain(s)
+            .into_iter()
+            .filter(|l| l.contains("forgotten"))
+            .collect()
+    };
+    advance_to(&mut s, t1.advanced(10 * minute));
+    assert_eq!(forgotten(&mut s), Vec::<String>::new());
+    assert_eq!(s.client(&id("a")).map(|c| c.state()), Some(Liveness::Down));
+    // a is taken off the list long after its forget-after: forgotten at once; b is kept.
+    let t2 = t1.advanced(11 * minute);
+    s.set_expected(t2, &[expected("b", 1000, None)]);
+    advance_to(&mut s, t2);
+    assert_eq!(forgotten(&mut s).len(), 1);
+    assert!(s.client(&id("a")).is_none());
+    assert!(s.client(&id("b")).is_some());
+}
+
+/// Expected clients are never evicted to make room, even never heard from.
+#[test]
+fn expected_clients_are_not_evicted() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config().max_clients(2)));
+    s.set_expected(t0, &[expected("x", 1000, None)]);
+    for (port, name) in [(1, "p"), (2, "q"), (3, "r")] {
+        let c = open(
+            &mut s,
+            t0,
+            port,
+            format!("HELLO 1 {name} 1000\nBEAT 1 1700000000\n").as_bytes(),
+        );
+        s.close(t0, c);
+    }
+    assert!(s.client(&id("x")).is_some());
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|l| l == "ev evicted client=p (client limit reached)")
+    );
+}
+
+/// Flap control through the server's configuration: down two periods after the detector said
+/// so, up at the second arrival.
+#[test]
+fn flap_control_from_the_server_config() {
+    let flap = crate::FlapControl::new(3, 2).unwrap();
+    let (t0, mut s, c) = opened_with(
+        fixed_config().flap_control(flap),
+        b"HELLO 1 a 1000\nBEAT 1 1700000000\n",
+    );
+    drain(&mut s);
+    let (last, lines) = run_timers(&mut s, t0, |s| {
+        s.client(&id("a"))
+            .is_some_and(|c| c.state() == Liveness::Down)
+    });
+    assert_eq!(last, t0.mono + Duration::from_secs(5), "3 s + 2 periods");
+    assert_eq!(liveness(lines).len(), 2);
+    let t = t0.advanced(Duration::from_secs(6));
+    s.handle_input(t, c, b"BEAT 6 1700000006\n");
+    assert_eq!(
+        liveness_lines(&mut s),
+        Vec::<String>::new(),
+        "one arrival of two"
+    );
+    let t = t0.advanced(Duration::from_secs(7));
+    s.handle_input(t, c, b"BEAT 7 1700000007\n");
+    assert_eq!(
+        liveness_lines(&mut s),
+        ["ev transition client=a down->up since_last=1000.000ms fixed=0.000"]
+    );
+}
+
+/// A transition names the peer of the client's latest connection; every event's JSON can
+/// carry its time, in seconds to the microsecond.
+#[test]
+fn transitions_name_the_peer_and_events_carry_their_time() {
+    let (t0, mut s, _) = opened_with(fixed_config(), b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    drain(&mut s);
+    s.handle_timeout(t0.advanced(Duration::from_secs(2)));
+    let Some(Output::Event(e)) = s.poll_output() else {
+        panic!("a transition");
+    };
+    let time = UnixTime::from_nanos(1_700_000_002_123_456_789);
+    let json = e.to_json_at(time);
+    assert_eq!(json["peer"], "127.0.0.1:1");
+    assert_eq!(json["time"].to_string(), "1700000002.123457");
+    assert_eq!(
+        unix_seconds(UnixTime::from_nanos(1_700_000_000_000_000_000)).to_string(),
+        "1700000000.0"
+    );
+    assert_eq!(
+        unix_seconds(UnixTime::from_nanos(4_294_967_295_999_999_000)).to_string(),
+        "4294967295.999999"
+    );
+}
+
+/// Reloaded keys: the next challenge is answered with the new secret; without authentication
+/// there is nothing to reload.
+#[test]
+fn reloaded_keys_apply_to_the_next_connection() {
+    use crate::auth::{Answer, AuthConfig, AuthKeys, Secret};
+    let old = Secret::new("old-secret-0123456789").unwrap();
+    let new = Secret::new("new-secret-0123456789").unwrap();
+    let keys = |secret: &Secret| {
+        let mut k = AuthKeys::new();
+        k.insert(ClientId::new("a").unwrap(), secret.clone());
+        k
+    };
+    let config = ServerConfig::default().auth(Some(AuthConfig::new(keys(&old), [7; 32])));
+    let mut s = Server::new(Arc::new(config));
+    assert!(!Server::new(Arc::new(ServerConfig::default())).set_auth_keys(keys(&new)));
+    assert!(s.set_auth_keys(keys(&new)));
+    let t0 = Now::test_origin();
+    let answer = |s: &mut Server, port, secret: &Secret| {
+        let c = open(s, t0, port, b"HELLO 1 a 1000 5\n");
+        let lines = drain(s);
+        let nonce = lines[0].rsplit(' ').next().unwrap().to_owned();
+        let nonce = crate::auth::Nonce(
+            (0..nonce.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&nonce[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+                .try_into()
+                .unwrap(),
+        );
+        let a = Answer::compute(
+            secret,
+            &nonce,
+            &ClientId::new("a").unwrap(),
+            Duration::from_secs(1),
+            5,
+        );
+        s.handle_input(t0, c, format!("AUTH {a}\n").as_bytes());
+        drain(s)
+    };
+    let refused = answer(&mut s, 1, &old);
+    assert!(
+        refused.iter().any(|l| l.contains("disconnect")),
+        "{refused:?}"
+    );
+    let welcomed = answer(&mut s, 2, &new);
+    assert!(
+        welcomed.iter().any(|l| l.contains("WELCOME")),
+        "{welcomed:?}"
+    );
+}
+
+// ---- state across restarts ----
+
+/// The report lines that a restore keeps (counters, ranges, state), without the delay and gap
+/// statistics, which a restarted server measures afresh, and `connected`.
+fn kept(s: &Server) -> Vec<String> {
+    s.report()
+        .clients
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} received={} missed={} ranges={:?} dup={} rst={} bursts={} conns={} \
+                 highest={:?} first={:?} last={:?}",
+                c.client,
+                c.protocol,
+                c.state,
+                c.received,
+                c.missed,
+                c.missed_ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                c.duplicates,
+                c.restarts,
+                c.bursts,
+                c.connections,
+                c.highest_seq,
+                c.first_seen,
+                c.last_seen
+            )
+        })
+        .collect()
+}
+
+/// A server that heard `a` (gaps, still connected), `b` (said goodbye) and a legacy client.
+fn server_with_history() -> (Now, Server, ConnId) {
+    let (t0, mut s, a) = opened(b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    beat_every_second(&mut s, t0, a, 3..=5);
+    open(
+        &mut s,
+        t0,
+        2,
+        b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\nBYE\n",
+    );
+    let legacy = b"Sequence #1: Sending heartbeat at 1700000000.0000. ";
+    open(&mut s, t0, 3, legacy);
+    let _ = drain(&mut s);
+    (t0, s, a)
+}
+
+#[test]
+fn a_restored_server_goes_on_counting_where_the_saved_one_stopped() {
+    let (t0, old, _) = server_with_history();
+    let json = serde_json::to_string(&old.persist()).unwrap();
+    let state: State = serde_json::from_str(&json).unwrap();
+    assert_eq!(state.client_count(), 3);
+    let t1 = t0.advanced(Duration::from_secs(60));
+    let mut new = Server::new(Arc::new(ServerConfig::default()));
+    let restored = new.restore(state, t1).unwrap();
+    assert_eq!((restored.clients, restored.dropped), (3, 0));
+    assert_eq!(kept(&new), kept(&old));
+    assert!(new.clients().all(|c| !c.summary().connected));
+    // `a` comes back in the same session: #5 again is a duplicate, #9 misses #6-8 once.
+    let c = open(&mut new, t1, 9, b"HELLO 1 a 1000 aa\nBEAT 5 1700000060\n");
+    let out = drain(&mut new);
+    assert_has(&out, "ev duplicate client=a seq=5");
+    assert!(out.iter().any(|l| l.contains("resumed=true")), "{out:?}");
+    new.handle_input(
+        t1.advanced(Duration::from_secs(1)),
+        c,
+        b"BEAT 9 1700000061\n",
+    );
+    let out = drain(&mut new);
+    assert_has(&out, "ev missed client=a seq=6-8 count=3");
+    let a = new.client(&id("a")).unwrap();
+    assert_eq!((a.received(), a.missed(), a.duplicates()), (5, 4, 1));
+    // `b` left: it stays left, and a new session of it is a restart as before.
+    assert_eq!(new.client(&id("b")).unwrap().state(), Liveness::Left);
+    open(&mut new, t1, 10, b"HELLO 1 b 1000 cc\nBEAT 1 1700000060\n");
+    assert_has(&drain(&mut new), "ev restarted client=b previous=1");
+}
+
+#[test]
+fn a_client_that_died_while_the_server_was_down_is_declared_down_a_grace_after_the_restart() {
+    let config = ServerConfig::default().detector(DetectorConfig::new(DetectorKind::Fixed));
+    let (t0, old, _) = {
+        let t0 = Now::test_origin();
+        let mut s = Server::new(Arc::new(config.clone()));
+        let c = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+        beat_every_second(&mut s, t0, c, 2..=3);
+        let _ = drain(&mut s);
+        (t0, s, c)
+    };
+    assert_eq!(old.client(&id("a")).unwrap().state(), Liveness::Up);
+    let t1 = t0.advanced(Duration::from_secs(600));
+    let mut new = Server::new(Arc::new(config));
+    new.restore(old.persist(), t1).unwrap();
+    assert_eq!(new.client(&id("a")).unwrap().state(), Liveness::Up);
+    // The fixed detector's grace (2 intervals, down at interval + grace) from the restart.
+    let (at, log) = run_timers(&mut new, t1, |s| {
+        s.client(&id("a")).unwrap().state() == Liveness::Down
+    });
+    assert_eq!(at - t1.mono, Duration::from_secs(3));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ev transition client=a suspect->down")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn changes_are_taken_once_and_merge_into_the_full_state() {
+    let (t0, mut s, a) = server_with_history();
+    let full = s.persist();
+    let first = s.persist_changes();
+    assert_eq!(
+        first.client_count(),
+        3,
+        "every client changed since the start"
+    );
+    assert!(!s.has_changes());
+    assert!(s.persist_changes().is_empty());
+    beat_every_second(&mut s, t0, a, 8..=8);
+    assert!(s.has_changes());
+    let changes = s.persist_changes();
+    assert_eq!(changes.client_count(), 1, "only a changed");
+    let mut merged = full;
+    merged.merge(changes);
+    assert_eq!(merged, s.persist());
+}
+
+#[test]
+fn a_forgotten_client_leaves_the_state_through_the_changes() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(1)));
+    let c = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, c);
+    let mut saved = s.persist();
+    let _ = s.persist_changes();
+    open(&mut s, t0, 2, b"HELLO 1 b 1000\nBEAT 1 1700000000\n");
+    saved.merge(s.persist_changes());
+    assert_eq!(saved, s.persist());
+    assert_eq!(saved.client_count(), 1);
+}
+
+#[test]
+fn a_state_is_restored_into_a_fresh_server_only_and_up_to_the_client_limit() {
+    let (t0, old, _) = server_with_history();
+    let mut busy = Server::new(Arc::new(ServerConfig::default()));
+    open(&mut busy, t0, 1, b"HELLO 1 z 1000\nBEAT 1 1700000000\n");
+    assert_eq!(busy.restore(old.persist(), t0), Err(StateError::NotFresh));
+    assert_eq!(busy.client_count(), 1);
+    let mut small = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let restored = small.restore(old.persist(), t0).unwrap();
+    assert_eq!((restored.clients, restored.dropped), (2, 1));
+}
+
+/// Merges the changes since the last call into `merged`, which must then be the full state.
+fn merge_changes_and_compare(s: &mut Server, merged: &mut MergedState, step: &str) {
+    merged.merge(s.persist_changes());
+    assert_eq!(merged.to_state(), s.persist(), "after {step}");
+    let _ = drain(s);
+}
+
+#[test]
+fn every_change_to_a_record_is_in_the_changes() {
+    // What a journal replays after a crash, and what the state writer keeps between full
+    // saves: the first full state and every later state of changes, merged, are the full
+    // state, whatever happened to the records.
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let mut merged = MergedState::new(s.persist());
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a's first heartbeat");
+    beat_every_second(&mut s, t0, a, 2..=3);
+    beat_every_second(&mut s, t0, a, 6..=6);
+    let t6 = t0.advanced(Duration::from_secs(6));
+    s.handle_input(t6, a, b"BEAT 2 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a gap and a duplicate");
+    let b = open(&mut s, t6, 2, b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\n");
+    s.handle_eof(t6, b);
+    merge_changes_and_compare(&mut s, &mut merged, "b connected and gone");
+    let (last, log) = run_timers(&mut s, t6, |s| {
+        s.clients().all(|c| c.state() == Liveness::Down)
+    });
+    assert!(log.iter().any(|l| l.contains("suspect")), "{log:?}");
+    merge_changes_and_compare(&mut s, &mut merged, "liveness changes on timers");
+    let later = t0.advanced(last - t0.mono);
+    s.handle_input(later, a, b"BYE\n");
+    s.handle_eof(later, a);
+    merge_changes_and_compare(&mut s, &mut merged, "a goodbye");
+    open(&mut s, later, 3, b"HELLO 1 b 1000 b2\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "b restarted");
+    open(&mut s, later, 4, b"HELLO 1 c 1000 cc\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a forgotten at the limit for c");
+    assert_eq!(merged.client_count(), 2);
+}
+
+#[test]
+fn a_client_forgotten_after_its_time_leaves_the_state_and_a_restored_one_is_forgotten_in_time() {
+    let t0 = Now::test_origin();
+    let config = ServerConfig::default()
+        .forget_after(Duration::from_secs(60))
+        .unwrap();
+    let mut s = Server::new(Arc::new(config.clone()));
+    let mut merged = MergedState::new(s.persist());
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    open(&mut s, t0, 2, b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, a);
+    merge_changes_and_compare(&mut s, &mut merged, "a gone");
+    // Its liveness changes mark its slot again before it is forgotten: the freed slot must not
+    // bring it back into the changes.
+    let (_, log) = run_timers(&mut s, t0, |s| s.clients().count() == 1);
+    assert!(log.iter().any(|l| l.contains("down")), "{log:?}");
+    merge_changes_and_compare(&mut s, &mut merged, "a forgotten");
+    assert_eq!(merged.client_count(), 1);
+
+    // b was last heard at t0; restored 50 s later, it is forgotten 60 s after t0, not after
+    // the restore.
+    let t1 = t0.advanced(Duration::from_secs(50));
+    let mut new = Server::new(Arc::new(config));
+    new.restore(merged.to_state(), t1).unwrap();
+    let (last, _) = run_timers(&mut new, t1, |s| s.clients().count() == 0);
+    assert_eq!(new.clients().count(), 0);
+    assert_eq!(last - t1.mono, Duration::from_secs(10));
+    assert!(new.persist_changes().client_count() == 0);
 }

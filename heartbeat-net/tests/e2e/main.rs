@@ -3,16 +3,23 @@
 //! child killed at the end.
 
 mod auth;
+mod client_daemon;
 mod concurrency;
 mod detector;
 mod drift;
 mod embed;
+mod expect;
 mod faults;
+mod hooks;
 mod hostile;
 mod legacy;
 mod load;
+mod metrics;
+mod output;
+mod prometheus;
 mod reconnect;
 mod seed;
 mod shutdown;
+mod state;
 mod tls;
 mod util;
