@@ -396,7 +396,7 @@ impl Machine {
         let _ = e.to_json();
         match e {
             Event::Disconnected { .. } => self.disconnected_events += 1,
-            Event::Evicted { client } => {
+            Event::Evicted { client } | Event::Forgotten { client, .. } => {
                 self.counts.remove(client);
             }
             Event::Heartbeat {

@@ -267,6 +267,7 @@ pub struct ServerConfig {
     pub(crate) min_interval: Duration,
     pub(crate) max_idle: Duration,
     pub(crate) max_clock_skew: Duration,
+    pub(crate) forget_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -285,6 +286,7 @@ impl Default for ServerConfig {
             min_interval: Duration::from_millis(10),
             max_idle: Duration::from_secs(600),
             max_clock_skew: Duration::from_secs(1),
+            forget_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -394,6 +396,19 @@ impl ServerConfig {
         Ok(self)
     }
 
+    /// How long a client may be gone (disconnected, not heard from) before the server forgets
+    /// it (`Event::Forgotten`): its record, its liveness and its line in reports go, so memory
+    /// and exported metrics stay bounded under churn. Default 24 h.
+    pub fn forget_after(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.forget_after = nonzero(d, "forget after")?;
+        Ok(self)
+    }
+
+    /// The forget-after.
+    pub fn forget_after_value(&self) -> Duration {
+        self.forget_after
+    }
+
     /// The minimum declared interval.
     pub fn min_interval_value(&self) -> Duration {
         self.min_interval
@@ -449,6 +464,7 @@ mod tests {
         assert_eq!(zero(s().min_interval(Duration::ZERO)), "min interval");
         assert_eq!(zero(s().max_idle(Duration::ZERO)), "max idle");
         assert_eq!(zero(s().max_clock_skew(Duration::ZERO)), "max clock skew");
+        assert_eq!(zero(s().forget_after(Duration::ZERO)), "forget after");
         assert!(s().pause_guard(Duration::from_millis(1)).is_ok());
         let c = ClientConfig::new(ClientId::new("a").unwrap(), Duration::from_secs(1)).unwrap();
         assert!(c.clone().silence_intervals(0).is_err());

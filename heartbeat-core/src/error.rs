@@ -309,3 +309,136 @@ pub enum DisconnectReason {
     #[error("closed until the next heartbeat")]
     UntilNextBeat,
 }
+
+impl DecodeError {
+    /// A short, stable name of the kind of error (`too_long`, `seq_ahead`, ...): a bounded
+    /// label for metrics, without the offending bytes. A [`Violation`] is named by its own
+    /// [`label`](Violation::label).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooLong { .. } => "too_long",
+            Self::NotUtf8 => "not_utf8",
+            Self::ControlChar => "control_char",
+            Self::UnknownProtocol => "unknown_protocol",
+            Self::UnknownCommand(_) => "unknown_command",
+            Self::Arity { .. } => "arity",
+            Self::UnsupportedVersion(_) => "unsupported_version",
+            Self::Seq(_) => "invalid_seq",
+            Self::Timestamp(_) => "invalid_timestamp",
+            Self::Interval(_) => "invalid_interval",
+            Self::Session(_) => "invalid_session",
+            Self::Hex { .. } => "invalid_hex",
+            Self::ClientId(_) => "invalid_client_id",
+            Self::Legacy(_) => "malformed_legacy",
+            Self::Unexpected { .. } => "unexpected_frame",
+            Self::Violation(v) => v.label(),
+        }
+    }
+}
+
+impl Violation {
+    /// A short, stable name of the limit broken (`too_fast`, ...): a bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::IntervalBelowMinimum { .. } => "interval_below_minimum",
+            Self::SeqAhead { .. } => "seq_ahead",
+            Self::Timestamp { .. } => "implausible_timestamp",
+            Self::TooFast { .. } => "too_fast",
+        }
+    }
+}
+
+impl DisconnectReason {
+    /// A short, stable name of the reason (`closed_by_peer`, `idle_timeout`, `protocol`, ...):
+    /// a bounded label for metrics, without ids or numbers.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::AckTimeout(_) => "ack_timeout",
+            Self::AuthFailed { .. } => "auth_failed",
+            Self::AuthRequired => "auth_required",
+            Self::AuthTimeout { .. } => "auth_timeout",
+            Self::ClosedByPeer => "closed_by_peer",
+            Self::Finished => "finished",
+            Self::Goodbye => "goodbye",
+            Self::HelloTimeout(_) => "hello_timeout",
+            Self::IdInUse { .. } => "id_in_use",
+            Self::IdleTimeout(_) => "idle_timeout",
+            Self::IncompleteHello(_) => "incomplete_hello",
+            Self::LegacyRefused => "legacy_refused",
+            Self::Local => "local",
+            Self::NotChallenged => "not_challenged",
+            Self::NotReadingAcks => "not_reading_acks",
+            Self::Protocol(_) => "protocol",
+            Self::ServerError(_) => "server_error",
+            Self::Superseded(_) => "superseded",
+            Self::UntilNextBeat => "until_next_beat",
+        }
+    }
+
+    /// Server: when the connection ended because the server refused what the peer sent (a
+    /// frame that does not decode, a broken limit, a failed authentication, a refused legacy
+    /// connection, an id in use under another session), the kind of refusal: the
+    /// [`DecodeError::label`] (or [`Violation::label`]) of a protocol error, else this reason's
+    /// [`label`](Self::label). `None` for every other end (timeouts, closes, goodbyes).
+    pub fn rejection(&self) -> Option<&'static str> {
+        match self {
+            Self::Protocol(e) => Some(e.label()),
+            Self::AuthFailed { .. } | Self::LegacyRefused | Self::IdInUse { .. } => {
+                Some(self.label())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels are metric label values: short, lowercase, no spaces, and one per kind.
+    #[test]
+    fn labels_are_bounded_names() {
+        let reasons = [
+            DisconnectReason::ClosedByPeer,
+            DisconnectReason::Goodbye,
+            DisconnectReason::IdleTimeout(Duration::from_secs(5)),
+            DisconnectReason::LegacyRefused,
+            DisconnectReason::Protocol(DecodeError::UnknownCommand("X".repeat(200))),
+            DisconnectReason::Protocol(DecodeError::Violation(Violation::TooFast {
+                beats: 11,
+                elapsed: Duration::from_millis(20),
+                interval: Duration::from_millis(10),
+            })),
+        ];
+        let labels: Vec<_> = reasons.iter().map(DisconnectReason::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "closed_by_peer",
+                "goodbye",
+                "idle_timeout",
+                "legacy_refused",
+                "protocol",
+                "protocol"
+            ]
+        );
+        let rejections: Vec<_> = reasons.iter().map(DisconnectReason::rejection).collect();
+        assert_eq!(
+            rejections,
+            [
+                None,
+                None,
+                None,
+                Some("legacy_refused"),
+                Some("unknown_command"),
+                Some("too_fast")
+            ]
+        );
+        for l in labels.iter().chain(rejections.iter().flatten()) {
+            assert!(
+                l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{l}"
+            );
+        }
+    }
+}

@@ -126,6 +126,11 @@ impl Watches {
         self.watches.get(client).map_or(Liveness::Up, |w| w.state)
     }
 
+    /// Client `client`'s failure detector, once its interval is known.
+    pub fn detector(&self, client: usize) -> Option<&dyn Detector> {
+        self.watches.get(client)?.detector.as_deref()
+    }
+
     /// When the earliest check is due, `None` without any. May be a stale check (a client
     /// re-armed later); running it early is harmless.
     pub fn next_check(&self) -> Option<Instant> {

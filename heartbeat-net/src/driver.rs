@@ -59,6 +59,151 @@ const READS_IN_FLIGHT: u32 = 2;
 /// persistent error does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Requests queued for the server task at most; beyond it [`ServerControl`] answers
+/// [`ControlError::Busy`] at once instead of piling up work.
+const CONTROL_CAPACITY: usize = 16;
+
+/// What only the driver counts: connections it closed at accept, before the core saw them.
+/// Everything else is counted by the core ([`Server::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Connections closed at accept because `max_connections` were open.
+    pub rejected_max_connections: u64,
+    /// Connections closed at accept because `max_connections_per_ip` were open from that
+    /// address.
+    pub rejected_per_ip: u64,
+}
+
+/// A request to the server task from elsewhere in the application (the metrics endpoint,
+/// signal handlers), carried out between two events of the loop, so it sees the server in a
+/// consistent state and never races it. Send them through a [`ServerControl`].
+///
+/// The function runs *on* the server task: whatever it costs delays every client's
+/// heartbeats by as much. Keep it to copying out what you need (counters, a report) and do
+/// the heavy work (encoding, printing, I/O) after it returned, elsewhere.
+pub enum Control {
+    /// Reads the server, the driver's own counters and the time: for a snapshot (metrics), a
+    /// report to print (SIGUSR1).
+    Inspect(InspectFn),
+    /// Changes the server (for example its expected clients, reloaded on SIGHUP); the driver
+    /// then carries out whatever the core output, as after any input.
+    Update(UpdateFn),
+}
+
+/// The function of a [`Control::Inspect`].
+pub type InspectFn = Box<dyn FnOnce(&Server, &DriverStats, Now) + Send>;
+
+/// The function of a [`Control::Update`].
+pub type UpdateFn = Box<dyn FnOnce(&mut Server, Now) + Send>;
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Inspect(_) => "Control::Inspect",
+            Self::Update(_) => "Control::Update",
+        })
+    }
+}
+
+/// Why a [`ServerControl`] request got no answer.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Too many requests are queued for the server task already.
+    #[error("the server is busy with earlier requests")]
+    Busy,
+    /// The server task is gone (stopped), or was not given this control's receiver.
+    #[error("the server is not running")]
+    Stopped,
+    /// The server task did not get to the request in time (it is overloaded or stalled).
+    #[error("the server did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// The sending side of the control channel of one server task: cheap to clone, usable from
+/// any task or thread (any tokio runtime). Requests are bounded (at most 16 queued, then
+/// [`ControlError::Busy`]) and timed out, so a stuck server task never blocks the sender.
+#[derive(Clone, Debug)]
+pub struct ServerControl {
+    tx: mpsc::Sender<Control>,
+}
+
+/// The receiving side of the control channel: hand it to [`run_server_with_control`].
+#[derive(Debug)]
+pub struct ControlReceiver(Option<mpsc::Receiver<Control>>);
+
+impl ServerControl {
+    /// A new control channel.
+    pub fn channel() -> (Self, ControlReceiver) {
+        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        (Self { tx }, ControlReceiver(Some(rx)))
+    }
+
+    /// Runs `f` on the server task (see [`Control::Inspect`]) and returns what it returned,
+    /// waiting at most `timeout`.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&Server, &DriverStats, Now) -> T + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = Control::Inspect(Box::new(move |server, driver, now| {
+            let _ = tx.send(f(server, driver, now));
+        }));
+        self.request(request, rx, timeout).await
+    }
+
+    /// Runs `f` on the server task with the server mutable (see [`Control::Update`]) and
+    /// returns what it returned, waiting at most `timeout`.
+    pub async fn update<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut Server, Now) -> T + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = Control::Update(Box::new(move |server, now| {
+            let _ = tx.send(f(server, now));
+        }));
+        self.request(request, rx, timeout).await
+    }
+
+    async fn request<T>(
+        &self,
+        request: Control,
+        answer: tokio::sync::oneshot::Receiver<T>,
+        timeout: Duration,
+    ) -> Result<T, ControlError> {
+        self.tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => ControlError::Busy,
+            TrySendError::Closed(_) => ControlError::Stopped,
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(_)) => Err(ControlError::Stopped),
+            Err(_) => Err(ControlError::TimedOut(timeout)),
+        }
+    }
+}
+
+impl ControlReceiver {
+    /// A receiver nobody sends to: the server task takes no requests.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The next request; pending forever once every sender is gone. Cancel safe.
+    pub(crate) async fn recv(&mut self) -> Control {
+        if let Some(rx) = &mut self.0 {
+            if let Some(c) = rx.recv().await {
+                return c;
+            }
+            self.0 = None;
+        }
+        std::future::pending().await
+    }
+}
+
 /// A source of incoming streams: a bound TCP listener, or turmoil's in the simulator.
 pub trait Listener {
     /// The stream type of one accepted connection.
@@ -403,8 +548,25 @@ pub async fn run_server<L: Listener>(
     stop: impl Future<Output = ()>,
     on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
+    let control = ControlReceiver::none();
+    run_server_with_control(listener, server, options, control, clock, stop, on_event).await
+}
+
+/// [`run_server`], also carrying out the [`Control`] requests sent through the
+/// [`ServerControl`] paired with `control`, between events.
+pub async fn run_server_with_control<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    on_event: impl FnMut(&server::Event, Now),
+) -> Result<Server, NetError> {
     LocalSet::new()
-        .run_until(serve(listener, server, options, clock, stop, on_event))
+        .run_until(serve(
+            listener, server, options, control, clock, stop, on_event,
+        ))
         .await
 }
 
@@ -423,6 +585,7 @@ enum Inbound {
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    Control(Control),
     FlushLog,
     Inbound(Inbound),
     Stop,
@@ -438,12 +601,14 @@ struct ServerDriver {
     limits: ConnectionLimits,
     tasks: JoinSet<()>,
     options: ServerOptions,
+    stats: DriverStats,
 }
 
 async fn serve<L: Listener>(
     mut listener: L,
     server: Server,
     options: ServerOptions,
+    mut control: ControlReceiver,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
     mut on_event: impl FnMut(&server::Event, Now),
@@ -458,6 +623,7 @@ async fn serve<L: Listener>(
         ),
         tasks: JoinSet::new(),
         options,
+        stats: DriverStats::default(),
     };
     let mut stop = std::pin::pin!(stop);
     let mut accept_paused_until: Option<Instant> = None;
@@ -470,6 +636,7 @@ async fn serve<L: Listener>(
             biased;
             () = &mut stop => ServerWake::Stop,
             () = sleep_until_opt(deadline) => ServerWake::Timeout,
+            c = control.recv() => ServerWake::Control(c),
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
@@ -481,6 +648,9 @@ async fn serve<L: Listener>(
             ServerWake::Stop => break,
             ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => d.server.handle_timeout(now),
+            ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
+            // The loop drains what the change output before it waits again.
+            ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "connection task failed");
@@ -562,8 +732,14 @@ impl ServerDriver {
     ) {
         if let Err(refusal) = self.limits.check(peer) {
             let limit = match refusal {
-                crate::limits::Refusal::Total => self.options.max_connections,
-                crate::limits::Refusal::PerIp => self.options.max_connections_per_ip_value(),
+                crate::limits::Refusal::Total => {
+                    self.stats.rejected_max_connections += 1;
+                    self.options.max_connections
+                }
+                crate::limits::Refusal::PerIp => {
+                    self.stats.rejected_per_ip += 1;
+                    self.options.max_connections_per_ip_value()
+                }
             };
             self.options.log.log(
                 now.mono,
@@ -1090,6 +1266,74 @@ mod tests {
                 assert!(deaf.received >= 15, "{deaf:?}");
                 assert_eq!(deaf.missed, 0);
                 drop(peer);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_requests_run_on_the_server_task_between_events() {
+        LocalSet::new()
+            .run_until(async {
+                let t0 = tokio::time::Instant::now();
+                let clock = move || {
+                    UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed())
+                };
+                let (accept_tx, accept_rx) = mpsc::channel(4);
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let (control, control_rx) = ServerControl::channel();
+                let options = ServerOptions {
+                    max_connections: 1,
+                    ..ServerOptions::default()
+                };
+                let served = tokio::task::spawn_local(run_server_with_control(
+                    MemListener(accept_rx),
+                    Server::new(Arc::new(ServerConfig::default())),
+                    options,
+                    control_rx,
+                    clock,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    |_: &server::Event, _| {},
+                ));
+                let (mut peer, theirs) = tokio::io::duplex(4096);
+                let addr = SocketAddr::from(([127, 0, 0, 1], 30_003));
+                accept_tx.send((theirs, addr)).await.unwrap();
+                peer.write_all(b"HELLO 1 seen 1000\nBEAT 1 1700000000.5\n")
+                    .await
+                    .unwrap();
+                // One connection too many: closed at accept, counted by the driver.
+                let (_refused, theirs) = tokio::io::duplex(64);
+                accept_tx.send((theirs, addr)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+
+                let timeout = Duration::from_secs(1);
+                let (open, received, rejected) = control
+                    .inspect(timeout, |s, d, _| {
+                        let c = s.clients().next().map(|c| c.received());
+                        (s.connection_count(), c, d.rejected_max_connections)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!((open, received, rejected), (1, Some(1), 1));
+                // An update's outputs are carried out: closing the connection reaches the peer.
+                let conn = control
+                    .update(timeout, |s, now| {
+                        let conn = heartbeat_core::ConnId(1);
+                        s.close(now, conn);
+                        s.connection_count()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(conn, 0);
+                let mut rest = String::new();
+                peer.read_to_string(&mut rest).await.unwrap();
+                assert!(rest.starts_with("WELCOME 1"), "{rest:?}");
+
+                let _ = stop_tx.send(());
+                served.await.unwrap().unwrap();
+                let gone = control.inspect(timeout, |s, _, _| s.client_count()).await;
+                assert_eq!(gone, Err(ControlError::Stopped));
             })
             .await;
     }

@@ -57,7 +57,8 @@ pub mod server;
 pub mod tls;
 
 pub use driver::{
-    Clock, Connector, Listener, ServerOptions, SystemClock, mono_now, run_client, run_server,
+    Clock, Connector, Control, ControlError, DriverStats, Listener, ServerControl, ServerOptions,
+    SystemClock, mono_now, run_client, run_server, run_server_with_control,
 };
 pub use error::NetError;
 pub use listener::{TcpConnector, TcpListener};

@@ -128,6 +128,16 @@ pub enum Event {
         /// The forgotten client.
         client: ClientKey,
     },
+    /// A client gone (disconnected, not heard from) for longer than the configured
+    /// forget-after was forgotten, so that what is remembered (and exported as metrics) stays
+    /// bounded. Its analysis is gone from reports; if it comes back it is a new client.
+    Forgotten {
+        /// The forgotten client.
+        client: ClientKey,
+        /// How long it had been gone (since its last connection ended).
+        #[serde(rename = "gone_for_ms", serialize_with = "ms")]
+        gone_for: Duration,
+    },
     /// A heartbeat at or below the highest sequence number already received.
     Duplicate {
         /// The connection.
@@ -217,6 +227,7 @@ impl Event {
             Self::Disconnected { .. } => "disconnected",
             Self::Duplicate { .. } => "duplicate",
             Self::Evicted { .. } => "evicted",
+            Self::Forgotten { .. } => "forgotten",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
@@ -286,6 +297,13 @@ impl fmt::Display for Event {
             }
             Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
             Self::Evicted { client } => write!(f, "evicted client={client} (client limit reached)"),
+            Self::Forgotten { client, gone_for } => {
+                write!(
+                    f,
+                    "forgotten client={client} gone_for={}",
+                    fmt_ms(*gone_for)
+                )
+            }
             Self::Heartbeat {
                 client,
                 seq,

@@ -4,6 +4,7 @@ mod event;
 mod handshake;
 mod limits;
 mod session;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,10 +23,12 @@ use crate::timer::DeadlineQueue;
 use handshake::{Challenger, Claim, Refusal};
 use limits::Pace;
 use session::ClientRecord;
+use stats::bump;
 
 pub use crate::liveness::Liveness;
 pub use event::{Event, Output};
 pub use session::ClientView;
+pub use stats::{DELAY_BUCKETS, DelayHistogram, ServerStats};
 
 /// After a stall of the server itself, how long before due timers are looked at again.
 const STALL_RECHECK: Duration = Duration::from_secs(1);
@@ -81,6 +84,12 @@ pub struct Server {
     liveness: Watches,
     /// Challenge nonces, when authentication is on.
     challenger: Option<Challenger>,
+    /// When disconnected clients are forgotten (client indices, lazily re-checked: an entry
+    /// counts only if its client is still gone, since long enough).
+    forget: DeadlineQueue<usize>,
+    /// Slots of forgotten clients, reused before `clients` grows.
+    free: Vec<usize>,
+    stats: ServerStats,
     out: VecDeque<Output>,
     /// Buffers reused across reads, so the per-heartbeat path does not allocate them.
     scratch_units: Vec<Inbound>,
@@ -126,6 +135,9 @@ impl Server {
             index: BTreeMap::new(),
             next_conn: 1,
             deadlines: DeadlineQueue::new(),
+            forget: DeadlineQueue::new(),
+            free: Vec::new(),
+            stats: ServerStats::default(),
             out: VecDeque::new(),
             scratch_units: Vec::new(),
             scratch_beats: Vec::new(),
@@ -144,9 +156,14 @@ impl Server {
         self.conns.len()
     }
 
-    /// Clients ever seen.
+    /// Clients remembered (listed in reports): not forgotten or evicted.
     pub fn client_count(&self) -> usize {
-        self.clients.len()
+        self.index.len()
+    }
+
+    /// What the server counted, server-wide (connections, refusals, delays).
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
     }
 
     /// One client's analysis and liveness.
@@ -157,6 +174,19 @@ impl Server {
     /// Every client's analysis and liveness, sorted by key.
     pub fn clients(&self) -> impl Iterator<Item = ClientView<'_>> + '_ {
         self.index.values().map(|&i| self.view(i))
+    }
+
+    /// The clients after `after` (all of them for `None`), sorted by key: a report or a
+    /// snapshot taken a page at a time, so that no single call holds the caller for long.
+    pub fn clients_after(
+        &self,
+        after: Option<&ClientKey>,
+    ) -> impl Iterator<Item = ClientView<'_>> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |k| Excluded(k.clone()));
+        self.index
+            .range((from, Unbounded))
+            .map(|(_, &i)| self.view(i))
     }
 
     /// The report of every client, sorted by key.
@@ -172,6 +202,7 @@ impl Server {
     pub fn accept(&mut self, now: Now, peer: SocketAddr) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
+        bump(&mut self.stats.connections_accepted);
         let deadline = now.mono + self.config.hello_timeout;
         self.conns.insert(
             conn,
@@ -230,11 +261,12 @@ impl Server {
             ConnState::Live { idx, .. } if self.clients[*idx].left => DisconnectReason::Goodbye,
             _ => DisconnectReason::ClosedByPeer,
         };
-        self.drop_conn(conn, reason);
+        self.drop_conn(now, conn, reason);
     }
 
     /// Time passed: runs the clients' due liveness checks (which may emit transitions), then
-    /// drops connections whose hello or idle deadline is over. Woken later than the pause guard
+    /// drops connections whose hello or idle deadline is over, then forgets clients gone for
+    /// longer than the forget-after ([`Event::Forgotten`]). Woken later than the pause guard
     /// after the earliest timer, it only defers what is due and emits [`Event::Stalled`].
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(due) = self.poll_timeout() {
@@ -250,23 +282,26 @@ impl Server {
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             self.connection_deadline(now, conn, at);
         }
+        while let Some((_, idx)) = self.forget.pop_due(now.mono) {
+            self.forget_if_gone(now, idx);
+        }
     }
 
     /// The driver could not write to `conn` for longer than its bound, or has too many writes
     /// queued for it: the peer is not reading its acknowledgements. The connection is dropped
     /// ([`DisconnectReason::NotReadingAcks`]).
-    pub fn handle_write_blocked(&mut self, _now: Now, conn: ConnId) {
+    pub fn handle_write_blocked(&mut self, now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.drop_conn(conn, DisconnectReason::NotReadingAcks);
+            self.drop_conn(now, conn, DisconnectReason::NotReadingAcks);
         }
     }
 
     // ---- commands ----
 
     /// Closes `conn` locally.
-    pub fn close(&mut self, _now: Now, conn: ConnId) {
+    pub fn close(&mut self, now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.drop_conn(conn, DisconnectReason::Local);
+            self.drop_conn(now, conn, DisconnectReason::Local);
         }
     }
 
@@ -287,16 +322,20 @@ impl Server {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the earliest connection
-    /// deadline or client liveness check; `None` when there is neither (no connections, and no
-    /// client left to convict).
+    /// deadline, client liveness check or time to forget a gone client; `None` when there is
+    /// none (no connections, no client left to convict or forget).
     ///
     /// Changes after `accept`, `handle_*` and `close`. It may be earlier than any real deadline
     /// (deadlines and checks are re-armed lazily); an early `handle_timeout` is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadlines.next(), self.liveness.next_check()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.liveness.next_check(),
+            self.forget.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- internals ----
@@ -313,6 +352,9 @@ impl Server {
                 c.last_rx = c.last_rx.max(now.mono);
                 self.deadlines.push(again, conn);
             }
+        }
+        while let Some((_, idx)) = self.forget.pop_due(now.mono) {
+            self.forget.push(again, idx);
         }
         self.out.push_back(Output::Event(Event::Stalled { late }));
     }
@@ -332,9 +374,31 @@ impl Server {
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
+        bump(&mut self.stats.clients_evicted);
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
         Some(idx)
+    }
+
+    /// A forget deadline of client slot `idx` is due: forgets its client if it is still
+    /// disconnected and has been for the forget-after. Its slot is reused for a later new
+    /// client; its liveness watch stops.
+    fn forget_if_gone(&mut self, now: Now, idx: usize) {
+        let r = &self.clients[idx];
+        let Some(since) = r.gone_since.filter(|_| r.conn.is_none()) else {
+            return; // back, or the slot holds a newer client
+        };
+        let gone_for = now.mono.saturating_duration_since(since);
+        if gone_for < self.config.forget_after || self.index.get(&r.stats.client) != Some(&idx) {
+            return; // re-armed by a later disconnect, or already forgotten or evicted
+        }
+        let client = r.stats.client.clone();
+        self.index.remove(&client);
+        self.free.push(idx);
+        self.liveness.start(idx);
+        bump(&mut self.stats.clients_forgotten);
+        self.out
+            .push_back(Output::Event(Event::Forgotten { client, gone_for }));
     }
 
     /// Connection `conn`'s deadline `at` is due: the hello timeout of an opening connection,
@@ -385,11 +449,15 @@ impl Server {
                 DisconnectReason::IdleTimeout(idle)
             }
         };
-        self.drop_conn(conn, reason);
+        self.drop_conn(now, conn, reason);
     }
 
     fn view(&self, idx: usize) -> ClientView<'_> {
-        ClientView::new(&self.clients[idx], self.liveness.state(idx))
+        ClientView::new(
+            &self.clients[idx],
+            self.liveness.state(idx),
+            self.liveness.detector(idx),
+        )
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
@@ -431,7 +499,7 @@ impl Server {
                 let bytes = Frame::Error { message }.to_bytes();
                 self.out.push_back(Output::Transmit { conn, bytes });
             }
-            self.drop_conn(conn, reason);
+            self.drop_conn(now, conn, reason);
         }
     }
 
@@ -580,7 +648,8 @@ impl Server {
             Some(&idx) => idx,
             None => {
                 let record = ClientRecord::new(key.clone(), protocol, max_ranges);
-                let idx = match self.evict_for_new_client() {
+                let reused = self.free.pop().or_else(|| self.evict_for_new_client());
+                let idx = match reused {
                     Some(idx) => {
                         self.clients[idx] = record;
                         idx
@@ -600,6 +669,7 @@ impl Server {
         record.stats.connections = record.stats.connections.saturating_add(1);
         record.stats.protocol = protocol;
         record.stats.connected = true;
+        record.gone_since = None;
         record.left = false;
         if interval.is_some() {
             record.interval = interval;
@@ -635,7 +705,7 @@ impl Server {
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a
             // partition): the new one wins.
-            self.drop_conn(old, DisconnectReason::Superseded(conn));
+            self.drop_conn(now, old, DisconnectReason::Superseded(conn));
         }
     }
 
@@ -649,7 +719,8 @@ impl Server {
         let gap = self.config.burst_gap_intervals;
         let skew = self.config.max_clock_skew;
         let r = &mut self.clients[idx];
-        if r.on_arrival(conn, now.mono, now.unix, beats, gap, skew, &mut self.out) {
+        let delays = &mut self.stats.delay;
+        if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
             self.liveness.reset(idx);
         }
         let seqs = beats.iter().map(|&(seq, _)| seq);
@@ -659,17 +730,23 @@ impl Server {
         beats.clear();
     }
 
-    fn drop_conn(&mut self, conn: ConnId, reason: DisconnectReason) {
+    fn drop_conn(&mut self, now: Now, conn: ConnId, reason: DisconnectReason) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.deadlines.remove(c.queued, &conn);
+        self.stats.disconnected(&reason);
         let client = match c.state {
             ConnState::Live { key, idx, .. } => {
                 let r = &mut self.clients[idx];
                 if r.conn == Some(conn) {
                     r.conn = None;
                     r.stats.connected = false;
+                    r.gone_since = Some(now.mono);
+                    let at = now.mono.checked_add(self.config.forget_after);
+                    if let Some(at) = at {
+                        self.forget.push(at, idx);
+                    }
                 }
                 Some(key)
             }

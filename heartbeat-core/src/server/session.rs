@@ -5,12 +5,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientSummary, Distribution, SeqRange};
+use crate::detector::Detector;
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::Liveness;
-use crate::time::UnixTime;
+use crate::time::{Now, UnixTime};
 
 use super::limits::{Schedule, Skew};
+use super::stats::DelayHistogram;
 use super::{Event, Output};
 
 /// One client as the server sees it now: what it counted and the client's liveness. Returned by
@@ -19,16 +21,44 @@ use super::{Event, Output};
 pub struct ClientView<'a> {
     stats: &'a ClientStats,
     state: Liveness,
+    detector: Option<&'a dyn Detector>,
     clock_offset: Option<i64>,
 }
 
 impl<'a> ClientView<'a> {
-    pub(super) fn new(record: &'a ClientRecord, state: Liveness) -> Self {
+    pub(super) fn new(
+        record: &'a ClientRecord,
+        state: Liveness,
+        detector: Option<&'a dyn Detector>,
+    ) -> Self {
         Self {
             stats: &record.stats,
             state,
+            detector,
             clock_offset: record.skew.offset(),
         }
+    }
+
+    /// The failure detector's suspicion of the client at `now` (phi, or the silence over the
+    /// timeout, depending on the detector; see `DetectorKind`); `None` before its interval is
+    /// known. It grows while the client is silent, down or gone.
+    pub fn suspicion(&self, now: Instant) -> Option<f64> {
+        self.detector.map(|d| d.suspicion(now))
+    }
+
+    /// Connections the client made.
+    pub fn connections(&self) -> u64 {
+        self.stats.connections
+    }
+
+    /// True while a connection carries the client.
+    pub fn is_connected(&self) -> bool {
+        self.stats.connected
+    }
+
+    /// Server time of the client's last heartbeat; `None` before its first.
+    pub fn last_seen(&self) -> Option<UnixTime> {
+        self.stats.last_seen
     }
 
     /// The client's clock offset (its clock minus the server's, in nanoseconds) while it is
@@ -50,6 +80,13 @@ impl<'a> ClientView<'a> {
     /// Heartbeats never received (sequence gaps), exact.
     pub fn missed(&self) -> u64 {
         self.stats.missed
+    }
+
+    /// Heartbeats reported missed that arrived late after all (each took one off
+    /// [`missed`](Self::missed)). `missed + recovered` only grows: every heartbeat ever
+    /// reported missed.
+    pub fn recovered(&self) -> u64 {
+        self.stats.recovered
     }
 
     /// The most recent missed ranges (at most the configured number).
@@ -126,6 +163,8 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
+    /// Monotonic time its last connection ended, while it has none (for the forget-after).
+    pub(crate) gone_since: Option<Instant>,
     /// Its sequence numbers against time, for the current session.
     pub(crate) schedule: Schedule,
     /// Its clock's offset from the server's.
@@ -142,6 +181,7 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
+            gone_since: None,
             schedule: Schedule::default(),
             skew: Skew::default(),
         }
@@ -164,19 +204,21 @@ impl ClientRecord {
         self.last_sent = None;
     }
 
-    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order. True when they
-    /// restarted the client's sequence (a new process): the caller resets its liveness watch.
+    /// Analyses the heartbeats of one arrival (one `handle_input` call) in order, counting
+    /// their delays in the server-wide `delays` too. True when they restarted the client's
+    /// sequence (a new process): the caller resets its liveness watch.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_arrival(
         &mut self,
         conn: ConnId,
-        now: Instant,
-        received: UnixTime,
+        now: Now,
         beats: &[(Seq, UnixTime)],
         burst_gap_intervals: u32,
         max_clock_skew: Duration,
+        delays: &mut DelayHistogram,
         out: &mut VecDeque<Output>,
     ) -> bool {
+        let (now, received) = (now.mono, now.unix);
         let Some(&(first, _)) = beats.first() else {
             return false;
         };
@@ -221,7 +263,7 @@ impl ClientRecord {
             } else {
                 Some(Duration::ZERO)
             };
-            restarted |= self.on_beat(conn, seq, sent, received, inter_arrival, out);
+            restarted |= self.on_beat(conn, seq, sent, received, inter_arrival, delays, out);
         }
         self.last_arrival = Some(now);
         if self.stats.first_seen.is_none() {
@@ -231,6 +273,7 @@ impl ClientRecord {
         restarted
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_beat(
         &mut self,
         conn: ConnId,
@@ -238,6 +281,7 @@ impl ClientRecord {
         sent: UnixTime,
         received: UnixTime,
         inter_arrival: Option<Duration>,
+        delays: &mut DelayHistogram,
         out: &mut VecDeque<Output>,
     ) -> bool {
         let client = self.stats.client.clone();
@@ -294,6 +338,7 @@ impl ClientRecord {
             .signed_nanos_since(sent)
             .saturating_sub(self.skew.correction());
         self.stats.delay.record_signed(delay_ns);
+        delays.record(delay_ns);
         if let Some(ia) = inter_arrival {
             self.stats.inter_arrival.record(ia);
         }
@@ -332,6 +377,7 @@ pub(crate) struct ClientStats {
     pub(super) protocol: Protocol,
     pub(super) received: u64,
     pub(super) missed: u64,
+    pub(super) recovered: u64,
     pub(super) missed_ranges: VecDeque<SeqRange>,
     pub(super) max_missed_ranges: usize,
     pub(super) duplicates: u64,
@@ -353,6 +399,7 @@ impl ClientStats {
             protocol,
             received: 0,
             missed: 0,
+            recovered: 0,
             missed_ranges: VecDeque::new(),
             max_missed_ranges,
             duplicates: 0,
@@ -388,6 +435,7 @@ impl ClientStats {
         };
         let r = self.missed_ranges[i];
         self.missed = self.missed.saturating_sub(1);
+        self.recovered = self.recovered.saturating_add(1);
         let below = (r.first < seq).then(|| SeqRange {
             first: r.first,
             last: Seq(seq.0 - 1),
@@ -446,6 +494,6 @@ mod tests {
         );
         assert!(s.recover_missed(Seq(16)));
         assert!(!s.recover_missed(Seq(16)));
-        assert_eq!(s.missed, 9);
+        assert_eq!((s.missed, s.recovered), (9, 2));
     }
 }

@@ -68,6 +68,14 @@ fn liveness_lines(s: &mut Server) -> Vec<String> {
     liveness(drain(s))
 }
 
+/// Runs every timer due up to `now` in order, as a driver would, then `handle_timeout(now)`.
+fn advance_to(s: &mut Server, now: Now) {
+    while let Some(at) = s.poll_timeout().filter(|&at| at < now.mono) {
+        s.handle_timeout(Now { mono: at, ..now });
+    }
+    s.handle_timeout(now);
+}
+
 /// Sends `BEAT i` on `conn` at `t0 + i` seconds for each `i` in `seqs`, running the timers due
 /// by then first, as a driver would.
 fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive<u64>) {
@@ -78,12 +86,14 @@ fn beat_every_second(s: &mut Server, t0: Now, conn: ConnId, seqs: RangeInclusive
     }
 }
 
-/// Jumps from timer to timer until none is left or `done` says so; returns the instant of the
-/// last timer and every output line on the way.
+/// Jumps from timer to timer until none is left within the hour after `t0` (the forget-after,
+/// a day by default, is beyond it) or `done` says so; returns the instant of the last timer and
+/// every output line on the way.
 fn run_timers(s: &mut Server, t0: Now, done: impl Fn(&Server) -> bool) -> (Instant, Vec<String>) {
     let mut last = t0.mono;
     let mut log = Vec::new();
-    while let Some(at) = s.poll_timeout() {
+    let horizon = t0.mono + Duration::from_secs(3600);
+    while let Some(at) = s.poll_timeout().filter(|&at| at <= horizon) {
         last = at;
         s.handle_timeout(Now {
             mono: at,
@@ -236,6 +246,23 @@ fn two_clients_are_analysed_apart() {
     for c in &report.clients {
         assert_eq!((c.received, c.missed, c.bursts), (3, 0, 0));
     }
+}
+
+#[test]
+fn clients_after_pages_through_the_clients_in_key_order() {
+    let (t0, mut s, _) = opened(b"HELLO 1 c 1000\n");
+    open(&mut s, t0, 2, b"HELLO 1 a 1000\n");
+    open(&mut s, t0, 3, b"HELLO 1 b 1000\n");
+    let keys = |after: Option<&str>| -> Vec<String> {
+        let after = after.map(id);
+        let page = s.clients_after(after.as_ref());
+        page.map(|c| c.client().to_string()).collect()
+    };
+    assert_eq!(keys(None), ["a", "b", "c"]);
+    assert_eq!(keys(Some("a")), ["b", "c"]);
+    // A key that is not (or no longer) there: the clients after where it would be.
+    assert_eq!(keys(Some("bb")), ["c"]);
+    assert_eq!(keys(Some("c")), Vec::<String>::new());
 }
 
 #[test]
@@ -439,7 +466,11 @@ fn goodbye_is_left_not_down() {
         lines,
         ["ev transition client=a up->left since_last=0.000ms phi=0.000"]
     );
-    assert_eq!(s.poll_timeout(), None, "a client that left is not watched");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(t0.mono + ServerConfig::default().forget_after_value()),
+        "a client that left is not watched: the only timer left is when to forget it"
+    );
     assert_eq!(s.report().clients[0].state, Liveness::Left);
 }
 
@@ -510,6 +541,105 @@ fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
         ["extra", "fourth", "live"],
         "all connected: the limit bends instead"
     );
+}
+
+#[test]
+fn a_client_gone_for_the_forget_after_is_forgotten_and_its_slot_reused() {
+    let t0 = Now::test_origin();
+    let hour = Duration::from_secs(3600);
+    let config = ServerConfig::default().forget_after(hour).unwrap();
+    let mut s = Server::new(Arc::new(config));
+    let gone = open(&mut s, t0, 1, b"HELLO 1 gone 1000\nBEAT 1 1700000000\n");
+    let back = open(&mut s, t0, 2, b"HELLO 1 back 1000\nBEAT 1 1700000000\n");
+    let stays = open(&mut s, t0, 3, b"HELLO 1 stays 60000\nBEAT 1 1700000000\n");
+    let t1 = t0.advanced(Duration::from_secs(1));
+    s.handle_eof(t1, gone);
+    s.handle_eof(t1, back);
+    let _ = drain(&mut s);
+    // "back" returns half an hour later and leaves again: it is gone from then on.
+    let t2 = t1.advanced(hour / 2);
+    let back = open(&mut s, t2, 4, b"HELLO 1 back 1000\nBEAT 1800 1700001800\n");
+    s.handle_eof(t2, back);
+    // "stays" stays connected: a heartbeat a minute, as it declared.
+    let mut forgotten = Vec::new();
+    let mut now = t1;
+    for minute in 1..=120u64 {
+        now = t1.advanced(Duration::from_secs(60 * minute));
+        advance_to(&mut s, now);
+        let beat = format!("BEAT {} 1700000000\n", 1 + minute);
+        s.handle_input(now, stays, beat.as_bytes());
+        forgotten.extend(
+            drain(&mut s)
+                .into_iter()
+                .filter(|l| l.contains("forgotten")),
+        );
+        if minute == 60 {
+            assert_eq!(
+                forgotten,
+                ["ev forgotten client=gone gone_for=3600000.000ms"]
+            );
+            assert!(s.client(&id("gone")).is_none(), "not in reports any more");
+            assert!(
+                s.client(&id("back")).is_some(),
+                "back was gone for half an hour only"
+            );
+        }
+    }
+    assert_eq!(
+        forgotten,
+        [
+            "ev forgotten client=gone gone_for=3600000.000ms",
+            "ev forgotten client=back gone_for=3600000.000ms"
+        ]
+    );
+    assert_eq!(s.client_count(), 1, "a connected client is never forgotten");
+    assert_eq!(s.stats().clients_forgotten, 2);
+    // A forgotten client that comes back is a new client, in a reused slot.
+    let slots = s.clients.len();
+    open(&mut s, now, 5, b"HELLO 1 gone 1000\nBEAT 1 1700000000\n");
+    assert_eq!(s.clients.len(), slots, "the slot was reused");
+    let again = s.client(&id("gone")).unwrap();
+    assert_eq!((again.received(), again.connections()), (1, 1));
+    assert_eq!(again.state(), Liveness::Up);
+}
+
+#[test]
+fn the_server_counts_refusals_by_kind_and_delays_in_buckets() {
+    let (t0, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    // A 3 ms delay, then garbage on two more connections and a flood on a third.
+    let t1 = t0.advanced(Duration::from_secs(1));
+    let c = s.client(&id("a")).unwrap();
+    assert_eq!(c.connections(), 1);
+    assert!(c.is_connected());
+    assert_eq!(c.last_seen(), Some(t0.unix));
+    assert!(c.suspicion(t1.mono).is_some_and(|x| x >= 0.0));
+    open(&mut s, t1, 2, b"\x00\x01garbage\n");
+    open(&mut s, t1, 3, b"HELLO 1 b 1000\nBEAT x 1\n");
+    let mut flood = String::from("HELLO 1 c 10\n");
+    for seq in 1..=20 {
+        flood.push_str(&format!("BEAT {seq} 1700000001\n"));
+    }
+    open(&mut s, t1, 4, flood.as_bytes());
+    let _ = drain(&mut s);
+    let stats = s.stats();
+    assert_eq!(stats.connections_accepted, 4);
+    let rejected: Vec<_> = stats
+        .frames_rejected
+        .iter()
+        .map(|(k, n)| (*k, *n))
+        .collect();
+    assert_eq!(
+        rejected,
+        [("invalid_seq", 1), ("too_fast", 1), ("unknown_protocol", 1)]
+    );
+    assert_eq!(stats.disconnects.get("protocol"), Some(&3));
+    // Every heartbeat counted is in the histogram: 1 from a, 9 from c before its flood broke
+    // the pace (one per interval since accept, plus 8).
+    assert_eq!(
+        stats.delay.count,
+        s.report().clients.iter().map(|c| c.received).sum::<u64>()
+    );
+    assert_eq!(stats.delay.buckets.iter().sum::<u64>(), stats.delay.count);
 }
 
 /// One instance of every event variant with its exact JSON line and text line: any change to
@@ -632,7 +762,9 @@ fn every_event_renders_as_pinned() {
             r#"{"client":"a","conn":3,"event":"duplicate","seq":7}"#,
         ),
         (
-            Event::Evicted { client: legacy },
+            Event::Evicted {
+                client: legacy.clone(),
+            },
             "evicted client=legacy@127.0.0.1:4001 (client limit reached)",
             r#"{"client":"legacy@127.0.0.1:4001","event":"evicted"}"#,
         ),
@@ -740,6 +872,14 @@ fn every_event_renders_as_pinned() {
             r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
         ),
         (
+            Event::Forgotten {
+                client: legacy.clone(),
+                gone_for: Duration::from_secs(86_400),
+            },
+            "forgotten client=legacy@127.0.0.1:4001 gone_for=86400000.000ms",
+            r#"{"client":"legacy@127.0.0.1:4001","event":"forgotten","gone_for_ms":86400000.0}"#,
+        ),
+        (
             Event::Transition {
                 client: id("a"),
                 from: Liveness::Down,
@@ -759,7 +899,7 @@ fn every_event_renders_as_pinned() {
         assert_eq!(event.to_string(), *text);
         assert_eq!(event.to_json().to_string(), *json, "{text}");
     }
-    assert_eq!(names.len(), 11, "one case at least per variant: {names:?}");
+    assert_eq!(names.len(), 12, "one case at least per variant: {names:?}");
 }
 
 // ---- limits and plausibility ----

@@ -182,6 +182,14 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             "clients forgotten",
             format_args!("Forgot client {client}: the --max-clients limit was reached"),
         ),
+        Event::Forgotten { client, gone_for } => line(
+            Level::INFO,
+            "clients forgotten",
+            format_args!(
+                "Forgot client {client}: gone for {} (--forget-after)",
+                fmt_ms(*gone_for)
+            ),
+        ),
         Event::Stalled { late } => line(
             Level::WARN,
             "server stalls",

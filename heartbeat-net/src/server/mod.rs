@@ -3,7 +3,9 @@
 //! application (log lines, refusals, and what operators add: metrics, hooks, state) is a module
 //! here.
 
+pub mod http;
 mod log;
+pub mod metrics;
 mod refusals;
 
 pub use log::log_event;
@@ -11,6 +13,7 @@ pub use refusals::log_refusal;
 
 use std::future::Future;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,9 +26,11 @@ use heartbeat_core::{AuthConfig, fmt_ms};
 
 use crate::app;
 use crate::cli::{DetectorArgs, trust_warning};
+use crate::driver::ControlReceiver;
 use crate::tls::{self, TlsListener};
 use crate::{
-    Listener, LogSummary, NetError, ServerOptions, SystemClock, TcpListener, keys, run_server,
+    Listener, LogSummary, NetError, ServerControl, ServerOptions, SystemClock, TcpListener, keys,
+    run_server_with_control,
 };
 
 /// Receive heartbeats from clients over TCP and analyse them: delay, missed heartbeats, bursts,
@@ -126,6 +131,17 @@ pub struct Opt {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
+    /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Forget a client gone (disconnected, not heard from) this long: it leaves reports and
+    /// its metrics series disappear, so both stay bounded. A number with a unit: ms, s, min
+    /// or h.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    forget_after: std::time::Duration,
+
     #[command(flatten)]
     detector: DetectorArgs,
 }
@@ -135,10 +151,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix("min") {
         (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1000.0)
     } else {
-        return Err("expected a number with a unit, e.g. 500ms, 5s or 10min".into());
+        return Err("expected a number with a unit, e.g. 500ms, 5s, 10min or 24h".into());
     };
     match n.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v * per_ms < 1e12 => Ok(
@@ -159,7 +177,8 @@ pub fn main() -> ExitCode {
             .pause_guard(opt.pause_guard)?
             .min_interval(opt.min_interval)?
             .max_idle(opt.max_idle)?
-            .max_clock_skew(opt.max_clock_skew)
+            .max_clock_skew(opt.max_clock_skew)?
+            .forget_after(opt.forget_after)
     });
     let config = match config {
         Ok(c) => c,
@@ -269,15 +288,25 @@ async fn serve(
         fmt_ms(opt.write_timeout),
         opt.send_buffer,
     );
+    // Requests to the server task (metrics snapshots, reports) go through `control`.
+    let (control, control_rx) = ServerControl::channel();
+    if let Some(addr) = opt.metrics_addr {
+        let bound = http::start(addr, control.clone())
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        tracing::info!(
+            "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
+        );
+    }
+    drop(control);
     let server = Server::new(Arc::new(config));
     let json = opt.json;
     let server = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
-            serve_on(listener, server, options, stop, json, &log).await?
+            serve_on(listener, server, options, control_rx, stop, json, &log).await?
         }
-        None => serve_on(listener, server, options, stop, json, &log).await?,
+        None => serve_on(listener, server, options, control_rx, stop, json, &log).await?,
     };
 
     let report = server.report();
@@ -295,18 +324,28 @@ async fn serve_on<L: Listener>(
     listener: L,
     server: Server,
     options: ServerOptions,
+    control: ControlReceiver,
     stop: impl Future<Output = ()>,
     json: bool,
     log: &LogSummary,
 ) -> Result<Server, NetError> {
-    let server = run_server(listener, server, options, SystemClock, stop, |e, now| {
+    let on_event = |e: &heartbeat_core::ServerEvent, now: heartbeat_core::Now| {
         if !log_refusal(log, e, now.mono) {
             log_event(log, e, now);
         }
         if json {
             print_line(&e.to_json().to_string());
         }
-    })
+    };
+    let server = run_server_with_control(
+        listener,
+        server,
+        options,
+        control,
+        SystemClock,
+        stop,
+        on_event,
+    )
     .await?;
     Ok(server)
 }

@@ -11,6 +11,8 @@ mod faults;
 mod hostile;
 mod legacy;
 mod load;
+mod metrics;
+mod prometheus;
 mod reconnect;
 mod seed;
 mod shutdown;

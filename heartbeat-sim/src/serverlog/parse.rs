@@ -132,6 +132,7 @@ const KNOWN: &[&str] = &[
     "disconnected",
     "duplicate",
     "evicted",
+    "forgotten",
     "heartbeat",
     "missed",
     "restarted",
@@ -345,7 +346,8 @@ impl Block {
                 client,
                 seq: seq()?,
             },
-            "evicted" => Raw::Evicted { client },
+            // A client forgotten after --forget-after is gone as an evicted one is.
+            "evicted" | "forgotten" => Raw::Evicted { client },
             "missed" => Raw::Missed {
                 client,
                 count: count()?,

@@ -234,7 +234,7 @@ impl<'k> Witness<'k> {
                         .push(now, TraceItem::Reset { at: now, client: i });
                 }
             }
-            Event::Evicted { client } => {
+            Event::Evicted { client } | Event::Forgotten { client, .. } => {
                 if let Some(&i) = self.by_key.get(client) {
                     self.trace
                         .push(now, TraceItem::Forget { at: now, client: i });

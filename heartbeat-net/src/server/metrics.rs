@@ -1,0 +1,637 @@
+//! The metrics of `--metrics-addr`: a [`Snapshot`] copied out of the server task on request,
+//! and its Prometheus text exposition ([`encode`]), built with `prometheus-client`.
+//!
+//! Nothing is counted per heartbeat for Prometheus: the core counts what it counts anyway
+//! (per client, and server-wide in [`ServerStats`]), a scrape asks the server task for a
+//! snapshot of those numbers (a few per client, see [`Snapshot::of`]), and the exposition is
+//! written from the snapshot on the metrics thread, off the monitor's loop.
+//!
+//! # The metrics
+//! Per client, labelled `client` (the client's id, or `legacy@ADDR` for a legacy client):
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `heartbeat_client_state{client,state}` | gauge | 1 for the client's liveness (`up`, `suspect`, `down`, `left`), 0 for the other three |
+//! | `heartbeat_client_expected{client}` | gauge | 1 when the client is expected (listed by `--expect`), 0 otherwise. An expected client that was never heard from has state `down` and no `heartbeat_client_last_heartbeat_timestamp_seconds` series: the `HeartbeatClientNeverSeen` alert |
+//! | `heartbeat_client_last_heartbeat_timestamp_seconds{client}` | gauge | server time of its last heartbeat, Unix seconds; absent before its first |
+//! | `heartbeat_client_suspicion{client}` | gauge | the failure detector's value now (phi, or silence over timeout); absent before the client's interval is known |
+//! | `heartbeat_client_heartbeats_received_total{client}` | counter | heartbeats received (duplicates excluded) |
+//! | `heartbeat_client_heartbeats_missed_total{client}` | counter | heartbeats reported missed (sequence gaps), ever: a counter only grows |
+//! | `heartbeat_client_heartbeats_recovered_total{client}` | counter | of those, heartbeats that arrived late after all: missed now is the difference (the report's `missed`) |
+//! | `heartbeat_client_duplicates_total{client}` | counter | heartbeats received twice |
+//! | `heartbeat_client_restarts_total{client}` | counter | restarts of the client process |
+//! | `heartbeat_client_connections_total{client}` | counter | connections the client made |
+//!
+//! A client gone (disconnected, not heard from) longer than `--forget-after` is forgotten by
+//! the server, and its series disappear: the number of series stays bounded.
+//!
+//! Server-wide: `heartbeat_clients{state}` (clients per liveness), `heartbeat_connections_open`,
+//! `heartbeat_connections_accepted_total`, `heartbeat_connections_rejected_total{reason}`
+//! (closed at accept: `max_connections`, `max_connections_per_ip`),
+//! `heartbeat_disconnects_total{reason}` (every connection's end, by
+//! [`DisconnectReason::label`](heartbeat_core::DisconnectReason::label)),
+//! `heartbeat_frames_rejected_total{reason}` (connections dropped for what they sent: decode
+//! errors by kind, broken limits, failed authentication; see
+//! [`DisconnectReason::rejection`](heartbeat_core::DisconnectReason::rejection)),
+//! `heartbeat_clients_forgotten_total`, `heartbeat_clients_evicted_total`,
+//! `heartbeat_delay_seconds` (a histogram of every heartbeat's one-way delay) and
+//! `heartbeat_build_info{version}`.
+//!
+//! The process's own, with the names Prometheus' client libraries use (read from `/proc` at
+//! scrape time, on Linux): `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds` and `process_max_fds`. `prometheus-client` has no such collector.
+
+use std::fmt;
+
+use heartbeat_core::server::{DELAY_BUCKETS, DelayHistogram, Server, ServerStats};
+use heartbeat_core::{Liveness, Now};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::DriverStats;
+use crate::load::process::ProcSample;
+
+/// The `Content-Type` of [`encode`]'s output: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The liveness states, in the order their series are written.
+const STATES: [Liveness; 4] = [
+    Liveness::Up,
+    Liveness::Suspect,
+    Liveness::Down,
+    Liveness::Left,
+];
+
+/// What one scrape shows, copied out of the server task.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every client the server remembers, sorted by key.
+    pub clients: Vec<ClientRow>,
+    /// Open connections (accepted, not yet closed).
+    pub connections_open: usize,
+    /// The core's server-wide counters.
+    pub stats: ServerStats,
+    /// What only the driver counts.
+    pub driver: DriverStats,
+}
+
+/// One client's numbers in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientRow {
+    /// The client's key, as text (the `client` label).
+    pub client: String,
+    /// Its liveness.
+    pub state: Liveness,
+    /// True when the client is expected (`--expect`); see the module docs.
+    pub expected: bool,
+    /// Server time of its last heartbeat, Unix seconds.
+    pub last_heartbeat: Option<f64>,
+    /// The detector's suspicion now.
+    pub suspicion: Option<f64>,
+    /// Heartbeats received.
+    pub received: u64,
+    /// Heartbeats reported missed, ever (the core's missed plus recovered).
+    pub missed: u64,
+    /// Heartbeats reported missed that came late after all.
+    pub recovered: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Connections made.
+    pub connections: u64,
+}
+
+impl Snapshot {
+    /// The snapshot of `server` at `now`. Runs on the server task: a few numbers and the key
+    /// per client, no percentiles, no encoding.
+    pub fn of(server: &Server, driver: &DriverStats, now: Now) -> Self {
+        let clients = server
+            .clients()
+            .map(|c| ClientRow {
+                client: c.client().to_string(),
+                state: c.state(),
+                // No client is expected until `--expect` makes the core watch for some.
+                expected: false,
+                last_heartbeat: c.last_seen().map(|t| t.as_nanos() as f64 / 1e9),
+                suspicion: c.suspicion(now.mono),
+                received: c.received(),
+                missed: c.missed() + c.recovered(),
+                recovered: c.recovered(),
+                duplicates: c.duplicates(),
+                restarts: c.restarts(),
+                connections: c.connections(),
+            })
+            .collect();
+        Self {
+            clients,
+            connections_open: server.connection_count(),
+            stats: server.stats().clone(),
+            driver: *driver,
+        }
+    }
+}
+
+/// Writes `snapshot` (and the build info) to `out` in the Prometheus text format
+/// ([`CONTENT_TYPE`]).
+pub fn encode(snapshot: Snapshot, out: &mut String) -> fmt::Result {
+    let mut registry = Registry::default();
+    registry.register(
+        "heartbeat_build",
+        "The heartbeat-server build: its version",
+        Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(ProcessMetrics));
+    prometheus_text::encode(out, &registry)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let clients = &self.clients;
+        // Per client.
+        {
+            let mut m = e.encode_descriptor(
+                "heartbeat_client_state",
+                "The client's liveness: 1 for its state (up, suspect, down, left), 0 for the others",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in clients {
+                for state in STATES {
+                    let labels = [("client", c.client.as_str()), ("state", state.as_str())];
+                    let value = i64::from(c.state == state);
+                    ConstGauge::new(value).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "heartbeat_client_expected",
+                "1 when the client is expected (--expect), 0 otherwise",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in clients {
+                let labels = [("client", c.client.as_str())];
+                ConstGauge::new(i64::from(c.expected)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        gauges(
+            &mut e,
+            "heartbeat_client_last_heartbeat_timestamp_seconds",
+            "Server time of the client's last heartbeat, Unix seconds (absent before its first)",
+            clients.iter().map(|c| (c, c.last_heartbeat)),
+        )?;
+        gauges(
+            &mut e,
+            "heartbeat_client_suspicion",
+            "The failure detector's suspicion of the client now (phi, or silence over timeout)",
+            clients.iter().map(|c| (c, c.suspicion)),
+        )?;
+        type Count = fn(&ClientRow) -> u64;
+        let per_client: [(&str, &str, Count); 6] = [
+            (
+                "heartbeat_client_heartbeats_received",
+                "Heartbeats received from the client (duplicates excluded)",
+                |c| c.received,
+            ),
+            (
+                "heartbeat_client_heartbeats_missed",
+                "Heartbeats of the client reported missed (sequence gaps), ever",
+                |c| c.missed,
+            ),
+            (
+                "heartbeat_client_heartbeats_recovered",
+                "Heartbeats of the client reported missed that arrived late after all",
+                |c| c.recovered,
+            ),
+            (
+                "heartbeat_client_duplicates",
+                "Heartbeats of the client received more than once",
+                |c| c.duplicates,
+            ),
+            (
+                "heartbeat_client_restarts",
+                "Restarts of the client process (a new session, or sequence 1 again)",
+                |c| c.restarts,
+            ),
+            (
+                "heartbeat_client_connections",
+                "Connections the client made",
+                |c| c.connections,
+            ),
+        ];
+        for (name, help, value) in per_client {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in clients {
+                let labels = [("client", c.client.as_str())];
+                ConstCounter::new(value(c)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        // Server-wide.
+        {
+            let mut m = e.encode_descriptor(
+                "heartbeat_clients",
+                "Clients remembered, by liveness",
+                None,
+                MetricType::Gauge,
+            )?;
+            for state in STATES {
+                let n = clients.iter().filter(|c| c.state == state).count();
+                let labels = [("state", state.as_str())];
+                ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let open = e.encode_descriptor(
+            "heartbeat_connections_open",
+            "Connections open now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.connections_open as i64).encode(open)?;
+        let s = &self.stats;
+        let totals = [
+            (
+                "heartbeat_connections_accepted",
+                "Connections accepted",
+                s.connections_accepted,
+            ),
+            (
+                "heartbeat_clients_forgotten",
+                "Clients forgotten after --forget-after without a connection",
+                s.clients_forgotten,
+            ),
+            (
+                "heartbeat_clients_evicted",
+                "Clients evicted to make room under --max-clients",
+                s.clients_evicted,
+            ),
+        ];
+        for (name, help, n) in totals {
+            let m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(n).encode(m)?;
+        }
+        let rejected = [
+            ("max_connections", self.driver.rejected_max_connections),
+            ("max_connections_per_ip", self.driver.rejected_per_ip),
+        ];
+        counters_by(
+            &mut e,
+            "heartbeat_connections_rejected",
+            "Connections closed at accept, by the limit that was reached",
+            rejected.into_iter(),
+        )?;
+        counters_by(
+            &mut e,
+            "heartbeat_disconnects",
+            "Connections ended, by reason",
+            s.disconnects.iter().map(|(k, n)| (*k, *n)),
+        )?;
+        counters_by(
+            &mut e,
+            "heartbeat_frames_rejected",
+            "Connections dropped for what they sent, by kind: decode errors, broken limits, \
+             failed authentication, refused legacy connections, ids in use",
+            s.frames_rejected.iter().map(|(k, n)| (*k, *n)),
+        )?;
+        let m = e.encode_descriptor(
+            "heartbeat_delay_seconds",
+            "One-way delay of every heartbeat counted (receive time minus send time)",
+            None,
+            MetricType::Histogram,
+        )?;
+        Delays(&s.delay).encode(m)
+    }
+}
+
+/// One gauge per client, skipping those without a value.
+fn gauges<'c>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'c ClientRow, Option<f64>)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (c, value) in values {
+        if let Some(v) = value {
+            let labels = [("client", c.client.as_str())];
+            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// One counter per `reason`.
+fn counters_by<'a>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, n) in values {
+        let labels = [("reason", reason)];
+        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The `process_*` metrics of this process, read from `/proc` when encoded (the load
+/// generator's reading of a process, [`ProcSample`]); none where it cannot be read.
+#[derive(Debug)]
+struct ProcessMetrics;
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let Ok(p) = ProcSample::read(std::process::id()) else {
+            return Ok(());
+        };
+        let m = e.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(p.cpu.as_secs_f64()).encode(m)?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(Iterator::count);
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                Some(p.rss_kib.saturating_mul(1024) as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                open_fds.map(|n| n as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                max_fds.map(|n| n as f64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v).encode(m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The core's delay histogram as a Prometheus histogram.
+struct Delays<'a>(&'a DelayHistogram);
+
+impl EncodeMetric for Delays<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> fmt::Result {
+        let h = self.0;
+        let bounds = DELAY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(h.buckets.iter().copied()).collect();
+        encoder.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use heartbeat_core::UnixTime;
+    use heartbeat_core::config::ServerConfig;
+
+    use super::*;
+
+    fn row(client: &str, state: Liveness) -> ClientRow {
+        ClientRow {
+            client: client.to_owned(),
+            state,
+            expected: false,
+            last_heartbeat: Some(1_700_000_000.25),
+            suspicion: Some(0.5),
+            received: 10,
+            missed: 2,
+            recovered: 0,
+            duplicates: 1,
+            restarts: 0,
+            connections: 3,
+        }
+    }
+
+    /// The exposition parses, and says what the snapshot says.
+    #[test]
+    fn the_exposition_is_the_snapshot() {
+        let mut snapshot = Snapshot {
+            clients: vec![
+                row("a", Liveness::Up),
+                row("legacy@[::1]:5000", Liveness::Down),
+            ],
+            connections_open: 1,
+            ..Snapshot::default()
+        };
+        snapshot.clients[1].last_heartbeat = None;
+        snapshot.clients[1].suspicion = Some(f64::INFINITY);
+        snapshot.driver.rejected_per_ip = 7;
+        snapshot.stats.frames_rejected.insert("too_fast", 4);
+        snapshot.stats.delay.buckets[2] = 5;
+        snapshot.stats.delay.count = 5;
+        snapshot.stats.delay.sum_seconds = 0.004;
+        let mut text = String::new();
+        encode(snapshot, &mut text).unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let s = scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                })
+                .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        let a = [("client", "a")];
+        assert_eq!(
+            value(
+                "heartbeat_client_state",
+                &[("client", "a"), ("state", "up")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                "heartbeat_client_state",
+                &[("client", "a"), ("state", "down")]
+            ),
+            0.0
+        );
+        let b = [("client", "legacy@[::1]:5000"), ("state", "down")];
+        assert_eq!(
+            value("heartbeat_client_state", &b),
+            1.0,
+            "a legacy key is a label value too"
+        );
+        assert_eq!(
+            value("heartbeat_client_heartbeats_received_total", &a),
+            10.0
+        );
+        assert_eq!(value("heartbeat_client_heartbeats_missed_total", &a), 2.0);
+        assert_eq!(value("heartbeat_client_connections_total", &a), 3.0);
+        assert_eq!(
+            value("heartbeat_client_last_heartbeat_timestamp_seconds", &a),
+            1_700_000_000.25
+        );
+        assert_eq!(
+            value(
+                "heartbeat_client_suspicion",
+                &[("client", "legacy@[::1]:5000")]
+            ),
+            f64::INFINITY
+        );
+        let last_of_b = scrape.samples.iter().any(|s| {
+            s.metric == "heartbeat_client_last_heartbeat_timestamp_seconds"
+                && s.labels.get("client") == Some("legacy@[::1]:5000")
+        });
+        assert!(!last_of_b, "absent before the first heartbeat");
+        assert_eq!(value("heartbeat_clients", &[("state", "down")]), 1.0);
+        assert_eq!(value("heartbeat_clients", &[("state", "left")]), 0.0);
+        assert_eq!(value("heartbeat_connections_open", &[]), 1.0);
+        let per_ip = [("reason", "max_connections_per_ip")];
+        assert_eq!(value("heartbeat_connections_rejected_total", &per_ip), 7.0);
+        assert_eq!(
+            value("heartbeat_frames_rejected_total", &[("reason", "too_fast")]),
+            4.0
+        );
+        assert_eq!(
+            value(
+                "heartbeat_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            1.0
+        );
+        assert!(value("process_resident_memory_bytes", &[]) > 0.0);
+        assert!(value("process_open_fds", &[]) >= 3.0);
+        assert!(value("process_cpu_seconds_total", &[]) >= 0.0);
+        let histogram = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "heartbeat_delay_seconds")
+            .unwrap();
+        let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
+            panic!("{:?}", histogram.value);
+        };
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+        assert_eq!((at(0.0005), at(0.001), at(f64::INFINITY)), (0.0, 5.0, 5.0));
+        assert_eq!(buckets.len(), DELAY_BUCKETS.len() + 1);
+    }
+
+    /// A server core with `n` clients, each connected and 10 heartbeats in.
+    fn server_with(n: usize) -> (Server, Now) {
+        #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets matter
+        let mut now = Now {
+            mono: std::time::Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+        };
+        let mut server = Server::new(Arc::new(ServerConfig::default().max_clients(n)));
+        let conns: Vec<_> = (0..n)
+            .map(|i| {
+                let peer = std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 4000));
+                let conn = server.accept(now, peer);
+                server.handle_input(
+                    now,
+                    conn,
+                    format!("HELLO 1 client-{i:05} 1000\n").as_bytes(),
+                );
+                conn
+            })
+            .collect();
+        for seq in 1..=10 {
+            now = now.advanced(Duration::from_secs(1));
+            server.handle_timeout(now);
+            for &conn in &conns {
+                let beat = format!("BEAT {seq} {}\n", now.unix.display_secs(6));
+                server.handle_input(now, conn, beat.as_bytes());
+            }
+            while server.poll_output().is_some() {}
+        }
+        (server, now)
+    }
+
+    /// The cost of one scrape of 10,000 clients, by part: the snapshot (on the server task:
+    /// what a scrape costs the monitor's loop), the encoding (on the metrics thread), and the
+    /// report behind /clients (on the server task). A measurement for BENCHMARKS.md, not a
+    /// timed test: run it in release mode.
+    #[test]
+    #[ignore = "a measurement: cargo test --release -p heartbeat-net --lib scrape_of_10000_clients -- --ignored --nocapture"]
+    fn scrape_of_10000_clients() {
+        let (server, now) = server_with(10_000);
+        let driver = DriverStats::default();
+        #[allow(clippy::disallowed_methods)] // timing a measurement
+        let timed = |f: &mut dyn FnMut()| {
+            let runs = 20;
+            let mut each: Vec<Duration> = (0..runs)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect();
+            each.sort();
+            (each[runs / 2], each[runs - 1])
+        };
+        let mut snapshot = Snapshot::default();
+        let snap = timed(&mut || snapshot = Snapshot::of(&server, &driver, now));
+        let mut text = String::new();
+        let enc = timed(&mut || {
+            text.clear();
+            encode(snapshot.clone(), &mut text).unwrap();
+        });
+        // /clients: the report a page at a time on the server task (the cost of one page is
+        // what the loop waits), then serialised on the metrics thread.
+        let page = timed(&mut || {
+            let p: Vec<_> = server.clients().take(256).map(|c| c.summary()).collect();
+            assert_eq!(p.len(), 256);
+        });
+        let report = server.report();
+        let mut json = String::new();
+        let ser = timed(&mut || json = serde_json::to_string(&report).unwrap());
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        println!(
+            "10,000 clients: snapshot {:?} (max {:?}), encode {:?} (max {:?}): {} series, {} bytes; \
+             report page of 256 {:?} (max {:?}), JSON {:?} (max {:?}): {} bytes",
+            snap.0,
+            snap.1,
+            enc.0,
+            enc.1,
+            series,
+            text.len(),
+            page.0,
+            page.1,
+            ser.0,
+            ser.1,
+            json.len()
+        );
+        assert_eq!(snapshot.clients.len(), 10_000);
+        assert!(series > 10 * 10_000, "{series}");
+    }
+}

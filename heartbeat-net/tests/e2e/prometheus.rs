@@ -1,0 +1,172 @@
+//! The deployment's Prometheus set-up, for real: Debian's `prometheus` scrapes a live
+//! `heartbeat-server` with the repository's scrape configuration and alert rules, and a
+//! killed client's `HeartbeatClientDown` fires in time.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::metrics::{http, metrics_addr};
+use crate::util::{Proc, WAIT, arg, free_port};
+
+/// The scrape and evaluation interval of the test's Prometheus.
+const SCRAPE: Duration = Duration::from_secs(1);
+
+/// Real time, for waiting on real processes.
+#[allow(clippy::disallowed_methods)]
+fn real_now() -> Instant {
+    Instant::now()
+}
+
+/// `deploy/prometheus/NAME` in the repository.
+fn deployed(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus")
+        .join(name)
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once: a changed repository
+/// file fails here instead of silently testing something else.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} once in\n{text}");
+    text.replacen(from, to, 1)
+}
+
+/// The `for:` of alert `name` in the rules file.
+fn rule_for(rules: &str, name: &str) -> Duration {
+    let rule = rules
+        .split("- alert: ")
+        .find(|r| r.starts_with(name))
+        .unwrap_or_else(|| panic!("no alert {name}"));
+    let value = rule
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("for: "))
+        .unwrap_or_else(|| panic!("{name} has no for:"));
+    match value.split_at(value.len() - 1) {
+        (n, "s") => Duration::from_secs(n.parse().unwrap()),
+        (n, "m") => Duration::from_secs(60 * n.parse::<u64>().unwrap()),
+        _ => panic!("for: {value}"),
+    }
+}
+
+/// `GET path` of the Prometheus at `addr`, as JSON.
+fn api(addr: &str, path: &str) -> Value {
+    let (status, body) = http(addr, "GET", path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls until `f` gives something, at most `wait`.
+fn poll<T>(what: &str, wait: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = real_now() + wait;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(real_now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus; .ci/run installs it and runs this test"]
+fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
+    let (mut server, port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
+    let target = metrics_addr(&mut server);
+
+    // The repository's configuration, scraping this server every second, with the
+    // repository's rules file, and no Alertmanager.
+    let dir = tempfile::tempdir().unwrap();
+    let rules_path = deployed("heartbeat.rules.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let firing_after = rule_for(&rules, "HeartbeatClientDown");
+    let mut config = std::fs::read_to_string(deployed("prometheus.yml")).unwrap();
+    config = replace_once(&config, "scrape_interval: 15s", "scrape_interval: 1s");
+    config = replace_once(
+        &config,
+        "evaluation_interval: 15s",
+        "evaluation_interval: 1s",
+    );
+    config = replace_once(
+        &config,
+        "- heartbeat.rules.yml",
+        &format!("- {}", arg(&rules_path)),
+    );
+    config = replace_once(&config, "\"localhost:9464\"", &format!("\"{target}\""));
+    let alerting = config.find("alerting:").unwrap();
+    let scrapes = config.find("scrape_configs:").unwrap();
+    config.replace_range(alerting..scrapes, "");
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, &config).unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    // Killed when the test ends, as every `Proc`.
+    let _prometheus = Proc::spawn(
+        "prometheus",
+        "prometheus",
+        &[
+            "--config.file",
+            arg(&config_path),
+            "--web.listen-address",
+            &web,
+            "--storage.tsdb.path",
+            arg(&dir.path().join("data")),
+            "--log.level",
+            "warn",
+        ],
+    );
+    poll("prometheus ready", WAIT, || {
+        let ready =
+            std::net::TcpStream::connect(&web).is_ok() && http(&web, "GET", "/-/ready").0 == 200;
+        ready.then_some(())
+    });
+
+    let mut victim = Proc::client(port, "victim", &["--id", "victim", "--interval", "100"]);
+    server.wait_beat("victim", 1);
+    // Prometheus has seen it up (the target scraped, the client's series there).
+    poll("the target scraped", WAIT, || {
+        let targets = api(&web, "/api/v1/targets");
+        let health = &targets["data"]["activeTargets"][0]["health"];
+        (health == "up").then_some(())
+    });
+    thread::sleep(2 * SCRAPE);
+    let alerts = api(&web, "/api/v1/alerts");
+    assert_eq!(
+        alerts["data"]["alerts"],
+        serde_json::json!([]),
+        "nothing before the kill"
+    );
+
+    victim.kill();
+    server.wait_transition("down");
+    let declared = real_now();
+    let fired = poll("HeartbeatClientDown firing", firing_after + WAIT, || {
+        let alerts = api(&web, "/api/v1/alerts");
+        let found = alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["labels"]["alertname"] == "HeartbeatClientDown"
+                    && a["labels"]["client"] == "victim"
+                    && a["state"] == "firing"
+            });
+        found.then(real_now)
+    });
+    // Down is scraped within one interval, the rule sees it at its next evaluation (one more)
+    // and fires `for` later; half a second for this test's polling and a loaded machine.
+    let bound = firing_after + 2 * SCRAPE + Duration::from_millis(500);
+    let took = fired - declared;
+    eprintln!("HeartbeatClientDown fired {took:?} after the server declared the client down");
+    assert!(
+        took <= bound,
+        "fired {took:?} after the server declared the client down; at most {bound:?}"
+    );
+    // Not before its `for` (less the time this test took to read that the client was down).
+    let early = Duration::from_millis(500);
+    assert!(
+        took + early >= firing_after,
+        "fired before its for: {took:?}"
+    );
+}
