@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use crate::auth::{Answer, Nonce};
 use crate::config::ClientConfig;
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, FrameDecoder, LegacyBeat, Protocol, VERSION};
+use crate::frame::{Frame, FrameDecoder, LegacyBeat, Protocol, VERSION, id_in_use_message};
 use crate::ids::Seq;
 use crate::time::{Now, UnixTime, fmt_ms};
 use crate::timer::TimerTable;
@@ -19,6 +19,13 @@ use crate::timer::TimerTable;
 /// Outstanding heartbeats remembered for RTT matching. Older ones are forgotten (their acks, if
 /// they ever come, give no RTT sample).
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// A wake this many intervals (and at least [`STALL_FLOOR`]) after the timer that was due is a
+/// stall of the client itself, not of the server: see [`Client::is_stalled`].
+const STALL_SLOTS: u32 = 3;
+
+/// The shortest lateness taken for a stall: below it, a late wake is scheduling jitter.
+const STALL_FLOOR: Duration = Duration::from_secs(1);
 
 /// The heartbeat client: a fixed-rate sender that connects, says `HELLO`, sends `BEAT`s on a
 /// drift-free schedule, matches `ACK`s for round-trip times, notices a silent server, and
@@ -39,7 +46,18 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// first successful connect (with a key: the first answered challenge). Processing time never shifts the schedule. A driver that wakes late
 /// sends only the heartbeat due now and reports the slots it jumped over as
 /// [`Event::Skipped`], as it does for slots that fell in a disconnection: sequence numbers follow
-/// the clock, so the server counts an outage as missed heartbeats of the same client.
+/// the clock, so the server counts an outage as missed heartbeats of the same client. Clients
+/// that must number alike (one per server, in one process) share an origin with
+/// [`start_schedule`](Self::start_schedule).
+///
+/// # Stalls
+/// A client whose own process did not run for a while (stopped, suspended, starved of CPU)
+/// wakes long after its timers were due. It does not blame the server for a silence it did not
+/// watch: such a wake ([`is_stalled`](Self::is_stalled)) is reported as [`Event::Stalled`], and
+/// the server's silence is counted afresh from it, so an ack timeout fires only if the server
+/// stays silent after the stall. A driver reads what arrived during the stall before it calls
+/// `handle_timeout`, so that the acknowledgements (or the close) waiting in the socket are seen
+/// first.
 ///
 /// # Pausing
 /// An application that knows it is unhealthy can [`pause`](Self::pause) the heartbeats and
@@ -84,6 +102,9 @@ pub struct Client {
     /// When [`Client::pause`] took effect; `None` while heartbeats flow.
     paused: Option<Instant>,
     in_flight: VecDeque<(Seq, Instant)>,
+    /// When the server first refused this client's id under the identity rule, in the current
+    /// run of refusals.
+    refused_since: Option<Instant>,
     decoder: FrameDecoder,
     rng: SmallRng,
     timers: TimerTable<Timer, { Timer::COUNT }>,
@@ -175,6 +196,16 @@ pub enum Failure {
          or is it an impostor?)"
     )]
     Downgrade,
+    /// The server refused the client's id under the identity rule: a live connection with
+    /// another session holds it. Without reconnecting, at once; with, once the refusals outlast
+    /// the time the server takes to drop a half-open connection of the client's own previous
+    /// run ([`ClientConfig::server_max_idle`]): then it is another client with the same id.
+    #[error(
+        "The server refused this client's id {0}: a live connection of another client holds it. \
+         Two clients with the same --id? (The default is the host name, so two clients on one \
+         host need an --id each.)"
+    )]
+    IdInUse(crate::ids::ClientId),
     /// An established connection ended.
     #[error("Server may have abruptly closed the connection ({0})")]
     Lost(DisconnectReason),
@@ -262,6 +293,13 @@ pub enum Event {
         /// Time since the server was last heard.
         silence: Duration,
     },
+    /// The client itself did not run for a while: it woke `late` after its earliest timer
+    /// (see [`Client::is_stalled`]). Fires before the heartbeat and the `Skipped` slots of that
+    /// wake; the server's silence is counted from now on.
+    Stalled {
+        /// How late the client woke.
+        late: Duration,
+    },
     /// Slots `first..=last` were not sent: the driver woke late, or the client was disconnected
     /// or paused. Reported when the next heartbeat goes out.
     Skipped {
@@ -304,6 +342,7 @@ impl fmt::Display for Event {
                 write!(f, "sent seq={seq} at={at} late={}", fmt_ms(*late))
             }
             Self::ServerSilent { silence } => write!(f, "server silent for {}", fmt_ms(*silence)),
+            Self::Stalled { late } => write!(f, "stalled for {}", fmt_ms(*late)),
             Self::Skipped { first, last } => write!(f, "skipped seq={first}-{last}"),
             Self::Welcomed => write!(f, "welcomed"),
         }
@@ -331,6 +370,7 @@ impl Client {
             skipped: 0,
             paused: None,
             in_flight: VecDeque::new(),
+            refused_since: None,
             decoder: FrameDecoder::new(),
             rng,
             timers: TimerTable::new(),
@@ -392,6 +432,14 @@ impl Client {
     /// The sequence number of the last heartbeat sent.
     pub fn last_sent(&self) -> Option<Seq> {
         (self.next_slot > 0 && self.sent > 0).then_some(Seq(self.next_slot))
+    }
+
+    /// True when a wake at `now` is a stall of the client itself: `now` is later than the
+    /// earliest timer by at least three intervals and at least a second. `handle_timeout(now)`
+    /// then reports [`Event::Stalled`] and counts the server's silence afresh; a driver reads
+    /// what the connection has for it first. Changes with `now` and after any `handle_*` call.
+    pub fn is_stalled(&self, now: Instant) -> bool {
+        self.stall(now).is_some()
     }
 
     // ---- inputs ----
@@ -501,6 +549,20 @@ impl Client {
 
     /// Time passed; call when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(late) = self.stall(now.mono) {
+            self.event(Event::Stalled { late });
+            // The server's silence is what it was before the stall: count it from now.
+            match &mut self.state {
+                State::Connected { last_heard, .. } => {
+                    *last_heard = now.mono;
+                    self.arm_silence(now.mono);
+                }
+                State::Finishing { .. } => self
+                    .timers
+                    .set(Timer::AckTimeout, now.mono + self.config.ack_timeout),
+                _ => {}
+            }
+        }
         if self.paused.is_some() {
             // A paused client opens no connection: `resume` does, once the backoff is over.
             let _ = self.timers.take_expired(Timer::Reconnect, now.mono);
@@ -535,6 +597,19 @@ impl Client {
     }
 
     // ---- commands ----
+
+    /// Fixes the schedule's origin at `start` (heartbeat `k` is due at `start + k × interval`)
+    /// instead of the first connect: clients that must number their heartbeats alike, one per
+    /// server in one process, get the same origin. Call it before the schedule starts (right
+    /// after [`new`](Self::new)); later it is a caller mistake and ignored.
+    pub fn start_schedule(&mut self, start: Instant) {
+        if self.start.is_some() {
+            debug_assert!(false, "start_schedule after the schedule started");
+            tracing::error!("start_schedule called after the schedule started; ignored");
+            return;
+        }
+        self.start = Some(start);
+    }
 
     /// Stops the client: says goodbye (v1) and closes. Ends with [`Exit::Closed`].
     pub fn close(&mut self, _now: Now) {
@@ -637,6 +712,18 @@ impl Client {
 
     fn event(&mut self, e: Event) {
         self.out.push_back(Output::Event(e));
+    }
+
+    /// How late a wake at `now` is, when it is a stall (see [`is_stalled`](Self::is_stalled)).
+    fn stall(&self, now: Instant) -> Option<Duration> {
+        let due = self.timers.next_timeout()?;
+        let late = now.saturating_duration_since(due);
+        let threshold = self
+            .config
+            .interval
+            .saturating_mul(STALL_SLOTS)
+            .max(STALL_FLOOR);
+        (late >= threshold).then_some(late)
     }
 
     fn slot_due(&self, slot: u64) -> Option<Instant> {
@@ -801,7 +888,11 @@ impl Client {
             }
             Frame::Welcome { .. } => {
                 self.heard(now.mono);
+                self.refused_since = None;
                 self.event(Event::Welcomed);
+            }
+            Frame::Error { message } if message == id_in_use_message(&self.config.id) => {
+                self.id_refused(now, message);
             }
             Frame::Error { message } => {
                 self.lose(now, DisconnectReason::ServerError(message), true)
@@ -845,6 +936,28 @@ impl Client {
         }
         self.arm_silence(now.mono);
         self.open_schedule(now);
+    }
+
+    /// The server refused the client's id under the identity rule. Retried (with reconnecting
+    /// on) while the refusals may still be the client's own previous run's half-open connection,
+    /// which the server drops after its idle timeout; after that, or without reconnecting, it
+    /// is another client with the same id, and the client ends ([`Failure::IdInUse`]).
+    fn id_refused(&mut self, now: Now, message: String) {
+        let since = *self.refused_since.get_or_insert(now.mono);
+        let reason = DisconnectReason::ServerError(message);
+        let patient = now.mono.saturating_duration_since(since) < self.config.id_patience;
+        if self.config.reconnect.is_some() && patient {
+            self.lose(now, reason, true);
+            return;
+        }
+        self.out.push_back(Output::Disconnect {
+            reason: reason.clone(),
+        });
+        self.event(Event::Disconnected {
+            reason,
+            retry_in: None,
+        });
+        self.finish(Exit::Failed(Failure::IdInUse(self.config.id.clone())));
     }
 
     /// The server did not challenge a client with a key: close, and end for good (no retry
@@ -1372,6 +1485,48 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_client_says_so_and_gives_the_server_a_fresh_silence() {
+        let (t0, mut c) = connected(config(1000));
+        c.handle_input(t0, b"WELCOME 1\nACK 1 1700000000.0\n");
+        let _ = drain(&mut c);
+        // Scheduling jitter is no stall; six seconds without running is (three slots and 1 s).
+        assert!(!c.is_stalled(t0.mono + Duration::from_millis(1500)));
+        let woke = t0.advanced(Duration::from_millis(6500));
+        assert!(c.is_stalled(woke.mono));
+        c.handle_timeout(woke);
+        assert_eq!(
+            text(&drain(&mut c)),
+            [
+                "ev stalled for 5500.000ms",
+                "ev skipped seq=2-6",
+                "ev sent seq=7 at=1700000006.500000 late=500.000ms",
+                "tx BEAT 7 1700000006.500000",
+            ]
+        );
+        assert!(c.is_connected(), "the server is not blamed for the stall");
+        // The server's silence counts from the wake: the ack timeout (5 s) is 5 s away.
+        let mut now = woke;
+        while let Some(at) = c.poll_timeout() {
+            now = Now {
+                mono: at,
+                unix: woke.unix.saturating_add(at - woke.mono),
+            };
+            c.handle_timeout(now);
+            let _ = drain(&mut c);
+            if c.is_done() {
+                break;
+            }
+        }
+        assert_eq!(now.mono - woke.mono, Duration::from_secs(5));
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
+                Duration::from_secs(5)
+            ))))
+        );
+    }
+
+    #[test]
     fn a_pause_skips_slots_and_resume_reports_them_once_on_the_grid() {
         let (t0, mut c) = connected(config(100));
         c.handle_input(t0, b"WELCOME 1\nACK 1 1.0\n");
@@ -1432,6 +1587,76 @@ mod tests {
                 Duration::from_secs(5)
             ))))
         );
+    }
+
+    #[test]
+    fn a_refused_id_ends_the_client_or_is_retried_while_it_may_be_its_own_old_connection() {
+        let refusal = format!(
+            "ERROR {}\n",
+            id_in_use_message(&ClientId::new("c1").unwrap())
+        );
+        let (t0, mut c) = connected(config(1000));
+        c.handle_input(t0, refusal.as_bytes());
+        let _ = drain(&mut c);
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::IdInUse(
+                ClientId::new("c1").unwrap()
+            )))
+        );
+        // Reconnecting: refusals are retried for the server's idle timeout of a 1 s client
+        // (10 s), then it is another client.
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let (t0, mut c) = connected(config(1000).reconnect(Some(backoff)));
+        let mut at = t0;
+        let mut refusals = 0;
+        while !c.is_done() {
+            c.handle_input(at, refusal.as_bytes());
+            refusals += 1;
+            let _ = drain(&mut c);
+            if let Some(next) = c.poll_timeout() {
+                at = Now {
+                    mono: next,
+                    unix: t0.unix.saturating_add(next - t0.mono),
+                };
+                c.handle_timeout(at);
+                assert_eq!(drain(&mut c), [Output::Connect]);
+                c.handle_connected(at);
+                let _ = drain(&mut c);
+            }
+        }
+        assert!(refusals > 5, "{refusals}");
+        assert!(at.mono - t0.mono >= Duration::from_secs(10));
+        assert!(matches!(c.exit(), Some(Exit::Failed(Failure::IdInUse(_)))));
+        // Any other ERROR is an ordinary loss.
+        let (t0, mut c) = connected(config(1000));
+        c.handle_input(t0, b"ERROR client id c2 is in use\n");
+        assert!(matches!(c.exit(), Some(Exit::Failed(Failure::Lost(_)))));
+    }
+
+    #[test]
+    fn clients_that_share_a_schedule_number_alike_whenever_they_connect() {
+        let t0 = origin();
+        let mut early = Client::new(config(100), t0);
+        let mut late = Client::new(config(100), t0);
+        early.start_schedule(t0.mono);
+        late.start_schedule(t0.mono);
+        let _ = (drain(&mut early), drain(&mut late));
+        early.handle_connected(t0);
+        assert_eq!(
+            text(&drain(&mut early))[2],
+            "ev sent seq=1 at=1700000000.000000 late=0.000ms"
+        );
+        let t = t0.advanced(Duration::from_millis(430));
+        late.handle_connected(t);
+        let out = text(&drain(&mut late));
+        assert_eq!(out[2], "ev skipped seq=1-4");
+        assert_eq!(out[3], "ev sent seq=5 at=1700000000.430000 late=30.000ms");
+        early.handle_timeout(t0.advanced(Duration::from_millis(500)));
+        late.handle_timeout(t0.advanced(Duration::from_millis(500)));
+        let (e, l) = (text(&drain(&mut early)), text(&drain(&mut late)));
+        assert!(e.last().unwrap().starts_with("tx BEAT 6 "), "{e:?}");
+        assert!(l.last().unwrap().starts_with("tx BEAT 6 "), "{l:?}");
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub struct ClientConfig {
     pub(crate) rng_seed: u64,
     pub(crate) auth_key: Option<Secret>,
     pub(crate) connect_per_beat: bool,
+    pub(crate) id_patience: Duration,
 }
 
 impl ClientConfig {
@@ -129,7 +130,19 @@ impl ClientConfig {
             rng_seed: 0,
             auth_key: None,
             connect_per_beat: false,
+            id_patience: ServerConfig::default().idle_timeout_for(Some(interval)),
         })
+    }
+
+    /// The server's `max_idle` ([`ServerConfig::max_idle`]), if not the default 10 min. The
+    /// client needs it for one thing: how long a refusal under the identity rule may be its own
+    /// previous run's half-open connection, which the server drops after its idle timeout for
+    /// this interval. A reconnecting client retries a refusal that long, then gives up
+    /// ([`Failure::IdInUse`](crate::client::Failure::IdInUse)).
+    pub fn server_max_idle(mut self, max_idle: Duration) -> Result<Self, ConfigError> {
+        let server = ServerConfig::default().max_idle(max_idle)?;
+        self.id_patience = server.idle_timeout_for(Some(self.interval));
+        Ok(self)
     }
 
     /// Speak the seed's legacy text format (no `HELLO`, no acks, so no ack timeout). The

@@ -29,7 +29,9 @@ pub const MAX_SEQ: u64 = 1 << 63;
 pub const MAX_INTERVAL_MS: u64 = 86_400_000;
 
 /// What the first bytes of a server connection say it speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// The seed's text format: `Sequence #<n>: Sending heartbeat at <secs>. `, no acks.
@@ -49,6 +51,16 @@ impl std::fmt::Display for Protocol {
 
 const LEGACY_PREFIX: &[u8] = b"Sequence #";
 const V1_PREFIX: &[u8] = b"HELLO ";
+
+/// The `ERROR` text of a server whose identity rule refuses a `HELLO` for `client`. It names
+/// `--id`: two clients started with the same id are the usual cause. The client knows it by
+/// this text (the server and the client share this one definition).
+pub(crate) fn id_in_use_message(client: &ClientId) -> String {
+    format!(
+        "client id {client} is in use by a live connection with another session; a newer \
+         connection replaces it only with the same session: give each client its own --id"
+    )
+}
 
 /// Tells the protocol from the first bytes of a connection.
 ///

@@ -25,7 +25,8 @@
 //! - [`server`]: many connections, protocol detection, acks, one analysis and one liveness
 //!   watch per client, and the limits a connection is held to (pace, plausible sequence
 //!   numbers and stamps, clock skew: a broken one is a [`Violation`]); its
-//!   [`Event`](ServerEvent)s (text and derived JSON).
+//!   [`Event`](ServerEvent)s (text and derived JSON); and its memory across restarts
+//!   ([`server::State`]: [`Server::persist`], [`Server::restore`]), which a driver saves.
 //! - [`client`]: a drift-free fixed-rate sender with acks, RTT, silence detection and backoff.
 //! - [`auth`]: client authentication (shared secrets, challenge nonces, HMAC-SHA256 answers
 //!   compared in constant time), used by both machines when configured.

@@ -13,7 +13,9 @@ use crate::timer::DeadlineQueue;
 /// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
 /// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
 /// clean goodbye (`BYE`): not a failure, and not watched any more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Liveness {
     /// Declared dead.
@@ -78,7 +80,9 @@ pub struct Change {
 ///   `Suspect` to `Down` as far as the suspicion allows, and tells the detector
 ///   `set_available(false)` on `Down`;
 /// - [`leave`](Self::leave) (a goodbye) makes the client `Left` and drops its check;
-///   [`start`](Self::start) forgets a client altogether.
+///   [`start`](Self::start) forgets a client altogether;
+/// - [`restore`](Self::restore) watches a client again after its owner restarted, with no
+///   history: a silent client is convicted the detector's grace after the restore.
 ///
 /// Clients are dense indices chosen by the owner (the server's record slots, the simulator's
 /// client numbers). Sans-IO: every call that depends on time takes `now`.
@@ -97,6 +101,9 @@ struct Watch {
     detector: Option<Box<dyn Detector>>,
     /// The check this client has in the queue (older entries in the queue are stale).
     check_at: Option<Instant>,
+    /// The detector was primed by [`Watches::restore`], not by a heartbeat: the first real
+    /// arrival replaces it.
+    primed: bool,
 }
 
 impl Watch {
@@ -105,6 +112,7 @@ impl Watch {
             state: Liveness::Up,
             detector: None,
             check_at: None,
+            primed: false,
         }
     }
 }
@@ -181,6 +189,39 @@ impl Watches {
     pub fn reset(&mut self, client: usize) {
         if let Some(w) = self.watches.get_mut(client) {
             w.detector = None;
+            w.primed = false;
+        }
+    }
+
+    /// Watches client `client` again after the owner restarted at `now`, in the `state` it
+    /// had when the owner saved it; nothing of its timing history is known.
+    ///
+    /// `Left` and `Down` stay as they were, unwatched until the client is heard from. `Up` and
+    /// `Suspect` become `Up`, with (when `interval` is known) a detector primed by one arrival
+    /// at `now`: a client that stays silent is suspected and convicted as one last heard at the
+    /// restore would be, after the detector's usual grace. Its first real arrival replaces the
+    /// primed detector with a fresh one, so the restore's instant is never learned as an
+    /// interval (nor, for `chen`, as a point of the sender's schedule).
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        client: usize,
+        state: Liveness,
+        interval: Option<Duration>,
+    ) {
+        self.start(client);
+        let w = &mut self.watches[client];
+        match state {
+            Liveness::Down | Liveness::Left => w.state = state,
+            Liveness::Suspect | Liveness::Up => {
+                if let Some(interval) = interval {
+                    let mut det = self.detector.build(interval);
+                    det.heartbeat(now, Seq(0));
+                    w.detector = Some(det);
+                    w.primed = true;
+                    self.arm(client);
+                }
+            }
         }
     }
 
@@ -213,6 +254,12 @@ impl Watches {
             suspicion: det.suspicion(now),
             detector: det.kind(),
         });
+        if std::mem::take(&mut w.primed) {
+            // Primed at a restore: the first real arrival starts the history.
+            if let Some(interval) = interval {
+                *det = self.detector.build(interval);
+            }
+        }
         for seq in seqs {
             det.heartbeat(now, seq);
         }
@@ -472,6 +519,38 @@ mod tests {
             }
             assert_eq!(w.convicts_at(0, Down), None, "{kind}: down already");
         }
+    }
+
+    #[test]
+    fn a_restored_client_is_convicted_a_grace_after_the_restore_unless_heard() {
+        use Liveness::{Down, Left, Suspect, Up};
+        let t0 = origin();
+        let mut w = fixed();
+        w.restore(t0, 0, Suspect, Some(SECOND));
+        w.restore(t0, 1, Left, Some(SECOND));
+        w.restore(t0, 2, Down, Some(SECOND));
+        w.restore(t0, 3, Up, Some(SECOND));
+        assert_eq!((w.state(0), w.state(1), w.state(2)), (Up, Left, Down));
+        // The fixed detector: suspect 2 s and down 3 s after the (primed) last arrival.
+        assert_eq!(w.next_check(), Some(t0 + 2 * SECOND));
+        let heard = w.observe(t0 + 1500 * SECOND / 1000, 3, Some(SECOND), [Seq(500)]);
+        assert_eq!(heard, None, "client 3 was up");
+        assert_eq!(
+            changes(&mut w, t0 + 3 * SECOND),
+            [(0, Up, Suspect), (0, Suspect, Down)]
+        );
+        // Client 3's history starts at its first real heartbeat, 1.5 s after the restore.
+        assert_eq!(w.convicts_at(3, Down), Some(t0 + 4500 * SECOND / 1000));
+        // A down client comes back on its next heartbeat, as before the restart.
+        let back = w
+            .observe(t0 + 9 * SECOND, 2, Some(SECOND), [Seq(90)])
+            .unwrap();
+        assert_eq!((back.from, back.to), (Down, Up));
+        assert_eq!(
+            w.observe(t0 + 9 * SECOND, 1, Some(SECOND), [Seq(90)])
+                .map(|c| c.to),
+            Some(Up)
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Command-line pieces shared by `heartbeat-server` and `heartbeat-sim`.
+//! Command-line pieces shared by the binaries (`heartbeat-server`, `heartbeat-client`,
+//! `heartbeat-load`) and `heartbeat-sim`: the detector flags, and the one way every numeric flag
+//! is read ([`int`], [`float`], [`secs`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use heartbeat_core::ConfigError;
 use heartbeat_core::detector::{
@@ -36,7 +39,7 @@ impl DetectorArgs {
 pub struct DetectorParams {
     /// phi, phi-exp: the phi value at which a client is declared down [default: 8]. Suspect at
     /// half of it.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = float)]
     pub threshold: Option<f64>,
 
     /// phi: lower bound of the inter-arrival standard deviation [default: 100ms].
@@ -65,7 +68,7 @@ pub struct DetectorParams {
     pub grace: Option<Span>,
 
     /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 1000].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = int::<usize>(1, u32::MAX.into()))]
     pub window: Option<usize>,
 }
 
@@ -184,6 +187,128 @@ pub fn trust_warning(addr: SocketAddr, authenticated: bool) -> Option<String> {
     })
 }
 
+/// Reads a number the way the original project's flags were read (argparse with `type=int`,
+/// that is Python's `int()`, and `float()`): surrounding whitespace is ignored (`" 10"`), a
+/// leading `+` or `-` is allowed, and single underscores may group digits (`1_000`). Only ASCII
+/// digits (Python also takes other scripts' decimal digits). Returns the sign and the digits
+/// (with their `.` and exponent, for a float) without underscores.
+fn python_number(s: &str, float: bool) -> Result<(bool, String), String> {
+    let t = s.trim();
+    let (negative, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let bad = || {
+        Err(if float {
+            "not a number".to_owned()
+        } else {
+            "not a whole number (digits, with an optional sign, spaces around and _ between \
+             digits allowed)"
+                .to_owned()
+        })
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut prev: Option<char> = None;
+    for (i, c) in body.char_indices() {
+        let next = body[i + c.len_utf8()..].chars().next();
+        let ok = match c {
+            '0'..='9' => true,
+            // Between two digits only, as Python allows.
+            '_' => {
+                prev.is_some_and(|p| p.is_ascii_digit()) && next.is_some_and(|n| n.is_ascii_digit())
+            }
+            '.' | 'e' | 'E' if float => true,
+            '+' | '-' if float => matches!(prev, Some('e' | 'E')),
+            _ => false,
+        };
+        if !ok {
+            return bad();
+        }
+        if c != '_' {
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    if !out.bytes().any(|b| b.is_ascii_digit()) {
+        return bad();
+    }
+    Ok((negative, out))
+}
+
+/// The parser of a whole-number flag of type `T` from `min` to `max`, read as Python's `int()`
+/// reads it: spaces around it, a leading `+` and single underscores between digits (`1_000`)
+/// are accepted, ASCII digits only. Give the flag `allow_negative_numbers = true`, so that a
+/// negative value reaches this parser and gets a clear message instead of clap's "unexpected
+/// argument".
+pub fn int<T>(min: i128, max: i128) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: TryFrom<i128>,
+{
+    move |s: &str| {
+        let (negative, digits) = python_number(s, false)?;
+        let magnitude: i128 = digits
+            .parse()
+            .map_err(|_| format!("must be at most {max}"))?;
+        let n = if negative { -magnitude } else { magnitude };
+        if n < min {
+            return Err(below(n, min, max));
+        }
+        if n > max {
+            return Err(format!("must be at most {max}"));
+        }
+        T::try_from(n).map_err(|_| format!("must be from {min} to {max}"))
+    }
+}
+
+/// The message for `n` below `min`.
+fn below(n: i128, min: i128, max: i128) -> String {
+    match min {
+        1 => "must be positive".to_owned(),
+        0 => format!("must not be negative (0 to {max})"),
+        _ if n < 0 => format!("must not be negative (at least {min})"),
+        _ => format!("must be at least {min}"),
+    }
+}
+
+/// A positive number (`threshold`), read as Python's `float()` reads it (spaces around it, a
+/// leading `+`, single underscores between digits); finite, and more than 0.
+pub fn float(s: &str) -> Result<f64, String> {
+    let (negative, digits) = python_number(s, true)?;
+    let v: f64 = digits.parse().map_err(|_| "not a number".to_owned())?;
+    if !v.is_finite() {
+        return Err("not a finite number".to_owned());
+    }
+    if negative || v == 0.0 {
+        return Err("must be positive".to_owned());
+    }
+    Ok(v)
+}
+
+/// A number of seconds (`heartbeat-load --duration`), read as [`float`] reads it, from 0 (when
+/// `zero` is allowed, else more than 0) to a billion.
+pub fn secs(zero: bool) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let (negative, digits) = python_number(s, true)?;
+        let v: f64 = digits
+            .parse()
+            .map_err(|_| "not a number of seconds".to_owned())?;
+        if negative && v != 0.0 {
+            return Err(format!(
+                "must not be negative ({} seconds)",
+                if zero { "0 or more" } else { "more than 0" }
+            ));
+        }
+        if !(v.is_finite() && v < 1e9) {
+            return Err("must be a number of seconds below a billion".to_owned());
+        }
+        if v == 0.0 && !zero {
+            return Err("must be more than 0 seconds".into());
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+}
+
 /// A detector configuration builder step taken only for a flag that was given.
 trait Flag: Sized {
     /// `set(self, value)` when the flag was given, `self` unchanged otherwise.
@@ -260,6 +385,70 @@ mod tests {
         assert!(config(&["--detector", "nope"]).is_err());
         assert!(config(&["--alpha", "1s"]).is_err());
         assert!(config(&["--threshold", "-1"]).is_err());
+    }
+
+    #[test]
+    fn numbers_read_as_pythons_int_reads_them() {
+        let port = int::<u16>(0, 65_535);
+        for (text, value) in [
+            ("10", 10),
+            (" 10", 10),
+            ("10\t\n", 10),
+            ("+10", 10),
+            ("1_000", 1000),
+            ("0_0", 0),
+            ("007", 7),
+            ("-0", 0),
+        ] {
+            assert_eq!(port(text), Ok(value), "{text:?}");
+        }
+        for text in [
+            "", " ", "+", "_1", "1_", "1__0", "1 0", "0x10", "1.0", "1e3", "١٠", "--1",
+        ] {
+            assert!(
+                port(text).unwrap_err().contains("not a whole number"),
+                "{text:?}"
+            );
+        }
+        assert_eq!(port("-1"), Err("must not be negative (0 to 65535)".into()));
+        assert_eq!(port("70_000"), Err("must be at most 65535".into()));
+        let interval = int::<u64>(1, 86_400_000);
+        assert_eq!(interval("-5"), Err("must be positive".into()));
+        assert_eq!(interval("0"), Err("must be positive".into()));
+        assert_eq!(
+            interval(&"9".repeat(60)),
+            Err("must be at most 86400000".into())
+        );
+    }
+
+    #[test]
+    fn floats_and_seconds_take_the_same_spellings() {
+        assert_eq!(float(" +8.5 "), Ok(8.5));
+        assert_eq!(float("1_0"), Ok(10.0));
+        assert_eq!(float("1e1"), Ok(10.0));
+        assert!(float("-1").unwrap_err().contains("must be positive"));
+        assert!(float("inf").is_err());
+        assert!(float("nan").is_err());
+        assert!(float("1e999").unwrap_err().contains("finite"));
+        let positive = secs(false);
+        assert_eq!(positive(" 2.5"), Ok(Duration::from_millis(2500)));
+        assert!(positive("0").is_err());
+        assert!(positive("-1").unwrap_err().contains("negative"));
+        assert_eq!(secs(true)("0"), Ok(Duration::ZERO));
+        assert_eq!(secs(true)("1_0"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_negative_number_reaches_the_parser() {
+        let err = config(&["--window", "-3"]).unwrap_err();
+        assert!(err.contains("must be positive"), "{err}");
+        let err = config(&["--threshold", "-1"]).unwrap_err();
+        assert!(err.contains("must be positive"), "{err}");
+        assert!(
+            config(&["--window", " 1_000"])
+                .unwrap()
+                .contains("window=1000")
+        );
     }
 
     #[test]

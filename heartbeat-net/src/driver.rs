@@ -459,6 +459,15 @@ pub(crate) async fn drive_client<C: Connector>(
             r = read_opt(&mut stream, &mut buf) => ClientWake::Read(r),
         };
         now = clock.now();
+        // After a stall of this process, what the server sent meanwhile (acknowledgements, or its
+        // close) is read before the client's timers judge it. One read per turn of the loop,
+        // until nothing is waiting.
+        let wake = match wake {
+            ClientWake::Timeout if client.is_stalled(now.mono) => read_ready(&mut stream, &mut buf)
+                .await
+                .map_or(ClientWake::Timeout, ClientWake::Read),
+            other => other,
+        };
         obey(wishes.as_ref(), &mut client, now, &mut stopped);
         match wake {
             ClientWake::Stop => {
@@ -531,6 +540,35 @@ async fn stop_wished(wishes: &mut Option<watch::Receiver<Wish>>) {
     }
 }
 
+/// What an application runs inside the server loop ([`run_server_app`]): it handles the core's
+/// events, and may work on the [`Server`] itself (save its state, say) after each wake of the
+/// loop. Every method runs on the loop that acknowledges heartbeats and decides liveness, so it
+/// must be quick: anything slow (a disk, a network) belongs on another thread or task.
+pub trait ServerApp {
+    /// One event of the core, with the time of the call that produced it.
+    fn on_event(&mut self, event: &server::Event, now: Now);
+
+    /// The latest instant the loop should wake at for [`on_wake`](Self::on_wake) (it wakes
+    /// for other reasons too); `None` to be woken only by those. Read after every wake.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs after every wake of the loop, once the outputs of that wake are carried out; what
+    /// it makes the server output is carried out right after.
+    fn on_wake(&mut self, _server: &mut Server, _now: Now) {}
+}
+
+/// An application that only handles events, with a closure: what [`run_server`] runs.
+#[derive(Debug)]
+pub struct OnEvent<F>(pub F);
+
+impl<F: FnMut(&server::Event, Now)> ServerApp for OnEvent<F> {
+    fn on_event(&mut self, event: &server::Event, now: Now) {
+        (self.0)(event, now);
+    }
+}
+
 /// Serves connections from `listener` with `server` until `stop` completes, then stops
 /// accepting, closes every connection and returns the server, whose analysis stays readable
 /// ([`Server::report`]).
@@ -563,10 +601,23 @@ pub async fn run_server_with_control<L: Listener>(
     stop: impl Future<Output = ()>,
     on_event: impl FnMut(&server::Event, Now),
 ) -> Result<Server, NetError> {
+    let app = OnEvent(on_event);
+    run_server_app(listener, server, options, control, clock, stop, app).await
+}
+
+/// [`run_server_with_control`] with an application that works on the server inside the loop
+/// (see [`ServerApp`]), instead of an event handler.
+pub async fn run_server_app<L: Listener>(
+    listener: L,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    clock: impl Clock,
+    stop: impl Future<Output = ()>,
+    app: impl ServerApp,
+) -> Result<Server, NetError> {
     LocalSet::new()
-        .run_until(serve(
-            listener, server, options, control, clock, stop, on_event,
-        ))
+        .run_until(serve(listener, server, options, control, clock, stop, app))
         .await
 }
 
@@ -585,6 +636,7 @@ enum Inbound {
 enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
+    App,
     Control(Control),
     FlushLog,
     Inbound(Inbound),
@@ -611,7 +663,7 @@ async fn serve<L: Listener>(
     mut control: ControlReceiver,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
-    mut on_event: impl FnMut(&server::Event, Now),
+    mut app: impl ServerApp,
 ) -> Result<Server, NetError> {
     let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
     let mut d = ServerDriver {
@@ -630,12 +682,15 @@ async fn serve<L: Listener>(
     let mut now = clock.now();
 
     loop {
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
+        app.on_wake(&mut d.server, now);
+        d.drain(now, &mut app);
         let deadline = d.server.poll_timeout();
         let wake = tokio::select! {
             biased;
             () = &mut stop => ServerWake::Stop,
             () = sleep_until_opt(deadline) => ServerWake::Timeout,
+            () = sleep_until_opt(app.next_wake()) => ServerWake::App,
             c = control.recv() => ServerWake::Control(c),
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
@@ -646,6 +701,7 @@ async fn serve<L: Listener>(
         now = clock.now();
         match wake {
             ServerWake::Stop => break,
+            ServerWake::App => {}
             ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => d.server.handle_timeout(now),
             ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
@@ -662,13 +718,13 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.inbound_batch(now, None, &mut inbound_rx, &mut on_event);
+                d.inbound_batch(now, None, &mut inbound_rx, &mut app);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut on_event),
+            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app),
         }
     }
 
@@ -678,10 +734,12 @@ async fn serve<L: Listener>(
     now = clock.now();
     while let Ok(m) = inbound_rx.try_recv() {
         d.handle_inbound(now, m);
-        d.drain(now, &mut on_event);
+        d.drain(now, &mut app);
     }
     d.server.close_all(now);
-    d.drain(now, &mut on_event);
+    d.drain(now, &mut app);
+    app.on_wake(&mut d.server, now);
+    d.drain(now, &mut app);
     // Connection tasks blocked on a full inbound channel see it closed and end.
     drop(inbound_rx);
     drop(inbound_tx);
@@ -699,7 +757,7 @@ async fn serve<L: Listener>(
 
 impl ServerDriver {
     /// Carries out every output of the core.
-    fn drain(&mut self, now: Now, on_event: &mut impl FnMut(&server::Event, Now)) {
+    fn drain(&mut self, now: Now, app: &mut impl ServerApp) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 server::Output::Transmit { conn, bytes } => {
@@ -718,7 +776,7 @@ impl ServerDriver {
                     self.conns.remove(&conn);
                     self.limits.closed(conn);
                 }
-                server::Output::Event(e) => on_event(&e, now),
+                server::Output::Event(e) => app.on_event(&e, now),
             }
         }
     }
@@ -759,7 +817,7 @@ impl ServerDriver {
             now.mono,
             Level::INFO,
             "Accepted connection",
-            format_args!("Accepted connection from {peer}"),
+            format_args!("Accepted connection from {}", seed_peer(peer)),
         );
         let (tx, rx) = mpsc::channel(self.options.outbound_capacity.max(1));
         self.conns.insert(conn, tx);
@@ -781,14 +839,14 @@ impl ServerDriver {
         now: Now,
         first: Option<Inbound>,
         inbound: &mut mpsc::Receiver<Inbound>,
-        on_event: &mut impl FnMut(&server::Event, Now),
+        app: &mut impl ServerApp,
     ) {
         let handled = usize::from(first.is_some());
         if let Some(m) = first {
             self.handle_inbound(now, m);
         }
         for _ in handled..INBOUND_BATCH {
-            self.drain(now, on_event);
+            self.drain(now, app);
             match inbound.try_recv() {
                 Ok(m) => self.handle_inbound(now, m),
                 Err(_) => break,
@@ -937,11 +995,40 @@ async fn close_stream<S: AsyncWrite + Unpin>(s: &mut S) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.shutdown()).await;
 }
 
+/// A peer address as the seed's server logged it (Python's socket address tuple):
+/// `('127.0.0.1', 37506)`, or `('::1', 37506, 0, 0)` for IPv6.
+fn seed_peer(peer: SocketAddr) -> String {
+    match peer {
+        SocketAddr::V4(a) => format!("('{}', {})", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!(
+            "('{}', {}, {}, {})",
+            a.ip(),
+            a.port(),
+            a.flowinfo(),
+            a.scope_id()
+        ),
+    }
+}
+
 /// Reads from the stream if there is one; pending forever otherwise. Cancel safe.
 async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io::Result<usize> {
     match s {
         Some(s) => s.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Reads from the stream if it has bytes (or its end) waiting now; `None` without waiting when
+/// it has not, or there is no stream. Cancel safe, as `read_opt`.
+async fn read_ready<S: AsyncRead + Unpin>(
+    s: &mut Option<S>,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    let s = s.as_mut()?;
+    tokio::select! {
+        biased;
+        r = s.read(buf) => Some(r),
+        () = std::future::ready(()) => None,
     }
 }
 
@@ -1011,6 +1098,14 @@ mod tests {
         assert_eq!(report.clients[0].missed, 0);
         assert_eq!(server_events.first(), Some(&"connected"));
         assert_eq!(server_events.last(), Some(&"disconnected"));
+    }
+
+    #[test]
+    fn peers_are_logged_as_the_seed_logged_them() {
+        let v4: SocketAddr = "127.0.0.1:37506".parse().unwrap();
+        assert_eq!(seed_peer(v4), "('127.0.0.1', 37506)");
+        let v6: SocketAddr = "[::1]:37506".parse().unwrap();
+        assert_eq!(seed_peer(v6), "('::1', 37506, 0, 0)");
     }
 
     #[tokio::test]

@@ -57,8 +57,9 @@ pub mod server;
 pub mod tls;
 
 pub use driver::{
-    Clock, Connector, Control, ControlError, DriverStats, Listener, ServerControl, ServerOptions,
-    SystemClock, mono_now, run_client, run_server, run_server_with_control,
+    Clock, Connector, Control, ControlError, DriverStats, Listener, OnEvent, ServerApp,
+    ServerControl, ServerOptions, SystemClock, mono_now, run_client, run_server, run_server_app,
+    run_server_with_control,
 };
 pub use error::NetError;
 pub use listener::{TcpConnector, TcpListener};

@@ -17,9 +17,14 @@
 //! 2. `attribution`: every heartbeat the server counts for client X came over a connection
 //!    from X's host and is one X wrote (same sequence number and send stamp); an epoch never
 //!    mixes two sessions.
-//! 3. `accounting`: in every epoch, each slot from 1 to the highest sequence number received
-//!    is counted exactly once, either received or missed (a late arrival moves it from missed
-//!    to received); nothing is counted twice, so a gap is counted once.
+//! 3. `accounting`: in every epoch, each slot from the epoch's *base* to the highest sequence
+//!    number received is counted exactly once, either received or missed (a late arrival moves
+//!    it from missed to received); nothing is counted twice, so a gap is counted once, and
+//!    nothing below the base is counted missed. The base is where the server starts counting:
+//!    a client's first epoch in an incarnation (and a legacy connection's, or one after the
+//!    server forgot the client) starts at its first heartbeat there (what came before was
+//!    sent to an earlier incarnation, or nowhere); an epoch begun by a `restarted` event (a
+//!    new session) starts at 1.
 //! 4. `report`: the final report's `received` and `missed` equal the totals of the last
 //!    incarnation's events, and `received <= sent`.
 //! 5. `tail`: the heartbeats written after the highest one the server received (so neither
@@ -326,9 +331,20 @@ struct Epoch {
     missed: BTreeSet<u64>,
     /// Truth session of the beats received: the first one's.
     session: Option<usize>,
+    /// The first slot it accounts for (invariant 3): 1 for a new session; for a client new to
+    /// the incarnation, its first heartbeat's sequence number (`None` until it comes).
+    base: Option<u64>,
 }
 
 impl Epoch {
+    /// The epoch of a new session of a client the incarnation knows: counted from slot 1.
+    fn new_session() -> Self {
+        Self {
+            base: Some(1),
+            ..Self::default()
+        }
+    }
+
     fn highest(&self) -> u64 {
         self.received.keys().next_back().copied().unwrap_or(0)
     }
@@ -486,6 +502,13 @@ impl<'a> View<'a> {
                 Event::Restarted { client, .. } => {
                     if let Some(i) = index.of(client) {
                         current(epochs, i);
+                        epochs.entry(i).or_default().push(Epoch::new_session());
+                    }
+                    continue;
+                }
+                Event::Evicted { client } => {
+                    // Forgotten: if it comes back, the server counts it from its next heartbeat.
+                    if let Some(i) = index.of(client) {
                         epochs.entry(i).or_default().push(Epoch::default());
                     }
                     continue;
@@ -527,6 +550,7 @@ impl<'a> View<'a> {
                     let epoch = current(epochs, i);
                     let epoch_session = epoch.session;
                     epoch.session = epoch_session.or(session);
+                    epoch.base.get_or_insert(seq.0);
                     Seen::Beat(Beat {
                         inc,
                         conn: *conn,
@@ -736,9 +760,10 @@ fn attribution(out: &Outcome, view: &View<'_>) -> Vec<String> {
     failures
 }
 
-/// Invariant 3, `accounting`: in every epoch, each slot from 1 to the highest sequence number
-/// received is counted exactly once, received or missed (a late arrival moves it from missed to
-/// received, and says so); nothing is counted twice.
+/// Invariant 3, `accounting`: in every epoch, each slot from its base (1 for a new session, the
+/// first heartbeat for a client new to the incarnation) to the highest sequence number received
+/// is counted exactly once, received or missed (a late arrival moves it from missed to received,
+/// and says so); nothing is counted twice, nothing below the base is missed.
 fn accounting(view: &View<'_>, ids: &[&str]) -> Vec<String> {
     let mut failures = Vec::new();
     for seen in &view.seen {
@@ -772,11 +797,16 @@ fn accounting(view: &View<'_>, ids: &[&str]) -> Vec<String> {
         for (i, epochs) in clients {
             for (k, epoch) in epochs.iter().enumerate() {
                 let highest = epoch.highest();
+                // Without a heartbeat, an epoch counts nothing: its base is past anything missed.
+                let base = epoch.base.unwrap_or(highest + 1);
                 let counted = epoch.received.len() as u64
                     + epoch.missed.iter().filter(|&&m| m <= highest).count() as u64;
-                if counted != highest || epoch.missed.iter().any(|&m| m > highest) {
+                let slots = (highest + 1).saturating_sub(base);
+                let outside = epoch.missed.iter().any(|&m| m > highest || m < base);
+                if counted != slots || outside {
                     failures.push(format!(
-                        "server#{inc} {} epoch {k}: received {} + missed {} != highest {highest}",
+                        "server#{inc} {} epoch {k}: received {} + missed {} != slots {base} to \
+                         {highest}",
                         ids[*i],
                         epoch.received.len(),
                         epoch.missed.len()
@@ -1218,6 +1248,7 @@ mod tests {
     use super::*;
     use crate::scenario::{Latency, Params, Timed};
     use crate::world;
+    use heartbeat_core::analysis::SeqRange;
 
     fn params() -> Params {
         Params {
@@ -1357,6 +1388,55 @@ mod tests {
         assert!(
             v.failures()
                 .any(|f| f.ends_with("c1: one epoch holds heartbeats of sessions 0 and 1")),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn missed_slots_before_the_baseline_are_caught() {
+        // A restarted server counts a client from its first heartbeat: the slots before went to
+        // the earlier incarnation. Forge the old behaviour, all of them reported missed.
+        let (mut out, v) = run(&Scenario::build("server-restart", &params()).unwrap());
+        assert!(v.ok(), "{v}");
+        let (at, incarnation, conn, client, first) = out
+            .log
+            .iter()
+            .find_map(|e| match &e.record {
+                Record::Server {
+                    incarnation: inc @ 1..,
+                    event:
+                        Event::Heartbeat {
+                            conn, client, seq, ..
+                        },
+                } => Some((e.at, *inc, *conn, client.clone(), *seq)),
+                _ => None,
+            })
+            .expect("a heartbeat after the restart");
+        assert!(first.0 > 1, "{first}");
+        let pos = out.log.iter().position(|e| e.at >= at).unwrap();
+        let range = SeqRange {
+            first: Seq(1),
+            last: Seq(first.0 - 1),
+        };
+        out.log.insert(
+            pos,
+            crate::log::Entry {
+                at,
+                record: Record::Server {
+                    incarnation,
+                    event: Event::Missed {
+                        conn,
+                        client,
+                        range,
+                    },
+                },
+            },
+        );
+        let v = check(&out);
+        assert!(failing(&v).contains(&"accounting"), "{v}");
+        assert!(
+            v.failures()
+                .any(|f| f.contains(&format!("!= slots {first} to "))),
             "{v}"
         );
     }

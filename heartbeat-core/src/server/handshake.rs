@@ -19,7 +19,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::auth::{Answer, AuthFailure, NONCE_LEN, Nonce, Secret};
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, Protocol, VERSION};
+use crate::frame::{Frame, Protocol, VERSION, id_in_use_message};
 use crate::ids::{ClientId, ClientKey, ConnId};
 use crate::time::Now;
 
@@ -110,15 +110,6 @@ impl Refusal {
             reason: DisconnectReason::LegacyRefused,
         }
     }
-}
-
-/// The `ERROR` text for a `HELLO` that the identity rule refuses. It names `--id`: two clients
-/// started with the same id are the usual cause.
-pub(super) fn id_in_use_message(client: &ClientId) -> String {
-    format!(
-        "client id {client} is in use by a live connection with another session; a newer \
-         connection replaces it only with the same session: give each client its own --id"
-    )
 }
 
 impl Server {

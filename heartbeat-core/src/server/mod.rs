@@ -3,6 +3,7 @@
 mod event;
 mod handshake;
 mod limits;
+mod persist;
 mod session;
 mod stats;
 
@@ -27,6 +28,7 @@ use stats::bump;
 
 pub use crate::liveness::Liveness;
 pub use event::{Event, Output};
+pub use persist::{MergedState, Restored, STATE_VERSION, State, StateError};
 pub use session::ClientView;
 pub use stats::{DELAY_BUCKETS, DelayHistogram, ServerStats};
 
@@ -84,6 +86,8 @@ pub struct Server {
     liveness: Watches,
     /// Challenge nonces, when authentication is on.
     challenger: Option<Challenger>,
+    /// Records changed since the last [`persist_changes`](Self::persist_changes).
+    changes: Changes,
     /// When disconnected clients are forgotten (client indices, lazily re-checked: an entry
     /// counts only if its client is still gone, since long enough).
     forget: DeadlineQueue<usize>,
@@ -129,6 +133,7 @@ impl Server {
         Self {
             liveness: Watches::new(config.detector.clone()),
             challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
+            changes: Changes::default(),
             config,
             conns: HashMap::new(),
             clients: Vec::new(),
@@ -194,6 +199,23 @@ impl Server {
         Report {
             clients: self.clients().map(|c| c.summary()).collect(),
         }
+    }
+
+    /// Every client's record as kept across restarts (see [`State`] for what is kept), sorted
+    /// by key: for a driver to save, and to [`restore`](Self::restore) into the next server.
+    pub fn persist(&self) -> State {
+        let clients = self
+            .index
+            .values()
+            .map(|&i| self.clients[i].to_state(self.liveness.state(i)))
+            .collect();
+        State::new(clients, Vec::new())
+    }
+
+    /// True when a record changed (or a client was forgotten) since the last
+    /// [`persist_changes`](Self::persist_changes).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.list.is_empty() || !self.changes.forgotten.is_empty()
     }
 
     // ---- inputs ----
@@ -276,9 +298,11 @@ impl Server {
                 return;
             }
         }
-        let (clients, out) = (&self.clients, &mut self.out);
-        self.liveness
-            .handle_timeout(now.mono, |c| out.push_back(transition(clients, c)));
+        let (clients, out, changes) = (&self.clients, &mut self.out, &mut self.changes);
+        self.liveness.handle_timeout(now.mono, |c| {
+            changes.mark(c.client);
+            out.push_back(transition(clients, c));
+        });
         while let Some((at, conn)) = self.deadlines.pop_due(now.mono) {
             self.connection_deadline(now, conn, at);
         }
@@ -297,6 +321,74 @@ impl Server {
     }
 
     // ---- commands ----
+
+    /// The records that changed since the last call (a heartbeat, a connection, a liveness
+    /// change, a goodbye), sorted by key, and the clients forgotten meanwhile: a state of
+    /// changes, for a driver that keeps a journal between full saves. [`State::merge`] applies
+    /// it to the full state it followed. Each change is in exactly one such state.
+    pub fn persist_changes(&mut self) -> State {
+        let list = std::mem::take(&mut self.changes.list);
+        for &i in &list {
+            self.changes.flags[i] = false;
+        }
+        let mut clients: Vec<_> = list
+            .iter()
+            // A slot whose client was forgotten since (and not yet reused) holds no client.
+            .filter(|&&i| self.index.get(&self.clients[i].stats.client) == Some(&i))
+            .map(|&i| self.clients[i].to_state(self.liveness.state(i)))
+            .collect();
+        clients.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+        let forgotten = std::mem::take(&mut self.changes.forgotten)
+            .iter()
+            .map(persist::StateKey::from)
+            .collect();
+        State::new(clients, forgotten)
+    }
+
+    /// Takes in the clients of `state` (saved by an earlier server with
+    /// [`persist`](Self::persist)) at `now`, all disconnected. This server must be fresh (no
+    /// client yet). Every entry is checked first: on `Err` nothing is taken.
+    ///
+    /// What a restored client's counting and liveness become is in [`State`]'s module docs: in
+    /// short, its counters and its session go on (a heartbeat at or below the saved highest
+    /// sequence number is a duplicate, a gap above it is missed once), and a client that was
+    /// `up` is declared down after its detector's grace from `now` unless it is heard from.
+    /// Its forget-after counts from when it was last heard, not from `now`. Beyond the client
+    /// limit, the clients heard from longest ago are left out.
+    pub fn restore(&mut self, state: State, now: Now) -> Result<Restored, StateError> {
+        if !self.clients.is_empty() {
+            return Err(StateError::NotFresh);
+        }
+        let mut records = persist::records(state.into_clients(), self.config.max_missed_ranges)?;
+        let total = records.len();
+        if total > self.config.max_clients {
+            // The most recently heard first; never-heard ones last.
+            records.sort_by_key(|r| std::cmp::Reverse(r.0.stats.last_seen));
+            records.truncate(self.config.max_clients);
+        }
+        let restored = records.len();
+        for (mut record, state) in records {
+            let idx = self.clients.len();
+            self.index.insert(record.stats.client.clone(), idx);
+            let interval = record.interval;
+            // Gone since it was last heard (the restore's instant when that is unknown or not
+            // representable): the forget-after counts from then, across restarts.
+            let gone_for = record.stats.last_seen.map_or(Duration::ZERO, |seen| {
+                now.unix.as_duration().saturating_sub(seen.as_duration())
+            });
+            let since = now.mono.checked_sub(gone_for).unwrap_or(now.mono);
+            record.gone_since = Some(since);
+            if let Some(at) = since.checked_add(self.config.forget_after) {
+                self.forget.push(at.max(now.mono), idx);
+            }
+            self.clients.push(record);
+            self.liveness.restore(now.mono, idx, state, interval);
+        }
+        Ok(Restored {
+            clients: restored,
+            dropped: total - restored,
+        })
+    }
 
     /// Closes `conn` locally.
     pub fn close(&mut self, now: Now, conn: ConnId) {
@@ -374,6 +466,7 @@ impl Server {
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
+        self.changes.forgotten.push(key.clone());
         bump(&mut self.stats.clients_evicted);
         self.out
             .push_back(Output::Event(Event::Evicted { client: key }));
@@ -394,6 +487,7 @@ impl Server {
         }
         let client = r.stats.client.clone();
         self.index.remove(&client);
+        self.changes.forgotten.push(client.clone());
         self.free.push(idx);
         self.liveness.start(idx);
         bump(&mut self.stats.clients_forgotten);
@@ -587,6 +681,7 @@ impl Server {
                 let idx = *idx;
                 self.flush_beats(now, conn, beats);
                 self.clients[idx].left = true;
+                self.changes.mark(idx);
                 if let Some(change) = self.liveness.leave(now.mono, idx) {
                     self.out.push_back(transition(&self.clients, change));
                 }
@@ -664,6 +759,7 @@ impl Server {
                 idx
             }
         };
+        self.changes.mark(idx);
         let record = &mut self.clients[idx];
         let previous_conn = record.conn.replace(conn);
         record.stats.connections = record.stats.connections.saturating_add(1);
@@ -718,6 +814,7 @@ impl Server {
         };
         let gap = self.config.burst_gap_intervals;
         let skew = self.config.max_clock_skew;
+        self.changes.mark(idx);
         let r = &mut self.clients[idx];
         let delays = &mut self.stats.delay;
         if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
@@ -759,6 +856,28 @@ impl Server {
             reason: reason.clone(),
         }));
         self.out.push_back(Output::Disconnect { conn, reason });
+    }
+}
+
+/// The clients whose records changed since a driver last took them
+/// ([`Server::persist_changes`]), each once, and the clients forgotten meanwhile.
+#[derive(Debug, Default)]
+struct Changes {
+    /// By client index: already in `list`.
+    flags: Vec<bool>,
+    list: Vec<usize>,
+    forgotten: Vec<ClientKey>,
+}
+
+impl Changes {
+    fn mark(&mut self, idx: usize) {
+        if idx >= self.flags.len() {
+            self.flags.resize(idx + 1, false);
+        }
+        if !self.flags[idx] {
+            self.flags[idx] = true;
+            self.list.push(idx);
+        }
     }
 }
 

@@ -312,7 +312,15 @@ impl ClientRecord {
                 }
             }
             highest => {
-                let expected = highest.map_or(1, |h| h.0 + 1);
+                // The client's first heartbeat in this server's life is its baseline: what it
+                // sent before went to an earlier run of the server (or nowhere), so nothing
+                // before it is missed here. From then on every gap counts, across reconnects,
+                // and a new session (after `restart`) counts from 1 again.
+                let expected = match highest {
+                    Some(h) => h.0 + 1,
+                    None if self.stats.first_seen.is_none() => seq.0,
+                    None => 1,
+                };
                 if seq.0 > expected {
                     let range = SeqRange {
                         first: Seq(expected),

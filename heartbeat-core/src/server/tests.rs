@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::ClientId;
 use crate::analysis::SeqRange;
+use crate::detector::{DetectorConfig, DetectorKind};
 
 // ---- helpers ----
 
@@ -215,6 +216,36 @@ fn reconnect_resumes_the_same_client_and_counts_the_gap_once() {
 }
 
 #[test]
+fn a_clients_first_heartbeat_here_is_the_baseline_and_gaps_after_it_count() {
+    // A client that was heartbeating to an earlier run of the server: its first heartbeat here
+    // is #27, and nothing before it was this server's to miss.
+    let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 27 1700000000\n");
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|l| l.contains("missed")), "{out:?}");
+    // Gaps after it count, across a reconnect of the same session.
+    s.handle_input(
+        t0.advanced(Duration::from_secs(2)),
+        c1,
+        b"BEAT 29 1700000002\n",
+    );
+    s.handle_eof(t0.advanced(Duration::from_secs(2)), c1);
+    let t5 = t0.advanced(Duration::from_secs(5));
+    let c2 = open(&mut s, t5, 2, b"HELLO 1 a 1000 1\nBEAT 32 1700000005\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev missed client=a seq=28 count=1");
+    assert_has(&out, "ev missed client=a seq=30-31 count=2");
+    let st = s.client(&id("a")).unwrap();
+    assert_eq!((st.received(), st.missed()), (3, 3));
+    s.handle_eof(t5, c2);
+    // A new session of the client counts from its own start, 1.
+    let t9 = t0.advanced(Duration::from_secs(9));
+    open(&mut s, t9, 3, b"HELLO 1 a 1000 2\nBEAT 3 1700000009\n");
+    let out = drain(&mut s);
+    assert_has(&out, "ev restarted client=a previous=32");
+    assert_has(&out, "ev missed client=a seq=1-2 count=2");
+}
+
+#[test]
 fn new_session_is_a_restart_not_a_duplicate() {
     let (t0, mut s, c1) = opened(b"HELLO 1 a 1000 1\nBEAT 1 1700000000\nBEAT 2 1700000001\nBYE\n");
     s.handle_eof(t0, c1);
@@ -408,7 +439,6 @@ fn crash_after_20_beats(config: ServerConfig) -> (Vec<String>, Duration) {
 
 #[test]
 fn every_detector_declares_a_crashed_client_down_within_its_bound() {
-    use crate::detector::{DetectorConfig, DetectorKind};
     // Steady 1 s heartbeats, then silence. Bounds from each detector's defaults: fixed
     // interval + 2 intervals; phi about 4.5 s (Akka: "around 5.5 s" with jitter); Cassandra's
     // phi = 8 at 18.4 × mean; chen EA + 2α.
@@ -1094,4 +1124,231 @@ fn a_day_long_interval_holds_a_connection_for_max_idle_only() {
     let _ = drain(&mut s);
     let (_, log) = run_timers(&mut s, t0, |s| s.connection_count() == 0);
     assert_has(&log, "conn#1 disconnect no data for 600s");
+}
+
+// ---- state across restarts ----
+
+/// The report lines that a restore keeps (counters, ranges, state), without the delay and gap
+/// statistics, which a restarted server measures afresh, and `connected`.
+fn kept(s: &Server) -> Vec<String> {
+    s.report()
+        .clients
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} received={} missed={} ranges={:?} dup={} rst={} bursts={} conns={} \
+                 highest={:?} first={:?} last={:?}",
+                c.client,
+                c.protocol,
+                c.state,
+                c.received,
+                c.missed,
+                c.missed_ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                c.duplicates,
+                c.restarts,
+                c.bursts,
+                c.connections,
+                c.highest_seq,
+                c.first_seen,
+                c.last_seen
+            )
+        })
+        .collect()
+}
+
+/// A server that heard `a` (gaps, still connected), `b` (said goodbye) and a legacy client.
+fn server_with_history() -> (Now, Server, ConnId) {
+    let (t0, mut s, a) = opened(b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    beat_every_second(&mut s, t0, a, 3..=5);
+    open(
+        &mut s,
+        t0,
+        2,
+        b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\nBYE\n",
+    );
+    let legacy = b"Sequence #1: Sending heartbeat at 1700000000.0000. ";
+    open(&mut s, t0, 3, legacy);
+    let _ = drain(&mut s);
+    (t0, s, a)
+}
+
+#[test]
+fn a_restored_server_goes_on_counting_where_the_saved_one_stopped() {
+    let (t0, old, _) = server_with_history();
+    let json = serde_json::to_string(&old.persist()).unwrap();
+    let state: State = serde_json::from_str(&json).unwrap();
+    assert_eq!(state.client_count(), 3);
+    let t1 = t0.advanced(Duration::from_secs(60));
+    let mut new = Server::new(Arc::new(ServerConfig::default()));
+    let restored = new.restore(state, t1).unwrap();
+    assert_eq!((restored.clients, restored.dropped), (3, 0));
+    assert_eq!(kept(&new), kept(&old));
+    assert!(new.clients().all(|c| !c.summary().connected));
+    // `a` comes back in the same session: #5 again is a duplicate, #9 misses #6-8 once.
+    let c = open(&mut new, t1, 9, b"HELLO 1 a 1000 aa\nBEAT 5 1700000060\n");
+    let out = drain(&mut new);
+    assert_has(&out, "ev duplicate client=a seq=5");
+    assert!(out.iter().any(|l| l.contains("resumed=true")), "{out:?}");
+    new.handle_input(
+        t1.advanced(Duration::from_secs(1)),
+        c,
+        b"BEAT 9 1700000061\n",
+    );
+    let out = drain(&mut new);
+    assert_has(&out, "ev missed client=a seq=6-8 count=3");
+    let a = new.client(&id("a")).unwrap();
+    assert_eq!((a.received(), a.missed(), a.duplicates()), (5, 4, 1));
+    // `b` left: it stays left, and a new session of it is a restart as before.
+    assert_eq!(new.client(&id("b")).unwrap().state(), Liveness::Left);
+    open(&mut new, t1, 10, b"HELLO 1 b 1000 cc\nBEAT 1 1700000060\n");
+    assert_has(&drain(&mut new), "ev restarted client=b previous=1");
+}
+
+#[test]
+fn a_client_that_died_while_the_server_was_down_is_declared_down_a_grace_after_the_restart() {
+    let config = ServerConfig::default().detector(DetectorConfig::new(DetectorKind::Fixed));
+    let (t0, old, _) = {
+        let t0 = Now::test_origin();
+        let mut s = Server::new(Arc::new(config.clone()));
+        let c = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+        beat_every_second(&mut s, t0, c, 2..=3);
+        let _ = drain(&mut s);
+        (t0, s, c)
+    };
+    assert_eq!(old.client(&id("a")).unwrap().state(), Liveness::Up);
+    let t1 = t0.advanced(Duration::from_secs(600));
+    let mut new = Server::new(Arc::new(config));
+    new.restore(old.persist(), t1).unwrap();
+    assert_eq!(new.client(&id("a")).unwrap().state(), Liveness::Up);
+    // The fixed detector's grace (2 intervals, down at interval + grace) from the restart.
+    let (at, log) = run_timers(&mut new, t1, |s| {
+        s.client(&id("a")).unwrap().state() == Liveness::Down
+    });
+    assert_eq!(at - t1.mono, Duration::from_secs(3));
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ev transition client=a suspect->down")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn changes_are_taken_once_and_merge_into_the_full_state() {
+    let (t0, mut s, a) = server_with_history();
+    let full = s.persist();
+    let first = s.persist_changes();
+    assert_eq!(
+        first.client_count(),
+        3,
+        "every client changed since the start"
+    );
+    assert!(!s.has_changes());
+    assert!(s.persist_changes().is_empty());
+    beat_every_second(&mut s, t0, a, 8..=8);
+    assert!(s.has_changes());
+    let changes = s.persist_changes();
+    assert_eq!(changes.client_count(), 1, "only a changed");
+    let mut merged = full;
+    merged.merge(changes);
+    assert_eq!(merged, s.persist());
+}
+
+#[test]
+fn a_forgotten_client_leaves_the_state_through_the_changes() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(1)));
+    let c = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, c);
+    let mut saved = s.persist();
+    let _ = s.persist_changes();
+    open(&mut s, t0, 2, b"HELLO 1 b 1000\nBEAT 1 1700000000\n");
+    saved.merge(s.persist_changes());
+    assert_eq!(saved, s.persist());
+    assert_eq!(saved.client_count(), 1);
+}
+
+#[test]
+fn a_state_is_restored_into_a_fresh_server_only_and_up_to_the_client_limit() {
+    let (t0, old, _) = server_with_history();
+    let mut busy = Server::new(Arc::new(ServerConfig::default()));
+    open(&mut busy, t0, 1, b"HELLO 1 z 1000\nBEAT 1 1700000000\n");
+    assert_eq!(busy.restore(old.persist(), t0), Err(StateError::NotFresh));
+    assert_eq!(busy.client_count(), 1);
+    let mut small = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let restored = small.restore(old.persist(), t0).unwrap();
+    assert_eq!((restored.clients, restored.dropped), (2, 1));
+}
+
+/// Merges the changes since the last call into `merged`, which must then be the full state.
+fn merge_changes_and_compare(s: &mut Server, merged: &mut MergedState, step: &str) {
+    merged.merge(s.persist_changes());
+    assert_eq!(merged.to_state(), s.persist(), "after {step}");
+    let _ = drain(s);
+}
+
+#[test]
+fn every_change_to_a_record_is_in_the_changes() {
+    // What a journal replays after a crash, and what the state writer keeps between full
+    // saves: the first full state and every later state of changes, merged, are the full
+    // state, whatever happened to the records.
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default().max_clients(2)));
+    let mut merged = MergedState::new(s.persist());
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a's first heartbeat");
+    beat_every_second(&mut s, t0, a, 2..=3);
+    beat_every_second(&mut s, t0, a, 6..=6);
+    let t6 = t0.advanced(Duration::from_secs(6));
+    s.handle_input(t6, a, b"BEAT 2 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a gap and a duplicate");
+    let b = open(&mut s, t6, 2, b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\n");
+    s.handle_eof(t6, b);
+    merge_changes_and_compare(&mut s, &mut merged, "b connected and gone");
+    let (last, log) = run_timers(&mut s, t6, |s| {
+        s.clients().all(|c| c.state() == Liveness::Down)
+    });
+    assert!(log.iter().any(|l| l.contains("suspect")), "{log:?}");
+    merge_changes_and_compare(&mut s, &mut merged, "liveness changes on timers");
+    let later = t0.advanced(last - t0.mono);
+    s.handle_input(later, a, b"BYE\n");
+    s.handle_eof(later, a);
+    merge_changes_and_compare(&mut s, &mut merged, "a goodbye");
+    open(&mut s, later, 3, b"HELLO 1 b 1000 b2\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "b restarted");
+    open(&mut s, later, 4, b"HELLO 1 c 1000 cc\nBEAT 1 1700000000\n");
+    merge_changes_and_compare(&mut s, &mut merged, "a forgotten at the limit for c");
+    assert_eq!(merged.client_count(), 2);
+}
+
+#[test]
+fn a_client_forgotten_after_its_time_leaves_the_state_and_a_restored_one_is_forgotten_in_time() {
+    let t0 = Now::test_origin();
+    let config = ServerConfig::default()
+        .forget_after(Duration::from_secs(60))
+        .unwrap();
+    let mut s = Server::new(Arc::new(config.clone()));
+    let mut merged = MergedState::new(s.persist());
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000 aa\nBEAT 1 1700000000\n");
+    open(&mut s, t0, 2, b"HELLO 1 b 1000 bb\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, a);
+    merge_changes_and_compare(&mut s, &mut merged, "a gone");
+    // Its liveness changes mark its slot again before it is forgotten: the freed slot must not
+    // bring it back into the changes.
+    let (_, log) = run_timers(&mut s, t0, |s| s.clients().count() == 1);
+    assert!(log.iter().any(|l| l.contains("down")), "{log:?}");
+    merge_changes_and_compare(&mut s, &mut merged, "a forgotten");
+    assert_eq!(merged.client_count(), 1);
+
+    // b was last heard at t0; restored 50 s later, it is forgotten 60 s after t0, not after
+    // the restore.
+    let t1 = t0.advanced(Duration::from_secs(50));
+    let mut new = Server::new(Arc::new(config));
+    new.restore(merged.to_state(), t1).unwrap();
+    let (last, _) = run_timers(&mut new, t1, |s| s.clients().count() == 0);
+    assert_eq!(new.clients().count(), 0);
+    assert_eq!(last - t1.mono, Duration::from_secs(10));
+    assert!(new.persist_changes().client_count() == 0);
 }

@@ -1,8 +1,10 @@
 //! `heartbeat-client`: sends heartbeats to a `heartbeat-server` on a fixed, drift-free schedule.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +12,16 @@ use clap::{CommandFactory as _, Parser};
 use heartbeat_core::client::{Client, Event, Exit, Failure};
 use heartbeat_core::config::{Backoff, ClientConfig, keeps_connection};
 use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret, fmt_ms};
+use heartbeat_net::cli;
 use heartbeat_net::tls::{self, TlsConnector};
-use heartbeat_net::{Clock as _, Connector, NetError, SystemClock, TcpConnector, keys, run_client};
+use heartbeat_net::{Clock as _, Connector, SystemClock, TcpConnector, keys, run_client};
 
 /// Send periodic heartbeats (sequence number and timestamp) to a heartbeat server over TCP.
 ///
 /// Exits 0 after --count heartbeats or on Ctrl-C / SIGTERM, and 1 when the server cannot be
-/// reached or goes away (unless --reconnect).
+/// reached or goes away (unless --reconnect), or refuses this client's --id because another
+/// client holds it. With several --server, it keeps going while one is reachable and exits 1
+/// only when every server failed.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-client", version)]
 struct Opt {
@@ -26,21 +31,34 @@ struct Opt {
     host: String,
 
     /// TCP port of the server, 0 to 65535.
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Time between heartbeats in milliseconds, a positive integer (at most one day).
-    #[arg(short, long, default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    #[arg(short, long, default_value_t = 1000, allow_negative_numbers = true,
+          value_parser = cli::int::<u64>(1, 86_400_000))]
     interval: u64,
 
-    /// This client's identity, kept across reconnects: 1 to 64 characters of A-Z a-z 0-9 . _ -
-    /// : @ /. Default: the host name and the process id, e.g. web-01-4242.
+    /// Heartbeat to this server as well, HOST:PORT (an IPv6 address within square brackets);
+    /// give it once per server, instead of --host and --port. Every server gets the same heartbeats
+    /// (same id, same numbering), each over its own connection, acknowledged by each; the
+    /// client logs which servers it lost and regained, and keeps going while any server is
+    /// left: it exits 1 only when every one has failed. Default: --host and --port, one server.
+    #[arg(long = "server", value_name = "HOST:PORT", value_parser = parse_server,
+          conflicts_with_all = ["host", "port"])]
+    server: Vec<Server>,
+
+    /// This client's identity, kept across reconnects and restarts: 1 to 64 characters of
+    /// A-Z a-z 0-9 . _ - : @ /. Default: the host name, e.g. web-01 (each run of the process
+    /// has its own session, so the server tells restarts apart). Two clients on one host need
+    /// an --id each: the server refuses a second live client with the same id, and the client
+    /// then exits 1 saying so.
     #[arg(long, value_parser = parse_id)]
     id: Option<ClientId>,
 
     /// Send this many heartbeats, then say goodbye and exit 0. Default: send until stopped.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u64>(1, u64::MAX.into()))]
     count: Option<u64>,
 
     /// Reconnect when the server cannot be reached or goes away, with exponential backoff from
@@ -58,7 +76,8 @@ struct Opt {
     /// idle that long is dropped by the server, so when the interval does not fit twice in it
     /// the client connects for each heartbeat: connect, HELLO, BEAT, close once acknowledged
     /// (without BYE: it is not leaving), and connect again when the next one is due.
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 600, allow_negative_numbers = true,
+          value_parser = cli::int::<u64>(1, u64::MAX.into()))]
     server_max_idle: u64,
 
     /// Log round-trip times and lateness at debug level. Off by default; ignored when RUST_LOG
@@ -111,24 +130,24 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let server_name = opt.tls_server_name.as_deref().unwrap_or(&opt.host);
-    if tls.is_some() && rustls::pki_types::ServerName::try_from(server_name).is_err() {
-        usage_error(format!(
-            "invalid TLS server name {server_name:?}: expected a DNS name or an IP address"
-        ));
+    let hosts: Vec<&str> = if opt.server.is_empty() {
+        vec![&opt.host]
+    } else {
+        opt.server.iter().map(|s| s.host.as_str()).collect()
+    };
+    for host in hosts {
+        let server_name = opt.tls_server_name.as_deref().unwrap_or(host);
+        if tls.is_some() && rustls::pki_types::ServerName::try_from(server_name).is_err() {
+            usage_error(format!(
+                "invalid TLS server name {server_name:?}: expected a DNS name or an IP address"
+            ));
+        }
     }
     let Some(runtime) = heartbeat_net::app::runtime() else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(run(opt, key, tls)) {
-        Ok(Exit::Failed(failure)) => {
-            tracing::error!("{failure}");
-            if failure == Failure::Lost(DisconnectReason::AuthRequired) {
-                tracing::error!("Start the client with --auth-key-file FILE to authenticate");
-            }
-            ExitCode::FAILURE
-        }
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
@@ -169,14 +188,15 @@ async fn run(
     opt: Opt,
     key: Option<Secret>,
     tls: Option<Arc<rustls::ClientConfig>>,
-) -> anyhow::Result<Exit> {
+) -> anyhow::Result<ExitCode> {
     let stop = heartbeat_net::app::shutdown_signal()?;
     let id = match opt.id {
         Some(id) => id,
         None => default_id()?,
     };
     let interval = Duration::from_millis(opt.interval);
-    let per_beat = !keeps_connection(interval, Duration::from_secs(opt.server_max_idle));
+    let server_max_idle = Duration::from_secs(opt.server_max_idle);
+    let per_beat = !keeps_connection(interval, server_max_idle);
     if per_beat {
         tracing::info!(
             "The interval does not fit twice in the server's idle limit ({} s): connecting for \
@@ -190,45 +210,171 @@ async fn run(
         .auth_key(key)?
         .count(opt.count)?
         .reconnect(opt.reconnect.then(Backoff::default))
-        .session(random_u64()?)
-        .rng_seed(random_u64()?);
-    let client = Client::new(config, SystemClock.now());
-    let (host, port) = (opt.host, opt.port);
-    let tcp = TcpConnector::new(host.clone(), port);
-    let exit = match tls {
-        Some(tls) => {
-            let name = opt.tls_server_name.as_deref().unwrap_or(&host);
-            let connector = TlsConnector::new(tcp, tls, name)?;
-            run_with(connector, client, stop, &host, port).await?
-        }
-        None => run_with(tcp, client, stop, &host, port).await?,
+        .server_max_idle(server_max_idle)?
+        .session(random_u64()?);
+    let servers = if opt.server.is_empty() {
+        vec![Server {
+            host: opt.host,
+            port: opt.port,
+        }]
+    } else {
+        opt.server
     };
-    Ok(exit)
+    let several = servers.len() > 1;
+    // One schedule for every server: the same heartbeat number at the same time on each.
+    let origin = SystemClock.now();
+    let status = Rc::new(RefCell::new(Reach::new(servers.len())));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = tokio::task::LocalSet::new();
+    let mut runs = tokio::task::JoinSet::new();
+    for (index, server) in servers.iter().enumerate() {
+        let mut client = Client::new(config.clone().rng_seed(random_u64()?), origin);
+        if several {
+            client.start_schedule(origin.mono);
+        }
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|&s| s).await;
+        };
+        let log = Logger {
+            server: server.clone(),
+            index,
+            several,
+            status: status.clone(),
+        };
+        let tcp = TcpConnector::new(server.host.clone(), server.port);
+        match &tls {
+            Some(tls) => {
+                let name = opt.tls_server_name.as_deref().unwrap_or(&server.host);
+                let connector = TlsConnector::new(tcp, tls.clone(), name)?;
+                runs.spawn_local_on(run_with(connector, client, stopped, log), &local);
+            }
+            None => {
+                runs.spawn_local_on(run_with(tcp, client, stopped, log), &local);
+            }
+        }
+    }
+    let exits = local
+        .run_until(async move {
+            let mut stop = std::pin::pin!(stop);
+            let mut stopping = false;
+            let mut exits = Vec::new();
+            loop {
+                tokio::select! {
+                    () = &mut stop, if !stopping => {
+                        stopping = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    done = runs.join_next() => match done {
+                        Some(done) => exits.push(done??),
+                        None => break,
+                    },
+                }
+            }
+            anyhow::Ok(exits)
+        })
+        .await?;
+    Ok(exit_code(&servers, exits))
 }
 
-/// Runs the client over `connector` (plaintext or TLS), logging its events.
+/// A server to heartbeat to, from `--server HOST:PORT` or `--host` and `--port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Server {
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `HOST:PORT`, `[IPV6]:PORT`; the port as every numeric flag is read.
+fn parse_server(s: &str) -> Result<Server, String> {
+    let (host, port) = s
+        .trim()
+        .rsplit_once(':')
+        .ok_or("expected HOST:PORT, e.g. monitor.example.net:6510 or [::1]:6510")?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .ok_or("an IPv6 address needs its closing ]")?,
+        None if host.contains(':') => {
+            return Err("write an IPv6 address in brackets: [::1]:6510".into());
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    let port = cli::int::<u16>(0, 65_535)(port).map_err(|e| format!("port: {e}"))?;
+    Ok(Server {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The exit code from how each server's client ended: with one server, 0 for a success and 1
+/// for a failure (saying why); with several, 1 only when every one of them failed.
+fn exit_code(servers: &[Server], exits: Vec<(usize, Exit)>) -> ExitCode {
+    let mut failures = 0;
+    for (index, exit) in &exits {
+        let Exit::Failed(failure) = exit else {
+            continue;
+        };
+        failures += 1;
+        let prefix = if servers.len() > 1 {
+            format!("[{}] ", servers[*index])
+        } else {
+            String::new()
+        };
+        tracing::error!("{prefix}{failure}");
+        if *failure == Failure::Lost(DisconnectReason::AuthRequired) {
+            tracing::error!("{prefix}Start the client with --auth-key-file FILE to authenticate");
+        }
+    }
+    if failures == exits.len() && failures > 0 {
+        if servers.len() > 1 {
+            tracing::error!("Every server is gone");
+        }
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs one server's client over `connector` (plaintext or TLS), logging its events; returns
+/// the server's index with how the client ended.
 async fn run_with<C: Connector>(
     connector: C,
     client: Client,
     stop: impl Future<Output = ()>,
-    host: &str,
-    port: u16,
-) -> Result<Exit, NetError> {
-    run_client(connector, client, SystemClock, stop, |e, now| {
-        log_event(e, now, host, port)
+    log: Logger,
+) -> anyhow::Result<(usize, Exit)> {
+    let index = log.index;
+    let exit = run_client(connector, client, SystemClock, stop, |e, now| {
+        log.event(e, now)
     })
-    .await
+    .await?;
+    Ok((index, exit))
 }
 
-/// `HOSTNAME-PID`, the host name cut down to the identity's character set and length.
+/// The host name, cut down to the identity's character set and length: stable across restarts
+/// of the client (its session nonce tells the runs apart), so a restarted client is the same
+/// client to the server.
 fn default_id() -> anyhow::Result<ClientId> {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_default();
-    let pid = std::process::id().to_string();
-    let mut name: String = host
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    Ok(ClientId::new(&id_from_host(&host))?)
+}
+
+fn id_from_host(host: &str) -> String {
+    let name: String = host
         .trim()
         .chars()
         .map(|c| {
@@ -238,12 +384,13 @@ fn default_id() -> anyhow::Result<ClientId> {
                 '-'
             }
         })
-        .take(MAX_CLIENT_ID_LEN - pid.len() - 1)
+        .take(MAX_CLIENT_ID_LEN)
         .collect();
     if name.is_empty() {
-        name.push_str("client");
+        "client".to_owned()
+    } else {
+        name
     }
-    Ok(ClientId::new(&format!("{name}-{pid}"))?)
 }
 
 /// [`heartbeat_net::app::random_u64`], as an error that says what failed.
@@ -251,66 +398,132 @@ fn random_u64() -> anyhow::Result<u64> {
     heartbeat_net::app::random_u64().map_err(|e| anyhow::anyhow!("cannot read randomness: {e}"))
 }
 
-/// The seed's log lines, kept recognisable, plus what the seed could not see.
-fn log_event(e: &Event, _now: Now, host: &str, port: u16) {
-    match e {
-        Event::Connected { attempt } => {
-            tracing::info!("Successfully connected to {host}:{port}");
-            if *attempt > 0 {
-                tracing::debug!("after {attempt} failed attempt(s)");
+/// Which servers are connected, for the lost and regained lines.
+#[derive(Debug)]
+struct Reach {
+    connected: Vec<bool>,
+    /// Connected at least once, so that a connect after a loss is a regain.
+    ever: Vec<bool>,
+}
+
+impl Reach {
+    fn new(servers: usize) -> Self {
+        Self {
+            connected: vec![false; servers],
+            ever: vec![false; servers],
+        }
+    }
+
+    fn reachable(&self) -> String {
+        let up = self.connected.iter().filter(|&&c| c).count();
+        format!("{up} of {} servers reachable", self.connected.len())
+    }
+}
+
+/// The log of one server's client: the seed's lines, kept recognisable, plus what the seed
+/// could not see; prefixed with `[HOST:PORT]` when there are several servers.
+struct Logger {
+    server: Server,
+    index: usize,
+    several: bool,
+    status: Rc<RefCell<Reach>>,
+}
+
+impl Logger {
+    fn event(&self, e: &Event, _now: Now) {
+        let server = &self.server;
+        let p = if self.several {
+            format!("[{server}] ")
+        } else {
+            String::new()
+        };
+        match e {
+            Event::Connected { attempt } => {
+                tracing::info!("{p}Successfully connected to {server}");
+                if *attempt > 0 {
+                    tracing::debug!("{p}after {attempt} failed attempt(s)");
+                }
+                let mut reach = self.status.borrow_mut();
+                let again = reach.ever[self.index];
+                reach.connected[self.index] = true;
+                reach.ever[self.index] = true;
+                if self.several && again {
+                    tracing::info!("{p}Regained server {server}: {}", reach.reachable());
+                }
             }
+            Event::Sent { seq, at, late } => {
+                tracing::info!(
+                    "{p}Sequence #{seq}: Sending heartbeat at {}.",
+                    at.display_secs(4)
+                );
+                tracing::debug!(
+                    "{p}Heartbeat #{seq} went out {} after its slot",
+                    fmt_ms(*late)
+                );
+            }
+            Event::Acked { seq, rtt, received } => tracing::debug!(
+                "{p}Heartbeat #{seq} acknowledged: RTT {} (server received it at {})",
+                fmt_ms(*rtt),
+                received.display_secs(4)
+            ),
+            Event::Welcomed => tracing::debug!("{p}Server accepted the HELLO"),
+            Event::ServerSilent { silence } => tracing::warn!(
+                "{p}Server silent: no acknowledgement for {}; it may be down or unreachable",
+                fmt_ms(*silence)
+            ),
+            Event::Stalled { late } => tracing::warn!(
+                "{p}This client was stalled for {:.1} s (its process did not run: stopped, \
+                 suspended, or starved of CPU); the server's silence is counted from now",
+                late.as_secs_f64()
+            ),
+            Event::Skipped { first, last } => tracing::warn!(
+                "{p}Heartbeats #{first}-#{last} were not sent (disconnected, or this process was \
+                 stalled)"
+            ),
+            Event::ConnectFailed {
+                reason,
+                retry_in: Some(d),
+                ..
+            } => tracing::warn!(
+                "{p}Failed to connect to server: {reason}; retrying in {}",
+                fmt_ms(*d)
+            ),
+            Event::Disconnected {
+                reason: DisconnectReason::UntilNextBeat,
+                retry_in: Some(d),
+            } => tracing::info!(
+                "{p}Heartbeat acknowledged; connection closed until the next one, due in {}",
+                fmt_ms(*d)
+            ),
+            Event::Disconnected { reason, retry_in } => {
+                let mut reach = self.status.borrow_mut();
+                reach.connected[self.index] = false;
+                match retry_in {
+                    Some(d) => tracing::warn!(
+                        "{p}Server may have abruptly closed the connection ({reason}); \
+                         reconnecting in {}",
+                        fmt_ms(*d)
+                    ),
+                    // Giving up: the exit status line says why.
+                    None => tracing::debug!("{p}{e}"),
+                }
+                if self.several {
+                    let then = match retry_in {
+                        Some(_) => "reconnecting",
+                        None => "giving up on it",
+                    };
+                    tracing::warn!(
+                        "{p}Lost server {server} ({reason}); {then}: {}",
+                        reach.reachable()
+                    );
+                }
+            }
+            Event::ConnectFailed { retry_in: None, .. } => tracing::debug!("{p}{e}"),
+            Event::Finished { sent, acked } => {
+                tracing::info!("{p}Done: sent {sent} heartbeat(s), {acked} acknowledged")
+            }
+            other => tracing::info!("{p}{other}"),
         }
-        Event::Sent { seq, at, late } => {
-            tracing::info!(
-                "Sequence #{seq}: Sending heartbeat at {}.",
-                at.display_secs(4)
-            );
-            tracing::debug!("Heartbeat #{seq} went out {} after its slot", fmt_ms(*late));
-        }
-        Event::Acked { seq, rtt, received } => tracing::debug!(
-            "Heartbeat #{seq} acknowledged: RTT {} (server received it at {})",
-            fmt_ms(*rtt),
-            received.display_secs(4)
-        ),
-        Event::Welcomed => tracing::debug!("Server accepted the HELLO"),
-        Event::ServerSilent { silence } => tracing::warn!(
-            "Server silent: no acknowledgement for {}; it may be down or unreachable",
-            fmt_ms(*silence)
-        ),
-        Event::Skipped { first, last } => tracing::warn!(
-            "Heartbeats #{first}-#{last} were not sent (disconnected, or this process was stalled)"
-        ),
-        Event::ConnectFailed {
-            reason,
-            retry_in: Some(d),
-            ..
-        } => tracing::warn!(
-            "Failed to connect to server: {reason}; retrying in {}",
-            fmt_ms(*d)
-        ),
-        Event::Disconnected {
-            reason: DisconnectReason::UntilNextBeat,
-            retry_in: Some(d),
-        } => tracing::info!(
-            "Heartbeat acknowledged; connection closed until the next one, due in {}",
-            fmt_ms(*d)
-        ),
-        Event::Disconnected {
-            reason,
-            retry_in: Some(d),
-        } => tracing::warn!(
-            "Server may have abruptly closed the connection ({reason}); reconnecting in {}",
-            fmt_ms(*d)
-        ),
-        // Giving up: the exit status line says why.
-        Event::ConnectFailed { retry_in: None, .. }
-        | Event::Disconnected { retry_in: None, .. } => {
-            tracing::debug!("{e}")
-        }
-        Event::Finished { sent, acked } => {
-            tracing::info!("Done: sent {sent} heartbeat(s), {acked} acknowledged")
-        }
-        other => tracing::info!("{other}"),
     }
 }
 
@@ -340,8 +553,26 @@ mod tests {
     }
 
     #[test]
-    fn default_id_is_valid() {
-        let id = default_id().unwrap();
-        assert!(id.as_str().ends_with(&format!("-{}", std::process::id())));
+    fn the_default_id_is_the_host_name_made_valid() {
+        assert_eq!(id_from_host("web-01\n"), "web-01");
+        assert_eq!(id_from_host("host name+x"), "host-name-x");
+        assert_eq!(id_from_host(""), "client");
+        assert_eq!(id_from_host(&"h".repeat(100)).len(), MAX_CLIENT_ID_LEN);
+        assert!(default_id().is_ok());
+    }
+
+    #[test]
+    fn servers_are_host_and_port() {
+        let s = |text: &str| parse_server(text).map(|s| s.to_string());
+        assert_eq!(s("a.example:6510").unwrap(), "a.example:6510");
+        assert_eq!(s("[::1]:7").unwrap(), "[::1]:7");
+        assert_eq!(s(" 127.0.0.1:+7 ").unwrap(), "127.0.0.1:7");
+        assert!(s("::1:7").unwrap_err().contains("brackets"));
+        assert!(s("nohost").is_err());
+        assert!(s(":7").is_err());
+        assert!(s("a:70000").unwrap_err().contains("at most 65535"));
+        let opt = Opt::try_parse_from(["c", "--server", "a:1", "--server", "b:2"]).unwrap();
+        assert_eq!(opt.server.len(), 2);
+        assert!(Opt::try_parse_from(["c", "--server", "a:1", "-p", "7"]).is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use heartbeat_net::cli;
 use heartbeat_net::load::process::NofileLimit;
 use heartbeat_net::load::{
     LoadConfig, LoadError, Phase, Progress, SinkCount, SinkReason, run_load, run_sink,
@@ -61,28 +62,29 @@ struct LoadArgs {
     host: String,
 
     /// TCP port of the server, 0 to 65535.
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Connections to open, one client each (v1 ids load-0, load-1, and so on), 1 to 1,000,000.
     /// Each needs an open file here and one in the server: see --source-addrs beyond about
     /// 28,000.
-    #[arg(short, long, default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(short, long, default_value_t = 100, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, 1_000_000))]
     clients: u32,
 
     /// Time between one client's heartbeats in milliseconds, 1 to 86,400,000.
-    #[arg(short, long, default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    #[arg(short, long, default_value_t = 1000, allow_negative_numbers = true,
+          value_parser = cli::int::<u64>(1, 86_400_000))]
     interval: u64,
 
     /// Length of the measured window in seconds (decimals allowed), more than 0.
-    #[arg(long, default_value = "10", value_parser = parse_positive_secs)]
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = cli::secs(false))]
     duration: Duration,
 
     /// Seconds (decimals allowed) over which the connections are opened, evenly; 0 opens them
     /// all at once. The measured window opens after it, once every connect attempt has ended.
-    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = cli::secs(true))]
     ramp: Duration,
 
     /// Speak the seed's legacy text format (no HELLO, no acks) instead of v1. Off by default.
@@ -95,14 +97,15 @@ struct LoadArgs {
     /// as many connections to one server port. Binding searches for a free port, which gets
     /// slow (seconds for 19,000 sockets) while earlier runs' sockets sit in TIME_WAIT (60 s).
     /// Default 1: no binding, the kernel picks the source.
-    #[arg(long, value_name = "K", default_value_t = 1,
-          value_parser = clap::value_parser!(u8).range(1..=254))]
+    #[arg(long, value_name = "K", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = cli::int::<u8>(1, 254))]
     source_addrs: u8,
 
     /// Measure this process over the window: its CPU time (user + system) per heartbeat sent,
     /// in microseconds, and its current and peak resident memory. Repeat for several. Linux
     /// only (/proc). None by default; this process itself is always measured.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     watch_pid: Vec<u32>,
 
     /// Print the report as one JSON object on stdout instead of text. Off by default.
@@ -111,20 +114,21 @@ struct LoadArgs {
 
     /// Seconds (decimals allowed) one connect attempt may take before it counts as a connect
     /// failure.
-    #[arg(long, default_value = "10", value_parser = parse_positive_secs)]
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = cli::secs(false))]
     connect_timeout: Duration,
 
     /// Seconds (decimals allowed) a v1 connection waits for its outstanding acks after its
     /// last heartbeat, before it says BYE and closes. Only where the server answered HELLO with
     /// WELCOME: against the sink, connections close at once.
-    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    #[arg(long, default_value = "5", allow_negative_numbers = true, value_parser = cli::secs(true))]
     drain_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
 struct SinkArgs {
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Address or host name to listen on.
@@ -133,7 +137,7 @@ struct SinkArgs {
 
     /// Seconds (decimals allowed) between count reports; a report is skipped when nothing
     /// changed.
-    #[arg(long, default_value = "1", value_parser = parse_positive_secs)]
+    #[arg(long, default_value = "1", allow_negative_numbers = true, value_parser = cli::secs(false))]
     every: Duration,
 
     /// Print every count as one JSON object per line on stdout, e.g.
@@ -142,20 +146,6 @@ struct SinkArgs {
     /// stdout.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!("{s:?} is not a number of seconds")),
-    }
-}
-
-fn parse_positive_secs(s: &str) -> Result<Duration, String> {
-    match parse_secs(s)? {
-        d if d.is_zero() => Err("must be more than 0 seconds".into()),
-        d => Ok(d),
-    }
 }
 
 fn main() -> ExitCode {

@@ -1,5 +1,7 @@
-//! The server's log lines: the seed's lines, kept recognisable, plus what the seed could not
-//! see. Every line goes through the [`LogSummary`], so a hostile peer cannot flood the log.
+//! The server's log lines: the seed's lines, kept as the seed wrote them (`Received data at
+//! ...: '...'`, followed by the client's name; `No data received. Connection likely closed by
+//! client.`, followed by who), plus what the seed could not see. Every line goes through the
+//! [`LogSummary`], so a hostile peer cannot flood the log.
 
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::Event;
@@ -56,7 +58,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
                 "heartbeat lines",
                 HEARTBEAT_LINES,
                 format_args!(
-                    "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}.' from {client}",
+                    "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}. ' from {client}",
                     received.display_secs(4),
                     sent.display_secs(4),
                 ),
@@ -141,6 +143,23 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             peer,
             reason,
         } => {
+            // The seed's line when a read came back empty: a warning when the client just went
+            // away, information after its goodbye. With the client's name, or its address.
+            let by_client = match reason {
+                DisconnectReason::ClosedByPeer => Some(Level::WARN),
+                DisconnectReason::Goodbye => Some(Level::INFO),
+                _ => None,
+            };
+            if let Some(level) = by_client {
+                let who = client
+                    .as_ref()
+                    .map_or_else(|| peer.to_string(), ToString::to_string);
+                line(
+                    level,
+                    "connections closed by clients",
+                    format_args!("No data received. Connection likely closed by client. ({who})"),
+                );
+            }
             let (level, kind) = disconnect_kind(reason);
             match client {
                 Some(client) => line(

@@ -7,6 +7,7 @@ pub mod http;
 mod log;
 pub mod metrics;
 mod refusals;
+pub mod state;
 
 pub use log::log_event;
 pub use refusals::log_refusal;
@@ -21,17 +22,18 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser};
 use heartbeat_core::config::ServerConfig;
-use heartbeat_core::server::Server;
-use heartbeat_core::{AuthConfig, fmt_ms};
+use heartbeat_core::server::{Event, Server};
+use heartbeat_core::{AuthConfig, Now, fmt_ms};
 
 use crate::app;
-use crate::cli::{DetectorArgs, trust_warning};
+use crate::cli::{self, DetectorArgs, trust_warning};
 use crate::driver::ControlReceiver;
 use crate::tls::{self, TlsListener};
 use crate::{
-    Listener, LogSummary, NetError, ServerControl, ServerOptions, SystemClock, TcpListener, keys,
-    run_server_with_control,
+    Clock as _, Listener, LogSummary, NetError, ServerApp, ServerControl, ServerOptions,
+    SystemClock, TcpListener, keys, run_server_app,
 };
+use state::{Saver, StateDir};
 
 /// Receive heartbeats from clients over TCP and analyse them: delay, missed heartbeats, bursts,
 /// clients going away. Many clients at once, v1 (acknowledged) or the legacy text format.
@@ -41,7 +43,8 @@ use crate::{
 #[command(name = "heartbeat-server", version)]
 pub struct Opt {
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
-    #[arg(short, long, default_value_t = 6510)]
+    #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
+          value_parser = cli::int::<u16>(0, 65_535))]
     port: u16,
 
     /// Log each heartbeat's timing (one-way delay, time since the previous one) at debug level.
@@ -60,12 +63,13 @@ pub struct Opt {
     json: bool,
 
     /// Most connections open at once; one accepted beyond it is closed at once.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 65_536, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections: u32,
 
     /// Most connections open at once from one IP address, so one host cannot take every slot;
     /// one beyond it is closed at once. Default: a quarter of --max-connections.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_connections_per_ip: Option<u32>,
 
     /// Shortest heartbeat interval a client may declare in its HELLO; a shorter one is refused
@@ -95,7 +99,8 @@ pub struct Opt {
     /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
     /// the kernel memory a peer that does not read can hold, and how soon the server's writes
     /// to it block (see --write-timeout). 0 leaves the system's autotuning (up to megabytes).
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 32_768, allow_negative_numbers = true,
+          value_parser = cli::int::<usize>(0, u32::MAX.into()))]
     send_buffer: usize,
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
@@ -106,7 +111,8 @@ pub struct Opt {
 
     /// Clients remembered at most (their analysis and detector). Beyond it a new client evicts
     /// the disconnected client heard from longest ago; connected clients are never evicted.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = cli::int::<u32>(1, u32::MAX.into()))]
     max_clients: u32,
 
     /// Authenticate clients with the shared secrets in FILE: one `<client-id> <secret>` per
@@ -130,6 +136,19 @@ pub struct Opt {
     /// The PEM private key of --tls-cert. The file must not be writable by others.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// Remember the clients across restarts in DIR (created if missing, mode 0700; one server
+    /// per directory): their counters, sessions and liveness are saved every --state-interval
+    /// and at shutdown, and what changed in between is journaled as it happens, so a restart
+    /// (even after kill -9) goes on counting where the old server stopped. Off by default: a
+    /// restarted server counts each client from its first heartbeat.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// With --state-dir: time between full saves of the state (the journal takes every change
+    /// in between). A number with a unit: ms, s or min.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "state_dir")]
+    state_interval: std::time::Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
     /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
@@ -263,9 +282,15 @@ async fn serve(
         .await?
         .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
     let addr = listener.local_addr().context("reading the bound address")?;
+    // The state is loaded (and its directory locked) before the server says it listens.
+    let mut server = Server::new(Arc::new(config));
+    let mut saver = match &opt.state_dir {
+        Some(dir) => Some(open_state(dir, &mut server, opt.state_interval)?),
+        None => None,
+    };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
-    tracing::info!("Failure detector: {}", config.detector_config());
-    if let Some(warning) = trust_warning(addr, config.auth_config().is_some()) {
+    tracing::info!("Failure detector: {}", server.config().detector_config());
+    if let Some(warning) = trust_warning(addr, server.config().auth_config().is_some()) {
         tracing::warn!("{warning}");
     }
 
@@ -298,56 +323,117 @@ async fn serve(
         );
     }
     drop(control);
-    let server = Server::new(Arc::new(config));
-    let json = opt.json;
-    let server = match tls {
+    let app = App {
+        log: &log,
+        json: opt.json,
+        saver: saver.as_mut(),
+    };
+    let mut server = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
-            serve_on(listener, server, options, control_rx, stop, json, &log).await?
+            serve_on(listener, server, options, control_rx, stop, app).await?
         }
-        None => serve_on(listener, server, options, control_rx, stop, json, &log).await?,
+        None => serve_on(listener, server, options, control_rx, stop, app).await?,
     };
+    if let Some(saver) = saver {
+        saver.finish(&mut server, SystemClock.now());
+    }
 
     let report = server.report();
     eprintln!("{report}");
-    if json {
+    if opt.json {
         let clients = report.to_json()["clients"].take();
         print_line(&format!("{{\"event\":\"summary\",\"clients\":{clients}}}"));
     }
     Ok(())
 }
 
-/// Runs the server on `listener` (plaintext or TLS), logging events and, with `json`, printing
-/// them; refused connections go to a summarising log.
+/// Opens the state directory, restores what it holds into the fresh `server` and starts the
+/// writer. A directory that cannot be used at all is an error (exit 1); a file in it that
+/// cannot be used is set aside and the server starts without it.
+fn open_state(
+    dir: &std::path::Path,
+    server: &mut Server,
+    interval: std::time::Duration,
+) -> anyhow::Result<Saver> {
+    let state_dir = StateDir::open(dir)?;
+    let now = SystemClock.now();
+    let loaded = state_dir.load(now.unix);
+    match loaded.state {
+        Some(state) => match server.restore(state, now) {
+            Ok(restored) => {
+                let ago = loaded.saved_at.map_or_else(
+                    || "-".to_owned(),
+                    |at| fmt_ms(now.unix.as_duration().saturating_sub(at.as_duration())),
+                );
+                let dropped = if restored.dropped > 0 {
+                    format!(
+                        "; {} more left out beyond --max-clients (the longest silent)",
+                        restored.dropped
+                    )
+                } else {
+                    String::new()
+                };
+                tracing::info!(
+                    "State: {} client(s) restored from {} (last full save {ago} ago, {} journal \
+                     line(s) after it){dropped}",
+                    restored.clients,
+                    dir.display(),
+                    loaded.journal_lines,
+                );
+            }
+            Err(e) => state_dir.refused(now.unix, &e.to_string()),
+        },
+        None => tracing::info!(
+            "State: nothing saved in {} yet; starting with no clients",
+            dir.display()
+        ),
+    }
+    state_dir
+        .start_saving(loaded.generation, interval, server.persist())
+        .with_context(|| format!("starting to save the state in {}", dir.display()))
+}
+
+/// The application in the server loop: logs events (refused connections through the
+/// summarising log) and, with `--json`, prints them; with `--state-dir`, keeps the state.
+struct App<'a> {
+    log: &'a LogSummary,
+    json: bool,
+    saver: Option<&'a mut Saver>,
+}
+
+impl ServerApp for App<'_> {
+    fn on_event(&mut self, e: &Event, now: Now) {
+        if !log_refusal(self.log, e, now.mono) {
+            log_event(self.log, e, now);
+        }
+        if self.json {
+            print_line(&e.to_json().to_string());
+        }
+    }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        self.saver.as_ref().and_then(|s| s.next_wake())
+    }
+
+    fn on_wake(&mut self, server: &mut Server, now: Now) {
+        if let Some(saver) = self.saver.as_mut() {
+            saver.on_wake(server, now);
+        }
+    }
+}
+
+/// Runs the server on `listener` (plaintext or TLS) with `app` in its loop.
 async fn serve_on<L: Listener>(
     listener: L,
     server: Server,
     options: ServerOptions,
     control: ControlReceiver,
     stop: impl Future<Output = ()>,
-    json: bool,
-    log: &LogSummary,
+    app: App<'_>,
 ) -> Result<Server, NetError> {
-    let on_event = |e: &heartbeat_core::ServerEvent, now: heartbeat_core::Now| {
-        if !log_refusal(log, e, now.mono) {
-            log_event(log, e, now);
-        }
-        if json {
-            print_line(&e.to_json().to_string());
-        }
-    };
-    let server = run_server_with_control(
-        listener,
-        server,
-        options,
-        control,
-        SystemClock,
-        stop,
-        on_event,
-    )
-    .await?;
-    Ok(server)
+    run_server_app(listener, server, options, control, SystemClock, stop, app).await
 }
 
 /// One line on stdout. A closed stdout (the reader went away) is not worth dying for.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Proc, WAIT, client_summary, unix_stamp};
+use crate::util::{Proc, WAIT, client_summary, skipped_by, unix_stamp};
 
 /// Real time, for measuring real processes.
 #[allow(clippy::disallowed_methods)]
@@ -70,24 +70,6 @@ fn assert_honest(server: &mut Proc, honest: &mut Proc, id: &str, at_least: u64) 
         "{c:#}"
     );
     clients
-}
-
-/// The heartbeats a client reports it did not send (`Heartbeats #a-#b were not sent`).
-fn skipped_by(client: &Proc) -> u64 {
-    client
-        .stderr()
-        .iter()
-        .filter_map(|l| {
-            l.split("Heartbeats #")
-                .nth(1)?
-                .split(" were not sent")
-                .next()
-        })
-        .filter_map(|range| {
-            let (a, b) = range.split_once("-#")?;
-            Some(b.parse::<u64>().ok()? - a.parse::<u64>().ok()? + 1)
-        })
-        .sum()
 }
 
 /// Writes `bytes` and reads until the server closes; returns what it sent.

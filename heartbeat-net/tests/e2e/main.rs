@@ -3,6 +3,7 @@
 //! child killed at the end.
 
 mod auth;
+mod client_daemon;
 mod concurrency;
 mod detector;
 mod drift;
@@ -16,5 +17,6 @@ mod prometheus;
 mod reconnect;
 mod seed;
 mod shutdown;
+mod state;
 mod tls;
 mod util;

@@ -1,5 +1,7 @@
 //! `--reconnect`: the client keeps its identity and its sequence numbering across a server
-//! restart, so the outage shows up as missed heartbeats of the same client.
+//! restart. The slots of the outage are skipped by the client; a server without a state
+//! directory counts the client from the first heartbeat it gets (see `state.rs` for one that
+//! remembers).
 
 use crate::util::{Proc, free_port};
 
@@ -18,27 +20,29 @@ fn server_restart_keeps_the_client_numbering() {
     let mut second = Proc::json_server_on(port);
 
     // The new server knows nothing of r1: its first heartbeat carries on the old numbering and
-    // everything before it counts as one missed range.
+    // is the baseline there (what came before went to the first server, or nowhere while
+    // none was up); nothing is missed. The client reported the slots of the outage as skipped.
     let beat = second.wait_event("a beat of r1", |v| {
         v["event"] == "heartbeat" && v["client"] == "r1"
     });
     let seq = beat["seq"].as_u64().unwrap();
     assert!(seq > last_seen + 1, "seq {seq} after {last_seen}");
-    let missed: Vec<_> = second
-        .events()
-        .into_iter()
-        .filter(|v| v["event"] == "missed")
-        .collect();
-    assert_eq!(missed.len(), 1, "{missed:#?}");
-    assert_eq!(missed[0]["first"], 1);
-    assert_eq!(missed[0]["last"].as_u64(), Some(seq - 1));
-    // The client reported the slots that fell in the outage as skipped.
     client.wait_stderr("were not sent");
+    second.wait_event("a later beat of r1", |v| {
+        v["event"] == "heartbeat" && v["client"] == "r1" && v["seq"].as_u64() > Some(seq + 2)
+    });
 
     client.signal("INT");
     client.expect_exit(0);
     let clients = second.summary();
     assert_eq!(clients.len(), 1);
-    assert_eq!(clients[0]["missed"].as_u64(), Some(seq - 1));
+    // Nothing at or before the baseline is missed (a slot the client skipped later, on a
+    // loaded machine, would rightly be).
+    let early: Vec<_> = second
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "missed" && v["first"].as_u64() <= Some(seq))
+        .collect();
+    assert!(early.is_empty(), "{early:#?}");
     assert_eq!(clients[0]["state"], "left");
 }

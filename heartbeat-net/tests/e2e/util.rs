@@ -141,7 +141,15 @@ impl Proc {
 
     /// `heartbeat-server --bind 127.0.0.1 -p PORT --json`, waiting until it listens.
     pub(crate) fn json_server_on(port: u16) -> Self {
-        let mut s = Self::server(&["-p", &port.to_string(), "--json"]);
+        Self::json_server_on_with(port, &[])
+    }
+
+    /// `heartbeat-server --bind 127.0.0.1 -p PORT --json ARGS`, waiting until it listens.
+    pub(crate) fn json_server_on_with(port: u16, args: &[&str]) -> Self {
+        let port_arg = port.to_string();
+        let mut all = vec!["-p", &port_arg, "--json"];
+        all.extend_from_slice(args);
+        let mut s = Self::server(&all);
         assert_eq!(s.port(), port);
         s
     }
@@ -289,6 +297,13 @@ impl Proc {
         }
     }
 
+    /// Kills it now (SIGKILL), reaps it and reads everything it wrote before it died.
+    pub(crate) fn kill_and_read(&mut self) {
+        self.kill();
+        self.stdout.rest();
+        self.stderr.rest();
+    }
+
     /// Stops a `--json` server with SIGTERM and returns its summary's clients.
     pub(crate) fn summary(&mut self) -> Vec<Value> {
         self.signal("TERM");
@@ -339,6 +354,37 @@ pub(crate) fn assert_counts(c: &Value, received: u64, missed: u64) {
         (Some(received), Some(missed)),
         "{c:#}"
     );
+}
+
+/// Every one of the `sent` heartbeats of a client's summary `c` was received, and every slot up
+/// to its highest is counted once: what holds on a loaded machine too, where the client may skip
+/// a slot it woke too late for (then missed, rightly).
+pub(crate) fn assert_sent_all_counted(c: &Value, sent: u64) {
+    let (received, missed, highest) = (
+        c["received"].as_u64(),
+        c["missed"].as_u64().unwrap_or(0),
+        c["highest_seq"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(received, Some(sent), "{c:#}");
+    assert_eq!(sent + missed, highest, "{c:#}");
+}
+
+/// The heartbeats a client reports it did not send (`Heartbeats #a-#b were not sent`).
+pub(crate) fn skipped_by(client: &Proc) -> u64 {
+    client
+        .stderr()
+        .iter()
+        .filter_map(|l| {
+            l.split("Heartbeats #")
+                .nth(1)?
+                .split(" were not sent")
+                .next()
+        })
+        .filter_map(|range| {
+            let (a, b) = range.split_once("-#")?;
+            Some(b.parse::<u64>().ok()? - a.parse::<u64>().ok()? + 1)
+        })
+        .sum()
 }
 
 /// The summary entry of `client` (an id, or `legacy@ADDR`).
