@@ -159,8 +159,13 @@ pub struct ClientSummary {
     pub client: ClientKey,
     /// `v1` or `legacy`.
     pub protocol: Protocol,
-    /// Liveness, as the failure detector sees it: `up`, `suspect`, `down` or `left`.
+    /// Liveness, as the failure detector sees it: `up`, `suspect`, `down`, `left`, or `unknown`
+    /// for an expected client not heard from within its grace yet. `down` with `first_seen`
+    /// absent (`null`) is an expected client never seen.
     pub state: Liveness,
+    /// True for a client on the server's `--expect` list (written only then).
+    #[serde(skip_serializing_if = "is_false")]
+    pub expected: bool,
     /// True while a connection carries the client.
     pub connected: bool,
     /// Heartbeats received (duplicates excluded).
@@ -207,6 +212,10 @@ impl Report {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a report is always serialisable")
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn fmt_opt_ms(v: Option<f64>) -> String {

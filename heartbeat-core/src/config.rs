@@ -9,6 +9,7 @@ use crate::detector::DetectorConfig;
 use crate::error::ConfigError;
 use crate::frame::{MAX_INTERVAL_MS, Protocol};
 use crate::ids::ClientId;
+use crate::liveness::FlapControl;
 
 /// Exponential backoff with jitter for reconnect attempts.
 ///
@@ -275,6 +276,7 @@ pub struct ServerConfig {
     pub(crate) max_missed_ranges: usize,
     pub(crate) max_clients: usize,
     pub(crate) detector: DetectorConfig,
+    pub(crate) flap: FlapControl,
     pub(crate) pause_guard: Duration,
     pub(crate) auth: Option<AuthConfig>,
     pub(crate) min_interval: Duration,
@@ -294,6 +296,7 @@ impl Default for ServerConfig {
             max_missed_ranges: 64,
             max_clients: 100_000,
             detector: DetectorConfig::default(),
+            flap: FlapControl::default(),
             pause_guard: Duration::from_secs(5),
             auth: None,
             min_interval: Duration::from_millis(10),
@@ -362,6 +365,18 @@ impl ServerConfig {
     /// The configured failure detector.
     pub fn detector_config(&self) -> &DetectorConfig {
         &self.detector
+    }
+
+    /// Flap control (see [`FlapControl`]): how long a conviction must hold before a client is
+    /// declared down, and how many arrivals bring it back up. Default: none (1 and 1).
+    pub fn flap_control(mut self, flap: FlapControl) -> Self {
+        self.flap = flap;
+        self
+    }
+
+    /// The flap control in force.
+    pub fn flap_control_value(&self) -> FlapControl {
+        self.flap
     }
 
     /// Self-protection against the monitor's own stalls (a GC-like pause, a suspended VM): when

@@ -112,6 +112,6 @@ pub use config::{Backoff, ClientConfig, ServerConfig};
 pub use detector::{DetectorConfig, DetectorKind};
 pub use error::{ConfigError, DecodeError, DisconnectReason, MAX_STAMP_OFFSET, Violation};
 pub use ids::{ClientId, ClientKey, ConnId, MAX_CLIENT_ID_LEN, Seq};
-pub use liveness::Liveness;
+pub use liveness::{FlapControl, Liveness};
 pub use server::{ClientView, Event as ServerEvent, Output as ServerOutput, Server};
 pub use time::{Now, UnixTime, fmt_ms, fmt_signed_ms};

@@ -1,18 +1,24 @@
 //! Client liveness: the per-client machine that turns a failure detector's suspicion into
-//! `up`, `suspect`, `down` and `left`.
+//! `up`, `suspect`, `down` and `left` (and `unknown` for an expected client not heard from
+//! yet), with flap control.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::detector::{Detector, DetectorConfig, DetectorKind};
+use crate::error::ConfigError;
 use crate::ids::Seq;
 use crate::timer::DeadlineQueue;
 
 /// A client's liveness, as its failure detector sees it.
 ///
 /// `Up` until the detector's suspicion reaches its suspect level, `Suspect` until it reaches its
-/// down level, then `Down` (declared dead). Any heartbeat brings a client back `Up`. `Left` is a
-/// clean goodbye (`BYE`): not a failure, and not watched any more.
+/// down level (and, with [`FlapControl`], stays there long enough), then `Down` (declared
+/// dead). Any heartbeat brings a `Suspect` client back `Up`; a `Down` one after
+/// [`FlapControl::up_after`] arrivals. `Left` is a clean goodbye (`BYE`): not a failure, and
+/// not watched any more. `Unknown` is an expected client (the server's `--expect`) not heard
+/// from yet: `Down` ("never seen") when its grace ends, `Up` (silently: nothing was announced)
+/// at its first heartbeat.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -24,17 +30,20 @@ pub enum Liveness {
     Left,
     /// Late beyond the suspect level.
     Suspect,
+    /// Expected, never heard from, its grace still running.
+    Unknown,
     /// Heard from in time.
     Up,
 }
 
 impl Liveness {
-    /// `"down"`, `"left"`, `"suspect"` or `"up"`.
+    /// `"down"`, `"left"`, `"suspect"`, `"unknown"` or `"up"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Down => "down",
             Self::Left => "left",
             Self::Suspect => "suspect",
+            Self::Unknown => "unknown",
             Self::Up => "up",
         }
     }
@@ -43,6 +52,82 @@ impl Liveness {
 impl fmt::Display for Liveness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Flap control: how long the evidence must hold before a client is declared down, and how
+/// many arrivals bring a client that was declared down back up (Consul's
+/// `failures_before_critical` / `success_before_passing`, in detector terms).
+///
+/// A *period* is the client's interval: the one it declared in `HELLO`, or for a legacy client
+/// the latest estimate from its send stamps.
+///
+/// - `down_after = N`: a `Suspect` client is declared `Down` only once its detector has been at
+///   the down level for `N - 1` further periods with nothing heard from it, that is at
+///   `reaches(down) + (N - 1) × interval`. Any arrival meanwhile ends it (the client is `Up`
+///   again, as for any suspect client).
+/// - `up_after = M`: a `Down` client is `Up` again at its `M`-th arrival in a row, each before
+///   the detector reached its down level again since the one before (a check at that level
+///   starts the count over). An arrival is one read of the server's: held heartbeats that
+///   arrive together in a burst are one sign of life, and count once. A `Suspect` client is
+///   still `Up` at its first arrival.
+///
+/// Both default to 1: down as soon as the detector says so, up at the first arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlapControl {
+    down_after: u32,
+    up_after: u32,
+}
+
+impl FlapControl {
+    /// Checks that both are at least 1.
+    pub fn new(down_after: u32, up_after: u32) -> Result<Self, ConfigError> {
+        if down_after == 0 {
+            return Err(ConfigError::Zero { name: "down after" });
+        }
+        if up_after == 0 {
+            return Err(ConfigError::Zero { name: "up after" });
+        }
+        Ok(Self {
+            down_after,
+            up_after,
+        })
+    }
+
+    /// Periods at the down level before a client is declared down (at least 1).
+    pub fn down_after(&self) -> u32 {
+        self.down_after
+    }
+
+    /// Arrivals in a row before a client declared down is up again (at least 1).
+    pub fn up_after(&self) -> u32 {
+        self.up_after
+    }
+
+    /// How long a conviction waits after the detector reached its down level: `N - 1` periods.
+    fn hold(&self, period: Option<Duration>) -> Duration {
+        period.map_or(Duration::ZERO, |p| p.saturating_mul(self.down_after - 1))
+    }
+}
+
+impl Default for FlapControl {
+    /// 1 and 1: no flap control.
+    fn default() -> Self {
+        Self {
+            down_after: 1,
+            up_after: 1,
+        }
+    }
+}
+
+impl fmt::Display for FlapControl {
+    /// `down-after=N up-after=M`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "down-after={} up-after={}",
+            self.down_after, self.up_after
+        )
     }
 }
 
@@ -58,7 +143,7 @@ pub struct Change {
     /// Time since the client's last heartbeat before this change (`None` before the first).
     pub since_last: Option<Duration>,
     /// The detector's suspicion when it changed (for `Up`, just before the heartbeat; 0 for a
-    /// client without a detector yet).
+    /// client without a detector yet, such as one never heard from).
     pub suspicion: f64,
     /// Which detector decided.
     pub detector: DetectorKind,
@@ -72,15 +157,19 @@ pub struct Change {
 /// decisions:
 /// - [`observe`](Self::observe): an arrival feeds its heartbeats to the client's detector
 ///   (built at the first arrival whose interval is known, or again after a
-///   [`reset`](Self::reset)); a client that was not `Up` is `Up` again;
-/// - after either, the next check is armed: at `reaches(suspect)` when `Up`, at `reaches(down)`
-///   when `Suspect`, none when `Down` or `Left`; an earlier queued check is kept (it re-arms
-///   when it is due, so moving a check later costs nothing);
+///   [`reset`](Self::reset)); a `Suspect` client is `Up` again, a `Down` one once
+///   [`FlapControl::up_after`] arrivals came in a row, an `Unknown` one silently;
+/// - after either, the next check is armed: at `reaches(suspect)` when `Up`, at
+///   `reaches(down)` plus flap control's hold when `Suspect`, at `reaches(down)` while a `Down`
+///   client is coming back, none otherwise; an earlier queued check is kept (it re-arms when it
+///   is due, so moving a check later costs nothing);
 /// - [`handle_timeout`](Self::handle_timeout): a due check moves `Up` to `Suspect` and
-///   `Suspect` to `Down` as far as the suspicion allows, and tells the detector
-///   `set_available(false)` on `Down`;
+///   `Suspect` to `Down` as far as the suspicion (and the hold) allows, and tells the detector
+///   `set_available(false)` on `Down`; it moves an `Unknown` client whose grace is over to
+///   `Down`;
 /// - [`leave`](Self::leave) (a goodbye) makes the client `Left` and drops its check;
-///   [`start`](Self::start) forgets a client altogether;
+///   [`start`](Self::start) forgets a client altogether; [`expect`](Self::expect) makes it
+///   `Unknown` with a grace;
 /// - [`restore`](Self::restore) watches a client again after its owner restarted, with no
 ///   history: a silent client is convicted the detector's grace after the restore.
 ///
@@ -89,6 +178,7 @@ pub struct Change {
 #[derive(Debug)]
 pub struct Watches {
     detector: DetectorConfig,
+    flap: FlapControl,
     watches: Vec<Watch>,
     checks: DeadlineQueue<usize>,
 }
@@ -101,6 +191,12 @@ struct Watch {
     detector: Option<Box<dyn Detector>>,
     /// The check this client has in the queue (older entries in the queue are stale).
     check_at: Option<Instant>,
+    /// The client's latest known interval: flap control's period.
+    period: Option<Duration>,
+    /// While `Down`: arrivals in a row since it was declared down (towards `up_after`).
+    recovering: u32,
+    /// While `Unknown`: when it is declared down, never seen.
+    expected_by: Option<Instant>,
     /// The detector was primed by [`Watches::restore`], not by a heartbeat: the first real
     /// arrival replaces it.
     primed: bool,
@@ -112,16 +208,40 @@ impl Watch {
             state: Liveness::Up,
             detector: None,
             check_at: None,
+            period: None,
+            recovering: 0,
+            expected_by: None,
             primed: false,
+        }
+    }
+
+    /// When the checks would move this client to `Down` from `state` (`Up` or `Suspect`) if
+    /// nothing more were heard: the detector's down level plus the hold, and never before the
+    /// suspect level (a check moves a client as far as its suspicion allows).
+    fn convicts_at(&self, det: &dyn Detector, flap: FlapControl) -> Option<Instant> {
+        let levels = det.levels();
+        let down = det
+            .reaches(levels.down)?
+            .checked_add(flap.hold(self.period))?;
+        match self.state {
+            Liveness::Up => det.reaches(levels.suspect).map(|s| s.max(down)),
+            Liveness::Suspect => Some(down),
+            _ => None,
         }
     }
 }
 
 impl Watches {
-    /// No clients yet; each client's detector will be built from `detector`.
+    /// No clients yet; each client's detector will be built from `detector`; no flap control.
     pub fn new(detector: DetectorConfig) -> Self {
+        Self::with_flap(detector, FlapControl::default())
+    }
+
+    /// No clients yet, with flap control.
+    pub fn with_flap(detector: DetectorConfig, flap: FlapControl) -> Self {
         Self {
             detector,
+            flap,
             watches: Vec::new(),
             checks: DeadlineQueue::new(),
         }
@@ -132,6 +252,11 @@ impl Watches {
     /// Client `client`'s liveness. `Up` for a client that was never started or observed.
     pub fn state(&self, client: usize) -> Liveness {
         self.watches.get(client).map_or(Liveness::Up, |w| w.state)
+    }
+
+    /// The flap control in force.
+    pub fn flap(&self) -> FlapControl {
+        self.flap
     }
 
     /// Client `client`'s failure detector, once its interval is known.
@@ -147,27 +272,41 @@ impl Watches {
 
     /// When the checks would move client `client` to `state` (`Suspect` or `Down`) if nothing
     /// more were heard from it: the rule read ahead, without running it. `None` for any other
-    /// `state`, for a client without a detector or already in `state` or past it (`Down`,
-    /// `Left`), and when the detector never reaches the level.
+    /// `state`, for a client without a detector (unless it is `Unknown`, whose grace ends at a
+    /// known instant) or already in `state` or past it (`Down`, `Left`), and when the detector
+    /// never reaches the level.
     ///
-    /// The checks run at `reaches(suspect)` and then at `reaches(down)`, and a check moves the
-    /// client as far as its suspicion allows, so a silent `Up` client is `Suspect` at the first
-    /// and `Down` at the later of the two. Checks moved by [`defer_due`](Self::defer_due) run
-    /// later than this. A replay uses it for Chen, Toueg and Aguilera's detection time of a
-    /// crash right after the last arrival.
+    /// The checks run at `reaches(suspect)` and then at `reaches(down)` plus flap control's
+    /// hold, and a check moves the client as far as its suspicion allows, so a silent `Up`
+    /// client is `Suspect` at the first and `Down` at the later of the two. Checks moved by
+    /// [`defer_due`](Self::defer_due) run later than this. A replay uses it for Chen, Toueg and
+    /// Aguilera's detection time of a crash right after the last arrival.
     pub fn convicts_at(&self, client: usize, state: Liveness) -> Option<Instant> {
         let w = self.watches.get(client)?;
-        let det = w.detector.as_ref()?;
-        let levels = det.levels();
+        if w.state == Liveness::Unknown {
+            return w.expected_by.filter(|_| state == Liveness::Down);
+        }
+        let det = w.detector.as_deref()?;
         match (w.state, state) {
-            (Liveness::Up, Liveness::Suspect) => det.reaches(levels.suspect),
-            (Liveness::Up, Liveness::Down) => {
-                let suspect = det.reaches(levels.suspect)?;
-                det.reaches(levels.down).map(|down| down.max(suspect))
-            }
-            (Liveness::Suspect, Liveness::Down) => det.reaches(levels.down),
+            (Liveness::Up, Liveness::Suspect) => det.reaches(det.levels().suspect),
+            (Liveness::Up | Liveness::Suspect, Liveness::Down) => w.convicts_at(det, self.flap),
             _ => None,
         }
+    }
+
+    /// How long the rule needs to declare down a client of `interval` heard from once, at
+    /// `now`, and never again: the detector's bootstrap estimate (its reading of a first
+    /// heartbeat) plus flap control's hold. The default grace of an expected client. `None`
+    /// when the detector would never declare it down.
+    pub fn time_to_down(&self, now: Instant, interval: Duration) -> Option<Duration> {
+        let mut det = self.detector.build(interval);
+        det.heartbeat(now, Seq(1));
+        let w = Watch {
+            period: Some(interval),
+            ..Watch::new()
+        };
+        w.convicts_at(det.as_ref(), self.flap)
+            .map(|at| at.saturating_duration_since(now))
     }
 
     // ---- inputs ----
@@ -182,6 +321,33 @@ impl Watches {
             self.checks.remove(at, &client);
         }
         self.watches[client] = Watch::new();
+    }
+
+    /// Watches client `client` afresh as an expected client never heard from: `Unknown`, and
+    /// `Down` at `by` (its grace over) unless it is heard from before.
+    pub fn expect(&mut self, client: usize, by: Instant) {
+        self.start(client);
+        let w = &mut self.watches[client];
+        w.state = Liveness::Unknown;
+        w.expected_by = Some(by);
+        w.check_at = Some(by);
+        self.checks.push(by, client);
+    }
+
+    /// Client `client` is no longer expected: if it was still `Unknown`, it is an ordinary
+    /// client not heard from yet (`Up`, no check). Any other state stays.
+    pub fn unexpect(&mut self, client: usize) {
+        let Some(w) = self.watches.get_mut(client) else {
+            return;
+        };
+        if w.state != Liveness::Unknown {
+            return;
+        }
+        w.state = Liveness::Up;
+        w.expected_by = None;
+        if let Some(at) = w.check_at.take() {
+            self.checks.remove(at, &client);
+        }
     }
 
     /// Forgets client `client`'s timing history: a new session of the client process. Its
@@ -211,8 +377,15 @@ impl Watches {
     ) {
         self.start(client);
         let w = &mut self.watches[client];
+        if interval.is_some() {
+            w.period = interval;
+        }
         match state {
             Liveness::Down | Liveness::Left => w.state = state,
+            // Expected and never heard from: an ordinary client not heard from yet (as
+            // `unexpect` leaves one); the owner's expected list, set again after the restore,
+            // gives it a fresh grace.
+            Liveness::Unknown => {}
             Liveness::Suspect | Liveness::Up => {
                 if let Some(interval) = interval {
                     let mut det = self.detector.build(interval);
@@ -226,9 +399,10 @@ impl Watches {
     }
 
     /// One arrival of heartbeats from client `client` at `now`: they are fed to its detector in
-    /// order, and a client that was not `Up` is `Up` again (the returned change). `interval`
-    /// is the client's declared or estimated interval; while it is unknown there is no
-    /// detector and nothing changes.
+    /// order, and a client that was not `Up` may be `Up` again (the returned change; see
+    /// [`FlapControl`] for a `Down` one; an `Unknown` one is `Up` without a change, since
+    /// nothing was announced about it). `interval` is the client's declared or estimated
+    /// interval; while it is unknown there is no detector and nothing else changes.
     pub fn observe(
         &mut self,
         now: Instant,
@@ -239,7 +413,18 @@ impl Watches {
         if client >= self.watches.len() {
             self.start(client);
         }
+        let up_after = self.flap.up_after;
         let w = &mut self.watches[client];
+        if interval.is_some() {
+            w.period = interval;
+        }
+        if w.state == Liveness::Unknown {
+            w.state = Liveness::Up;
+            w.expected_by = None;
+            if let Some(at) = w.check_at.take() {
+                self.checks.remove(at, &client);
+            }
+        }
         if w.detector.is_none() {
             w.detector = interval.map(|i| self.detector.build(i));
         }
@@ -263,11 +448,19 @@ impl Watches {
         for seq in seqs {
             det.heartbeat(now, seq);
         }
-        if back_up.is_some() {
-            w.state = Liveness::Up;
+        let mut change = None;
+        if let Some(back_up) = back_up {
+            if w.state == Liveness::Down {
+                w.recovering = w.recovering.saturating_add(1);
+            }
+            if w.state != Liveness::Down || w.recovering >= up_after {
+                w.state = Liveness::Up;
+                w.recovering = 0;
+                change = Some(back_up);
+            }
         }
         self.arm(client);
-        back_up
+        change
     }
 
     /// Client `client` said goodbye at `now`: it is `Left` (the returned change, unless it
@@ -287,6 +480,8 @@ impl Watches {
             detector: self.detector.kind(),
         };
         w.state = Liveness::Left;
+        w.recovering = 0;
+        w.expected_by = None;
         if let Some(at) = w.check_at.take() {
             self.checks.remove(at, &client);
         }
@@ -325,7 +520,32 @@ impl Watches {
 
     /// Moves `client` along its states as far as its detector says at `now`, then re-arms.
     fn evaluate(&mut self, now: Instant, client: usize, on_change: &mut impl FnMut(Change)) {
+        let flap = self.flap;
+        let kind = self.detector.kind();
         let w = &mut self.watches[client];
+        if w.state == Liveness::Unknown {
+            // Never heard from: no detector, only the grace.
+            match w.expected_by {
+                Some(by) if now >= by => {
+                    on_change(Change {
+                        client,
+                        from: Liveness::Unknown,
+                        to: Liveness::Down,
+                        since_last: None,
+                        suspicion: 0.0,
+                        detector: kind,
+                    });
+                    w.state = Liveness::Down;
+                    w.expected_by = None;
+                }
+                Some(by) => {
+                    w.check_at = Some(by);
+                    self.checks.push(by, client);
+                }
+                None => {}
+            }
+            return;
+        }
         let Some(det) = w.detector.as_mut() else {
             return;
         };
@@ -343,11 +563,23 @@ impl Watches {
             on_change(change(Liveness::Up, Liveness::Suspect));
             w.state = Liveness::Suspect;
         }
-        if w.state == Liveness::Suspect && suspicion >= levels.down {
+        let hold = flap.hold(w.period);
+        // Without a hold this is the detector's word alone, exactly as without flap control.
+        let held = hold.is_zero()
+            || det
+                .reaches(levels.down)
+                .and_then(|at| at.checked_add(hold))
+                .is_some_and(|at| now >= at);
+        if w.state == Liveness::Suspect && suspicion >= levels.down && held {
             on_change(change(Liveness::Suspect, Liveness::Down));
             w.state = Liveness::Down;
+            w.recovering = 0;
             // Akka: what is measured while a client is down is not learned as an interval.
             det.set_available(false);
+        }
+        if w.state == Liveness::Down && w.recovering > 0 && suspicion >= levels.down {
+            // Silent again before it was back: the recovery starts over.
+            w.recovering = 0;
         }
         self.arm(client);
     }
@@ -359,12 +591,15 @@ impl Watches {
             return;
         };
         let levels = det.levels();
-        let level = match w.state {
-            Liveness::Up => levels.suspect,
-            Liveness::Suspect => levels.down,
-            Liveness::Down | Liveness::Left => return,
+        let at = match w.state {
+            Liveness::Up => det.reaches(levels.suspect),
+            Liveness::Suspect => det
+                .reaches(levels.down)
+                .and_then(|at| at.checked_add(self.flap.hold(w.period))),
+            Liveness::Down if w.recovering > 0 => det.reaches(levels.down),
+            Liveness::Down | Liveness::Left | Liveness::Unknown => return,
         };
-        let Some(at) = det.reaches(level) else {
+        let Some(at) = at else {
             return;
         };
         // An earlier check, even a stale one, re-arms when it is due.
@@ -493,8 +728,12 @@ mod tests {
         use Liveness::{Down, Suspect, Up};
         let t0 = origin();
         let ms = Duration::from_millis;
-        for kind in DetectorKind::ALL {
-            let mut w = Watches::new(DetectorConfig::new(kind));
+        let flaps = [FlapControl::default(), FlapControl::new(4, 1).unwrap()];
+        for (kind, flap) in DetectorKind::ALL
+            .into_iter()
+            .flat_map(|k| flaps.map(|f| (k, f)))
+        {
+            let mut w = Watches::with_flap(DetectorConfig::new(kind), flap);
             w.start(0);
             assert_eq!(w.convicts_at(0, Down), None, "{kind}: no detector yet");
             let mut t = t0;
@@ -505,6 +744,9 @@ mod tests {
             let suspect = w.convicts_at(0, Suspect).unwrap();
             let down = w.convicts_at(0, Down).unwrap();
             assert!(t < suspect && suspect <= down, "{kind}");
+            if flap.down_after() > 1 {
+                assert!(down >= suspect + ms(300), "{kind}: three periods of hold");
+            }
             assert_eq!(w.convicts_at(0, Up), None);
             let before = |at: Instant| at - Duration::from_nanos(1);
             assert_eq!(changes(&mut w, before(suspect)), [], "{kind}");
@@ -564,5 +806,217 @@ mod tests {
         w.observe(t0 + 30 * SECOND, 0, Some(SECOND), [Seq(30)]);
         assert_eq!(changes(&mut w, t0 + 31 * SECOND), []);
         assert_eq!(w.state(0), Liveness::Up);
+    }
+
+    fn flapping(down_after: u32, up_after: u32) -> Watches {
+        Watches::with_flap(
+            DetectorConfig::new(DetectorKind::Fixed),
+            FlapControl::new(down_after, up_after).unwrap(),
+        )
+    }
+
+    #[test]
+    fn flap_control_needs_positive_counts() {
+        assert!(FlapControl::new(0, 1).is_err());
+        assert!(FlapControl::new(1, 0).is_err());
+        assert_eq!(FlapControl::new(1, 1).unwrap(), FlapControl::default());
+        assert_eq!(
+            FlapControl::new(3, 2).unwrap().to_string(),
+            "down-after=3 up-after=2"
+        );
+    }
+
+    /// `--down-after 3`: the fixed detector is at its down level 3 s after the last heartbeat;
+    /// the client is declared down two periods (2 s) later, not a nanosecond earlier.
+    #[test]
+    fn down_after_holds_the_conviction_for_n_minus_1_periods() {
+        use Liveness::{Down, Suspect, Up};
+        let t0 = origin();
+        let mut w = flapping(3, 1);
+        w.start(0);
+        w.observe(t0, 0, Some(SECOND), [Seq(1)]);
+        assert_eq!(changes(&mut w, t0 + 2 * SECOND), [(0, Up, Suspect)]);
+        assert_eq!(w.next_check(), Some(t0 + 5 * SECOND));
+        assert_eq!(w.convicts_at(0, Down), Some(t0 + 5 * SECOND));
+        let just_before = t0 + 5 * SECOND - Duration::from_nanos(1);
+        assert_eq!(changes(&mut w, just_before), []);
+        assert_eq!(w.state(0), Suspect, "the detector said down 2 s ago; held");
+        assert_eq!(changes(&mut w, t0 + 5 * SECOND), [(0, Suspect, Down)]);
+        // A heartbeat during the hold ends it: up at once, as for any suspect client.
+        let mut w = flapping(3, 1);
+        w.start(0);
+        w.observe(t0, 0, Some(SECOND), [Seq(1)]);
+        w.handle_timeout(t0 + 4 * SECOND, |_| {});
+        assert_eq!(w.state(0), Suspect);
+        let back = w
+            .observe(t0 + 4 * SECOND, 0, Some(SECOND), [Seq(5)])
+            .unwrap();
+        assert_eq!((back.from, back.to), (Suspect, Up));
+        // A late check convicts in one go once the hold is over.
+        let mut w = flapping(3, 1);
+        w.start(0);
+        w.observe(t0, 0, Some(SECOND), [Seq(1)]);
+        assert_eq!(
+            changes(&mut w, t0 + 9 * SECOND),
+            [(0, Up, Suspect), (0, Suspect, Down)]
+        );
+    }
+
+    /// `--up-after 3`: three arrivals in a row bring a down client back; a held burst is one
+    /// arrival; a silence that reaches the down level again starts the count over.
+    #[test]
+    fn up_after_needs_m_arrivals_in_a_row() {
+        use Liveness::{Down, Up};
+        let t0 = origin();
+        let mut w = flapping(1, 3);
+        w.start(0);
+        w.observe(t0, 0, Some(SECOND), [Seq(1)]);
+        w.handle_timeout(t0 + 3 * SECOND, |_| {});
+        assert_eq!(w.state(0), Down);
+        // A burst of held heartbeats: one sign of life.
+        let t = t0 + 10 * SECOND;
+        assert_eq!(
+            w.observe(t, 0, Some(SECOND), [Seq(2), Seq(3), Seq(4)]),
+            None
+        );
+        assert_eq!(w.observe(t + SECOND, 0, Some(SECOND), [Seq(5)]), None);
+        assert_eq!(w.state(0), Down);
+        // Silent until the detector is at its down level again: the count starts over.
+        assert_eq!(
+            changes(&mut w, t + 4 * SECOND),
+            [],
+            "still down, nothing to say"
+        );
+        let t = t + 10 * SECOND;
+        assert_eq!(w.observe(t, 0, Some(SECOND), [Seq(20)]), None);
+        assert_eq!(w.observe(t + SECOND, 0, Some(SECOND), [Seq(21)]), None);
+        let back = w
+            .observe(t + 2 * SECOND, 0, Some(SECOND), [Seq(22)])
+            .unwrap();
+        assert_eq!((back.from, back.to), (Down, Up));
+        assert_eq!(back.since_last, Some(SECOND));
+        assert_eq!(w.state(0), Up);
+    }
+
+    /// With both at 1, flap control is no flap control: the same changes at the same instants
+    /// as a machine without it, for every detector, over a history with silences of every
+    /// length.
+    #[test]
+    fn flap_control_at_one_changes_nothing() {
+        let t0 = origin();
+        let ms = Duration::from_millis;
+        for kind in DetectorKind::ALL {
+            let config = DetectorConfig::new(kind);
+            let mut plain = Watches::new(config.clone());
+            let mut one = Watches::with_flap(config, FlapControl::new(1, 1).unwrap());
+            let mut seen = [Vec::new(), Vec::new()];
+            let mut t = t0;
+            for (i, gap) in [0, 100, 90, 2500, 110, 100, 30_000, 100, 105, 95, 8000, 100]
+                .into_iter()
+                .enumerate()
+            {
+                t += ms(gap);
+                for (w, seen) in [&mut plain, &mut one].into_iter().zip(&mut seen) {
+                    while let Some(at) = w.next_check().filter(|&at| at <= t) {
+                        w.handle_timeout(at, |c| seen.push((at, c)));
+                    }
+                    if let Some(c) = w.observe(t, 0, Some(ms(100)), [Seq(i as u64 + 1)]) {
+                        seen.push((t, c));
+                    }
+                }
+            }
+            assert!(seen[0].len() > 4, "{kind}: {:?}", seen[0]);
+            assert_eq!(seen[0], seen[1], "{kind}");
+        }
+    }
+
+    /// An expected client never heard from is down exactly when its grace ends, and the
+    /// default grace is what the rule needs for a client of that interval heard from once: for
+    /// every detector, with and without flap control.
+    #[test]
+    fn never_seen_is_down_exactly_at_the_detectors_grace() {
+        use Liveness::{Down, Unknown};
+        let t0 = origin();
+        let interval = Duration::from_millis(1000);
+        for flap in [FlapControl::default(), FlapControl::new(3, 2).unwrap()] {
+            for kind in DetectorKind::ALL {
+                let mut w = Watches::with_flap(DetectorConfig::new(kind), flap);
+                let grace = w.time_to_down(t0, interval).unwrap();
+                // The same client heard from once at t0 is convicted at t0 + grace.
+                w.start(1);
+                w.observe(t0, 1, Some(interval), [Seq(1)]);
+                assert_eq!(w.convicts_at(1, Down), Some(t0 + grace), "{kind} {flap}");
+                w.expect(0, t0 + grace);
+                assert_eq!(
+                    (w.state(0), w.convicts_at(0, Down)),
+                    (Unknown, Some(t0 + grace))
+                );
+                let mut seen = Vec::new();
+                w.handle_timeout(t0 + grace - Duration::from_nanos(1), |c| {
+                    seen.push((c.client, c.from, c.to));
+                });
+                assert!(!seen.iter().any(|c| c.2 == Down), "{kind} {flap}: {seen:?}");
+                assert_eq!(w.state(0), Unknown, "{kind} {flap}: not a nanosecond early");
+                w.handle_timeout(t0 + grace, |c| {
+                    if c.client == 0 {
+                        assert_eq!((c.since_last, c.suspicion, c.detector), (None, 0.0, kind));
+                    }
+                    seen.push((c.client, c.from, c.to));
+                });
+                assert!(
+                    seen.contains(&(0, Unknown, Down)),
+                    "{kind} {flap}: {seen:?}"
+                );
+                assert_eq!(w.state(1), Down, "{kind} {flap}: the heard-from twin too");
+                // Heard from at last: down -> up as for any down client (after up_after).
+                let mut back = None;
+                for i in 0..flap.up_after() {
+                    let t = t0 + grace + interval * (i + 1);
+                    back = w.observe(t, 0, Some(interval), [Seq(u64::from(i) + 1)]);
+                }
+                let back = back.unwrap();
+                assert_eq!((back.from, back.to), (Down, Liveness::Up), "{kind} {flap}");
+            }
+        }
+        // The documented figures: fixed 3 s and chen 3 s for a 1 s interval.
+        let fixed = Watches::new(DetectorConfig::new(DetectorKind::Fixed));
+        assert_eq!(fixed.time_to_down(t0, interval), Some(3 * SECOND));
+        let chen = Watches::new(DetectorConfig::new(DetectorKind::Chen));
+        assert_eq!(chen.time_to_down(t0, interval), Some(3 * SECOND));
+        let held = Watches::with_flap(
+            DetectorConfig::new(DetectorKind::Fixed),
+            FlapControl::new(3, 1).unwrap(),
+        );
+        assert_eq!(held.time_to_down(t0, interval), Some(5 * SECOND));
+    }
+
+    #[test]
+    fn an_expected_client_heard_in_time_is_up_without_a_word() {
+        let t0 = origin();
+        let mut w = fixed();
+        w.expect(0, t0 + 5 * SECOND);
+        assert_eq!(w.state(0), Liveness::Unknown);
+        assert_eq!(w.observe(t0 + SECOND, 0, Some(SECOND), [Seq(1)]), None);
+        assert_eq!(w.state(0), Liveness::Up);
+        // Its grace no longer applies: the detector's checks do.
+        assert_eq!(w.next_check(), Some(t0 + 3 * SECOND));
+        assert_eq!(
+            changes(&mut w, t0 + 5 * SECOND).len(),
+            2,
+            "up -> suspect -> down"
+        );
+        // Not expected any more: an ordinary client not heard from yet.
+        w.expect(1, t0 + 5 * SECOND);
+        w.unexpect(1);
+        assert_eq!(
+            (w.state(1), w.convicts_at(1, Liveness::Down)),
+            (Liveness::Up, None)
+        );
+        assert_eq!(changes(&mut w, t0 + 60 * SECOND), []);
+        // A goodbye before the first heartbeat.
+        w.expect(2, t0 + 100 * SECOND);
+        let left = w.leave(t0 + 61 * SECOND, 2).unwrap();
+        assert_eq!((left.from, left.to), (Liveness::Unknown, Liveness::Left));
+        assert_eq!(w.next_check(), None);
     }
 }

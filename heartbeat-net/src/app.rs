@@ -10,12 +10,21 @@ use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr: the level comes from `RUST_LOG` when it is set, else info (debug with `-d`).
 pub fn init_tracing(debug: bool) {
+    init_tracing_to(debug, std::io::stderr);
+}
+
+/// [`init_tracing`], writing through `writer` (the server's non-blocking stderr queue); colours
+/// when stderr is a terminal.
+pub fn init_tracing_to<W>(debug: bool, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = match std::env::var_os("RUST_LOG") {
         Some(_) => EnvFilter::from_default_env(),
         None => EnvFilter::new(if debug { "debug" } else { "info" }),
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

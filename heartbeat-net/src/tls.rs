@@ -116,8 +116,32 @@ pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
 /// A [`Listener`] whose streams speak TLS. See the module docs.
 pub struct TlsListener<L> {
     inner: L,
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: TlsReload,
     timeout: Duration,
+}
+
+/// Changes the certificate of a running [`TlsListener`] (a reload on SIGHUP): connections
+/// accepted afterwards use the new configuration, those already open keep theirs.
+#[derive(Clone, Debug)]
+pub struct TlsReload(Arc<std::sync::Mutex<Arc<rustls::ServerConfig>>>);
+
+impl TlsReload {
+    /// The configuration for the next connections.
+    pub fn set(&self, config: Arc<rustls::ServerConfig>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 impl<L> TlsListener<L> {
@@ -125,9 +149,14 @@ impl<L> TlsListener<L> {
     pub fn new(inner: L, config: Arc<rustls::ServerConfig>) -> Self {
         Self {
             inner,
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            config: TlsReload(Arc::new(std::sync::Mutex::new(config))),
             timeout: HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// A handle to change the configuration while the listener runs.
+    pub fn reload_handle(&self) -> TlsReload {
+        self.config.clone()
     }
 
     /// How long a handshake may take (default [`HANDSHAKE_TIMEOUT`]).
@@ -148,7 +177,8 @@ impl<L: Listener> Listener for TlsListener<L> {
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
         // `accept` only builds the handshake future: nothing is read or written yet.
-        let handshake = self.acceptor.accept(stream);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.current());
+        let handshake = acceptor.accept(stream);
         Ok((ServerTlsStream::new(handshake, peer, self.timeout), peer))
     }
 }

@@ -189,7 +189,8 @@ fn event_line(o: &mut String, event: &str, fields: &[(&str, Value)]) {
     o.push_str("}\n");
 }
 
-/// The JSON lines rendering: the server's events (as `heartbeat-server --json` prints them), the
+/// The JSON lines rendering: the server's events (as `heartbeat-server --json` prints them, with
+/// the simulated Unix time as `time`), the
 /// simulator's actions and heal, the summary line with each client's `sent` and `skipped`
 /// (ground truth), then the verdict.
 pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
@@ -199,7 +200,9 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
     for e in &out.log {
         match &e.record {
             Record::Server { event, .. } => {
-                o.push_str(&event.to_json().to_string());
+                let unix = Duration::from_secs(crate::world::EPOCH_SECS) + e.at;
+                let time = heartbeat_core::UnixTime::from_duration(unix);
+                o.push_str(&event.to_json_at(time).to_string());
                 o.push('\n');
             }
             Record::Action(a) => event_line(

@@ -198,10 +198,15 @@ pub enum Event {
         late: Duration,
     },
     /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
-    /// heartbeat that brought the client back.
+    /// heartbeat that brought the client back. `from == Unknown` (to `Down`) is an expected
+    /// client never heard from within its grace ("never seen"); an expected client heard from
+    /// in time becomes `Up` without a transition (nothing was announced about it).
     Transition {
         /// The client.
         client: ClientKey,
+        /// The peer address of the client's latest connection (`None` if it never connected).
+        #[serde(serialize_with = "opt_display")]
+        peer: Option<SocketAddr>,
         /// The state before.
         from: Liveness,
         /// The state after.
@@ -239,6 +244,15 @@ impl Event {
     /// The event as one JSON object with an `"event"` field naming it (see [`name`](Self::name)).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("an event is always serialisable")
+    }
+
+    /// [`to_json`](Self::to_json) with a `time` field: when it happened, `now.unix` of the call
+    /// that produced it, in Unix seconds as a number rounded to the microsecond (see
+    /// [`unix_seconds`]). What `heartbeat-server --json` writes, one line per event.
+    pub fn to_json_at(&self, time: UnixTime) -> serde_json::Value {
+        let mut v = self.to_json();
+        v["time"] = unix_seconds(time);
+        v
     }
 }
 
@@ -352,6 +366,7 @@ impl fmt::Display for Event {
                 since_last,
                 suspicion,
                 detector,
+                ..
             } => write!(
                 f,
                 "transition client={client} {from}->{to} since_last={} {detector}={:.3}",
@@ -362,7 +377,23 @@ impl fmt::Display for Event {
     }
 }
 
+/// A Unix time as a JSON number of seconds, rounded to the microsecond: at most six decimals
+/// (trailing zeros dropped), exact to the microsecond until 2106, when an `f64` stops holding
+/// every microsecond. The form of every `time` field (the `sent` and `received` stamps of
+/// heartbeats stay strings with six decimals, as the protocol writes them).
+pub fn unix_seconds(time: UnixTime) -> serde_json::Value {
+    let micros = time.as_nanos().saturating_add(500) / 1_000;
+    serde_json::Value::from(micros as f64 / 1e6)
+}
+
 // ---- JSON field helpers (`serialize_with`) ----
+
+fn opt_display<S: Serializer>(x: &Option<impl fmt::Display>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => s.collect_str(x),
+        None => s.serialize_none(),
+    }
+}
 
 /// Nanoseconds to milliseconds, rounded to the microsecond.
 fn ns_to_ms(nanos: f64) -> f64 {

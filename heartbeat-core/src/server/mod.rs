@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::analysis::Report;
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, AuthKeys};
 use crate::config::ServerConfig;
 use crate::error::{DecodeError, DisconnectReason, Violation};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder};
-use crate::ids::{ClientKey, ConnId, Seq};
+use crate::ids::{ClientId, ClientKey, ConnId, Seq};
 use crate::liveness::{Change, Watches};
 use crate::time::{Now, UnixTime};
 use crate::timer::DeadlineQueue;
@@ -27,7 +27,7 @@ use session::ClientRecord;
 use stats::bump;
 
 pub use crate::liveness::Liveness;
-pub use event::{Event, Output};
+pub use event::{Event, Output, unix_seconds};
 pub use persist::{MergedState, Restored, STATE_VERSION, State, StateError};
 pub use session::ClientView;
 pub use stats::{DELAY_BUCKETS, DelayHistogram, ServerStats};
@@ -91,7 +91,8 @@ pub struct Server {
     /// When disconnected clients are forgotten (client indices, lazily re-checked: an entry
     /// counts only if its client is still gone, since long enough).
     forget: DeadlineQueue<usize>,
-    /// Slots of forgotten clients, reused before `clients` grows.
+    /// Slots of forgotten clients (gone for the forget-after, or an expected client taken off
+    /// the list before it was heard from), reused before `clients` grows.
     free: Vec<usize>,
     stats: ServerStats,
     out: VecDeque<Output>,
@@ -131,7 +132,7 @@ impl Server {
     /// An empty server.
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
-            liveness: Watches::new(config.detector.clone()),
+            liveness: Watches::with_flap(config.detector.clone(), config.flap),
             challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
             changes: Changes::default(),
             config,
@@ -406,6 +407,97 @@ impl Server {
         }
     }
 
+    /// Sets the clients that should be there (the server's `--expect` list), replacing the
+    /// previous list; returns what changed.
+    ///
+    /// - An added client not heard from yet is watched from `now`: [`Liveness::Unknown`], and
+    ///   `Down` ("never seen": a transition from `Unknown`) when its grace is over unless it is
+    ///   heard from before. The grace is [`Expected::grace`], or by default what the liveness
+    ///   rule needs to declare down a client of [`Expected::interval`] heard from once (see
+    ///   [`Watches::time_to_down`](crate::liveness::Watches::time_to_down)). An added client
+    ///   heard from before is only marked expected: its detector watches it already.
+    /// - A client on both lists keeps its grace (a reload does not restart it).
+    /// - A removed client never heard from and not connected is forgotten (gone from reports);
+    ///   any other removed client stays, as an ordinary client (and `Up` if it was `Unknown`).
+    ///
+    /// Expected clients are never evicted for room (`max_clients`).
+    pub fn set_expected(&mut self, now: Now, list: &[Expected]) -> ExpectChanges {
+        let mut changes = ExpectChanges::default();
+        let wanted: BTreeMap<&ClientId, &Expected> = list.iter().map(|e| (&e.client, e)).collect();
+        let was: Vec<(ClientId, usize)> = self
+            .index
+            .iter()
+            .filter(|&(_, &i)| self.clients[i].expected)
+            .filter_map(|(k, &i)| match k {
+                ClientKey::Id(id) => Some((id.clone(), i)),
+                ClientKey::Peer(_) => None,
+            })
+            .collect();
+        for (id, idx) in was {
+            if wanted.contains_key(&id) {
+                continue;
+            }
+            let r = &mut self.clients[idx];
+            r.expected = false;
+            self.liveness.unexpect(idx);
+            if r.last_arrival.is_none() && r.conn.is_none() {
+                self.index.remove(&r.stats.client);
+                self.changes.forgotten.push(r.stats.client.clone());
+                self.liveness.start(idx);
+                self.free.push(idx);
+                changes.forgotten.push(id.clone());
+            } else if let Some(at) = r
+                .gone_since
+                .filter(|_| r.conn.is_none())
+                .and_then(|since| since.checked_add(self.config.forget_after))
+            {
+                // Gone, and an ordinary client now: forgotten at the forget-after as any other
+                // (at once if that has passed).
+                self.forget.push(at.max(now.mono), idx);
+            }
+            changes.removed.push(id);
+        }
+        for (id, e) in wanted {
+            let key = ClientKey::Id(id.clone());
+            let idx = match self.index.get(&key) {
+                Some(&idx) if self.clients[idx].expected => continue,
+                Some(&idx) => idx,
+                None => {
+                    let max_ranges = self.config.max_missed_ranges;
+                    let idx =
+                        self.new_slot(ClientRecord::new(key.clone(), Protocol::V1, max_ranges));
+                    self.index.insert(key, idx);
+                    self.liveness.start(idx);
+                    idx
+                }
+            };
+            let r = &mut self.clients[idx];
+            r.expected = true;
+            changes.added.push(id.clone());
+            if r.last_arrival.is_none() {
+                let grace = e
+                    .grace
+                    .or_else(|| self.liveness.time_to_down(now.mono, e.interval))
+                    .unwrap_or(e.interval.saturating_mul(NEVER_SEEN_FALLBACK_INTERVALS));
+                self.liveness.expect(idx, now.mono + grace);
+            }
+        }
+        changes
+    }
+
+    /// Replaces the keys clients authenticate with (a reloaded `--auth-keys` file): the next
+    /// challenge answered is checked against them; connections already identified stay. False
+    /// (nothing changed) when authentication is off.
+    pub fn set_auth_keys(&mut self, keys: AuthKeys) -> bool {
+        if self.config.auth.is_none() {
+            return false;
+        }
+        if let Some(auth) = Arc::make_mut(&mut self.config).auth.as_mut() {
+            auth.keys = keys;
+        }
+        true
+    }
+
     // ---- outputs ----
 
     /// The next thing the driver must do. Drain to `None` after every input or command.
@@ -462,7 +554,7 @@ impl Server {
         let (key, idx) = self
             .index
             .iter()
-            .filter(|&(_, &i)| self.clients[i].conn.is_none())
+            .filter(|&(_, &i)| self.clients[i].conn.is_none() && !self.clients[i].expected)
             .min_by_key(|&(_, &i)| self.clients[i].last_arrival)
             .map(|(k, &i)| (k.clone(), i))?;
         self.index.remove(&key);
@@ -473,13 +565,31 @@ impl Server {
         Some(idx)
     }
 
+    /// A slot for a new client's `record`: a forgotten client's, an evicted one's at the client
+    /// limit, or a new one.
+    fn new_slot(&mut self, record: ClientRecord) -> usize {
+        let idx = self.free.pop().or_else(|| self.evict_for_new_client());
+        match idx {
+            Some(idx) => {
+                self.clients[idx] = record;
+                idx
+            }
+            None => {
+                self.clients.push(record);
+                self.clients.len() - 1
+            }
+        }
+    }
+
     /// A forget deadline of client slot `idx` is due: forgets its client if it is still
     /// disconnected and has been for the forget-after. Its slot is reused for a later new
     /// client; its liveness watch stops.
     fn forget_if_gone(&mut self, now: Now, idx: usize) {
         let r = &self.clients[idx];
-        let Some(since) = r.gone_since.filter(|_| r.conn.is_none()) else {
-            return; // back, or the slot holds a newer client
+        let Some(since) = r.gone_since.filter(|_| r.conn.is_none() && !r.expected) else {
+            // Back, the slot holds a newer client, or an expected client: never forgotten
+            // while on the list (taking it off re-arms this, see `set_expected`).
+            return;
         };
         let gone_for = now.mono.saturating_duration_since(since);
         if gone_for < self.config.forget_after || self.index.get(&r.stats.client) != Some(&idx) {
@@ -738,22 +848,15 @@ impl Server {
     ) {
         let max_ranges = self.config.max_missed_ranges;
         let peer = self.conns[&conn].peer;
-        let resumed = self.index.contains_key(&key);
+        // Known from an earlier connection (an expected client never connected is not).
+        let resumed = self
+            .index
+            .get(&key)
+            .is_some_and(|&i| self.clients[i].stats.connections > 0);
         let idx = match self.index.get(&key) {
             Some(&idx) => idx,
             None => {
-                let record = ClientRecord::new(key.clone(), protocol, max_ranges);
-                let reused = self.free.pop().or_else(|| self.evict_for_new_client());
-                let idx = match reused {
-                    Some(idx) => {
-                        self.clients[idx] = record;
-                        idx
-                    }
-                    None => {
-                        self.clients.push(record);
-                        self.clients.len() - 1
-                    }
-                };
+                let idx = self.new_slot(ClientRecord::new(key.clone(), protocol, max_ranges));
                 self.index.insert(key.clone(), idx);
                 self.liveness.start(idx);
                 idx
@@ -765,6 +868,7 @@ impl Server {
         record.stats.connections = record.stats.connections.saturating_add(1);
         record.stats.protocol = protocol;
         record.stats.connected = true;
+        record.peer = Some(peer);
         record.gone_since = None;
         record.left = false;
         if interval.is_some() {
@@ -883,14 +987,43 @@ impl Changes {
 
 /// The event for a liveness change of client `change.client`.
 fn transition(clients: &[ClientRecord], change: Change) -> Output {
+    let record = &clients[change.client];
     Output::Event(Event::Transition {
-        client: clients[change.client].stats.client.clone(),
+        client: record.stats.client.clone(),
+        peer: record.peer,
         from: change.from,
         to: change.to,
         since_last: change.since_last,
         suspicion: change.suspicion,
         detector: change.detector,
     })
+}
+
+/// When a detector would never declare a client down, an expected client's default grace is
+/// this many of its intervals.
+const NEVER_SEEN_FALLBACK_INTERVALS: u32 = 10;
+
+/// A client that should be there (one line of the server's `--expect` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// Its id.
+    pub client: ClientId,
+    /// The interval it promises.
+    pub interval: Duration,
+    /// How long after it is expected it is declared down if never heard from; `None`: what the
+    /// liveness rule needs for a client of `interval` (see [`Server::set_expected`]).
+    pub grace: Option<Duration>,
+}
+
+/// What [`Server::set_expected`] changed, each list sorted by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpectChanges {
+    /// Clients expected now and not before.
+    pub added: Vec<ClientId>,
+    /// Clients expected before and not now.
+    pub removed: Vec<ClientId>,
+    /// Of the removed, those forgotten: never heard from and not connected.
+    pub forgotten: Vec<ClientId>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub struct ClientView<'a> {
     state: Liveness,
     detector: Option<&'a dyn Detector>,
     clock_offset: Option<i64>,
+    expected: bool,
 }
 
 impl<'a> ClientView<'a> {
@@ -36,7 +37,19 @@ impl<'a> ClientView<'a> {
             state,
             detector,
             clock_offset: record.skew.offset(),
+            expected: record.expected,
         }
+    }
+
+    /// True when the client is on the server's `--expect` list.
+    pub fn is_expected(&self) -> bool {
+        self.expected
+    }
+
+    /// True when no heartbeat of the client was ever received: with [`state`](Self::state)
+    /// `Down`, an expected client "never seen".
+    pub fn is_never_heard(&self) -> bool {
+        self.stats.first_seen.is_none()
     }
 
     /// The failure detector's suspicion of the client at `now` (phi, or the silence over the
@@ -126,6 +139,7 @@ impl<'a> ClientView<'a> {
             client: s.client.clone(),
             protocol: s.protocol,
             state: self.state,
+            expected: self.expected,
             connected: s.connected,
             received: s.received,
             missed: s.missed,
@@ -163,6 +177,10 @@ pub(crate) struct ClientRecord {
     last_sent: Option<(Seq, UnixTime)>,
     /// The client said `BYE`.
     pub(crate) left: bool,
+    /// On the server's `--expect` list.
+    pub(crate) expected: bool,
+    /// The peer address of its latest connection.
+    pub(crate) peer: Option<std::net::SocketAddr>,
     /// Monotonic time its last connection ended, while it has none (for the forget-after).
     pub(crate) gone_since: Option<Instant>,
     /// Its sequence numbers against time, for the current session.
@@ -181,6 +199,8 @@ impl ClientRecord {
             last_arrival: None,
             last_sent: None,
             left: false,
+            expected: false,
+            peer: None,
             gone_since: None,
             schedule: Schedule::default(),
             skew: Skew::default(),

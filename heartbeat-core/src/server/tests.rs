@@ -880,6 +880,7 @@ fn every_event_renders_as_pinned() {
         (
             Event::Transition {
                 client: id("a"),
+                peer: Some("192.0.2.7:4000".parse().unwrap()),
                 from: Liveness::Up,
                 to: Liveness::Suspect,
                 since_last: Some(Duration::from_nanos(4_909_527_300)),
@@ -887,11 +888,12 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::Phi,
             },
             "transition client=a up->suspect since_last=4909.527ms phi=4.000",
-            r#"{"client":"a","detector":"phi","event":"transition","from":"up","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
+            r#"{"client":"a","detector":"phi","event":"transition","from":"up","peer":"192.0.2.7:4000","since_last_ms":4909.527,"suspicion":4.0,"to":"suspect"}"#,
         ),
         (
             Event::Transition {
                 client: id("a"),
+                peer: None,
                 from: Liveness::Suspect,
                 to: Liveness::Down,
                 since_last: None,
@@ -899,7 +901,7 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::PhiExp,
             },
             "transition client=a suspect->down since_last=- phi-exp=179769313486231570814527423731704356798070567525844996598917476803157260780028538760589558632766878171540458953514382464234321326889464182768467546703537516986049910576551282076245490090389328944075868508455133942304583236903222948165808559332123348274797826204144723168738177180919299881250404026184124858368.000",
-            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
+            r#"{"client":"a","detector":"phi-exp","event":"transition","from":"suspect","peer":null,"since_last_ms":null,"suspicion":1.7976931348623157e+308,"to":"down"}"#,
         ),
         (
             Event::Forgotten {
@@ -912,6 +914,7 @@ fn every_event_renders_as_pinned() {
         (
             Event::Transition {
                 client: id("a"),
+                peer: None,
                 from: Liveness::Down,
                 to: Liveness::Left,
                 since_last: Some(ms(0)),
@@ -919,7 +922,7 @@ fn every_event_renders_as_pinned() {
                 detector: DetectorKind::Chen,
             },
             "transition client=a down->left since_last=0.000ms chen=0.000",
-            r#"{"client":"a","detector":"chen","event":"transition","from":"down","since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
+            r#"{"client":"a","detector":"chen","event":"transition","from":"down","peer":null,"since_last_ms":0.0,"suspicion":0.0,"to":"left"}"#,
         ),
     ];
     let mut names = std::collections::BTreeSet::new();
@@ -1124,6 +1127,388 @@ fn a_day_long_interval_holds_a_connection_for_max_idle_only() {
     let _ = drain(&mut s);
     let (_, log) = run_timers(&mut s, t0, |s| s.connection_count() == 0);
     assert_has(&log, "conn#1 disconnect no data for 600s");
+}
+
+// ---- expected clients, flap control, reloaded keys, event times ----
+
+fn expected(name: &str, interval_ms: u64, grace: Option<Duration>) -> Expected {
+    Expected {
+        client: ClientId::new(name).unwrap(),
+        interval: Duration::from_millis(interval_ms),
+        grace,
+    }
+}
+
+fn fixed_config() -> ServerConfig {
+    ServerConfig::default().detector(crate::DetectorConfig::new(crate::DetectorKind::Fixed))
+}
+
+fn ids(v: &[ClientId]) -> Vec<&str> {
+    v.iter().map(ClientId::as_str).collect()
+}
+
+/// An expected client never heard from is `unknown`, then `down` ("never seen", from
+/// `unknown`) exactly when the detector's grace for its interval ends: the fixed detector
+/// needs 3 s for a 1 s client. One heard from in time is up without a transition.
+#[test]
+fn an_expected_client_never_heard_from_is_down_when_its_grace_ends() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config()));
+    let changes = s.set_expected(
+        t0,
+        &[
+            expected("web-01", 1000, None),
+            expected("web-02", 1000, None),
+        ],
+    );
+    assert_eq!(ids(&changes.added), ["web-01", "web-02"]);
+    let state = |s: &Server, name| s.client(&id(name)).map(|c| (c.state(), c.is_expected()));
+    assert_eq!(state(&s, "web-01"), Some((Liveness::Unknown, true)));
+    assert_eq!(
+        s.report().clients.len(),
+        2,
+        "expected clients are in the report"
+    );
+    // web-02 arrives within its grace: up, and nothing to announce.
+    open(
+        &mut s,
+        t0.advanced(Duration::from_secs(1)),
+        1,
+        b"HELLO 1 web-02 1000\nBEAT 1 1700000001\n",
+    );
+    assert_eq!(liveness_lines(&mut s), Vec::<String>::new());
+    assert_eq!(state(&s, "web-02"), Some((Liveness::Up, true)));
+    let just_before = t0.advanced(Duration::from_secs(3) - Duration::from_nanos(1));
+    s.handle_timeout(just_before);
+    assert_eq!(liveness_lines(&mut s), Vec::<String>::new());
+    s.handle_timeout(t0.advanced(Duration::from_secs(3)));
+    let lines: Vec<String> = liveness_lines(&mut s)
+        .into_iter()
+        .filter(|l| l.contains("web-01"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["ev transition client=web-01 unknown->down since_last=- fixed=0.000"]
+    );
+    let web01 = s.client(&id("web-01")).unwrap();
+    assert!(web01.is_never_heard() && web01.state() == Liveness::Down);
+    let row = s.report().to_json()["clients"][0].clone();
+    assert_eq!(
+        (&row["state"], &row["expected"], &row["first_seen"]),
+        (
+            &serde_json::json!("down"),
+            &serde_json::json!(true),
+            &serde_json::Value::Null
+        )
+    );
+    // Heard from at last: down -> up. Its first connection is not a reconnect.
+    let t5 = t0.advanced(Duration::from_secs(5));
+    open(&mut s, t5, 2, b"HELLO 1 web-01 1000\nBEAT 1 1700000005\n");
+    let lines = drain(&mut s);
+    assert!(lines[0].ends_with("resumed=false"), "{lines:?}");
+    assert_eq!(
+        liveness(lines),
+        ["ev transition client=web-01 down->up since_last=- fixed=0.000"]
+    );
+}
+
+/// Never seen, through the server, for every detector and with and without flap control: an
+/// expected client with the default grace is down exactly when a client of the same interval
+/// heard from once at the same instant is, and not a nanosecond earlier.
+#[test]
+fn never_seen_is_down_with_a_client_heard_once_for_every_detector() {
+    let t0 = Now::test_origin();
+    for flap in [
+        crate::FlapControl::default(),
+        crate::FlapControl::new(3, 2).unwrap(),
+    ] {
+        for kind in crate::DetectorKind::ALL {
+            let start = || {
+                let config = ServerConfig::default()
+                    .detector(crate::DetectorConfig::new(kind))
+                    .flap_control(flap);
+                let mut s = Server::new(Arc::new(config));
+                s.set_expected(t0, &[expected("ghost", 1000, None)]);
+                open(&mut s, t0, 1, b"HELLO 1 twin 1000\nBEAT 1 1700000000\n");
+                drain(&mut s);
+                s
+            };
+            let mut s = start();
+            let down = |s: &Server, name| {
+                s.client(&id(name))
+                    .is_some_and(|c| c.state() == Liveness::Down)
+            };
+            let (at, lines) = run_timers(&mut s, t0, |s| down(s, "ghost"));
+            assert!(
+                down(&s, "ghost") && down(&s, "twin"),
+                "{kind} {flap}: {lines:?}"
+            );
+            let ghost: Vec<&String> = lines.iter().filter(|l| l.contains("ghost")).collect();
+            assert_eq!(ghost.len(), 1, "{kind} {flap}: {ghost:?}");
+            assert!(
+                ghost[0].starts_with("ev transition client=ghost unknown->down since_last=- "),
+                "{kind} {flap}: {ghost:?}"
+            );
+            assert!(at > t0.mono, "{kind} {flap}");
+            // The twin was convicted at that same instant, not before. (Every timer before it
+            // is run on time: a wake-up later than --pause-guard would defer convictions.)
+            let mut s = start();
+            while let Some(next) = s.poll_timeout().filter(|&next| next < at) {
+                s.handle_timeout(Now {
+                    mono: next,
+                    unix: t0.unix,
+                });
+            }
+            s.handle_timeout(Now {
+                mono: at - Duration::from_nanos(1),
+                unix: t0.unix,
+            });
+            drain(&mut s);
+            let states =
+                |s: &Server| ["ghost", "twin"].map(|n| s.client(&id(n)).map(|c| c.state()));
+            assert_eq!(states(&s)[0], Some(Liveness::Unknown), "{kind} {flap}");
+            assert_ne!(states(&s)[1], Some(Liveness::Down), "{kind} {flap}");
+            s.handle_timeout(Now {
+                mono: at,
+                unix: t0.unix,
+            });
+            assert_eq!(
+                states(&s),
+                [Some(Liveness::Down), Some(Liveness::Down)],
+                "{kind} {flap}"
+            );
+        }
+    }
+}
+
+/// A reload: added clients get their grace from it, clients on both lists keep theirs,
+/// removed ones never heard from are forgotten, removed ones connected stay.
+#[test]
+fn a_new_expect_list_adds_keeps_and_forgets() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config()));
+    let grace = Some(Duration::from_secs(10));
+    s.set_expected(
+        t0,
+        &[
+            expected("a", 1000, grace),
+            expected("b", 1000, grace),
+            expected("c", 1000, grace),
+        ],
+    );
+    // b connects but sends nothing yet; c is heard from.
+    let t1 = t0.advanced(Duration::from_secs(1));
+    open(&mut s, t1, 1, b"HELLO 1 b 1000\n");
+    open(&mut s, t1, 2, b"HELLO 1 c 1000\nBEAT 1 1700000001\n");
+    drain(&mut s);
+    let t5 = t0.advanced(Duration::from_secs(5));
+    let changes = s.set_expected(
+        t5,
+        &[expected("a", 1000, grace), expected("d", 1000, grace)],
+    );
+    assert_eq!(ids(&changes.added), ["d"]);
+    assert_eq!(ids(&changes.removed), ["b", "c"]);
+    assert_eq!(
+        ids(&changes.forgotten),
+        Vec::<&str>::new(),
+        "b is connected, c was heard"
+    );
+    assert_eq!(
+        s.client(&id("b")).map(|c| (c.state(), c.is_expected())),
+        Some((Liveness::Up, false))
+    );
+    // a keeps its grace (t0 + 10 s), d has its own (t5 + 10 s).
+    let (last, lines) = run_timers(&mut s, t0, |s| {
+        s.client(&id("d"))
+            .is_some_and(|c| c.state() == Liveness::Down)
+    });
+    let never: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("unknown->down"))
+        .collect();
+    assert_eq!(
+        never,
+        [
+            "ev transition client=a unknown->down since_last=- fixed=0.000",
+            "ev transition client=d unknown->down since_last=- fixed=0.000"
+        ]
+    );
+    assert_eq!(last, t5.mono + Duration::from_secs(10));
+    // Taken off the list while never heard from and not connected: forgotten, slot reused.
+    let later = t0.advanced(Duration::from_secs(30));
+    let changes = s.set_expected(later, &[]);
+    assert_eq!(ids(&changes.forgotten), ["a", "d"]);
+    assert!(s.client(&id("a")).is_none());
+    let (count, slots) = (s.client_count(), s.clients.len());
+    s.set_expected(later, &[expected("e", 1000, grace)]);
+    assert_eq!(
+        (s.client_count(), s.clients.len()),
+        (count + 1, slots),
+        "a forgotten slot is reused"
+    );
+}
+
+/// `--forget-after` does not forget a client while it is expected (it stays, down, in reports
+/// and metrics); taken off the list, it is forgotten at the forget-after as any gone client
+/// (at once when that has passed).
+#[test]
+fn expected_clients_are_not_forgotten_until_taken_off_the_list() {
+    let t0 = Now::test_origin();
+    let minute = Duration::from_secs(60);
+    let config = fixed_config().forget_after(minute).unwrap();
+    let mut s = Server::new(Arc::new(config));
+    s.set_expected(t0, &[expected("a", 1000, None), expected("b", 1000, None)]);
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    let b = open(&mut s, t0, 2, b"HELLO 1 b 1000\nBEAT 1 1700000000\n");
+    let t1 = t0.advanced(Duration::from_secs(1));
+    s.handle_eof(t1, a);
+    s.handle_eof(t1, b);
+    drain(&mut s);
+    let forgotten = |s: &mut Server| -> Vec<String> {
+        drain(s)
+            .into_iter()
+            .filter(|l| l.contains("forgotten"))
+            .collect()
+    };
+    advance_to(&mut s, t1.advanced(10 * minute));
+    assert_eq!(forgotten(&mut s), Vec::<String>::new());
+    assert_eq!(s.client(&id("a")).map(|c| c.state()), Some(Liveness::Down));
+    // a is taken off the list long after its forget-after: forgotten at once; b is kept.
+    let t2 = t1.advanced(11 * minute);
+    s.set_expected(t2, &[expected("b", 1000, None)]);
+    advance_to(&mut s, t2);
+    assert_eq!(forgotten(&mut s).len(), 1);
+    assert!(s.client(&id("a")).is_none());
+    assert!(s.client(&id("b")).is_some());
+}
+
+/// Expected clients are never evicted to make room, even never heard from.
+#[test]
+fn expected_clients_are_not_evicted() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config().max_clients(2)));
+    s.set_expected(t0, &[expected("x", 1000, None)]);
+    for (port, name) in [(1, "p"), (2, "q"), (3, "r")] {
+        let c = open(
+            &mut s,
+            t0,
+            port,
+            format!("HELLO 1 {name} 1000\nBEAT 1 1700000000\n").as_bytes(),
+        );
+        s.close(t0, c);
+    }
+    assert!(s.client(&id("x")).is_some());
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|l| l == "ev evicted client=p (client limit reached)")
+    );
+}
+
+/// Flap control through the server's configuration: down two periods after the detector said
+/// so, up at the second arrival.
+#[test]
+fn flap_control_from_the_server_config() {
+    let flap = crate::FlapControl::new(3, 2).unwrap();
+    let (t0, mut s, c) = opened_with(
+        fixed_config().flap_control(flap),
+        b"HELLO 1 a 1000\nBEAT 1 1700000000\n",
+    );
+    drain(&mut s);
+    let (last, lines) = run_timers(&mut s, t0, |s| {
+        s.client(&id("a"))
+            .is_some_and(|c| c.state() == Liveness::Down)
+    });
+    assert_eq!(last, t0.mono + Duration::from_secs(5), "3 s + 2 periods");
+    assert_eq!(liveness(lines).len(), 2);
+    let t = t0.advanced(Duration::from_secs(6));
+    s.handle_input(t, c, b"BEAT 6 1700000006\n");
+    assert_eq!(
+        liveness_lines(&mut s),
+        Vec::<String>::new(),
+        "one arrival of two"
+    );
+    let t = t0.advanced(Duration::from_secs(7));
+    s.handle_input(t, c, b"BEAT 7 1700000007\n");
+    assert_eq!(
+        liveness_lines(&mut s),
+        ["ev transition client=a down->up since_last=1000.000ms fixed=0.000"]
+    );
+}
+
+/// A transition names the peer of the client's latest connection; every event's JSON can
+/// carry its time, in seconds to the microsecond.
+#[test]
+fn transitions_name_the_peer_and_events_carry_their_time() {
+    let (t0, mut s, _) = opened_with(fixed_config(), b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    drain(&mut s);
+    s.handle_timeout(t0.advanced(Duration::from_secs(2)));
+    let Some(Output::Event(e)) = s.poll_output() else {
+        panic!("a transition");
+    };
+    let time = UnixTime::from_nanos(1_700_000_002_123_456_789);
+    let json = e.to_json_at(time);
+    assert_eq!(json["peer"], "127.0.0.1:1");
+    assert_eq!(json["time"].to_string(), "1700000002.123457");
+    assert_eq!(
+        unix_seconds(UnixTime::from_nanos(1_700_000_000_000_000_000)).to_string(),
+        "1700000000.0"
+    );
+    assert_eq!(
+        unix_seconds(UnixTime::from_nanos(4_294_967_295_999_999_000)).to_string(),
+        "4294967295.999999"
+    );
+}
+
+/// Reloaded keys: the next challenge is answered with the new secret; without authentication
+/// there is nothing to reload.
+#[test]
+fn reloaded_keys_apply_to_the_next_connection() {
+    use crate::auth::{Answer, AuthConfig, AuthKeys, Secret};
+    let old = Secret::new("old-secret-0123456789").unwrap();
+    let new = Secret::new("new-secret-0123456789").unwrap();
+    let keys = |secret: &Secret| {
+        let mut k = AuthKeys::new();
+        k.insert(ClientId::new("a").unwrap(), secret.clone());
+        k
+    };
+    let config = ServerConfig::default().auth(Some(AuthConfig::new(keys(&old), [7; 32])));
+    let mut s = Server::new(Arc::new(config));
+    assert!(!Server::new(Arc::new(ServerConfig::default())).set_auth_keys(keys(&new)));
+    assert!(s.set_auth_keys(keys(&new)));
+    let t0 = Now::test_origin();
+    let answer = |s: &mut Server, port, secret: &Secret| {
+        let c = open(s, t0, port, b"HELLO 1 a 1000 5\n");
+        let lines = drain(s);
+        let nonce = lines[0].rsplit(' ').next().unwrap().to_owned();
+        let nonce = crate::auth::Nonce(
+            (0..nonce.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&nonce[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+                .try_into()
+                .unwrap(),
+        );
+        let a = Answer::compute(
+            secret,
+            &nonce,
+            &ClientId::new("a").unwrap(),
+            Duration::from_secs(1),
+            5,
+        );
+        s.handle_input(t0, c, format!("AUTH {a}\n").as_bytes());
+        drain(s)
+    };
+    let refused = answer(&mut s, 1, &old);
+    assert!(
+        refused.iter().any(|l| l.contains("disconnect")),
+        "{refused:?}"
+    );
+    let welcomed = answer(&mut s, 2, &new);
+    assert!(
+        welcomed.iter().any(|l| l.contains("WELCOME")),
+        "{welcomed:?}"
+    );
 }
 
 // ---- state across restarts ----

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use heartbeat_core::{ClientSummary, Report};
 
+use super::AppCounters;
 use super::metrics::{self, Snapshot};
 use crate::ServerControl;
 
@@ -43,8 +44,12 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` now (so a bad address or a port in use is an error at start) and serves the
 /// endpoint on a new thread, asking the server task through `control`. Returns the bound
-/// address (port 0 picks one).
-pub fn start(addr: SocketAddr, control: ServerControl) -> io::Result<SocketAddr> {
+/// address (port 0 picks one). `counters` are the application's, read at each scrape.
+pub fn start(
+    addr: SocketAddr,
+    control: ServerControl,
+    counters: AppCounters,
+) -> io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
@@ -53,11 +58,11 @@ pub fn start(addr: SocketAddr, control: ServerControl) -> io::Result<SocketAddr>
         .build()?;
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || runtime.block_on(serve(listener, control)))?;
+        .spawn(move || runtime.block_on(serve(listener, control, counters)))?;
     Ok(bound)
 }
 
-async fn serve(listener: std::net::TcpListener, control: ServerControl) {
+async fn serve(listener: std::net::TcpListener, control: ServerControl, counters: AppCounters) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -79,9 +84,11 @@ async fn serve(listener: std::net::TcpListener, control: ServerControl) {
             tracing::debug!("metrics endpoint: {MAX_CONNECTIONS} connections open; closing {peer}");
             continue;
         };
-        let control = control.clone();
+        let (control, counters) = (control.clone(), counters.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| respond(req, control.clone()));
+            let service = hyper::service::service_fn(move |req| {
+                respond(req, control.clone(), counters.clone())
+            });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -98,6 +105,7 @@ async fn serve(listener: std::net::TcpListener, control: ServerControl) {
 async fn respond(
     req: Request<Incoming>,
     control: ServerControl,
+    counters: AppCounters,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
@@ -113,7 +121,8 @@ async fn respond(
     }
     let mut response = match req.uri().path() {
         "/metrics" => match control.inspect(ANSWER_TIMEOUT, Snapshot::of).await {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                snapshot.app = counters.counts();
                 let mut text = String::new();
                 match metrics::encode(snapshot, &mut text) {
                     Ok(()) => reply(StatusCode::OK, metrics::CONTENT_TYPE, text),

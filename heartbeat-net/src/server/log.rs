@@ -181,6 +181,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             since_last,
             suspicion,
             detector,
+            ..
         } => {
             let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
             let (level, kind) = match to {
@@ -188,13 +189,29 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
                 Liveness::Suspect => (Level::WARN, "clients suspect"),
                 _ => (Level::INFO, "clients back or left"),
             };
-            line(
-                level,
-                kind,
-                format_args!(
-                    "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
-                ),
-            );
+            if *from == Liveness::Unknown {
+                line(
+                    level,
+                    kind,
+                    format_args!(
+                        "Client {client} is {to}: expected (--expect) but never heard from within its grace"
+                    ),
+                );
+            } else if since_last.is_none() && *to == Liveness::Up {
+                line(
+                    level,
+                    kind,
+                    format_args!("Client {client} is {to} (was {from}): first heartbeat"),
+                );
+            } else {
+                line(
+                    level,
+                    kind,
+                    format_args!(
+                        "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
+                    ),
+                );
+            }
         }
         Event::Evicted { client } => line(
             Level::WARN,

@@ -11,7 +11,7 @@
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `heartbeat_client_state{client,state}` | gauge | 1 for the client's liveness (`up`, `suspect`, `down`, `left`), 0 for the other three |
+//! | `heartbeat_client_state{client,state}` | gauge | 1 for the client's liveness (`up`, `suspect`, `down`, `left`, or `unknown`: expected by `--expect`, not heard from yet, within its grace), 0 for the other four |
 //! | `heartbeat_client_expected{client}` | gauge | 1 when the client is expected (listed by `--expect`), 0 otherwise. An expected client that was never heard from has state `down` and no `heartbeat_client_last_heartbeat_timestamp_seconds` series: the `HeartbeatClientNeverSeen` alert |
 //! | `heartbeat_client_last_heartbeat_timestamp_seconds{client}` | gauge | server time of its last heartbeat, Unix seconds; absent before its first |
 //! | `heartbeat_client_suspicion{client}` | gauge | the failure detector's value now (phi, or silence over timeout); absent before the client's interval is known |
@@ -37,6 +37,12 @@
 //! `heartbeat_delay_seconds` (a histogram of every heartbeat's one-way delay) and
 //! `heartbeat_build_info{version}`.
 //!
+//! The application's side channels ([`AppCounts`], read off the loop when the scrape is
+//! encoded): `heartbeat_hook_runs_total{result}` (`ok`, `failed`, `timeout`: one run per
+//! `--on-transition` command and per `--webhook` call), `heartbeat_hook_dropped_total` (alerts
+//! dropped because `--hook-queue` was full) and `heartbeat_output_dropped_lines_total{stream}`
+//! (`stderr`, `stdout`: lines dropped because the stream's reader did not keep up).
+//!
 //! The process's own, with the names Prometheus' client libraries use (read from `/proc` at
 //! scrape time, on Linux): `process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //! `process_open_fds` and `process_max_fds`. `prometheus-client` has no such collector.
@@ -55,6 +61,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::AppCounts;
 use crate::DriverStats;
 use crate::load::process::ProcSample;
 
@@ -62,11 +69,12 @@ use crate::load::process::ProcSample;
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The liveness states, in the order their series are written.
-const STATES: [Liveness; 4] = [
+const STATES: [Liveness; 5] = [
     Liveness::Up,
     Liveness::Suspect,
     Liveness::Down,
     Liveness::Left,
+    Liveness::Unknown,
 ];
 
 /// What one scrape shows, copied out of the server task.
@@ -80,6 +88,9 @@ pub struct Snapshot {
     pub stats: ServerStats,
     /// What only the driver counts.
     pub driver: DriverStats,
+    /// What the hooks and the output streams did (not the server task's: read on the metrics
+    /// thread, see [`AppCounters`](super::AppCounters)).
+    pub app: AppCounts,
 }
 
 /// One client's numbers in a [`Snapshot`].
@@ -118,8 +129,7 @@ impl Snapshot {
             .map(|c| ClientRow {
                 client: c.client().to_string(),
                 state: c.state(),
-                // No client is expected until `--expect` makes the core watch for some.
-                expected: false,
+                expected: c.is_expected(),
                 last_heartbeat: c.last_seen().map(|t| t.as_nanos() as f64 / 1e9),
                 suspicion: c.suspicion(now.mono),
                 received: c.received(),
@@ -135,6 +145,8 @@ impl Snapshot {
             connections_open: server.connection_count(),
             stats: server.stats().clone(),
             driver: *driver,
+            // Not the server task's: the metrics thread fills it in.
+            app: AppCounts::default(),
         }
     }
 }
@@ -160,7 +172,7 @@ impl Collector for Snapshot {
         {
             let mut m = e.encode_descriptor(
                 "heartbeat_client_state",
-                "The client's liveness: 1 for its state (up, suspect, down, left), 0 for the others",
+                "The client's liveness: 1 for its state (up, suspect, down, left, unknown), 0 for the others",
                 None,
                 MetricType::Gauge,
             )?;
@@ -309,7 +321,41 @@ impl Collector for Snapshot {
             None,
             MetricType::Histogram,
         )?;
-        Delays(&s.delay).encode(m)
+        Delays(&s.delay).encode(m)?;
+        let app = &self.app;
+        let mut m = e.encode_descriptor(
+            "heartbeat_hook_runs",
+            "Hook runs (--on-transition commands, --webhook calls), by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("ok", app.hooks.ok),
+            ("failed", app.hooks.failed),
+            ("timeout", app.hooks.timed_out),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("result", result)])?)?;
+        }
+        let m = e.encode_descriptor(
+            "heartbeat_hook_dropped",
+            "Alerts dropped for the hooks because --hook-queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(app.hooks.dropped).encode(m)?;
+        let mut m = e.encode_descriptor(
+            "heartbeat_output_dropped_lines",
+            "Log (stderr) and --json (stdout) lines dropped because the reader did not keep up",
+            None,
+            MetricType::Counter,
+        )?;
+        for (stream, n) in [
+            ("stderr", app.stderr.dropped),
+            ("stdout", app.stdout.dropped),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("stream", stream)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -447,6 +493,9 @@ mod tests {
         snapshot.clients[1].last_heartbeat = None;
         snapshot.clients[1].suspicion = Some(f64::INFINITY);
         snapshot.driver.rejected_per_ip = 7;
+        snapshot.app.hooks.timed_out = 2;
+        snapshot.app.hooks.dropped = 19;
+        snapshot.app.stderr.dropped = 5;
         snapshot.stats.frames_rejected.insert("too_fast", 4);
         snapshot.stats.delay.buckets[2] = 5;
         snapshot.stats.delay.count = 5;
@@ -516,6 +565,20 @@ mod tests {
         assert_eq!(value("heartbeat_clients", &[("state", "down")]), 1.0);
         assert_eq!(value("heartbeat_clients", &[("state", "left")]), 0.0);
         assert_eq!(value("heartbeat_connections_open", &[]), 1.0);
+        let hook_runs = |result| value("heartbeat_hook_runs_total", &[("result", result)]);
+        assert_eq!(
+            [hook_runs("ok"), hook_runs("failed"), hook_runs("timeout")],
+            [0.0, 0.0, 2.0]
+        );
+        assert_eq!(value("heartbeat_hook_dropped_total", &[]), 19.0);
+        let dropped = |stream| {
+            value(
+                "heartbeat_output_dropped_lines_total",
+                &[("stream", stream)],
+            )
+        };
+        assert_eq!([dropped("stderr"), dropped("stdout")], [5.0, 0.0]);
+        assert_eq!(value("heartbeat_clients", &[("state", "unknown")]), 0.0);
         let per_ip = [("reason", "max_connections_per_ip")];
         assert_eq!(value("heartbeat_connections_rejected_total", &per_ip), 7.0);
         assert_eq!(

@@ -2,28 +2,49 @@
 //! what the core reports. The binary is a thin `main` calling [`main`]; each concern of the
 //! application (log lines, refusals, and what operators add: metrics, hooks, state) is a module
 //! here.
+//!
+//! - `log` and `refusals` (private): the log lines ([`log_event`], [`log_refusal`]).
+//! - [`output`]: stderr and stdout written off the loop, through bounded queues.
+//! - [`hooks`]: `--on-transition` and `--webhook`.
+//! - [`expect`]: the `--expect` file.
+//! - [`signals`]: SIGHUP (reload) and SIGUSR1 (report), through the driver's control channel.
+//!
+//! # Counters for `/metrics`
+//! [`AppCounters`] reads what the application's side channels did (the server's own state is
+//! read through the control channel, [`crate::ServerControl`]): [`HookCounts`] for
+//! `heartbeat_hook_runs_total{result}` and `heartbeat_hook_dropped_total`, and one
+//! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`; [`http`]
+//! adds them to each scrape's [`metrics::Snapshot`].
 
+pub mod expect;
+pub mod hooks;
 pub mod http;
 mod log;
 pub mod metrics;
+pub mod output;
 mod refusals;
+pub mod signals;
 pub mod state;
 
+pub use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
 pub use log::log_event;
+pub use output::{Output, OutputCounts};
 pub use refusals::log_refusal;
 
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser};
+use heartbeat_core::analysis::Report;
 use heartbeat_core::config::ServerConfig;
-use heartbeat_core::server::{Event, Server};
-use heartbeat_core::{AuthConfig, Now, fmt_ms};
+use heartbeat_core::liveness::FlapControl;
+use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
+use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
 use crate::app;
 use crate::cli::{self, DetectorArgs, trust_warning};
@@ -35,10 +56,18 @@ use crate::{
 };
 use state::{Saver, StateDir};
 
+/// At shutdown, how long queued and running hooks get before they are killed.
+const HOOK_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// At exit, how long each output stream gets to write what is queued (a reader that never
+/// drains it does not hold up the exit).
+const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
 /// Receive heartbeats from clients over TCP and analyse them: delay, missed heartbeats, bursts,
 /// clients going away. Many clients at once, v1 (acknowledged) or the legacy text format.
 ///
-/// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0.
+/// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0. SIGHUP reloads
+/// --expect, --auth-keys and the TLS certificate; SIGUSR1 prints the summary and goes on.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-server", version)]
 pub struct Opt {
@@ -137,6 +166,55 @@ pub struct Opt {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Flap control: a client is declared down only once its detector has been at the down
+    /// level for N-1 further periods with nothing heard (a period is the client's interval).
+    /// 1: down as soon as the detector says so.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    down_after: u32,
+
+    /// Flap control: a client declared down is up again at its M-th arrival in a row (a burst
+    /// of held heartbeats is one arrival). 1: up at the first.
+    #[arg(long, value_name = "M", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    up_after: u32,
+
+    /// Run CMD (through sh -c) on every liveness transition, with HEARTBEAT_CLIENT,
+    /// HEARTBEAT_FROM, HEARTBEAT_TO, HEARTBEAT_TIME (Unix seconds), HEARTBEAT_SINCE_LAST_MS,
+    /// HEARTBEAT_DETECTOR, HEARTBEAT_SUSPICION and HEARTBEAT_PEER in its environment. Never
+    /// holds up the monitor (see --hook-queue, --hook-concurrency, --hook-timeout).
+    #[arg(long, value_name = "CMD")]
+    on_transition: Option<String>,
+
+    /// POST every liveness transition as JSON (the --json transition event) to URL, http:// or
+    /// https:// (checked against the system's CA certificates). Like --on-transition, never
+    /// holds up the monitor.
+    #[arg(long, value_name = "URL", value_parser = parse_webhook)]
+    webhook: Option<Webhook>,
+
+    /// Hooks (--on-transition runs, --webhook calls) running at once at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    hook_concurrency: u32,
+
+    /// Alerts waiting for a hook at most; beyond it alerts are dropped, counted and logged.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    hook_queue: u32,
+
+    /// How long a hook may run: a command still running then is killed with its whole process
+    /// group, a webhook call is abandoned. A number with a unit: ms, s or min.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    hook_timeout: Duration,
+
+    /// The clients that should be there: one id a line, optionally with the interval it
+    /// promises (`web-01 1000ms`; default 1s); `#` comments. One not heard from within its
+    /// grace is down ("never seen"). SIGHUP reloads the file.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+
+    /// With --expect: how long after the server starts (or a reload adds it) an expected client
+    /// may take to be heard from. Default: what the detector needs to declare a client of its
+    /// interval down. A number with a unit: ms, s or min.
+    #[arg(long, requires = "expect", value_parser = parse_duration)]
+    expect_grace: Option<Duration>,
+
     /// Remember the clients across restarts in DIR (created if missing, mode 0700; one server
     /// per directory): their counters, sessions and liveness are saved every --state-interval
     /// and at shutdown, and what changed in between is journaled as it happens, so a restart
@@ -163,6 +241,22 @@ pub struct Opt {
 
     #[command(flatten)]
     detector: DetectorArgs,
+}
+
+impl Opt {
+    fn hook_options(&self) -> HookOptions {
+        HookOptions {
+            command: self.on_transition.clone(),
+            webhook: self.webhook.clone(),
+            concurrency: self.hook_concurrency as usize,
+            queue: self.hook_queue as usize,
+            timeout: self.hook_timeout,
+        }
+    }
+}
+
+fn parse_webhook(s: &str) -> Result<Webhook, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -192,6 +286,7 @@ pub fn main() -> ExitCode {
     let config = opt.detector.config().and_then(|d| {
         ServerConfig::default()
             .detector(d)
+            .flap_control(FlapControl::new(opt.down_after, opt.up_after)?)
             .max_clients(opt.max_clients as usize)
             .pause_guard(opt.pause_guard)?
             .min_interval(opt.min_interval)?
@@ -203,7 +298,27 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };
-    app::init_tracing(opt.debug);
+    // Logs and events go through queues of their own from here on: writing them never waits.
+    let output = match Output::start() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("heartbeat-server: cannot start the output threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stderr = output.stderr.clone();
+    app::init_tracing_to(opt.debug, move || stderr.event_writer());
+    let code = run(opt, config, &output);
+    output.flush(EXIT_FLUSH);
+    code
+}
+
+/// Everything after the output is set up; the exit code.
+fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
+    let usage = |e: &dyn std::fmt::Display| -> ! {
+        output.flush(EXIT_FLUSH);
+        usage_error(e)
+    };
     let mut seed = [0u8; 32];
     if let Err(e) = getrandom::fill(&mut seed) {
         tracing::error!("cannot read randomness for the challenge nonces: {e}");
@@ -212,7 +327,7 @@ pub fn main() -> ExitCode {
     // A key, certificate or key file that cannot be used is a bad flag value too (exit 2).
     let auth = match load_auth(&opt, seed) {
         Ok(auth) => auth,
-        Err(e) => usage_error(e),
+        Err(e) => usage(&e),
     };
     let config = config.auth(auth);
     let tls = match (&opt.tls_cert, &opt.tls_key) {
@@ -221,14 +336,22 @@ pub fn main() -> ExitCode {
                 warnings.iter().for_each(|w| tracing::warn!("{w}"));
                 Some(tls)
             }
-            Err(e) => usage_error(e),
+            Err(e) => usage(&e),
         },
         _ => None,
+    };
+    // So is an expect file.
+    let expected = match &opt.expect {
+        Some(path) => match expect::load(path, opt.expect_grace) {
+            Ok(list) => Some(list),
+            Err(e) => usage(&e),
+        },
+        None => None,
     };
     let Some(runtime) = app::runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve(opt, config, tls)) {
+    match runtime.block_on(serve(opt, config, tls, expected, output.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -272,12 +395,58 @@ fn load_auth(opt: &Opt, seed: [u8; 32]) -> Result<Option<AuthConfig>, keys::KeyF
     ))
 }
 
+/// What the application's side channels did: for `/metrics` (see the module docs) and the
+/// SIGUSR1 report. Clones share the counts.
+#[derive(Clone, Debug)]
+pub struct AppCounters {
+    hooks: Option<HookCounter>,
+    output: Output,
+}
+
+/// The counts at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppCounts {
+    /// The hooks (all zero without hooks).
+    pub hooks: HookCounts,
+    /// The log.
+    pub stderr: OutputCounts,
+    /// The `--json` events.
+    pub stdout: OutputCounts,
+}
+
+impl AppCounters {
+    /// The counts now.
+    pub fn counts(&self) -> AppCounts {
+        AppCounts {
+            hooks: self
+                .hooks
+                .as_ref()
+                .map(HookCounter::counts)
+                .unwrap_or_default(),
+            stderr: self.output.stderr.counts(),
+            stdout: self.output.stdout.counts(),
+        }
+    }
+}
+
+/// The `summary` line of `--json`: `final` at shutdown, not on SIGUSR1.
+fn summary_line(report: &Report, time: UnixTime, is_final: bool) -> String {
+    let clients = report.to_json()["clients"].take();
+    format!(
+        "{{\"event\":\"summary\",\"final\":{is_final},\"time\":{},\"clients\":{clients}}}",
+        unix_seconds(time)
+    )
+}
+
 async fn serve(
     opt: Opt,
     config: ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    expected: Option<Vec<Expected>>,
+    output: Output,
 ) -> anyhow::Result<()> {
     let stop = app::shutdown_signal()?;
+    let signals = signals::Signals::install()?;
     let listener = TcpListener::bind(&opt.bind, opt.port)
         .await?
         .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
@@ -290,6 +459,10 @@ async fn serve(
     };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
     tracing::info!("Failure detector: {}", server.config().detector_config());
+    let flap = server.config().flap_control_value();
+    if flap != FlapControl::default() {
+        tracing::info!("Flap control: {flap}");
+    }
     if let Some(warning) = trust_warning(addr, server.config().auth_config().is_some()) {
         tracing::warn!("{warning}");
     }
@@ -313,38 +486,111 @@ async fn serve(
         fmt_ms(opt.write_timeout),
         opt.send_buffer,
     );
+    let hook_options = opt.hook_options();
+    let hooks = hook_options.any().then(|| {
+        tracing::info!(
+            "Hooks on every transition:{}{}; {} at once, {} queued at most, {} each at most",
+            hook_options
+                .command
+                .as_ref()
+                .map_or_else(String::new, |c| format!(" run {c:?}")),
+            hook_options
+                .webhook
+                .as_ref()
+                .map_or_else(String::new, |w| format!(" POST to {w}")),
+            hook_options.concurrency,
+            hook_options.queue,
+            fmt_ms(hook_options.timeout),
+        );
+        Hooks::start(hook_options, log.clone())
+    });
+    let counters = AppCounters {
+        hooks: hooks.as_ref().map(Hooks::counter),
+        output: output.clone(),
+    };
+
     // Requests to the server task (metrics snapshots, reports) go through `control`.
     let (control, control_rx) = ServerControl::channel();
     if let Some(addr) = opt.metrics_addr {
-        let bound = http::start(addr, control.clone())
+        let bound = http::start(addr, control.clone(), counters.clone())
             .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(
             "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
         );
     }
-    drop(control);
+    if let Some(list) = expected {
+        let changes = server.set_expected(SystemClock.now(), &list);
+        tracing::info!(
+            "Expecting {} client(s) (--expect); each is down if not heard from within {}",
+            changes.added.len(),
+            opt.expect_grace.map_or_else(
+                || "what the detector needs for its interval".to_owned(),
+                fmt_ms
+            ),
+        );
+    }
+    let json = opt.json;
+    let mut reload = signals::Reload {
+        expect: opt.expect.clone().map(|p| (p, opt.expect_grace)),
+        auth_keys: opt.auth_keys.clone(),
+        tls: None,
+    };
+    // The loop also stops when stdout fails: the --json reader went away.
+    let stdout = output.stdout.clone();
+    let stop = async move {
+        tokio::select! {
+            () = stop => {}
+            () = stdout.failed() => {}
+        }
+    };
     let app = App {
         log: &log,
-        json: opt.json,
+        json,
+        output: &output,
+        hooks: hooks.as_ref(),
         saver: saver.as_mut(),
     };
-    let mut server = match tls {
+    let served = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
-            serve_on(listener, server, options, control_rx, stop, app).await?
+            if let (Some(cert), Some(key)) = (&opt.tls_cert, &opt.tls_key) {
+                reload.tls = Some((cert.clone(), key.clone(), listener.reload_handle()));
+            }
+            let signals =
+                tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
+            let served = serve_on(listener, server, options, control_rx, stop, app).await;
+            signals.abort();
+            served
         }
-        None => serve_on(listener, server, options, control_rx, stop, app).await?,
+        None => {
+            let signals =
+                tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
+            let served = serve_on(listener, server, options, control_rx, stop, app).await;
+            signals.abort();
+            served
+        }
     };
+    let mut server = served?;
+    if let Some(hooks) = hooks {
+        hooks.shutdown(HOOK_SHUTDOWN_GRACE).await;
+    }
     if let Some(saver) = saver {
         saver.finish(&mut server, SystemClock.now());
     }
 
     let report = server.report();
-    eprintln!("{report}");
-    if opt.json {
-        let clients = report.to_json()["clients"].take();
-        print_line(&format!("{{\"event\":\"summary\",\"clients\":{clients}}}"));
+    output.stderr.line(report.to_string());
+    if let Some(e) = output.stdout.error() {
+        anyhow::bail!(
+            "cannot write to stdout ({e}): the reader of --json went away; exiting 1 so that a \
+             supervisor restarts the server with one"
+        );
+    }
+    if json {
+        output
+            .stdout
+            .line(summary_line(&report, SystemClock.unix(), true));
     }
     Ok(())
 }
@@ -396,10 +642,13 @@ fn open_state(
 }
 
 /// The application in the server loop: logs events (refused connections through the
-/// summarising log) and, with `--json`, prints them; with `--state-dir`, keeps the state.
+/// summarising log), hands transitions to the hooks and, with `--json`, prints events, none of
+/// it waiting; with `--state-dir`, keeps the state.
 struct App<'a> {
     log: &'a LogSummary,
     json: bool,
+    output: &'a Output,
+    hooks: Option<&'a Hooks>,
     saver: Option<&'a mut Saver>,
 }
 
@@ -408,8 +657,11 @@ impl ServerApp for App<'_> {
         if !log_refusal(self.log, e, now.mono) {
             log_event(self.log, e, now);
         }
+        if let Some(hooks) = self.hooks {
+            hooks.notify(e, now);
+        }
         if self.json {
-            print_line(&e.to_json().to_string());
+            self.output.stdout.line(e.to_json_at(now.unix).to_string());
         }
     }
 
@@ -434,10 +686,4 @@ async fn serve_on<L: Listener>(
     app: App<'_>,
 ) -> Result<Server, NetError> {
     run_server_app(listener, server, options, control, SystemClock, stop, app).await
-}
-
-/// One line on stdout. A closed stdout (the reader went away) is not worth dying for.
-fn print_line(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
 }

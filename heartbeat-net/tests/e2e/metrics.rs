@@ -83,7 +83,7 @@ fn samples<'a>(
 }
 
 /// The one value of `metric` with `labels`, `None` without such a series.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = samples(scrape, metric, labels);
     let first = found.next().map(number);
     assert!(found.next().is_none(), "several {metric} {labels:?}");
@@ -91,8 +91,8 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
 }
 
 /// The state whose `heartbeat_client_state` series is 1 for `client`, checking that exactly
-/// one of the four is.
-fn state_of(scrape: &Scrape, client: &str) -> Option<String> {
+/// one of the five is.
+pub(crate) fn state_of(scrape: &Scrape, client: &str) -> Option<String> {
     let states: BTreeMap<String, f64> = samples(scrape, "heartbeat_client_state", &[])
         .filter(|s| s.labels.get("client") == Some(client))
         .map(|s| (s.labels.get("state").unwrap().to_owned(), number(s)))
@@ -103,7 +103,7 @@ fn state_of(scrape: &Scrape, client: &str) -> Option<String> {
     let names: Vec<&str> = states.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["down", "left", "suspect", "up"],
+        ["down", "left", "suspect", "unknown", "up"],
         "{client}: {states:?}"
     );
     let on: Vec<&String> = states

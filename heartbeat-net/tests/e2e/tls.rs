@@ -18,13 +18,13 @@ use crate::util::{
 pub(crate) struct Pki {
     pub(crate) dir: TempDir,
     pub(crate) ca: PathBuf,
-    other_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    pub(crate) other_ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// Runs `openssl` with `args` (split at spaces: file names here are plain) in `dir`.
-fn openssl(dir: &Path, args: &str) {
+pub(crate) fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
         .args(args.split_whitespace())
         .current_dir(dir)
@@ -274,4 +274,54 @@ fn unusable_tls_files_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{bin} {args:?}: {stderr}");
         assert!(stderr.contains(needle), "{bin} {args:?}: {stderr}");
     }
+}
+
+/// SIGHUP reloads the certificate: connections after it get the new one (here signed by
+/// another CA, which a client trusting only that CA accepts), the connected client stays.
+#[test]
+fn sighup_reloads_the_certificate_for_the_next_connections() {
+    let p = pki();
+    let d = p.dir.path();
+    let (mut server, port) = Proc::json_server(&p.server_args());
+    let mut first = Proc::client(
+        port,
+        "first",
+        &tls_client(&p.ca, &["-i", "50", "--id", "first"]),
+    );
+    server.wait_beat("first", 2);
+    // A new certificate for the same name, from the other CA, in the same files.
+    openssl(
+        d,
+        &format!("{NEW_KEY} -keyout next.key -out next.csr -subj /CN=localhost"),
+    );
+    openssl(
+        d,
+        "x509 -req -in next.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial \
+         -out next.pem -days 2 -extfile server.ext",
+    );
+    std::fs::rename(d.join("next.pem"), &p.cert).unwrap();
+    std::fs::rename(d.join("next.key"), &p.key).unwrap();
+    std::fs::set_permissions(&p.key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    server.signal("HUP");
+    server.wait_stderr("Reloaded --tls-cert");
+    let mut second = Proc::client(
+        port,
+        "second",
+        &tls_client(&p.other_ca, &["-i", "50", "--id", "second", "--count", "3"]),
+    );
+    second.expect_exit(0);
+    let seq = server.highest_seq("first").unwrap();
+    server.wait_beat("first", seq + 2);
+    // A certificate file that holds no certificate: refused, the pair in force kept.
+    std::fs::copy(d.join("server.csr"), &p.cert).unwrap();
+    server.signal("HUP");
+    server.wait_stderr("Reloading the TLS certificate:");
+    let mut third = Proc::client(
+        port,
+        "third",
+        &tls_client(&p.other_ca, &["-i", "50", "--id", "third", "--count", "2"]),
+    );
+    third.expect_exit(0);
+    first.kill();
+    server.kill();
 }

@@ -98,13 +98,39 @@ pub(crate) struct Proc {
     child: Child,
     stdout: Lines,
     stderr: Lines,
+    /// A stderr the test does not read yet.
+    held_stderr: Option<std::process::ChildStderr>,
     status: Option<ExitStatus>,
+}
+
+/// What a test does with a child's output stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pipe {
+    /// Read on a thread, line by line (the default).
+    Read,
+    /// A pipe nobody reads until [`Proc::read_stderr`]: the child's writes block once it is full.
+    Held,
+    /// A pipe whose reading end is closed at once: the child's writes fail (`EPIPE`).
+    Closed,
 }
 
 impl Proc {
     pub(crate) fn spawn(bin: &str, name: &str, args: &[&str]) -> Self {
+        Self::spawn_piped(bin, name, args, Pipe::Read, Pipe::Read, &[])
+    }
+
+    /// [`spawn`](Self::spawn), with what to do with stdout and stderr, and more environment.
+    pub(crate) fn spawn_piped(
+        bin: &str,
+        name: &str,
+        args: &[&str],
+        stdout: Pipe,
+        stderr: Pipe,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -112,14 +138,38 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let stdout = Lines::new(child.stdout.take().unwrap());
-        let stderr = Lines::new(child.stderr.take().unwrap());
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stdout = match stdout {
+            Pipe::Read => Lines::new(out),
+            Pipe::Held | Pipe::Closed => {
+                drop(out);
+                Lines::new(std::io::empty())
+            }
+        };
+        let (stderr, held) = match stderr {
+            Pipe::Read => (Lines::new(err), None),
+            Pipe::Held => (Lines::new(std::io::empty()), Some(err)),
+            Pipe::Closed => {
+                drop(err);
+                (Lines::new(std::io::empty()), None)
+            }
+        };
         Self {
             name: name.to_owned(),
             child,
             stdout,
             stderr,
+            held_stderr: held,
             status: None,
+        }
+    }
+
+    /// Starts reading a [`Pipe::Held`] stderr: what the child wrote from now on, and what the
+    /// pipe holds.
+    pub(crate) fn read_stderr(&mut self) {
+        if let Some(err) = self.held_stderr.take() {
+            self.stderr = Lines::new(err);
         }
     }
 
@@ -192,6 +242,49 @@ impl Proc {
             }
         }
         self.fail(&format!("no stderr line with {what:?}"))
+    }
+
+    /// Waits for a stderr line containing `needle` among those not looked at yet (an earlier
+    /// line with it does not count).
+    pub(crate) fn wait_new_stderr(&mut self, needle: &str) -> String {
+        let deadline = real_now() + WAIT;
+        while let Some(line) = self.stderr.next_until(deadline) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        self.fail(&format!("no new stderr line with {needle:?}"))
+    }
+
+    /// Asks for the report (SIGUSR1) until its hook counters (ok, failed, timed out, dropped)
+    /// satisfy `pred` (runs end a moment after their effects show); returns them.
+    pub(crate) fn wait_hook_counts(
+        &mut self,
+        what: &str,
+        pred: impl Fn([u64; 4]) -> bool,
+    ) -> [u64; 4] {
+        let mut last = [0; 4];
+        for _ in 0..50 {
+            self.signal("USR1");
+            let line = self.wait_new_stderr("hooks: ");
+            // hooks: 1 ok, 0 failed, 0 timed out, 19 alerts dropped; lines dropped: ...
+            let numbers: Vec<u64> = line
+                .split("hooks: ")
+                .nth(1)
+                .and_then(|s| s.split(';').next())
+                .into_iter()
+                .flat_map(|s| s.split(", "))
+                .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+                .collect();
+            last = numbers
+                .try_into()
+                .unwrap_or_else(|n| panic!("counts in {line:?}: {n:?}"));
+            if pred(last) {
+                return last;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        self.fail(&format!("hook counts never {what}: last {last:?}"))
     }
 
     /// Waits for a JSON event on stdout matching `pred`.
@@ -308,7 +401,9 @@ impl Proc {
     pub(crate) fn summary(&mut self) -> Vec<Value> {
         self.signal("TERM");
         self.expect_exit(0);
-        let summary = self.wait_event("summary", |v| v["event"] == "summary");
+        let summary = self.wait_event("final summary", |v| {
+            v["event"] == "summary" && v["final"] != false
+        });
         summary["clients"].as_array().cloned().unwrap_or_default()
     }
 
@@ -432,4 +527,34 @@ pub(crate) fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathB
 /// The path as a flag value.
 pub(crate) fn arg(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Waits until something listens on `port` (a server whose stderr is not read cannot say so).
+pub(crate) fn wait_listening(port: u16) {
+    let deadline = real_now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(real_now() < deadline, "nothing listens on port {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `pred` holds, checking every 20 ms, at most [`WAIT`].
+pub(crate) fn wait_until(what: &str, pred: impl Fn() -> bool) {
+    let deadline = real_now() + WAIT;
+    while !pred() {
+        assert!(real_now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True while process `pid` runs (not gone, not a zombie).
+pub(crate) fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name in parentheses, which may contain spaces.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }

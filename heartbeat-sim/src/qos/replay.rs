@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use heartbeat_core::detector::DetectorConfig;
-use heartbeat_core::liveness::{Change, Watches};
+use heartbeat_core::liveness::{Change, FlapControl, Watches};
 
 use super::engine::{TraceBatch, TraceItem, Transition};
 
@@ -27,6 +27,7 @@ use super::engine::{TraceBatch, TraceItem, Transition};
 #[derive(Debug)]
 pub struct Replay {
     config: DetectorConfig,
+    flap: FlapControl,
     /// Each client's declared interval.
     intervals: Vec<Duration>,
     origin: Instant,
@@ -40,12 +41,21 @@ impl Replay {
     /// [`Run::origin`](super::engine::Run::origin)).
     pub fn new(config: DetectorConfig, intervals: Vec<Duration>, origin: Instant) -> Self {
         Self {
-            watches: fresh(&config, intervals.len()),
+            watches: fresh(&config, FlapControl::default(), intervals.len()),
             config,
+            flap: FlapControl::default(),
             intervals,
             origin,
             transitions: Vec::new(),
         }
+    }
+
+    /// The same replay with flap control (the server's `--down-after` and `--up-after`), before
+    /// anything is fed.
+    pub fn flap(mut self, flap: FlapControl) -> Self {
+        self.flap = flap;
+        self.watches = fresh(&self.config, flap, self.intervals.len());
+        self
     }
 
     /// Feeds one batch of the trace, in order.
@@ -88,7 +98,7 @@ impl Replay {
                 }
                 TraceItem::ServerRestart { at } => {
                     self.checks_before(*at);
-                    self.watches = fresh(&self.config, self.intervals.len());
+                    self.watches = fresh(&self.config, self.flap, self.intervals.len());
                 }
             }
         }
@@ -123,8 +133,8 @@ impl Replay {
 }
 
 /// Every client of a run, unknown to the machine: `Up`, no detector, no check.
-fn fresh(config: &DetectorConfig, clients: usize) -> Watches {
-    let mut watches = Watches::new(config.clone());
+fn fresh(config: &DetectorConfig, flap: FlapControl, clients: usize) -> Watches {
+    let mut watches = Watches::with_flap(config.clone(), flap);
     for client in 0..clients {
         watches.start(client);
     }

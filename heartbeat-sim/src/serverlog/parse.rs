@@ -41,8 +41,15 @@ pub fn parse_unix(s: &str) -> Option<u64> {
 }
 
 /// Unix seconds as a number, in nanoseconds; `None` if negative, not finite or too large.
+///
+/// Read through the number's shortest decimal form (what the writer printed, such as the
+/// server's `time` with six decimals) rather than `x * 1e9`, which an `f64` holds only to a few
+/// hundred nanoseconds at today's times.
 fn unix_from_f64(x: f64) -> Option<u64> {
-    (0.0..1e10).contains(&x).then(|| (x * 1e9).round() as u64)
+    (0.0..1e10)
+        .contains(&x)
+        .then(|| parse_unix(&x.to_string()))
+        .flatten()
 }
 
 /// A time field: Unix seconds as a string or a number. An unreadable value is `None`, not an
@@ -116,6 +123,9 @@ struct Line<'a> {
     since_last_ms: Option<f64>,
     #[serde(default)]
     late_ms: Option<f64>,
+    /// `false` on a summary the server printed on request (SIGUSR1) without stopping.
+    #[serde(rename = "final", default)]
+    is_final: Option<bool>,
 }
 
 /// Only the event's name: what a line that failed to parse as [`Line`] was meant to be.
@@ -208,6 +218,7 @@ fn state(s: Option<&str>) -> Option<Liveness> {
         "down" => Some(Liveness::Down),
         "left" => Some(Liveness::Left),
         "suspect" => Some(Liveness::Suspect),
+        "unknown" => Some(Liveness::Unknown),
         "up" => Some(Liveness::Up),
         _ => None,
     }
@@ -294,6 +305,10 @@ impl Block {
         }
         let need = |what: &str| format!("{name} event without a valid `{what}`");
         if name == "summary" {
+            // A summary printed on request is a look at a running server, not its end.
+            if l.is_final == Some(false) {
+                return Ok(None);
+            }
             return Ok(Some(Raw::Summary));
         }
         if name == "stalled" {
@@ -758,6 +773,7 @@ mod tests {
             r#"{"event":"duplicate","client":"a","seq":1}"#,
             r#"{"event":"heartbeat","client":"a","seq":1,"received":"1699999999.000000"}"#,
             r#"{"event":"stalled","late_ms":6000.0,"time":"RFC 3339 is not read"}"#,
+            r#"{"event":"transition","client":"c","from":"unknown","to":"down","since_last_ms":null,"time":1700000001.75}"#,
         ]
         .join("\n");
         let log = ServerLog::from_text(&text);
@@ -793,14 +809,23 @@ mod tests {
                 (1500, Item::Duplicate { client: 0, seq: 1 }),
                 (1500, Item::Beat { client: 0, seq: 1 }),
                 (1500, Item::Stalled { late_ns: 6000 * MS }),
+                (
+                    1750,
+                    Item::Transition {
+                        client: 2,
+                        from: Liveness::Unknown,
+                        to: Liveness::Down
+                    }
+                ),
             ]
         );
-        assert_eq!(log.end, Duration::from_millis(1500));
-        assert_eq!(log.clients.len(), 2);
+        assert_eq!(log.end, Duration::from_millis(1750));
+        assert_eq!(log.clients.len(), 3);
     }
 
     /// A summary, or a connection number identified twice, begins a new server run; clients
-    /// identifying themselves out of order do not.
+    /// identifying themselves out of order do not, nor does a summary printed on request
+    /// (`"final": false`, SIGUSR1).
     #[test]
     fn server_restarts_are_found() {
         let beat = |c: &str, t: u64| {
@@ -812,8 +837,9 @@ mod tests {
             conn(1),
             beat("a", 100),
             conn(2),
+            r#"{"event":"summary","final":false,"clients":[]}"#.to_owned(),
             beat("a", 101),
-            r#"{"event":"summary","clients":[]}"#.to_owned(),
+            r#"{"event":"summary","final":true,"clients":[]}"#.to_owned(),
             conn(1),
             beat("a", 200),
             conn(2),
