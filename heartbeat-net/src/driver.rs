@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
-use heartbeat_core::{ConnId, Now, UnixTime};
+use heartbeat_core::{ConnId, DisconnectReason, Now, UnixTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -417,6 +417,9 @@ pub(crate) async fn drive_client<C: Connector>(
                     if let Some(mut s) = stream.take() {
                         tracing::debug!(%reason, "closing the stream");
                         close_stream(&mut s).await;
+                        if matches!(reason, DisconnectReason::Finished | DisconnectReason::Local) {
+                            linger(&mut s, &mut buf).await;
+                        }
                     }
                 }
                 client::Output::Event(e) => on_event(&e, now, &client),
@@ -1170,6 +1173,18 @@ async fn write_bytes<S: AsyncWrite + Unpin>(
 /// Flushes and shuts the stream down (FIN), giving up after [`CLOSE_TIMEOUT`].
 async fn close_stream<S: AsyncWrite + Unpin>(s: &mut S) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.shutdown()).await;
+}
+
+/// After our goodbye and FIN, reads and discards until the peer closes too, for at most
+/// [`CLOSE_TIMEOUT`]: a socket dropped with unread bytes (an acknowledgement still on its way)
+/// is closed with a reset, which can overtake the goodbye and make the server see a crash
+/// instead of a leave (TCP discards what the receiver had not read yet). The server closes on
+/// our FIN, so this usually ends within a round trip.
+async fn linger<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Ok(1..) = s.read(buf).await {}
+    })
+    .await;
 }
 
 /// A peer address as the seed's server logged it (Python's socket address tuple):

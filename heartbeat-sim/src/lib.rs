@@ -12,6 +12,7 @@
 //! heartbeat-sim list
 //! heartbeat-sim show partition
 //! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
+//! heartbeat-sim run steady --duration 3600 --tick 5   # a coarser tick: faster, less exact
 //! heartbeat-sim run --file my.toml --seed 7
 //! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
 //! heartbeat-sim sweep --file my.toml --seeds 0..200

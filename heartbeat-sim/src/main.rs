@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use heartbeat_sim::scenario::file::Spec;
-use heartbeat_sim::scenario::{Latency, Params, builtin};
+use heartbeat_sim::scenario::{self, Latency, Params, builtin};
 use heartbeat_sim::{check, oracle, render, sweep, world};
 
 /// Deterministic fault simulation of heartbeat clients and a server (turmoil).
@@ -115,6 +115,13 @@ struct Shape {
     /// scenario's, 1-50 unless its file says otherwise]. Clients with their own latency keep it.
     #[arg(long, value_parser = Latency::parse)]
     latency: Option<Latency>,
+    /// Simulation tick in ms, 1 to 10 [default: 1]. The run's cost is per tick, so a tick of 5
+    /// runs about five times faster, but every message is delivered on the tick grid: latencies
+    /// are rounded up to it, and faults take effect at the next tick. For quick exploration:
+    /// replay a failure at the default tick before believing it. The replay command of a run
+    /// repeats its tick.
+    #[arg(long, value_name = "MS", value_parser = parse_tick)]
+    tick: Option<Duration>,
 }
 
 impl Shape {
@@ -124,8 +131,16 @@ impl Shape {
             duration: self.duration,
             clients: self.clients,
             latency: self.latency,
+            tick: self.tick,
         }
     }
+}
+
+fn parse_tick(s: &str) -> Result<Duration, String> {
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("invalid tick {s:?}: expected whole milliseconds"))?;
+    scenario::check_tick(Duration::from_millis(ms))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -178,6 +178,7 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
             duration: Some(p.duration),
             clients: Some(n),
             latency: Some(p.latency),
+            tick: None,
         },
         latency: p.latency,
         detector: None,

@@ -755,6 +755,7 @@ impl Spec {
             ));
         }
         let latency = params.latency.unwrap_or(self.latency);
+        let tick = params.tick.map_or(Ok(TICK), super::check_tick)?;
         let clients = self.plans(n, latency);
         // The schedule RNG is separate from turmoil's, so the schedule does not move when the
         // network draws more or fewer numbers.
@@ -771,7 +772,7 @@ impl Spec {
             params: params.clone(),
             latency,
             detector: self.detector.clone(),
-            tick: TICK,
+            tick,
             clients,
             actions: out,
             duration,

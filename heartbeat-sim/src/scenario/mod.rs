@@ -191,6 +191,9 @@ pub struct Params {
     /// Link latency; `None` for the scenario's own (1-50 ms unless its file says otherwise).
     /// Clients with a latency of their own keep it.
     pub latency: Option<Latency>,
+    /// Simulation tick; `None` for [`TICK`] (1 ms). A coarser tick runs proportionally faster
+    /// (the cost is per tick), but every delivery is rounded to it: see [`Scenario::tick`].
+    pub tick: Option<Duration>,
 }
 
 impl Params {
@@ -201,6 +204,7 @@ impl Params {
             duration: None,
             clients: None,
             latency: None,
+            tick: None,
         }
     }
 }
@@ -438,7 +442,11 @@ pub struct Scenario {
     pub latency: Latency,
     /// The server's failure detector; `None` for the server's default.
     pub detector: Option<DetectorConfig>,
-    /// Simulation tick (network delivery granularity).
+    /// Simulation tick: turmoil advances every host one tick at a time and delivers messages
+    /// only at tick boundaries, so a message's latency is rounded up to the tick grid, counted
+    /// from the start of the tick it was sent in; actions take effect at the first tick boundary
+    /// at or after their time. Timers inside a host stay exact. The run's cost is per tick and
+    /// per host, whatever happens in it.
     pub tick: Duration,
     /// The clients.
     pub clients: Vec<ClientPlan>,
@@ -458,8 +466,22 @@ pub struct Scenario {
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// The default fault phase.
 pub const DURATION: Duration = Duration::from_secs(60);
-/// The simulation tick.
+/// The default simulation tick: the latency model's own resolution (whole milliseconds).
 pub const TICK: Duration = Duration::from_millis(1);
+/// The coarsest tick a run may ask for: a hundredth of the default heartbeat interval.
+pub const MAX_TICK: Duration = Duration::from_millis(10);
+
+/// Checks a tick a run asks for: whole milliseconds, from [`TICK`] to [`MAX_TICK`].
+pub fn check_tick(tick: Duration) -> Result<Duration, String> {
+    if tick.subsec_nanos() % 1_000_000 != 0 || tick < TICK || tick > MAX_TICK {
+        return Err(format!(
+            "invalid tick {tick:?}: expected whole milliseconds from {} to {} ms",
+            TICK.as_millis(),
+            MAX_TICK.as_millis()
+        ));
+    }
+    Ok(tick)
+}
 
 /// A uniform draw in `[lo, hi]`, in whole milliseconds, so schedules print exactly.
 pub(crate) fn between(rng: &mut SmallRng, lo: Duration, hi: Duration) -> Duration {
@@ -556,6 +578,9 @@ impl Scenario {
         }
         if let Some(k) = self.params.clients {
             cmd.push_str(&format!(" --clients {k}"));
+        }
+        if self.tick != TICK {
+            cmd.push_str(&format!(" --tick {}", self.tick.as_millis()));
         }
         cmd
     }

@@ -108,3 +108,54 @@ fn json_lines_have_the_server_shape_plus_sent_and_a_verdict() {
     }
     assert!(lines.iter().any(|l| l["event"] == "heartbeat"));
 }
+
+/// A coarser tick (`--tick`): turmoil's cost is per tick, so the run takes about five times
+/// fewer steps; it still passes every oracle, repeats byte for byte, delivers on the tick grid,
+/// and its replay command carries the tick.
+#[test]
+fn a_coarser_tick_takes_fewer_steps_delivers_on_its_grid_and_replays_with_it() {
+    let fixed = Some(Latency::Fixed(Duration::from_millis(7)));
+    let params = |tick| Params {
+        duration: Some(Duration::from_secs(20)),
+        latency: fixed,
+        tick,
+        ..Params::seed(4)
+    };
+    let fine = Scenario::build("steady", &params(None)).unwrap();
+    let coarse = Scenario::build("steady", &params(Some(Duration::from_millis(5)))).unwrap();
+    assert!(!fine.replay_command().contains("--tick"));
+    assert!(coarse.replay_command().ends_with(" --tick 5"));
+    let (fine, coarse) = (world::run(&fine).unwrap(), world::run(&coarse).unwrap());
+    for out in [&fine, &coarse] {
+        let verdict = oracle::check(out);
+        assert!(verdict.ok(), "{}", render::text(out, &verdict));
+    }
+    assert!(
+        coarse.steps * 4 < fine.steps,
+        "{} vs {}",
+        coarse.steps,
+        fine.steps
+    );
+    // 7 ms of latency: exactly 7 ms at a 1 ms tick; at 5 ms, the next grid point 10 ms after
+    // the start of the tick a heartbeat was sent in (sends fall on the grid or inside a tick).
+    let delays = |out: &world::Outcome| -> Vec<f64> {
+        let json = render::json_lines(out, &oracle::check(out));
+        json.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["event"] == "heartbeat")
+            .filter_map(|l| l["delay_ms"].as_f64())
+            .collect()
+    };
+    let (fine_delays, coarse_delays) = (delays(&fine), delays(&coarse));
+    assert!(fine_delays.iter().all(|d| *d == 7.0), "{fine_delays:?}");
+    assert!(!coarse_delays.is_empty());
+    assert!(
+        coarse_delays.iter().all(|d| *d > 5.0 && *d <= 10.0),
+        "{coarse_delays:?}"
+    );
+    let again = world::run(&coarse.scenario).unwrap();
+    assert_eq!(
+        render::text(&coarse, &oracle::check(&coarse)),
+        render::text(&again, &oracle::check(&again))
+    );
+}
