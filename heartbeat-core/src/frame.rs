@@ -299,11 +299,15 @@ impl LegacyBeat {
     /// Appends the message exactly as the seed's `client.py` writes it (4 decimals, trailing
     /// space).
     pub fn encode(&self, dst: &mut impl BufMut) {
-        let s = format!(
+        // On the stack, as `Frame::encode`: a legacy beat allocates nothing either.
+        let mut s = Line::new();
+        write!(
+            s,
             "Sequence #{}: Sending heartbeat at {}. ",
             self.seq,
             self.sent.display_secs(4)
-        );
+        )
+        .expect("a legacy heartbeat (at most 79 bytes) fits MAX_FRAME_LEN");
         dst.put_slice(s.as_bytes());
     }
 
@@ -589,10 +593,16 @@ impl StreamDecoder {
                 None => return Ok(None),
             },
         };
-        match protocol {
-            Protocol::V1 => Ok(Frame::decode(&mut self.buf)?.map(Inbound::Frame)),
-            Protocol::Legacy => Ok(LegacyBeat::decode(&mut self.buf)?.map(Inbound::Legacy)),
+        let unit = match protocol {
+            Protocol::V1 => Frame::decode(&mut self.buf)?.map(Inbound::Frame),
+            Protocol::Legacy => LegacyBeat::decode(&mut self.buf)?.map(Inbound::Legacy),
+        };
+        if unit.is_none() && self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Nothing left over, the usual case between reads: an idle connection holds no
+            // buffer (10,000 idle connections, 1.3 MB).
+            self.buf = BytesMut::new();
         }
+        Ok(unit)
     }
 
     /// The last unit at end of stream. `Ok(None)` means the stream ended cleanly between frames;
@@ -699,6 +709,15 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
         assert_eq!(
             b.to_bytes(),
             b"Sequence #1: Sending heartbeat at 1752356183.5769. "
+        );
+        // The longest legacy beat fits the stack buffer `encode` writes into.
+        let longest = LegacyBeat {
+            seq: Seq(u64::MAX),
+            sent: t(u64::MAX),
+        };
+        assert_eq!(
+            longest.to_bytes(),
+            b"Sequence #18446744073709551615: Sending heartbeat at 18446744073.7095. "
         );
     }
 

@@ -67,7 +67,7 @@ pub struct DetectorParams {
     #[arg(long, value_parser = parse_span)]
     pub grace: Option<Span>,
 
-    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 1000].
+    /// phi, phi-exp, chen: inter-arrival samples kept per client [default: 128].
     #[arg(long, allow_negative_numbers = true, value_parser = int::<usize>(1, u32::MAX.into()))]
     pub window: Option<usize>,
 }

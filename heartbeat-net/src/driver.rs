@@ -18,20 +18,24 @@
 //! `LocalSet` for its connection tasks, so it runs inside a turmoil host (itself on a `LocalSet`)
 //! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, DisconnectReason, Now, UnixTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
@@ -54,6 +58,10 @@ const INBOUND_BATCH: usize = 64;
 /// shared queue, so the queue holds at most this many reads per connection and the server task
 /// takes them round-robin: one connection's flood cannot starve the others.
 const READS_IN_FLIGHT: u32 = 2;
+
+/// Connections accepted in one go when several are waiting (a reconnect storm), before the
+/// server reads what open connections sent.
+const ACCEPT_BATCH: usize = 64;
 
 /// How long the server pauses accepting after `accept` fails (out of file descriptors, say), so a
 /// persistent error does not spin.
@@ -287,7 +295,8 @@ pub struct ServerOptions {
     /// beyond it, as beyond `max_connections`. `None` (the default): a quarter of
     /// `max_connections`, at least 1.
     pub max_connections_per_ip: Option<usize>,
-    /// Bytes read per `read` call, allocated once per connection. Default 2,048.
+    /// Bytes read per `read` call, into one buffer the server's connections share (an idle
+    /// connection holds none). Default 2,048.
     pub read_buffer: usize,
     /// Messages (reads and ends of stream) queued from all connections to the server task.
     /// When full, connections stop reading until there is room (in the order they asked), which
@@ -652,11 +661,13 @@ struct ServerDriver {
     server: Server,
     /// The write channel of every connection the core has not disconnected yet. Dropping a
     /// sender tells its task to flush and close.
-    conns: HashMap<ConnId, mpsc::Sender<Bytes>>,
+    conns: HashMap<ConnId, OutboxTx>,
     limits: ConnectionLimits,
     tasks: JoinSet<()>,
     options: ServerOptions,
     stats: DriverStats,
+    /// The read buffer every connection task borrows.
+    scratch: ReadScratch,
 }
 
 async fn serve<L: Listener>(
@@ -677,6 +688,7 @@ async fn serve<L: Listener>(
             options.max_connections_per_ip_value(),
         ),
         tasks: JoinSet::new(),
+        scratch: ReadScratch::new(options.read_buffer),
         options,
         stats: DriverStats::default(),
     };
@@ -706,7 +718,17 @@ async fn serve<L: Listener>(
             ServerWake::Stop => break,
             ServerWake::App => {}
             ServerWake::FlushLog => d.options.log.flush(now.mono),
-            ServerWake::Timeout => d.server.handle_timeout(now),
+            ServerWake::Timeout => {
+                // What the connections already read counts before any deadline is judged: a
+                // server behind on a reconnect storm must not time out a HELLO waiting in its
+                // own queue (bounded: what is queued now, at most `inbound_capacity`).
+                for _ in 0..inbound_rx.len() {
+                    let Ok(m) = inbound_rx.try_recv() else { break };
+                    d.handle_inbound(now, m);
+                    d.drain(now, &mut app);
+                }
+                d.server.handle_timeout(now);
+            }
             ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
             // The loop drains what the change output before it waits again.
             ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
@@ -718,6 +740,19 @@ async fn serve<L: Listener>(
             ServerWake::AcceptResume => accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
                 d.accept(now, stream, peer, &inbound_tx);
+                // A storm: take the connections already waiting in the listen queue too, a
+                // batch at a time, without going round the loop for each.
+                for _ in 1..ACCEPT_BATCH {
+                    match accept_ready(&mut listener) {
+                        Some(Ok((stream, peer))) => d.accept(now, stream, peer, &inbound_tx),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
+                            accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
@@ -822,14 +857,14 @@ impl ServerDriver {
             "Accepted connection",
             format_args!("Accepted connection from {}", seed_peer(peer)),
         );
-        let (tx, rx) = mpsc::channel(self.options.outbound_capacity.max(1));
+        let (tx, rx) = outbox(self.options.outbound_capacity.max(1));
         self.conns.insert(conn, tx);
         let task = ConnTask {
             conn,
             inbound: inbound.clone(),
             writes: rx,
             reads: Arc::new(Semaphore::new(READS_IN_FLIGHT as usize)),
-            read_buffer: self.options.read_buffer.max(1),
+            scratch: self.scratch.clone(),
             write_timeout: self.options.write_timeout,
         };
         self.tasks.spawn_local(task.run(stream));
@@ -867,7 +902,7 @@ impl ServerDriver {
     }
 }
 
-/// One connection: reads into a fixed buffer and forwards what it reads, and writes what the
+/// One connection: reads into the server's shared buffer and forwards what it reads, and writes what the
 /// server task sends, at the same time. Reading goes on while a write blocks (so a peer that
 /// does not read its acks still has its heartbeats counted until the write timeout), and
 /// writing goes on after end of stream (so the acks and `ERROR` due to a peer that half-closed
@@ -876,10 +911,10 @@ impl ServerDriver {
 struct ConnTask {
     conn: ConnId,
     inbound: mpsc::Sender<Inbound>,
-    writes: mpsc::Receiver<Bytes>,
+    writes: OutboxRx,
     /// [`READS_IN_FLIGHT`] permits: one is held by each read waiting for the server task.
     reads: Arc<Semaphore>,
-    read_buffer: usize,
+    scratch: ReadScratch,
     write_timeout: Duration,
 }
 
@@ -891,10 +926,10 @@ impl ConnTask {
             inbound,
             writes,
             reads,
-            read_buffer,
+            scratch,
             write_timeout,
         } = self;
-        let reading = read_loop(conn, inbound.clone(), reads, reader, read_buffer);
+        let reading = read_loop(conn, inbound.clone(), reads, reader, scratch);
         let writing = write_loop(conn, inbound, writes, writer, write_timeout);
         tokio::select! {
             () = writing => {}
@@ -906,26 +941,31 @@ impl ConnTask {
 
 /// Reads and forwards until end of stream or an error (reported as `Eof`), then waits forever.
 /// Returns only when the server task is gone.
+///
+/// It holds no buffer of its own: each read goes into the server's one [`ReadScratch`], borrowed
+/// only inside a `poll_read` that found bytes (or end of stream), and what it read is copied
+/// out at once. An idle connection costs its task and nothing more.
 async fn read_loop<S: AsyncRead>(
     conn: ConnId,
     inbound: mpsc::Sender<Inbound>,
     reads: Arc<Semaphore>,
     mut reader: ReadHalf<S>,
-    read_buffer: usize,
+    scratch: ReadScratch,
 ) {
-    let mut buf = vec![0u8; read_buffer].into_boxed_slice();
     loop {
         // Wait for this connection's earlier reads to be handled: the per-connection budget.
-        let Ok(permit) = reads.clone().acquire_owned().await else {
-            return;
+        // (The waits here and below are boxed on their rare slow path, so that an idle
+        // connection's task holds no room for them.)
+        let permit = match reads.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match Box::pin(reads.clone().acquire_owned()).await {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
         };
-        let msg = match reader.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => Some(Inbound::Data(
-                conn,
-                Bytes::copy_from_slice(&buf[..n]),
-                permit,
-            )),
+        let msg = match scratch.read(&mut reader).await {
+            Ok(bytes) if bytes.is_empty() => None,
+            Ok(bytes) => Some(Inbound::Data(conn, bytes, permit)),
             Err(e) => {
                 tracing::debug!(%conn, error = %e, "read failed");
                 None
@@ -936,12 +976,141 @@ async fn read_loop<S: AsyncRead>(
             None => (Inbound::Eof(conn), false),
         };
         // Waits while the server task is behind: the backpressure that bounds memory.
-        if inbound.send(msg).await.is_err() {
+        if send_inbound(&inbound, msg).await.is_err() {
             return;
         }
         if !more {
             return std::future::pending().await;
         }
+    }
+}
+
+/// A connection's queue of writes, from the server task to the connection task. Both run on
+/// one thread (the server's `LocalSet`), so it needs no lock; unlike a tokio channel (which
+/// allocates a block of 32 slots up front) it holds nothing until something is queued, so an
+/// idle connection costs a few dozen bytes here.
+struct Outbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    capacity: usize,
+    /// The server task dropped its end: write what is queued, then close.
+    closed: Cell<bool>,
+    /// The connection task is gone: nothing more will be written.
+    gone: Cell<bool>,
+    ready: Notify,
+}
+
+/// The server task's end of an [`Outbox`]; dropping it tells the connection to flush and close.
+struct OutboxTx(Rc<Outbox>);
+
+/// The connection task's end of an [`Outbox`].
+struct OutboxRx(Rc<Outbox>);
+
+fn outbox(capacity: usize) -> (OutboxTx, OutboxRx) {
+    let shared = Rc::new(Outbox {
+        queue: RefCell::new(VecDeque::new()),
+        capacity,
+        closed: Cell::new(false),
+        gone: Cell::new(false),
+        ready: Notify::new(),
+    });
+    (OutboxTx(shared.clone()), OutboxRx(shared))
+}
+
+impl OutboxTx {
+    /// Queues `bytes` without waiting: `Full` at capacity, `Closed` once the task is gone.
+    fn try_send(&self, bytes: Bytes) -> Result<(), TrySendError<Bytes>> {
+        if self.0.gone.get() {
+            return Err(TrySendError::Closed(bytes));
+        }
+        let mut queue = self.0.queue.borrow_mut();
+        if queue.len() >= self.0.capacity {
+            return Err(TrySendError::Full(bytes));
+        }
+        queue.push_back(bytes);
+        drop(queue);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for OutboxTx {
+    fn drop(&mut self) {
+        self.0.closed.set(true);
+        self.0.ready.notify_one();
+    }
+}
+
+impl OutboxRx {
+    /// The next write, `None` once the sender is dropped and everything queued was taken.
+    /// Cancel safe. (`notify_one` keeps a permit when nobody waits, so no wake-up is lost.)
+    async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.pop() {
+                return Some(bytes);
+            }
+            if self.0.closed.get() {
+                return None;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+}
+
+impl OutboxRx {
+    fn pop(&self) -> Option<Bytes> {
+        let mut queue = self.0.queue.borrow_mut();
+        let bytes = queue.pop_front()?;
+        if queue.is_empty() {
+            // Idle again: hold no queue (the usual case, one ack at a time).
+            *queue = VecDeque::new();
+        }
+        Some(bytes)
+    }
+}
+
+impl Drop for OutboxRx {
+    fn drop(&mut self) {
+        self.0.gone.set(true);
+        self.0.queue.borrow_mut().clear();
+    }
+}
+
+/// Sends to the server task, waiting (in a boxed future: rarely needed) only when its queue is
+/// full. `Err` when the server task is gone.
+async fn send_inbound(inbound: &mpsc::Sender<Inbound>, msg: Inbound) -> Result<(), ()> {
+    match inbound.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Closed(_)) => Err(()),
+        Err(TrySendError::Full(msg)) => Box::pin(inbound.send(msg)).await.map_err(|_| ()),
+    }
+}
+
+/// The server's one read buffer, shared by every connection task on its `LocalSet` (one
+/// thread: a task borrows it only for the duration of one `poll_read`, never across an
+/// `await`), so that 10,000 idle connections do not hold 10,000 buffers.
+#[derive(Clone)]
+struct ReadScratch(Rc<RefCell<Box<[u8]>>>);
+
+impl ReadScratch {
+    fn new(len: usize) -> Self {
+        Self(Rc::new(RefCell::new(
+            vec![0u8; len.max(1)].into_boxed_slice(),
+        )))
+    }
+
+    /// Reads once: the bytes read, empty at end of stream. Cancel safe (nothing is read until
+    /// the bytes are returned).
+    async fn read<R: AsyncRead + Unpin>(&self, reader: &mut R) -> io::Result<Bytes> {
+        std::future::poll_fn(|cx| {
+            let mut buf = self.0.borrow_mut();
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *reader).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -951,7 +1120,7 @@ async fn read_loop<S: AsyncRead>(
 async fn write_loop<S: AsyncWrite>(
     conn: ConnId,
     inbound: mpsc::Sender<Inbound>,
-    mut writes: mpsc::Receiver<Bytes>,
+    mut writes: OutboxRx,
     mut writer: WriteHalf<S>,
     write_timeout: Duration,
 ) {
@@ -968,7 +1137,7 @@ async fn write_loop<S: AsyncWrite>(
             } else {
                 Inbound::Eof(conn)
             };
-            if inbound.send(msg).await.is_err() {
+            if send_inbound(&inbound, msg).await.is_err() {
                 return;
             }
         }
@@ -987,7 +1156,15 @@ async fn write_bytes<S: AsyncWrite + Unpin>(
         s.write_all(bytes).await?;
         s.flush().await
     };
-    match tokio::time::timeout(timeout, write).await {
+    let mut write = std::pin::pin!(write);
+    // Nearly every write completes at once: only one that has to wait arms the timer, so an
+    // ack costs no timer registration.
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return r;
+    }
+    // Boxed: the timer is large and rarely needed, and every idle connection task would
+    // otherwise carry room for it.
+    match Box::pin(tokio::time::timeout(timeout, write)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
@@ -1030,6 +1207,15 @@ async fn read_opt<S: AsyncRead + Unpin>(s: &mut Option<S>, buf: &mut [u8]) -> io
     match s {
         Some(s) => s.read(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next connection if one is waiting, without waiting for one (`accept` is cancel safe).
+fn accept_ready<L: Listener>(listener: &mut L) -> Option<io::Result<(L::Stream, SocketAddr)>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match std::pin::pin!(listener.accept()).poll(&mut cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
     }
 }
 

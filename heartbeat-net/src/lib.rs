@@ -62,7 +62,7 @@ pub use driver::{
     run_server_with_control,
 };
 pub use error::NetError;
-pub use listener::{TcpConnector, TcpListener};
+pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
 
 #[doc(no_inline)]

@@ -9,6 +9,13 @@ use tokio::net::TcpStream;
 use crate::NetError;
 use crate::driver::{Connector, Listener};
 
+/// The listen backlog asked for: connections whose handshake is complete but which the server
+/// has not accepted yet. tokio's `TcpListener::bind` asks for 1,024, which a reconnect storm
+/// of thousands of clients overflows (the kernel then drops SYNs, and clients retry after 1,
+/// 3, 7, 15 s). Linux caps the value at `net.core.somaxconn` (4,096 by default since 5.4; raise
+/// it with `sysctl -w net.core.somaxconn=65535` for a deeper queue).
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
 /// A bound tokio TCP listener.
 #[derive(Debug)]
 pub struct TcpListener {
@@ -19,7 +26,8 @@ pub struct TcpListener {
 impl TcpListener {
     /// Binds `host:port`. The host is resolved and the first address that binds wins, IPv4
     /// addresses first (so `localhost` means 127.0.0.1, as in the seed). Port 0 picks a free
-    /// port; see [`local_addr`](Self::local_addr).
+    /// port; see [`local_addr`](Self::local_addr). It listens with a backlog of
+    /// [`LISTEN_BACKLOG`] (capped by the kernel at `net.core.somaxconn`).
     ///
     /// The error says in words when the port is in use (`Address already in use`) or privileged.
     pub async fn bind(host: &str, port: u16) -> Result<Self, NetError> {
@@ -34,7 +42,7 @@ impl TcpListener {
         addrs.sort_by_key(SocketAddr::is_ipv6);
         let mut first_error = None;
         for a in addrs {
-            match tokio::net::TcpListener::bind(a).await {
+            match listen(a) {
                 Ok(l) => return Ok(Self::from_tokio(l)),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -97,6 +105,20 @@ impl Listener for TcpListener {
         }
         Ok((stream, peer))
     }
+}
+
+/// Binds and listens as tokio's `TcpListener::bind` does (`SO_REUSEADDR` on Unix, so a
+/// restarted server can bind while old connections linger in TIME_WAIT), with a deep backlog.
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Connects to `host:port` over TCP, resolving the host again at every attempt (a server that

@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{
-    Detector, DetectorKind, Levels, Span, Window, check_window, clamp_nanos, reaches_with,
-    signed_nanos, went_backwards,
+    DEFAULT_WINDOW, Detector, DetectorKind, Levels, Span, Window, check_window, clamp_nanos,
+    reaches_with, signed_nanos, went_backwards,
 };
 use crate::error::ConfigError;
 use crate::ids::Seq;
@@ -25,12 +25,12 @@ pub struct ChenConfig {
 }
 
 impl Default for ChenConfig {
-    /// α = one interval, window 1000: for a steady client, suspect about two intervals after the
+    /// α = one interval, window 128: for a steady client, suspect about two intervals after the
     /// last heartbeat and down about three intervals after it, like the `fixed` defaults.
     fn default() -> Self {
         Self {
             alpha: Span::Intervals(1.0),
-            window: 1000,
+            window: DEFAULT_WINDOW,
         }
     }
 }
@@ -40,7 +40,7 @@ impl ChenConfig {
         /// The safety margin α added to the expected arrival time; positive. Default `1x`.
         alpha: Span = Span::positive("alpha");
         /// How many arrivals the estimate averages, Chen's `n` (1 to
-        /// [`MAX_WINDOW`](super::MAX_WINDOW)). Default 1000.
+        /// [`MAX_WINDOW`](super::MAX_WINDOW)). Default 250 ([`DEFAULT_WINDOW`](super::DEFAULT_WINDOW)).
         window: usize = check_window;
     }
 }

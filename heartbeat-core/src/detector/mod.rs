@@ -79,7 +79,7 @@ pub use fixed::{FixedConfig, FixedDetector};
 pub use phi::{PhiConfig, PhiDetector};
 pub use phi_exp::{PhiExpConfig, PhiExpDetector};
 pub use span::Span;
-pub use window::MAX_WINDOW;
+pub use window::{DEFAULT_WINDOW, MAX_WINDOW};
 use window::{Window, check_window, clamp_nanos};
 
 /// A failure detector for one client: it learns from heartbeat arrivals and says how
@@ -460,11 +460,11 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "chen alpha=1x window=1000",
+                "chen alpha=1x window=128",
                 "fixed grace=2x",
-                "phi threshold=8 min-std-deviation=100ms acceptable-pause=3s window=1000 \
+                "phi threshold=8 min-std-deviation=100ms acceptable-pause=3s window=128 \
                  first-heartbeat-estimate=1x",
-                "phi-exp threshold=8 window=1000 initial-interval=2x",
+                "phi-exp threshold=8 window=128 initial-interval=2x",
             ]
         );
         assert_eq!(DetectorConfig::default().kind(), DetectorKind::Phi);

@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{
-    Detector, DetectorKind, Levels, Span, Window, check_threshold, check_window, clamp_nanos,
-    nanos_to_duration, reaches_with, went_backwards,
+    DEFAULT_WINDOW, Detector, DetectorKind, Levels, Span, Window, check_threshold, check_window,
+    clamp_nanos, nanos_to_duration, reaches_with, went_backwards,
 };
 use crate::error::ConfigError;
 use crate::ids::Seq;
@@ -27,14 +27,15 @@ pub struct PhiConfig {
 }
 
 impl Default for PhiConfig {
-    /// Threshold 8, minimum standard deviation 100 ms, acceptable pause 3 s, window 1000, first
+    /// Threshold 8, minimum standard deviation 100 ms, acceptable pause 3 s, window 128 (Akka's
+    /// `max-sample-size` is 1000: see [`DEFAULT_WINDOW`](super::DEFAULT_WINDOW)), first
     /// heartbeat estimate one interval (Akka: `heartbeat-interval`).
     fn default() -> Self {
         Self {
             threshold: 8.0,
             min_std_deviation: Span::Fixed(Duration::from_millis(100)),
             acceptable_pause: Span::Fixed(Duration::from_secs(3)),
-            window: 1000,
+            window: DEFAULT_WINDOW,
             first_heartbeat_estimate: Span::Intervals(1.0),
         }
     }
@@ -53,7 +54,7 @@ impl PhiConfig {
         /// bursts of lost heartbeats. Default 3 s.
         acceptable_pause: Span = Span::non_negative("acceptable-pause");
         /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
-        /// Default 1000.
+        /// Default 250 ([`DEFAULT_WINDOW`](super::DEFAULT_WINDOW)).
         window: usize = check_window;
         /// The mean interval assumed before any was measured; positive. The history starts with two
         /// samples, this ± a quarter of it (mean = estimate, standard deviation = estimate / 4).
@@ -278,11 +279,12 @@ mod tests {
     use super::super::tests::{ms, origin, secs_since};
     use super::*;
 
-    /// A detector with Akka's defaults whose window holds exactly 1000 intervals alternating
-    /// `1 s − dev` and `1 s + dev`: mean 1 s, standard deviation `dev`. Returns it and the last
-    /// heartbeat.
+    /// A detector with Akka's defaults (window 1000) whose window holds exactly 1000 intervals
+    /// alternating `1 s − dev` and `1 s + dev`: mean 1 s, standard deviation `dev`. Returns it
+    /// and the last heartbeat.
     fn akka_history(dev_ms: u64) -> (PhiDetector, Instant) {
-        let mut d = PhiDetector::new(&PhiConfig::default(), ms(1000));
+        let akka = PhiConfig::default().window(1000).unwrap();
+        let mut d = PhiDetector::new(&akka, ms(1000));
         let mut t = origin();
         d.heartbeat(t, Seq(1));
         for i in 0..1000 {

@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{
-    Detector, DetectorKind, Levels, Span, Window, check_threshold, check_window, clamp_nanos,
-    nanos_to_duration, reaches_with, went_backwards,
+    DEFAULT_WINDOW, Detector, DetectorKind, Levels, Span, Window, check_threshold, check_window,
+    clamp_nanos, nanos_to_duration, reaches_with, went_backwards,
 };
 use crate::error::ConfigError;
 use crate::ids::Seq;
@@ -24,12 +24,12 @@ pub struct PhiExpConfig {
 }
 
 impl Default for PhiExpConfig {
-    /// Threshold 8 (`phi_convict_threshold`), window 1000 (`SAMPLE_SIZE`), initial interval two
+    /// Threshold 8 (`phi_convict_threshold`), window 128 (Cassandra's `SAMPLE_SIZE` is 1000: see [`DEFAULT_WINDOW`](super::DEFAULT_WINDOW)), initial interval two
     /// heartbeat intervals (`INITIAL_VALUE`, twice the 1 s gossip interval).
     fn default() -> Self {
         Self {
             threshold: 8.0,
-            window: 1000,
+            window: DEFAULT_WINDOW,
             initial_interval: Span::Intervals(2.0),
         }
     }
@@ -40,7 +40,7 @@ impl PhiExpConfig {
         /// The φ at which the client is down (suspect at half of it); positive. Default 8.
         threshold: f64 = check_threshold;
         /// How many inter-arrival times the history keeps (1 to [`MAX_WINDOW`](super::MAX_WINDOW)).
-        /// Default 1000.
+        /// Default 250 ([`DEFAULT_WINDOW`](super::DEFAULT_WINDOW)).
         window: usize = check_window;
         /// The sample the history starts with, and the longest interval it learns (Cassandra's
         /// `INITIAL_VALUE`, which is also its default `MAX_INTERVAL`); positive. Default `2x`.
@@ -180,9 +180,11 @@ mod tests {
     use super::super::tests::{ms, origin, secs_since};
     use super::*;
 
-    /// A detector whose window holds only `interval`s (the initial sample pushed out).
+    /// A detector with Cassandra's window of 1000 that holds only `interval`s (the initial
+    /// sample pushed out).
     fn steady(interval: Duration) -> (PhiExpDetector, Instant) {
-        let mut d = PhiExpDetector::new(&PhiExpConfig::default(), interval);
+        let cassandra = PhiExpConfig::default().window(1000).unwrap();
+        let mut d = PhiExpDetector::new(&cassandra, interval);
         let mut t = origin();
         for i in 0..=1000 {
             d.heartbeat(t, Seq(i + 1));
