@@ -112,35 +112,46 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(bad)
 }
 
+/// The detectors named by repeated `--detector` flags (`all`, the default, for every one), in
+/// the order given, each once; an error for an unknown name, or for a parameter flag that none
+/// of them takes. One reading for `qos` and `tune`.
+pub(crate) fn chosen_kinds(
+    names: &[String],
+    params: &DetectorParams,
+) -> Result<Vec<DetectorKind>, String> {
+    let mut kinds: Vec<DetectorKind> = Vec::new();
+    let names: Vec<&str> = if names.is_empty() {
+        vec!["all"]
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    for name in names {
+        let add: Vec<DetectorKind> = if name == "all" {
+            DetectorKind::ALL.to_vec()
+        } else {
+            vec![
+                name.parse()
+                    .map_err(|e: heartbeat_core::ConfigError| e.to_string())?,
+            ]
+        };
+        for k in add {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+    }
+    if let Some(flag) = params.unused_by(&kinds) {
+        return Err(format!(
+            "--{flag} is not a parameter of any chosen detector"
+        ));
+    }
+    Ok(kinds)
+}
+
 impl QosArgs {
     /// The detector settings to compare, in the table's order.
     pub fn settings(&self) -> Result<Vec<DetectorConfig>, String> {
-        let mut kinds: Vec<DetectorKind> = Vec::new();
-        let names: Vec<&str> = if self.detector.is_empty() {
-            vec!["all"]
-        } else {
-            self.detector.iter().map(String::as_str).collect()
-        };
-        for name in names {
-            let add: Vec<DetectorKind> = if name == "all" {
-                DetectorKind::ALL.to_vec()
-            } else {
-                vec![
-                    name.parse()
-                        .map_err(|e: heartbeat_core::ConfigError| e.to_string())?,
-                ]
-            };
-            for k in add {
-                if !kinds.contains(&k) {
-                    kinds.push(k);
-                }
-            }
-        }
-        if let Some(flag) = self.params.unused_by(&kinds) {
-            return Err(format!(
-                "--{flag} is not a parameter of any chosen detector"
-            ));
-        }
+        let kinds = chosen_kinds(&self.detector, &self.params)?;
         let mut settings = Vec::new();
         for &k in &kinds {
             // Each detector takes the flags it has; the validation is heartbeat-server's.

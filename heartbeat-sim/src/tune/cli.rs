@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_core::detector::DetectorConfig;
 use heartbeat_net::cli::DetectorParams;
 
 use super::render::{self, Input};
 use super::synthetic::{self, Spec};
 use super::{CRASH_POINTS, Study, grid};
+use crate::qos::cli::chosen_kinds;
 use crate::serverlog::ServerLog;
 
 /// Tune the failure detector on a real server's log.
@@ -57,32 +58,7 @@ impl TuneArgs {
     /// The settings to try: the tuning grid of the chosen detectors, or exactly the given
     /// parameters.
     pub fn settings(&self) -> Result<Vec<DetectorConfig>, String> {
-        let mut kinds: Vec<DetectorKind> = Vec::new();
-        let names: Vec<&str> = if self.detector.is_empty() {
-            vec!["all"]
-        } else {
-            self.detector.iter().map(String::as_str).collect()
-        };
-        for name in names {
-            let add = if name == "all" {
-                DetectorKind::ALL.to_vec()
-            } else {
-                vec![
-                    name.parse()
-                        .map_err(|e: heartbeat_core::ConfigError| e.to_string())?,
-                ]
-            };
-            for k in add {
-                if !kinds.contains(&k) {
-                    kinds.push(k);
-                }
-            }
-        }
-        if let Some(flag) = self.params.unused_by(&kinds) {
-            return Err(format!(
-                "--{flag} is not a parameter of any chosen detector"
-            ));
-        }
+        let kinds = chosen_kinds(&self.detector, &self.params)?;
         if self.params.unused_by(&[]).is_none() {
             return Ok(grid(&kinds));
         }
