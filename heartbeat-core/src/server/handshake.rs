@@ -223,7 +223,6 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use bytes::BytesMut;
@@ -232,6 +231,7 @@ mod tests {
     use crate::auth::{AuthConfig, AuthKeys};
     use crate::config::ServerConfig;
     use crate::server::Output;
+    use crate::server::tests::{drain, peer};
 
     const KEY_A: &str = "secret-of-a-0123456789";
 
@@ -257,26 +257,6 @@ mod tests {
             Now::test_origin(),
             Server::new(Arc::new(ServerConfig::default())),
         )
-    }
-
-    fn peer(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    /// Every output as one line: `conn#1 tx ...`, `ev ...` or `conn#1 disconnect ...`.
-    fn drain(s: &mut Server) -> Vec<String> {
-        std::iter::from_fn(|| s.poll_output())
-            .map(|o| match o {
-                Output::Transmit { conn, bytes } => format!(
-                    "{conn} tx {}",
-                    String::from_utf8_lossy(&bytes)
-                        .trim_end()
-                        .replace('\n', " | ")
-                ),
-                Output::Event(e) => format!("ev {e}"),
-                Output::Disconnect { conn, reason } => format!("{conn} disconnect {reason}"),
-            })
-            .collect()
     }
 
     /// Accepts a connection from `port` that sends `hello`; returns it and the nonce of the

@@ -8,7 +8,7 @@ use crate::detector::{DetectorConfig, DetectorKind};
 
 // ---- helpers ----
 
-fn peer(port: u16) -> SocketAddr {
+pub(super) fn peer(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -41,8 +41,9 @@ fn opened(bytes: &[u8]) -> (Now, Server, ConnId) {
     opened_with(ServerConfig::default(), bytes)
 }
 
-/// Each outputs as one line: `conn#1 tx ...`, `ev ...` or `conn#1 disconnect ...`.
-fn drain(s: &mut Server) -> Vec<String> {
+/// Each output as one line: `conn#1 tx ...`, `ev ...` or `conn#1 disconnect ...` (also the
+/// handshake's tests).
+pub(super) fn drain(s: &mut Server) -> Vec<String> {
     std::iter::from_fn(|| s.poll_output())
         .map(|o| match o {
             Output::Transmit { conn, bytes } => format!(
