@@ -722,11 +722,9 @@ async fn serve<L: Listener>(
                 // What the connections already read counts before any deadline is judged: a
                 // server behind on a reconnect storm must not time out a HELLO waiting in its
                 // own queue (bounded: what is queued now, at most `inbound_capacity`).
-                for _ in 0..inbound_rx.len() {
-                    let Ok(m) = inbound_rx.try_recv() else { break };
-                    d.handle_inbound(now, m);
-                    d.drain(now, &mut app);
-                }
+                let queued = inbound_rx.len();
+                d.inbound_batch(now, None, &mut inbound_rx, &mut app, queued);
+                d.drain(now, &mut app);
                 d.server.handle_timeout(now);
             }
             ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
@@ -756,13 +754,15 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.inbound_batch(now, None, &mut inbound_rx, &mut app);
+                d.inbound_batch(now, None, &mut inbound_rx, &mut app, INBOUND_BATCH);
             }
             ServerWake::Accepted(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app),
+            ServerWake::Inbound(m) => {
+                d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app, INBOUND_BATCH);
+            }
         }
     }
 
@@ -870,20 +870,20 @@ impl ServerDriver {
         self.tasks.spawn_local(task.run(stream));
     }
 
-    /// Handles `first` and what else is queued, [`INBOUND_BATCH`] messages at most, without
-    /// waiting.
+    /// Handles `first` and what else is queued, `limit` messages at most, without waiting.
     fn inbound_batch(
         &mut self,
         now: Now,
         first: Option<Inbound>,
         inbound: &mut mpsc::Receiver<Inbound>,
         app: &mut impl ServerApp,
+        limit: usize,
     ) {
         let handled = usize::from(first.is_some());
         if let Some(m) = first {
             self.handle_inbound(now, m);
         }
-        for _ in handled..INBOUND_BATCH {
+        for _ in handled..limit {
             self.drain(now, app);
             match inbound.try_recv() {
                 Ok(m) => self.handle_inbound(now, m),
@@ -1251,6 +1251,13 @@ mod tests {
     use super::*;
     use crate::{TcpConnector, TcpListener};
 
+    /// A simulated wall clock that follows tokio's paused clock from now on, as the
+    /// simulator's does.
+    fn paused_clock() -> impl Fn() -> UnixTime + Copy {
+        let t0 = tokio::time::Instant::now();
+        move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed())
+    }
+
     #[tokio::test]
     async fn client_and_server_round_trip_over_loopback() {
         let listener = TcpListener::bind("127.0.0.1", 0).await.unwrap();
@@ -1365,10 +1372,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_does_not_read_times_out_and_others_carry_on() {
-        let t0 = tokio::time::Instant::now();
-        // A simulated wall clock that follows tokio's paused clock, as the simulator's does.
-        let clock =
-            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let clock = paused_clock();
         let (accept_tx, accept_rx) = mpsc::channel(4);
         let options = ServerOptions {
             outbound_capacity: 2,
@@ -1473,9 +1477,7 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
         Served,
     ) {
-        let t0 = tokio::time::Instant::now();
-        let clock =
-            move || UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed());
+        let clock = paused_clock();
         let (accept_tx, accept_rx) = mpsc::channel(4);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::task::spawn_local(async move {
@@ -1570,10 +1572,7 @@ mod tests {
     async fn control_requests_run_on_the_server_task_between_events() {
         LocalSet::new()
             .run_until(async {
-                let t0 = tokio::time::Instant::now();
-                let clock = move || {
-                    UnixTime::from_duration(Duration::from_secs(1_700_000_000) + t0.elapsed())
-                };
+                let clock = paused_clock();
                 let (accept_tx, accept_rx) = mpsc::channel(4);
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
                 let (control, control_rx) = ServerControl::channel();
