@@ -420,7 +420,9 @@ impl Server {
     ///   heard from before. The grace is [`Expected::grace`], or by default what the liveness
     ///   rule needs to declare down a client of [`Expected::interval`] heard from once (see
     ///   [`Watches::time_to_down`](crate::liveness::Watches::time_to_down)). An added client
-    ///   heard from before is only marked expected: its detector watches it already.
+    ///   heard from before is only marked expected: its detector watches it already. So is
+    ///   one already `Down` or `Left` (restored after a restart, or announced never seen):
+    ///   a restart announces nothing that was announced before it.
     /// - A client on both lists keeps its grace (a reload does not restart it).
     /// - A removed client never heard from and not connected is forgotten (gone from reports);
     ///   any other removed client stays, as an ordinary client (and `Up` if it was `Unknown`).
@@ -479,7 +481,13 @@ impl Server {
             let r = &mut self.clients[idx];
             r.expected = true;
             changes.added.push(id.clone());
-            if r.last_arrival.is_none() {
+            // Only a client this server, or the one whose state it restored, never heard
+            // from and never announced gets the never-seen watch. A restored one that was
+            // heard from is watched by its detector (primed at the restore) or stays `Down`
+            // or `Left` as announced; a never-heard one announced `Down` before the restart
+            // stays so: one announcement per outage, not one per server start.
+            let announced = matches!(self.liveness.state(idx), Liveness::Down | Liveness::Left);
+            if r.stats.first_seen.is_none() && !announced {
                 let grace = e
                     .grace
                     .or_else(|| self.liveness.time_to_down(now.mono, e.interval))

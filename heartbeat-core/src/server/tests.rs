@@ -1738,3 +1738,83 @@ fn a_client_forgotten_after_its_time_leaves_the_state_and_a_restored_one_is_forg
     assert_eq!(last - t1.mono, Duration::from_secs(10));
     assert!(new.persist_changes().client_count() == 0);
 }
+
+/// Restarts are silent to the pager (issue 17): with an expected list and a saved state
+/// together, a client already announced `down` (heard from, then died), an expected client
+/// already announced `down` as never seen, and one that left stay so across any number of
+/// restarts: no transition fires again for a state announced before the restart. A client up
+/// at the save and silent since is convicted once, a grace after the first restart.
+#[test]
+fn restarts_with_an_expected_list_announce_nothing_already_announced() {
+    let config = fixed_config();
+    let list = [
+        expected("db", 1000, None),
+        expected("ghost", 1000, None),
+        expected("gone", 1000, None),
+        expected("web", 1000, None),
+    ];
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(config.clone()));
+    s.set_expected(t0, &list);
+    let t1 = t0.advanced(Duration::from_secs(1));
+    let db = open(&mut s, t1, 1, b"HELLO 1 db 1000 aa\nBEAT 1 1700000001\n");
+    beat_every_second(&mut s, t0, db, 2..=3);
+    let t3 = t0.advanced(Duration::from_secs(3));
+    s.handle_eof(t3, db);
+    open(
+        &mut s,
+        t3,
+        2,
+        b"HELLO 1 gone 1000 bb\nBEAT 1 1700000003\nBYE\n",
+    );
+    run_timers(&mut s, t3, |s| {
+        s.client(&id("db")).unwrap().state() == Liveness::Down
+            && s.client(&id("ghost")).unwrap().state() == Liveness::Down
+    });
+    for (name, state) in [
+        ("db", Liveness::Down),
+        ("ghost", Liveness::Down),
+        ("gone", Liveness::Left),
+        ("web", Liveness::Down),
+    ] {
+        assert_eq!(s.client(&id(name)).unwrap().state(), state, "{name}");
+    }
+    // `web` comes up at last, then the server stops with it up.
+    let t10 = t0.advanced(Duration::from_secs(10));
+    open(&mut s, t10, 3, b"HELLO 1 web 1000 cc\nBEAT 1 1700000010\n");
+    drain(&mut s);
+    let mut saved = s.persist();
+    let mut announced = Vec::new();
+    for restart in 1..=4u64 {
+        let at = t10.advanced(Duration::from_secs(600 * restart));
+        let mut new = Server::new(Arc::new(config.clone()));
+        new.restore(saved, at).unwrap();
+        new.set_expected(at, &list);
+        let (_, log) = run_timers(&mut new, at, |_| false);
+        announced.extend(
+            liveness(log)
+                .into_iter()
+                .map(|l| format!("restart {restart}: {l}")),
+        );
+        for (name, state) in [
+            ("db", Liveness::Down),
+            ("ghost", Liveness::Down),
+            ("gone", Liveness::Left),
+            ("web", Liveness::Down),
+        ] {
+            assert_eq!(new.client(&id(name)).unwrap().state(), state, "{name}");
+        }
+        assert_eq!(new.client(&id("db")).unwrap().received(), 3);
+        saved = new.persist();
+    }
+    assert_eq!(
+        announced
+            .iter()
+            .map(|l| l.split(" since_last").next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [
+            "restart 1: ev transition client=web up->suspect",
+            "restart 1: ev transition client=web suspect->down",
+        ]
+    );
+}

@@ -218,3 +218,92 @@ fn expected_clients_in_the_metrics() {
     );
     comes.kill();
 }
+
+/// `--expect` and `--state-dir` together, as an SRE runs them: a client heard from and then
+/// killed is paged once (`up->suspect`, `suspect->down`), an expected client never heard from
+/// once (`unknown->down`), a client that said goodbye once (`up->left`), and none of them again
+/// across three restarts, clean or `kill -9`: the hook runs for no state announced before a
+/// restart, and the restarted servers' event streams hold no transition.
+#[test]
+fn restarts_page_nobody_already_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pages = dir.path().join("pages");
+    let hook = write_file(
+        dir.path(),
+        "hook.sh",
+        &format!(
+            "#!/bin/sh\necho \"$HEARTBEAT_CLIENT $HEARTBEAT_FROM->$HEARTBEAT_TO\" >> \"{}\"\n",
+            pages.display()
+        ),
+        0o755,
+    );
+    let list = expect_file(dir.path(), "db 100ms\nghost 100ms\nbye 100ms\n");
+    let port = crate::util::free_port();
+    let args = [
+        "--detector",
+        "fixed",
+        "--expect",
+        &list,
+        "--state-dir",
+        arg(&state),
+        "--on-transition",
+        arg(&hook),
+    ];
+    let read_pages = || {
+        let mut lines: Vec<String> = std::fs::read_to_string(&pages)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let paged = [
+        "bye up->left",
+        "db suspect->down",
+        "db up->suspect",
+        "ghost unknown->down",
+    ];
+    let mut first = Proc::json_server_on_with(port, &args);
+    let mut db = Proc::client(port, "db", &["-i", "100", "--id", "db"]);
+    let mut bye = Proc::client(port, "bye", &["-i", "100", "--id", "bye", "--count", "3"]);
+    bye.expect_exit(0);
+    first.wait_beat("db", 5);
+    db.kill();
+    for _ in 0..150 {
+        if read_pages() == paged {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(read_pages(), paged, "before the first restart");
+    first.signal("TERM");
+    first.wait_exit();
+
+    for (restart, kill_9) in [(1, false), (2, true), (3, false)] {
+        let mut again = Proc::json_server_on_with(port, &args);
+        again.wait_stderr("State: 3 client(s) restored from ");
+        // Past every grace a restart could start: the never-seen grace and the detector's.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let clients = if kill_9 {
+            again.kill_and_read();
+            Vec::new()
+        } else {
+            again.summary()
+        };
+        let transitions: Vec<String> = again
+            .events()
+            .iter()
+            .filter(|v| v["event"] == "transition")
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(transitions, Vec::<String>::new(), "restart {restart}");
+        for (name, state) in [("db", "down"), ("ghost", "down"), ("bye", "left")] {
+            if !clients.is_empty() {
+                assert_eq!(client_summary(&clients, name)["state"], state, "{name}");
+            }
+        }
+        assert_eq!(read_pages(), paged, "restart {restart}");
+    }
+}
