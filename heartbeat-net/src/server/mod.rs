@@ -56,9 +56,6 @@ use crate::{
 };
 use state::{Saver, StateDir, StateDirError};
 
-/// At shutdown, how long queued and running hooks get before they are killed.
-const HOOK_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// At exit, how long each output stream gets to write what is queued (a reader that never
 /// drains it does not hold up the exit).
 const EXIT_FLUSH: Duration = Duration::from_secs(2);
@@ -589,7 +586,8 @@ async fn serve(
     };
     let mut server = served?;
     if let Some(hooks) = hooks {
-        hooks.shutdown(HOOK_SHUTDOWN_GRACE).await;
+        // Before the final report: what was not delivered is logged and counted first.
+        hooks.shutdown().await;
     }
     if let Some(saver) = saver {
         saver.finish(&mut server, SystemClock.now());
