@@ -196,7 +196,8 @@ pub struct Opt {
     hook_queue: u32,
 
     /// How long a hook may run: a command still running then is killed with its whole process
-    /// group, a webhook call is abandoned. A number with a unit: ms, s or min.
+    /// group, a webhook call is abandoned. Also how long the alerts queued at shutdown get to
+    /// run; those left are counted as dropped and logged. A number with a unit: ms, s or min.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     hook_timeout: Duration,
 
