@@ -5,6 +5,9 @@
 //! or when its owner is neither the user running the binary nor root: whoever can change it
 //! can let themselves in. It is accepted with a warning when every user can read it. Errors
 //! name the file, and the line for a syntax error, but never show a secret.
+//!
+//! The server's `--state-dir` is checked by the same rules (`check_private_dir`): whoever can
+//! write in it can replace its files with links to others.
 
 use std::fs;
 use std::io;
@@ -117,7 +120,15 @@ pub fn check_private_file(path: &Path) -> Result<Vec<String>, KeyFileError> {
         path: path.to_owned(),
         source,
     })?;
-    check_permissions(path, &FileFacts::of(&meta))
+    check_permissions(path, &FileFacts::of(&meta), Kind::File)
+}
+
+/// Checks a private directory (the server's `--state-dir`) by the rules of a key file: refused
+/// when anyone but its owner can write in it, or when its owner is neither the user running
+/// this nor root. `meta` is the directory's, read from a handle to it (not from its path, which
+/// could name something else by now).
+pub(crate) fn check_private_dir(path: &Path, meta: &fs::Metadata) -> Result<(), KeyFileError> {
+    check_permissions(path, &FileFacts::of(meta), Kind::Directory).map(drop)
 }
 
 /// Parses the text of an `--auth-keys` file. The error is the line number (from 1) and what is
@@ -171,16 +182,26 @@ fn read_checked(path: &Path) -> Result<(String, Vec<String>), KeyFileError> {
     let file = fs::File::open(path).map_err(read)?;
     // The checks look at the file that was opened, not at whatever the path names by now.
     let meta = file.metadata().map_err(read)?;
-    let warnings = check_permissions(path, &FileFacts::of(&meta))?;
+    let warnings = check_permissions(path, &FileFacts::of(&meta), Kind::File)?;
     let mut text = String::new();
     io::Read::read_to_string(&mut io::Read::take(file, MAX_KEY_FILE), &mut text).map_err(read)?;
     Ok((text, warnings))
 }
 
+/// What a checked path must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A key file: a regular file, mode 600 at most.
+    File,
+    /// The state directory: a directory, mode 700 at most.
+    Directory,
+}
+
 /// What the ssh rules look at: the file's kind, mode and owner, and who is reading it.
 #[derive(Clone, Copy, Debug)]
 struct FileFacts {
-    is_file: bool,
+    /// What the path is; `None` for anything else (a fifo, a socket, a device).
+    kind: Option<Kind>,
     mode: u32,
     owner: u32,
     euid: u32,
@@ -188,8 +209,15 @@ struct FileFacts {
 
 impl FileFacts {
     fn of(meta: &fs::Metadata) -> Self {
+        let kind = if meta.is_file() {
+            Some(Kind::File)
+        } else if meta.is_dir() {
+            Some(Kind::Directory)
+        } else {
+            None
+        };
         Self {
-            is_file: meta.is_file(),
+            kind,
             mode: meta.permissions().mode() & 0o7777,
             owner: meta.uid(),
             euid: rustix::process::geteuid().as_raw(),
@@ -197,22 +225,28 @@ impl FileFacts {
     }
 }
 
-/// The ssh rules: refuse a file anyone but its owner can write, or owned by someone other than
-/// the user reading it or root; warn about one everyone can read.
-fn check_permissions(path: &Path, f: &FileFacts) -> Result<Vec<String>, KeyFileError> {
+/// The ssh rules: refuse a path that is not what it must be, that anyone but its owner can
+/// write, or owned by someone other than the user reading it or root; warn about a file
+/// everyone can read (a directory everyone can list is fine: its files are private).
+fn check_permissions(path: &Path, f: &FileFacts, want: Kind) -> Result<Vec<String>, KeyFileError> {
     let refuse = |why: String| {
         Err(KeyFileError::Unsafe {
             path: path.to_owned(),
             why,
         })
     };
-    if !f.is_file {
-        return refuse("not a regular file".into());
+    let (private, what) = match want {
+        Kind::File => ("600", "a regular file"),
+        Kind::Directory => ("700", "a directory"),
+    };
+    if f.kind != Some(want) {
+        return refuse(format!("not {what}"));
     }
     let (mode, shown) = (f.mode, path.display());
     if mode & 0o022 != 0 {
         return refuse(format!(
-            "it is writable by {} (mode {mode:04o}); run `chmod go-w {shown}` (or `chmod 600`)",
+            "it is writable by {} (mode {mode:04o}); run `chmod go-w {shown}` (or `chmod \
+             {private}`)",
             if mode & 0o002 != 0 {
                 "every user"
             } else {
@@ -222,12 +256,13 @@ fn check_permissions(path: &Path, f: &FileFacts) -> Result<Vec<String>, KeyFileE
     }
     if f.owner != f.euid && f.owner != 0 {
         return refuse(format!(
-            "it is owned by uid {}, neither the user running this (uid {}) nor root",
-            f.owner, f.euid
+            "it is owned by uid {}, neither the user running this (uid {}) nor root; run \
+             `chown {} {shown}` (or use one of your own)",
+            f.owner, f.euid, f.euid
         ));
     }
     let mut warnings = Vec::new();
-    if mode & 0o004 != 0 {
+    if mode & 0o004 != 0 && want == Kind::File {
         warnings.push(format!(
             "{shown} is readable by every user on this machine (mode {mode:04o}): anyone who \
              reads it can authenticate with it; run `chmod o-r {shown}` (or `chmod 600`)"
@@ -345,28 +380,76 @@ mod tests {
     fn files_owned_by_someone_else_are_refused() {
         let path = Path::new("/k");
         let facts = |owner, euid| FileFacts {
-            is_file: true,
+            kind: Some(Kind::File),
             mode: 0o600,
             owner,
             euid,
         };
-        let e = check_permissions(path, &facts(1000, 1001)).unwrap_err();
+        let e = check_permissions(path, &facts(1000, 1001), Kind::File).unwrap_err();
         assert_eq!(
             e.to_string(),
             "refusing /k: it is owned by uid 1000, neither the user running this (uid 1001) \
-             nor root"
+             nor root; run `chown 1001 /k` (or use one of your own)"
         );
-        assert!(check_permissions(path, &facts(1000, 1000)).is_ok());
-        assert!(check_permissions(path, &facts(0, 1000)).is_ok());
+        assert!(check_permissions(path, &facts(1000, 1000), Kind::File).is_ok());
+        assert!(check_permissions(path, &facts(0, 1000), Kind::File).is_ok());
         let dir = FileFacts {
-            is_file: false,
+            kind: Some(Kind::Directory),
             ..facts(0, 0)
         };
-        let e = check_permissions(path, &dir).unwrap_err();
+        let e = check_permissions(path, &dir, Kind::File).unwrap_err();
         assert!(e.to_string().contains("not a regular file"));
         // A real directory is seen as one.
         let tmp = tempfile::tempdir().unwrap();
         assert!(check_private_file(tmp.path()).is_err());
+    }
+
+    #[test]
+    fn a_private_directory_follows_the_same_rules() {
+        let facts = |mode, owner, euid| FileFacts {
+            kind: Some(Kind::Directory),
+            mode,
+            owner,
+            euid,
+        };
+        let path = Path::new("/s");
+        let check = |f| check_permissions(path, &f, Kind::Directory);
+        assert_eq!(
+            check(facts(0o700, 1000, 1000)).unwrap(),
+            Vec::<String>::new()
+        );
+        // Listing it is fine; writing in it is not.
+        assert!(check(facts(0o755, 1000, 1000)).unwrap().is_empty());
+        assert_eq!(
+            check(facts(0o777, 1000, 1000)).unwrap_err().to_string(),
+            "refusing /s: it is writable by every user (mode 0777); run `chmod go-w /s` (or \
+             `chmod 700`)"
+        );
+        assert!(
+            check(facts(0o770, 1000, 1000))
+                .unwrap_err()
+                .to_string()
+                .contains("writable by its group")
+        );
+        assert!(
+            check(facts(0o700, 1000, 1001))
+                .unwrap_err()
+                .to_string()
+                .contains("run `chown 1001 /s`")
+        );
+        let file = FileFacts {
+            kind: Some(Kind::File),
+            ..facts(0o700, 0, 0)
+        };
+        assert!(
+            check(file)
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = fs::metadata(tmp.path()).unwrap();
+        assert!(check_private_dir(tmp.path(), &meta).is_ok());
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! is dropped. Failures, timeouts and drops are logged through the [`LogSummary`] (a line a
 //! second per kind, then a count), and counted ([`HookCounts`], for `/metrics`).
 //!
+//! At shutdown ([`Hooks::shutdown`]) the queue drains for at most `--hook-timeout`; then the
+//! runs still going are killed or abandoned (counted as timed out), the alerts still queued are
+//! counted as dropped, and one line says how many were not delivered.
+//!
 //! # What a hook gets
 //! The alert is the `transition` event exactly as `--json` prints it, e.g.
 //! `{"client":"web-01","detector":"phi","event":"transition","from":"suspect","peer":"10.0.0.7:50312","since_last_ms":4512.3,"suspicion":8.012,"time":1752356183.576912,"to":"down"}`:
@@ -48,7 +52,8 @@ const STDERR_KEPT: usize = 512;
 
 /// What the hooks did so far: for `/metrics`, `heartbeat_hook_runs_total{result="ok"|"failed"|
 /// "timeout"}` (one run per command and per webhook call) and `heartbeat_hook_dropped_total`
-/// (alerts dropped because the queue was full: each would have run every configured hook).
+/// (alerts dropped because the queue was full or the server was shutting down: each would have
+/// run every configured hook).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HookCounts {
     /// Runs that succeeded: exit status 0, or a 2xx answer.
@@ -58,7 +63,8 @@ pub struct HookCounts {
     pub failed: u64,
     /// Runs killed or abandoned at the timeout (or at shutdown).
     pub timed_out: u64,
-    /// Alerts dropped: the queue was full.
+    /// Alerts dropped: the queue was full, or they were still queued when the shutdown's
+    /// `--hook-timeout` ended.
     pub dropped: u64,
 }
 
@@ -193,6 +199,8 @@ pub struct Hooks {
     counters: Arc<Counters>,
     log: LogSummary,
     queue: usize,
+    /// `--hook-timeout`: also how long the queue drains at shutdown.
+    timeout: Duration,
     abort: watch::Sender<bool>,
     dispatcher: tokio::task::JoinHandle<()>,
 }
@@ -222,6 +230,7 @@ impl Hooks {
             counters,
             log,
             queue: options.queue,
+            timeout: options.timeout,
             abort,
             dispatcher,
         }
@@ -262,20 +271,50 @@ impl Hooks {
         HookCounter(Arc::clone(&self.counters))
     }
 
-    /// Stops taking alerts; what is queued or running gets `grace` to finish, then running
-    /// commands are killed (counted as timed out).
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stops taking alerts; what is queued or running gets `--hook-timeout` to finish. Then
+    /// the runs still going are killed or abandoned (counted as timed out) and the alerts still
+    /// queued are counted as dropped; one line says how many (a warning when some were not
+    /// delivered). Returns the final counts.
+    pub async fn shutdown(self) -> HookCounts {
         let Self {
             tx,
+            counters,
+            timeout,
             abort,
             mut dispatcher,
             ..
         } = self;
+        let counter = HookCounter(counters);
         drop(tx);
-        if tokio::time::timeout(grace, &mut dispatcher).await.is_err() {
+        let (mut left, mut abandoned) = (0, 0);
+        if tokio::time::timeout(timeout, &mut dispatcher)
+            .await
+            .is_err()
+        {
+            let before = counter.counts();
             let _ = abort.send(true);
+            // The dispatcher counts what is queued as soon as it sees the abort; the runs it
+            // waits for end at once (commands are killed, webhook calls abandoned).
             let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+            let after = counter.counts();
+            left = after.dropped - before.dropped;
+            abandoned = after.timed_out - before.timed_out;
         }
+        let c = counter.counts();
+        let totals = format!(
+            "hooks: {} ok, {} failed, {} timed out, {} alerts dropped",
+            c.ok, c.failed, c.timed_out, c.dropped
+        );
+        if left > 0 || abandoned > 0 {
+            tracing::warn!(
+                "shutdown: {left} alerts not delivered within --hook-timeout {timeout:?}; counted \
+                 in heartbeat_hook_dropped_total ({abandoned} runs still going abandoned, counted \
+                 as timed out; {totals})"
+            );
+        } else {
+            tracing::info!("shutdown: every queued alert was run ({totals})");
+        }
+        c
     }
 }
 
@@ -306,7 +345,9 @@ enum Hook {
 
 impl Runner {
     /// Takes alerts in order and runs each configured hook of each, at most `concurrency` at
-    /// once; returns when the queue is closed and empty and every run has ended.
+    /// once; returns when the queue is closed and empty and every run has ended. On abort (the
+    /// end of the shutdown's grace) it takes no more: what is queued, and an alert whose hooks
+    /// had not all started, is counted as dropped.
     async fn dispatch(self, mut rx: mpsc::Receiver<Arc<Alert>>) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.options.concurrency.max(1)));
@@ -318,10 +359,28 @@ impl Runner {
         .flatten()
         .collect();
         let mut running = JoinSet::new();
-        while let Some(alert) = rx.recv().await {
+        let mut aborted = this.aborted.clone();
+        // Alerts not run (in full) when the abort came.
+        let mut left = 0;
+        'alerts: loop {
+            // `biased`: once aborted, nothing more is taken even if alerts are ready.
+            let alert = tokio::select! {
+                biased;
+                _ = aborted.wait_for(|a| *a) => break,
+                alert = rx.recv() => match alert {
+                    Some(alert) => alert,
+                    None => break,
+                },
+            };
             for &hook in &hooks {
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    return;
+                let permit = tokio::select! {
+                    biased;
+                    _ = aborted.wait_for(|a| *a) => None,
+                    permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
+                };
+                let Some(permit) = permit else {
+                    left += 1;
+                    break 'alerts;
                 };
                 let (this, alert) = (Arc::clone(&this), Arc::clone(&alert));
                 running.spawn(async move {
@@ -333,6 +392,11 @@ impl Runner {
                 while running.try_join_next().is_some() {}
             }
         }
+        rx.close();
+        while rx.try_recv().is_ok() {
+            left += 1;
+        }
+        this.counters.dropped.fetch_add(left, Ordering::Relaxed);
         while running.join_next().await.is_some() {}
     }
 

@@ -54,10 +54,7 @@ use crate::{
     Clock as _, Listener, LogSummary, NetError, ServerApp, ServerControl, ServerOptions,
     SystemClock, TcpListener, keys, run_server_app,
 };
-use state::{Saver, StateDir};
-
-/// At shutdown, how long queued and running hooks get before they are killed.
-const HOOK_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+use state::{Saver, StateDir, StateDirError};
 
 /// At exit, how long each output stream gets to write what is queued (a reader that never
 /// drains it does not hold up the exit).
@@ -199,7 +196,8 @@ pub struct Opt {
     hook_queue: u32,
 
     /// How long a hook may run: a command still running then is killed with its whole process
-    /// group, a webhook call is abandoned. A number with a unit: ms, s or min.
+    /// group, a webhook call is abandoned. Also how long the alerts queued at shutdown get to
+    /// run; those left are counted as dropped and logged. A number with a unit: ms, s or min.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     hook_timeout: Duration,
 
@@ -216,7 +214,8 @@ pub struct Opt {
     expect_grace: Option<Duration>,
 
     /// Remember the clients across restarts in DIR (created if missing, mode 0700; one server
-    /// per directory): their counters, sessions and liveness are saved every --state-interval
+    /// per directory; refused unless it is this user's or root's and writable by no one else,
+    /// as key files are; a link in it is never followed): their counters, sessions and liveness are saved every --state-interval
     /// and at shutdown, and what changed in between is journaled as it happens, so a restart
     /// (even after kill -9) goes on counting where the old server stopped. Off by default: a
     /// restarted server counts each client from its first heartbeat.
@@ -348,10 +347,24 @@ fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
         },
         None => None,
     };
+    // So is a state directory someone else could write in; one in use (or that cannot be
+    // created or locked) exits 1. It is locked before the server says it listens.
+    let state_dir = match &opt.state_dir {
+        Some(dir) => match StateDir::open(dir, SystemClock.unix()) {
+            Ok(state_dir) => Some(state_dir),
+            Err(e @ StateDirError::Unsafe(_)) => usage(&e),
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let Some(runtime) = app::runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve(opt, config, tls, expected, output.clone())) {
+    let served = serve(opt, config, tls, expected, state_dir, output.clone());
+    match runtime.block_on(served) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -443,6 +456,7 @@ async fn serve(
     config: ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     expected: Option<Vec<Expected>>,
+    state_dir: Option<StateDir>,
     output: Output,
 ) -> anyhow::Result<()> {
     let stop = app::shutdown_signal()?;
@@ -451,9 +465,9 @@ async fn serve(
         .await?
         .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
     let addr = listener.local_addr().context("reading the bound address")?;
-    // The state is loaded (and its directory locked) before the server says it listens.
+    // The state is loaded before the server says it listens.
     let mut server = Server::new(Arc::new(config));
-    let mut saver = match &opt.state_dir {
+    let mut saver = match state_dir {
         Some(dir) => Some(open_state(dir, &mut server, opt.state_interval)?),
         None => None,
     };
@@ -573,7 +587,8 @@ async fn serve(
     };
     let mut server = served?;
     if let Some(hooks) = hooks {
-        hooks.shutdown(HOOK_SHUTDOWN_GRACE).await;
+        // Before the final report: what was not delivered is logged and counted first.
+        hooks.shutdown().await;
     }
     if let Some(saver) = saver {
         saver.finish(&mut server, SystemClock.now());
@@ -595,15 +610,15 @@ async fn serve(
     Ok(())
 }
 
-/// Opens the state directory, restores what it holds into the fresh `server` and starts the
-/// writer. A directory that cannot be used at all is an error (exit 1); a file in it that
-/// cannot be used is set aside and the server starts without it.
+/// Restores what the state directory holds into the fresh `server` and starts the writer. A
+/// file in it that cannot be used is set aside and the server starts without it; a writer that
+/// cannot start is an error (exit 1).
 fn open_state(
-    dir: &std::path::Path,
+    state_dir: StateDir,
     server: &mut Server,
     interval: std::time::Duration,
 ) -> anyhow::Result<Saver> {
-    let state_dir = StateDir::open(dir)?;
+    let dir = state_dir.path().to_owned();
     let now = SystemClock.now();
     let loaded = state_dir.load(now.unix);
     match loaded.state {
@@ -637,7 +652,7 @@ fn open_state(
         ),
     }
     state_dir
-        .start_saving(loaded.generation, interval, server.persist())
+        .start_saving(loaded.generation, interval, server.persist(), now.unix)
         .with_context(|| format!("starting to save the state in {}", dir.display()))
 }
 

@@ -34,19 +34,37 @@
 //! `state.corrupt-SECONDS` with a warning, with its journal, and the server starts empty. A
 //! journal line cut short at the end (a power cut) is left out; a bad line before the end sets
 //! the journal aside, keeping the lines before it.
+//!
+//! # Trust
+//! Whoever can write in the directory could put a link there and have the server write the
+//! clients' sessions into a file of their choice, so the directory must be the server's user's
+//! (or root's) and writable by no one else, the rule of a key file ([`keys`]): else the
+//! server refuses to start (exit 2), naming the `chmod` or `chown` to run. In it, no file is
+//! ever opened through a symbolic link (`O_NOFOLLOW`): anything where the server keeps a file
+//! that is not a regular file with a single name (a symbolic link, a fifo, a directory, a hard
+//! link) is set aside like a bad file, with a warning, and never read or written through.
+//! Every file is opened relative to the directory opened once at start, is created with mode
+//! 0600, and the temporary file of a save is created afresh (`O_EXCL`) after any stale one is
+//! removed.
+//!
+//! [`keys`]: crate::keys
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::fs::{self, File};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use heartbeat_core::server::{MergedState, STATE_VERSION, Server, State};
 use heartbeat_core::{Now, UnixTime, fmt_ms};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
+
+use crate::keys::{self, KeyFileError};
 
 /// The first word of a state file.
 const MAGIC: &str = "heartbeat-state";
@@ -58,7 +76,16 @@ const MAX_QUEUED_RECORDS: usize = 1 << 18;
 /// How long the final save at shutdown may take before the server exits without it.
 const FINAL_SAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the state directory cannot be used at all (the server exits 1).
+/// The last full save.
+const STATE: &str = "state";
+/// A full save being written, renamed to [`STATE`] once it is on disk.
+const STATE_TMP: &str = "state.tmp";
+/// The changes since the last full save.
+const JOURNAL: &str = "journal";
+/// Held while a server uses the directory.
+const LOCK: &str = "lock";
+
+/// Why the state directory cannot be used at all: the server exits 2 when it is unsafe, else 1.
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
     /// Creating, opening or locking the directory failed.
@@ -77,14 +104,25 @@ pub enum StateDirError {
          each server its own --state-dir"
     )]
     Locked(PathBuf),
+    /// Someone other than the server's user (or root) owns it or can write in it.
+    #[error("--state-dir: {0}")]
+    Unsafe(KeyFileError),
 }
 
-/// A state directory in use: created if it was missing, locked for this process.
+/// A state directory in use: created if it was missing, checked, locked for this process.
 #[derive(Debug)]
 pub struct StateDir {
-    dir: PathBuf,
+    dir: Dir,
     /// Held for the life of the process: closing it releases the lock.
     _lock: File,
+}
+
+/// The directory, opened once: each of its files is opened relative to this handle, never
+/// through a symbolic link (see the module docs).
+#[derive(Debug)]
+struct Dir {
+    path: PathBuf,
+    fd: File,
 }
 
 /// What was found in a state directory at start.
@@ -101,8 +139,10 @@ pub struct Loaded {
 }
 
 impl StateDir {
-    /// Creates `dir` (mode 0700) if it is missing and takes its lock.
-    pub fn open(dir: &Path) -> Result<Self, StateDirError> {
+    /// Creates `dir` if it is missing (and its missing parents, mode 0700), checks that no one
+    /// but the server's user (or root) owns it or can write in it, and takes its lock. `now`
+    /// names what is set aside.
+    pub fn open(dir: &Path, now: UnixTime) -> Result<Self, StateDirError> {
         let io = |what| {
             move |source| StateDirError::Io {
                 path: dir.to_owned(),
@@ -115,31 +155,39 @@ impl StateDir {
             .mode(0o700)
             .create(dir)
             .map_err(io("cannot create it"))?;
-        let lock = open_private(&dir.join("lock"), false).map_err(io("cannot open its lock"))?;
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io("cannot open it")(e.into()))?;
+        let fd = File::from(fd);
+        // The checks look at the directory that was opened, not at whatever the path names.
+        let meta = fd
+            .metadata()
+            .map_err(io("cannot read its owner and mode"))?;
+        keys::check_private_dir(dir, &meta).map_err(StateDirError::Unsafe)?;
+        let dir = Dir {
+            path: dir.to_owned(),
+            fd,
+        };
+        let lock = dir
+            .open(LOCK, Access::Lock, now)
+            .map_err(io("cannot open its lock"))?
+            .ok_or_else(|| io("cannot open its lock")(io::ErrorKind::NotFound.into()))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                return Err(StateDirError::Locked(dir.to_owned()));
+            Err(e) if e == Errno::WOULDBLOCK => {
+                return Err(StateDirError::Locked(dir.path));
             }
             Err(e) => return Err(io("cannot lock it")(e.into())),
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-            _lock: lock,
-        })
+        Ok(Self { dir, _lock: lock })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
-    fn state_path(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-
-    fn journal_path(&self) -> PathBuf {
-        self.dir.join("journal")
+        &self.dir.path
     }
 
     /// Reads the saved state and its journal. A file that cannot be used is set aside with a
@@ -151,19 +199,19 @@ impl StateDir {
             saved_at: None,
             journal_lines: 0,
         };
-        let path = self.state_path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if self.journal_path().exists() {
-                    self.set_aside(&self.journal_path(), now, "a journal without a state file");
+        let dir = &self.dir;
+        let bytes = match dir.read(STATE, now) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                if dir.exists(JOURNAL) {
+                    dir.set_aside(JOURNAL, now, "a journal without a state file");
                 }
                 return none;
             }
             Err(e) => {
                 tracing::warn!(
                     "Cannot read the state file {}: {e}; starting with no saved clients",
-                    path.display()
+                    dir.show(STATE)
                 );
                 return none;
             }
@@ -171,15 +219,15 @@ impl StateDir {
         let saved = match parse_state_file(&bytes) {
             Ok(saved) => saved,
             Err(why) => {
-                self.set_aside(&path, now, &why.to_string());
-                self.set_aside(&self.journal_path(), now, "the journal of that state file");
+                dir.set_aside(STATE, now, &why.to_string());
+                dir.set_aside(JOURNAL, now, "the journal of that state file");
                 return none;
             }
         };
         let mut state = MergedState::new(saved.state);
         let mut journal_lines = 0;
-        match fs::read(self.journal_path()) {
-            Ok(journal) => {
+        match dir.read(JOURNAL, now) {
+            Ok(Some(journal)) => {
                 let read = parse_journal(&journal, saved.generation);
                 journal_lines = read.changes.len();
                 for changes in read.changes {
@@ -189,17 +237,17 @@ impl StateDir {
                     tracing::warn!(
                         "The journal {} ends with a line cut short ({torn} bytes, a power cut?): \
                          left out",
-                        self.journal_path().display()
+                        dir.show(JOURNAL)
                     );
                 }
                 if let Some(why) = read.bad {
-                    self.set_aside(&self.journal_path(), now, &why);
+                    dir.set_aside(JOURNAL, now, &why);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 "Cannot read the journal {}: {e}; using the last full save alone",
-                self.journal_path().display()
+                dir.show(JOURNAL)
             ),
         }
         Loaded {
@@ -212,28 +260,9 @@ impl StateDir {
 
     /// A state the core refused (values no server writes): its files are set aside.
     pub fn refused(&self, now: UnixTime, why: &str) {
-        self.set_aside(&self.state_path(), now, why);
-        self.set_aside(&self.journal_path(), now, "the journal of that state file");
-    }
-
-    /// Renames `path` to `path.corrupt-SECONDS`, saying why; the server goes on without it.
-    fn set_aside(&self, path: &Path, now: UnixTime, why: &str) {
-        let secs = now.as_duration().as_secs();
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".corrupt-{secs}"));
-        let aside = PathBuf::from(aside);
-        match fs::rename(path, &aside) {
-            Ok(()) => tracing::warn!(
-                "{} cannot be used ({why}): set aside as {}; starting without it",
-                path.display(),
-                aside.display()
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(
-                "{} cannot be used ({why}), nor set aside ({e}): starting without it",
-                path.display()
-            ),
-        }
+        self.dir.set_aside(STATE, now, why);
+        self.dir
+            .set_aside(JOURNAL, now, "the journal of that state file");
     }
 
     /// Starts the writer thread, saving every `interval` from generation `generation + 1` on;
@@ -244,12 +273,12 @@ impl StateDir {
         generation: u64,
         interval: Duration,
         full: State,
+        now: UnixTime,
     ) -> io::Result<Saver> {
-        let journal = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(self.journal_path())?;
+        let journal = self
+            .dir
+            .open(JOURNAL, Access::Append, now)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let shared = Arc::new(Shared::default());
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let writer = Writer {
@@ -276,16 +305,140 @@ impl StateDir {
     }
 }
 
-/// Opens `path` for reading and writing, creating it with mode 0600 (client ids and sessions
-/// are not for everyone: a session lets a peer take over a client's connection).
-fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .mode(0o600)
-        .open(path)
+/// How a file of the state directory is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// To append (the journal), created if missing.
+    Append,
+    /// To read and write (the lock), created if missing.
+    Lock,
+    /// To read; a missing file is `None`.
+    Read,
+}
+
+impl Dir {
+    /// `dir/name`, for messages.
+    fn show(&self, name: &str) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    /// True when something named `name` is there (a link is not followed).
+    fn exists(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Opens `name` for `access`, never through a symbolic link, never a fifo or a device:
+    /// whatever is there that is not a plain file ([`not_plain`]) is set aside first, with a
+    /// warning, and a file is created in its place (mode 0600; none when reading). `Ok(None)`:
+    /// nothing to read.
+    fn open(&self, name: &str, access: Access, now: UnixTime) -> io::Result<Option<File>> {
+        self.set_aside_unless_plain(name, now);
+        // O_NONBLOCK: should a fifo be put there between the look and the open, opening it does
+        // not wait for a writer (it is then refused below).
+        let flags = OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC
+            | match access {
+                Access::Append => OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+                Access::Lock => OFlags::RDWR | OFlags::CREATE,
+                Access::Read => OFlags::RDONLY,
+            };
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::RUSR | Mode::WUSR) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::NOENT && access == Access::Read => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let file = File::from(fd);
+        check_plain(&file)?;
+        Ok(Some(file))
+    }
+
+    /// Reads `name` whole; `Ok(None)` when it is not there (or was set aside).
+    fn read(&self, name: &str, now: UnixTime) -> io::Result<Option<Vec<u8>>> {
+        let Some(mut file) = self.open(name, Access::Read, now)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// Creates `name` afresh for writing (mode 0600, `O_EXCL`): a plain file left there (by a
+    /// crash) is removed first, never opened as found; anything else is set aside.
+    fn create_new(&self, name: &str, now: UnixTime) -> io::Result<File> {
+        if !self.set_aside_unless_plain(name, now) {
+            match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                Ok(()) => {}
+                Err(e) if e == Errno::NOENT => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Sets `name` aside (with a warning) when something is there that is not a plain file;
+    /// true when it did.
+    fn set_aside_unless_plain(&self, name: &str, now: UnixTime) -> bool {
+        let Ok(stat) = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return false; // Not there (or not readable: opening it says why).
+        };
+        let Some(why) = not_plain(&stat) else {
+            return false;
+        };
+        self.set_aside(name, now, &format!("{why}: never read or written through"));
+        true
+    }
+
+    /// Renames `name` to `name.corrupt-SECONDS`, saying why; the server goes on without it.
+    fn set_aside(&self, name: &str, now: UnixTime, why: &str) {
+        let aside = format!("{name}.corrupt-{}", now.as_duration().as_secs());
+        match rustix::fs::renameat(&self.fd, name, &self.fd, aside.as_str()) {
+            Ok(()) => tracing::warn!(
+                "{} cannot be used ({why}): set aside as {}; starting without it",
+                self.show(name),
+                self.show(&aside)
+            ),
+            Err(e) if e == Errno::NOENT => {}
+            Err(e) => tracing::warn!(
+                "{} cannot be used ({why}), nor set aside ({e}): starting without it",
+                self.show(name)
+            ),
+        }
+    }
+}
+
+/// Why what `stat` describes (not following a link) is not a plain file the server may read
+/// or write: a symbolic link (a write would go where it points), a fifo, a socket, a device, a
+/// directory, or a regular file with another name (a hard link, which a write would change
+/// too). `None` for a plain file.
+fn not_plain(stat: &rustix::fs::Stat) -> Option<String> {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile if stat.st_nlink > 1 => Some(format!(
+            "a file with {} names (hard links), which a write would change too",
+            stat.st_nlink
+        )),
+        FileType::RegularFile => None,
+        FileType::Symlink => Some("a symbolic link, not a regular file".to_owned()),
+        FileType::Directory => Some("a directory, not a regular file".to_owned()),
+        _ => Some("a fifo, socket or device, not a regular file".to_owned()),
+    }
+}
+
+/// Checks that an opened file is plain: something may have replaced the file between the look
+/// and the open.
+fn check_plain(file: &File) -> io::Result<()> {
+    match not_plain(&rustix::fs::fstat(file)?) {
+        None => Ok(()),
+        Some(why) => Err(io::Error::other(format!(
+            "{why} (put there while it was being opened)"
+        ))),
+    }
 }
 
 /// Why a state file cannot be used.
@@ -641,7 +794,8 @@ impl Writer {
                         // still hold them.
                         self.append(&std::mem::take(&mut lines));
                         let state = self.full.to_state();
-                        let result = self.save(&state_file(&state, generation, saved_at));
+                        let bytes = state_file(&state, generation, saved_at);
+                        let result = self.save(&bytes, saved_at);
                         self.outcome("saving the state", result);
                         self.shared.lock().saving = false;
                     }
@@ -660,16 +814,16 @@ impl Writer {
         self.outcome("appending to the journal", result);
     }
 
-    /// Writes a full save atomically, then empties the journal it supersedes.
-    fn save(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let dir = self.dir.path();
-        let tmp = dir.join("state.tmp");
-        let mut file = open_private(&tmp, true)?;
+    /// Writes a full save atomically (a fresh temporary file, renamed), then empties the
+    /// journal it supersedes. `now` names what is set aside.
+    fn save(&mut self, bytes: &[u8], now: UnixTime) -> io::Result<()> {
+        let dir = &self.dir.dir;
+        let mut file = dir.create_new(STATE_TMP, now)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, self.dir.state_path())?;
-        File::open(dir)?.sync_all()?;
+        rustix::fs::renameat(&dir.fd, STATE_TMP, &dir.fd, STATE)?;
+        dir.fd.sync_all()?;
         self.journal.set_len(0)
     }
 
@@ -744,6 +898,45 @@ mod tests {
         assert_eq!(parse_state_file(&damaged).unwrap_err(), BadFile::Checksum);
         let cut = &bytes[..bytes.len() / 2];
         assert!(parse_state_file(cut).is_err());
+    }
+
+    /// A fifo, a directory, a link and a hard link where a file is read are set aside, never
+    /// opened (a fifo would block the read), and a fresh file is created in their place.
+    #[test]
+    fn what_is_not_a_plain_file_is_set_aside_never_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "x").unwrap();
+        let dir = Dir {
+            path: tmp.path().to_owned(),
+            fd: File::open(tmp.path()).unwrap(),
+        };
+        let now = UnixTime::from_nanos(1_700_000_000_000_000_000);
+        rustix::fs::mknodat(&dir.fd, "fifo", FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+        fs::create_dir(tmp.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join("link")).unwrap();
+        fs::hard_link(&victim, tmp.path().join("hard")).unwrap();
+        for name in ["fifo", "dir", "link", "hard"] {
+            assert!(dir.exists(name), "{name}");
+            assert!(dir.read(name, now).unwrap().is_none(), "{name}");
+            assert!(!dir.exists(name), "{name} set aside");
+            assert!(dir.exists(&format!("{name}.corrupt-1700000000")), "{name}");
+            assert!(
+                dir.open(name, Access::Append, now).unwrap().is_some(),
+                "{name}"
+            );
+            assert!(
+                fs::symlink_metadata(tmp.path().join(name))
+                    .unwrap()
+                    .is_file()
+            );
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "x");
+        // A plain file is read as it is; a missing one is nothing.
+        fs::write(tmp.path().join("plain"), "y").unwrap();
+        assert_eq!(dir.read("plain", now).unwrap().as_deref(), Some(&b"y"[..]));
+        assert!(dir.read("missing", now).unwrap().is_none());
     }
 
     #[test]

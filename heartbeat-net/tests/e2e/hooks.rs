@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use serde_json::Value;
 
 use crate::metrics::{metrics_addr, scrape, state_of, value};
-use crate::util::{Proc, WAIT, arg, client_summary, is_running, wait_until, write_file};
+use crate::util::{
+    Proc, WAIT, arg, client_summary, hook_counts_in, is_running, wait_until, write_file,
+};
 
 /// A hook that writes its `HEARTBEAT_*` environment to `DIR/<client>-<from>-<to>.env`.
 fn env_hook(dir: &Path) -> String {
@@ -394,4 +397,119 @@ fn a_webhook_over_https() {
     let body = request.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(serde_json::from_str::<Value>(body).unwrap(), event);
     server.wait_hook_counts("1 ok", |c| c == [1, 0, 0, 0]);
+}
+
+/// A webhook that answers each call after 250 ms, one connection at a time per call; returns
+/// its port and the number of calls it answered so far.
+fn slow_webhook() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let count = Arc::clone(&count);
+            thread::spawn(move || {
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                thread::sleep(std::time::Duration::from_millis(250));
+                let mut stream = stream;
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                if stream.write_all(answer.as_bytes()).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, answered)
+}
+
+/// Alerts still queued at SIGTERM get `--hook-timeout` to drain; what is left is counted as
+/// dropped and logged with its number in one line, before the final report: every alert queued
+/// is delivered, timed out or dropped, none vanishes.
+#[test]
+fn alerts_queued_at_shutdown_drain_for_the_hook_timeout_then_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = (1..=30).map(|i| format!("late-{i:02} 100ms\n")).collect();
+    let expect = write_file(dir.path(), "expect", &list, 0o644);
+    let (port, answered) = slow_webhook();
+    let url = format!("http://127.0.0.1:{port}/");
+    let (mut server, _) = Proc::json_server(&[
+        "--expect",
+        arg(&expect),
+        "--expect-grace",
+        "200ms",
+        "--webhook",
+        &url,
+        "--hook-concurrency",
+        "1",
+        "--hook-timeout",
+        "1s",
+    ]);
+    for i in 1..=30 {
+        let id = format!("late-{i:02}");
+        server.wait_event(&id, |v| {
+            v["event"] == "transition" && v["client"] == id.as_str()
+        });
+    }
+    // 30 alerts at 250 ms each, one at a time: most are still queued now.
+    let clients = server.summary();
+    assert_eq!(clients.len(), 30);
+    let stderr = server.stderr().to_vec();
+    let at = |needle: &str| stderr.iter().position(|l| l.contains(needle));
+    let line = at("shutdown: ")
+        .map(|i| stderr[i].clone())
+        .unwrap_or_else(|| panic!("no shutdown line: {stderr:#?}"));
+    let left: u64 = line
+        .split("shutdown: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"));
+    assert!(
+        line.contains(&format!(
+            "shutdown: {left} alerts not delivered within --hook-timeout 1s; counted in \
+             heartbeat_hook_dropped_total"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("WARN"), "{line}");
+    let [ok, failed, timed_out, dropped] = hook_counts_in(&line);
+    assert!(left > 0, "{line}");
+    assert_eq!(
+        dropped, left,
+        "no alert was dropped for a full queue: {line}"
+    );
+    assert_eq!(
+        ok + failed + timed_out + dropped,
+        30,
+        "every alert accounted for: {line}"
+    );
+    assert_eq!(failed, 0, "{line}");
+    // The webhook answered every delivered call (and maybe one the server had given up on).
+    let answered = answered.load(Ordering::SeqCst);
+    assert!(
+        (ok..=ok + timed_out).contains(&answered),
+        "{answered} answered: {line}"
+    );
+    // Logged before the final report.
+    let report = at("  proto  ").expect("the final report");
+    assert!(at("shutdown: ").unwrap() < report, "{stderr:#?}");
 }

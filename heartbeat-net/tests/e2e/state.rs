@@ -290,3 +290,222 @@ fn the_state_files_are_readable_by_the_owner_only() {
     )
     .unwrap();
 }
+
+/// A `--state-dir` server on a free port, stopped at once with SIGTERM (it saves at its first
+/// wake and at shutdown); returns it, exited, for its log.
+fn start_and_stop(dir: &Path, args: &[&str]) -> Proc {
+    let mut s = server(free_port(), dir, args);
+    s.signal("TERM");
+    s.expect_exit(0);
+    s
+}
+
+/// A file outside the state directory that a link in it points to: it must never change.
+struct Victim {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Victim {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(dir.path(), "victim", text, 0o644);
+        Self { _dir: dir, path }
+    }
+
+    #[track_caller]
+    fn assert_untouched(&self, text: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::read_to_string(&self.path).unwrap(), text);
+        let mode = std::fs::metadata(&self.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    }
+}
+
+/// `dir/name` is a regular file of mode 0600 (not a link).
+#[track_caller]
+fn assert_private_file(dir: &Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::symlink_metadata(dir.join(name)).unwrap();
+    assert!(meta.is_file(), "{name}: {meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+}
+
+/// What was set aside as `name.corrupt-*`, and the warning that said so.
+#[track_caller]
+fn assert_set_aside(s: &mut Proc, dir: &Path, name: &str, why: &str) {
+    let line = s.wait_stderr(&format!("/{name} cannot be used ("));
+    assert!(line.contains("WARN") && line.contains(why), "{line}");
+    let aside: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("{name}.corrupt-")))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+}
+
+/// A directory anyone but its owner can write in is refused: exit 2, naming it and the
+/// `chmod` to run, before anything is written in it.
+#[test]
+fn a_state_directory_others_can_write_in_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    for (mode, who) in [
+        (0o777, "every user"),
+        (0o770, "its group"),
+        (0o702, "every user"),
+    ] {
+        let dir = tmp.path().join(format!("state-{mode:o}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut s = Proc::server(&["-p", "0", "--state-dir", arg(&dir)]);
+        s.expect_exit(2);
+        let line = s.wait_stderr("--state-dir: refusing");
+        let shown = dir.display();
+        assert!(
+            line.contains(&format!(
+                "refusing {shown}: it is writable by {who} (mode {mode:04o}); run `chmod go-w \
+                 {shown}` (or `chmod 700`)"
+            )),
+            "{line}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+}
+
+/// A directory owned by another user is refused (exit 2, with the `chown` to run). Making one
+/// takes root: without it the test says so and checks nothing.
+#[test]
+fn a_state_directory_owned_by_another_user_is_refused() {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        eprintln!("skipped: making a directory owned by another user takes root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("theirs");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(4242), Some(4242)).unwrap();
+    let mut s = Proc::server(&["-p", "0", "--state-dir", arg(&dir)]);
+    s.expect_exit(2);
+    let line = s.wait_stderr("--state-dir: refusing");
+    assert!(
+        line.contains(&format!(
+            "it is owned by uid 4242, neither the user running this (uid 0) nor root; run `chown \
+             0 {}`",
+            dir.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+/// A link at `state.tmp` is set aside, not written through: the file it points to keeps its
+/// text and mode, and the save is a fresh private file.
+#[test]
+fn a_link_at_the_temporary_file_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = Victim::new("not yours\n");
+    std::os::unix::fs::symlink(&victim.path, dir.path().join("state.tmp")).unwrap();
+    let mut s = start_and_stop(dir.path(), &[]);
+    victim.assert_untouched("not yours\n");
+    assert_set_aside(&mut s, dir.path(), "state.tmp", "a symbolic link");
+    assert_private_file(dir.path(), "state");
+    assert!(!dir.path().join("state.tmp").exists());
+}
+
+/// A stale `state.tmp` (a crash) is removed and created afresh, never opened as found: here a
+/// hard link to another file, which keeps its text.
+#[test]
+fn a_stale_temporary_file_is_replaced_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = Victim::new("not yours\n");
+    std::fs::hard_link(&victim.path, dir.path().join("state.tmp")).unwrap();
+    let mut s = start_and_stop(dir.path(), &[]);
+    victim.assert_untouched("not yours\n");
+    assert_set_aside(&mut s, dir.path(), "state.tmp", "2 names (hard links)");
+    // A plain one left by a crash is simply replaced.
+    write_file(dir.path(), "state.tmp", "half a save", 0o644);
+    start_and_stop(dir.path(), &[]);
+    assert_private_file(dir.path(), "state");
+    assert!(!dir.path().join("state.tmp").exists());
+    let text = std::fs::read_to_string(dir.path().join("state")).unwrap();
+    assert!(text.starts_with("heartbeat-state 1 "), "{text}");
+}
+
+/// A state file that is a link is not read: set aside (with its journal), the server starts
+/// empty, and the file it points to is left alone.
+#[test]
+fn a_link_at_the_state_file_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = server(port, dir.path(), &[]);
+    let mut c = Proc::client(port, "c", &["-i", "20", "--count", "2", "--id", "c"]);
+    c.expect_exit(0);
+    first.wait_transition("left");
+    first.signal("TERM");
+    first.expect_exit(0);
+    let saved = std::fs::read_to_string(dir.path().join("state")).unwrap();
+    let victim = Victim::new(&saved);
+    std::fs::remove_file(dir.path().join("state")).unwrap();
+    std::os::unix::fs::symlink(&victim.path, dir.path().join("state")).unwrap();
+    let mut second = server(free_port(), dir.path(), &[]);
+    assert!(second.summary().is_empty(), "nothing restored");
+    assert_set_aside(&mut second, dir.path(), "state", "a symbolic link");
+    second.wait_stderr("State: nothing saved in ");
+    assert!(
+        !second.stderr().iter().any(|l| l.contains("restored from")),
+        "{:#?}",
+        second.stderr()
+    );
+    victim.assert_untouched(&saved);
+    assert_private_file(dir.path(), "state");
+}
+
+/// A journal that is a link is set aside, not appended to nor emptied at the save: a line
+/// another process writes in the file it points to stays.
+#[test]
+fn a_link_at_the_journal_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    start_and_stop(dir.path(), &[]);
+    let victim = Victim::new("");
+    std::fs::remove_file(dir.path().join("journal")).unwrap();
+    std::os::unix::fs::symlink(&victim.path, dir.path().join("journal")).unwrap();
+    let port = free_port();
+    let mut s = server(port, dir.path(), &["--state-interval", "10min"]);
+    let mut c = Proc::client(port, "c", &["-i", "20", "--count", "5", "--id", "j"]);
+    c.expect_exit(0);
+    s.wait_transition("left");
+    // Another process's line, which a save must not wipe.
+    std::fs::write(&victim.path, "another process's line\n").unwrap();
+    let clients = s.summary();
+    assert_eq!(client_summary(&clients, "j")["received"], 5);
+    victim.assert_untouched("another process's line\n");
+    assert_set_aside(&mut s, dir.path(), "journal", "a symbolic link");
+    assert_private_file(dir.path(), "journal");
+    // The changes went to the journal of its own, and the next server has them.
+    let mut next = server(free_port(), dir.path(), &[]);
+    next.wait_stderr("State: 1 client(s) restored from ");
+}
+
+/// A lock that is a link is set aside: the file it points to is not created, and the server
+/// locks a lock of its own.
+#[test]
+fn a_link_at_the_lock_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("created-by-the-server");
+    std::os::unix::fs::symlink(&target, dir.path().join("lock")).unwrap();
+    let mut s = start_and_stop(dir.path(), &[]);
+    assert!(!target.exists(), "the link was followed");
+    assert_set_aside(&mut s, dir.path(), "lock", "a symbolic link");
+    assert_private_file(dir.path(), "lock");
+}

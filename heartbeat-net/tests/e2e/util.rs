@@ -267,18 +267,7 @@ impl Proc {
         for _ in 0..50 {
             self.signal("USR1");
             let line = self.wait_new_stderr("hooks: ");
-            // hooks: 1 ok, 0 failed, 0 timed out, 19 alerts dropped; lines dropped: ...
-            let numbers: Vec<u64> = line
-                .split("hooks: ")
-                .nth(1)
-                .and_then(|s| s.split(';').next())
-                .into_iter()
-                .flat_map(|s| s.split(", "))
-                .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-                .collect();
-            last = numbers
-                .try_into()
-                .unwrap_or_else(|n| panic!("counts in {line:?}: {n:?}"));
+            last = hook_counts_in(&line);
             if pred(last) {
                 return last;
             }
@@ -439,6 +428,23 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The hook counters (ok, failed, timed out, dropped) in a line with
+/// `hooks: 1 ok, 0 failed, 0 timed out, 19 alerts dropped` (the SIGUSR1 report, the shutdown).
+#[track_caller]
+pub(crate) fn hook_counts_in(line: &str) -> [u64; 4] {
+    let numbers: Vec<u64> = line
+        .split("hooks: ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .into_iter()
+        .flat_map(|s| s.split(", "))
+        .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+        .collect();
+    numbers
+        .try_into()
+        .unwrap_or_else(|n| panic!("counts in {line:?}: {n:?}"))
 }
 
 /// Checks the `received` and `missed` counts of a summary entry.
