@@ -244,6 +244,16 @@ impl Proc {
         self.fail(&format!("no stderr line with {what:?}"))
     }
 
+    /// Reads stderr until `pred` holds for every line so far, at most [`WAIT`].
+    pub(crate) fn wait_stderr_until(&mut self, what: &str, pred: impl Fn(&[String]) -> bool) {
+        let deadline = real_now() + WAIT;
+        while !pred(&self.stderr.seen) {
+            if self.stderr.next_until(deadline).is_none() {
+                self.fail(&format!("stderr never had {what}"));
+            }
+        }
+    }
+
     /// Waits for a stderr line containing `needle` among those not looked at yet (an earlier
     /// line with it does not count).
     pub(crate) fn wait_new_stderr(&mut self, needle: &str) -> String {
