@@ -303,6 +303,11 @@ pub enum DisconnectReason {
     /// one, or without authentication one with the same session (the identity rule).
     #[error("superseded by {0}")]
     Superseded(crate::ConnId),
+    /// Server with TLS (reported by its driver): the TLS handshake failed or timed out, with
+    /// the TLS library's reason: a plaintext client, a port scanner, a client that does not
+    /// trust the certificate, a silent peer. The connection never identified.
+    #[error("TLS handshake failed: {0}")]
+    TlsFailed(String),
     /// Client: its interval is too long for a connection to stay open between heartbeats (see
     /// `ClientConfig::connect_per_beat`), so it closes once a heartbeat is acknowledged and
     /// connects again for the next one.
@@ -371,6 +376,7 @@ impl DisconnectReason {
             Self::Protocol(_) => "protocol",
             Self::ServerError(_) => "server_error",
             Self::Superseded(_) => "superseded",
+            Self::TlsFailed(_) => "tls_failed",
             Self::UntilNextBeat => "until_next_beat",
         }
     }

@@ -40,8 +40,9 @@ use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
 use crate::NetError;
-use crate::limits::ConnectionLimits;
+use crate::limits::{ConnectionLimits, Refusal};
 use crate::logsummary::LogSummary;
+use crate::logsummary::PeerLine;
 
 /// Bytes read from the server per `read` call on the client side. Frames are at most 256 bytes.
 const CLIENT_READ_BUFFER: usize = 1024;
@@ -569,6 +570,10 @@ pub trait ServerApp {
     /// Runs after every wake of the loop, once the outputs of that wake are carried out; what
     /// it makes the server output is carried out right after.
     fn on_wake(&mut self, _server: &mut Server, _now: Now) {}
+
+    /// A connection from `peer` was closed as soon as it was accepted, before the core saw it
+    /// (a connection limit, already logged through the summary); the core has no event for it.
+    fn on_refused(&mut self, _refusal: Refusal, _peer: SocketAddr, _now: Now) {}
 }
 
 /// An application that only handles events, with a closure: what [`run_server`] runs.
@@ -643,6 +648,8 @@ enum Inbound {
     Eof(ConnId),
     /// A write blocked for longer than the write timeout: the peer is not reading.
     WriteBlocked(ConnId),
+    /// The TLS handshake failed, for this reason ([`crate::tls::HandshakeFailed`]).
+    TlsFailed(ConnId, String),
 }
 
 enum ServerWake<S> {
@@ -732,19 +739,26 @@ async fn serve<L: Listener>(
             ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "connection task failed");
+                    d.options.log.peer(
+                        now.mono,
+                        Level::ERROR,
+                        PeerLine::ConnectionTaskFailed,
+                        format_args!("connection task failed: {e}"),
+                    );
                 }
             }
             ServerWake::AcceptResume => accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
-                d.accept(now, stream, peer, &inbound_tx);
+                d.accept(now, stream, peer, &inbound_tx, &mut app);
                 // A storm: take the connections already waiting in the listen queue too, a
                 // batch at a time, without going round the loop for each.
                 for _ in 1..ACCEPT_BATCH {
                     match accept_ready(&mut listener) {
-                        Some(Ok((stream, peer))) => d.accept(now, stream, peer, &inbound_tx),
+                        Some(Ok((stream, peer))) => {
+                            d.accept(now, stream, peer, &inbound_tx, &mut app);
+                        }
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
+                            d.accept_failed(now, &e);
                             accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
                             break;
                         }
@@ -757,7 +771,7 @@ async fn serve<L: Listener>(
                 d.inbound_batch(now, None, &mut inbound_rx, &mut app, INBOUND_BATCH);
             }
             ServerWake::Accepted(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed; pausing accepts briefly");
+                d.accept_failed(now, &e);
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
             ServerWake::Inbound(m) => {
@@ -819,12 +833,23 @@ impl ServerDriver {
         }
     }
 
+    /// Logs a failed accept (summarised: under a connection flood it may fail for each one).
+    fn accept_failed(&self, now: Now, e: &io::Error) {
+        self.options.log.peer(
+            now.mono,
+            Level::WARN,
+            PeerLine::AcceptFailed,
+            format_args!("accept failed ({e}); pausing accepts briefly"),
+        );
+    }
+
     fn accept<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         &mut self,
         now: Now,
         stream: S,
         peer: SocketAddr,
         inbound: &mpsc::Sender<Inbound>,
+        app: &mut impl ServerApp,
     ) {
         if let Err(refusal) = self.limits.check(peer) {
             let limit = match refusal {
@@ -837,24 +862,25 @@ impl ServerDriver {
                     self.options.max_connections_per_ip_value()
                 }
             };
-            self.options.log.log(
+            self.options.log.peer(
                 now.mono,
                 Level::WARN,
                 refusal.kind(),
                 format_args!(
                     "connection limit reached ({} = {limit}); closing the new connection from {peer}",
-                    refusal.kind().trim_start_matches("connection refused: ").trim_end_matches(" reached"),
+                    refusal.flag(),
                 ),
             );
             drop(stream);
+            app.on_refused(refusal, peer, now);
             return;
         }
         let conn = self.server.accept(now, peer);
         self.limits.opened(conn, peer);
-        self.options.log.log(
+        self.options.log.peer(
             now.mono,
             Level::INFO,
-            "Accepted connection",
+            PeerLine::Accepted,
             format_args!("Accepted connection from {}", seed_peer(peer)),
         );
         let (tx, rx) = outbox(self.options.outbound_capacity.max(1));
@@ -897,6 +923,7 @@ impl ServerDriver {
             // The permit is released once the bytes are handled: the task may read again.
             Inbound::Data(conn, bytes, _permit) => self.server.handle_input(now, conn, &bytes),
             Inbound::Eof(conn) => self.server.handle_eof(now, conn),
+            Inbound::TlsFailed(conn, why) => self.server.handle_tls_failed(now, conn, why),
             Inbound::WriteBlocked(conn) => self.server.handle_write_blocked(now, conn),
         }
     }
@@ -966,12 +993,16 @@ async fn read_loop<S: AsyncRead>(
         let msg = match scratch.read(&mut reader).await {
             Ok(bytes) if bytes.is_empty() => None,
             Ok(bytes) => Some(Inbound::Data(conn, bytes, permit)),
-            Err(e) => {
-                tracing::debug!(%conn, error = %e, "read failed");
-                None
-            }
+            Err(e) => match crate::tls::handshake_failure(&e) {
+                Some(why) => Some(Inbound::TlsFailed(conn, why.to_owned())),
+                None => {
+                    tracing::debug!(%conn, error = %e, "read failed");
+                    None
+                }
+            },
         };
         let (msg, more) = match msg {
+            Some(m @ Inbound::TlsFailed(..)) => (m, false),
             Some(m) => (m, true),
             None => (Inbound::Eof(conn), false),
         };

@@ -62,6 +62,7 @@ pub use driver::{
     run_server_with_control,
 };
 pub use error::NetError;
+pub use limits::Refusal;
 pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
 

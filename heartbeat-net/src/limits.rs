@@ -6,21 +6,40 @@ use std::net::{IpAddr, SocketAddr};
 
 use heartbeat_core::ConnId;
 
-/// Why a new connection was refused.
+use crate::logsummary::PeerLine;
+
+/// Why a new connection was closed as soon as it was accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// `max_connections` are open.
+pub enum Refusal {
+    /// `--max-connections` are open.
     Total,
-    /// `max_connections_per_ip` are open from this address.
+    /// `--max-connections-per-ip` are open from this address.
     PerIp,
 }
 
 impl Refusal {
     /// The log kind, as the log summary counts it.
-    pub(crate) fn kind(self) -> &'static str {
+    pub fn kind(self) -> PeerLine {
         match self {
-            Self::Total => "connection refused: --max-connections reached",
-            Self::PerIp => "connection refused: --max-connections-per-ip reached",
+            Self::Total => PeerLine::RefusedMaxConnections,
+            Self::PerIp => PeerLine::RefusedPerIp,
+        }
+    }
+
+    /// The flag that sets the limit.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Total => "--max-connections",
+            Self::PerIp => "--max-connections-per-ip",
+        }
+    }
+
+    /// A short, stable name (`max_connections`, `max_connections_per_ip`), as in the `--json`
+    /// `unidentified` event.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Total => "max_connections",
+            Self::PerIp => "max_connections_per_ip",
         }
     }
 }

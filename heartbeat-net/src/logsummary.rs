@@ -25,6 +25,112 @@ pub const DEFAULT_BURST: u32 = 10;
 /// The window lines are counted over. Default 1 s.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 
+/// Declares [`PeerLine`] and its table at once, so that no kind is left out of
+/// [`PeerLine::ALL`] (what the tests iterate over).
+macro_rules! peer_lines {
+    ($($(#[doc = $doc:literal])* $kind:ident => $name:literal, $burst:expr;)*) => {
+        /// Every kind of log line a remote peer can cause, one per cause: each goes through
+        /// [`LogSummary::peer`], so each is at most its [`burst`](Self::burst) lines per window
+        /// (ten a second by default), then one summary line with how many were left out.
+        ///
+        /// This is the whole class of peer-caused lines at the levels logged by default (info
+        /// and above): the server writes no such line any other way (a unit test checks the
+        /// server's source files for direct `tracing` calls). Debug lines (`RUST_LOG=debug`)
+        /// are per-event diagnostics asked for by the operator, and are not summarised.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum PeerLine {
+            $($(#[doc = $doc])* $kind,)*
+        }
+
+        impl PeerLine {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [PeerLine] = &[$(PeerLine::$kind,)*];
+
+            /// The kind's name in the summary line (`... and 12 more "failed authentication"`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(PeerLine::$kind => $name,)*
+                }
+            }
+
+            /// Lines of this kind written per window before the rest are counted.
+            pub fn burst(self) -> u32 {
+                match self {
+                    $(PeerLine::$kind => $burst,)*
+                }
+            }
+        }
+    };
+}
+
+peer_lines! {
+    /// A connection was accepted (the seed's `Accepted connection from ...`).
+    Accepted => "Accepted connection", DEFAULT_BURST;
+    /// A connection was closed at once: `--max-connections` are open.
+    RefusedMaxConnections => "connection refused: --max-connections reached", DEFAULT_BURST;
+    /// A connection was closed at once: `--max-connections-per-ip` are open from its address.
+    RefusedPerIp => "connection refused: --max-connections-per-ip reached", DEFAULT_BURST;
+    /// Accepting failed (out of file descriptors under a connection flood, say).
+    AcceptFailed => "accept failed", DEFAULT_BURST;
+    /// A connection's task ended with a panic.
+    ConnectionTaskFailed => "connection task failed", DEFAULT_BURST;
+    /// The TLS handshake failed or timed out: a plaintext client, a port scanner, a client
+    /// that does not trust the certificate, a silent peer.
+    TlsFailed => "TLS handshake failed", DEFAULT_BURST;
+    /// A connection identified itself as a client.
+    Identified => "clients identified", DEFAULT_BURST;
+    /// The seed's line per heartbeat: many by nature, so a budget of its own for all clients.
+    Heartbeat => "heartbeat lines", 1000;
+    /// A client's heartbeats were missed.
+    Missed => "missed heartbeats", DEFAULT_BURST;
+    /// A client's heartbeats arrived at once after a silence.
+    Burst => "bursts", DEFAULT_BURST;
+    /// A client sent a heartbeat twice.
+    Duplicate => "duplicate heartbeats", DEFAULT_BURST;
+    /// A client restarted (its sequence numbers began again).
+    Restarted => "restarts", DEFAULT_BURST;
+    /// A client's clock is off, or back in sync.
+    ClockSkew => "clock skew", DEFAULT_BURST;
+    /// The seed's `No data received. Connection likely closed by client.`
+    ClosedByClient => "connections closed by clients", DEFAULT_BURST;
+    /// A connection was dropped for a protocol error: garbage, a broken pace, an implausible
+    /// sequence number or timestamp, an interval below the minimum.
+    DroppedProtocol => "connections dropped: protocol error", DEFAULT_BURST;
+    /// A connection was dropped for not reading its acknowledgements.
+    DroppedNotReading => "connections dropped: not reading acknowledgements", DEFAULT_BURST;
+    /// A connection was dropped for a timeout: no identification, or idle.
+    DroppedTimeout => "connections dropped: timeout", DEFAULT_BURST;
+    /// Any other end of a connection.
+    Closed => "connections closed", DEFAULT_BURST;
+    /// Failed authentication (or a legacy connection where authentication is required): one
+    /// line a window.
+    AuthFailed => "failed authentication", 1;
+    /// A `HELLO` refused under the identity rule (its id is live on another connection): one
+    /// line a window.
+    IdRefused => "refusals under the identity rule", 1;
+    /// A client is down.
+    ClientsDown => "clients down", DEFAULT_BURST;
+    /// A client is suspect.
+    ClientsSuspect => "clients suspect", DEFAULT_BURST;
+    /// A client is up again, or left.
+    ClientsBackOrLeft => "clients back or left", DEFAULT_BURST;
+    /// A client was forgotten (`--max-clients`, `--forget-after`).
+    Forgotten => "clients forgotten", DEFAULT_BURST;
+    /// The server's loop was stalled (under a flood, say).
+    Stalled => "server stalls", DEFAULT_BURST;
+    /// Any other event of the core.
+    OtherEvents => "other events", DEFAULT_BURST;
+    /// The metrics endpoint refused a connection or request (`503`, a full listener); for
+    /// `server::http` to call through [`LogSummary::peer`].
+    HttpRefused => "metrics endpoint: refused", DEFAULT_BURST;
+}
+
+impl fmt::Display for PeerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Rate-limited, summarised logging, shared by the server driver and the binary that prints
 /// its events (clones share the counts).
 #[derive(Clone, Debug)]
@@ -80,6 +186,19 @@ impl LogSummary {
     ) -> bool {
         let burst = self.lock().burst;
         self.log_up_to(now, level, kind, burst, line)
+    }
+
+    /// Logs a line a remote peer caused: `line` at `level`, within the budget of its `kind`
+    /// ([`PeerLine::burst`] lines per window), then counted for the summary. Returns true if it
+    /// was written. Every peer-caused line goes through here.
+    pub fn peer(
+        &self,
+        now: Instant,
+        level: Level,
+        kind: PeerLine,
+        line: fmt::Arguments<'_>,
+    ) -> bool {
+        self.log_up_to(now, level, kind.name(), kind.burst(), line)
     }
 
     /// Like [`log`](Self::log) with a budget of its own for `kind`: `burst` lines per window
@@ -213,6 +332,88 @@ mod tests {
         assert_eq!(log.next_flush(), None);
         let later = t0 + Duration::from_secs(2);
         assert!(log.log(later, Level::WARN, "refused", format_args!("again")));
+    }
+
+    /// The class of peer-caused lines, enumerated: a flood of each kind is its burst of
+    /// lines, and the rest is counted for the summary.
+    #[test]
+    fn every_peer_caused_kind_is_held_to_its_burst() {
+        let t0 = crate::mono_now();
+        let log = LogSummary::default();
+        let names: std::collections::BTreeSet<_> = PeerLine::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), PeerLine::ALL.len(), "two kinds share a name");
+        for &kind in PeerLine::ALL {
+            let written = (0..1000)
+                .filter(|i| log.peer(t0, Level::WARN, kind, format_args!("{kind} {i}")))
+                .count();
+            assert!(kind.burst() <= DEFAULT_BURST || kind == PeerLine::Heartbeat);
+            assert_eq!(written, kind.burst() as usize, "{kind}");
+            assert_eq!(log.suppressed(kind.name()), 1000 - u64::from(kind.burst()));
+        }
+    }
+
+    /// The files whose code runs on what a peer sends: the server driver, the listeners, TLS,
+    /// the connection limits, the server's log lines and `--json` events, and the core's server.
+    const PEER_FACING: &[(&str, &str)] = &[
+        ("driver.rs", include_str!("driver.rs")),
+        ("limits.rs", include_str!("limits.rs")),
+        ("listener.rs", include_str!("listener.rs")),
+        ("tls.rs", include_str!("tls.rs")),
+        ("server/log.rs", include_str!("server/log.rs")),
+        ("server/refusals.rs", include_str!("server/refusals.rs")),
+        (
+            "server/unidentified.rs",
+            include_str!("server/unidentified.rs"),
+        ),
+        ("server/output.rs", include_str!("server/output.rs")),
+        (
+            "core server/mod.rs",
+            include_str!("../../heartbeat-core/src/server/mod.rs"),
+        ),
+        (
+            "core server/handshake.rs",
+            include_str!("../../heartbeat-core/src/server/handshake.rs"),
+        ),
+        (
+            "core server/session.rs",
+            include_str!("../../heartbeat-core/src/server/session.rs"),
+        ),
+        (
+            "core server/limits.rs",
+            include_str!("../../heartbeat-core/src/server/limits.rs"),
+        ),
+        (
+            "core server/stats.rs",
+            include_str!("../../heartbeat-core/src/server/stats.rs"),
+        ),
+    ];
+
+    /// No exception to the summariser: in the code a peer's input reaches, no line is logged at
+    /// a default level (info, warn, error) except through [`LogSummary::peer`]. A line there
+    /// that no peer can cause says so in a comment on it or the line before: `not caused by a
+    /// peer`.
+    #[test]
+    fn peer_facing_code_logs_only_through_the_summary() {
+        let mut direct = Vec::new();
+        for (file, text) in PEER_FACING {
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let logs = ["info!(", "warn!(", "error!("]
+                    .iter()
+                    .any(|m| code.contains(m));
+                let excused = |l: &str| l.contains("not caused by a peer");
+                let before = i.checked_sub(1).map_or("", |j| lines[j]);
+                if logs && !excused(line) && !excused(before) {
+                    direct.push(format!("{file}:{}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            direct.is_empty(),
+            "lines a peer can cause must go through LogSummary::peer with a PeerLine kind:\n{}",
+            direct.join("\n")
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! - [`TlsListener`] wraps any [`Listener`]: `accept` hands over the stream at once, and the TLS
 //!   handshake runs when the connection's own task first reads or writes, bounded by
 //!   [`HANDSHAKE_TIMEOUT`]. A slow, silent or plaintext peer therefore holds up neither the
-//!   accept loop nor any other connection; a failed handshake is one log line naming the peer,
-//!   and the connection then ends like any closed one.
+//!   accept loop nor any other connection; a failed handshake is a [`HandshakeFailed`] error,
+//!   which the server driver reports as `DisconnectReason::TlsFailed`: a summarised log line
+//!   naming the peer (see [`PeerLine::TlsFailed`](crate::logsummary::PeerLine::TlsFailed)).
 //! - [`TlsConnector`] wraps any [`Connector`]: it connects, then handshakes (with the same
 //!   timeout) and checks the server's certificate against the given CA and server name; a
 //!   failure is a failed connect attempt.
@@ -179,7 +180,7 @@ impl<L: Listener> Listener for TlsListener<L> {
         // `accept` only builds the handshake future: nothing is read or written yet.
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.current());
         let handshake = acceptor.accept(stream);
-        Ok((ServerTlsStream::new(handshake, peer, self.timeout), peer))
+        Ok((ServerTlsStream::new(handshake, self.timeout), peer))
     }
 }
 
@@ -187,7 +188,6 @@ impl<L: Listener> Listener for TlsListener<L> {
 /// owns it, within a deadline.
 pub struct ServerTlsStream<S> {
     state: Handshake<S>,
-    peer: SocketAddr,
 }
 
 enum Handshake<S> {
@@ -201,14 +201,13 @@ enum Handshake<S> {
 }
 
 impl<S> ServerTlsStream<S> {
-    fn new(accept: tokio_rustls::Accept<S>, peer: SocketAddr, timeout: Duration) -> Self {
+    fn new(accept: tokio_rustls::Accept<S>, timeout: Duration) -> Self {
         Self {
             state: Handshake::Running {
                 accept: Box::pin(accept),
                 deadline: Box::pin(tokio::time::sleep(timeout)),
                 timeout,
             },
-            peer,
         }
     }
 }
@@ -239,14 +238,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTlsStream<S> {
             match outcome {
                 Ok(stream) => self.state = Handshake::Done(Box::new(stream)),
                 Err(e) => {
-                    // The one line about this peer: a plaintext client, a port scanner, a
-                    // client that does not trust our certificate, or a silent peer.
-                    tracing::warn!(
-                        "TLS handshake with {} failed ({e}); dropping the connection",
-                        self.peer
-                    );
+                    // A plaintext client, a port scanner, a client that does not trust our
+                    // certificate, or a silent peer: the driver logs it, summarised.
                     self.state = Handshake::Failed;
-                    return Poll::Ready(Err(e));
+                    return Poll::Ready(Err(io::Error::new(
+                        e.kind(),
+                        HandshakeFailed(e.to_string()),
+                    )));
                 }
             }
         }
@@ -294,6 +292,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTlsStream<S> {
             Handshake::Running { .. } | Handshake::Failed => Poll::Ready(Ok(())),
         }
     }
+}
+
+/// The error of a [`ServerTlsStream`] whose handshake failed or timed out, with the reason
+/// (inside an [`io::Error`] of the read or write that ran the handshake).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct HandshakeFailed(pub String);
+
+/// The reason of a failed server-side handshake, if `e` is one ([`HandshakeFailed`]).
+pub fn handshake_failure(e: &io::Error) -> Option<&str> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
+        .map(|h| h.0.as_str())
 }
 
 /// A [`Connector`] whose streams speak TLS, checking the server's certificate.
@@ -388,8 +399,7 @@ mod tests {
             .with_cert_resolver(Arc::new(NoCertificate));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (ours, theirs) = tokio::io::duplex(1024);
-        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
-        let s = ServerTlsStream::new(acceptor.accept(ours), peer, HANDSHAKE_TIMEOUT);
+        let s = ServerTlsStream::new(acceptor.accept(ours), HANDSHAKE_TIMEOUT);
         (s, theirs)
     }
 
@@ -400,6 +410,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let e = s.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(handshake_failure(&e), Some("no TLS handshake within 10s"));
         assert_eq!(t0.elapsed(), HANDSHAKE_TIMEOUT);
         // Failed for good, and closing it is harmless.
         assert_eq!(
@@ -415,7 +426,8 @@ mod tests {
         plain.write_all(b"HELLO 1 web-01 1000\n").await.unwrap();
         let t0 = tokio::time::Instant::now();
         let mut buf = [0u8; 16];
-        assert!(s.read(&mut buf).await.is_err());
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert!(handshake_failure(&e).is_some(), "{e:?}");
         assert_eq!(t0.elapsed(), Duration::ZERO);
         assert!(s.write_all(b"ACK 1 1.0\n").await.is_err());
     }

@@ -197,6 +197,23 @@ pub enum Event {
         #[serde(rename = "late_ms", serialize_with = "ms")]
         late: Duration,
     },
+    /// `count` connections that never identified ended for the same reason `kind` within
+    /// `window` from `time` on: TLS failures, refusals before or at `HELLO`, protocol errors
+    /// and timeouts before identifying, connection limits. The core never emits it: the
+    /// server application sums up such connections' `Disconnected` events in it (one event per
+    /// kind and second, rather than one per connection a flood can open), while every event
+    /// about an identified client stays an event of its own.
+    Unidentified {
+        /// Why they ended: a [`DisconnectReason::label`] (`tls_failed`, `protocol`,
+        /// `hello_timeout`, `auth_failed`, `id_in_use`, ...), or the connection limit that
+        /// closed them at once (`max_connections`, `max_connections_per_ip`).
+        kind: &'static str,
+        /// How many.
+        count: u64,
+        /// The span they were counted over.
+        #[serde(rename = "window_ms", serialize_with = "ms")]
+        window: Duration,
+    },
     /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
     /// heartbeat that brought the client back. `from == Unknown` (to `Down`) is an expected
     /// client never heard from within its grace ("never seen"); an expected client heard from
@@ -238,6 +255,7 @@ impl Event {
             Self::Restarted { .. } => "restarted",
             Self::Stalled { .. } => "stalled",
             Self::Transition { .. } => "transition",
+            Self::Unidentified { .. } => "unidentified",
         }
     }
 
@@ -354,6 +372,15 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Self::Unidentified {
+                kind,
+                count,
+                window,
+            } => write!(
+                f,
+                "unidentified kind={kind} count={count} window={}",
+                fmt_ms(*window)
+            ),
             Self::Stalled { late } => write!(
                 f,
                 "stalled: the server ran {} late; no client convicted on that evidence",

@@ -396,6 +396,14 @@ impl Server {
         })
     }
 
+    /// The driver's TLS handshake with `conn` failed (`why`, the TLS library's reason): the
+    /// connection ends as [`DisconnectReason::TlsFailed`], never having identified.
+    pub fn handle_tls_failed(&mut self, now: Now, conn: ConnId, why: String) {
+        if self.conns.contains_key(&conn) {
+            self.drop_conn(now, conn, DisconnectReason::TlsFailed(why));
+        }
+    }
+
     /// Closes `conn` locally.
     pub fn close(&mut self, now: Now, conn: ConnId) {
         if self.conns.contains_key(&conn) {

@@ -9,17 +9,15 @@ use heartbeat_core::{DisconnectReason, Now, fmt_ms, fmt_signed_ms};
 use tracing::Level;
 
 use crate::LogSummary;
-
-/// Per-heartbeat log lines written per second, from all clients together; beyond it they are
-/// counted and summarised (the JSON events still carry every heartbeat).
-const HEARTBEAT_LINES: u32 = 1000;
+use crate::logsummary::PeerLine;
 
 /// The seed's log lines, kept recognisable, plus what the seed could not see. Every line goes
 /// through the log summary, so a hostile peer cannot flood the log: per kind, a few lines a
-/// second (heartbeats: `HEARTBEAT_LINES`), then one line with how many were left out.
+/// second (heartbeats: a thousand in all, [`PeerLine::Heartbeat`]), then one line with how
+/// many were left out. Each kind is a [`PeerLine`].
 pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
-    let line = |level: Level, kind: &'static str, text: std::fmt::Arguments<'_>| {
-        log.log(now.mono, level, kind, text);
+    let line = |level: Level, kind: PeerLine, text: std::fmt::Arguments<'_>| {
+        log.peer(now.mono, level, kind, text);
     };
     match e {
         Event::Connected {
@@ -34,7 +32,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             let again = if *resumed { ", seen before" } else { "" };
             line(
                 Level::INFO,
-                "clients identified",
+                PeerLine::Identified,
                 format_args!(
                     "Client {client} identified on {conn} from {peer} (protocol {protocol}, interval {interval}{again})"
                 ),
@@ -50,13 +48,11 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             recovered,
             ..
         } => {
-            // One per heartbeat, as the seed logged, up to HEARTBEAT_LINES a second in all (a
+            // One per heartbeat, as the seed logged, up to a thousand a second in all (a
             // client is held to its declared pace, but a flood of new connections is not).
-            log.log_up_to(
-                now.mono,
+            line(
                 Level::INFO,
-                "heartbeat lines",
-                HEARTBEAT_LINES,
+                PeerLine::Heartbeat,
                 format_args!(
                     "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}. ' from {client}",
                     received.display_secs(4),
@@ -76,7 +72,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
         }
         Event::Missed { client, range, .. } => line(
             Level::WARN,
-            "missed heartbeats",
+            PeerLine::Missed,
             format_args!(
                 "Missed {} heartbeat(s) from {client}: #{range}",
                 range.count()
@@ -93,7 +89,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             let silence = silence.map_or_else(|| "-".to_owned(), fmt_ms);
             line(
                 Level::WARN,
-                "bursts",
+                PeerLine::Burst,
                 format_args!(
                     "{count} heartbeats from {client} (#{first}-#{last}) arrived at once after {silence} of silence"
                 ),
@@ -101,14 +97,14 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
         }
         Event::Duplicate { client, seq, .. } => line(
             Level::WARN,
-            "duplicate heartbeats",
+            PeerLine::Duplicate,
             format_args!("Duplicate heartbeat #{seq} from {client}"),
         ),
         Event::Restarted {
             client, previous, ..
         } => line(
             Level::WARN,
-            "restarts",
+            PeerLine::Restarted,
             format_args!(
                 "Client {client} restarted (its previous run reached #{previous}); counting anew"
             ),
@@ -129,7 +125,7 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
             };
             line(
                 level,
-                "clock skew",
+                PeerLine::ClockSkew,
                 format_args!(
                     "Clock of client {client} is off by {} ({})",
                     fmt_signed_ms(*offset_ns),
@@ -156,11 +152,21 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
                     .map_or_else(|| peer.to_string(), ToString::to_string);
                 line(
                     level,
-                    "connections closed by clients",
+                    PeerLine::ClosedByClient,
                     format_args!("No data received. Connection likely closed by client. ({who})"),
                 );
             }
             let (level, kind) = disconnect_kind(reason);
+            if let DisconnectReason::TlsFailed(why) = reason {
+                line(
+                    level,
+                    kind,
+                    format_args!(
+                        "TLS handshake with {peer} failed ({why}); dropping the connection ({conn})"
+                    ),
+                );
+                return;
+            }
             match client {
                 Some(client) => line(
                     level,
@@ -185,9 +191,9 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
         } => {
             let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
             let (level, kind) = match to {
-                Liveness::Down => (Level::ERROR, "clients down"),
-                Liveness::Suspect => (Level::WARN, "clients suspect"),
-                _ => (Level::INFO, "clients back or left"),
+                Liveness::Down => (Level::ERROR, PeerLine::ClientsDown),
+                Liveness::Suspect => (Level::WARN, PeerLine::ClientsSuspect),
+                _ => (Level::INFO, PeerLine::ClientsBackOrLeft),
             };
             if *from == Liveness::Unknown {
                 line(
@@ -215,12 +221,12 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
         }
         Event::Evicted { client } => line(
             Level::WARN,
-            "clients forgotten",
+            PeerLine::Forgotten,
             format_args!("Forgot client {client}: the --max-clients limit was reached"),
         ),
         Event::Forgotten { client, gone_for } => line(
             Level::INFO,
-            "clients forgotten",
+            PeerLine::Forgotten,
             format_args!(
                 "Forgot client {client}: gone for {} (--forget-after)",
                 fmt_ms(*gone_for)
@@ -228,28 +234,28 @@ pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
         ),
         Event::Stalled { late } => line(
             Level::WARN,
-            "server stalls",
+            PeerLine::Stalled,
             format_args!(
                 "The server itself was stalled for {}: nobody is declared down on that evidence",
                 fmt_ms(*late)
             ),
         ),
-        other => line(Level::INFO, "other events", format_args!("{other}")),
+        // A sum of connections whose own lines were logged, each through the summary.
+        Event::Unidentified { .. } => {}
+        other => line(Level::INFO, PeerLine::OtherEvents, format_args!("{other}")),
     }
 }
 
 /// The level and log kind of a disconnect: ordinary ends are information, the server's own
 /// drops are warnings, one kind per cause.
-fn disconnect_kind(reason: &DisconnectReason) -> (Level, &'static str) {
+fn disconnect_kind(reason: &DisconnectReason) -> (Level, PeerLine) {
     match reason {
-        DisconnectReason::Protocol(_) => (Level::WARN, "connections dropped: protocol error"),
-        DisconnectReason::NotReadingAcks => (
-            Level::WARN,
-            "connections dropped: not reading acknowledgements",
-        ),
+        DisconnectReason::Protocol(_) => (Level::WARN, PeerLine::DroppedProtocol),
+        DisconnectReason::NotReadingAcks => (Level::WARN, PeerLine::DroppedNotReading),
         DisconnectReason::HelloTimeout(_)
         | DisconnectReason::IncompleteHello(_)
-        | DisconnectReason::IdleTimeout(_) => (Level::WARN, "connections dropped: timeout"),
-        _ => (Level::INFO, "connections closed"),
+        | DisconnectReason::IdleTimeout(_) => (Level::WARN, PeerLine::DroppedTimeout),
+        DisconnectReason::TlsFailed(_) => (Level::WARN, PeerLine::TlsFailed),
+        _ => (Level::INFO, PeerLine::Closed),
     }
 }

@@ -25,6 +25,7 @@ pub mod output;
 mod refusals;
 pub mod signals;
 pub mod state;
+mod unidentified;
 
 pub use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
 pub use log::log_event;
@@ -51,10 +52,11 @@ use crate::cli::{self, DetectorArgs, trust_warning};
 use crate::driver::ControlReceiver;
 use crate::tls::{self, TlsListener};
 use crate::{
-    Clock as _, Listener, LogSummary, NetError, ServerApp, ServerControl, ServerOptions,
+    Clock as _, Listener, LogSummary, NetError, Refusal, ServerApp, ServerControl, ServerOptions,
     SystemClock, TcpListener, keys, run_server_app,
 };
 use state::{Saver, StateDir, StateDirError};
+use unidentified::Unidentified;
 
 /// At exit, how long each output stream gets to write what is queued (a reader that never
 /// drains it does not hold up the exit).
@@ -557,12 +559,14 @@ async fn serve(
             () = stdout.failed() => {}
         }
     };
+    let mut unidentified = Unidentified::default();
     let app = App {
         log: &log,
         json,
         output: &output,
         hooks: hooks.as_ref(),
         saver: saver.as_mut(),
+        unidentified: &mut unidentified,
     };
     let served = match tls {
         Some(tls) => {
@@ -586,6 +590,11 @@ async fn serve(
         }
     };
     let mut server = served?;
+    if json {
+        for (e, time) in unidentified.flush_all(SystemClock.now()) {
+            output.stdout.line(e.to_json_at(time).to_string());
+        }
+    }
     if let Some(hooks) = hooks {
         // Before the final report: what was not delivered is logged and counted first.
         hooks.shutdown().await;
@@ -656,15 +665,32 @@ fn open_state(
         .with_context(|| format!("starting to save the state in {}", dir.display()))
 }
 
-/// The application in the server loop: logs events (refused connections through the
-/// summarising log), hands transitions to the hooks and, with `--json`, prints events, none of
-/// it waiting; with `--state-dir`, keeps the state.
+/// The application in the server loop: logs events (every line through the summarising log),
+/// hands transitions to the hooks and, with `--json`, prints events (those of connections that
+/// never identified summed up per kind and second), none of it waiting; with `--state-dir`,
+/// keeps the state.
 struct App<'a> {
     log: &'a LogSummary,
     json: bool,
     output: &'a Output,
     hooks: Option<&'a Hooks>,
     saver: Option<&'a mut Saver>,
+    unidentified: &'a mut Unidentified,
+}
+
+impl App<'_> {
+    /// Prints `e` (with `--json`), with `time` as its time.
+    fn print(&self, e: &Event, time: UnixTime) {
+        self.output.stdout.line(e.to_json_at(time).to_string());
+    }
+
+    /// Counts a connection that never identified under `kind` (with `--json`), printing the
+    /// kind's previous window if it ended.
+    fn count_unidentified(&mut self, kind: &'static str, now: Now) {
+        if let Some((e, time)) = self.unidentified.count(kind, now) {
+            self.print(&e, time);
+        }
+    }
 }
 
 impl ServerApp for App<'_> {
@@ -676,17 +702,35 @@ impl ServerApp for App<'_> {
             hooks.notify(e, now);
         }
         if self.json {
-            self.output.stdout.line(e.to_json_at(now.unix).to_string());
+            match e {
+                Event::Disconnected {
+                    client: None,
+                    reason,
+                    ..
+                } => self.count_unidentified(reason.label(), now),
+                _ => self.print(e, now.unix),
+            }
+        }
+    }
+
+    fn on_refused(&mut self, refusal: Refusal, _peer: SocketAddr, now: Now) {
+        if self.json {
+            self.count_unidentified(refusal.label(), now);
         }
     }
 
     fn next_wake(&self) -> Option<std::time::Instant> {
-        self.saver.as_ref().and_then(|s| s.next_wake())
+        let saver = self.saver.as_ref().and_then(|s| s.next_wake());
+        let unidentified = self.unidentified.next_flush();
+        saver.into_iter().chain(unidentified).min()
     }
 
     fn on_wake(&mut self, server: &mut Server, now: Now) {
         if let Some(saver) = self.saver.as_mut() {
             saver.on_wake(server, now);
+        }
+        for (e, time) in self.unidentified.flush(now) {
+            self.print(&e, time);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The server's log of refused connections: failed authentication (with the peer and the id it
 //! claimed) and the identity rule's refusals. They go through the one log summariser
-//! ([`LogSummary`]) with a budget of one line a second per kind, so an attacker cannot drown
+//! ([`LogSummary`]) with a budget of one line a second per kind ([`PeerLine::AuthFailed`],
+//! [`PeerLine::IdRefused`]), so an attacker cannot drown
 //! the log (or the disk) in one line per attempt; the summary says how many were left out.
 //! Every refusal is still an event (`disconnected`, in `--json`).
 
@@ -11,9 +12,7 @@ use heartbeat_core::server::Event;
 use tracing::Level;
 
 use crate::LogSummary;
-
-/// Lines per kind of refusal written per window of the log summary (one second by default).
-const LINES_PER_WINDOW: u32 = 1;
+use crate::logsummary::PeerLine;
 
 /// Logs `e` through `log` if it is a refused connection, and returns true (the caller logs
 /// nothing more for it); false for any other event.
@@ -21,34 +20,12 @@ pub fn log_refusal(log: &LogSummary, e: &Event, now: Instant) -> bool {
     let Some((kind, line)) = describe(e) else {
         return false;
     };
-    log.log_up_to(
-        now,
-        Level::WARN,
-        kind.name(),
-        LINES_PER_WINDOW,
-        format_args!("{line}"),
-    );
+    log.peer(now, Level::WARN, kind, format_args!("{line}"));
     true
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Auth,
-    Identity,
-}
-
-impl Kind {
-    /// The kind's name in the log summary (`... and 12 more "failed authentication" ...`).
-    fn name(self) -> &'static str {
-        match self {
-            Self::Auth => "failed authentication",
-            Self::Identity => "refusals under the identity rule",
-        }
-    }
-}
-
 /// The log line of a refused connection, and its kind; `None` for any other event.
-fn describe(e: &Event) -> Option<(Kind, String)> {
+fn describe(e: &Event) -> Option<(PeerLine, String)> {
     let Event::Disconnected {
         conn, peer, reason, ..
     } = e
@@ -57,25 +34,25 @@ fn describe(e: &Event) -> Option<(Kind, String)> {
     };
     Some(match reason {
         DisconnectReason::AuthFailed { client, why } => (
-            Kind::Auth,
+            PeerLine::AuthFailed,
             format!("Authentication failed: {peer} ({conn}) claimed client id {client}: {why}"),
         ),
         DisconnectReason::AuthTimeout { client, after } => (
-            Kind::Auth,
+            PeerLine::AuthFailed,
             format!(
                 "Authentication failed: {peer} ({conn}) claimed client id {client} and did not \
                  answer the challenge within {after:?}"
             ),
         ),
         DisconnectReason::LegacyRefused => (
-            Kind::Auth,
+            PeerLine::AuthFailed,
             format!(
                 "Refused a legacy connection from {peer} ({conn}): legacy clients cannot \
                  authenticate (--allow-legacy lets them in)"
             ),
         ),
         DisconnectReason::IdInUse { client, holder } => (
-            Kind::Identity,
+            PeerLine::IdRefused,
             format!(
                 "Refused {peer} ({conn}): client id {client} is in use by {holder} with another \
                  session (two clients started with the same --id?)"
@@ -120,7 +97,7 @@ mod tests {
         for i in 0..1000 {
             assert!(log_refusal(&log, &failed, t0 + ms(i)));
         }
-        assert_eq!(log.suppressed(Kind::Auth.name()), 999);
+        assert_eq!(log.suppressed(PeerLine::AuthFailed.name()), 999);
         let other = Event::Evicted {
             client: heartbeat_core::ClientKey::Id(ClientId::new("x").unwrap()),
         };
@@ -142,7 +119,7 @@ mod tests {
             why: AuthFailure::WrongAnswer,
         }))
         .unwrap();
-        assert_eq!(kind, Kind::Auth);
+        assert_eq!(kind, PeerLine::AuthFailed);
         assert_eq!(
             line,
             "Authentication failed: 192.0.2.7:4000 (conn#3) claimed client id victim: wrong \
@@ -153,7 +130,7 @@ mod tests {
             holder: ConnId(1),
         }))
         .unwrap();
-        assert_eq!(kind, Kind::Identity);
+        assert_eq!(kind, PeerLine::IdRefused);
         assert!(line.contains("victim is in use by conn#1"), "{line}");
         assert_eq!(describe(&gone(DisconnectReason::ClosedByPeer)), None);
     }

@@ -551,3 +551,267 @@ fn a_client_whose_interval_outlasts_max_idle_connects_for_each_heartbeat() {
         ]
     );
 }
+
+/// A flood's connections per cause: enough for several windows of the log summary in a debug
+/// build, few enough for a second or two each.
+const FLOOD: u64 = 300;
+
+/// One kind of log line under a flood: the text of its own lines, and its name in the summary
+/// (`... and 12 more "NAME" in the last ...`).
+struct Kind {
+    line: &'static str,
+    name: &'static str,
+    /// Lines written per window of the summary (one second).
+    burst: u64,
+}
+
+const ACCEPTED: Kind = Kind {
+    line: "Accepted connection from",
+    name: "Accepted connection",
+    burst: 10,
+};
+
+/// Waits until the lines of `kind` and the counts of its summaries add up to `n` (nothing lost:
+/// the last window's summary comes when the window ends), then checks that at most `burst` of
+/// them were written per second since the flood began (`since`), plus the window it began in.
+fn assert_summarised(server: &mut Proc, kind: &Kind, n: u64, since: Instant) {
+    let summary = format!(" more \"{}\" in the last ", kind.name);
+    let written = |lines: &[String]| lines.iter().filter(|l| l.contains(kind.line)).count() as u64;
+    let held = |lines: &[String]| -> u64 {
+        lines
+            .iter()
+            .filter_map(|l| l.split_once(&summary))
+            .filter_map(|(before, _)| before.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let what = format!("{n} {:?} lines, written or summarised", kind.name);
+    server.wait_stderr_until(&what, |lines| written(lines) + held(lines) >= n);
+    let lines = server.stderr();
+    let (w, h) = (written(lines), held(lines));
+    assert_eq!(w + h, n, "{:?}: {w} written, {h} summarised", kind.name);
+    let took = since.elapsed();
+    let windows = took.as_secs() + 2;
+    assert!(
+        w <= kind.burst * windows,
+        "{:?}: {w} lines for {n} in {took:?}",
+        kind.name
+    );
+}
+
+/// Runs `one` for connections `0..n` one after the other.
+fn flood(n: u64, one: impl FnMut(u64)) {
+    (0..n).for_each(one);
+}
+
+/// Connects to `port` from `127.0.0.1`, writes `bytes` and reads until the server closes.
+fn hit(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    exchange(&mut s, bytes)
+}
+
+/// Plaintext clients, and peers that close before finishing the handshake, against a TLS
+/// server: each was once a warning of its own (30,000 in 1.9 s).
+#[test]
+fn tls_failures_are_summarised_under_a_flood() {
+    let p = crate::tls::pki();
+    let (mut server, port) = Proc::json_server(&p.server_args());
+    let tls = Kind {
+        line: "TLS handshake with",
+        name: "TLS handshake failed",
+        burst: 10,
+    };
+    let plaintext = format!("HELLO 1 plain 100\nBEAT 1 {}\n", unix_stamp(6));
+    let since = real_now();
+    flood(FLOOD, |_| {
+        hit(port, plaintext.as_bytes());
+    });
+    flood(FLOOD, |_| {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    });
+    assert_summarised(&mut server, &tls, 2 * FLOOD, since);
+    assert_summarised(&mut server, &ACCEPTED, 2 * FLOOD, since);
+    assert_eq!(server.wait_unidentified("tls_failed", 2 * FLOOD), 2 * FLOOD);
+    assert_no_unidentified_disconnects(&server);
+}
+
+/// `--json`: none of the connections that never identified is an event of its own.
+fn assert_no_unidentified_disconnects(server: &Proc) {
+    let events = server.events();
+    let single = events
+        .iter()
+        .filter(|v| v["event"] == "disconnected" && v["client"].is_null())
+        .count();
+    assert_eq!(single, 0);
+    let sums = events
+        .iter()
+        .filter(|v| v["event"] == "unidentified")
+        .count();
+    assert!(sums < 30, "{sums} unidentified events");
+}
+
+/// Garbage before `HELLO`, a broken pace and implausible numbers after it: one kind of line,
+/// protocol errors.
+#[test]
+fn protocol_errors_pace_and_plausibility_are_summarised_under_a_flood() {
+    let (mut server, port) = Proc::json_server(&[]);
+    let protocol = |line| Kind {
+        line,
+        name: "connections dropped: protocol error",
+        burst: 10,
+    };
+    // The three causes share the kind: its lines and summaries add up to all of them so far.
+    let all = protocol("protocol error: ");
+    let since = real_now();
+    flood(FLOOD, |_| {
+        hit(port, b"GET / HTTP/1.0\r\n\r\n");
+    });
+    assert_summarised(&mut server, &all, FLOOD, since);
+    flood(FLOOD, |i| {
+        let mut beats = format!("HELLO 1 pace{i} 1000\n");
+        for _ in 0..12 {
+            beats.push_str(&format!("BEAT 1 {}\n", unix_stamp(6)));
+        }
+        hit(port, beats.as_bytes());
+    });
+    assert_summarised(&mut server, &all, 2 * FLOOD, since);
+    flood(FLOOD, |i| {
+        hit(
+            port,
+            format!("HELLO 1 stamp{i} 1000\nBEAT 1 0.5\n").as_bytes(),
+        );
+    });
+    assert_summarised(&mut server, &all, 3 * FLOOD, since);
+    assert_summarised(&mut server, &ACCEPTED, 3 * FLOOD, since);
+    let lines = server.stderr();
+    for cause in [
+        "unrecognised protocol",
+        "is faster than one per",
+        "is implausible",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(cause)),
+            "no line with {cause:?}"
+        );
+    }
+    assert_eq!(server.wait_unidentified("protocol", FLOOD), FLOOD);
+}
+
+/// Failed authentication, and `HELLO`s refused under the identity rule: one line a second each.
+#[test]
+fn refusals_are_summarised_under_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "0123456789abcdef0123456789abcdef";
+    let table = crate::util::write_file(dir.path(), "keys", &format!("victim {key}\n"), 0o600);
+    let (mut server, port) = Proc::json_server(&["--auth-keys", crate::util::arg(&table)]);
+    let since = real_now();
+    flood(FLOOD, |i| {
+        hit(port, format!("HELLO 1 victim 100 {i:x}\nBYE\n").as_bytes());
+    });
+    let auth = Kind {
+        line: "Authentication failed: ",
+        name: "failed authentication",
+        burst: 1,
+    };
+    assert_summarised(&mut server, &auth, FLOOD, since);
+    assert_eq!(server.wait_unidentified("auth_failed", FLOOD), FLOOD);
+
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    holder.write_all(b"HELLO 1 taken 60000 1\n").unwrap();
+    server.wait_event("the holder", |v| v["event"] == "connected");
+    let since = real_now();
+    flood(FLOOD, |i| {
+        hit(
+            port,
+            format!("HELLO 1 taken 60000 {:x}\n", i + 2).as_bytes(),
+        );
+    });
+    let refused = Kind {
+        line: "is in use by",
+        name: "refusals under the identity rule",
+        burst: 1,
+    };
+    assert_summarised(&mut server, &refused, FLOOD, since);
+    assert_eq!(server.wait_unidentified("id_in_use", FLOOD), FLOOD);
+    drop(holder);
+}
+
+/// Connections beyond `--max-connections` and `--max-connections-per-ip`, closed at accept.
+#[test]
+fn connection_limits_are_summarised_under_a_flood() {
+    for (flags, line, name, label) in [
+        (
+            ["--max-connections", "2", "--max-connections-per-ip", "2"],
+            "(--max-connections = 2)",
+            "connection refused: --max-connections reached",
+            "max_connections",
+        ),
+        (
+            ["--max-connections", "100", "--max-connections-per-ip", "2"],
+            "(--max-connections-per-ip = 2)",
+            "connection refused: --max-connections-per-ip reached",
+            "max_connections_per_ip",
+        ),
+    ] {
+        let (mut server, port) = Proc::json_server(&flags);
+        let held: Vec<TcpStream> = (0..2)
+            .map(|i| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(format!("HELLO 1 held{i} 60000\n").as_bytes())
+                    .unwrap();
+                s
+            })
+            .collect();
+        for i in 0..2 {
+            server.wait_event("a holder", |v| {
+                v["event"] == "connected" && v["client"] == format!("held{i}")
+            });
+        }
+        let since = real_now();
+        flood(FLOOD, |_| {
+            hit(port, b"");
+        });
+        let kind = Kind {
+            line,
+            name,
+            burst: 10,
+        };
+        assert_summarised(&mut server, &kind, FLOOD, since);
+        assert_eq!(server.wait_unidentified(label, FLOOD), FLOOD);
+        drop(held);
+    }
+}
+
+/// Identified connections that then say nothing, dropped at `--max-idle` all at once.
+#[test]
+fn idle_drops_are_summarised_under_a_flood() {
+    let (mut server, port) = Proc::json_server(&["--max-idle", "1s"]);
+    let mut held = Vec::new();
+    let since = real_now();
+    flood(FLOOD, |i| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("HELLO 1 idle{i} 100\n").as_bytes())
+            .unwrap();
+        held.push(s);
+    });
+    let idle = Kind {
+        line: "no data for 1s",
+        name: "connections dropped: timeout",
+        burst: 10,
+    };
+    assert_summarised(&mut server, &idle, FLOOD, since);
+    let identified = Kind {
+        line: "identified on conn#",
+        name: "clients identified",
+        burst: 10,
+    };
+    assert_summarised(&mut server, &identified, FLOOD, since);
+    // Every one of them identified: each drop is an event of its own.
+    server.summary();
+    let drops = server
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "disconnected" && v["reason"] == "no data for 1s")
+        .count() as u64;
+    assert_eq!(drops, FLOOD);
+}

@@ -244,6 +244,16 @@ impl Proc {
         self.fail(&format!("no stderr line with {what:?}"))
     }
 
+    /// Reads stderr until `pred` holds for every line so far, at most [`WAIT`].
+    pub(crate) fn wait_stderr_until(&mut self, what: &str, pred: impl Fn(&[String]) -> bool) {
+        let deadline = real_now() + WAIT;
+        while !pred(&self.stderr.seen) {
+            if self.stderr.next_until(deadline).is_none() {
+                self.fail(&format!("stderr never had {what}"));
+            }
+        }
+    }
+
     /// Waits for a stderr line containing `needle` among those not looked at yet (an earlier
     /// line with it does not count).
     pub(crate) fn wait_new_stderr(&mut self, needle: &str) -> String {
@@ -308,6 +318,30 @@ impl Proc {
             }
         }
         self.fail(&format!("no JSON event {what} after the first {skip}"))
+    }
+
+    /// Waits until the `unidentified` events of `kind` (connections that never identified,
+    /// counted per kind and second) add up to `n` at least; returns their sum.
+    pub(crate) fn wait_unidentified(&mut self, kind: &str, n: u64) -> u64 {
+        let (mut skip, mut sum) = (0, 0);
+        while sum < n {
+            let what = format!("unidentified {kind} adding up to {n} (so far {sum})");
+            let (i, v) = self.wait_event_after(skip, &what, |v| {
+                v["event"] == "unidentified" && v["kind"] == kind
+            });
+            sum += v["count"].as_u64().unwrap_or(0);
+            skip = i + 1;
+        }
+        sum
+    }
+
+    /// The sum of the counts of the `unidentified` events of `kind` so far.
+    pub(crate) fn unidentified(&self, kind: &str) -> u64 {
+        self.events()
+            .iter()
+            .filter(|v| v["event"] == "unidentified" && v["kind"] == kind)
+            .filter_map(|v| v["count"].as_u64())
+            .sum()
     }
 
     /// Waits for the `heartbeat` event of `client` with sequence number `seq`.
