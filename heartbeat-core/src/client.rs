@@ -102,6 +102,9 @@ pub struct Client {
     /// When [`Client::pause`] took effect; `None` while heartbeats flow.
     paused: Option<Instant>,
     in_flight: VecDeque<(Seq, Instant)>,
+    /// The first heartbeat sent on the current connection: with the last one sent, the range of
+    /// sequence numbers an `ACK` on it may name.
+    conn_first: Option<Seq>,
     /// When the server first refused this client's id under the identity rule, in the current
     /// run of refusals.
     refused_since: Option<Instant>,
@@ -141,7 +144,7 @@ enum State {
     Connected {
         attempt: u32,
         last_heard: Instant,
-        healthy: bool,
+        proof: Proof,
         handshake: Handshake,
     },
     /// All `count` heartbeats are sent; waiting for the last ack before saying goodbye.
@@ -150,6 +153,22 @@ enum State {
     Backoff { attempt: u32 },
     /// Finished; no more outputs.
     Done(Exit),
+}
+
+/// How far a connection has proved the server sound, which decides whether losing it starts the
+/// backoff afresh. Only acknowledged heartbeats count, over at least one ack timeout: a `WELCOME`,
+/// or an `ACK` or two, is what a broken or hostile server sends too before it fails, and a
+/// backoff reset by them lets such a server draw a reconnect every 100 ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// No heartbeat acknowledged yet (legacy: written) on this connection.
+    Unproven,
+    /// Heartbeats acknowledged (legacy: written) since this instant, for less than an ack
+    /// timeout so far.
+    Since(Instant),
+    /// Heartbeats acknowledged (legacy: written) over at least one ack timeout: losing the
+    /// connection now resets the backoff.
+    Proven,
 }
 
 /// Where a connection's v1 handshake stands: whether heartbeats may go out yet.
@@ -370,6 +389,7 @@ impl Client {
             skipped: 0,
             paused: None,
             in_flight: VecDeque::new(),
+            conn_first: None,
             refused_since: None,
             decoder: FrameDecoder::new(),
             rng,
@@ -453,7 +473,7 @@ impl Client {
         };
         self.decoder.clear();
         self.in_flight.clear();
-        let healthy = self.config.protocol == Protocol::Legacy;
+        self.conn_first = None;
         let handshake = if self.config.auth_key.is_some() {
             Handshake::AwaitingChallenge
         } else {
@@ -462,7 +482,7 @@ impl Client {
         self.state = State::Connected {
             attempt,
             last_heard: now.mono,
-            healthy,
+            proof: Proof::Unproven,
             handshake,
         };
         self.event(Event::Connected { attempt });
@@ -793,6 +813,7 @@ impl Client {
             });
             self.next_slot = current + 1;
             self.sent += 1;
+            self.conn_first.get_or_insert(seq);
             self.event(Event::Sent {
                 seq,
                 at: now.unix,
@@ -810,11 +831,15 @@ impl Client {
                     }
                     .to_bytes()
                 }
-                Protocol::Legacy => LegacyBeat {
-                    seq,
-                    sent: now.unix,
+                Protocol::Legacy => {
+                    // No acks come in the legacy format: a written heartbeat is all the proof.
+                    self.carried(now.mono);
+                    LegacyBeat {
+                        seq,
+                        sent: now.unix,
+                    }
+                    .to_bytes()
                 }
-                .to_bytes(),
             };
             self.out.push_back(Output::Transmit(bytes));
             let finished = self.config.count.is_some_and(|n| self.sent >= n);
@@ -862,7 +887,16 @@ impl Client {
         }
         match frame {
             Frame::Ack { seq, received } => {
+                if !self.was_sent_here(seq) {
+                    self.lose(
+                        now,
+                        DisconnectReason::Protocol(DecodeError::UnsentAck(seq)),
+                        true,
+                    );
+                    return;
+                }
                 self.heard(now.mono);
+                self.carried(now.mono);
                 while let Some(&(s, sent_at)) = self.in_flight.front() {
                     if s > seq {
                         break;
@@ -915,7 +949,7 @@ impl Client {
     }
 
     /// Answers the server's challenge with `AUTH`, then lets heartbeats go out. The server was
-    /// heard from, but has not accepted the client yet: the connection is not proved healthy.
+    /// heard from, but has not acknowledged a heartbeat yet: the connection proves nothing.
     fn answer(&mut self, now: Now, nonce: Nonce) {
         let Some(key) = &self.config.auth_key else {
             debug_assert!(false, "awaiting a challenge without a key");
@@ -997,16 +1031,32 @@ impl Client {
         self.timers.set(Timer::Reconnect, due);
     }
 
+    /// True when heartbeat `seq` went out on the current connection: an `ACK` naming any other
+    /// is a protocol error of the server (it acknowledges what it never received).
+    fn was_sent_here(&self, seq: Seq) -> bool {
+        self.conn_first
+            .is_some_and(|first| first <= seq && seq <= Seq(self.next_slot))
+    }
+
+    /// The connection carried a heartbeat at `now` (acknowledged; legacy: written): it is
+    /// proven once it has carried them for an ack timeout (see [`Proof`]).
+    fn carried(&mut self, now: Instant) {
+        let ack_timeout = self.config.ack_timeout;
+        if let State::Connected { proof, .. } = &mut self.state {
+            *proof = match *proof {
+                Proof::Unproven => Proof::Since(now),
+                Proof::Since(since) if now.saturating_duration_since(since) >= ack_timeout => {
+                    Proof::Proven
+                }
+                other => other,
+            };
+        }
+    }
+
     /// The server was heard from: reset the silence and ack timers.
     fn heard(&mut self, now: Instant) {
-        if let State::Connected {
-            last_heard,
-            healthy,
-            ..
-        } = &mut self.state
-        {
+        if let State::Connected { last_heard, .. } = &mut self.state {
             *last_heard = now;
-            *healthy = true;
         }
         if matches!(self.state, State::Connected { .. }) {
             self.arm_silence(now);
@@ -1033,10 +1083,11 @@ impl Client {
     /// The connection is gone or must go: reconnect or fail.
     fn lose(&mut self, now: Now, reason: DisconnectReason, close_stream: bool) {
         let attempt = match self.state {
-            // A connection that never proved healthy keeps escalating the backoff.
+            // A connection that did not carry acknowledged heartbeats for an ack timeout keeps
+            // escalating the backoff, however welcoming the server was.
             State::Connected {
                 attempt,
-                healthy: false,
+                proof: Proof::Unproven | Proof::Since(_),
                 ..
             } => attempt.saturating_add(1),
             _ => 0,
@@ -1266,7 +1317,9 @@ mod tests {
         else {
             panic!("{outs:?}")
         };
-        assert!(*d >= Duration::from_millis(50) && *d <= Duration::from_millis(100));
+        // A WELCOME proves nothing: the connection ended before it carried acknowledged
+        // heartbeats for an ack timeout, so the backoff escalates (attempt 1: 100 ms nominal).
+        assert!(*d >= Duration::from_millis(100) && *d <= Duration::from_millis(200));
         let at = t0.advanced(Duration::from_millis(150) + *d);
         c.handle_timeout(at);
         assert_eq!(drain(&mut c), vec![Output::Connect]);
@@ -1744,5 +1797,162 @@ mod tests {
         assert!(keeps_connection(Duration::from_secs(300), max_idle));
         assert!(!keeps_connection(Duration::from_secs(301), max_idle));
         assert!(!keeps_connection(Duration::from_secs(86_400), max_idle));
+    }
+
+    /// A reconnecting client (100 ms doubling to 10 s, 100 ms interval, 2 s ack timeout).
+    fn reconnecting() -> (Now, Client) {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).unwrap();
+        let t0 = origin();
+        let mut c = Client::new(config(100).reconnect(Some(backoff)).rng_seed(3), t0);
+        let _ = drain(&mut c);
+        (t0, c)
+    }
+
+    /// Runs `c`'s timers until `until` (from `t0`), the server acknowledging every heartbeat at
+    /// once; returns the outputs and the time reached.
+    fn run_acked(c: &mut Client, t0: Now, until: Duration) -> (Vec<Output>, Now) {
+        let mut outs = Vec::new();
+        let mut now = t0;
+        while let Some(at) = c.poll_timeout().filter(|&at| at <= t0.mono + until) {
+            now = t0.advanced(at - t0.mono);
+            c.handle_timeout(now);
+            let got = drain(c);
+            for o in &got {
+                if let Output::Event(Event::Sent { seq, .. }) = o {
+                    c.handle_input(now, format!("ACK {seq} 1700000000.5\n").as_bytes());
+                }
+            }
+            outs.extend(got);
+            outs.extend(drain(c));
+        }
+        (outs, now)
+    }
+
+    /// The backoff of the first `Disconnected` in `outs`.
+    fn retry_in(outs: &[Output]) -> Duration {
+        outs.iter()
+            .find_map(|o| match o {
+                Output::Event(Event::Disconnected {
+                    retry_in: Some(d), ..
+                }) => Some(*d),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no reconnecting disconnect in {outs:?}"))
+    }
+
+    #[test]
+    fn an_ack_for_a_heartbeat_never_sent_is_a_protocol_error() {
+        // Beyond the last heartbeat sent (only seq 1 went out).
+        let (t0, mut c) = connected(config(100));
+        c.handle_input(t0, b"WELCOME 1\nACK 7 1700000000.5\n");
+        let unsent = DisconnectReason::Protocol(DecodeError::UnsentAck(Seq(7)));
+        assert_eq!(
+            drain(&mut c)[1..],
+            [
+                Output::Disconnect {
+                    reason: unsent.clone()
+                },
+                Output::Event(Event::Disconnected {
+                    reason: unsent.clone(),
+                    retry_in: None
+                }),
+            ]
+        );
+        assert_eq!(c.exit(), Some(&Exit::Failed(Failure::Lost(unsent))));
+        assert_eq!(c.acked(), 0);
+        assert_eq!(
+            DisconnectReason::Protocol(DecodeError::UnsentAck(Seq(7))).to_string(),
+            "protocol error: ACK for heartbeat 7, which this client never sent on the connection"
+        );
+
+        // Before the first heartbeat sent on this connection (seq 1 went out on an earlier one).
+        let (t0, mut c) = reconnecting();
+        c.handle_connected(t0);
+        c.handle_eof(t0.advanced(Duration::from_millis(10)));
+        let _ = drain(&mut c);
+        let t = t0.advanced(Duration::from_millis(450));
+        c.handle_timeout(t);
+        c.handle_connected(t);
+        assert!(text(&drain(&mut c)).contains(&"tx BEAT 5 1700000000.450000".to_string()));
+        c.handle_input(t, b"WELCOME 1\nACK 1 1700000000.5\n");
+        let outs = drain(&mut c);
+        assert_eq!(
+            outs[1],
+            Output::Disconnect {
+                reason: DisconnectReason::Protocol(DecodeError::UnsentAck(Seq(1)))
+            }
+        );
+        // Attempt 2: the second connection that proved nothing.
+        let d = retry_in(&outs);
+        assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+
+        // On a connection that has sent nothing yet (paused before it opened).
+        let t0 = origin();
+        let mut c = Client::new(config(100), t0);
+        c.pause(t0);
+        c.handle_connected(t0);
+        let _ = drain(&mut c);
+        c.handle_input(t0, b"WELCOME 1\nACK 1 1700000000.5\n");
+        assert!(!c.is_connected());
+    }
+
+    #[test]
+    fn a_welcome_or_a_few_acks_do_not_reset_the_backoff_an_ack_timeout_of_acks_does() {
+        let (t0, mut c) = reconnecting();
+        let mut now = t0;
+        // A server that welcomes and closes: every attempt waits twice as long as the one before.
+        for attempt in 1..=6u32 {
+            c.handle_connected(now);
+            c.handle_input(now, b"WELCOME 1\n");
+            c.handle_eof(now);
+            let d = retry_in(&drain(&mut c));
+            let nominal = Duration::from_millis(100) * 2u32.pow(attempt);
+            assert!(d >= nominal / 2 && d <= nominal, "attempt {attempt}: {d:?}");
+            now = now.advanced(d);
+            c.handle_timeout(now);
+            assert_eq!(drain(&mut c), [Output::Connect]);
+        }
+        // A server that acknowledges for less than the ack timeout (2 s), then closes: still
+        // no proof, the backoff grows on (attempt 7).
+        c.handle_connected(now);
+        c.handle_input(now, b"WELCOME 1\n");
+        let (_, at) = run_acked(&mut c, now, Duration::from_millis(1900));
+        assert!(c.acked() >= 15, "{}", c.acked());
+        c.handle_eof(at);
+        let d = retry_in(&drain(&mut c));
+        assert!(d >= Duration::from_millis(6400) / 2, "{d:?}");
+        now = at.advanced(d);
+        c.handle_timeout(now);
+        let _ = drain(&mut c);
+        // One that acknowledges over the ack timeout: the next loss starts afresh (attempt 0).
+        c.handle_connected(now);
+        c.handle_input(now, b"WELCOME 1\n");
+        let (_, at) = run_acked(&mut c, now, Duration::from_millis(2100));
+        c.handle_eof(at);
+        let d = retry_in(&drain(&mut c));
+        assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_legacy_connection_is_proven_by_heartbeats_written_over_an_ack_timeout() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).unwrap();
+        let config = config(100).legacy(true).unwrap().reconnect(Some(backoff));
+        let t0 = origin();
+        let mut c = Client::new(config, t0);
+        let _ = drain(&mut c);
+        // Closed at once: the backoff grows.
+        c.handle_connected(t0);
+        c.handle_eof(t0);
+        let d = retry_in(&drain(&mut c));
+        assert!(d >= Duration::from_millis(100), "{d:?}");
+        let now = t0.advanced(d);
+        c.handle_timeout(now);
+        let _ = drain(&mut c);
+        // Written to for more than the ack timeout: it starts afresh.
+        c.handle_connected(now);
+        let (_, at) = run_acked(&mut c, now, Duration::from_millis(2100));
+        c.handle_eof(at);
+        let d = retry_in(&drain(&mut c));
+        assert!(d <= Duration::from_millis(100), "{d:?}");
     }
 }

@@ -152,6 +152,10 @@ pub enum DecodeError {
         /// When it came.
         when: &'static str,
     },
+    /// Client: an `ACK` for a heartbeat that was never sent on the connection (a sequence
+    /// number beyond the last one sent, or before the first one sent on it).
+    #[error("ACK for heartbeat {0}, which this client never sent on the connection")]
+    UnsentAck(Seq),
     /// Server: a valid frame whose numbers the server does not accept (see [`Violation`]).
     #[error("{0}")]
     Violation(#[from] Violation),
@@ -336,6 +340,7 @@ impl DecodeError {
             Self::ClientId(_) => "invalid_client_id",
             Self::Legacy(_) => "malformed_legacy",
             Self::Unexpected { .. } => "unexpected_frame",
+            Self::UnsentAck(_) => "unsent_ack",
             Self::Violation(v) => v.label(),
         }
     }

@@ -1,6 +1,6 @@
 //! `heartbeat-client`: sends heartbeats to a `heartbeat-server` on a fixed, drift-free schedule.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -241,6 +241,8 @@ async fn run(
             index,
             several,
             status: status.clone(),
+            acked: Cell::new(false),
+            legacy: opt.legacy,
         };
         let tcp = TcpConnector::new(server.host.clone(), server.port);
         match &tls {
@@ -427,6 +429,31 @@ struct Logger {
     index: usize,
     several: bool,
     status: Rc<RefCell<Reach>>,
+    /// A heartbeat was acknowledged on the current connection.
+    acked: Cell<bool>,
+    /// The legacy format: no acks come.
+    legacy: bool,
+}
+
+/// What the server did wrong, in words for the log, when a connection ended by a fault of the
+/// server that the seed's line ("Server may have abruptly closed the connection (REASON)")
+/// does not name plainly; `acked` tells whether the connection carried an acknowledged
+/// heartbeat (always true in the legacy format, which has no acks). Until a connection has
+/// carried acknowledged heartbeats for an ack timeout, every loss of it makes the next reconnect
+/// wait longer.
+fn server_fault(reason: &DisconnectReason, acked: bool) -> Option<String> {
+    match reason {
+        DisconnectReason::Protocol(e) => Some(format!("The server broke the protocol: {e}")),
+        DisconnectReason::AckTimeout(d) => Some(format!(
+            "The server acknowledged no heartbeat for {} (it is not reading them, or it is stuck \
+             or unreachable)",
+            fmt_ms(*d)
+        )),
+        DisconnectReason::ClosedByPeer if !acked => {
+            Some("The server closed the connection before it acknowledged any heartbeat".to_owned())
+        }
+        _ => None,
+    }
 }
 
 impl Logger {
@@ -439,6 +466,7 @@ impl Logger {
         };
         match e {
             Event::Connected { attempt } => {
+                self.acked.set(false);
                 tracing::info!("{p}Successfully connected to {server}");
                 if *attempt > 0 {
                     tracing::debug!("{p}after {attempt} failed attempt(s)");
@@ -461,11 +489,14 @@ impl Logger {
                     fmt_ms(*late)
                 );
             }
-            Event::Acked { seq, rtt, received } => tracing::debug!(
-                "{p}Heartbeat #{seq} acknowledged: RTT {} (server received it at {})",
-                fmt_ms(*rtt),
-                received.display_secs(4)
-            ),
+            Event::Acked { seq, rtt, received } => {
+                self.acked.set(true);
+                tracing::debug!(
+                    "{p}Heartbeat #{seq} acknowledged: RTT {} (server received it at {})",
+                    fmt_ms(*rtt),
+                    received.display_secs(4)
+                )
+            }
             Event::Welcomed => tracing::debug!("{p}Server accepted the HELLO"),
             Event::ServerSilent { silence } => tracing::warn!(
                 "{p}Server silent: no acknowledgement for {}; it may be down or unreachable",
@@ -496,6 +527,9 @@ impl Logger {
                 fmt_ms(*d)
             ),
             Event::Disconnected { reason, retry_in } => {
+                if let Some(fault) = server_fault(reason, self.legacy || self.acked.get()) {
+                    tracing::warn!("{p}{fault}");
+                }
                 let mut reach = self.status.borrow_mut();
                 reach.connected[self.index] = false;
                 match retry_in {

@@ -12,6 +12,7 @@ mod expect;
 mod faults;
 mod hooks;
 mod hostile;
+mod hostile_server;
 mod legacy;
 mod load;
 mod metrics;
