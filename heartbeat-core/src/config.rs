@@ -97,6 +97,11 @@ pub fn keeps_connection(interval: Duration, server_max_idle: Duration) -> bool {
     interval.saturating_mul(2) <= server_max_idle
 }
 
+/// How long one connect attempt may take before a driver gives up on it: 10 s. The one value
+/// for `heartbeat-net`'s `TcpConnector`, the simulator's turmoil connector and the in-memory
+/// network's links.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Client configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {

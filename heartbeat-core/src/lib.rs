@@ -104,6 +104,7 @@ pub mod liveness;
 pub mod server;
 mod time;
 mod timer;
+pub mod units;
 
 pub use analysis::{ClientSummary, Report};
 pub use auth::{AuthConfig, AuthKeys, Secret};
@@ -115,3 +116,4 @@ pub use ids::{ClientId, ClientKey, ConnId, MAX_CLIENT_ID_LEN, Seq};
 pub use liveness::{FlapControl, Liveness};
 pub use server::{ClientView, Event as ServerEvent, Output as ServerOutput, Server};
 pub use time::{Now, UnixTime, fmt_ms, fmt_signed_ms};
+pub use units::{DurationError, parse_duration, parse_duration_or_secs};

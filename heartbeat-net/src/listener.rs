@@ -131,12 +131,13 @@ pub struct TcpConnector {
 }
 
 impl TcpConnector {
-    /// A connector to `host:port` whose attempts give up after 10 s.
+    /// A connector to `host:port` whose attempts give up after
+    /// [`CONNECT_TIMEOUT`](heartbeat_core::config::CONNECT_TIMEOUT) (10 s).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),
             port,
-            timeout: Duration::from_secs(10),
+            timeout: heartbeat_core::config::CONNECT_TIMEOUT,
         }
     }
 

@@ -11,7 +11,7 @@
 //! ```text
 //! heartbeat-sim list
 //! heartbeat-sim show partition
-//! heartbeat-sim run partition --seed 7 [--latency 1-50] [--duration 60] [--clients 3] [--json]
+//! heartbeat-sim run partition --seed 7 [--latency 1ms..50ms] [--duration 60] [--clients 3] [--json]
 //! heartbeat-sim run steady --duration 3600 --tick 5   # a coarser tick: faster, less exact
 //! heartbeat-sim run --file my.toml --seed 7
 //! heartbeat-sim sweep all --seeds 0..200 [--jobs 2]
@@ -29,7 +29,7 @@
 //!
 //! [`qos`] measures the failure detectors' quality of service (Chen's metrics) on an
 //! event-driven engine over the same machines and scenarios, fast enough for simulated weeks.
-//! Its network is [`memnet`], the one in-memory model of a TCP link (latency, hold, cut,
+//! Its network is [`heartbeat_memnet`], the one in-memory model of a TCP link (latency, hold, cut,
 //! crash, and the one rule for what happens first at one instant), which the core-level tests'
 //! `Pair` harness runs on too.
 //!
@@ -73,7 +73,6 @@
 pub mod check;
 mod host;
 pub mod log;
-pub mod memnet;
 pub mod net;
 pub mod oracle;
 pub mod qos;
@@ -85,5 +84,6 @@ pub mod timeline;
 pub mod tune;
 pub mod world;
 
-pub use scenario::{Latency, Params, Scenario};
+pub use heartbeat_memnet::Latency;
+pub use scenario::{Params, Scenario};
 pub use world::{Outcome, run};

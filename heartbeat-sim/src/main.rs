@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use heartbeat_sim::qos::cli::parse_duration;
 use heartbeat_sim::scenario::file::Spec;
 use heartbeat_sim::scenario::{self, Latency, Params, builtin};
 use heartbeat_sim::{check, oracle, render, sweep, world};
@@ -104,15 +105,16 @@ impl Which {
 
 #[derive(Args, Debug)]
 struct Shape {
-    /// Length of the fault phase, in seconds (`90`, `90s`) or milliseconds (`90000ms`); default
-    /// 60 s. The heal-and-drain phase comes after it.
+    /// Length of the fault phase: a duration (`90s`, `90000ms`, `10m`, `1h`; a bare number is
+    /// seconds); default 60 s. The heal-and-drain phase comes after it.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Number of clients (default: the scenario's).
     #[arg(long)]
     clients: Option<usize>,
-    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`) [default: the
-    /// scenario's, 1-50 unless its file says otherwise]. Clients with their own latency keep it.
+    /// Link latency: fixed (`10ms`) or a range drawn per message (`1ms..50ms`), as in scenario
+    /// files; bare milliseconds (`10`, `1-50`) read the same [default: the scenario's,
+    /// 1ms..50ms unless its file says otherwise]. Clients with their own latency keep it.
     #[arg(long, value_parser = Latency::parse)]
     latency: Option<Latency>,
     /// Simulation tick in ms, 1 to 10 [default: 1]. The run's cost is per tick, so a tick of 5
@@ -141,15 +143,6 @@ fn parse_tick(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid tick {s:?}: expected whole milliseconds"))?;
     scenario::check_tick(Duration::from_millis(ms))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected seconds (90, 90s) or 90000ms");
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().map(Duration::from_millis).map_err(|_| bad());
-    }
-    let secs = s.strip_suffix('s').unwrap_or(s);
-    secs.parse().map(Duration::from_secs).map_err(|_| bad())
 }
 
 fn main() -> ExitCode {

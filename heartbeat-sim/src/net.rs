@@ -13,7 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -32,8 +31,7 @@ pub const PORT: u16 = 6510;
 /// The server's host name in the simulation.
 pub const SERVER: &str = "server";
 
-/// How long one connect attempt may take, as `heartbeat-net`'s `TcpConnector` (10 s).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use heartbeat_core::config::CONNECT_TIMEOUT;
 
 /// A listener on the simulated network.
 pub struct SimListener {

@@ -1299,7 +1299,7 @@ mod tests {
         let text = crate::render::text(&out, &v);
         assert!(text.contains("verdict: FAILED"), "{text}");
         assert!(
-            text.ends_with("replay: heartbeat-sim run firewall --seed 3 --latency 10\n"),
+            text.ends_with("replay: heartbeat-sim run firewall --seed 3 --latency 10ms\n"),
             "{text}"
         );
         let json = crate::render::json_lines(&out, &v);

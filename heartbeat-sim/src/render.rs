@@ -84,7 +84,7 @@ fn header(o: &mut String, s: &Scenario) {
     }
     let _ = writeln!(
         o,
-        "seed {}, latency {} ms, {} clients, {interval}{common}, faults for {}, heal-and-drain {}",
+        "seed {}, latency {}, {} clients, {interval}{common}, faults for {}, heal-and-drain {}",
         s.params.seed,
         s.latency,
         s.clients.len(),
@@ -98,7 +98,7 @@ fn header(o: &mut String, s: &Scenario) {
                 .map_or_else(String::new, |t| format!(", ack timeout {}", secs(t)));
             let _ = writeln!(
                 o,
-                "  {:<6} interval {} ms, latency {} ms{ack}{}",
+                "  {:<6} interval {} ms, latency {}{ack}{}",
                 c.id,
                 c.interval.as_millis(),
                 c.latency,

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use heartbeat_core::analysis::Report;
 use heartbeat_core::server::{Event, Server};
 use heartbeat_core::{ClientKey, DisconnectReason, UnixTime};
+use heartbeat_memnet::seed::client_seeds;
 
 use crate::host;
 use crate::log::{Entry, Log, Record};
@@ -57,16 +58,6 @@ pub struct Outcome {
     pub end: Duration,
     /// Simulation steps taken.
     pub steps: u64,
-}
-
-/// Mixes the run seed with a stream name and index into an independent seed (splitmix64).
-pub(crate) fn derive_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-        .wrapping_add(index.wrapping_mul(0xbf58_476d_1ce4_e5b9));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The simulated wall clock, read inside a host.
@@ -235,10 +226,8 @@ fn add_client(
     sim.host(plan.id.as_str(), move || {
         let inc = incarnation.replace(incarnation.get() + 1);
         // A new process: a new session nonce and a new jitter seed.
-        let config = config
-            .clone()
-            .session(derive_seed(seed, 1 + i as u64, u64::from(inc)))
-            .rng_seed(derive_seed(seed, 1001 + i as u64, u64::from(inc)));
+        let seeds = client_seeds(seed, i, u64::from(inc));
+        let config = config.clone().session(seeds.session).rng_seed(seeds.rng);
         host::client(
             i,
             inc,

@@ -1,5 +1,5 @@
 //! The `Pair` harness: one [`Server`], several [`Client`]s on `heartbeat-sim`'s in-memory
-//! network ([`heartbeat_sim::memnet`], the one the QoS engine runs on), with a fixed latency,
+//! network ([`heartbeat_memnet`], the one the QoS engine runs on), with a fixed latency,
 //! hold, one- or two-way cuts and a manual clock. No sockets, no sleeping: [`Pair::run_until`]
 //! jumps the clock from one due thing to the next. The network decides everything about order
 //! (its module docs say what happens first at one instant); this crate only adds names and a
@@ -31,8 +31,7 @@ use heartbeat_core::client::{self, Client};
 use heartbeat_core::config::{ClientConfig, ServerConfig};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{Now, UnixTime, fmt_ms};
-use heartbeat_sim::Latency;
-use heartbeat_sim::memnet::{Net, NetEvent, Observer, Way};
+use heartbeat_memnet::{Latency, Net, NetEvent, Observer, Way};
 
 /// A firewall on one direction of a client's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

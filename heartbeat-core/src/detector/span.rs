@@ -85,31 +85,25 @@ impl fmt::Display for Span {
 impl FromStr for Span {
     type Err = ConfigError;
 
-    /// Parses `2x`, `0.5x`, `3s`, `1.5s`, `100ms`, `250us` or `10ns`.
+    /// Parses `2x` or `0.5x` (multiples of the interval), or a duration of the one grammar
+    /// ([`parse_duration`](crate::units::parse_duration): `3s`, `1.5s`, `100ms`, `250us`,
+    /// `10ns`, `2m`, ...).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         const BAD: ConfigError = ConfigError::Detector {
             name: "duration",
-            why: "expected a number with a unit (ns, us, ms, s), or a multiple of the interval \
-                  such as 2x",
+            why: "expected a number and a unit, such as 250ms, 1.5s, 10m (or 10min), 2h or 7d, \
+                  or a multiple of the interval such as 2x",
         };
         let s = s.trim();
-        let number = |n: &str| match n.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err(BAD),
-        };
         if let Some(k) = s.strip_suffix('x') {
-            return Ok(Self::Intervals(number(k)?));
+            return match k.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Ok(Self::Intervals(v)),
+                _ => Err(BAD),
+            };
         }
-        for (unit, per) in [("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)] {
-            if let Some(v) = s.strip_suffix(unit) {
-                let ns = (number(v)? * per).round();
-                if ns >= u64::MAX as f64 {
-                    return Err(BAD);
-                }
-                return Ok(Self::Fixed(Duration::from_nanos(ns as u64)));
-            }
-        }
-        Err(BAD)
+        crate::units::parse_duration(s)
+            .map(Self::Fixed)
+            .map_err(|_| BAD)
     }
 }
 
@@ -128,6 +122,8 @@ mod tests {
             ("100ms", Span::Fixed(ms(100))),
             ("250us", Span::Fixed(Duration::from_micros(250))),
             ("10ns", Span::Fixed(Duration::from_nanos(10))),
+            ("2m", Span::Fixed(ms(120_000))),
+            ("10min", Span::Fixed(ms(600_000))),
         ];
         for (text, span) in cases {
             assert_eq!(text.parse::<Span>(), Ok(span), "{text}");

@@ -12,7 +12,7 @@ use heartbeat_core::detector::{DetectorConfig, DetectorKind};
 use heartbeat_net::cli::DetectorParams;
 
 use super::{EngineKind, QOS_SCENARIOS, QosParams, Study, grid, table};
-use crate::scenario::Latency;
+use heartbeat_memnet::Latency;
 
 /// How the detectors are run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,8 +44,9 @@ pub struct QosArgs {
     /// Number of clients [default: the scenario's: steady-jitter 1, crash 4, partition 2].
     #[arg(long)]
     pub clients: Option<usize>,
-    /// Link latency in ms: fixed (`10`) or a range drawn per message (`1-50`).
-    #[arg(long, default_value = "1-50", value_parser = Latency::parse)]
+    /// Link latency: fixed (`10ms`) or a range drawn per message (`1ms..50ms`); bare milliseconds
+    /// (`10`, `1-50`) read the same.
+    #[arg(long, default_value = "1ms..50ms", value_parser = Latency::parse)]
     pub latency: Latency,
     /// Detectors to compare: chen, fixed, phi, phi-exp, or all; repeat the flag or separate
     /// with commas [default: all]. The parameter flags below apply to every chosen detector
@@ -88,28 +89,15 @@ pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     Ok(a..b)
 }
 
-/// Parses `90`, `90s`, `90000ms`, `10m`, `1h` or `7d`.
+/// Reads a duration flag of `heartbeat-sim` (`run`, `qos`, `tune`): the one grammar
+/// ([`heartbeat_core::parse_duration_or_secs`]: `90s`, `1500ms`, `10m`, `10min`, `1h`, `7d`,
+/// and a bare number of seconds as these flags always took), more than zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected e.g. 600, 600s, 10m, 1h, 7d, 90000ms");
-    let s = s.trim();
-    let (number, per_ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000)
-    } else if let Some(n) = s.strip_suffix('d') {
-        (n, 86_400_000)
-    } else {
-        (s, 1000)
-    };
-    let n: u64 = number.trim().parse().map_err(|_| bad())?;
-    n.checked_mul(per_ms)
-        .map(Duration::from_millis)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(bad)
+    match heartbeat_core::parse_duration_or_secs(s) {
+        Ok(d) if d.is_zero() => Err(format!("invalid duration {s:?}: must be more than 0")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The detectors named by repeated `--detector` flags (`all`, the default, for every one), in
@@ -317,7 +305,9 @@ mod tests {
         assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(d("7d"), Ok(Duration::from_secs(604_800)));
-        for bad in ["", "0", "x", "1.5h", "-1s"] {
+        assert_eq!(d("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("10min"), Ok(Duration::from_secs(600)));
+        for bad in ["", "0", "0s", "x", "-1s", "2w"] {
             assert!(d(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_seeds("1..11"), Ok(1..11));

@@ -45,11 +45,11 @@ use rand::rngs::SmallRng;
 
 use heartbeat_core::config::ServerConfig;
 use heartbeat_core::detector::DetectorConfig;
+use heartbeat_memnet::seed::schedule_seed;
 
 use crate::scenario::{
     Action, ClientPlan, Latency, Node, Params, Scenario, Source, TICK, Timed, between, lookup,
 };
-use crate::world::derive_seed;
 use engine::{ClientTruth, Engine, TraceBatch, Transition};
 use metrics::{Summary, Tally};
 use replay::Replay;
@@ -136,7 +136,7 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
     let mut actions = Vec::new();
     for i in 0..n {
         // One schedule RNG per client, so adding clients does not move the others' faults.
-        let mut rng = SmallRng::seed_from_u64(derive_seed(p.seed, 5001 + i as u64, 0));
+        let mut rng = SmallRng::seed_from_u64(schedule_seed(p.seed, i));
         // Up for U(up), then the fault for U(down), then the fault's end, again and again.
         let (fault, end, down) = match name {
             "crash" => (

@@ -50,7 +50,7 @@ fn heading(o: &Outcome) -> String {
     let s = &o.study;
     let n = client_count(o);
     format!(
-        "qos {}: seeds {}..{} x {} s, {} every {} ms, latency {} ms, engine {}",
+        "qos {}: seeds {}..{} x {} s, {} every {} ms, latency {}, engine {}",
         s.scenario,
         s.seeds.start,
         s.seeds.end,
@@ -208,7 +208,7 @@ pub fn json(o: &Outcome) -> Value {
         "duration_s": s.params.duration.as_secs_f64(),
         "interval_ms": s.params.interval.as_millis() as u64,
         "clients": client_count(o),
-        "latency_ms": s.params.latency.to_string(),
+        "latency_ms": s.params.latency.to_ms_text(),
         "engine": s.engine.as_str(),
         "heartbeats": o.heartbeats,
         "crashes": o.crashes,
@@ -282,7 +282,7 @@ pub fn csv_rows(o: &Outcome) -> String {
             format!("{}..{}", s.seeds.start, s.seeds.end),
             s.params.duration.as_secs().to_string(),
             s.params.interval.as_millis().to_string(),
-            s.params.latency.to_string(),
+            s.params.latency.to_ms_text(),
             s.engine.as_str().to_owned(),
             r.setting.kind().as_str().to_owned(),
             r.setting.to_string(),

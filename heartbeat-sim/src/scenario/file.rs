@@ -304,21 +304,7 @@ struct FileLatency(Latency);
 impl FromStr for FileLatency {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let d = |x: &str| parse_duration(x);
-        match s.split_once("..") {
-            None => Ok(Self(Latency::Fixed(d(s)?))),
-            Some((a, b)) => {
-                let (min, max) = (d(a)?, d(b)?);
-                if max < min {
-                    return Err(format!("the latency range {s:?} ends before it starts"));
-                }
-                Ok(Self(if min == max {
-                    Latency::Fixed(min)
-                } else {
-                    Latency::Range { min, max }
-                }))
-            }
-        }
+        Latency::parse(s).map(Self)
     }
 }
 

@@ -21,6 +21,7 @@ use heartbeat_core::ClientId;
 use heartbeat_core::config::{Backoff, ClientConfig, ServerConfig};
 use heartbeat_core::detector::DetectorConfig;
 use heartbeat_core::liveness::Liveness;
+pub use heartbeat_memnet::Latency;
 
 /// One end of the network: the server or a client (by index, printed `c1`, `c2`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,82 +102,6 @@ pub struct Timed {
     pub at: Duration,
     /// What.
     pub action: Action,
-}
-
-/// The latency of every link: fixed (snapshots) or drawn per message by turmoil (sweeps).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Latency {
-    /// Every message takes exactly this long.
-    Fixed(Duration),
-    /// Each message takes `min + (max - min) * Exp(5)`, clamped to `max`, in whole ms.
-    Range {
-        /// Smallest latency.
-        min: Duration,
-        /// Largest latency.
-        max: Duration,
-    },
-}
-
-impl Latency {
-    /// The smallest latency.
-    pub fn min(&self) -> Duration {
-        match *self {
-            Self::Fixed(d) => d,
-            Self::Range { min, .. } => min,
-        }
-    }
-
-    /// The largest latency.
-    pub fn max(&self) -> Duration {
-        match *self {
-            Self::Fixed(d) => d,
-            Self::Range { max, .. } => max,
-        }
-    }
-
-    /// Parses `10` (fixed, ms) or `1-50` (range, ms).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let ms = |x: &str| {
-            x.trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| format!("invalid latency {s:?}: expected MS or MIN-MAX in ms"))
-        };
-        match s.split_once('-') {
-            None => Ok(Self::Fixed(ms(s)?)),
-            Some((a, b)) => {
-                let (min, max) = (ms(a)?, ms(b)?);
-                if max < min {
-                    return Err(format!("invalid latency {s:?}: max below min"));
-                }
-                Ok(if min == max {
-                    Self::Fixed(min)
-                } else {
-                    Self::Range { min, max }
-                })
-            }
-        }
-    }
-}
-
-impl fmt::Display for Latency {
-    /// The form `parse` reads: `10` or `1-50`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Fixed(d) => write!(f, "{}", d.as_millis()),
-            Self::Range { min, max } => write!(f, "{}-{}", min.as_millis(), max.as_millis()),
-        }
-    }
-}
-
-impl Default for Latency {
-    /// 1 to 50 ms.
-    fn default() -> Self {
-        Self::Range {
-            min: Duration::from_millis(1),
-            max: Duration::from_millis(50),
-        }
-    }
 }
 
 /// What a run is asked for on the command line.
@@ -618,18 +543,6 @@ mod tests {
             assert_eq!(s, Scenario::build(name, &Params::seed(1)).unwrap());
         }
         assert!(Scenario::build("nope", &Params::seed(1)).is_err());
-    }
-
-    #[test]
-    fn latency_parses_both_forms() {
-        assert_eq!(
-            Latency::parse("10"),
-            Ok(Latency::Fixed(Duration::from_millis(10)))
-        );
-        assert_eq!(Latency::parse("1-50"), Ok(Latency::default()));
-        assert_eq!(Latency::parse("1-50").unwrap().to_string(), "1-50");
-        assert!(Latency::parse("50-1").is_err());
-        assert!(Latency::parse("x").is_err());
     }
 
     #[test]

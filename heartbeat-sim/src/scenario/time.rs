@@ -14,44 +14,14 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-/// Parses a duration with a unit, exactly: `500ms`, `2s`, `1.5s`, `2m`, `1h` (whole
-/// milliseconds; no floats involved).
+/// Parses a duration of the one grammar ([`heartbeat_core::parse_duration`]: `500ms`, `2s`,
+/// `1.5s`, `2m`, `10min`, `1h`, `7d`), in whole milliseconds (what a schedule draws in).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("expected a duration with a unit (500ms, 2s, 1.5s, 2m, 1h), got {s:?}");
-    let t = s.trim();
-    let (number, ms_per_unit) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1u64)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        return Err(bad());
-    };
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || (number.contains('.') && !digits(frac)) {
-        return Err(bad());
-    }
-    let whole: u64 = whole.parse().map_err(|_| bad())?;
-    // The fraction in whole milliseconds: `frac` digits of a unit of `ms_per_unit` ms.
-    let scale = 10u64.checked_pow(frac.len() as u32).ok_or_else(bad)?;
-    let frac_units: u64 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().map_err(|_| bad())?
-    };
-    let frac_ms = frac_units.checked_mul(ms_per_unit).ok_or_else(bad)?;
-    if frac_ms % scale != 0 {
+    let d = heartbeat_core::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
         return Err(format!("{s:?} is not a whole number of milliseconds"));
     }
-    whole
-        .checked_mul(ms_per_unit)
-        .and_then(|ms| ms.checked_add(frac_ms / scale))
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
+    Ok(d)
 }
 
 /// A duration as a scenario file writes it: whole seconds as `12s`, else milliseconds.
@@ -231,6 +201,8 @@ mod tests {
         assert_eq!(ms("1.001s"), Ok(1001));
         assert_eq!(ms("2m"), Ok(120_000));
         assert_eq!(ms("1h"), Ok(3_600_000));
+        assert_eq!(ms("10min"), Ok(600_000));
+        assert_eq!(ms("7d"), Ok(604_800_000));
         for bad in [
             "", "5", "s", "1.s", ".5s", "-1s", "1.0001s", "1e3ms", "1 s", "x1s",
         ] {

@@ -358,7 +358,7 @@ impl Timeline {
             format!("{lo}-{hi}")
         };
         t.subtitle = format!(
-            "seed {}, latency {} ms, {} client{} every {every} ms; faults until {}, heal and \
+            "seed {}, latency {}, {} client{} every {every} ms; faults until {}, heal and \
              drain until {}",
             s.params.seed,
             s.latency,

@@ -18,9 +18,8 @@ use heartbeat_core::frame::Protocol;
 use heartbeat_core::server::Event;
 use heartbeat_core::{ClientId, ClientKey, ConnId, Seq, UnixTime};
 
-use crate::qos::engine::sample_latency;
-use crate::scenario::Latency;
 use crate::world::EPOCH_SECS;
+use heartbeat_memnet::Latency;
 
 /// What to generate: `DURATION@RATE`, e.g. `7d@10Hz` or `1h@250ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +100,7 @@ pub fn write(spec: Spec, seed: u64, out: &mut impl Write) -> io::Result<()> {
             stall_to = stall_from + stall_len(&mut stall_rng);
         }
         let leaves = if sent >= stall_from { stall_to } else { sent };
-        let arrives = (leaves + sample_latency(&latency, &mut latency_rng)).max(latest);
+        let arrives = (leaves + latency.sample(&mut latency_rng)).max(latest);
         latest = arrives;
         if pending.first().is_some_and(|&(_, _, at)| at != arrives) {
             flush(out, &client, conn, &mut pending, &mut prev, t0, &line)?;

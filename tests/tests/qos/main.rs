@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_sim::Latency;
 use heartbeat_sim::qos::{self, EngineKind, Outcome, QOS_SCENARIOS, QosParams, Study, table};
-use heartbeat_sim::scenario::Latency;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

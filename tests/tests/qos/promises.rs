@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use heartbeat_core::Seq;
 use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_sim::Latency;
 use heartbeat_sim::qos::{EngineKind, QosParams, label};
-use heartbeat_sim::scenario::Latency;
 
 use crate::{defaults, ms, study};
 

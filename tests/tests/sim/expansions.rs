@@ -15,7 +15,13 @@ fn canonical(s: &Scenario) -> String {
         let _ = writeln!(
             o,
             "  client {} interval {:?} latency {} ack {:?} reconnect {:?} legacy {} late {}",
-            c.id, c.interval, c.latency, c.ack_timeout, c.reconnect, c.legacy, c.starts_late
+            c.id,
+            c.interval,
+            c.latency.to_ms_text(),
+            c.ack_timeout,
+            c.reconnect,
+            c.legacy,
+            c.starts_late
         );
     }
     for t in &s.actions {

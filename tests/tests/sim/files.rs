@@ -43,11 +43,11 @@ fn the_oracles_judge_each_client_by_its_own_interval_and_latency() {
         let (text, ok) = run(text, seed);
         assert!(ok, "{text}");
         assert!(
-            text.contains("  fast   interval 200 ms, latency 2-40 ms\n"),
+            text.contains("  fast   interval 200 ms, latency 2ms..40ms\n"),
             "{text}"
         );
         assert!(
-            text.contains("  slow   interval 4000 ms, latency 150 ms\n"),
+            text.contains("  slow   interval 4000 ms, latency 150ms\n"),
             "{text}"
         );
         assert!(text.contains("fault   partition fast <-> server"), "{text}");
@@ -99,7 +99,7 @@ fn legacy_clients_are_followed_by_their_host() {
         let (text, ok) = run(text, seed);
         assert!(ok, "{text}");
         assert!(
-            text.contains("  c1     interval 1000 ms, latency 1-50 ms, legacy\n"),
+            text.contains("  c1     interval 1000 ms, latency 1ms..50ms, legacy\n"),
             "{text}"
         );
         assert!(text.contains(" client=legacy@192.168.0.2:"), "{text}");

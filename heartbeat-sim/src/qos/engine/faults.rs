@@ -9,9 +9,9 @@ use heartbeat_core::server::Server;
 
 use super::Witness;
 use super::trace::TraceItem;
-use crate::memnet::{Net, Way};
 use crate::scenario::{Action, Latency, Node, Scenario};
-use crate::world::derive_seed;
+use heartbeat_memnet::seed::{client_seeds, link_seeds};
+use heartbeat_memnet::{Net, Way};
 
 /// What a run plays: the scenario, and the machines' configurations it implies.
 #[derive(Debug)]
@@ -55,8 +55,7 @@ impl<'s> Plan<'s> {
         let seed = self.scenario.params.seed;
         for (i, plan) in self.scenario.clients.iter().enumerate() {
             let addr = SocketAddr::from(([10, 0, (i / 250) as u8, 1 + (i % 250) as u8], 49_152));
-            let up = derive_seed(seed, 3001 + i as u64, 0);
-            let down = derive_seed(seed, 4001 + i as u64, 0);
+            let (up, down) = link_seeds(seed, i);
             net.add_client(addr, plan.latency, up, down);
         }
     }
@@ -134,10 +133,11 @@ impl<'s> Plan<'s> {
     pub(super) fn start_client(&self, net: &mut Net, w: &mut Witness<'_>, i: usize) {
         let seed = self.scenario.params.seed;
         let process = u64::from(net.processes(i));
+        let seeds = client_seeds(seed, i, process);
         let config = self.configs[i]
             .clone()
-            .session(derive_seed(seed, 1 + i as u64, process))
-            .rng_seed(derive_seed(seed, 1001 + i as u64, process));
+            .session(seeds.session)
+            .rng_seed(seeds.rng);
         w.truth.set_awaiting(i, in_reach(net, i));
         net.start_client(i, config, w);
     }

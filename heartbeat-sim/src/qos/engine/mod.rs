@@ -1,4 +1,4 @@
-//! The event-driven engine: a [`Scenario`] played on the [in-memory network](crate::memnet)
+//! The event-driven engine: a [`Scenario`] played on the [in-memory network](heartbeat_memnet)
 //! (the real `heartbeat-core` machines, a clock that jumps from one due event to the next: no
 //! tokio, no ticks), recording the ground truth and the server's decisions.
 //!
@@ -6,7 +6,7 @@
 //! clients and configurations, the same actions at the same times, the same
 //! [`Latency`](crate::scenario::Latency) model, the same per-process session nonces and backoff
 //! seeds, and the same heal-and-drain at the end. The network model, and the order of things due
-//! at one instant, are the network's ([`crate::memnet`]); the scenario's actions for an instant
+//! at one instant, are the network's ([`heartbeat_memnet`]); the scenario's actions for an instant
 //! come before everything else due then.
 //!
 //! Besides the server's liveness transitions ([`Transition`]), a run records the ground truth
@@ -32,11 +32,10 @@ use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{self, Event, Server};
 use heartbeat_core::{ClientKey, Now, UnixTime};
 
-pub use crate::memnet::sample_latency;
-use crate::memnet::{Net, Observer};
 use crate::scenario::Scenario;
 use crate::world::EPOCH_SECS;
 use faults::Plan;
+use heartbeat_memnet::{Net, Observer};
 use trace::Recorder;
 pub use trace::{TraceBatch, TraceItem, Transition, per_client};
 use truth::Truth;

@@ -2,13 +2,14 @@
 //! machines joined by modelled TCP links, with a clock that jumps from one due thing to the
 //! next (no tokio, no ticks, no sleeping).
 //!
-//! Both in-memory users run on it: the QoS engine ([`crate::qos::engine`], simulated weeks)
-//! and the core-level tests' `Pair` harness (`tests/src/lib.rs`). What it models of the network
+//! Both in-memory users run on it: the QoS engine (`heartbeat_sim::qos::engine`, simulated
+//! weeks) and the core-level tests' `Pair` harness (`tests/src/lib.rs`); neither needs turmoil,
+//! tokio or the simulator for it. What it models of the network
 //! follows turmoil 0.7.2, which the simulator's scenario runs use (`tests/tests/qos/agreement.rs`
 //! checks the two against each other):
 //!
 //! - **Latency**: drawn per segment from a seeded RNG per client and direction
-//!   ([`sample_latency`]: `min + (max - min) * Exp(5)`, whole milliseconds, clamped to `max`:
+//!   ([`Latency::sample`]: `min + (max - min) * Exp(5)`, whole milliseconds, clamped to `max`:
 //!   turmoil's formula; a fixed latency draws nothing). TCP keeps order: a segment never
 //!   overtakes the previous one on its link, so it arrives at `max(sent + latency, previous
 //!   arrival)`. Everything due at one instant on one pipe is handed over as one read.
@@ -48,10 +49,15 @@
 //! [`Net::run_until`] does the instant too, so commands issued after it come after everything
 //! due at that instant.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod deliver;
 mod faults;
+mod latency;
 mod link;
 mod pipe;
+pub mod seed;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -60,10 +66,11 @@ use heartbeat_core::client::{self, Client};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, Now};
 
+pub use latency::Latency;
 use link::{Host, Link};
-pub use link::{LinkId, Way, sample_latency};
+pub use link::{LinkId, Way};
 
-pub use crate::net::CONNECT_TIMEOUT;
+pub use heartbeat_core::config::CONNECT_TIMEOUT;
 
 /// Where a connection came from: its client and the process that opened it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -369,7 +376,6 @@ mod tests {
     use heartbeat_core::{ConnId, UnixTime};
 
     use super::*;
-    use crate::scenario::Latency;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

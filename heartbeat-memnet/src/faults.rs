@@ -9,10 +9,10 @@ use heartbeat_core::client::Client;
 use heartbeat_core::config::ClientConfig;
 use heartbeat_core::server::Server;
 
-use super::link::{Host, Way, Ways};
-use super::pipe::Segment;
-use super::{Net, Observer};
-use crate::scenario::Latency;
+use crate::Latency;
+use crate::link::{Host, Way, Ways};
+use crate::pipe::Segment;
+use crate::{Net, Observer};
 
 impl Net {
     /// Adds a client host at `addr` whose segments take `latency`, drawn from RNGs seeded with

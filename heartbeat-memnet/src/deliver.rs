@@ -4,9 +4,9 @@
 use heartbeat_core::client::{self, Client};
 use heartbeat_core::server::{self, Server};
 
-use super::link::{Link, LinkId};
-use super::pipe::{Pipe, Segment};
-use super::{CONNECT_TIMEOUT, Net, NetEvent, Observer};
+use crate::link::{Link, LinkId};
+use crate::pipe::{Pipe, Segment};
+use crate::{CONNECT_TIMEOUT, Net, NetEvent, Observer};
 
 impl Net {
     // ---- delivery ----

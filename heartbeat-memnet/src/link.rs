@@ -4,14 +4,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use heartbeat_core::ConnId;
 use heartbeat_core::client::Client;
 
-use super::pipe::Pipe;
-use crate::scenario::Latency;
+use crate::Latency;
+use crate::pipe::Pipe;
 
 /// A link's id: links are numbered in the order they are opened, from 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,27 +138,11 @@ impl Host {
 
     /// The latency of the next client-to-server segment.
     pub(crate) fn draw_up(&mut self) -> Duration {
-        sample_latency(&self.latency, &mut self.up_rng)
+        self.latency.sample(&mut self.up_rng)
     }
 
     /// The latency of the next server-to-client segment.
     pub(crate) fn draw_down(&mut self) -> Duration {
-        sample_latency(&self.latency, &mut self.down_rng)
-    }
-}
-
-/// Draws one message latency from `latency`: turmoil's model, `min + (max - min) * Exp(5)` in
-/// whole milliseconds, clamped to `max`. A fixed latency draws nothing.
-pub fn sample_latency(latency: &Latency, rng: &mut SmallRng) -> Duration {
-    match *latency {
-        Latency::Fixed(d) => d,
-        Latency::Range { min, max } => {
-            let range_ms = (max - min).as_millis() as f64;
-            // Exp(5) by inversion; `1 - u` is in (0, 1], so the logarithm is finite.
-            let u: f64 = rng.random();
-            let mult = -(1.0 - u).ln() / 5.0;
-            let extra = Duration::from_millis((range_ms * mult) as u64);
-            (min + extra).min(max)
-        }
+        self.latency.sample(&mut self.down_rng)
     }
 }
