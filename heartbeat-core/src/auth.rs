@@ -19,8 +19,8 @@ use std::time::Duration;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
-use thiserror::Error;
 
+pub use crate::error::AuthFailure;
 use crate::error::ConfigError;
 use crate::ids::ClientId;
 
@@ -141,27 +141,6 @@ pub fn transcript(nonce: &Nonce, client: &ClientId, interval: Duration, session:
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-}
-
-/// Why a connection failed to authenticate. Carried in
-/// [`DisconnectReason::AuthFailed`](crate::DisconnectReason::AuthFailed); the client is only
-/// ever told `authentication failed`, so it cannot probe which ids have keys.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AuthFailure {
-    /// The answer was not the HMAC the claimed id's secret gives: a wrong key, a replayed
-    /// answer, or fields changed on the way.
-    #[error("wrong answer to the challenge")]
-    WrongAnswer,
-    /// The server has no secret for the claimed id (and no fleet-wide one).
-    #[error("no key for this client id")]
-    UnknownClient,
-    /// The connection sent something else than `AUTH` after the challenge, or ended.
-    #[error("answered the challenge with {instead}")]
-    Unanswered {
-        /// What came instead: a command word, or `the end of the stream`.
-        instead: &'static str,
-    },
 }
 
 /// The secrets a server accepts: one per client id, and optionally one for the whole fleet

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::ConfigError;
+use crate::error::config::ConfigError;
 
 /// The longest client identity accepted, in bytes.
 pub const MAX_CLIENT_ID_LEN: usize = 64;

@@ -285,28 +285,36 @@ pub fn float(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// A number of seconds (`heartbeat-load --duration`), read as [`float`] reads it, from 0 (when
-/// `zero` is allowed, else more than 0) to a billion.
+/// A duration flag of `heartbeat-server` (`--forget-after 10m`, `--hook-timeout 5s`): the one
+/// grammar ([`heartbeat_core::parse_duration`]: `250ms`, `1.5s`, `10m`, `10min`, `2h`, `7d`),
+/// more than 0 and below 30,000 years.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let d = heartbeat_core::parse_duration(s).map_err(|e| e.to_string())?;
+    positive_and_bounded(s, d, false)
+}
+
+/// A duration flag of `heartbeat-load` (`--duration 30s`), which always took a bare number of
+/// seconds: the one grammar, and a bare number as seconds
+/// ([`heartbeat_core::parse_duration_or_secs`]); 0 only when `zero` allows it.
 pub fn secs(zero: bool) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
     move |s: &str| {
-        let (negative, digits) = python_number(s, true)?;
-        let v: f64 = digits
-            .parse()
-            .map_err(|_| "not a number of seconds".to_owned())?;
-        if negative && v != 0.0 {
-            return Err(format!(
-                "must not be negative ({} seconds)",
-                if zero { "0 or more" } else { "more than 0" }
-            ));
-        }
-        if !(v.is_finite() && v < 1e9) {
-            return Err("must be a number of seconds below a billion".to_owned());
-        }
-        if v == 0.0 && !zero {
-            return Err("must be more than 0 seconds".into());
-        }
-        Ok(Duration::from_secs_f64(v))
+        let d = heartbeat_core::parse_duration_or_secs(s).map_err(|e| e.to_string())?;
+        positive_and_bounded(s, d, zero)
     }
+}
+
+/// A duration read from `s`: not zero unless `zero`, and below 10^12 s (a deadline past it
+/// would overflow an `Instant`).
+fn positive_and_bounded(s: &str, d: Duration, zero: bool) -> Result<Duration, String> {
+    if d.is_zero() && !zero {
+        return Err(format!("invalid duration {s:?}: must be more than 0"));
+    }
+    if d >= Duration::from_secs(1_000_000_000_000) {
+        return Err(format!(
+            "invalid duration {s:?}: must be below 10^12 seconds"
+        ));
+    }
+    Ok(d)
 }
 
 /// A detector configuration builder step taken only for a flag that was given.
@@ -430,12 +438,34 @@ mod tests {
         assert!(float("inf").is_err());
         assert!(float("nan").is_err());
         assert!(float("1e999").unwrap_err().contains("finite"));
+    }
+
+    /// Every duration flag reads the one grammar, with its one error sentence.
+    #[test]
+    fn durations_read_the_one_grammar() {
         let positive = secs(false);
         assert_eq!(positive(" 2.5"), Ok(Duration::from_millis(2500)));
-        assert!(positive("0").is_err());
-        assert!(positive("-1").unwrap_err().contains("negative"));
+        assert_eq!(positive("10m"), Ok(Duration::from_secs(600)));
+        assert!(positive("0").unwrap_err().contains("must be more than 0"));
         assert_eq!(secs(true)("0"), Ok(Duration::ZERO));
-        assert_eq!(secs(true)("1_0"), Ok(Duration::from_secs(10)));
+        type Flag<'a> = &'a dyn Fn(&str) -> Result<Duration, String>;
+        let flags: [Flag<'_>; 2] = [&duration, &positive];
+        for flag in flags {
+            assert_eq!(flag("10min"), Ok(Duration::from_secs(600)));
+            assert_eq!(flag("1.5s"), Ok(Duration::from_millis(1500)));
+            assert_eq!(flag("7d"), Ok(Duration::from_secs(604_800)));
+            assert!(
+                flag("-1s")
+                    .unwrap_err()
+                    .starts_with("invalid duration \"-1s\": expected")
+            );
+        }
+        assert!(
+            duration("90")
+                .unwrap_err()
+                .starts_with("invalid duration \"90\": expected")
+        );
+        assert!(duration("0s").unwrap_err().contains("must be more than 0"));
     }
 
     #[test]

@@ -648,7 +648,7 @@ enum Inbound {
     Eof(ConnId),
     /// A write blocked for longer than the write timeout: the peer is not reading.
     WriteBlocked(ConnId),
-    /// The TLS handshake failed, for this reason ([`crate::tls::HandshakeFailed`]).
+    /// The TLS handshake failed, for this reason ([`crate::tls::HandshakeFailed`], read with `handshake_failure`).
     TlsFailed(ConnId, String),
 }
 
@@ -993,7 +993,7 @@ async fn read_loop<S: AsyncRead>(
         let msg = match scratch.read(&mut reader).await {
             Ok(bytes) if bytes.is_empty() => None,
             Ok(bytes) => Some(Inbound::Data(conn, bytes, permit)),
-            Err(e) => match crate::tls::handshake_failure(&e) {
+            Err(e) => match crate::error::handshake_failure(&e) {
                 Some(why) => Some(Inbound::TlsFailed(conn, why.to_owned())),
                 None => {
                     tracing::debug!(%conn, error = %e, "read failed");

@@ -47,3 +47,17 @@ impl NetError {
 fn in_parens(hint: Option<&str>) -> String {
     hint.map(|h| format!(" ({h})")).unwrap_or_default()
 }
+
+/// The error of a [`ServerTlsStream`](crate::tls::ServerTlsStream) whose handshake failed or
+/// timed out, with the reason (inside an [`io::Error`] of the read or write that ran the
+/// handshake). Here, not in `tls`, so the driver reads it without depending on TLS.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct HandshakeFailed(pub String);
+
+/// The reason of a failed server-side handshake, if `e` is one ([`HandshakeFailed`]).
+pub fn handshake_failure(e: &io::Error) -> Option<&str> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
+        .map(|h| h.0.as_str())
+}

@@ -29,6 +29,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::driver::{Connector, Listener};
+pub use crate::error::{HandshakeFailed, handshake_failure};
 use crate::keys::{self, KeyFileError};
 
 /// How long a TLS handshake may take, on either side, before the connection is given up.
@@ -292,19 +293,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTlsStream<S> {
             Handshake::Running { .. } | Handshake::Failed => Poll::Ready(Ok(())),
         }
     }
-}
-
-/// The error of a [`ServerTlsStream`] whose handshake failed or timed out, with the reason
-/// (inside an [`io::Error`] of the read or write that ran the handshake).
-#[derive(Debug, Error)]
-#[error("{0}")]
-pub struct HandshakeFailed(pub String);
-
-/// The reason of a failed server-side handshake, if `e` is one ([`HandshakeFailed`]).
-pub fn handshake_failure(e: &io::Error) -> Option<&str> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
-        .map(|h| h.0.as_str())
 }
 
 /// A [`Connector`] whose streams speak TLS, checking the server's certificate.

@@ -2,8 +2,8 @@
 //! ([`Server::set_expected`](heartbeat_core::server::Server::set_expected)), at start and again
 //! on SIGHUP.
 //!
-//! One client a line: its id, and optionally the interval it promises as a number with a unit
-//! (`web-01 1000ms`, `db 5s`, `batch 2min`); without one, [`DEFAULT_INTERVAL`]. `#` starts a
+//! One client a line: its id, and optionally the interval it promises as a duration of the one
+//! grammar (`web-01 1000ms`, `db 5s`, `batch 2min`); without one, [`DEFAULT_INTERVAL`]. `#` starts a
 //! comment (whole line or the rest of a line); blank lines are skipped. An id twice, a bad id
 //! or a bad interval is an error naming the file and the line.
 
@@ -105,7 +105,7 @@ pub fn parse(text: &str, grace: Option<Duration>) -> Result<Vec<Expected>, (usiz
 /// `1000ms`, `1.5s`, `2min`: positive, whole milliseconds, at most a day (what a client can
 /// declare).
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = super::parse_duration(s).map_err(|e| format!("interval: {e}"))?;
+    let d = crate::cli::duration(s).map_err(|e| format!("interval: {e}"))?;
     if d.subsec_nanos() % 1_000_000 != 0 || d > Duration::from_secs(86_400) {
         return Err(format!("interval {s:?}: whole milliseconds, at most a day"));
     }

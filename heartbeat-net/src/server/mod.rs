@@ -102,26 +102,25 @@ pub struct Opt {
 
     /// Shortest heartbeat interval a client may declare in its HELLO; a shorter one is refused
     /// with ERROR. Heartbeats faster than the declared interval (legacy clients: than this)
-    /// drop the connection. A number with a unit: ms, s or min.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    /// drop the connection. A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "10ms", value_parser = cli::duration)]
     min_interval: std::time::Duration,
 
     /// Ceiling of the idle timeout (10 x the client's interval, at least 5 s): a connection
     /// silent this long is dropped, whatever interval it declared. Clients whose interval does
-    /// not fit twice in it connect for each heartbeat. A number with a unit: ms, s or min.
-    #[arg(long, default_value = "10min", value_parser = parse_duration)]
+    /// not fit twice in it connect for each heartbeat. A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "10min", value_parser = cli::duration)]
     max_idle: std::time::Duration,
 
     /// A client whose clock is off by more than this is reported (clock_skew) and its delays
-    /// are measured from its estimated offset. Stamps more than a day off are refused. A number
-    /// with a unit: ms, s or min.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// are measured from its estimated offset. Stamps more than a day off are refused.
+    /// A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "1s", value_parser = cli::duration)]
     max_clock_skew: std::time::Duration,
 
     /// A connection whose acknowledgements cannot be written for this long (the peer does not
-    /// read them) is dropped as "not reading acknowledgements". A number with a unit: ms, s or
-    /// min.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// read them) is dropped as "not reading acknowledgements". A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "10s", value_parser = cli::duration)]
     write_timeout: std::time::Duration,
 
     /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; Linux doubles it). Bounds
@@ -133,8 +132,8 @@ pub struct Opt {
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
-    /// A number with a unit: ms, s or min.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "5s", value_parser = cli::duration)]
     pause_guard: std::time::Duration,
 
     /// Clients remembered at most (their analysis and detector). Beyond it a new client evicts
@@ -199,8 +198,8 @@ pub struct Opt {
 
     /// How long a hook may run: a command still running then is killed with its whole process
     /// group, a webhook call is abandoned. Also how long the alerts queued at shutdown get to
-    /// run; those left are counted as dropped and logged. A number with a unit: ms, s or min.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// run; those left are counted as dropped and logged. A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "10s", value_parser = cli::duration)]
     hook_timeout: Duration,
 
     /// The clients that should be there: one id a line, optionally with the interval it
@@ -211,8 +210,8 @@ pub struct Opt {
 
     /// With --expect: how long after the server starts (or a reload adds it) an expected client
     /// may take to be heard from. Default: what the detector needs to declare a client of its
-    /// interval down. A number with a unit: ms, s or min.
-    #[arg(long, requires = "expect", value_parser = parse_duration)]
+    /// interval down. A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, requires = "expect", value_parser = cli::duration)]
     expect_grace: Option<Duration>,
 
     /// Remember the clients across restarts in DIR (created if missing, mode 0700; one server
@@ -225,8 +224,8 @@ pub struct Opt {
     state_dir: Option<PathBuf>,
 
     /// With --state-dir: time between full saves of the state (the journal takes every change
-    /// in between). A number with a unit: ms, s or min.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "state_dir")]
+    /// in between). A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "10s", value_parser = cli::duration, requires = "state_dir")]
     state_interval: std::time::Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
@@ -235,9 +234,9 @@ pub struct Opt {
     metrics_addr: Option<SocketAddr>,
 
     /// Forget a client gone (disconnected, not heard from) this long: it leaves reports and
-    /// its metrics series disappear, so both stay bounded. A number with a unit: ms, s, min
-    /// or h.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    /// its metrics series disappear, so both stay bounded. A duration: 250ms, 1.5s, 10m, 2h,
+    /// 7d.
+    #[arg(long, default_value = "24h", value_parser = cli::duration)]
     forget_after: std::time::Duration,
 
     #[command(flatten)]
@@ -258,26 +257,6 @@ impl Opt {
 
 fn parse_webhook(s: &str) -> Result<Webhook, String> {
     s.parse()
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (n, per_ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("min") {
-        (n, 60_000.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return Err("expected a number with a unit, e.g. 500ms, 5s, 10min or 24h".into());
-    };
-    match n.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v * per_ms < 1e12 => Ok(
-            std::time::Duration::from_micros((v * per_ms * 1000.0).round() as u64),
-        ),
-        _ => Err(format!("{s:?} is not a positive duration")),
-    }
 }
 
 /// Runs `heartbeat-server` with the process's arguments; the exit code to return.
