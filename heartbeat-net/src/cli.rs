@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use heartbeat_core::ConfigError;
-use heartbeat_core::detector::{
-    ChenConfig, DetectorConfig, DetectorKind, FixedConfig, PhiConfig, PhiExpConfig, Span,
-};
+use heartbeat_core::detector::{DetectorConfig, DetectorKind, Param, ParamValues, Span};
 
 /// The failure detector and its parameters, as flags.
 ///
@@ -81,97 +79,44 @@ fn parse_span(s: &str) -> Result<Span, String> {
 }
 
 impl DetectorParams {
-    /// True if detector `kind` has the parameter named `flag` (without its `--`).
-    pub fn applies(kind: DetectorKind, flag: &str) -> bool {
-        use DetectorKind as K;
-        match flag {
-            "threshold" => matches!(kind, K::Phi | K::PhiExp),
-            "min-std-deviation" | "acceptable-pause" | "first-heartbeat-estimate" => kind == K::Phi,
-            "initial-interval" => kind == K::PhiExp,
-            "alpha" => kind == K::Chen,
-            "grace" => kind == K::Fixed,
-            "window" => matches!(kind, K::Phi | K::PhiExp | K::Chen),
-            _ => false,
+    /// The values given, for the core's per-detector table ([`ParamValues`]).
+    pub fn values(&self) -> ParamValues {
+        ParamValues {
+            threshold: self.threshold,
+            min_std_deviation: self.min_std_deviation,
+            acceptable_pause: self.acceptable_pause,
+            first_heartbeat_estimate: self.first_heartbeat_estimate,
+            initial_interval: self.initial_interval,
+            alpha: self.alpha,
+            grace: self.grace,
+            window: self.window,
         }
     }
 
-    /// The flags given, by name.
-    fn given(&self) -> [(&'static str, bool); 8] {
-        [
-            ("threshold", self.threshold.is_some()),
-            ("min-std-deviation", self.min_std_deviation.is_some()),
-            ("acceptable-pause", self.acceptable_pause.is_some()),
-            (
-                "first-heartbeat-estimate",
-                self.first_heartbeat_estimate.is_some(),
-            ),
-            ("initial-interval", self.initial_interval.is_some()),
-            ("alpha", self.alpha.is_some()),
-            ("grace", self.grace.is_some()),
-            ("window", self.window.is_some()),
-        ]
-    }
-
-    /// The first flag given that none of `kinds` has.
+    /// The flag (without `--`) of the first parameter given that none of `kinds` takes.
     pub fn unused_by(&self, kinds: &[DetectorKind]) -> Option<&'static str> {
-        let unused = |&(flag, given): &(&'static str, bool)| {
-            given && !kinds.iter().any(|&k| Self::applies(k, flag))
-        };
-        self.given().into_iter().find(unused).map(|(flag, _)| flag)
+        self.values().unused_by(kinds).map(Param::name)
     }
 
-    /// Only the parameters that detector `kind` has.
+    /// Only the parameters that detector `kind` takes.
     pub fn for_kind(&self, kind: DetectorKind) -> Self {
-        let keep = |flag: &str| Self::applies(kind, flag);
+        let v = self.values().for_kind(kind);
         Self {
-            threshold: self.threshold.filter(|_| keep("threshold")),
-            min_std_deviation: self.min_std_deviation.filter(|_| keep("min-std-deviation")),
-            acceptable_pause: self.acceptable_pause.filter(|_| keep("acceptable-pause")),
-            first_heartbeat_estimate: self
-                .first_heartbeat_estimate
-                .filter(|_| keep("first-heartbeat-estimate")),
-            initial_interval: self.initial_interval.filter(|_| keep("initial-interval")),
-            alpha: self.alpha.filter(|_| keep("alpha")),
-            grace: self.grace.filter(|_| keep("grace")),
-            window: self.window.filter(|_| keep("window")),
+            threshold: v.threshold,
+            min_std_deviation: v.min_std_deviation,
+            acceptable_pause: v.acceptable_pause,
+            first_heartbeat_estimate: v.first_heartbeat_estimate,
+            initial_interval: v.initial_interval,
+            alpha: v.alpha,
+            grace: v.grace,
+            window: v.window,
         }
     }
 
     /// The validated configuration of detector `kind` with these parameters; a parameter
-    /// `kind` does not have is an error.
+    /// `kind` does not take is an error.
     pub fn config(&self, kind: DetectorKind) -> Result<DetectorConfig, ConfigError> {
-        if let Some(name) = self.unused_by(&[kind]) {
-            return Err(ConfigError::Detector {
-                name,
-                why: "not a parameter of the chosen detector",
-            });
-        }
-        use DetectorKind as K;
-        Ok(match kind {
-            K::Fixed => FixedConfig::default()
-                .flag(self.grace, FixedConfig::grace)?
-                .into(),
-            K::Phi => PhiConfig::default()
-                .flag(self.threshold, PhiConfig::threshold)?
-                .flag(self.min_std_deviation, PhiConfig::min_std_deviation)?
-                .flag(self.acceptable_pause, PhiConfig::acceptable_pause)?
-                .flag(
-                    self.first_heartbeat_estimate,
-                    PhiConfig::first_heartbeat_estimate,
-                )?
-                .flag(self.window, PhiConfig::window)?
-                .into(),
-            K::PhiExp => PhiExpConfig::default()
-                .flag(self.threshold, PhiExpConfig::threshold)?
-                .flag(self.initial_interval, PhiExpConfig::initial_interval)?
-                .flag(self.window, PhiExpConfig::window)?
-                .into(),
-            K::Chen => ChenConfig::default()
-                .flag(self.alpha, ChenConfig::alpha)?
-                .flag(self.window, ChenConfig::window)?
-                .into(),
-            _ => DetectorConfig::new(kind),
-        })
+        self.values().config(kind)
     }
 }
 
@@ -316,23 +261,6 @@ fn positive_and_bounded(s: &str, d: Duration, zero: bool) -> Result<Duration, St
     }
     Ok(d)
 }
-
-/// A detector configuration builder step taken only for a flag that was given.
-trait Flag: Sized {
-    /// `set(self, value)` when the flag was given, `self` unchanged otherwise.
-    fn flag<T>(
-        self,
-        value: Option<T>,
-        set: impl FnOnce(Self, T) -> Result<Self, ConfigError>,
-    ) -> Result<Self, ConfigError> {
-        match value {
-            Some(v) => set(self, v),
-            None => Ok(self),
-        }
-    }
-}
-
-impl<C> Flag for C {}
 
 #[cfg(test)]
 mod tests {

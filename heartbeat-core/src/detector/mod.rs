@@ -60,6 +60,7 @@ macro_rules! checked_setters {
 
 mod chen;
 mod fixed;
+mod params;
 mod phi;
 mod phi_exp;
 mod span;
@@ -76,6 +77,7 @@ use crate::ids::Seq;
 
 pub use chen::{ChenConfig, ChenDetector};
 pub use fixed::{FixedConfig, FixedDetector};
+pub use params::{Param, ParamValues};
 pub use phi::{PhiConfig, PhiDetector};
 pub use phi_exp::{PhiExpConfig, PhiExpDetector};
 pub use span::Span;

@@ -490,47 +490,13 @@ fn run_unit(
         .collect())
 }
 
-/// The grid of `--grid`: for each kind in `kinds`, `base` varied along its main parameters
-/// (φ: threshold 4, 8, 12 and acceptable pause 0 s, 1 s; φ-exp: threshold 4, 8, 12; chen:
-/// α 0.5, 1, 2 intervals; fixed: grace 1, 2, 4 intervals). Duplicates are dropped.
+/// The grid of `--grid`: each of `base` varied along its main parameters
+/// ([`DetectorConfig::qos_grid`], the core's table). Duplicates are dropped.
 pub fn grid(base: &[DetectorConfig]) -> Vec<DetectorConfig> {
-    use heartbeat_core::detector::Span;
     let mut out: Vec<DetectorConfig> = Vec::new();
-    for b in base {
-        let points: Vec<DetectorConfig> = match b {
-            DetectorConfig::Phi(c) => {
-                let mut v: Vec<DetectorConfig> = [4.0, 8.0, 12.0]
-                    .into_iter()
-                    .filter_map(|t| (*c).threshold(t).ok().map(Into::into))
-                    .collect();
-                v.extend(
-                    [
-                        Span::Fixed(Duration::ZERO),
-                        Span::Fixed(Duration::from_secs(1)),
-                    ]
-                    .into_iter()
-                    .filter_map(|p| (*c).acceptable_pause(p).ok().map(Into::into)),
-                );
-                v
-            }
-            DetectorConfig::PhiExp(c) => [4.0, 8.0, 12.0]
-                .into_iter()
-                .filter_map(|t| (*c).threshold(t).ok().map(Into::into))
-                .collect(),
-            DetectorConfig::Chen(c) => [0.5, 1.0, 2.0]
-                .into_iter()
-                .filter_map(|a| (*c).alpha(Span::Intervals(a)).ok().map(Into::into))
-                .collect(),
-            DetectorConfig::Fixed(c) => [1.0, 2.0, 4.0]
-                .into_iter()
-                .filter_map(|g| (*c).grace(Span::Intervals(g)).ok().map(Into::into))
-                .collect(),
-            other => vec![other.clone()],
-        };
-        for p in points {
-            if !out.contains(&p) {
-                out.push(p);
-            }
+    for p in base.iter().flat_map(DetectorConfig::qos_grid) {
+        if !out.contains(&p) {
+            out.push(p);
         }
     }
     out

@@ -51,9 +51,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use heartbeat_core::Seq;
-use heartbeat_core::detector::{
-    ChenConfig, DetectorConfig, DetectorKind, FixedConfig, PhiConfig, PhiExpConfig, Span,
-};
+use heartbeat_core::detector::{DetectorConfig, DetectorKind};
 use heartbeat_core::liveness::Liveness;
 
 use crate::qos::engine::{ClientTruth, Period, TraceBatch, TraceItem};
@@ -71,46 +69,14 @@ const ESTIMATE_FROM: usize = 1000;
 /// Trace items per replay batch.
 const BATCH: usize = 4096;
 
-/// The tuning grid: for each kind, its main parameter from tight to loose (its default among
-/// them), in multiples of the client's interval where the parameter scales with it. 19
-/// settings: a replay costs the same for every setting, so the grid is what tuning costs.
-///
-/// - `chen`: α 0.5, 1 (default), 2, 5 and 10 intervals;
-/// - `fixed`: grace 1, 2 (default), 5, 10 and 20 intervals;
-/// - `phi`: acceptable pause 0, 1 and 5 intervals at threshold 8, pause 1 interval at threshold
-///   12, and the defaults (threshold 8, pause 3 s, meant for 1 s heartbeats);
-/// - `phi-exp`: threshold 2, 4, 8 (default) and 12.
+/// The settings tune replays for `kinds`, in the order given: each kind's
+/// [`DetectorKind::tune_grid`] (the core's table: multiples of the client's interval where the
+/// parameter scales with it). Duplicates are dropped.
 pub fn grid(kinds: &[DetectorKind]) -> Vec<DetectorConfig> {
     let mut out: Vec<DetectorConfig> = Vec::new();
-    let x = Span::Intervals;
-    for &kind in kinds {
-        let points: Vec<DetectorConfig> = match kind {
-            DetectorKind::Chen => [0.5, 1.0, 2.0, 5.0, 10.0]
-                .into_iter()
-                .filter_map(|a| ChenConfig::default().alpha(x(a)).ok().map(Into::into))
-                .collect(),
-            DetectorKind::Fixed => [1.0, 2.0, 5.0, 10.0, 20.0]
-                .into_iter()
-                .filter_map(|g| FixedConfig::default().grace(x(g)).ok().map(Into::into))
-                .collect(),
-            DetectorKind::Phi => [(8.0, 0.0), (8.0, 1.0), (12.0, 1.0), (8.0, 5.0)]
-                .into_iter()
-                .filter_map(|(threshold, pause)| {
-                    let c = PhiConfig::default().acceptable_pause(x(pause));
-                    c.and_then(|c| c.threshold(threshold)).ok().map(Into::into)
-                })
-                .chain([PhiConfig::default().into()])
-                .collect(),
-            DetectorKind::PhiExp => [2.0, 4.0, 8.0, 12.0]
-                .into_iter()
-                .filter_map(|t| PhiExpConfig::default().threshold(t).ok().map(Into::into))
-                .collect(),
-            _ => vec![DetectorConfig::new(kind)],
-        };
-        for p in points {
-            if !out.contains(&p) {
-                out.push(p);
-            }
+    for p in kinds.iter().flat_map(|k| k.tune_grid()) {
+        if !out.contains(&p) {
+            out.push(p);
         }
     }
     out
@@ -609,6 +575,7 @@ pub fn recommend(rows: &[Row]) -> Recommendation {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use heartbeat_core::detector::{FixedConfig, Span};
     use heartbeat_net::cli::DetectorArgs;
 
     use super::*;
