@@ -511,9 +511,16 @@ async fn serve(
 
     // Requests to the server task (metrics snapshots, reports) go through `control`.
     let (control, control_rx) = ServerControl::channel();
+    let changes = http::Changes::default();
     if let Some(addr) = opt.metrics_addr {
-        let bound = http::start(addr, control.clone(), counters.clone())
-            .with_context(|| format!("serving metrics on {addr}"))?;
+        let bound = http::start(
+            addr,
+            control.clone(),
+            counters.clone(),
+            changes.clone(),
+            log.clone(),
+        )
+        .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(
             "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
         );
@@ -549,6 +556,7 @@ async fn serve(
         output: &output,
         hooks: hooks.as_ref(),
         saver: saver.as_mut(),
+        changes,
     };
     let served = match tls {
         Some(tls) => {
@@ -643,13 +651,14 @@ fn open_state(
 
 /// The application in the server loop: logs events (refused connections through the
 /// summarising log), hands transitions to the hooks and, with `--json`, prints events, none of
-/// it waiting; with `--state-dir`, keeps the state.
+/// it waiting; with `--state-dir`, keeps the state; tells `/metrics` what changed.
 struct App<'a> {
     log: &'a LogSummary,
     json: bool,
     output: &'a Output,
     hooks: Option<&'a Hooks>,
     saver: Option<&'a mut Saver>,
+    changes: http::Changes,
 }
 
 impl ServerApp for App<'_> {
@@ -663,6 +672,7 @@ impl ServerApp for App<'_> {
         if self.json {
             self.output.stdout.line(e.to_json_at(now.unix).to_string());
         }
+        self.changes.note(e);
     }
 
     fn next_wake(&self) -> Option<std::time::Instant> {
