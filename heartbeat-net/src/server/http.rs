@@ -260,9 +260,7 @@ impl Endpoint {
         let mut kept = self.exposition.lock().await;
         let at = mono_now();
         let changes = self.changes.current();
-        if let Some(e) = kept.as_ref()
-            && e.is_fresh(at, changes)
-        {
+        if let Some(e) = kept.as_ref().filter(|e| e.is_fresh(at, changes)) {
             return reply(StatusCode::OK, metrics::CONTENT_TYPE, e.text.clone());
         }
         let mut snapshot = match self.control.inspect(ANSWER_TIMEOUT, Snapshot::of).await {
