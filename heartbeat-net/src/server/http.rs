@@ -61,10 +61,10 @@ const REPORT_PAGE: usize = 256;
 /// How long a request waits for the server task's answer before it gets a 503.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// HTTP connections served at once, from every address together (a few kilobytes each; a
-/// Prometheus server uses one). One address may hold a quarter of them
-/// ([`default_share`], the heartbeat port's rule).
-const MAX_CONNECTIONS: usize = 64;
+/// HTTP connections served at once, from every address together (a few kilobytes each, an
+/// answer being written shares the kept exposition; a Prometheus server uses one). One address
+/// may hold a quarter of them ([`default_share`], the heartbeat port's rule): 32.
+const MAX_CONNECTIONS: usize = 128;
 
 /// Connections beyond a limit being answered 503 at once (each for at most
 /// [`HEADER_TIMEOUT`]); one more is closed without an answer.

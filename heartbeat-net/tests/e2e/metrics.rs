@@ -393,16 +393,16 @@ fn a_scraper_is_served_beside_500_idle_connections_from_another_address() {
     let lines = server
         .stderr()
         .iter()
-        .filter(|l| l.contains("metrics endpoint: 16 connections from one address open"))
+        .filter(|l| l.contains("metrics endpoint: 32 connections from one address open"))
         .count();
     assert!(
         (1..=30).contains(&lines),
-        "484 refusals, at most 10 lines a second: {lines}"
+        "468 refusals, at most 10 lines a second: {lines}"
     );
     drop(idle);
 }
 
-/// Beyond its share (16 from one address) or the total (64), a connection is answered 503
+/// Beyond its share (32 from one address) or the total (128), a connection is answered 503
 /// with Retry-After, not reset; a connection that sends no headers is closed after about 2 s,
 /// and its slot is free again.
 #[test]
@@ -411,7 +411,7 @@ fn beyond_its_limits_the_endpoint_answers_503_and_closes_idle_connections() {
     let addr = metrics_addr(&mut server);
     let to: SocketAddr = addr.parse().unwrap();
     let opened = real_now();
-    let mut idle = connect_from([127, 0, 0, 2].into(), to, 16);
+    let mut idle = connect_from([127, 0, 0, 2].into(), to, 32);
     let assert_busy = |from: [u8; 4]| {
         let s = connect_from(from.into(), to, 1).pop().unwrap();
         let (status, head, _) = http_on(s, &addr, "GET", "/metrics");
@@ -421,15 +421,15 @@ fn beyond_its_limits_the_endpoint_answers_503_and_closes_idle_connections() {
             "{head}"
         );
     };
-    // The 17th from one address: its share is taken.
+    // The 33rd from one address: its share is taken.
     assert_busy([127, 0, 0, 2]);
-    // 64 in all: every other address is answered 503 too.
+    // 128 in all: every other address is answered 503 too.
     for host in 3..=5 {
-        idle.extend(connect_from([127, 0, 0, host].into(), to, 16));
+        idle.extend(connect_from([127, 0, 0, host].into(), to, 32));
     }
     assert_busy([127, 0, 0, 6]);
     assert_busy([127, 0, 0, 1]);
-    server.wait_stderr("metrics endpoint: 64 connections open (the most it serves)");
+    server.wait_stderr("metrics endpoint: 128 connections open (the most it serves)");
     // Idle connections are closed after the header timeout.
     for s in &mut idle {
         assert_eq!(crate::util::read_to_close(s), "");
