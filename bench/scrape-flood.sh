@@ -7,7 +7,9 @@
 #
 #   BEFORE=/path/to/main/release AFTER=target/release bench/scrape-flood.sh
 #   (each a directory with heartbeat-server; heartbeat-load is taken from AFTER)
-#   RUNS=3 WINDOW=20 SCRAPERS=20 CLIENTS=2000 INTERVAL=100 by default
+#   RUNS=3 WINDOW=20 SCRAPERS=20 CLIENTS=2000 INTERVAL=100 NICE=0 by default
+#   NICE=19 runs the scrapers at the lowest priority: they then take only CPU that the server
+#   and the load generator leave, as a Prometheus on another machine would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -15,6 +17,7 @@ WINDOW=${WINDOW:-20}
 SCRAPERS=${SCRAPERS:-20}
 CLIENTS=${CLIENTS:-2000}
 INTERVAL=${INTERVAL:-100}
+NICE=${NICE:-0}
 BEFORE=${BEFORE:?a directory with the heartbeat-server to compare with}
 AFTER=${AFTER:-target/release}
 LOAD=${LOAD:-$AFTER/heartbeat-load}
@@ -52,7 +55,7 @@ run() {
         for i in $(seq "$SCRAPERS"); do
             (
                 while [ "$SECONDS" -lt "$end" ]; do
-                    curl -s -o /dev/null -m 10 -w "%{http_code} %{time_total}\n" \
+                    nice -n "$NICE" curl -s -o /dev/null -m 10 -w "%{http_code} %{time_total}\n" \
                         "http://127.0.0.1:$mport/metrics" || true
                 done
             ) >"$OUT/$label.scrapes.$i" &
@@ -77,7 +80,7 @@ for r in $(seq "$RUNS"); do
     done
 done
 
-echo "# bench/scrape-flood.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores: $CLIENTS clients at ${INTERVAL} ms, $SCRAPERS scrapers, ${WINDOW} s window, $RUNS rounds"
+echo "# bench/scrape-flood.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores: $CLIENTS clients at ${INTERVAL} ms, $SCRAPERS scrapers (nice $NICE), ${WINDOW} s window, $RUNS rounds"
 python3 - "$OUT" "$RUNS" <<'PY'
 import json, os, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])

@@ -11,8 +11,8 @@
 //! row is consistent, the rows are a few milliseconds apart.
 //!
 //! # A listener is a listener
-//! The endpoint is held to the rule of the heartbeat port ([`ConnectionLimits`], the same
-//! code): at most `MAX_CONNECTIONS` connections, a quarter of them from one address, each
+//! The endpoint is held to the rule of the heartbeat port (the same code, `ConnectionLimits`
+//! in `limits.rs`): at most `MAX_CONNECTIONS` connections, a quarter of them from one address, each
 //! given `HEADER_TIMEOUT` (2 s) to send a request's headers (a kept-alive connection too,
 //! between requests). A connection beyond a limit is answered `503 Service Unavailable` with
 //! `Retry-After` once its request is read (`MAX_REFUSING` such answers at once; beyond them it

@@ -230,6 +230,9 @@ pub struct Opt {
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
     /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
+    /// At most 128 connections, 32 per address, each closed after 2 s without a request; one
+    /// beyond is answered 503 with Retry-After. /metrics is encoded at most once a second
+    /// while no liveness changes.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_addr: Option<SocketAddr>,
 
