@@ -292,8 +292,8 @@ pub struct ClientSummary {
     /// for an expected client not heard from within its grace yet. `down` with `first_seen`
     /// absent (`null`) is an expected client never seen.
     pub state: Liveness,
-    /// True for a client on the server's `--expect` list (written only then).
-    #[serde(skip_serializing_if = "is_false")]
+    /// True for a client on the server's `--expect` list, false for any other (always written,
+    /// so a reader need not know that an absent field means false).
     pub expected: bool,
     /// True while a connection carries the client.
     pub connected: bool,
@@ -341,10 +341,6 @@ impl Report {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a report is always serialisable")
     }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 fn fmt_opt_ms(v: Option<f64>) -> String {

@@ -325,7 +325,7 @@ impl ServerOptions {
     /// `max_connections` (at least 1).
     pub fn max_connections_per_ip_value(&self) -> usize {
         self.max_connections_per_ip
-            .unwrap_or(self.max_connections / 4)
+            .unwrap_or_else(|| crate::limits::default_share(self.max_connections))
             .max(1)
     }
 }
@@ -1265,7 +1265,7 @@ async fn read_ready<S: AsyncRead + Unpin>(
 }
 
 /// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,

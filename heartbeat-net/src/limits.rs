@@ -1,7 +1,9 @@
-//! How many connections the server driver holds open, in all and per peer address, so one host
-//! cannot take every slot.
+//! How many connections a listener holds open, in all and per peer address, so one host cannot
+//! take every slot: the heartbeat port (the server driver, keyed by [`ConnId`]) and the metrics
+//! endpoint (`--metrics-addr`, keyed by its own connection numbers) keep the same rule here.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 use heartbeat_core::ConnId;
@@ -44,17 +46,24 @@ impl Refusal {
     }
 }
 
+/// One address's share of `max_total` when none is configured: a quarter, so one host (or
+/// three) cannot take every slot.
+pub(crate) fn default_share(max_total: usize) -> usize {
+    max_total / 4
+}
+
 /// Open connections, counted in all and per peer address (IPv4-mapped IPv6 addresses count
-/// as their IPv4 address).
+/// as their IPv4 address), each known by its key `K`.
 #[derive(Debug)]
-pub(crate) struct ConnectionLimits {
+pub(crate) struct ConnectionLimits<K = ConnId> {
     max_total: usize,
     max_per_ip: usize,
     per_ip: HashMap<IpAddr, usize>,
-    open: HashMap<ConnId, IpAddr>,
+    open: HashMap<K, IpAddr>,
 }
 
-impl ConnectionLimits {
+impl<K: Copy + Eq + Hash> ConnectionLimits<K> {
+    /// At most `max_total` connections, `max_per_ip` of them from one address (each at least 1).
     pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
         Self {
             max_total: max_total.max(1),
@@ -77,14 +86,14 @@ impl ConnectionLimits {
     }
 
     /// Connection `conn` from `peer` is open.
-    pub(crate) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
+    pub(crate) fn opened(&mut self, conn: K, peer: SocketAddr) {
         let ip = ip(peer);
         *self.per_ip.entry(ip).or_insert(0) += 1;
         self.open.insert(conn, ip);
     }
 
     /// Connection `conn` is closed (a second call does nothing).
-    pub(crate) fn closed(&mut self, conn: ConnId) {
+    pub(crate) fn closed(&mut self, conn: K) {
         let Some(ip) = self.open.remove(&conn) else {
             return;
         };
@@ -110,7 +119,7 @@ mod tests {
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let a_mapped: SocketAddr = "[::ffff:10.0.0.1]:2".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
-        let mut l = ConnectionLimits::new(3, 2);
+        let mut l: ConnectionLimits = ConnectionLimits::new(3, 2);
         l.opened(ConnId(1), a);
         assert_eq!(l.check(a_mapped), Ok(()));
         l.opened(ConnId(2), a_mapped);

@@ -120,8 +120,8 @@ peer_lines! {
     Stalled => "server stalls", DEFAULT_BURST;
     /// Any other event of the core.
     OtherEvents => "other events", DEFAULT_BURST;
-    /// The metrics endpoint refused a connection or request (`503`, a full listener); for
-    /// `server::http` to call through [`LogSummary::peer`].
+    /// The metrics endpoint refused a connection (`503`, or closed when too many are being
+    /// refused): `server::http`.
     HttpRefused => "metrics endpoint: refused", DEFAULT_BURST;
 }
 
@@ -366,6 +366,7 @@ mod tests {
             include_str!("server/unidentified.rs"),
         ),
         ("server/output.rs", include_str!("server/output.rs")),
+        ("server/http.rs", include_str!("server/http.rs")),
         (
             "core server/mod.rs",
             include_str!("../../heartbeat-core/src/server/mod.rs"),

@@ -230,6 +230,9 @@ pub struct Opt {
 
     /// Serve Prometheus metrics at http://ADDR/metrics and the live per-client report as JSON
     /// at http://ADDR/clients, e.g. 127.0.0.1:9464 (port 0 picks one, logged). Off by default.
+    /// At most 128 connections, 32 per address, each closed after 2 s without a request; one
+    /// beyond is answered 503 with Retry-After. /metrics is encoded at most once a second
+    /// while no liveness changes.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_addr: Option<SocketAddr>,
 
@@ -506,9 +509,16 @@ async fn serve(
 
     // Requests to the server task (metrics snapshots, reports) go through `control`.
     let (control, control_rx) = ServerControl::channel();
+    let changes = http::Changes::default();
     if let Some(addr) = opt.metrics_addr {
-        let bound = http::start(addr, control.clone(), counters.clone())
-            .with_context(|| format!("serving metrics on {addr}"))?;
+        let bound = http::start(
+            addr,
+            control.clone(),
+            counters.clone(),
+            changes.clone(),
+            log.clone(),
+        )
+        .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(
             "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
         );
@@ -546,6 +556,7 @@ async fn serve(
         hooks: hooks.as_ref(),
         saver: saver.as_mut(),
         unidentified: &mut unidentified,
+        changes,
     };
     let served = match tls {
         Some(tls) => {
@@ -647,7 +658,7 @@ fn open_state(
 /// The application in the server loop: logs events (every line through the summarising log),
 /// hands transitions to the hooks and, with `--json`, prints events (those of connections that
 /// never identified summed up per kind and second), none of it waiting; with `--state-dir`,
-/// keeps the state.
+/// keeps the state; tells `/metrics` what changed.
 struct App<'a> {
     log: &'a LogSummary,
     json: bool,
@@ -655,6 +666,7 @@ struct App<'a> {
     hooks: Option<&'a Hooks>,
     saver: Option<&'a mut Saver>,
     unidentified: &'a mut Unidentified,
+    changes: http::Changes,
 }
 
 impl App<'_> {
@@ -690,6 +702,7 @@ impl ServerApp for App<'_> {
                 _ => self.print(e, now.unix),
             }
         }
+        self.changes.note(e);
     }
 
     fn on_refused(&mut self, refusal: Refusal, _peer: SocketAddr, now: Now) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Proc, WAIT, client_summary, skipped_by, unix_stamp};
+use crate::util::{Proc, WAIT, client_summary, connect_from, skipped_by, unix_stamp};
 
 /// Real time, for measuring real processes.
 #[allow(clippy::disallowed_methods)]
@@ -348,20 +348,8 @@ fn day_long_intervals_cannot_hold_the_slots() {
 fn one_address_cannot_take_every_slot() {
     let (mut server, port) = Proc::json_server(&["--max-connections", "8"]);
     // The attacker comes from 127.0.0.2; a quarter of the slots (2) are its share.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let attacker: Vec<_> = rt.block_on(async {
-        let mut held = Vec::new();
-        for _ in 0..30 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            held.push(socket.connect(addr).await.unwrap());
-        }
-        held
-    });
+    let attacker = connect_from([127, 0, 0, 2].into(), addr, 30);
     let mut honest = Proc::client(port, "honest", &["-i", "20", "--id", "honest"]);
     server.wait_beat("honest", 20);
     // 28 refused: ten lines, then one summary line with the rest.

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 use serde_json::Value;
 
-use crate::util::{Proc, WAIT, client_summary};
+use crate::util::{Proc, WAIT, client_summary, connect_from};
 
 /// Real time, for waiting on real processes.
 #[allow(clippy::disallowed_methods)]
@@ -21,7 +21,13 @@ fn real_now() -> Instant {
 /// One HTTP/1.1 request on a fresh connection (closed after the answer); the status code
 /// and the body.
 pub(crate) fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let (status, _, body) = http_on(s, addr, method, path);
+    (status, body)
+}
+
+/// One HTTP/1.1 request on `s`, connected to `addr`; the status code, the head and the body.
+fn http_on(mut s: TcpStream, addr: &str, method: &str, path: &str) -> (u16, String, String) {
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
@@ -29,7 +35,9 @@ pub(crate) fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     )
     .unwrap();
     let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
+    if let Err(e) = s.read_to_string(&mut answer) {
+        panic!("{method} {path}: no answer ({e}); read so far: {answer:?}");
+    }
     let (head, body) = answer
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
@@ -38,7 +46,7 @@ pub(crate) fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// `GET /metrics`, parsed.
@@ -246,6 +254,7 @@ fn a_scrape_shows_the_clients_as_the_server_sees_them() {
     let counted_now = client_summary(&clients, "counted").clone();
     assert_eq!(counted_now["received"], sent);
     assert_eq!(counted_now["state"], "left");
+    assert_eq!(counted_now["expected"], false, "written when false too");
 
     // Killed: suspect, then down, in the series.
     killed.kill();
@@ -298,6 +307,7 @@ fn a_scrape_shows_the_clients_as_the_server_sees_them() {
             "connections",
             "delay_ms",
             "duplicates",
+            "expected",
             "first_seen",
             "highest_seq",
             "inter_arrival_ms",
@@ -361,4 +371,71 @@ fn refusals_are_counted_by_kind_and_other_paths_are_not_found() {
     let (status, body) = http(&addr, "HEAD", "/metrics");
     assert_eq!((status, body.as_str()), (200, ""));
     drop(held);
+}
+
+/// Per-address share and header timeout of the endpoint: 500 idle connections from 127.0.0.2
+/// (Linux routes all of 127/8 to the loopback: another host to the limits) hold its share
+/// only, and a scraper from 127.0.0.1 is served every time; the refusals are summarised in
+/// the log, not written one line each.
+#[test]
+fn a_scraper_is_served_beside_500_idle_connections_from_another_address() {
+    let (mut server, _port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut server);
+    let to: SocketAddr = addr.parse().unwrap();
+    let idle = connect_from([127, 0, 0, 2].into(), to, 500);
+    for i in 0..5 {
+        let (status, body) = http(&addr, "GET", "/metrics");
+        assert_eq!(status, 200, "scrape {i}: {body}");
+    }
+    server.wait_stderr(r#"more "metrics endpoint: refused""#);
+    let lines = server
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("metrics endpoint: 32 connections from one address open"))
+        .count();
+    assert!(
+        (1..=30).contains(&lines),
+        "468 refusals, at most 10 lines a second: {lines}"
+    );
+    drop(idle);
+}
+
+/// Beyond its share (32 from one address) or the total (128), a connection is answered 503
+/// with Retry-After, not reset; a connection that sends no headers is closed after about 2 s,
+/// and its slot is free again.
+#[test]
+fn beyond_its_limits_the_endpoint_answers_503_and_closes_idle_connections() {
+    let (mut server, _port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut server);
+    let to: SocketAddr = addr.parse().unwrap();
+    let opened = real_now();
+    let mut idle = connect_from([127, 0, 0, 2].into(), to, 32);
+    let assert_busy = |from: [u8; 4]| {
+        let s = connect_from(from.into(), to, 1).pop().unwrap();
+        let (status, head, _) = http_on(s, &addr, "GET", "/metrics");
+        assert_eq!(status, 503, "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("\r\nretry-after: "),
+            "{head}"
+        );
+    };
+    // The 33rd from one address: its share is taken.
+    assert_busy([127, 0, 0, 2]);
+    // 128 in all: every other address is answered 503 too.
+    for host in 3..=5 {
+        idle.extend(connect_from([127, 0, 0, host].into(), to, 32));
+    }
+    assert_busy([127, 0, 0, 6]);
+    assert_busy([127, 0, 0, 1]);
+    server.wait_stderr("metrics endpoint: 128 connections open (the most it serves)");
+    // Idle connections are closed after the header timeout.
+    for s in &mut idle {
+        assert_eq!(crate::util::read_to_close(s), "");
+    }
+    let closed = real_now() - opened;
+    assert!(
+        closed >= Duration::from_millis(1500) && closed < Duration::from_secs(8),
+        "closed after {closed:?}"
+    );
+    assert_eq!(http(&addr, "GET", "/metrics").0, 200);
 }

@@ -2,7 +2,7 @@
 //! them, and always kill them when the test ends.
 
 use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -554,6 +554,27 @@ pub(crate) fn exchange(port: u16, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(bytes).unwrap();
     read_to_close(&mut s)
+}
+
+/// `n` connections to `to` from the local address `from`, bound before connecting (Linux
+/// routes all of 127/8 to the loopback, so 127.0.0.2 is another host to a per-address limit).
+/// Blocking streams; each is open until dropped, or closed by the server.
+pub(crate) fn connect_from(from: IpAddr, to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(from, 0)).unwrap();
+            let stream = socket.connect(to).await.unwrap().into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            held.push(stream);
+        }
+        held
+    })
 }
 
 /// Writes `text` to `dir/name` with `mode` (0o600 for a key file); returns the path.
