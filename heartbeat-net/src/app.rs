@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::io::IsTerminal as _;
 
-use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -48,9 +47,14 @@ pub fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Completes on the first SIGINT or SIGTERM. The handlers are installed now, before the caller
 /// goes on (so a signal that comes right after startup is never the default, fatal one).
-pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let install = |kind, name| {
+        signal(kind).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("installing the {name} handler: {e}"))
+        })
+    };
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
     Ok(async move {
         let name = tokio::select! {
             _ = int.recv() => "SIGINT",

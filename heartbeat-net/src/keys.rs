@@ -127,7 +127,7 @@ pub fn check_private_file(path: &Path) -> Result<Vec<String>, KeyFileError> {
 /// when anyone but its owner can write in it, or when its owner is neither the user running
 /// this nor root. `meta` is the directory's, read from a handle to it (not from its path, which
 /// could name something else by now).
-pub(crate) fn check_private_dir(path: &Path, meta: &fs::Metadata) -> Result<(), KeyFileError> {
+pub fn check_private_dir(path: &Path, meta: &fs::Metadata) -> Result<(), KeyFileError> {
     check_permissions(path, &FileFacts::of(meta), Kind::Directory).map(drop)
 }
 

@@ -6,19 +6,21 @@
 //! - [`driver`]: `run_client` and `run_server`, generic over [`Listener`] and [`Connector`] so
 //!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
-//! - [`load`]: the load generator and sink behind `heartbeat-load`.
+//! - [`limits`]: the per-address share and total of a listener's connections, for the
+//!   heartbeat port and the metrics endpoint alike.
+//! - [`process`]: `/proc` readings (CPU time, memory) and the open-file limit, which
+//!   `heartbeat-load` measures with and `heartbeat-server` exports.
 //! - [`keys`]: key files (`--auth-keys`, `--auth-key-file`, `--tls-key`), read and checked the
 //!   way ssh checks private keys.
-//! - [`server`]: the `heartbeat-server` application (flags, set-up, log lines, refusals); the
-//!   binary only calls [`server::main`].
 //! - [`app`]: what the binaries share: logging set-up, the runtime, the shutdown signal.
 //! - [`tls`]: optional TLS (rustls): a [`Listener`] that handshakes in each connection's own
 //!   task, and a [`Connector`] that checks the server's certificate.
 //! - [`logsummary`]: bounded logging under attack, shared by the driver and the binaries.
 //!
-//! The binaries `heartbeat-server`, `heartbeat-client` and `heartbeat-load` are thin: parse
-//! flags, set up logging, build the core's configuration, call the driver, print what it
-//! reports.
+//! The applications `heartbeat-server`, `heartbeat-client` and `heartbeat-load` live in their
+//! binaries (`src/bin/NAME/`), each with its own modules: flags, set-up, log lines, and what
+//! each adds (the server's metrics, hooks and state; the load generator's measurements). They
+//! use this library as any embedder would.
 //!
 //! # Example
 //! A service that heartbeats to a `heartbeat-server` for as long as it runs (the
@@ -49,11 +51,10 @@ pub mod driver;
 pub mod embed;
 mod error;
 pub mod keys;
-mod limits;
+pub mod limits;
 pub mod listener;
-pub mod load;
 pub mod logsummary;
-pub mod server;
+pub mod process;
 pub mod tls;
 
 pub use driver::{

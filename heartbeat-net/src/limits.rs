@@ -48,14 +48,14 @@ impl Refusal {
 
 /// One address's share of `max_total` when none is configured: a quarter, so one host (or
 /// three) cannot take every slot.
-pub(crate) fn default_share(max_total: usize) -> usize {
+pub fn default_share(max_total: usize) -> usize {
     max_total / 4
 }
 
 /// Open connections, counted in all and per peer address (IPv4-mapped IPv6 addresses count
 /// as their IPv4 address), each known by its key `K`.
 #[derive(Debug)]
-pub(crate) struct ConnectionLimits<K = ConnId> {
+pub struct ConnectionLimits<K = ConnId> {
     max_total: usize,
     max_per_ip: usize,
     per_ip: HashMap<IpAddr, usize>,
@@ -64,7 +64,7 @@ pub(crate) struct ConnectionLimits<K = ConnId> {
 
 impl<K: Copy + Eq + Hash> ConnectionLimits<K> {
     /// At most `max_total` connections, `max_per_ip` of them from one address (each at least 1).
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
         Self {
             max_total: max_total.max(1),
             max_per_ip: max_per_ip.max(1),
@@ -74,7 +74,7 @@ impl<K: Copy + Eq + Hash> ConnectionLimits<K> {
     }
 
     /// Whether a connection from `peer` may open now.
-    pub(crate) fn check(&self, peer: SocketAddr) -> Result<(), Refusal> {
+    pub fn check(&self, peer: SocketAddr) -> Result<(), Refusal> {
         if self.open.len() >= self.max_total {
             return Err(Refusal::Total);
         }
@@ -86,14 +86,14 @@ impl<K: Copy + Eq + Hash> ConnectionLimits<K> {
     }
 
     /// Connection `conn` from `peer` is open.
-    pub(crate) fn opened(&mut self, conn: K, peer: SocketAddr) {
+    pub fn opened(&mut self, conn: K, peer: SocketAddr) {
         let ip = ip(peer);
         *self.per_ip.entry(ip).or_insert(0) += 1;
         self.open.insert(conn, ip);
     }
 
     /// Connection `conn` is closed (a second call does nothing).
-    pub(crate) fn closed(&mut self, conn: K) {
+    pub fn closed(&mut self, conn: K) {
         let Some(ip) = self.open.remove(&conn) else {
             return;
         };

@@ -359,14 +359,23 @@ mod tests {
         ("limits.rs", include_str!("limits.rs")),
         ("listener.rs", include_str!("listener.rs")),
         ("tls.rs", include_str!("tls.rs")),
-        ("server/log.rs", include_str!("server/log.rs")),
-        ("server/refusals.rs", include_str!("server/refusals.rs")),
+        ("server/log.rs", include_str!("bin/heartbeat-server/log.rs")),
+        (
+            "server/refusals.rs",
+            include_str!("bin/heartbeat-server/refusals.rs"),
+        ),
         (
             "server/unidentified.rs",
-            include_str!("server/unidentified.rs"),
+            include_str!("bin/heartbeat-server/unidentified.rs"),
         ),
-        ("server/output.rs", include_str!("server/output.rs")),
-        ("server/http.rs", include_str!("server/http.rs")),
+        (
+            "server/output.rs",
+            include_str!("bin/heartbeat-server/output.rs"),
+        ),
+        (
+            "server/http.rs",
+            include_str!("bin/heartbeat-server/http.rs"),
+        ),
         (
             "core server/mod.rs",
             include_str!("../../heartbeat-core/src/server/mod.rs"),

@@ -14,7 +14,7 @@ const DETECT_LEN: usize = 10;
 /// [`finish`](Self::finish) counts a last legacy message whose trailing space was cut. A stream
 /// of neither protocol counts nothing.
 #[derive(Clone, Debug, Default)]
-pub struct BeatCounter {
+pub(crate) struct BeatCounter {
     head: [u8; DETECT_LEN],
     head_len: usize,
     state: State,
@@ -39,12 +39,12 @@ enum State {
 
 impl BeatCounter {
     /// A counter that has seen nothing yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Takes the next bytes of the stream; returns how many heartbeats ended in them.
-    pub fn feed(&mut self, bytes: &[u8]) -> u64 {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> u64 {
         if !matches!(self.state, State::Detecting) {
             return self.count(bytes);
         }
@@ -65,7 +65,7 @@ impl BeatCounter {
     }
 
     /// The end of the stream: 1 if it ended on a legacy message without its trailing space.
-    pub fn finish(&mut self) -> u64 {
+    pub(crate) fn finish(&mut self) -> u64 {
         match std::mem::replace(&mut self.state, State::Other) {
             State::Legacy { after_dot: true } => 1,
             _ => 0,

@@ -5,83 +5,83 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::process::ProcSample;
+use heartbeat_net::process::ProcSample;
 
 /// The result of one run of the load generator. Rates are per second of the measured window.
 #[derive(Clone, Debug, Serialize)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     /// `v1` or `legacy`.
-    pub protocol: &'static str,
+    pub(crate) protocol: &'static str,
     /// The server's address.
-    pub target: String,
+    pub(crate) target: String,
     /// Connections asked for.
-    pub clients: u64,
+    pub(crate) clients: u64,
     /// Time between one client's heartbeats, ms.
-    pub interval_ms: f64,
+    pub(crate) interval_ms: f64,
     /// The ramp over which connections were opened, s.
-    pub ramp_s: f64,
+    pub(crate) ramp_s: f64,
     /// From the start until the window opened (the ramp, then the last connect attempts), s.
-    pub setup_s: f64,
+    pub(crate) setup_s: f64,
     /// The measured window as it ran, s (shorter than asked when interrupted).
-    pub duration_s: f64,
+    pub(crate) duration_s: f64,
     /// Source addresses the connections were spread over.
-    pub source_addrs: u64,
+    pub(crate) source_addrs: u64,
     /// Stopped (Ctrl-C) before the run was over.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Connections opened.
-    pub connected: u64,
+    pub(crate) connected: u64,
     /// Connect attempts that failed or timed out.
-    pub connect_failures: u64,
+    pub(crate) connect_failures: u64,
     /// Connections that ended before their run was over (closed by the server, reset, a
     /// failed write).
-    pub disconnects: u64,
+    pub(crate) disconnects: u64,
     /// I/O errors, `ERROR` lines from the server, undecodable input and acks that match no
     /// heartbeat. `first_error` shows the first.
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Heartbeats the schedule had for the window, over all clients.
-    pub offered: u64,
+    pub(crate) offered: u64,
     /// Heartbeats written.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Heartbeats not sent: the generator woke up more than an interval late for them, or
     /// their socket could not take them (the server had not read for a long while). The server
     /// counts them as missed.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// `offered` per second.
-    pub offered_per_s: f64,
+    pub(crate) offered_per_s: f64,
     /// `sent` per second.
-    pub achieved_per_s: f64,
+    pub(crate) achieved_per_s: f64,
     /// Acks received (v1).
-    pub acks: u64,
+    pub(crate) acks: u64,
     /// Ack round trips (v1), from writing a heartbeat to reading its ack; `null` without acks.
-    pub rtt_us: Option<RttSummary>,
+    pub(crate) rtt_us: Option<RttSummary>,
     /// This process over the window.
-    pub generator: ProcUsage,
+    pub(crate) generator: ProcUsage,
     /// Each `--watch-pid` process over the window.
-    pub watched: Vec<ProcUsage>,
+    pub(crate) watched: Vec<ProcUsage>,
     /// The first connect error, if any.
-    pub first_connect_error: Option<String>,
+    pub(crate) first_connect_error: Option<String>,
     /// The first error counted in `errors`, if any.
-    pub first_error: Option<String>,
+    pub(crate) first_error: Option<String>,
 }
 
 /// Ack round-trip percentiles, µs (hdrhistogram, 3 significant digits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct RttSummary {
+pub(crate) struct RttSummary {
     /// Round trips recorded.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Median.
-    pub p50: u64,
+    pub(crate) p50: u64,
     /// 99th percentile.
-    pub p99: u64,
+    pub(crate) p99: u64,
     /// 99.9th percentile.
-    pub p999: u64,
+    pub(crate) p999: u64,
     /// Largest.
-    pub max: u64,
+    pub(crate) max: u64,
 }
 
 impl RttSummary {
     /// The summary of `h`, `None` when it is empty.
-    pub fn new(h: &Histogram<u64>) -> Option<Self> {
+    pub(crate) fn new(h: &Histogram<u64>) -> Option<Self> {
         (!h.is_empty()).then(|| Self {
             count: h.len(),
             p50: h.value_at_quantile(0.50),
@@ -94,23 +94,23 @@ impl RttSummary {
 
 /// One process's CPU time and memory over the measured window.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct ProcUsage {
+pub(crate) struct ProcUsage {
     /// The process id.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// CPU time (user + system) it used during the window, s; `null` if it could not be read
     /// at both ends (it exited).
-    pub cpu_s: Option<f64>,
+    pub(crate) cpu_s: Option<f64>,
     /// `cpu_s` per heartbeat sent in the window, µs.
-    pub cpu_us_per_heartbeat: Option<f64>,
+    pub(crate) cpu_us_per_heartbeat: Option<f64>,
     /// Resident memory at the window's end, KiB.
-    pub rss_kib: Option<u64>,
+    pub(crate) rss_kib: Option<u64>,
     /// Peak resident memory since the process started (`VmHWM`), at the window's end, KiB.
-    pub peak_rss_kib: Option<u64>,
+    pub(crate) peak_rss_kib: Option<u64>,
 }
 
 impl ProcUsage {
     /// The usage between two samples, per `heartbeats`.
-    pub fn new(
+    pub(crate) fn new(
         pid: u32,
         before: Option<ProcSample>,
         after: Option<ProcSample>,
@@ -139,7 +139,7 @@ fn round(x: f64, decimals: i32) -> f64 {
 
 impl LoadReport {
     /// The report as one JSON object.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("a load report is always serialisable");
         for key in ["offered_per_s", "achieved_per_s", "duration_s", "setup_s"] {
             if let Some(x) = v[key].as_f64() {

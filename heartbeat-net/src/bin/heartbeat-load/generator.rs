@@ -43,10 +43,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
-use super::process::ProcSample;
 use super::report::{LoadReport, ProcUsage, RttSummary};
 use super::schedule::{Slots, spread};
-use crate::driver::Clock;
+use heartbeat_net::driver::Clock;
+use heartbeat_net::process::ProcSample;
 
 /// Bytes read from the server per `read`: acks are about 30 bytes.
 const READ_BUFFER: usize = 512;
@@ -60,33 +60,33 @@ const RTT_MAX_US: u64 = 3_600_000_000;
 
 /// What to run.
 #[derive(Clone, Debug)]
-pub struct LoadConfig {
+pub(crate) struct LoadConfig {
     /// The server (or sink) to connect to.
-    pub target: SocketAddr,
+    pub(crate) target: SocketAddr,
     /// Connections to open, one client each (v1 ids `load-0` to `load-<N-1>`).
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Time between one client's heartbeats.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Length of the measured window.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Connection `i` of `n` starts connecting `ramp * i / n` after the start.
-    pub ramp: Duration,
+    pub(crate) ramp: Duration,
     /// Speak the seed's legacy format (no `HELLO`, no acks) instead of v1.
-    pub legacy: bool,
+    pub(crate) legacy: bool,
     /// Local addresses to spread the connections over, round robin (connection `i` binds
     /// `source_addrs[i % len]` before connecting); empty: the kernel picks.
-    pub source_addrs: Vec<IpAddr>,
+    pub(crate) source_addrs: Vec<IpAddr>,
     /// How long one connect attempt may take before it counts as failed.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// After its last heartbeat, how long a v1 connection waits for outstanding acks.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Processes whose CPU time and memory are measured over the window.
-    pub watch: Vec<u32>,
+    pub(crate) watch: Vec<u32>,
 }
 
 impl LoadConfig {
     /// The loopback addresses `127.0.0.1` to `127.0.0.k`.
-    pub fn loopback_sources(k: u8) -> Vec<IpAddr> {
+    pub(crate) fn loopback_sources(k: u8) -> Vec<IpAddr> {
         (1..=k)
             .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
             .collect()
@@ -97,7 +97,7 @@ impl LoadConfig {
 /// instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// Not one connection could be opened.
     #[error("no connection to {target} could be opened ({attempts} attempts): {first_error}")]
     NoConnection {
@@ -127,7 +127,7 @@ pub enum LoadError {
 
 /// Where a run is, for a progress line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Opening connections (the ramp).
     Connecting,
     /// After the window: waiting for the last acks and closes.
@@ -138,29 +138,29 @@ pub enum Phase {
 
 /// A snapshot of the counters, handed to the progress callback.
 #[derive(Clone, Copy, Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Where the run is.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Time since the phase began.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Connections to open in all.
-    pub clients: u64,
+    pub(crate) clients: u64,
     /// Connections open so far (including those that went away since).
-    pub connected: u64,
+    pub(crate) connected: u64,
     /// Connect attempts that failed.
-    pub connect_failures: u64,
+    pub(crate) connect_failures: u64,
     /// Connections that ended before their run was over.
-    pub disconnects: u64,
+    pub(crate) disconnects: u64,
     /// Errors of any kind (see [`LoadReport::errors`]).
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Heartbeats written.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Acks received.
-    pub acks: u64,
+    pub(crate) acks: u64,
     /// Tasks that have ended.
-    pub finished: u64,
+    pub(crate) finished: u64,
     /// RTT 99th percentile so far, µs (0 before the first ack).
-    pub rtt_p99_us: u64,
+    pub(crate) rtt_p99_us: u64,
 }
 
 /// The counters every connection task adds to.
@@ -233,7 +233,7 @@ impl Shared {
 /// `clock` stamps the heartbeats (wall-clock time); monotonic time comes from `tokio::time`.
 /// `Err` only when the run could not start (see [`LoadError`]); a `stop` during the window ends
 /// it early with [`LoadReport::interrupted`] set.
-pub async fn run_load<C: Clock + 'static>(
+pub(crate) async fn run_load<C: Clock + 'static>(
     config: LoadConfig,
     clock: C,
     stop: impl Future<Output = ()>,

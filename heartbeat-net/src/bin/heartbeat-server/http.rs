@@ -51,10 +51,10 @@ use heartbeat_core::{ClientSummary, Report};
 
 use super::AppCounters;
 use super::metrics::{self, Snapshot};
-use crate::driver::sleep_until_opt;
-use crate::limits::{ConnectionLimits, Refusal, default_share};
-use crate::logsummary::PeerLine;
-use crate::{LogSummary, ServerControl, mono_now};
+use heartbeat_net::driver::sleep_until_opt;
+use heartbeat_net::limits::{ConnectionLimits, Refusal, default_share};
+use heartbeat_net::logsummary::PeerLine;
+use heartbeat_net::{LogSummary, ServerControl, mono_now};
 
 /// Clients per request to the server task while building `/clients`.
 const REPORT_PAGE: usize = 256;
@@ -91,7 +91,7 @@ const CACHE_MIN_AGE: Duration = Duration::from_millis(100);
 /// endpoint on a new thread, asking the server task through `control`. Returns the bound
 /// address (port 0 picks one). `counters` are the application's, read at each scrape;
 /// `changes` tells when a kept exposition is out of date; refusals are logged through `log`.
-pub fn start(
+pub(crate) fn start(
     addr: SocketAddr,
     control: ServerControl,
     counters: AppCounters,
@@ -127,11 +127,11 @@ pub fn start(
 /// `evicted`). A kept exposition is not served again once it moved (see the module docs).
 /// Clones share the count.
 #[derive(Clone, Debug, Default)]
-pub struct Changes(Arc<AtomicU64>);
+pub(crate) struct Changes(Arc<AtomicU64>);
 
 impl Changes {
     /// Counts `e` if it is one of the changes.
-    pub fn note(&self, e: &Event) {
+    pub(crate) fn note(&self, e: &Event) {
         if matches!(
             e,
             Event::Connected { .. }
@@ -379,7 +379,7 @@ async fn respond(
 }
 
 /// The report of every client, [`REPORT_PAGE`] clients per request to the server task.
-async fn report(control: &ServerControl) -> Result<Report, crate::ControlError> {
+async fn report(control: &ServerControl) -> Result<Report, heartbeat_net::ControlError> {
     let mut clients: Vec<ClientSummary> = Vec::new();
     loop {
         let after = clients.last().map(|c| c.client.clone());
@@ -397,7 +397,7 @@ async fn report(control: &ServerControl) -> Result<Report, crate::ControlError> 
     }
 }
 
-fn unavailable(e: crate::ControlError) -> Response<Full<Bytes>> {
+fn unavailable(e: heartbeat_net::ControlError) -> Response<Full<Bytes>> {
     let mut response = reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "text/plain",
@@ -445,7 +445,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::driver::{Control, DriverStats};
+    use heartbeat_net::driver::{Control, DriverStats};
 
     /// `/clients`, taken a page at a time, is the report the server would print: every client
     /// once, in order, across page boundaries (two full pages and one more).

@@ -21,31 +21,31 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::output::Output;
 use super::{AppCounters, expect, summary_line};
-use crate::keys;
-use crate::tls::{self, TlsReload};
-use crate::{ControlError, ServerControl};
+use heartbeat_net::keys;
+use heartbeat_net::tls::{self, TlsReload};
+use heartbeat_net::{ControlError, ServerControl};
 
 /// What SIGHUP reloads.
 #[derive(Debug, Default)]
-pub struct Reload {
+pub(crate) struct Reload {
     /// `--expect FILE` and `--expect-grace`.
-    pub expect: Option<(PathBuf, Option<Duration>)>,
+    pub(crate) expect: Option<(PathBuf, Option<Duration>)>,
     /// `--auth-keys FILE`.
-    pub auth_keys: Option<PathBuf>,
+    pub(crate) auth_keys: Option<PathBuf>,
     /// `--tls-cert` and `--tls-key`, and the listener's handle.
-    pub tls: Option<(PathBuf, PathBuf, TlsReload)>,
+    pub(crate) tls: Option<(PathBuf, PathBuf, TlsReload)>,
 }
 
 /// The two handlers, installed (so the signals are no longer fatal) before they run.
 #[derive(Debug)]
-pub struct Signals {
+pub(crate) struct Signals {
     hup: Signal,
     usr1: Signal,
 }
 
 impl Signals {
     /// Installs the handlers now.
-    pub fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         Ok(Self {
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
             usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
@@ -53,7 +53,7 @@ impl Signals {
     }
 
     /// Handles the signals until the server loop is gone.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         control: ServerControl,
         reload: Reload,

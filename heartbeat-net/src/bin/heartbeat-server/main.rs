@@ -1,7 +1,10 @@
-//! The `heartbeat-server` application: its flags, its set-up, and the loop that logs and prints
-//! what the core reports. The binary is a thin `main` calling [`main`]; each concern of the
-//! application (log lines, refusals, and what operators add: metrics, hooks, state) is a module
-//! here.
+//! `heartbeat-server`: receives heartbeats from many clients, acknowledges them and reports who
+//! is late, what was missed and who went away.
+//!
+//! The application, in the binary's own modules (heartbeat-net's library is the driver and the
+//! embedding): its flags, its set-up, and the loop that logs and prints what the core reports;
+//! each concern of the application (log lines, refusals, and what operators add: metrics,
+//! hooks, state) is a module here.
 //!
 //! - `log` and `refusals` (private): the log lines ([`log_event`], [`log_refusal`]).
 //! - [`output`]: stderr and stdout written off the loop, through bounded queues.
@@ -11,26 +14,26 @@
 //!
 //! # Counters for `/metrics`
 //! [`AppCounters`] reads what the application's side channels did (the server's own state is
-//! read through the control channel, [`crate::ServerControl`]): [`HookCounts`] for
+//! read through the control channel, [`heartbeat_net::ServerControl`]): [`HookCounts`] for
 //! `heartbeat_hook_runs_total{result}` and `heartbeat_hook_dropped_total`, and one
 //! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`; [`http`]
 //! adds them to each scrape's [`metrics::Snapshot`].
 
-pub mod expect;
-pub mod hooks;
-pub mod http;
+mod expect;
+mod hooks;
+mod http;
 mod log;
-pub mod metrics;
-pub mod output;
+mod metrics;
+mod output;
 mod refusals;
-pub mod signals;
-pub mod state;
+mod signals;
+mod state;
 mod unidentified;
 
-pub use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
-pub use log::log_event;
-pub use output::{Output, OutputCounts};
-pub use refusals::log_refusal;
+use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
+use log::log_event;
+use output::{Output, OutputCounts};
+use refusals::log_refusal;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,11 +50,11 @@ use heartbeat_core::liveness::FlapControl;
 use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
-use crate::app;
-use crate::cli::{self, DetectorArgs, trust_warning};
-use crate::driver::ControlReceiver;
-use crate::tls::{self, TlsListener};
-use crate::{
+use heartbeat_net::app;
+use heartbeat_net::cli::{self, DetectorArgs, trust_warning};
+use heartbeat_net::driver::ControlReceiver;
+use heartbeat_net::tls::{self, TlsListener};
+use heartbeat_net::{
     Clock as _, Listener, LogSummary, NetError, Refusal, ServerApp, ServerControl, ServerOptions,
     SystemClock, TcpListener, keys, run_server_app,
 };
@@ -69,7 +72,7 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// --expect, --auth-keys and the TLS certificate; SIGUSR1 prints the summary and goes on.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-server", version)]
-pub struct Opt {
+pub(crate) struct Opt {
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
     #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
           value_parser = cli::int::<u16>(0, 65_535))]
@@ -263,7 +266,7 @@ fn parse_webhook(s: &str) -> Result<Webhook, String> {
 }
 
 /// Runs `heartbeat-server` with the process's arguments; the exit code to return.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let opt = Opt::parse();
     // Parse, don't validate: a detector parameter out of range is a usage error (exit 2).
     let config = opt.detector.config().and_then(|d| {
@@ -395,25 +398,25 @@ fn load_auth(opt: &Opt, seed: [u8; 32]) -> Result<Option<AuthConfig>, keys::KeyF
 /// What the application's side channels did: for `/metrics` (see the module docs) and the
 /// SIGUSR1 report. Clones share the counts.
 #[derive(Clone, Debug)]
-pub struct AppCounters {
+pub(crate) struct AppCounters {
     hooks: Option<HookCounter>,
     output: Output,
 }
 
 /// The counts at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AppCounts {
+pub(crate) struct AppCounts {
     /// The hooks (all zero without hooks).
-    pub hooks: HookCounts,
+    pub(crate) hooks: HookCounts,
     /// The log.
-    pub stderr: OutputCounts,
+    pub(crate) stderr: OutputCounts,
     /// The `--json` events.
-    pub stdout: OutputCounts,
+    pub(crate) stdout: OutputCounts,
 }
 
 impl AppCounters {
     /// The counts now.
-    pub fn counts(&self) -> AppCounts {
+    pub(crate) fn counts(&self) -> AppCounts {
         AppCounts {
             hooks: self
                 .hooks
@@ -466,13 +469,11 @@ async fn serve(
     }
 
     let log = LogSummary::default();
-    let options = ServerOptions {
-        max_connections: opt.max_connections as usize,
-        max_connections_per_ip: opt.max_connections_per_ip.map(|n| n as usize),
-        write_timeout: opt.write_timeout,
-        log: log.clone(),
-        ..ServerOptions::default()
-    };
+    let mut options = ServerOptions::default();
+    options.max_connections = opt.max_connections as usize;
+    options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
+    options.write_timeout = opt.write_timeout;
+    options.log = log.clone();
     tracing::info!(
         "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
          skew {}, writes blocked at most {}, send buffer {} bytes",

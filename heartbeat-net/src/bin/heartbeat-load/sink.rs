@@ -18,28 +18,28 @@ use tokio::task::{JoinSet, LocalSet};
 use tokio::time::MissedTickBehavior;
 
 use super::count::BeatCounter;
-use crate::driver::{Listener, ServerOptions};
+use heartbeat_net::driver::{Listener, ServerOptions};
 
 /// How long accepting pauses after `accept` fails (out of file descriptors, say).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The sink's counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SinkCount {
+pub(crate) struct SinkCount {
     /// Heartbeats counted, both formats.
-    pub heartbeats: u64,
+    pub(crate) heartbeats: u64,
     /// Connections accepted.
-    pub connections: u64,
+    pub(crate) connections: u64,
     /// Connections open now.
-    pub open: u64,
+    pub(crate) open: u64,
     /// Bytes read.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Why the sink reports its count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SinkReason {
+pub(crate) enum SinkReason {
     /// The last open connection closed: everything sent so far is counted.
     Idle,
     /// The periodic report (only when something changed).
@@ -68,7 +68,7 @@ impl Counts {
 
 /// Accepts and counts until `stop` completes; calls `on_count` every `every` (when the count
 /// changed) and whenever the last open connection closes. Returns the final count.
-pub async fn run_sink<L: Listener>(
+pub(crate) async fn run_sink<L: Listener>(
     listener: L,
     every: Duration,
     stop: impl Future<Output = ()>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// Used twice: for when connection `i` starts connecting within the ramp, and for its phase
 /// within the interval, so that `n` clients neither connect nor send in lockstep.
-pub fn spread(i: usize, n: usize, span: Duration) -> Duration {
+pub(crate) fn spread(i: usize, n: usize, span: Duration) -> Duration {
     if n == 0 {
         return Duration::ZERO;
     }
@@ -20,7 +20,7 @@ pub fn spread(i: usize, n: usize, span: Duration) -> Duration {
 /// starts, for every such time before the window ends. A grid, not a chain of sleeps: a late
 /// send is late on its own and the next one is due on the grid again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slots {
+pub(crate) struct Slots {
     phase: Duration,
     interval: Duration,
     count: u64,
@@ -30,7 +30,7 @@ impl Slots {
     /// The slots of connection `i` of `n`, its phase spread over the interval.
     ///
     /// `interval` must not be zero (the command line rejects it); a zero interval gives no slots.
-    pub fn new(i: usize, n: usize, interval: Duration, window: Duration) -> Self {
+    pub(crate) fn new(i: usize, n: usize, interval: Duration, window: Duration) -> Self {
         let phase = spread(i, n, interval);
         let count = if interval.is_zero() || phase >= window {
             0
@@ -48,19 +48,19 @@ impl Slots {
     }
 
     /// How many slots fall in the window.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count
     }
 
     /// The offset of slot `k` from the window's start.
-    pub fn offset(&self, k: u64) -> Duration {
+    pub(crate) fn offset(&self, k: u64) -> Duration {
         let nanos = self.phase.as_nanos() + self.interval.as_nanos() * u128::from(k);
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// The slot due `elapsed` after the window's start: the last one whose time has come,
     /// `None` before the first. It may be `count()` or more once the window is over.
-    pub fn due(&self, elapsed: Duration) -> Option<u64> {
+    pub(crate) fn due(&self, elapsed: Duration) -> Option<u64> {
         let since_first = elapsed.checked_sub(self.phase)?;
         if self.interval.is_zero() {
             return None;

@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn a_flood_is_one_event_per_kind_and_window_with_its_count() {
         let t0 = Now {
-            mono: crate::mono_now(),
+            mono: heartbeat_net::mono_now(),
             unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
         };
         let mut u = Unidentified::default();

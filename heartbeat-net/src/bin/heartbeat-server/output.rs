@@ -25,23 +25,23 @@ use std::time::Duration;
 use heartbeat_core::server::unix_seconds;
 use tokio::sync::Notify;
 
-use crate::{Clock as _, SystemClock};
+use heartbeat_net::{Clock as _, SystemClock};
 
 /// Log lines queued for stderr at most; beyond them lines are dropped and counted.
-pub const STDERR_QUEUE: usize = 4096;
+pub(crate) const STDERR_QUEUE: usize = 4096;
 
 /// JSON lines queued for stdout at most; beyond them lines are dropped and counted.
-pub const STDOUT_QUEUE: usize = 16_384;
+pub(crate) const STDOUT_QUEUE: usize = 16_384;
 
 /// Lines dropped and written so far on one stream: for `/metrics`
 /// (`heartbeat_output_dropped_lines_total{stream}`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OutputCounts {
+pub(crate) struct OutputCounts {
     /// Lines written.
-    pub written: u64,
+    pub(crate) written: u64,
     /// Lines dropped because the queue was full (the reader did not keep up) or the stream had
     /// failed.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// What a stream's writer thread is handed.
@@ -55,7 +55,7 @@ enum Msg {
 
 /// One output stream, written by its own thread from a bounded queue. Clones share the queue.
 #[derive(Clone)]
-pub struct Stream {
+pub(crate) struct Stream {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
 }
@@ -76,7 +76,7 @@ struct Shared {
 impl Stream {
     /// A stream writing to `sink` on a thread named `name`, with `capacity` lines queued at
     /// most; `notice(n)` is the line (newline included) that says `n` lines were dropped.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         capacity: usize,
         sink: impl io::Write + Send + 'static,
@@ -101,7 +101,7 @@ impl Stream {
 
     /// Queues `line` (a newline is added), or drops and counts it when the queue is full.
     /// Never waits.
-    pub fn line(&self, line: impl Into<Vec<u8>>) {
+    pub(crate) fn line(&self, line: impl Into<Vec<u8>>) {
         let mut bytes = line.into();
         if bytes.last() != Some(&b'\n') {
             bytes.push(b'\n');
@@ -110,7 +110,7 @@ impl Stream {
     }
 
     /// Lines written and dropped so far.
-    pub fn counts(&self) -> OutputCounts {
+    pub(crate) fn counts(&self) -> OutputCounts {
         OutputCounts {
             written: self.shared.written.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
@@ -118,7 +118,7 @@ impl Stream {
     }
 
     /// Completes when a write failed (for stdout: closed, `EPIPE`); at once if it already did.
-    pub async fn failed(&self) {
+    pub(crate) async fn failed(&self) {
         loop {
             let notified = self.shared.failed_notify.notified();
             if self.shared.failed.load(Ordering::Acquire) {
@@ -129,7 +129,7 @@ impl Stream {
     }
 
     /// The error that ended the writer, if a write failed.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.shared
             .error
             .lock()
@@ -140,7 +140,7 @@ impl Stream {
 
     /// Waits until everything queued so far is written, at most `timeout` (a reader that
     /// never drains the stream does not hold up the exit). True if it was.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
         const STEP: Duration = Duration::from_millis(5);
         let (done_tx, done_rx) = mpsc::channel();
         let mut msg = Msg::Flush(done_tx);
@@ -161,7 +161,7 @@ impl Stream {
 
     /// A writer for one `tracing` event: collects what the formatter writes and queues it as
     /// one line when dropped.
-    pub fn event_writer(&self) -> EventWriter {
+    pub(crate) fn event_writer(&self) -> EventWriter {
         EventWriter {
             stream: self.clone(),
             buf: Vec::new(),
@@ -272,7 +272,7 @@ fn fail(s: &Shared, rx: &mpsc::Receiver<Msg>, e: io::Error) {
 }
 
 /// One `tracing` event's bytes, queued as one line on drop.
-pub struct EventWriter {
+pub(crate) struct EventWriter {
     stream: Stream,
     buf: Vec<u8>,
 }
@@ -298,16 +298,16 @@ impl Drop for EventWriter {
 
 /// The server's two streams.
 #[derive(Clone, Debug)]
-pub struct Output {
+pub(crate) struct Output {
     /// The log, and the text reports.
-    pub stderr: Stream,
+    pub(crate) stderr: Stream,
     /// The `--json` events.
-    pub stdout: Stream,
+    pub(crate) stdout: Stream,
 }
 
 impl Output {
     /// Starts both writer threads.
-    pub fn start() -> io::Result<Self> {
+    pub(crate) fn start() -> io::Result<Self> {
         Ok(Self {
             stderr: Stream::spawn("stderr", STDERR_QUEUE, io::stderr(), log_notice)?,
             stdout: Stream::spawn("stdout", STDOUT_QUEUE, io::stdout(), json_notice)?,
@@ -315,7 +315,7 @@ impl Output {
     }
 
     /// Writes what is queued on both, within `timeout` each (at exit).
-    pub fn flush(&self, timeout: Duration) {
+    pub(crate) fn flush(&self, timeout: Duration) {
         self.stdout.flush(timeout);
         self.stderr.flush(timeout);
     }

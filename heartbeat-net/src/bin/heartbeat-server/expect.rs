@@ -17,7 +17,7 @@ use heartbeat_core::server::Expected;
 use thiserror::Error;
 
 /// The interval of an expected client whose line gives none: 1 s, the client's default.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The most bytes an expect file may have; reading stops there.
 const MAX_FILE: u64 = 16 << 20;
@@ -25,7 +25,7 @@ const MAX_FILE: u64 = 16 << 20;
 /// An expect file that cannot be used.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum ExpectFileError {
+pub(crate) enum ExpectFileError {
     /// It could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -49,7 +49,7 @@ pub enum ExpectFileError {
 
 /// Reads the expect file at `path`; every client gets `grace` (`None`: the detector's, see
 /// [`Expected::grace`]).
-pub fn load(path: &Path, grace: Option<Duration>) -> Result<Vec<Expected>, ExpectFileError> {
+pub(crate) fn load(path: &Path, grace: Option<Duration>) -> Result<Vec<Expected>, ExpectFileError> {
     let read = |source| ExpectFileError::Read {
         path: path.to_owned(),
         source,
@@ -68,7 +68,7 @@ pub fn load(path: &Path, grace: Option<Duration>) -> Result<Vec<Expected>, Expec
 }
 
 /// Parses an expect file's text; a syntax error as its line number (from 1) and what is wrong.
-pub fn parse(text: &str, grace: Option<Duration>) -> Result<Vec<Expected>, (usize, String)> {
+pub(crate) fn parse(text: &str, grace: Option<Duration>) -> Result<Vec<Expected>, (usize, String)> {
     let mut list: Vec<Expected> = Vec::new();
     let mut seen = std::collections::BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -105,7 +105,7 @@ pub fn parse(text: &str, grace: Option<Duration>) -> Result<Vec<Expected>, (usiz
 /// `1000ms`, `1.5s`, `2min`: positive, whole milliseconds, at most a day (what a client can
 /// declare).
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = crate::cli::duration(s).map_err(|e| format!("interval: {e}"))?;
+    let d = heartbeat_net::cli::duration(s).map_err(|e| format!("interval: {e}"))?;
     if d.subsec_nanos() % 1_000_000 != 0 || d > Duration::from_secs(86_400) {
         return Err(format!("interval {s:?}: whole milliseconds, at most a day"));
     }

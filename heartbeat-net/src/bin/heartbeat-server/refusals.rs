@@ -11,12 +11,12 @@ use heartbeat_core::DisconnectReason;
 use heartbeat_core::server::Event;
 use tracing::Level;
 
-use crate::LogSummary;
-use crate::logsummary::PeerLine;
+use heartbeat_net::LogSummary;
+use heartbeat_net::logsummary::PeerLine;
 
 /// Logs `e` through `log` if it is a refused connection, and returns true (the caller logs
 /// nothing more for it); false for any other event.
-pub fn log_refusal(log: &LogSummary, e: &Event, now: Instant) -> bool {
+pub(crate) fn log_refusal(log: &LogSummary, e: &Event, now: Instant) -> bool {
     let Some((kind, line)) = describe(e) else {
         return false;
     };

@@ -62,11 +62,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::AppCounts;
-use crate::DriverStats;
-use crate::load::process::ProcSample;
+use heartbeat_net::DriverStats;
+use heartbeat_net::process::ProcSample;
 
 /// The `Content-Type` of [`encode`]'s output: the Prometheus text format, version 0.0.4.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The liveness states, in the order their series are written.
 const STATES: [Liveness; 5] = [
@@ -79,51 +79,51 @@ const STATES: [Liveness; 5] = [
 
 /// What one scrape shows, copied out of the server task.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Every client the server remembers, sorted by key.
-    pub clients: Vec<ClientRow>,
+    pub(crate) clients: Vec<ClientRow>,
     /// Open connections (accepted, not yet closed).
-    pub connections_open: usize,
+    pub(crate) connections_open: usize,
     /// The core's server-wide counters.
-    pub stats: ServerStats,
+    pub(crate) stats: ServerStats,
     /// What only the driver counts.
-    pub driver: DriverStats,
+    pub(crate) driver: DriverStats,
     /// What the hooks and the output streams did (not the server task's: read on the metrics
     /// thread, see [`AppCounters`](super::AppCounters)).
-    pub app: AppCounts,
+    pub(crate) app: AppCounts,
 }
 
 /// One client's numbers in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct ClientRow {
+pub(crate) struct ClientRow {
     /// The client's key, as text (the `client` label).
-    pub client: String,
+    pub(crate) client: String,
     /// Its liveness.
-    pub state: Liveness,
+    pub(crate) state: Liveness,
     /// True when the client is expected (`--expect`); see the module docs.
-    pub expected: bool,
+    pub(crate) expected: bool,
     /// Server time of its last heartbeat, Unix seconds.
-    pub last_heartbeat: Option<f64>,
+    pub(crate) last_heartbeat: Option<f64>,
     /// The detector's suspicion now.
-    pub suspicion: Option<f64>,
+    pub(crate) suspicion: Option<f64>,
     /// Heartbeats received.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Heartbeats reported missed, ever (the core's missed plus recovered).
-    pub missed: u64,
+    pub(crate) missed: u64,
     /// Heartbeats reported missed that came late after all.
-    pub recovered: u64,
+    pub(crate) recovered: u64,
     /// Duplicates.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Restarts.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
     /// Connections made.
-    pub connections: u64,
+    pub(crate) connections: u64,
 }
 
 impl Snapshot {
     /// The snapshot of `server` at `now`. Runs on the server task: a few numbers and the key
     /// per client, no percentiles, no encoding.
-    pub fn of(server: &Server, driver: &DriverStats, now: Now) -> Self {
+    pub(crate) fn of(server: &Server, driver: &DriverStats, now: Now) -> Self {
         let clients = server
             .clients()
             .map(|c| ClientRow {
@@ -153,7 +153,7 @@ impl Snapshot {
 
 /// Writes `snapshot` (and the build info) to `out` in the Prometheus text format
 /// ([`CONTENT_TYPE`]).
-pub fn encode(snapshot: Snapshot, out: &mut String) -> fmt::Result {
+pub(crate) fn encode(snapshot: Snapshot, out: &mut String) -> fmt::Result {
     let mut registry = Registry::default();
     registry.register(
         "heartbeat_build",

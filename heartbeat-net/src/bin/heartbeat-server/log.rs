@@ -8,14 +8,14 @@ use heartbeat_core::server::Event;
 use heartbeat_core::{DisconnectReason, Now, fmt_ms, fmt_signed_ms};
 use tracing::Level;
 
-use crate::LogSummary;
-use crate::logsummary::PeerLine;
+use heartbeat_net::LogSummary;
+use heartbeat_net::logsummary::PeerLine;
 
 /// The seed's log lines, kept recognisable, plus what the seed could not see. Every line goes
 /// through the log summary, so a hostile peer cannot flood the log: per kind, a few lines a
 /// second (heartbeats: a thousand in all, [`PeerLine::Heartbeat`]), then one line with how
 /// many were left out. Each kind is a [`PeerLine`].
-pub fn log_event(log: &LogSummary, e: &Event, now: Now) {
+pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
     let line = |level: Level, kind: PeerLine, text: std::fmt::Arguments<'_>| {
         log.peer(now.mono, level, kind, text);
     };

@@ -47,7 +47,7 @@
 //! 0600, and the temporary file of a save is created afresh (`O_EXCL`) after any stale one is
 //! removed.
 //!
-//! [`keys`]: crate::keys
+//! [`keys`]: heartbeat_net::keys
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -64,7 +64,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
-use crate::keys::{self, KeyFileError};
+use heartbeat_net::keys::{self, KeyFileError};
 
 /// The first word of a state file.
 const MAGIC: &str = "heartbeat-state";
@@ -87,7 +87,7 @@ const LOCK: &str = "lock";
 
 /// Why the state directory cannot be used at all: the server exits 2 when it is unsafe, else 1.
 #[derive(Debug, thiserror::Error)]
-pub enum StateDirError {
+pub(crate) enum StateDirError {
     /// Creating, opening or locking the directory failed.
     #[error("state directory {path}: {what}: {source}")]
     Io {
@@ -111,7 +111,7 @@ pub enum StateDirError {
 
 /// A state directory in use: created if it was missing, checked, locked for this process.
 #[derive(Debug)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     dir: Dir,
     /// Held for the life of the process: closing it releases the lock.
     _lock: File,
@@ -127,22 +127,22 @@ struct Dir {
 
 /// What was found in a state directory at start.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The saved state with its journal applied; `None` when there was none to use.
-    pub state: Option<State>,
+    pub(crate) state: Option<State>,
     /// The generation of the last full save (0 without one): the next save is one more.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// When the last full save was taken.
-    pub saved_at: Option<UnixTime>,
+    pub(crate) saved_at: Option<UnixTime>,
     /// Journal lines applied.
-    pub journal_lines: usize,
+    pub(crate) journal_lines: usize,
 }
 
 impl StateDir {
     /// Creates `dir` if it is missing (and its missing parents, mode 0700), checks that no one
     /// but the server's user (or root) owns it or can write in it, and takes its lock. `now`
     /// names what is set aside.
-    pub fn open(dir: &Path, now: UnixTime) -> Result<Self, StateDirError> {
+    pub(crate) fn open(dir: &Path, now: UnixTime) -> Result<Self, StateDirError> {
         let io = |what| {
             move |source| StateDirError::Io {
                 path: dir.to_owned(),
@@ -186,13 +186,13 @@ impl StateDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir.path
     }
 
     /// Reads the saved state and its journal. A file that cannot be used is set aside with a
     /// warning (logged here) and the server starts without it: never an error.
-    pub fn load(&self, now: UnixTime) -> Loaded {
+    pub(crate) fn load(&self, now: UnixTime) -> Loaded {
         let none = Loaded {
             state: None,
             generation: 0,
@@ -259,7 +259,7 @@ impl StateDir {
     }
 
     /// A state the core refused (values no server writes): its files are set aside.
-    pub fn refused(&self, now: UnixTime, why: &str) {
+    pub(crate) fn refused(&self, now: UnixTime, why: &str) {
         self.dir.set_aside(STATE, now, why);
         self.dir
             .set_aside(JOURNAL, now, "the journal of that state file");
@@ -268,7 +268,7 @@ impl StateDir {
     /// Starts the writer thread, saving every `interval` from generation `generation + 1` on;
     /// the first full save is taken at the first wake of the loop. `full` is the server's state
     /// now ([`Server::persist`]); the writer keeps it current with the changes it journals.
-    pub fn start_saving(
+    pub(crate) fn start_saving(
         self,
         generation: u64,
         interval: Duration,
@@ -648,7 +648,7 @@ impl Shared {
 /// The loop's side: takes changes and full saves out of the core and queues them for the
 /// writer, without ever waiting for it.
 #[derive(Debug)]
-pub struct Saver {
+pub(crate) struct Saver {
     shared: Arc<Shared>,
     done: std::sync::mpsc::Receiver<()>,
     interval: Duration,
@@ -662,13 +662,13 @@ pub struct Saver {
 
 impl Saver {
     /// When the loop should wake for the next full save.
-    pub fn next_wake(&self) -> Option<Instant> {
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         self.next_save
     }
 
     /// After each wake of the loop: journals what changed, and takes a full save when one is
     /// due (and the writer is not still busy with the previous one).
-    pub fn on_wake(&mut self, server: &mut Server, now: Now) {
+    pub(crate) fn on_wake(&mut self, server: &mut Server, now: Now) {
         self.journal(server);
         if self.next_save.is_some_and(|at| now.mono < at) {
             return;
@@ -724,7 +724,7 @@ impl Saver {
 
     /// At shutdown: journals the last changes, queues a final full save and waits (at most
     /// 10 s) for the writer to finish.
-    pub fn finish(mut self, server: &mut Server, now: Now) {
+    pub(crate) fn finish(mut self, server: &mut Server, now: Now) {
         self.journal(server);
         {
             let mut q = self.shared.lock();

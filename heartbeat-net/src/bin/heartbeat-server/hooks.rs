@@ -45,7 +45,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Level;
 
-use crate::{LogSummary, mono_now};
+use heartbeat_net::{LogSummary, mono_now};
 
 /// How much of a failed command's standard error is kept for the log.
 const STDERR_KEPT: usize = 512;
@@ -55,44 +55,44 @@ const STDERR_KEPT: usize = 512;
 /// (alerts dropped because the queue was full or the server was shutting down: each would have
 /// run every configured hook).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HookCounts {
+pub(crate) struct HookCounts {
     /// Runs that succeeded: exit status 0, or a 2xx answer.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Runs that failed: another exit status, a command that could not start, a webhook that
     /// could not connect or answered otherwise.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Runs killed or abandoned at the timeout (or at shutdown).
-    pub timed_out: u64,
+    pub(crate) timed_out: u64,
     /// Alerts dropped: the queue was full, or they were still queued when the shutdown's
     /// `--hook-timeout` ended.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// The hooks' settings, from the flags.
 #[derive(Clone, Debug)]
-pub struct HookOptions {
+pub(crate) struct HookOptions {
     /// `--on-transition`: run through `sh -c`.
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
     /// `--webhook`.
-    pub webhook: Option<Webhook>,
+    pub(crate) webhook: Option<Webhook>,
     /// `--hook-concurrency`: hooks running at once at most.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// `--hook-queue`: alerts waiting at most.
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// `--hook-timeout`: how long one run may take.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl HookOptions {
     /// True when there is a hook to run.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.command.is_some() || self.webhook.is_some()
     }
 }
 
 /// A webhook URL: `http://` or `https://`, a host, an optional port and path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Webhook {
+pub(crate) struct Webhook {
     uri: Uri,
     tls: bool,
     host: String,
@@ -169,11 +169,11 @@ impl Alert {
 
 /// Reads the hooks' counts ([`Hooks::counter`]); clones share them.
 #[derive(Clone, Debug)]
-pub struct HookCounter(Arc<Counters>);
+pub(crate) struct HookCounter(Arc<Counters>);
 
 impl HookCounter {
     /// What the hooks did so far.
-    pub fn counts(&self) -> HookCounts {
+    pub(crate) fn counts(&self) -> HookCounts {
         let c = &self.0;
         HookCounts {
             ok: c.ok.load(Ordering::Relaxed),
@@ -194,7 +194,7 @@ struct Counters {
 
 /// The running hooks: a queue and the task that empties it. See the module docs.
 #[derive(Debug)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     tx: mpsc::Sender<Arc<Alert>>,
     counters: Arc<Counters>,
     log: LogSummary,
@@ -207,7 +207,7 @@ pub struct Hooks {
 
 impl Hooks {
     /// Starts the hooks' task on the current runtime.
-    pub fn start(options: HookOptions, log: LogSummary) -> Self {
+    pub(crate) fn start(options: HookOptions, log: LogSummary) -> Self {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (abort, aborted) = watch::channel(false);
         let counters = Arc::new(Counters::default());
@@ -238,7 +238,7 @@ impl Hooks {
 
     /// Queues the hooks of `event` if it is a transition; never waits. `now` is when it
     /// happened (its `time`).
-    pub fn notify(&self, event: &Event, now: Now) {
+    pub(crate) fn notify(&self, event: &Event, now: Now) {
         if !matches!(event, Event::Transition { .. }) {
             return;
         }
@@ -261,13 +261,8 @@ impl Hooks {
         }
     }
 
-    /// What the hooks did so far.
-    pub fn counts(&self) -> HookCounts {
-        self.counter().counts()
-    }
-
     /// A handle that reads the counts, for whoever publishes them.
-    pub fn counter(&self) -> HookCounter {
+    pub(crate) fn counter(&self) -> HookCounter {
         HookCounter(Arc::clone(&self.counters))
     }
 
@@ -275,7 +270,7 @@ impl Hooks {
     /// the runs still going are killed or abandoned (counted as timed out) and the alerts still
     /// queued are counted as dropped; one line says how many (a warning when some were not
     /// delivered). Returns the final counts.
-    pub async fn shutdown(self) -> HookCounts {
+    pub(crate) async fn shutdown(self) -> HookCounts {
         let Self {
             tx,
             counters,

@@ -1,5 +1,20 @@
 //! `heartbeat-load`: the load generator that measures a heartbeat server, and the sink to
 //! compare it with (as redis-benchmark and wrk are for their servers).
+//!
+//! - [`run_load`]: N connections (v1 ids `load-0..N`, or the legacy format), each sending on
+//!   its own drift-free grid, phases spread evenly over the interval; reports offered and
+//!   achieved heartbeats/s, acks, ack round trips and the CPU time and memory of watched
+//!   processes over the measured window ([`LoadReport`](report::LoadReport)).
+//! - [`run_sink`]: a bare read-and-discard server that counts heartbeats by their boundaries
+//!   ([`BeatCounter`](count::BeatCounter)), the floor for "server CPU per heartbeat".
+//! - [`schedule`]: when each connection connects and sends. `/proc` readings and the open-file
+//!   limit are the library's ([`heartbeat_net::process`]), which the server reads too.
+
+mod count;
+mod generator;
+mod report;
+mod schedule;
+mod sink;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -9,12 +24,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use heartbeat_net::cli;
-use heartbeat_net::load::process::NofileLimit;
-use heartbeat_net::load::{
-    LoadConfig, LoadError, Phase, Progress, SinkCount, SinkReason, run_load, run_sink,
-};
+use heartbeat_net::process::NofileLimit;
 use heartbeat_net::{SystemClock, TcpListener};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use generator::{LoadConfig, LoadError, Phase, Progress, run_load};
+use sink::{SinkCount, SinkReason, run_sink};
 
 /// Generate heartbeat load against a heartbeat server and measure it: N connections, each
 /// sending on a drift-free grid (phases spread evenly over the interval), for a measured window
