@@ -227,10 +227,27 @@ impl<'k> Witness<'k> {
                     self.trace.seq(now, o.client, *seq);
                 }
             }
-            Event::Restarted { client, .. } => {
+            Event::Connected {
+                client,
+                interval: Some(_),
+                ..
+            } => {
+                // A v1 client's HELLO (a legacy one declares no interval).
+                if let Some(&i) = self.by_key.get(client) {
+                    self.trace
+                        .push(now, TraceItem::Hello { at: now, client: i });
+                }
+            }
+            Event::Restarted { client, seq, .. } => {
                 if let Some(&i) = self.by_key.get(client) {
                     self.trace
                         .push(now, TraceItem::Reset { at: now, client: i });
+                    if seq.is_none() {
+                        // A new session nonce in the HELLO just announced: the server resets
+                        // the client, then watches it from that HELLO.
+                        self.trace
+                            .push(now, TraceItem::Hello { at: now, client: i });
+                    }
                 }
             }
             Event::Evicted { client } | Event::Forgotten { client, .. } => {
