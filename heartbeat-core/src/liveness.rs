@@ -18,7 +18,7 @@ use crate::timer::DeadlineQueue;
 /// [`FlapControl::up_after`] arrivals. `Left` is a clean goodbye (`BYE`): not a failure, and
 /// not watched any more. `Unknown` is an expected client (the server's `--expect`) not heard
 /// from yet: `Down` ("never seen") when its grace ends, `Up` (silently: nothing was announced)
-/// at its first heartbeat.
+/// at its `HELLO` or its first heartbeat.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -171,7 +171,9 @@ pub struct Change {
 ///   [`start`](Self::start) forgets a client altogether; [`expect`](Self::expect) makes it
 ///   `Unknown` with a grace;
 /// - [`restore`](Self::restore) watches a client again after its owner restarted, with no
-///   history: a silent client is convicted the detector's grace after the restore.
+///   history: a silent client is convicted the detector's grace after the restore;
+///   [`hello`](Self::hello) watches a new client (or session) from its `HELLO` the same way
+///   (an `Unknown` one is `Up` silently, as at a first heartbeat).
 ///
 /// Clients are dense indices chosen by the owner (the server's record slots, the simulator's
 /// client numbers). Sans-IO: every call that depends on time takes `now`.
@@ -187,7 +189,7 @@ pub struct Watches {
 #[derive(Debug)]
 struct Watch {
     state: Liveness,
-    /// Built at the first heartbeat whose interval is known.
+    /// Built at the first heartbeat whose interval is known, or primed (see `primed`).
     detector: Option<Box<dyn Detector>>,
     /// The check this client has in the queue (older entries in the queue are stale).
     check_at: Option<Instant>,
@@ -197,8 +199,8 @@ struct Watch {
     recovering: u32,
     /// While `Unknown`: when it is declared down, never seen.
     expected_by: Option<Instant>,
-    /// The detector was primed by [`Watches::restore`], not by a heartbeat: the first real
-    /// arrival replaces it.
+    /// The detector was primed by [`Watches::restore`] or [`Watches::hello`], not by a
+    /// heartbeat: the first real arrival replaces it.
     primed: bool,
 }
 
@@ -398,6 +400,34 @@ impl Watches {
         }
     }
 
+    /// Client `client` said `HELLO` at `now`, declaring `interval`: its first sign of life.
+    ///
+    /// An `Up` (or `Suspect`) client without a detector (a new client, or a new session after
+    /// [`reset`](Self::reset)) gets one primed by that sign of life, as a restored one does
+    /// ([`restore`](Self::restore)): if nothing follows, it is suspected and convicted as one
+    /// last heard at the `HELLO` would be, after the detector's usual grace. Its first heartbeat
+    /// replaces the primed detector with a fresh one, so the first heartbeat stays the baseline
+    /// of its history. An `Unknown` client (expected, never heard from) has been heard from: it
+    /// is `Up` without a change, as at a first heartbeat, and primed the same way; its grace no
+    /// longer applies. Any other client is left as it is: a detector already watching it goes
+    /// on, and only a heartbeat brings a `Down` or `Left` one back.
+    pub fn hello(&mut self, now: Instant, client: usize, interval: Duration) {
+        if client >= self.watches.len() {
+            self.start(client);
+        }
+        self.unexpect(client);
+        let w = &mut self.watches[client];
+        if !matches!(w.state, Liveness::Up | Liveness::Suspect) || w.detector.is_some() {
+            return;
+        }
+        w.period = Some(interval);
+        let mut det = self.detector.build(interval);
+        det.heartbeat(now, Seq(0));
+        w.detector = Some(det);
+        w.primed = true;
+        self.arm(client);
+    }
+
     /// One arrival of heartbeats from client `client` at `now`: they are fed to its detector in
     /// order, and a client that was not `Up` may be `Up` again (the returned change; see
     /// [`FlapControl`] for a `Down` one; an `Unknown` one is `Up` without a change, since
@@ -414,16 +444,11 @@ impl Watches {
             self.start(client);
         }
         let up_after = self.flap.up_after;
+        // Heard from: an expected client is an ordinary one now.
+        self.unexpect(client);
         let w = &mut self.watches[client];
         if interval.is_some() {
             w.period = interval;
-        }
-        if w.state == Liveness::Unknown {
-            w.state = Liveness::Up;
-            w.expected_by = None;
-            if let Some(at) = w.check_at.take() {
-                self.checks.remove(at, &client);
-            }
         }
         if w.detector.is_none() {
             w.detector = interval.map(|i| self.detector.build(i));
@@ -440,7 +465,7 @@ impl Watches {
             detector: det.kind(),
         });
         if std::mem::take(&mut w.primed) {
-            // Primed at a restore: the first real arrival starts the history.
+            // Primed at a restore or a HELLO: the first real arrival starts the history.
             if let Some(interval) = interval {
                 *det = self.detector.build(interval);
             }
@@ -793,6 +818,51 @@ mod tests {
                 .map(|c| c.to),
             Some(Up)
         );
+    }
+
+    /// A `HELLO` primes a client without a detector, as a restore does: the fixed detector
+    /// suspects it 2 s and convicts it 3 s after the `HELLO`. An expected one is `Up` without a
+    /// word; one already watched, `Down` or `Left` stays as it was; a first heartbeat starts
+    /// the history afresh.
+    #[test]
+    fn a_hello_watches_a_silent_client_from_it() {
+        use Liveness::{Down, Left, Suspect, Unknown, Up};
+        let t0 = origin();
+        let mut w = fixed();
+        w.hello(t0, 0, SECOND);
+        w.expect(1, t0 + 60 * SECOND);
+        w.hello(t0, 1, SECOND);
+        assert_eq!(
+            (w.state(1), w.convicts_at(1, Down)),
+            (Up, Some(t0 + 3 * SECOND))
+        );
+        // Watched already: its detector goes on from its last heartbeat.
+        w.start(2);
+        w.observe(t0, 2, Some(SECOND), [Seq(1)]);
+        w.hello(t0 + SECOND, 2, SECOND);
+        assert_eq!(w.convicts_at(2, Down), Some(t0 + 3 * SECOND));
+        // Announced down, or gone: only a heartbeat brings it back.
+        w.restore(t0, 3, Down, Some(SECOND));
+        w.hello(t0, 3, SECOND);
+        w.restore(t0, 4, Left, Some(SECOND));
+        w.hello(t0, 4, SECOND);
+        // Heard from 1.5 s after its HELLO: its history starts there.
+        w.hello(t0, 5, SECOND);
+        w.observe(t0 + 1500 * SECOND / 1000, 5, Some(SECOND), [Seq(1)]);
+        assert_eq!(w.convicts_at(5, Down), Some(t0 + 4500 * SECOND / 1000));
+        assert_eq!(
+            changes(&mut w, t0 + 3 * SECOND),
+            [
+                (0, Up, Suspect),
+                (0, Suspect, Down),
+                (1, Up, Suspect),
+                (1, Suspect, Down),
+                (2, Up, Suspect),
+                (2, Suspect, Down)
+            ]
+        );
+        assert_eq!((w.state(3), w.state(4), w.state(5)), (Down, Left, Up));
+        assert_ne!(w.state(1), Unknown);
     }
 
     #[test]

@@ -428,7 +428,8 @@ impl Server {
     ///   heard from before. The grace is [`Expected::grace`], or by default what the liveness
     ///   rule needs to declare down a client of [`Expected::interval`] heard from once (see
     ///   [`Watches::time_to_down`](crate::liveness::Watches::time_to_down)). An added client
-    ///   heard from before is only marked expected: its detector watches it already. So is
+    ///   heard from before (a heartbeat, or a `HELLO`) is only marked expected: its detector
+    ///   watches it already. So is
     ///   one already `Down` or `Left` (restored after a restart, or announced never seen):
     ///   a restart announces nothing that was announced before it.
     /// - A client on both lists keeps its grace (a reload does not restart it).
@@ -493,9 +494,11 @@ impl Server {
             // from and never announced gets the never-seen watch. A restored one that was
             // heard from is watched by its detector (primed at the restore) or stays `Down`
             // or `Left` as announced; a never-heard one announced `Down` before the restart
-            // stays so: one announcement per outage, not one per server start.
+            // stays so: one announcement per outage, not one per server start. A `HELLO` is
+            // hearing from it: one that connected is watched by its detector (primed then).
             let announced = matches!(self.liveness.state(idx), Liveness::Down | Liveness::Left);
-            if r.stats.first_seen.is_none() && !announced {
+            let heard = r.stats.first_seen.is_some() || r.stats.connections > 0;
+            if !heard && !announced {
                 let grace = e
                     .grace
                     .or_else(|| self.liveness.time_to_down(now.mono, e.interval))
@@ -922,6 +925,11 @@ impl Server {
             // A new session nonce: the client process restarted.
             self.clients[idx].restart(conn, &mut self.out);
             self.liveness.reset(idx);
+        }
+        if let (Protocol::V1, Some(interval)) = (protocol, interval) {
+            // The HELLO is the first sign of life: a client that sends nothing after it goes
+            // suspect and down like any other silence.
+            self.liveness.hello(now.mono, idx, interval);
         }
         if let Some(old) = previous_conn.filter(|old| self.conns.contains_key(old)) {
             // A client that reconnects while its old stream still looks open (half-open after a

@@ -1282,6 +1282,103 @@ fn never_seen_is_down_with_a_client_heard_once_for_every_detector() {
     }
 }
 
+/// A `HELLO` and nothing more is a sign of life followed by silence: for every detector, the
+/// client goes suspect and then down at the very instants a client heard once at the `HELLO`
+/// would, with nothing received. One whose heartbeats follow is counted from its first one as
+/// before: no transition, nothing missed.
+#[test]
+fn a_hello_with_no_heartbeat_is_suspect_then_down_in_the_detectors_time() {
+    let t0 = Now::test_origin();
+    for kind in crate::DetectorKind::ALL {
+        let config = ServerConfig::default().detector(crate::DetectorConfig::new(kind));
+        // The liveness lines until the client is down, each with its instant from t0, and
+        // what was received.
+        let convictions = |bytes: &[u8]| {
+            let mut s = Server::new(Arc::new(config.clone()));
+            open(&mut s, t0, 1, bytes);
+            drain(&mut s);
+            let mut at = Vec::new();
+            let horizon = t0.mono + Duration::from_secs(3600);
+            while let Some(next) = s.poll_timeout().filter(|&n| n <= horizon) {
+                s.handle_timeout(Now {
+                    mono: next,
+                    unix: t0.unix,
+                });
+                for l in liveness(drain(&mut s)) {
+                    let l = l.split(" since_last").next().unwrap_or_default().to_owned();
+                    at.push((next - t0.mono, l));
+                }
+                if s.client(&id("a")).unwrap().state() == Liveness::Down {
+                    break;
+                }
+            }
+            (s.client(&id("a")).unwrap().received(), at)
+        };
+        let (received, hello_only) = convictions(b"HELLO 1 a 1000\n");
+        assert_eq!(received, 0, "{kind}");
+        assert_eq!(
+            hello_only
+                .iter()
+                .map(|(_, l)| l.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "ev transition client=a up->suspect",
+                "ev transition client=a suspect->down"
+            ],
+            "{kind}"
+        );
+        let (_, heard_once) = convictions(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+        assert_eq!(hello_only, heard_once, "{kind}");
+    }
+
+    // Heartbeats that follow the HELLO (the first one late) count as before.
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    let late = t0.advanced(Duration::from_millis(1500));
+    s.handle_timeout(late);
+    s.handle_input(late, c, b"BEAT 1 1700000001.5\n");
+    beat_every_second(&mut s, t0.advanced(Duration::from_millis(500)), c, 2..=6);
+    let lines = drain(&mut s);
+    assert_eq!(liveness(lines.clone()), Vec::<String>::new());
+    let a = s.client(&id("a")).unwrap();
+    assert_eq!((a.received(), a.missed(), a.state()), (6, 0, Liveness::Up));
+}
+
+/// An expected client that says `HELLO` and nothing more was heard from: it is `up` without a
+/// word, then suspect and down in the detector's time from the `HELLO` (the fixed detector: 2 s
+/// and 3 s), not `unknown` until its grace ends. So is one that said only `HELLO` before a
+/// reload put it on the list: a client that connected gets no never-seen watch.
+#[test]
+fn an_expected_client_that_only_says_hello_is_down_in_the_detectors_time() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(fixed_config()));
+    let long = Some(Duration::from_secs(60));
+    s.set_expected(t0, &[expected("web", 1000, long)]);
+    let t1 = t0.advanced(Duration::from_secs(1));
+    open(&mut s, t1, 1, b"HELLO 1 web 1000\n");
+    open(&mut s, t1, 2, b"HELLO 1 db 1000\n");
+    drain(&mut s);
+    assert_eq!(s.client(&id("web")).unwrap().state(), Liveness::Up);
+    let list = [expected("web", 1000, long), expected("db", 1000, long)];
+    s.set_expected(t1, &list);
+    let (at, log) = run_timers(&mut s, t1, |s| {
+        ["web", "db"].map(|n| s.client(&id(n)).unwrap().state()) == [Liveness::Down; 2]
+    });
+    assert_eq!(at - t1.mono, Duration::from_secs(3));
+    let lines: Vec<String> = liveness(log)
+        .iter()
+        .map(|l| l.split(" since_last").next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "ev transition client=web up->suspect",
+            "ev transition client=db up->suspect",
+            "ev transition client=web suspect->down",
+            "ev transition client=db suspect->down",
+        ]
+    );
+}
+
 /// A reload: added clients get their grace from it, clients on both lists keep theirs,
 /// removed ones never heard from are forgotten, removed ones connected stay.
 #[test]

@@ -10,6 +10,7 @@ mod drift;
 mod embed;
 mod expect;
 mod faults;
+mod hello_only;
 mod hooks;
 mod hostile;
 mod hostile_server;

@@ -6,9 +6,10 @@
 //! through the very machine the server runs ([`heartbeat_core::liveness::Watches`]; its docs
 //! state the rule). What a replay adds is only the mapping of the trace onto it:
 //!
-//! - an arrival is [`observe`](Watches::observe)d with its client's declared interval, a goodbye
-//!   is a [`leave`](Watches::leave), a reset (a new session) a [`reset`](Watches::reset), an
-//!   eviction a fresh [`start`](Watches::start), and a server restart starts every client over;
+//! - an arrival is [`observe`](Watches::observe)d with its client's declared interval, a `HELLO`
+//!   is a [`hello`](Watches::hello) with the same interval, a goodbye is a
+//!   [`leave`](Watches::leave), a reset (a new session) a [`reset`](Watches::reset), an eviction
+//!   a fresh [`start`](Watches::start), and a server restart starts every client over;
 //! - at one instant, arrivals come before checks, as in the engine: checks due strictly before
 //!   an item run before it, each at its own instant.
 //!
@@ -82,6 +83,10 @@ impl Replay {
                             .observe(*at, *client, Some(self.intervals[*client]), seqs);
                     self.record(*at, change);
                     after_arrival(&self.watches, *client, *at);
+                }
+                TraceItem::Hello { at, client } => {
+                    self.checks_before(*at);
+                    self.watches.hello(*at, *client, self.intervals[*client]);
                 }
                 TraceItem::Left { at, client } => {
                     self.checks_before(*at);

@@ -128,6 +128,9 @@ pub enum Item {
     Connected {
         /// The client.
         client: u32,
+        /// It said `HELLO`, declaring an interval (`interval_ms`): a v1 client, which the
+        /// server watches from that `HELLO`. False for a legacy client.
+        hello: bool,
         /// It was known before (a reconnect).
         resumed: bool,
     },
@@ -161,6 +164,9 @@ pub enum Item {
     Restarted {
         /// The client.
         client: u32,
+        /// The new session was a new session nonce in the `HELLO` just announced (`"seq":
+        /// null`); false when sequence number 1 followed higher ones mid-stream.
+        nonce: bool,
     },
     /// A new server run begins here; the previous one's last event was at `previous_end_ns`.
     ServerRestart {
@@ -194,7 +200,7 @@ impl Item {
             | Self::Duplicate { client, .. }
             | Self::Evicted { client }
             | Self::Missed { client, .. }
-            | Self::Restarted { client }
+            | Self::Restarted { client, .. }
             | Self::Transition { client, .. } => Some(client),
             Self::ServerRestart { .. } | Self::Stalled { .. } => None,
         }

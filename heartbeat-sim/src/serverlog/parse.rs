@@ -186,6 +186,7 @@ enum Raw {
     },
     Restarted {
         client: u32,
+        nonce: bool,
     },
     Stalled {
         late_ns: u64,
@@ -367,7 +368,10 @@ impl Block {
                 client,
                 count: count()?,
             },
-            "restarted" => Raw::Restarted { client },
+            "restarted" => Raw::Restarted {
+                client,
+                nonce: l.seq.is_none(),
+            },
             "transition" => Raw::Transition {
                 client,
                 from: state(l.from.as_deref()).ok_or_else(|| need("from"))?,
@@ -604,6 +608,7 @@ impl Stitch {
                 }
                 Item::Connected {
                     client: g(client),
+                    hello: interval.is_some(),
                     resumed,
                 }
             }
@@ -630,7 +635,10 @@ impl Stitch {
                 client: g(client),
                 count,
             },
-            Raw::Restarted { client } => Item::Restarted { client: g(client) },
+            Raw::Restarted { client, nonce } => Item::Restarted {
+                client: g(client),
+                nonce,
+            },
             Raw::Stalled { late_ns } => Item::Stalled { late_ns },
             Raw::Transition {
                 client, from, to, ..
@@ -747,6 +755,7 @@ mod tests {
                     0,
                     Item::Connected {
                         client: 0,
+                        hello: true,
                         resumed: false
                     }
                 ),
@@ -785,6 +794,7 @@ mod tests {
                     0,
                     Item::Connected {
                         client: 0,
+                        hello: true,
                         resumed: false
                     }
                 ),
@@ -805,7 +815,13 @@ mod tests {
                         count: 2
                     }
                 ),
-                (1500, Item::Restarted { client: 0 }),
+                (
+                    1500,
+                    Item::Restarted {
+                        client: 0,
+                        nonce: true
+                    }
+                ),
                 (1500, Item::Duplicate { client: 0, seq: 1 }),
                 (1500, Item::Beat { client: 0, seq: 1 }),
                 (1500, Item::Stalled { late_ns: 6000 * MS }),

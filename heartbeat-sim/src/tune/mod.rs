@@ -11,8 +11,9 @@
 //!
 //! # What is measured
 //! With no ground truth, Chen, Toueg and Aguilera's metrics are read from the trace itself:
-//! - **Sessions.** A client is known alive from the first to the last arrival of each of its
-//!   sessions. A session ends at a new session of the client (`restarted`: a new process), a
+//! - **Sessions.** A client is known alive from its first sign of life (its `HELLO`, which the
+//!   replay watches it from as the server does, or else its first arrival) to the last arrival
+//!   of each of its sessions. A session ends at a new session of the client (`restarted`: a new process), a
 //!   goodbye (`transition` to `left`), an eviction, or a server restart; those gaps are not
 //!   watched time, and nothing in them is a mistake or a detection.
 //! - **Mistakes** are suspicions that begin inside a session: later heartbeats of the same
@@ -193,6 +194,7 @@ impl Outcome {
 enum Step {
     Arrival { at: u64, seqs: std::ops::Range<u32> },
     Forget(u64),
+    Hello(u64),
     Left(u64),
     Reset(u64),
     ServerRestart(u64),
@@ -231,6 +233,15 @@ impl ClientTrace {
         match &mut self.open {
             Some(p) => p.to = t,
             None => self.open = Some(Period { from: t, to: t }),
+        }
+    }
+
+    /// A `HELLO` at `at`: the replay watches the client from it, and it opens a session.
+    fn hello(&mut self, at: u64) {
+        self.steps.push(Step::Hello(at));
+        if self.open.is_none() {
+            let t = Duration::from_nanos(at);
+            self.open = Some(Period { from: t, to: t });
         }
     }
 
@@ -319,9 +330,15 @@ fn split(log: &ServerLog, selected: &[String]) -> Vec<ClientTrace> {
         let t = &mut traces[c as usize];
         match s.item {
             Item::Beat { seq, .. } | Item::Duplicate { seq, .. } => t.arrive(at, seq),
-            Item::Restarted { .. } => {
+            Item::Connected { hello: true, .. } => t.hello(at),
+            Item::Restarted { nonce, .. } => {
                 t.end_session();
                 t.steps.push(Step::Reset(at));
+                if nonce {
+                    // The server announced the HELLO's connection, then reset the client for
+                    // its new session, then watched it from that HELLO.
+                    t.hello(at);
+                }
             }
             Item::Evicted { .. } => {
                 t.end_session();
@@ -392,6 +409,10 @@ fn replay(
                     }
                 }
                 Step::Forget(at) => TraceItem::Forget {
+                    at: instant(at),
+                    client: 0,
+                },
+                Step::Hello(at) => TraceItem::Hello {
                     at: instant(at),
                     client: 0,
                 },
@@ -617,9 +638,13 @@ mod tests {
         )
     }
 
-    fn connected(client: &str, conn: u64) -> String {
+    /// A v1 client's `HELLO` at `at_ms`, timed as the server writes it.
+    fn connected(client: &str, conn: u64, at_ms: u64) -> String {
+        let t = 1_700_000_000_000 + at_ms;
         format!(
-            r#"{{"event":"connected","conn":{conn},"client":"{client}","interval_ms":100.0,"resumed":false}}"#
+            r#"{{"event":"connected","conn":{conn},"client":"{client}","interval_ms":100.0,"resumed":false,"time":"{}.{:03}000"}}"#,
+            t / 1000,
+            t % 1000
         )
     }
 
@@ -645,7 +670,7 @@ mod tests {
     /// the interval plus the grace from every arrival.
     #[test]
     fn a_pause_is_a_mistake_for_a_tight_detector_only() {
-        let mut lines = vec![connected("c1", 1)];
+        let mut lines = vec![connected("c1", 1, 100)];
         let mut t = 0;
         for seq in 1..=100 {
             t += if seq == 50 { 1_100 } else { 100 };
@@ -671,7 +696,7 @@ mod tests {
     /// none of those gaps is a mistake, however tight the detector.
     #[test]
     fn gaps_between_sessions_are_not_mistakes() {
-        let mut lines = vec![connected("c1", 1)];
+        let mut lines = vec![connected("c1", 1, 100)];
         let mut t = 0;
         let mut seq = 0;
         let mut beats = |lines: &mut Vec<String>, n: u64, t: &mut u64| {
@@ -684,7 +709,7 @@ mod tests {
         beats(&mut lines, 20, &mut t);
         // A new process 5 s later (the server saw it restart).
         t += 5_000;
-        lines.push(connected("c1", 2));
+        lines.push(connected("c1", 2, t + 100));
         lines.push(
             r#"{"event":"restarted","conn":2,"client":"c1","previous":20,"seq":null}"#.into(),
         );
@@ -694,12 +719,12 @@ mod tests {
                 .into(),
         );
         t += 60_000;
-        lines.push(connected("c1", 3));
+        lines.push(connected("c1", 3, t + 100));
         beats(&mut lines, 20, &mut t);
         // The server restarts (a summary, then connection numbers from 1 again).
         lines.push(r#"{"event":"summary","clients":[]}"#.into());
         t += 600_000;
-        lines.push(connected("c1", 1));
+        lines.push(connected("c1", 1, t + 100));
         beats(&mut lines, 20, &mut t);
         let log = log(&lines);
         assert_eq!(log.stats.runs, 2);
@@ -709,10 +734,28 @@ mod tests {
         assert_eq!(o.clients[0].watched, Duration::from_millis(4 * 1_900));
     }
 
+    /// A `HELLO` is the first sign of life: the replay watches the client from it, as the
+    /// server does, and its session starts there. A first heartbeat 1 s late is a mistake for a
+    /// fixed detector whose down level (300 ms at 100 ms) comes before it, and none for a loose
+    /// one.
+    #[test]
+    fn a_hello_starts_the_watch_and_the_session() {
+        let mut lines = vec![connected("c1", 1, 0)];
+        for seq in 1..=20 {
+            lines.push(beat("c1", seq, 1_000 + (seq - 1) * 100));
+        }
+        let o = run(&log(&lines), &study(vec![fixed(2.0), fixed(20.0)], 0)).unwrap();
+        let (tight, loose) = (&o.rows[0].summary.down, &o.rows[1].summary.down);
+        assert_eq!(tight.mistakes, 1);
+        assert_eq!(tight.mistake_mean, Some(Duration::from_millis(700)));
+        assert_eq!(loose.mistakes, 0);
+        assert_eq!(o.clients[0].watched, Duration::from_millis(2_900));
+    }
+
     /// The crash-point sample is seeded, the same for every setting, and about the size asked.
     #[test]
     fn crash_points_are_sampled_when_there_are_many() {
-        let mut lines = vec![connected("c1", 1)];
+        let mut lines = vec![connected("c1", 1, 100)];
         for seq in 1..=5000 {
             lines.push(beat("c1", seq, seq * 100));
         }

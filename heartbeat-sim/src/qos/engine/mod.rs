@@ -227,10 +227,11 @@ impl<'k> Witness<'k> {
                     self.trace.seq(now, o.client, *seq);
                 }
             }
-            Event::Restarted { client, .. } => {
+            Event::Connected { client, .. } | Event::Restarted { client, .. } => {
                 if let Some(&i) = self.by_key.get(client) {
-                    self.trace
-                        .push(now, TraceItem::Reset { at: now, client: i });
+                    for item in session_items(e, i, now).into_iter().flatten() {
+                        self.trace.push(now, item);
+                    }
                 }
             }
             Event::Evicted { client } | Event::Forgotten { client, .. } => {
@@ -261,6 +262,25 @@ impl<'k> Witness<'k> {
     }
 }
 
+/// The trace items that a `connected` or `restarted` event `e` of client `i` at `at` stands
+/// for: a v1 client's `HELLO` (a legacy one declares no interval, and says none); for a new
+/// session (a reset), and when that session is a new nonce in the `HELLO` just announced
+/// (`seq` is `None`), the `HELLO` again, since the server announces the connection, then resets
+/// the client, then watches it from that `HELLO`.
+fn session_items(e: &Event, i: usize, at: Instant) -> [Option<TraceItem>; 2] {
+    let hello = TraceItem::Hello { at, client: i };
+    match e {
+        Event::Connected {
+            interval: Some(_), ..
+        } => [Some(hello), None],
+        Event::Restarted { seq, .. } => [
+            Some(TraceItem::Reset { at, client: i }),
+            seq.is_none().then_some(hello),
+        ],
+        _ => [None, None],
+    }
+}
+
 impl Observer for Witness<'_> {
     fn on_client_output(&mut self, _: &Net, _: usize, out: &client::Output) {
         if matches!(out, client::Output::Event(client::Event::Sent { .. })) {
@@ -285,6 +305,94 @@ mod tests {
     use super::*;
     use crate::scenario::file::Spec;
     use crate::scenario::{Params, Source};
+
+    /// A client that restarts as a new process (a new session nonce) and says `HELLO` and
+    /// nothing more: the server watches the new session from that `HELLO`, and so does a
+    /// replay of the trace its events stand for (the `HELLO` again after the reset), for every
+    /// detector.
+    #[test]
+    fn a_new_session_that_only_says_hello_replays_as_the_server_decided() {
+        use std::net::SocketAddr;
+        use std::sync::Arc;
+
+        use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+
+        use crate::qos::replay::Replay;
+
+        let origin = Now {
+            #[allow(clippy::disallowed_methods)] // an arbitrary origin
+            mono: Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(EPOCH_SECS)),
+        };
+        let at = |ms: u64| origin.advanced(Duration::from_millis(ms));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let beat = |seq: u64| format!("BEAT {seq} {EPOCH_SECS}.{:03}\n", (seq - 1) * 100);
+        for kind in DetectorKind::ALL {
+            let config = ServerConfig::default().detector(DetectorConfig::new(kind));
+            let mut s = Server::new(Arc::new(config));
+            let mut batch = TraceBatch::default();
+            let mut transitions = Vec::new();
+            let mut drain = |s: &mut Server, now: Now, batch: &mut TraceBatch| {
+                let from = batch.seqs.len();
+                while let Some(out) = s.poll_output() {
+                    let server::Output::Event(e) = out else {
+                        continue;
+                    };
+                    match &e {
+                        Event::Heartbeat { seq, .. } => batch.seqs.push(*seq),
+                        Event::Transition { from, to, .. } => transitions.push(Transition {
+                            at: now.mono - origin.mono,
+                            client: 0,
+                            from: *from,
+                            to: *to,
+                        }),
+                        _ => {}
+                    }
+                    batch
+                        .items
+                        .extend(session_items(&e, 0, now.mono).into_iter().flatten());
+                }
+                if batch.seqs.len() > from {
+                    let seqs = from..batch.seqs.len();
+                    batch.items.push(TraceItem::Arrival {
+                        at: now.mono,
+                        client: 0,
+                        seqs,
+                    });
+                }
+            };
+            let a = s.accept(at(0), peer);
+            s.handle_input(at(0), a, b"HELLO 1 c1 100 aa\n");
+            drain(&mut s, at(0), &mut batch);
+            for seq in 1..=10 {
+                let now = at((seq - 1) * 100);
+                s.handle_timeout(now);
+                s.handle_input(now, a, beat(seq).as_bytes());
+                drain(&mut s, now, &mut batch);
+            }
+            s.handle_eof(at(950), a);
+            let b = s.accept(at(950), peer);
+            s.handle_input(at(950), b, b"HELLO 1 c1 100 bb\n");
+            drain(&mut s, at(950), &mut batch);
+            while let Some(next) = s.poll_timeout().filter(|&t| t <= at(60_000).mono) {
+                let now = Now {
+                    mono: next,
+                    unix: origin.unix,
+                };
+                s.handle_timeout(now);
+                drain(&mut s, now, &mut batch);
+            }
+            let down = |t: &[Transition]| t.iter().any(|t| t.to == Liveness::Down);
+            assert!(down(&transitions), "{kind}: {transitions:?}");
+            let mut replay = Replay::new(
+                DetectorConfig::new(kind),
+                vec![Duration::from_millis(100)],
+                origin.mono,
+            );
+            replay.feed(&batch);
+            assert_eq!(replay.finish(at(60_000).mono), transitions, "{kind}");
+        }
+    }
 
     /// Each client sends at its own interval over a link of its own latency, as in the turmoil
     /// world.

@@ -50,6 +50,16 @@ pub enum TraceItem {
         /// The client.
         client: usize,
     },
+    /// The client said `HELLO` (a v1 client, declaring its interval): its first sign of life,
+    /// which starts a detector for a client without one. Recorded at the server's `connected`,
+    /// and again after a `restarted` for a new session nonce in the same `HELLO` (the server
+    /// announces the connection before it resets the client, then watches it from the `HELLO`).
+    Hello {
+        /// When.
+        at: Instant,
+        /// The client.
+        client: usize,
+    },
     /// The client said goodbye.
     Left {
         /// When.
