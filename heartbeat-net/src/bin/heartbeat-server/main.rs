@@ -469,40 +469,8 @@ async fn serve(
     }
 
     let log = LogSummary::default();
-    let mut options = ServerOptions::default();
-    options.max_connections = opt.max_connections as usize;
-    options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
-    options.write_timeout = opt.write_timeout;
-    options.log = log.clone();
-    tracing::info!(
-        "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
-         skew {}, writes blocked at most {}, send buffer {} bytes",
-        options.max_connections,
-        options.max_connections_per_ip_value(),
-        fmt_ms(opt.min_interval),
-        fmt_ms(opt.max_idle),
-        fmt_ms(opt.max_clock_skew),
-        fmt_ms(opt.write_timeout),
-        opt.send_buffer,
-    );
-    let hook_options = opt.hook_options();
-    let hooks = hook_options.any().then(|| {
-        tracing::info!(
-            "Hooks on every transition:{}{}; {} at once, {} queued at most, {} each at most",
-            hook_options
-                .command
-                .as_ref()
-                .map_or_else(String::new, |c| format!(" run {c:?}")),
-            hook_options
-                .webhook
-                .as_ref()
-                .map_or_else(String::new, |w| format!(" POST to {w}")),
-            hook_options.concurrency,
-            hook_options.queue,
-            fmt_ms(hook_options.timeout),
-        );
-        Hooks::start(hook_options, log.clone())
-    });
+    let options = driver_options(&opt, &log);
+    let hooks = start_hooks(&opt, &log);
     let counters = AppCounters {
         hooks: hooks.as_ref().map(Hooks::counter),
         output: output.clone(),
@@ -559,6 +527,8 @@ async fn serve(
         unidentified: &mut unidentified,
         changes,
     };
+    let signals =
+        |reload| tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
     let served = match tls {
         Some(tls) => {
             tracing::info!("TLS on");
@@ -566,34 +536,86 @@ async fn serve(
             if let (Some(cert), Some(key)) = (&opt.tls_cert, &opt.tls_key) {
                 reload.tls = Some((cert.clone(), key.clone(), listener.reload_handle()));
             }
-            let signals =
-                tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
+            let signals = signals(reload);
             let served = serve_on(listener, server, options, control_rx, stop, app).await;
             signals.abort();
             served
         }
         None => {
-            let signals =
-                tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
+            let signals = signals(reload);
             let served = serve_on(listener, server, options, control_rx, stop, app).await;
             signals.abort();
             served
         }
     };
-    let mut server = served?;
+    finish(served?, json, &output, unidentified, hooks, saver).await
+}
+
+/// The driver's limits from the flags, logged once.
+fn driver_options(opt: &Opt, log: &LogSummary) -> ServerOptions {
+    let mut options = ServerOptions::default();
+    options.max_connections = opt.max_connections as usize;
+    options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
+    options.write_timeout = opt.write_timeout;
+    options.log = log.clone();
+    tracing::info!(
+        "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
+         skew {}, writes blocked at most {}, send buffer {} bytes",
+        options.max_connections,
+        options.max_connections_per_ip_value(),
+        fmt_ms(opt.min_interval),
+        fmt_ms(opt.max_idle),
+        fmt_ms(opt.max_clock_skew),
+        fmt_ms(opt.write_timeout),
+        opt.send_buffer,
+    );
+    options
+}
+
+/// The hooks of `--on-transition` and `--webhook`, started and logged once; `None` without
+/// either.
+fn start_hooks(opt: &Opt, log: &LogSummary) -> Option<Hooks> {
+    let hook_options = opt.hook_options();
+    hook_options.any().then(|| {
+        tracing::info!(
+            "Hooks on every transition:{}{}; {} at once, {} queued at most, {} each at most",
+            hook_options
+                .command
+                .as_ref()
+                .map_or_else(String::new, |c| format!(" run {c:?}")),
+            hook_options
+                .webhook
+                .as_ref()
+                .map_or_else(String::new, |w| format!(" POST to {w}")),
+            hook_options.concurrency,
+            hook_options.queue,
+            fmt_ms(hook_options.timeout),
+        );
+        Hooks::start(hook_options, log.clone())
+    })
+}
+
+/// After the loop: the last unidentified counts, the hooks drained (what was not delivered is
+/// logged and counted before the report), the state saved, then the final report and summary.
+async fn finish(
+    mut server: Server,
+    json: bool,
+    output: &Output,
+    mut unidentified: Unidentified,
+    hooks: Option<Hooks>,
+    saver: Option<Saver>,
+) -> anyhow::Result<()> {
     if json {
         for (e, time) in unidentified.flush_all(SystemClock.now()) {
             output.stdout.line(e.to_json_at(time).to_string());
         }
     }
     if let Some(hooks) = hooks {
-        // Before the final report: what was not delivered is logged and counted first.
         hooks.shutdown().await;
     }
     if let Some(saver) = saver {
         saver.finish(&mut server, SystemClock.now());
     }
-
     let report = server.report();
     output.stderr.line(report.to_string());
     if let Some(e) = output.stdout.error() {

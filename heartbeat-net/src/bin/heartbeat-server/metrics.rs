@@ -167,8 +167,16 @@ pub(crate) fn encode(snapshot: Snapshot, out: &mut String) -> fmt::Result {
 
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        self.encode_clients(&mut e)?;
+        self.encode_server(&mut e)?;
+        self.encode_app(&mut e)
+    }
+}
+
+impl Snapshot {
+    /// The per-client families (`heartbeat_client_*`).
+    fn encode_clients(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let clients = &self.clients;
-        // Per client.
         {
             let mut m = e.encode_descriptor(
                 "heartbeat_client_state",
@@ -197,13 +205,13 @@ impl Collector for Snapshot {
             }
         }
         gauges(
-            &mut e,
+            e,
             "heartbeat_client_last_heartbeat_timestamp_seconds",
             "Server time of the client's last heartbeat, Unix seconds (absent before its first)",
             clients.iter().map(|c| (c, c.last_heartbeat)),
         )?;
         gauges(
-            &mut e,
+            e,
             "heartbeat_client_suspicion",
             "The failure detector's suspicion of the client now (phi, or silence over timeout)",
             clients.iter().map(|c| (c, c.suspicion)),
@@ -248,8 +256,12 @@ impl Collector for Snapshot {
                 ConstCounter::new(value(c)).encode(m.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
 
-        // Server-wide.
+    /// The server-wide families: clients by state, connections, refusals, delays.
+    fn encode_server(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let clients = &self.clients;
         {
             let mut m = e.encode_descriptor(
                 "heartbeat_clients",
@@ -297,19 +309,19 @@ impl Collector for Snapshot {
             ("max_connections_per_ip", self.driver.rejected_per_ip),
         ];
         counters_by(
-            &mut e,
+            e,
             "heartbeat_connections_rejected",
             "Connections closed at accept, by the limit that was reached",
             rejected.into_iter(),
         )?;
         counters_by(
-            &mut e,
+            e,
             "heartbeat_disconnects",
             "Connections ended, by reason",
             s.disconnects.iter().map(|(k, n)| (*k, *n)),
         )?;
         counters_by(
-            &mut e,
+            e,
             "heartbeat_frames_rejected",
             "Connections dropped for what they sent, by kind: decode errors, broken limits, \
              failed authentication, refused legacy connections, ids in use",
@@ -321,7 +333,11 @@ impl Collector for Snapshot {
             None,
             MetricType::Histogram,
         )?;
-        Delays(&s.delay).encode(m)?;
+        Delays(&s.delay).encode(m)
+    }
+
+    /// The application's families: hooks and output.
+    fn encode_app(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let app = &self.app;
         let mut m = e.encode_descriptor(
             "heartbeat_hook_runs",
