@@ -30,7 +30,7 @@ pub struct CheckArgs {
     /// The scenario file; its snapshot is the file beside it, `.snap` instead of `.toml`.
     pub file: String,
     /// Seeds to run, `A..B` (B excluded) [default: the file's `seeds`, else 1..5].
-    #[arg(long, value_parser = crate::qos::cli::parse_seeds)]
+    #[arg(long, value_parser = crate::flags::parse_seeds)]
     pub seeds: Option<Range<u64>>,
     /// Record the reports as the snapshot (and remove a pending `.snap.new`).
     #[arg(long)]

@@ -71,6 +71,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod flags;
 mod host;
 pub mod log;
 pub mod net;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use heartbeat_sim::qos::cli::parse_duration;
+use heartbeat_sim::flags::parse_duration;
 use heartbeat_sim::scenario::file::Spec;
 use heartbeat_sim::scenario::{self, Latency, Params, builtin};
 use heartbeat_sim::{check, oracle, render, sweep, world};
@@ -55,7 +55,7 @@ enum Command {
         #[command(flatten)]
         which: Which,
         /// Seeds to run, `A..B` (B excluded).
-        #[arg(long, value_parser = heartbeat_sim::qos::cli::parse_seeds)]
+        #[arg(long, value_parser = heartbeat_sim::flags::parse_seeds)]
         seeds: Range<u64>,
         /// Threads (default: available parallelism).
         #[arg(long)]

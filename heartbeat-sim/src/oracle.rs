@@ -54,8 +54,9 @@ use heartbeat_core::server::Event;
 use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Seq, UnixTime};
 
 use crate::log::Record;
+use crate::scenario::EPOCH_SECS;
 use crate::scenario::{Action, ClientRule, Expectation, Node, Scenario};
-use crate::world::{EPOCH_SECS, Fate, Outcome};
+use crate::world::{Fate, Outcome};
 
 /// One checked property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -395,6 +396,11 @@ impl<'a> Index<'a> {
             ClientKey::Peer(addr) => self.legacy.get(&addr.ip()).copied(),
         }
     }
+}
+
+/// `12.345s`: simulated time, truncated to the millisecond.
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// The index of the client the server knows by `key`, if the scenario has it.
@@ -1204,11 +1210,11 @@ fn down_within(out: &Outcome, index: &Index<'_>, i: usize, within: Duration) -> 
         if !in_time && back - at >= within {
             failures.push(format!(
                 "{id} crashed at {}, not down within {} ({})",
-                crate::render::secs(at),
-                crate::render::secs(within),
+                secs(at),
+                secs(within),
                 down.map_or_else(
                     || "never down".to_owned(),
-                    |d| format!("down at {}", crate::render::secs(d))
+                    |d| format!("down at {}", secs(d))
                 )
             ));
         }

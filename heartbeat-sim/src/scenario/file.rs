@@ -318,7 +318,7 @@ struct Seeds(Range<u64>);
 impl FromStr for Seeds {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        crate::qos::cli::parse_seeds(s).map(Self)
+        crate::flags::parse_seeds(s).map(Self)
     }
 }
 

@@ -257,7 +257,7 @@ pub fn outcome_lines(out: &crate::world::Outcome) -> String {
         }
         incarnation = Some(*inc);
         let mut v = event.to_json();
-        let unix = Duration::from_secs(crate::world::EPOCH_SECS) + e.at;
+        let unix = Duration::from_secs(crate::scenario::EPOCH_SECS) + e.at;
         v["time"] = serde_json::Value::from(
             heartbeat_core::UnixTime::from_duration(unix)
                 .display_secs(9)

@@ -340,7 +340,7 @@ impl Timeline {
     /// --json`, read by the same reader), the scenario's faults as bands, the heal as a line.
     pub fn of_run(out: &Outcome) -> Self {
         let log = ServerLog::from_text(&crate::serverlog::outcome_lines(out));
-        let epoch = Duration::from_secs(crate::world::EPOCH_SECS);
+        let epoch = Duration::from_secs(crate::scenario::EPOCH_SECS);
         let offset = Duration::from_nanos(log.origin_unix_ns).saturating_sub(epoch);
         let s = &out.scenario;
         let order: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();

@@ -32,8 +32,8 @@ use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{self, Event, Server};
 use heartbeat_core::{ClientKey, Now, UnixTime};
 
+use crate::scenario::EPOCH_SECS;
 use crate::scenario::Scenario;
-use crate::world::EPOCH_SECS;
 use faults::Plan;
 use heartbeat_memnet::{Net, Observer};
 use trace::Recorder;
@@ -258,6 +258,16 @@ impl<'k> Witness<'k> {
             }
             _ => {}
         }
+    }
+}
+
+impl faults::Witnessing for Witness<'_> {
+    fn truth(&mut self) -> &mut Truth {
+        &mut self.truth
+    }
+
+    fn trace(&mut self) -> &mut Recorder {
+        &mut self.trace
     }
 }
 
