@@ -19,10 +19,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::harness::world;
 use crate::scenario::file::Spec;
 use crate::scenario::{Params, Source};
 use crate::sweep::{per_seed, unpanic};
-use crate::{oracle, render, world};
+use crate::{oracle, render};
 
 /// Run a scenario file over its seeds and compare the reports with its snapshot.
 #[derive(Args, Debug)]

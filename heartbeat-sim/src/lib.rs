@@ -72,9 +72,7 @@
 
 pub mod check;
 pub mod flags;
-mod host;
-pub mod log;
-pub mod net;
+pub mod harness;
 pub mod oracle;
 pub mod qos;
 pub mod render;
@@ -83,7 +81,8 @@ pub mod serverlog;
 pub mod sweep;
 pub mod timeline;
 pub mod tune;
-pub mod world;
+
+pub use harness::{log, net, world};
 
 pub use heartbeat_memnet::Latency;
 pub use scenario::{Params, Scenario};

@@ -53,10 +53,10 @@ use heartbeat_core::frame::Frame;
 use heartbeat_core::server::Event;
 use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Seq, UnixTime};
 
-use crate::log::Record;
+use crate::harness::log::Record;
+use crate::harness::world::{Fate, Outcome};
 use crate::scenario::EPOCH_SECS;
 use crate::scenario::{Action, ClientRule, Expectation, Node, Scenario};
-use crate::world::{Fate, Outcome};
 
 /// One checked property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1252,8 +1252,8 @@ pub fn hold_windows(out: &Outcome) -> Vec<(usize, Duration, Duration)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::world;
     use crate::scenario::{Latency, Params, Timed};
-    use crate::world;
     use heartbeat_core::analysis::SeqRange;
 
     fn params() -> Params {
@@ -1426,7 +1426,7 @@ mod tests {
         };
         out.log.insert(
             pos,
-            crate::log::Entry {
+            crate::harness::log::Entry {
                 at,
                 record: Record::Server {
                     incarnation,

@@ -10,10 +10,10 @@ use heartbeat_core::client;
 use heartbeat_core::config::Backoff;
 use heartbeat_core::server::Event;
 
-use crate::log::{Entry, Record};
+use crate::harness::log::{Entry, Record};
+use crate::harness::world::Outcome;
 use crate::oracle::{Truth, Verdict, secs};
 use crate::scenario::{ClientPlan, Node, Scenario};
-use crate::world::Outcome;
 
 /// The timeline line of an entry, or `None` for the routine ones (heartbeats, acks, writes).
 fn timeline_line(s: &Scenario, e: &Entry) -> Option<(String, String)> {

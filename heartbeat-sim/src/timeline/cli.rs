@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Timeline, svg};
+use crate::harness::world::Outcome;
 use crate::serverlog::ServerLog;
-use crate::world::Outcome;
 
 /// Draw a real server's log as a timeline picture.
 #[derive(Args, Debug)]

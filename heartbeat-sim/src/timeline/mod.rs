@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use heartbeat_core::liveness::Liveness;
 
-use crate::log::Record;
+use crate::harness::log::Record;
+use crate::harness::world::Outcome;
 use crate::scenario::{Action, Node};
 use crate::serverlog::{Item, ServerLog};
-use crate::world::Outcome;
 
 /// Lanes drawn at most.
 pub const MAX_LANES: usize = 50;

@@ -2,7 +2,7 @@
 //! (the real `heartbeat-core` machines, a clock that jumps from one due event to the next: no
 //! tokio, no ticks), recording the ground truth and the server's decisions.
 //!
-//! It runs the same [`Scenario`] values as the turmoil world ([`crate::world::run`]): the same
+//! It runs the same [`Scenario`] values as the turmoil world ([`crate::harness::world::run`]): the same
 //! clients and configurations, the same actions at the same times, the same
 //! [`Latency`](crate::scenario::Latency) model, the same per-process session nonces and backoff
 //! seeds, and the same heal-and-drain at the end. The network model, and the order of things due

@@ -15,9 +15,9 @@ use heartbeat_core::server::{Event, Server};
 use heartbeat_core::{ClientKey, DisconnectReason};
 use heartbeat_memnet::seed::client_seeds;
 
-use crate::host;
-use crate::log::{Entry, Log, Record};
-use crate::net::SERVER;
+use super::host;
+use super::log::{Entry, Log, Record};
+use super::net::SERVER;
 use crate::scenario::{Action, ClientPlan, EPOCH_SECS, Node, Scenario};
 
 /// What became of a client by the end of the run.

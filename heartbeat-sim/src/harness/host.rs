@@ -14,8 +14,8 @@ use heartbeat_core::config::ClientConfig;
 use heartbeat_core::server::Server;
 use heartbeat_net::driver::{self, Clock, ServerOptions};
 
-use crate::log::{Log, Record, now};
-use crate::net::{PORT, SimConnector, SimListener};
+use super::log::{Log, Record, now};
+use super::net::{PORT, SimConnector, SimListener};
 use crate::scenario::Node;
 
 async fn raised(mut rx: watch::Receiver<bool>) {
