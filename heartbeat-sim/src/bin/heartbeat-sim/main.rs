@@ -12,7 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use heartbeat_sim::flags::parse_duration;
 use heartbeat_sim::scenario::file::Spec;
 use heartbeat_sim::scenario::{self, Latency, Params, builtin};
-use heartbeat_sim::{check, oracle, render, sweep, world};
+use heartbeat_sim::{oracle, render, sweep, world};
+
+mod check;
+mod qos;
+mod timeline;
 
 /// Deterministic fault simulation of heartbeat clients and a server (turmoil).
 #[derive(Parser, Debug)]
@@ -66,7 +70,7 @@ enum Command {
     /// Measure the failure detectors' quality of service (Chen's metrics: detection time,
     /// mistake rate and duration, query accuracy) against the simulation's ground truth, over
     /// many seeds, with the event-driven engine. Progress on stderr.
-    Qos(heartbeat_sim::qos::cli::QosArgs),
+    Qos(qos::QosArgs),
     /// Run a scenario file over its seeds and compare the reports with the snapshot beside it
     /// (`my.snap`, insta's format): exits 1 with a diff (and writes `my.snap.new`) when they
     /// differ or when an oracle fails, 2 on a bad file.
@@ -77,7 +81,7 @@ enum Command {
     Tune(heartbeat_sim::tune::cli::TuneArgs),
     /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
     /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
-    Timeline(heartbeat_sim::timeline::cli::TimelineArgs),
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Which scenario: a built-in one by name, or a file of your own.
@@ -185,10 +189,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
-        Command::Check(args) => check::main(&args),
+        Command::Qos(args) => heartbeat_sim::qos::cli::main(args.into()),
+        Command::Check(args) => heartbeat_sim::check::main(&args.into()),
         Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
-        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(args),
+        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(&args.events, &args.svg),
         Command::Sweep {
             which,
             seeds,
