@@ -17,6 +17,7 @@ use heartbeat_sim::{oracle, render, sweep, world};
 mod check;
 mod qos;
 mod timeline;
+mod tune;
 
 /// Deterministic fault simulation of heartbeat clients and a server (turmoil).
 #[derive(Parser, Debug)]
@@ -78,7 +79,7 @@ enum Command {
     /// Tune the failure detector on a real server's log (`heartbeat-server --json`): every
     /// client's arrivals replayed into a grid of detector settings; detection time (Chen's
     /// method) against mistakes, and the fastest settings without mistakes, as server flags.
-    Tune(heartbeat_sim::tune::cli::TuneArgs),
+    Tune(tune::TuneArgs),
     /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
     /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
     Timeline(timeline::TimelineArgs),
@@ -191,7 +192,7 @@ fn main() -> ExitCode {
         },
         Command::Qos(args) => heartbeat_sim::qos::cli::main(args.into()),
         Command::Check(args) => heartbeat_sim::check::main(&args.into()),
-        Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
+        Command::Tune(args) => heartbeat_sim::tune::cli::main(args.into()),
         Command::Timeline(args) => heartbeat_sim::timeline::cli::main(&args.events, &args.svg),
         Command::Sweep {
             which,
