@@ -17,26 +17,22 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Args;
-
+use crate::harness::world;
 use crate::scenario::file::Spec;
 use crate::scenario::{Params, Source};
 use crate::sweep::{per_seed, unpanic};
-use crate::{oracle, render, world};
+use crate::{oracle, render};
 
-/// Run a scenario file over its seeds and compare the reports with its snapshot.
-#[derive(Args, Debug)]
+/// What `heartbeat-sim check` is asked: a scenario file, and how to check it.
+#[derive(Clone, Debug)]
 pub struct CheckArgs {
     /// The scenario file; its snapshot is the file beside it, `.snap` instead of `.toml`.
     pub file: String,
-    /// Seeds to run, `A..B` (B excluded) [default: the file's `seeds`, else 1..5].
-    #[arg(long, value_parser = crate::qos::cli::parse_seeds)]
+    /// Seeds to run; `None` for the file's `seeds`, else 1..5.
     pub seeds: Option<Range<u64>>,
     /// Record the reports as the snapshot (and remove a pending `.snap.new`).
-    #[arg(long)]
     pub accept: bool,
-    /// Threads (default: available parallelism).
-    #[arg(long)]
+    /// Threads; `None` for the available parallelism.
     pub jobs: Option<usize>,
 }
 

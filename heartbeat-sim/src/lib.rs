@@ -71,9 +71,8 @@
 #![warn(missing_docs)]
 
 pub mod check;
-mod host;
-pub mod log;
-pub mod net;
+pub mod flags;
+pub mod harness;
 pub mod oracle;
 pub mod qos;
 pub mod render;
@@ -82,7 +81,8 @@ pub mod serverlog;
 pub mod sweep;
 pub mod timeline;
 pub mod tune;
-pub mod world;
+
+pub use harness::{log, net, world};
 
 pub use heartbeat_memnet::Latency;
 pub use scenario::{Params, Scenario};

@@ -10,15 +10,10 @@ use heartbeat_core::client;
 use heartbeat_core::config::Backoff;
 use heartbeat_core::server::Event;
 
-use crate::log::{Entry, Record};
-use crate::oracle::{Truth, Verdict};
+use crate::harness::log::{Entry, Record};
+use crate::harness::world::Outcome;
+use crate::oracle::{Truth, Verdict, secs};
 use crate::scenario::{ClientPlan, Node, Scenario};
-use crate::world::Outcome;
-
-/// `12.345s`: simulated time, truncated to the millisecond.
-pub(crate) fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
-}
 
 /// The timeline line of an entry, or `None` for the routine ones (heartbeats, acks, writes).
 fn timeline_line(s: &Scenario, e: &Entry) -> Option<(String, String)> {
@@ -200,7 +195,7 @@ pub fn json_lines(out: &Outcome, verdict: &Verdict) -> String {
     for e in &out.log {
         match &e.record {
             Record::Server { event, .. } => {
-                let unix = Duration::from_secs(crate::world::EPOCH_SECS) + e.at;
+                let unix = Duration::from_secs(crate::scenario::EPOCH_SECS) + e.at;
                 let time = heartbeat_core::UnixTime::from_duration(unix);
                 o.push_str(&event.to_json_at(time).to_string());
                 o.push('\n');

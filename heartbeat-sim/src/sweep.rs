@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::harness::world;
 use crate::oracle;
 use crate::scenario::Params;
 use crate::scenario::file::Spec;
-use crate::world;
 
 /// The result of one seed.
 #[derive(Clone, Debug)]

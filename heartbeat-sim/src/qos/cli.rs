@@ -5,99 +5,53 @@ use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use heartbeat_core::detector::{DetectorConfig, DetectorKind};
 use heartbeat_net::cli::DetectorParams;
 
+pub use crate::flags::{parse_duration, parse_seeds};
+
 use super::{EngineKind, QOS_SCENARIOS, QosParams, Study, grid, table};
 use heartbeat_memnet::Latency;
 
-/// How the detectors are run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EngineArg {
-    /// One full client+server simulation per seed and setting.
-    Machine,
-    /// One full simulation per seed; its arrivals replayed into every setting's detector
-    /// (same results, faster).
-    Replay,
-}
-
-/// Measure the failure detectors' quality of service against the simulation's ground truth.
-#[derive(Args, Debug)]
+/// What `heartbeat-sim qos` is asked: the study to run and how to print it.
+#[derive(Clone, Debug)]
 pub struct QosArgs {
     /// The QoS scenario: steady-jitter (no failures), crash (clients crash silently and
     /// restart), partition (links cut and repaired), or all.
-    #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Seeds to run, `A..B` (B excluded).
-    #[arg(long, default_value = "1..11", value_parser = parse_seeds)]
     pub seeds: Range<u64>,
     /// Simulated time per seed: a number with a unit (`600s`, `10m`, `1h`, `7d`, `90000ms`;
     /// seconds without one).
-    #[arg(long, default_value = "600s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Heartbeat interval of every client, in ms (100 = 10 Hz, as in the phi paper).
-    #[arg(long, default_value_t = 100)]
     pub interval: u64,
     /// Number of clients [default: the scenario's: steady-jitter 1, crash 4, partition 2].
-    #[arg(long)]
     pub clients: Option<usize>,
     /// Link latency: fixed (`10ms`) or a range drawn per message (`1ms..50ms`); bare milliseconds
     /// (`10`, `1-50`) read the same.
-    #[arg(long, default_value = "1ms..50ms", value_parser = Latency::parse)]
     pub latency: Latency,
     /// Detectors to compare: chen, fixed, phi, phi-exp, or all; repeat the flag or separate
     /// with commas [default: all]. The parameter flags below apply to every chosen detector
     /// that has the parameter; durations take a unit (ns, us, ms, s) or a multiple of the
     /// interval (2x).
-    #[arg(long, value_delimiter = ',')]
     pub detector: Vec<String>,
     /// Also run a small grid around each detector's parameters: phi threshold 4/8/12 and
     /// acceptable pause 0s/1s, phi-exp threshold 4/8/12, chen alpha 0.5x/1x/2x, fixed grace
     /// 1x/2x/4x.
-    #[arg(long)]
     pub grid: bool,
     /// Detector parameters; each applies to the chosen detectors that have it.
-    #[command(flatten)]
     pub params: DetectorParams,
     /// Print one JSON object per scenario instead of the table.
-    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print CSV instead of the table.
-    #[arg(long)]
     pub csv: bool,
     /// Threads (default: available parallelism).
-    #[arg(long)]
     pub jobs: Option<usize>,
     /// How to run the detectors.
-    #[arg(long, value_enum, default_value = "replay")]
-    pub engine: EngineArg,
-}
-
-/// Parses a seed range `A..B` (B exclusive, non-empty).
-pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
-    let (a, b) = s
-        .split_once("..")
-        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
-    let a: u64 = a.parse().map_err(|_| format!("invalid seed {a:?}"))?;
-    let b: u64 = b.parse().map_err(|_| format!("invalid seed {b:?}"))?;
-    if b <= a {
-        return Err(format!("empty seed range {s:?}"));
-    }
-    Ok(a..b)
-}
-
-/// Reads a duration flag of `heartbeat-sim` (`run`, `qos`, `tune`): the one grammar
-/// ([`heartbeat_core::parse_duration_or_secs`]: `90s`, `1500ms`, `10m`, `10min`, `1h`, `7d`,
-/// and a bare number of seconds as these flags always took), more than zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match heartbeat_core::parse_duration_or_secs(s) {
-        Ok(d) if d.is_zero() => Err(format!("invalid duration {s:?}: must be more than 0")),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
+    pub engine: EngineKind,
 }
 
 /// The detectors named by repeated `--detector` flags (`all`, the default, for every one), in
@@ -148,13 +102,6 @@ impl QosArgs {
         }
         Ok(if self.grid { grid(&settings) } else { settings })
     }
-
-    fn engine(&self) -> EngineKind {
-        match self.engine {
-            EngineArg::Machine => EngineKind::Machine,
-            EngineArg::Replay => EngineKind::Replay,
-        }
-    }
 }
 
 /// Runs `heartbeat-sim qos`: 0 on success, 2 on bad arguments or a failed simulation.
@@ -200,7 +147,7 @@ pub fn main(args: QosArgs) -> ExitCode {
                 latency: args.latency,
             },
             settings: settings.clone(),
-            engine: args.engine(),
+            engine: args.engine,
             jobs,
         };
         let bar = ProgressBar::new(1);
@@ -249,68 +196,4 @@ pub fn main(args: QosArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Debug, Parser)]
-    struct T {
-        #[command(flatten)]
-        qos: QosArgs,
-    }
-
-    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
-        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Ok(t.qos.settings()?.iter().map(super::super::label).collect())
-    }
-
-    #[test]
-    fn detectors_and_their_flags() {
-        assert_eq!(labels(&[]).unwrap(), ["chen", "fixed", "phi", "phi-exp"]);
-        assert_eq!(
-            labels(&["--detector", "phi,chen", "--detector", "phi"]).unwrap(),
-            ["phi", "chen"]
-        );
-        // A flag applies to every chosen detector that has it.
-        assert_eq!(
-            labels(&["--threshold", "12", "--alpha", "2x"]).unwrap(),
-            [
-                "chen alpha=2x",
-                "fixed",
-                "phi threshold=12",
-                "phi-exp threshold=12"
-            ]
-        );
-        assert_eq!(
-            labels(&["--detector", "fixed", "--grid"]).unwrap(),
-            ["fixed grace=1x", "fixed", "fixed grace=4x"]
-        );
-        let err = labels(&["--detector", "fixed", "--threshold", "3"]).unwrap_err();
-        assert!(err.contains("--threshold"), "{err}");
-        assert!(labels(&["--detector", "nope"]).is_err());
-        assert!(labels(&["--threshold", "-1"]).is_err());
-    }
-
-    #[test]
-    fn durations_and_seeds() {
-        let d = |s| parse_duration(s);
-        assert_eq!(d("600"), Ok(Duration::from_secs(600)));
-        assert_eq!(d("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(d("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(d("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(d("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(d("10min"), Ok(Duration::from_secs(600)));
-        for bad in ["", "0", "0s", "x", "-1s", "2w"] {
-            assert!(d(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_seeds("1..11"), Ok(1..11));
-        assert!(parse_seeds("3..3").is_err());
-    }
 }

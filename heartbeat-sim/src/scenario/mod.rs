@@ -396,6 +396,9 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// The coarsest tick a run may ask for: a hundredth of the default heartbeat interval.
 pub const MAX_TICK: Duration = Duration::from_millis(10);
 
+/// The simulated wall clock starts here (2023-11-14T22:13:20Z), fixed so runs repeat.
+pub const EPOCH_SECS: u64 = 1_700_000_000;
+
 /// Checks a tick a run asks for: whole milliseconds, from [`TICK`] to [`MAX_TICK`].
 pub fn check_tick(tick: Duration) -> Result<Duration, String> {
     if tick.subsec_nanos() % 1_000_000 != 0 || tick < TICK || tick > MAX_TICK {
@@ -433,11 +436,6 @@ pub(crate) fn lookup(
 }
 
 impl Scenario {
-    /// Expands built-in scenario `name` with `params`; `Err` names the known scenarios.
-    pub fn build(name: &str, params: &Params) -> Result<Self, String> {
-        builtin::spec(name)?.expand(params)
-    }
-
     /// How long every surviving client may take to be back after the heal: a client on a stuck
     /// stream notices after its ack timeout (a legacy client, which reads no acks, when the
     /// server's idle timeout closes the stream and the close reaches it), then waits at most its
@@ -527,40 +525,5 @@ impl Scenario {
         }
         let ack = c.ack_timeout();
         ack.as_nanos().div_ceil(c.interval.as_nanos()) as u64 + self.in_flight_bound(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_listed_scenario_builds_and_is_sorted() {
-        for name in builtin::names() {
-            let s = Scenario::build(name, &Params::seed(1)).unwrap();
-            assert!(s.actions.windows(2).all(|w| w[0].at <= w[1].at), "{name}");
-            assert!(s.actions.iter().all(|t| t.at < s.duration), "{name}");
-            assert_eq!(s, Scenario::build(name, &Params::seed(1)).unwrap());
-        }
-        assert!(Scenario::build("nope", &Params::seed(1)).is_err());
-    }
-
-    #[test]
-    fn swizzle_holds_stay_between_burst_and_idle_timeout() {
-        for seed in 0..200 {
-            let s = Scenario::build("swizzle", &Params::seed(seed)).unwrap();
-            for t in &s.actions {
-                if let Action::Hold(i) = t.action {
-                    let release = s
-                        .actions
-                        .iter()
-                        .find(|r| r.action == Action::Release(i))
-                        .unwrap();
-                    let len = release.at - t.at;
-                    assert!(len >= Duration::from_millis(2500), "{seed}: {len:?}");
-                    assert!(len < Duration::from_secs(9), "{seed}: {len:?}");
-                }
-            }
-        }
     }
 }

@@ -246,8 +246,8 @@ pub(crate) fn read_error(e: io::Error) -> io::Error {
 /// A simulated run's server events as `heartbeat-server --json` prints them, each with a
 /// `time` field (the simulated Unix time it happened), and a `summary` line at the end of each
 /// server incarnation: the JSON lines [`read`] takes, with every time exact.
-pub fn outcome_lines(out: &crate::world::Outcome) -> String {
-    use crate::log::Record;
+pub fn outcome_lines(out: &crate::harness::world::Outcome) -> String {
+    use crate::harness::log::Record;
     let mut lines = String::new();
     let mut incarnation = None;
     for e in &out.log {
@@ -263,7 +263,7 @@ pub fn outcome_lines(out: &crate::world::Outcome) -> String {
         }
         incarnation = Some(*inc);
         let mut v = event.to_json();
-        let unix = Duration::from_secs(crate::world::EPOCH_SECS) + e.at;
+        let unix = Duration::from_secs(crate::scenario::EPOCH_SECS) + e.at;
         v["time"] = serde_json::Value::from(
             heartbeat_core::UnixTime::from_duration(unix)
                 .display_secs(9)

@@ -3,22 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
-
 use super::{Timeline, svg};
+use crate::harness::world::Outcome;
 use crate::serverlog::ServerLog;
-use crate::world::Outcome;
-
-/// Draw a real server's log as a timeline picture.
-#[derive(Args, Debug)]
-pub struct TimelineArgs {
-    /// What `heartbeat-server --json` printed (one JSON object per line), or `-` for standard
-    /// input.
-    pub events: String,
-    /// Where to write the SVG picture.
-    #[arg(long)]
-    pub svg: String,
-}
 
 /// Writes `svg` to `path`, or says why not.
 fn write(path: &str, svg: &str) -> Result<(), String> {
@@ -74,11 +61,12 @@ pub fn of_log(log: &ServerLog, file: &str) -> Timeline {
     t
 }
 
-/// Runs `heartbeat-sim timeline`: 0 on success, 1 when the log cannot be read or the picture
-/// written, 2 for a log without events.
-pub fn main(args: TimelineArgs) -> ExitCode {
+/// Runs `heartbeat-sim timeline` on the log at `events` (`-` for standard input), writing the
+/// picture to `svg_path`: 0 on success, 1 when the log cannot be read or the picture written, 2
+/// for a log without events.
+pub fn main(events: &str, svg_path: &str) -> ExitCode {
     let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let log = match ServerLog::open(&args.events, jobs) {
+    let log = match ServerLog::open(events, jobs) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("error: {e}");
@@ -86,13 +74,13 @@ pub fn main(args: TimelineArgs) -> ExitCode {
         }
     };
     for (line, why) in &log.stats.errors {
-        eprintln!("warning: {}:{line}: malformed, skipped: {why}", args.events);
+        eprintln!("warning: {}:{line}: malformed, skipped: {why}", events);
     }
     if log.items.is_empty() {
-        eprintln!("error: {}: no server events", args.events);
+        eprintln!("error: {}: no server events", events);
         return ExitCode::from(2);
     }
-    match write(&args.svg, &svg::render(&of_log(&log, &args.events))) {
+    match write(svg_path, &svg::render(&of_log(&log, events))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use heartbeat_core::liveness::Liveness;
 
-use crate::log::Record;
+use crate::harness::log::Record;
+use crate::harness::world::Outcome;
 use crate::scenario::{Action, Node};
 use crate::serverlog::{Item, ServerLog};
-use crate::world::Outcome;
 
 /// Lanes drawn at most.
 pub const MAX_LANES: usize = 50;
@@ -340,7 +340,7 @@ impl Timeline {
     /// --json`, read by the same reader), the scenario's faults as bands, the heal as a line.
     pub fn of_run(out: &Outcome) -> Self {
         let log = ServerLog::from_text(&crate::serverlog::outcome_lines(out));
-        let epoch = Duration::from_secs(crate::world::EPOCH_SECS);
+        let epoch = Duration::from_secs(crate::scenario::EPOCH_SECS);
         let offset = Duration::from_nanos(log.origin_unix_ns).saturating_sub(epoch);
         let s = &out.scenario;
         let order: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();

@@ -3,54 +3,43 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Args;
-
 use heartbeat_core::detector::DetectorConfig;
 use heartbeat_net::cli::DetectorParams;
 
 use super::render::{self, Input};
 use super::synthetic::{self, Spec};
-use super::{CRASH_POINTS, Study, grid};
+use super::{Study, grid};
 use crate::qos::cli::chosen_kinds;
 use crate::serverlog::ServerLog;
 
-/// Tune the failure detector on a real server's log.
-#[derive(Args, Debug)]
+/// What `heartbeat-sim tune` is asked: the log (or a synthetic one to print), the detectors
+/// and how to print the result.
+#[derive(Clone, Debug)]
 pub struct TuneArgs {
     /// What `heartbeat-server --json` printed (one JSON object per line), or `-` for standard
     /// input.
-    #[arg(required_unless_present = "synthetic")]
     pub events: Option<String>,
     /// Detectors to try: chen, fixed, phi, phi-exp, or all; repeat the flag or separate with
     /// commas [default: all].
-    #[arg(long, value_delimiter = ',')]
     pub detector: Vec<String>,
     /// Detector parameters: given any, exactly these settings are tried (one per chosen
     /// detector that has them) instead of the tuning grid.
-    #[command(flatten)]
     pub params: DetectorParams,
     /// Tune these clients only (by name as logged); repeat the flag [default: every client].
-    #[arg(long)]
     pub client: Vec<String>,
     /// Crash points per client at most: a client with more arrivals gets a seeded random sample
     /// of this size (about); 0 uses every arrival.
-    #[arg(long, default_value_t = CRASH_POINTS)]
     pub crash_points: usize,
     /// Seed of the crash-point sample (and of the synthetic trace).
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Threads (default: available parallelism).
-    #[arg(long)]
     pub jobs: Option<usize>,
     /// Print one JSON object instead of the table.
-    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print CSV instead of the table.
-    #[arg(long)]
     pub csv: bool,
     /// Print a synthetic server log instead of tuning: DURATION@RATE, e.g. 7d@10Hz (one client,
     /// the simulator's 1-50 ms latencies, link stalls of 0.2 to 1.5 s every 5 to 60 minutes).
-    #[arg(long, value_parser = Spec::parse, conflicts_with_all = ["events", "json", "csv"])]
     pub synthetic: Option<Spec>,
 }
 
@@ -157,62 +146,4 @@ pub fn main(args: TuneArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-    use crate::qos::label;
-
-    #[derive(Debug, Parser)]
-    struct T {
-        #[command(flatten)]
-        tune: TuneArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<TuneArgs, String> {
-        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
-            .map(|t| t.tune)
-            .map_err(|e| e.to_string())
-    }
-
-    fn labels(args: &[&str]) -> Result<Vec<String>, String> {
-        Ok(parse(args)?.settings()?.iter().map(label).collect())
-    }
-
-    #[test]
-    fn the_grid_unless_parameters_are_given() {
-        assert_eq!(labels(&["f"]).unwrap().len(), 19);
-        assert_eq!(
-            labels(&["f", "--detector", "fixed"]).unwrap(),
-            [
-                "fixed grace=1x",
-                "fixed",
-                "fixed grace=5x",
-                "fixed grace=10x",
-                "fixed grace=20x"
-            ]
-        );
-        assert_eq!(
-            labels(&[
-                "f",
-                "--detector",
-                "chen,phi",
-                "--alpha",
-                "3x",
-                "--threshold",
-                "9"
-            ])
-            .unwrap(),
-            ["chen alpha=3x", "phi threshold=9"]
-        );
-        assert!(labels(&["f", "--detector", "fixed", "--alpha", "3x"]).is_err());
-        assert!(parse(&[]).is_err(), "a log or --synthetic is required");
-        let synthetic = parse(&["--synthetic", "1h@10Hz"]).unwrap();
-        assert_eq!(synthetic.synthetic.unwrap().heartbeats(), 36_000);
-        assert!(parse(&["f", "--synthetic", "1h@10Hz"]).is_err());
-        assert!(parse(&["--synthetic", "1h@10Hz", "--json"]).is_err());
-    }
 }

@@ -18,7 +18,7 @@ use heartbeat_core::frame::Protocol;
 use heartbeat_core::server::Event;
 use heartbeat_core::{ClientId, ClientKey, ConnId, Seq, UnixTime};
 
-use crate::world::EPOCH_SECS;
+use crate::scenario::EPOCH_SECS;
 use heartbeat_memnet::Latency;
 
 /// What to generate: `DURATION@RATE`, e.g. `7d@10Hz` or `1h@250ms`.
@@ -36,7 +36,7 @@ impl Spec {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("invalid synthetic trace {s:?}: expected DURATION@RATE, e.g. 7d@10Hz");
         let (d, r) = s.split_once('@').ok_or_else(bad)?;
-        let duration = crate::qos::cli::parse_duration(d)?;
+        let duration = crate::flags::parse_duration(d)?;
         let interval = if let Some(hz) = r.strip_suffix("Hz").or_else(|| r.strip_suffix("hz")) {
             let hz: f64 = hz.parse().map_err(|_| bad())?;
             if !(hz.is_finite() && hz > 0.0 && hz <= 1000.0) {
@@ -44,7 +44,7 @@ impl Spec {
             }
             Duration::from_secs_f64(1.0 / hz)
         } else {
-            crate::qos::cli::parse_duration(r)?
+            crate::flags::parse_duration(r)?
         };
         if interval < Duration::from_millis(1) || interval > duration {
             return Err(format!(

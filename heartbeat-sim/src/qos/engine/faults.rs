@@ -7,11 +7,20 @@ use heartbeat_core::ClientKey;
 use heartbeat_core::config::{ClientConfig, ServerConfig};
 use heartbeat_core::server::Server;
 
-use super::Witness;
-use super::trace::TraceItem;
+use super::trace::{Recorder, TraceItem};
+use super::truth::Truth;
 use crate::scenario::{Action, Latency, Node, Scenario};
 use heartbeat_memnet::seed::{client_seeds, link_seeds};
-use heartbeat_memnet::{Net, Way};
+use heartbeat_memnet::{Net, Observer, Way};
+
+/// What the faults tell as they act: the network's observer, which also keeps the ground truth
+/// and the trace (the engine's witness).
+pub(super) trait Witnessing: Observer {
+    /// The ground truth of every client's reachability.
+    fn truth(&mut self) -> &mut Truth;
+    /// The trace that replays feed to other detectors.
+    fn trace(&mut self) -> &mut Recorder;
+}
 
 /// What a run plays: the scenario, and the machines' configurations it implies.
 #[derive(Debug)]
@@ -61,7 +70,7 @@ impl<'s> Plan<'s> {
     }
 
     /// Applies one of the scenario's actions now.
-    pub(super) fn apply(&self, net: &mut Net, w: &mut Witness<'_>, action: &Action) {
+    pub(super) fn apply(&self, net: &mut Net, w: &mut impl Witnessing, action: &Action) {
         let at = net.elapsed();
         match *action {
             Action::Bounce(Node::Client(i)) => {
@@ -77,13 +86,13 @@ impl<'s> Plan<'s> {
             Action::SilentCrash(Node::Client(i)) => crash_client(net, w, i, true),
             Action::SilentCrash(Node::Server) => crash_server(net, w, true),
             Action::Hold(i) => {
-                w.truth.unreachable(i, at);
+                w.truth().unreachable(i, at);
                 net.hold(i, Way::Both);
             }
             Action::Release(i) => release(net, w, i),
             Action::Latency(i, d) => net.set_latency(i, Latency::Fixed(d)),
             Action::Partition(i) => {
-                w.truth.unreachable(i, at);
+                w.truth().unreachable(i, at);
                 net.partition(i, Way::Both);
             }
             Action::Repair(i) => repair(net, w, i),
@@ -93,7 +102,7 @@ impl<'s> Plan<'s> {
                 }
             }
             Action::Stop(i) => {
-                w.truth.unreachable(i, at);
+                w.truth().unreachable(i, at);
                 net.close_client(i, w);
             }
         }
@@ -101,7 +110,7 @@ impl<'s> Plan<'s> {
 
     /// The end of the fault phase: every link released and repaired, the server restarted if
     /// it is down (as `world::run` does).
-    pub(super) fn heal(&self, net: &mut Net, w: &mut Witness<'_>) {
+    pub(super) fn heal(&self, net: &mut Net, w: &mut impl Witnessing) {
         for i in 0..net.client_count() {
             release(net, w, i);
             repair(net, w, i);
@@ -113,16 +122,16 @@ impl<'s> Plan<'s> {
 
     /// Starts a server process. After a restart every client is unknown to it: reachable again
     /// from its next heartbeat, if alive and in reach.
-    pub(super) fn start_server(&self, net: &mut Net, w: &mut Witness<'_>) {
+    pub(super) fn start_server(&self, net: &mut Net, w: &mut impl Witnessing) {
         net.start_server(Server::new(self.server_config.clone()));
         if net.server_processes() > 1 {
-            w.trace.push(
+            w.trace().push(
                 net.now().mono,
                 TraceItem::ServerRestart { at: net.now().mono },
             );
             for i in 0..net.client_count() {
                 if net.is_alive(i) && in_reach(net, i) {
-                    w.truth.set_awaiting(i, true);
+                    w.truth().set_awaiting(i, true);
                 }
             }
         }
@@ -130,7 +139,7 @@ impl<'s> Plan<'s> {
 
     /// Starts client `i`'s next process: a new session nonce and backoff seed per process, as
     /// the turmoil world gives them.
-    pub(super) fn start_client(&self, net: &mut Net, w: &mut Witness<'_>, i: usize) {
+    pub(super) fn start_client(&self, net: &mut Net, w: &mut impl Witnessing, i: usize) {
         let seed = self.scenario.params.seed;
         let process = u64::from(net.processes(i));
         let seeds = client_seeds(seed, i, process);
@@ -138,7 +147,7 @@ impl<'s> Plan<'s> {
             .clone()
             .session(seeds.session)
             .rng_seed(seeds.rng);
-        w.truth.set_awaiting(i, in_reach(net, i));
+        w.truth().set_awaiting(i, in_reach(net, i));
         net.start_client(i, config, w);
     }
 }
@@ -149,38 +158,38 @@ fn in_reach(net: &Net, i: usize) -> bool {
 }
 
 /// Crashes client `i`: cleanly (FIN after what is in flight) or silently (in-flight lost).
-fn crash_client(net: &mut Net, w: &mut Witness<'_>, i: usize, silent: bool) {
+fn crash_client(net: &mut Net, w: &mut impl Witnessing, i: usize, silent: bool) {
     if net.is_alive(i) {
-        w.truth.crashed(i, net.elapsed());
+        w.truth().crashed(i, net.elapsed());
     }
     net.crash_client(i, silent);
 }
 
-fn crash_server(net: &mut Net, w: &mut Witness<'_>, silent: bool) {
+fn crash_server(net: &mut Net, w: &mut impl Witnessing, silent: bool) {
     if net.server().is_none() {
         return;
     }
     let at = net.elapsed();
     for i in 0..net.client_count() {
-        w.truth.unreachable(i, at);
+        w.truth().unreachable(i, at);
     }
     net.crash_server(silent);
 }
 
-fn release(net: &mut Net, w: &mut Witness<'_>, i: usize) {
+fn release(net: &mut Net, w: &mut impl Witnessing, i: usize) {
     let was_held = net.is_held(i);
     net.release(i);
     back_in_reach(net, w, i, was_held);
 }
 
-fn repair(net: &mut Net, w: &mut Witness<'_>, i: usize) {
+fn repair(net: &mut Net, w: &mut impl Witnessing, i: usize) {
     let was_cut = net.is_cut(i);
     net.repair(i);
     back_in_reach(net, w, i, was_cut);
 }
 
-fn back_in_reach(net: &Net, w: &mut Witness<'_>, i: usize, was_out: bool) {
+fn back_in_reach(net: &Net, w: &mut impl Witnessing, i: usize, was_out: bool) {
     if was_out && net.is_alive(i) && in_reach(net, i) {
-        w.truth.set_awaiting(i, true);
+        w.truth().set_awaiting(i, true);
     }
 }

@@ -2,7 +2,7 @@
 //! (the real `heartbeat-core` machines, a clock that jumps from one due event to the next: no
 //! tokio, no ticks), recording the ground truth and the server's decisions.
 //!
-//! It runs the same [`Scenario`] values as the turmoil world ([`crate::world::run`]): the same
+//! It runs the same [`Scenario`] values as the turmoil world ([`crate::harness::world::run`]): the same
 //! clients and configurations, the same actions at the same times, the same
 //! [`Latency`](crate::scenario::Latency) model, the same per-process session nonces and backoff
 //! seeds, and the same heal-and-drain at the end. The network model, and the order of things due
@@ -32,8 +32,8 @@ use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{self, Event, Server};
 use heartbeat_core::{ClientKey, Now, UnixTime};
 
+use crate::scenario::EPOCH_SECS;
 use crate::scenario::Scenario;
-use crate::world::EPOCH_SECS;
 use faults::Plan;
 use heartbeat_memnet::{Net, Observer};
 use trace::Recorder;
@@ -278,6 +278,16 @@ fn session_items(e: &Event, i: usize, at: Instant) -> [Option<TraceItem>; 2] {
             seq.is_none().then_some(hello),
         ],
         _ => [None, None],
+    }
+}
+
+impl faults::Witnessing for Witness<'_> {
+    fn truth(&mut self) -> &mut Truth {
+        &mut self.truth
+    }
+
+    fn trace(&mut self) -> &mut Recorder {
+        &mut self.trace
     }
 }
 

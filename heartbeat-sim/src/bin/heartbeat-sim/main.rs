@@ -9,10 +9,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use heartbeat_sim::qos::cli::parse_duration;
+use heartbeat_sim::flags::parse_duration;
 use heartbeat_sim::scenario::file::Spec;
 use heartbeat_sim::scenario::{self, Latency, Params, builtin};
-use heartbeat_sim::{check, oracle, render, sweep, world};
+use heartbeat_sim::{oracle, render, sweep, world};
+
+mod check;
+mod qos;
+mod timeline;
+mod tune;
 
 /// Deterministic fault simulation of heartbeat clients and a server (turmoil).
 #[derive(Parser, Debug)]
@@ -55,7 +60,7 @@ enum Command {
         #[command(flatten)]
         which: Which,
         /// Seeds to run, `A..B` (B excluded).
-        #[arg(long, value_parser = heartbeat_sim::qos::cli::parse_seeds)]
+        #[arg(long, value_parser = heartbeat_sim::flags::parse_seeds)]
         seeds: Range<u64>,
         /// Threads (default: available parallelism).
         #[arg(long)]
@@ -66,7 +71,7 @@ enum Command {
     /// Measure the failure detectors' quality of service (Chen's metrics: detection time,
     /// mistake rate and duration, query accuracy) against the simulation's ground truth, over
     /// many seeds, with the event-driven engine. Progress on stderr.
-    Qos(heartbeat_sim::qos::cli::QosArgs),
+    Qos(qos::QosArgs),
     /// Run a scenario file over its seeds and compare the reports with the snapshot beside it
     /// (`my.snap`, insta's format): exits 1 with a diff (and writes `my.snap.new`) when they
     /// differ or when an oracle fails, 2 on a bad file.
@@ -74,10 +79,10 @@ enum Command {
     /// Tune the failure detector on a real server's log (`heartbeat-server --json`): every
     /// client's arrivals replayed into a grid of detector settings; detection time (Chen's
     /// method) against mistakes, and the fastest settings without mistakes, as server flags.
-    Tune(heartbeat_sim::tune::cli::TuneArgs),
+    Tune(tune::TuneArgs),
     /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
     /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
-    Timeline(heartbeat_sim::timeline::cli::TimelineArgs),
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Which scenario: a built-in one by name, or a file of your own.
@@ -185,10 +190,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Qos(args) => heartbeat_sim::qos::cli::main(args),
-        Command::Check(args) => check::main(&args),
-        Command::Tune(args) => heartbeat_sim::tune::cli::main(args),
-        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(args),
+        Command::Qos(args) => heartbeat_sim::qos::cli::main(args.into()),
+        Command::Check(args) => heartbeat_sim::check::main(&args.into()),
+        Command::Tune(args) => heartbeat_sim::tune::cli::main(args.into()),
+        Command::Timeline(args) => heartbeat_sim::timeline::cli::main(&args.events, &args.svg),
         Command::Sweep {
             which,
             seeds,

@@ -12,16 +12,13 @@ use tokio::sync::watch;
 
 use heartbeat_core::analysis::Report;
 use heartbeat_core::server::{Event, Server};
-use heartbeat_core::{ClientKey, DisconnectReason, UnixTime};
+use heartbeat_core::{ClientKey, DisconnectReason};
 use heartbeat_memnet::seed::client_seeds;
 
-use crate::host;
-use crate::log::{Entry, Log, Record};
-use crate::net::SERVER;
-use crate::scenario::{Action, ClientPlan, Node, Scenario};
-
-/// The simulated wall clock starts here (2023-11-14T22:13:20Z), fixed so runs repeat.
-pub const EPOCH_SECS: u64 = 1_700_000_000;
+use super::host;
+use super::log::{Entry, Log, Record};
+use super::net::SERVER;
+use crate::scenario::{Action, ClientPlan, EPOCH_SECS, Node, Scenario};
 
 /// What became of a client by the end of the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +55,6 @@ pub struct Outcome {
     pub end: Duration,
     /// Simulation steps taken.
     pub steps: u64,
-}
-
-/// The simulated wall clock, read inside a host.
-pub(crate) fn unix_now() -> UnixTime {
-    let since = turmoil::since_epoch().expect("the wall clock is read inside a simulated host");
-    UnixTime::from_duration(since)
 }
 
 struct ClientSignals {

@@ -22,7 +22,7 @@ use heartbeat_core::DecodeError;
 use heartbeat_core::frame::{Frame, FrameDecoder, LegacyBeat, Protocol};
 use heartbeat_net::driver::{Connector, Listener};
 
-use crate::log::{Log, Record};
+use super::log::{Log, Record};
 use crate::scenario::Node;
 
 /// The port the simulated server listens on.
@@ -108,7 +108,7 @@ impl Connector for SimConnector {
                 format!("connecting to {SERVER}:{PORT} timed out after {CONNECT_TIMEOUT:?}"),
             )),
         };
-        let at = crate::log::now();
+        let at = super::log::now();
         let mut log = self.log.lock().expect("log lock");
         match result {
             Ok(stream) => {
@@ -244,7 +244,7 @@ impl AsyncWrite for SimStream {
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let (Poll::Ready(Ok(n)), Some(tap)) = (&result, this.tap.as_mut()) {
             tap.decoder.push(&buf[..*n]);
-            let at = crate::log::now();
+            let at = super::log::now();
             let mut log = tap.log.lock().expect("log lock");
             // The client only writes frames the core encoded; a decode error would be a core
             // bug, recorded as such for the oracles.

@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use heartbeat_core::UnixTime;
 use heartbeat_core::client::Client;
 use heartbeat_core::config::ClientConfig;
 use heartbeat_core::server::Server;
 use heartbeat_net::driver::{self, Clock, ServerOptions};
 
-use crate::log::{Log, Record, now};
-use crate::net::{PORT, SimConnector, SimListener};
+use super::log::{Log, Record, now};
+use super::net::{PORT, SimConnector, SimListener};
 use crate::scenario::Node;
-use crate::world::unix_now;
 
 async fn raised(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone: the run is over, never raised.
@@ -113,4 +113,10 @@ pub(crate) async fn client(
         },
     );
     Ok(())
+}
+
+/// The simulated wall clock, read inside a host.
+fn unix_now() -> UnixTime {
+    let since = turmoil::since_epoch().expect("the wall clock is read inside a simulated host");
+    UnixTime::from_duration(since)
 }
