@@ -3,9 +3,12 @@
 //! client.`, followed by who), plus what the seed could not see. Every line goes through the
 //! [`LogSummary`], so a hostile peer cannot flood the log.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::Event;
-use heartbeat_core::{DisconnectReason, Now, fmt_ms, fmt_signed_ms};
+use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Now, fmt_ms, fmt_signed_ms};
 use tracing::Level;
 
 use heartbeat_net::LogSummary;
@@ -38,38 +41,7 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
                 ),
             );
         }
-        Event::Heartbeat {
-            client,
-            seq,
-            sent,
-            received,
-            delay_ns,
-            inter_arrival,
-            recovered,
-            ..
-        } => {
-            // One per heartbeat, as the seed logged, up to a thousand a second in all (a
-            // client is held to its declared pace, but a flood of new connections is not).
-            line(
-                Level::INFO,
-                PeerLine::Heartbeat,
-                format_args!(
-                    "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}. ' from {client}",
-                    received.display_secs(4),
-                    sent.display_secs(4),
-                ),
-            );
-            let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
-            let late = if *recovered {
-                " (late: was reported missed)"
-            } else {
-                ""
-            };
-            tracing::debug!(
-                "Heartbeat #{seq} from {client}: delay {}, since previous {gap}{late}",
-                fmt_signed_ms(*delay_ns)
-            );
-        }
+        Event::Heartbeat { .. } => log_heartbeat(log, e, now),
         Event::Missed { client, range, .. } => line(
             Level::WARN,
             PeerLine::Missed,
@@ -123,14 +95,11 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
             } else {
                 (Level::INFO, "back in sync")
             };
+            let offset = fmt_signed_ms(*offset_ns);
             line(
                 level,
                 PeerLine::ClockSkew,
-                format_args!(
-                    "Clock of client {client} is off by {} ({})",
-                    fmt_signed_ms(*offset_ns),
-                    text
-                ),
+                format_args!("Clock of client {client} is off by {offset} ({text})"),
             );
         }
         Event::Disconnected {
@@ -138,48 +107,7 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
             client,
             peer,
             reason,
-        } => {
-            // The seed's line when a read came back empty: a warning when the client just went
-            // away, information after its goodbye. With the client's name, or its address.
-            let by_client = match reason {
-                DisconnectReason::ClosedByPeer => Some(Level::WARN),
-                DisconnectReason::Goodbye => Some(Level::INFO),
-                _ => None,
-            };
-            if let Some(level) = by_client {
-                let who = client
-                    .as_ref()
-                    .map_or_else(|| peer.to_string(), ToString::to_string);
-                line(
-                    level,
-                    PeerLine::ClosedByClient,
-                    format_args!("No data received. Connection likely closed by client. ({who})"),
-                );
-            }
-            let (level, kind) = disconnect_kind(reason);
-            if let DisconnectReason::TlsFailed(why) = reason {
-                line(
-                    level,
-                    kind,
-                    format_args!(
-                        "TLS handshake with {peer} failed ({why}); dropping the connection ({conn})"
-                    ),
-                );
-                return;
-            }
-            match client {
-                Some(client) => line(
-                    level,
-                    kind,
-                    format_args!("Client {client} at {peer} went away ({conn}: {reason})"),
-                ),
-                None => line(
-                    level,
-                    kind,
-                    format_args!("Connection from {peer} closed ({conn}: {reason})"),
-                ),
-            }
-        }
+        } => log_disconnect(log, now, *conn, client.as_ref(), *peer, reason),
         Event::Transition {
             client,
             from,
@@ -189,35 +117,13 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
             detector,
             ..
         } => {
-            let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
             let (level, kind) = match to {
                 Liveness::Down => (Level::ERROR, PeerLine::ClientsDown),
                 Liveness::Suspect => (Level::WARN, PeerLine::ClientsSuspect),
                 _ => (Level::INFO, PeerLine::ClientsBackOrLeft),
             };
-            if *from == Liveness::Unknown {
-                line(
-                    level,
-                    kind,
-                    format_args!(
-                        "Client {client} is {to}: expected (--expect) but never heard from within its grace"
-                    ),
-                );
-            } else if since_last.is_none() && *to == Liveness::Up {
-                line(
-                    level,
-                    kind,
-                    format_args!("Client {client} is {to} (was {from}): first heartbeat"),
-                );
-            } else {
-                line(
-                    level,
-                    kind,
-                    format_args!(
-                        "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} {suspicion:.2}"
-                    ),
-                );
-            }
+            let text = transition_line(client, *from, *to, *since_last, detector, *suspicion);
+            line(level, kind, format_args!("{text}"));
         }
         Event::Evicted { client } => line(
             Level::WARN,
@@ -243,6 +149,117 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
         // A sum of connections whose own lines were logged, each through the summary.
         Event::Unidentified { .. } => {}
         other => line(Level::INFO, PeerLine::OtherEvents, format_args!("{other}")),
+    }
+}
+
+/// The seed's line per heartbeat, up to a thousand a second in all (a client is held to its
+/// declared pace, but a flood of new connections is not), and its timing at debug level.
+fn log_heartbeat(log: &LogSummary, e: &Event, now: Now) {
+    let Event::Heartbeat {
+        client,
+        seq,
+        sent,
+        received,
+        delay_ns,
+        inter_arrival,
+        recovered,
+        ..
+    } = e
+    else {
+        return;
+    };
+    log.peer(
+        now.mono,
+        Level::INFO,
+        PeerLine::Heartbeat,
+        format_args!(
+            "Received data at {}: 'Sequence #{seq}: Sending heartbeat at {}. ' from {client}",
+            received.display_secs(4),
+            sent.display_secs(4),
+        ),
+    );
+    let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
+    let late = if *recovered {
+        " (late: was reported missed)"
+    } else {
+        ""
+    };
+    tracing::debug!(
+        "Heartbeat #{seq} from {client}: delay {}, since previous {gap}{late}",
+        fmt_signed_ms(*delay_ns)
+    );
+}
+
+/// The line of a transition of `client` from `from` to `to`.
+fn transition_line(
+    client: &ClientKey,
+    from: Liveness,
+    to: Liveness,
+    since_last: Option<Duration>,
+    detector: impl std::fmt::Display,
+    suspicion: f64,
+) -> String {
+    if from == Liveness::Unknown {
+        format!(
+            "Client {client} is {to}: expected (--expect) but never heard from within its grace"
+        )
+    } else if since_last.is_none() && to == Liveness::Up {
+        format!("Client {client} is {to} (was {from}): first heartbeat")
+    } else {
+        let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
+        format!(
+            "Client {client} is {to} (was {from}): last heartbeat {since} ago, {detector} \
+             {suspicion:.2}"
+        )
+    }
+}
+
+/// The lines of a connection that ended: the seed's line when the client went away or said
+/// goodbye (a warning when it just went away, information after its goodbye; with the client's
+/// name, or its address), then why it ended, one kind per cause.
+fn log_disconnect(
+    log: &LogSummary,
+    now: Now,
+    conn: ConnId,
+    client: Option<&ClientKey>,
+    peer: SocketAddr,
+    reason: &DisconnectReason,
+) {
+    let line = |level: Level, kind: PeerLine, text: std::fmt::Arguments<'_>| {
+        log.peer(now.mono, level, kind, text);
+    };
+    let by_client = match reason {
+        DisconnectReason::ClosedByPeer => Some(Level::WARN),
+        DisconnectReason::Goodbye => Some(Level::INFO),
+        _ => None,
+    };
+    if let Some(level) = by_client {
+        let who = client.map_or_else(|| peer.to_string(), ToString::to_string);
+        line(
+            level,
+            PeerLine::ClosedByClient,
+            format_args!("No data received. Connection likely closed by client. ({who})"),
+        );
+    }
+    let (level, kind) = disconnect_kind(reason);
+    match (reason, client) {
+        (DisconnectReason::TlsFailed(why), _) => line(
+            level,
+            kind,
+            format_args!(
+                "TLS handshake with {peer} failed ({why}); dropping the connection ({conn})"
+            ),
+        ),
+        (_, Some(client)) => line(
+            level,
+            kind,
+            format_args!("Client {client} at {peer} went away ({conn}: {reason})"),
+        ),
+        (_, None) => line(
+            level,
+            kind,
+            format_args!("Connection from {peer} closed ({conn}: {reason})"),
+        ),
     }
 }
 
