@@ -1,6 +1,6 @@
 //! The deployment's Prometheus set-up, for real: Debian's `prometheus` scrapes a live
-//! `heartbeat-server` with the repository's scrape configuration and alert rules, and a
-//! killed client's `HeartbeatClientDown` fires in time.
+//! `heartbeat-server` with the repository's scrape configuration and alert rules: a killed
+//! client's `HeartbeatClientDown` fires in time, and rides out a server restart.
 
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -70,15 +70,10 @@ fn poll<T>(what: &str, wait: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[test]
-#[ignore = "needs Debian's prometheus; .ci/run installs it and runs this test"]
-fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
-    let (mut server, port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
-    let target = metrics_addr(&mut server);
-
-    // The repository's configuration, scraping this server every second, with the
-    // repository's rules file, and no Alertmanager.
-    let dir = tempfile::tempdir().unwrap();
+/// Debian's Prometheus with the repository's configuration, scraping `target` every second
+/// and evaluating the repository's rules file, without Alertmanager; its web address, and the
+/// `for:` of `HeartbeatClientDown`. Killed when the returned `Proc` is dropped.
+fn start_prometheus(target: &str, dir: &Path) -> (Proc, String, Duration) {
     let rules_path = deployed("heartbeat.rules.yml");
     let rules = std::fs::read_to_string(&rules_path).unwrap();
     let firing_after = rule_for(&rules, "HeartbeatClientDown");
@@ -98,11 +93,10 @@ fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
     let alerting = config.find("alerting:").unwrap();
     let scrapes = config.find("scrape_configs:").unwrap();
     config.replace_range(alerting..scrapes, "");
-    let config_path = dir.path().join("prometheus.yml");
+    let config_path = dir.join("prometheus.yml");
     std::fs::write(&config_path, &config).unwrap();
     let web = format!("127.0.0.1:{}", free_port());
-    // Killed when the test ends, as every `Proc`.
-    let _prometheus = Proc::spawn(
+    let prometheus = Proc::spawn(
         "prometheus",
         "prometheus",
         &[
@@ -111,7 +105,7 @@ fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
             "--web.listen-address",
             &web,
             "--storage.tsdb.path",
-            arg(&dir.path().join("data")),
+            arg(&dir.join("data")),
             "--log.level",
             "warn",
         ],
@@ -121,15 +115,42 @@ fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
             std::net::TcpStream::connect(&web).is_ok() && http(&web, "GET", "/-/ready").0 == 200;
         ready.then_some(())
     });
+    (prometheus, web, firing_after)
+}
+
+/// The state of alert `name` for `client` in the Prometheus at `web`: `firing`, `pending`, or
+/// `None` when there is no such alert.
+fn alert_state(web: &str, name: &str, client: &str) -> Option<String> {
+    let alerts = api(web, "/api/v1/alerts");
+    alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name && a["labels"]["client"] == client)
+        .and_then(|a| a["state"].as_str().map(str::to_owned))
+}
+
+/// Waits until Prometheus at `web` has scraped its target successfully.
+fn wait_scraped(web: &str) {
+    poll("the target scraped", WAIT, || {
+        let targets = api(web, "/api/v1/targets");
+        let health = &targets["data"]["activeTargets"][0]["health"];
+        (health == "up").then_some(())
+    });
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus; .ci/run installs it and runs this test"]
+fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
+    let (mut server, port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
+    let target = metrics_addr(&mut server);
+    let dir = tempfile::tempdir().unwrap();
+    let (_prometheus, web, firing_after) = start_prometheus(&target, dir.path());
 
     let mut victim = Proc::client(port, "victim", &["--id", "victim", "--interval", "100"]);
     server.wait_beat("victim", 1);
     // Prometheus has seen it up (the target scraped, the client's series there).
-    poll("the target scraped", WAIT, || {
-        let targets = api(&web, "/api/v1/targets");
-        let health = &targets["data"]["activeTargets"][0]["health"];
-        (health == "up").then_some(())
-    });
+    wait_scraped(&web);
     thread::sleep(2 * SCRAPE);
     let alerts = api(&web, "/api/v1/alerts");
     assert_eq!(
@@ -142,17 +163,8 @@ fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
     server.wait_transition("down");
     let declared = real_now();
     let fired = poll("HeartbeatClientDown firing", firing_after + WAIT, || {
-        let alerts = api(&web, "/api/v1/alerts");
-        let found = alerts["data"]["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| {
-                a["labels"]["alertname"] == "HeartbeatClientDown"
-                    && a["labels"]["client"] == "victim"
-                    && a["state"] == "firing"
-            });
-        found.then(real_now)
+        let state = alert_state(&web, "HeartbeatClientDown", "victim");
+        (state.as_deref() == Some("firing")).then(real_now)
     });
     // Down is scraped within one interval, the rule sees it at its next evaluation (one more)
     // and fires `for` later; half a second for this test's polling and a loaded machine.
@@ -169,4 +181,65 @@ fn a_killed_client_fires_heartbeat_client_down_in_a_real_prometheus() {
         took + early >= firing_after,
         "fired before its for: {took:?}"
     );
+}
+
+/// A server restart is no resolve and no second page: with `--state-dir`, a client down and
+/// paged before the restart stays `HeartbeatClientDown` firing while the server is away (10 s,
+/// ten failed scrapes) and after it restored the state, without going back to pending; the
+/// client coming back resolves it.
+#[test]
+#[ignore = "needs Debian's prometheus; .ci/run installs it and runs this test"]
+fn a_firing_alert_rides_out_a_server_restart_and_resolves_when_the_client_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (port, metrics) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let args = [
+        "--metrics-addr",
+        metrics.as_str(),
+        "--state-dir",
+        arg(&state),
+        "--detector",
+        "fixed",
+    ];
+    let mut server = Proc::json_server_on_with(port, &args);
+    let (_prometheus, web, firing_after) = start_prometheus(&metrics, dir.path());
+    let mut victim = Proc::client(port, "victim", &["--id", "victim", "--interval", "100"]);
+    server.wait_beat("victim", 1);
+    wait_scraped(&web);
+    victim.kill();
+    server.wait_transition("down");
+    poll("HeartbeatClientDown firing", firing_after + WAIT, || {
+        let state = alert_state(&web, "HeartbeatClientDown", "victim");
+        (state.as_deref() == Some("firing")).then_some(())
+    });
+
+    // The restart: ten seconds without a server, then the same server on the same ports.
+    server.signal("TERM");
+    server.wait_exit();
+    let still_firing = |during: &str| {
+        let state = alert_state(&web, "HeartbeatClientDown", "victim");
+        assert_eq!(state.as_deref(), Some("firing"), "{during}");
+    };
+    let away = real_now();
+    while real_now() - away < Duration::from_secs(10) {
+        still_firing("while the server is away");
+        thread::sleep(Duration::from_millis(500));
+    }
+    let mut again = Proc::json_server_on_with(port, &args);
+    again.wait_stderr("State: 1 client(s) restored from ");
+    wait_scraped(&web);
+    let back = real_now();
+    while real_now() - back < firing_after + 5 * SCRAPE {
+        still_firing("after the restart");
+        thread::sleep(Duration::from_millis(500));
+    }
+
+    // The client returns: the alert resolves within a few scrapes.
+    let _victim = Proc::client(port, "victim", &["--id", "victim", "--interval", "100"]);
+    again.wait_transition("up");
+    poll("HeartbeatClientDown resolved", WAIT, || {
+        alert_state(&web, "HeartbeatClientDown", "victim")
+            .is_none()
+            .then_some(())
+    });
 }
