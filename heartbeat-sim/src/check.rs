@@ -252,9 +252,23 @@ fn check(args: &CheckArgs) -> Result<bool, String> {
     // snapshot does not depend on the directory `check` ran from.
     let spec = Spec::parse(&args.file, &stem, &text, Source::File(name.clone()))?;
     let seeds = args.seeds.clone().unwrap_or_else(|| spec.seeds.clone());
-    // Expand once before starting threads: a file that is wrong for this run (too few
-    // clients, too short) fails at once, exit 2.
-    spec.expand(&Params::seed(seeds.start))?;
+    // Expand every seed before starting threads: a file that is wrong for this run (too few
+    // clients, too short, a fault drawn past the end of the fault phase, which no run would
+    // apply) fails at once, exit 2.
+    for seed in seeds.clone() {
+        let late = spec.expand(&Params::seed(seed))?.late_warnings();
+        if let Some(first) = late.first() {
+            return Err(format!(
+                "{}: seed {seed}: {first}{}; move it into the fault phase or lengthen \
+                 `duration`",
+                args.file,
+                match late.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            ));
+        }
+    }
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));

@@ -263,3 +263,34 @@ fn check_records_passes_and_fails_with_a_diff_and_a_pending_snapshot() {
     let now = Snapshot::parse(&std::fs::read_to_string(&snap).unwrap()).unwrap();
     assert!(now.contents.contains("\nseed 5, ") && !now.contents.contains("\nseed 1, "));
 }
+
+/// A fault drawn past the end of the fault phase is never applied: `run` says so on stderr
+/// (the report is unchanged), and `check` refuses the file, exit 2, naming the fault and the
+/// seed. Its end past the phase (the repair of a partition) is no fault and says nothing.
+#[test]
+fn a_fault_past_the_fault_phase_is_a_warning_in_run_and_an_error_in_check() {
+    let dir = Scratch::new("late");
+    let late = SCENARIO.replace("at = \"8s\"", "at = \"25s\"");
+    std::fs::write(dir.path("late.toml"), &late).unwrap();
+    let o = sim(&dir.0, &["run", "--file", "late.toml", "--seed", "1"]);
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "warning: silent crash db at 25.000s is at or after the end of the fault phase \
+             (20.000s): not applied"
+        ),
+        "{e}"
+    );
+    let o = sim(&dir.0, &["check", "late.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("late.toml: seed 1: silent crash db at 25.000s"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ends_late = SCENARIO.replace("at = \"8s\"", "at = \"15s\"\nfor = \"10s\"");
+    std::fs::write(dir.path("ends.toml"), &ends_late).unwrap();
+    let o = sim(&dir.0, &["run", "--file", "ends.toml", "--seed", "1"]);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}

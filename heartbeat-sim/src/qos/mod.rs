@@ -183,6 +183,7 @@ pub fn scenario(name: &str, p: &QosParams) -> Result<Scenario, String> {
         latency: p.latency,
         detector: None,
         tick: TICK,
+        late: Vec::new(),
         clients: (0..n)
             .map(|i| ClientPlan::numbered(i, iv, p.latency))
             .collect(),

@@ -385,6 +385,10 @@ pub struct Scenario {
     pub drain: Duration,
     /// The scenario's own expectations, in order.
     pub expect: Vec<Expectation>,
+    /// Faults drawn at or after the end of the fault phase (also in `actions`): a run never
+    /// applies them, since the heal phase starts there. `heartbeat-sim run` and `sweep` warn
+    /// about them; `check` refuses the file.
+    pub late: Vec<Timed>,
 }
 
 /// The default heartbeat interval, the seed's 1000 ms.
@@ -436,6 +440,25 @@ pub(crate) fn lookup(
 }
 
 impl Scenario {
+    /// One line for each of [`late`](Self::late): what, when, and that it is not applied.
+    pub fn late_warnings(&self) -> Vec<String> {
+        let name = |n: Node| match n {
+            Node::Client(i) => self.clients[i].id.to_string(),
+            Node::Server => "server".to_owned(),
+        };
+        self.late
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} at {:.3}s is at or after the end of the fault phase ({:.3}s): not applied",
+                    t.action.describe(name),
+                    t.at.as_secs_f64(),
+                    self.duration.as_secs_f64()
+                )
+            })
+            .collect()
+    }
+
     /// How long every surviving client may take to be back after the heal: a client on a stuck
     /// stream notices after its ack timeout (a legacy client, which reads no acks, when the
     /// server's idle timeout closes the stream and the close reaches it), then waits at most its

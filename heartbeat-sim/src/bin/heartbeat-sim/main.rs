@@ -237,6 +237,9 @@ fn run(spec: &Spec, params: &Params, json: bool, svg: Option<&str>) -> ExitCode 
             return ExitCode::from(2);
         }
     };
+    for w in scenario.late_warnings() {
+        eprintln!("warning: {w}");
+    }
     let out = match world::run(&scenario) {
         Ok(out) => out,
         Err(e) => {
@@ -273,6 +276,9 @@ fn run(spec: &Spec, params: &Params, json: bool, svg: Option<&str>) -> ExitCode 
 fn sweep_one(spec: &Spec, base: &Params, seeds: Range<u64>, jobs: usize) -> Result<bool, String> {
     // Fail fast on a bad shape, before starting threads.
     let probe = spec.expand(base)?;
+    for w in probe.late_warnings() {
+        eprintln!("warning: seed {}: {w}", base.seed);
+    }
     let name = &spec.name;
     let bar = ProgressBar::new(seeds.end - seeds.start);
     bar.set_style(

@@ -45,11 +45,13 @@ impl Spec {
         // The schedule RNG is separate from turmoil's, so the schedule does not move when the
         // network draws more or fewer numbers.
         let mut rng = SmallRng::seed_from_u64(params.seed ^ 0x5ce9_a810_0000_0000);
-        let mut out = Vec::new();
+        let (mut out, mut late) = (Vec::new(), Vec::new());
         for a in &self.actions {
-            self.expand_action(&doc, a, &clients, duration, &mut rng, &mut out)?;
+            let drawn = (&mut rng, &mut out, &mut late);
+            self.expand_action(&doc, a, &clients, duration, drawn)?;
         }
         out.sort_by_key(|t| t.at);
+        late.sort_by_key(|t| t.at);
         let mut s = Scenario {
             name: self.name.clone(),
             summary: self.summary.clone(),
@@ -63,6 +65,7 @@ impl Spec {
             duration,
             drain: Duration::ZERO,
             expect: Vec::new(),
+            late,
         };
         for a in &s.actions {
             if let Action::Start(i) = a.action {
@@ -144,14 +147,17 @@ impl Spec {
     /// Draws one action's occurrences into `out`. The draw order is part of the format (see
     /// `SCENARIOS.md`): the random subset first, then per target: `at`, then per occurrence
     /// `to`, `for`, `every`.
+    ///
+    /// A fault drawn at or after the end of the fault phase `d` also goes to `late` (only the
+    /// fault: its end past the phase, a repair or a release, is what the heal phase does
+    /// anyway).
     fn expand_action(
         &self,
         doc: &Doc<'_>,
         a: &ActionSpec,
         clients: &[ClientPlan],
         d: Duration,
-        rng: &mut SmallRng,
-        out: &mut Vec<Timed>,
+        (rng, out, late): (&mut SmallRng, &mut Vec<Timed>, &mut Vec<Timed>),
     ) -> Result<(), String> {
         let n = clients.len();
         let field = |name: &str| format!("action[{}].{name}", a.index);
@@ -248,10 +254,14 @@ impl Spec {
                     Kind::Start => (Action::Start(i), None),
                     Kind::Stop | Kind::Swizzle => (Action::Stop(i), None),
                 };
-                out.push(Timed {
+                let fault = Timed {
                     at: t,
                     action: fault,
-                });
+                };
+                if t >= d {
+                    late.push(fault.clone());
+                }
+                out.push(fault);
                 if let (Some(len), Some(undo)) = (&a.length, undo) {
                     out.push(Timed {
                         at: t + len.time.draw(rng, d),
