@@ -5,10 +5,10 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::tls::pki;
-use crate::util::{Proc, arg, exchange, write_file};
+use crate::util::{Proc, arg, exchange, real_now, write_file};
 
 /// The line a TLS server writes to a plaintext heartbeat client before it closes.
 const TLS_EXPECTED: &str = "ERROR this server speaks TLS: connect with --tls\n";
@@ -81,7 +81,7 @@ fn a_last_heartbeat_never_acknowledged_exits_1_after_the_ack_timeout() {
         let _ = lines.read_to_end(&mut rest);
         String::from_utf8_lossy(&rest).into_owned()
     });
-    let t0 = Instant::now();
+    let t0 = real_now();
     let args = ["-i", "100", "--id", "unacked", "--count", "1"];
     let mut client = Proc::client(port, "unacked", &args);
     client.expect_exit(1);
