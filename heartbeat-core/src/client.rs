@@ -11,7 +11,9 @@ use rand::rngs::SmallRng;
 use crate::auth::{Answer, Nonce};
 use crate::config::ClientConfig;
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, FrameDecoder, LegacyBeat, Protocol, VERSION, id_in_use_message};
+use crate::frame::{
+    Frame, FrameDecoder, LegacyBeat, Protocol, TLS_EXPECTED_MESSAGE, VERSION, id_in_use_message,
+};
 use crate::ids::Seq;
 use crate::time::{Now, UnixTime, fmt_ms};
 use crate::timer::TimerTable;
@@ -228,6 +230,26 @@ pub enum Failure {
     /// An established connection ended.
     #[error("Server may have abruptly closed the connection ({0})")]
     Lost(DisconnectReason),
+    /// The server speaks TLS and this client connected without it: the server said so with
+    /// [`TLS_EXPECTED_MESSAGE`]. Never retried: a configuration error.
+    #[error("The server speaks TLS: start the client with --tls (and --tls-ca)")]
+    NeedsTls,
+    /// This client connected with TLS and the server answered in plaintext: it does not speak
+    /// TLS, or this is another port. Never retried: a configuration error.
+    #[error("The server does not speak TLS: drop --tls (or check the port)")]
+    NotTls,
+    /// With a count, the last heartbeat got no acknowledgement within the ack timeout: the
+    /// server may not have received it.
+    #[error(
+        "Heartbeat #{seq} was not acknowledged within {}: the server may not have received it",
+        fmt_ms(*waited)
+    )]
+    Unacknowledged {
+        /// The last heartbeat.
+        seq: Seq,
+        /// How long the client waited for its acknowledgement (the ack timeout).
+        waited: Duration,
+    },
 }
 
 /// What the driver must do, in order.
@@ -534,6 +556,23 @@ impl Client {
         }
     }
 
+    /// The connection asked for by [`Output::Connect`] could not be made for a reason no retry
+    /// can mend, such as [`Failure::NotTls`] (TLS on one side only): the client ends with
+    /// `failure` at once, whether it reconnects or not.
+    pub fn handle_connect_fatal(&mut self, _now: Now, failure: Failure) {
+        let State::Connecting { attempt } = self.state else {
+            debug_assert!(false, "handle_connect_fatal while {:?}", self.state);
+            tracing::error!(state = ?self.state, "handle_connect_fatal called while not connecting; ignored");
+            return;
+        };
+        self.event(Event::ConnectFailed {
+            attempt,
+            reason: failure.to_string(),
+            retry_in: None,
+        });
+        self.finish(Exit::Failed(failure));
+    }
+
     /// Bytes arrived from the server.
     pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
         if !self.is_connected() {
@@ -600,8 +639,8 @@ impl Client {
                     DisconnectReason::AckTimeout(now.mono - last_heard),
                     true,
                 );
-            } else if let State::Finishing { .. } = self.state {
-                self.say_goodbye(Exit::Finished);
+            } else if let State::Finishing { last } = self.state {
+                self.give_up_on_last(last);
             }
         }
         if self.timers.take_expired(Timer::Silence, now.mono) {
@@ -878,10 +917,13 @@ impl Client {
             // With a key, the server's first word must be its challenge (or a refusal).
             match frame {
                 Frame::Challenge { nonce } => self.answer(now, nonce),
+                Frame::Error { message } if message == TLS_EXPECTED_MESSAGE => {
+                    self.end(DisconnectReason::ServerError(message), Failure::NeedsTls)
+                }
                 Frame::Error { message } => {
                     self.lose(now, DisconnectReason::ServerError(message), true)
                 }
-                _ => self.refuse_downgrade(),
+                _ => self.end(DisconnectReason::NotChallenged, Failure::Downgrade),
             }
             return;
         }
@@ -927,6 +969,9 @@ impl Client {
             }
             Frame::Error { message } if message == id_in_use_message(&self.config.id) => {
                 self.id_refused(now, message);
+            }
+            Frame::Error { message } if message == TLS_EXPECTED_MESSAGE => {
+                self.end(DisconnectReason::ServerError(message), Failure::NeedsTls)
             }
             Frame::Error { message } => {
                 self.lose(now, DisconnectReason::ServerError(message), true)
@@ -994,10 +1039,10 @@ impl Client {
         self.finish(Exit::Failed(Failure::IdInUse(self.config.id.clone())));
     }
 
-    /// The server did not challenge a client with a key: close, and end for good (no retry
-    /// can make an unauthenticating server safe to talk to).
-    fn refuse_downgrade(&mut self) {
-        let reason = DisconnectReason::NotChallenged;
+    /// Closes the connection and ends for good with `failure`, reconnecting or not: for what no
+    /// retry can mend (a server that did not challenge a client with a key can never be made
+    /// safe to talk to; a TLS server never speaks plaintext).
+    fn end(&mut self, reason: DisconnectReason, failure: Failure) {
         self.out.push_back(Output::Disconnect {
             reason: reason.clone(),
         });
@@ -1005,7 +1050,22 @@ impl Client {
             reason,
             retry_in: None,
         });
-        self.finish(Exit::Failed(Failure::Downgrade));
+        self.finish(Exit::Failed(failure));
+    }
+
+    /// With a count, the last heartbeat `last` got no acknowledgement within the ack timeout:
+    /// say goodbye all the same (the server keeps its verdict), and fail.
+    fn give_up_on_last(&mut self, last: Seq) {
+        let waited = self.config.ack_timeout;
+        self.out.push_back(Output::Transmit(Frame::Bye.to_bytes()));
+        self.out.push_back(Output::Disconnect {
+            reason: DisconnectReason::AckTimeout(waited),
+        });
+        self.event(Event::Finished {
+            sent: self.sent,
+            acked: self.acked,
+        });
+        self.finish(Exit::Failed(Failure::Unacknowledged { seq: last, waited }));
     }
 
     /// In per-beat mode, with every heartbeat sent so far acknowledged (v1) or written
@@ -1099,15 +1159,17 @@ impl Client {
         }
         self.timers.stop_all();
         if let State::Finishing { .. } = self.state {
+            // The last heartbeat was not acknowledged (its ack ends the client before any
+            // loss): the server refused it, or went away before its verdict.
             self.event(Event::Disconnected {
-                reason,
+                reason: reason.clone(),
                 retry_in: None,
             });
             self.event(Event::Finished {
                 sent: self.sent,
                 acked: self.acked,
             });
-            self.state = State::Done(Exit::Finished);
+            self.finish(Exit::Failed(Failure::Lost(reason)));
             return;
         }
         match self.config.reconnect {
@@ -1367,6 +1429,89 @@ mod tests {
             ]
         );
         assert_eq!(c.exit(), Some(&Exit::Finished));
+    }
+
+    #[test]
+    fn count_fails_when_the_last_heartbeat_is_refused_instead_of_acked() {
+        for (reply, reason) in [
+            (
+                &b"ERROR authentication failed\n"[..],
+                DisconnectReason::ServerError("authentication failed".to_owned()),
+            ),
+            (
+                b"CHALLENGE 00112233445566778899aabbccddeeff\n",
+                DisconnectReason::AuthRequired,
+            ),
+        ] {
+            let (t0, mut c) = connected(config(10).count(Some(1)).unwrap());
+            assert_eq!(c.sent(), 1);
+            c.handle_input(t0.advanced(Duration::from_millis(1)), reply);
+            let _ = drain(&mut c);
+            assert_eq!(c.exit(), Some(&Exit::Failed(Failure::Lost(reason))));
+        }
+        // The server closing before its verdict fails too.
+        let (t0, mut c) = connected(config(10).count(Some(1)).unwrap());
+        c.handle_eof(t0.advanced(Duration::from_millis(1)));
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::ClosedByPeer)))
+        );
+    }
+
+    #[test]
+    fn count_fails_when_the_last_heartbeat_is_not_acked_within_the_ack_timeout() {
+        let (t0, mut c) = connected(config(1000).count(Some(1)).unwrap());
+        let waited = c.config().ack_timeout_value();
+        assert_eq!(c.poll_timeout(), Some(t0.mono + waited));
+        c.handle_timeout(t0.advanced(waited));
+        assert_eq!(
+            text(&drain(&mut c)),
+            [
+                "tx BYE".to_owned(),
+                format!("Disconnect {{ reason: AckTimeout({waited:?}) }}"),
+                "ev finished sent=1 acked=0".to_owned(),
+            ]
+        );
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Unacknowledged {
+                seq: Seq(1),
+                waited
+            }))
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_tls_server_ends_a_plaintext_client_even_when_reconnecting() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let line = format!("ERROR {TLS_EXPECTED_MESSAGE}\n");
+        for config in [config(100), keyed(100)] {
+            let (t0, mut c) = connected(config.reconnect(Some(backoff)));
+            c.handle_input(t0, line.as_bytes());
+            let outs = drain(&mut c);
+            assert!(!outs.contains(&Output::Connect), "{outs:?}");
+            assert_eq!(c.exit(), Some(&Exit::Failed(Failure::NeedsTls)));
+            assert_eq!(c.poll_timeout(), None);
+        }
+    }
+
+    #[test]
+    fn a_fatal_connect_failure_ends_the_client_even_when_reconnecting() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let t0 = origin();
+        let mut c = Client::new(config(100).reconnect(Some(backoff)), t0);
+        assert_eq!(drain(&mut c), vec![Output::Connect]);
+        c.handle_connect_fatal(t0, Failure::NotTls);
+        assert_eq!(
+            text(&drain(&mut c)),
+            [format!(
+                "ev connect failed attempt=0 reason={:?} giving up",
+                Failure::NotTls.to_string()
+            )]
+        );
+        assert_eq!(c.exit(), Some(&Exit::Failed(Failure::NotTls)));
+        assert_eq!(c.poll_timeout(), None);
     }
 
     #[test]

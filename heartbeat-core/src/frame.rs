@@ -52,6 +52,15 @@ impl std::fmt::Display for Protocol {
 const LEGACY_PREFIX: &[u8] = b"Sequence #";
 const V1_PREFIX: &[u8] = b"HELLO ";
 
+/// The `ERROR` text of a server that refused a client's authentication. It says no more, so a
+/// client cannot probe which ids have keys; the client knows it by this text.
+pub const AUTH_FAILED_MESSAGE: &str = "authentication failed";
+
+/// The `ERROR` text a TLS server writes, in plaintext, to a client that spoke plaintext to it
+/// (a `HELLO` or the legacy format) before closing the connection. The client knows it by this
+/// text and ends at once: connecting again without TLS can never succeed.
+pub const TLS_EXPECTED_MESSAGE: &str = "this server speaks TLS: connect with --tls";
+
 /// The `ERROR` text of a server whose identity rule refuses a `HELLO` for `client`. It names
 /// `--id`: two clients started with the same id are the usual cause. The client knows it by
 /// this text (the server and the client share this one definition).

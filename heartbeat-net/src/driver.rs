@@ -455,6 +455,10 @@ pub(crate) async fn drive_client<C: Connector>(
                     stream = Some(s);
                     client.handle_connected(now);
                 }
+                Some(Err(e)) if crate::error::is_not_tls_server(&e) => {
+                    tracing::debug!(error = %e, "the server does not speak TLS");
+                    client.handle_connect_fatal(now, client::Failure::NotTls);
+                }
                 Some(Err(e)) => client.handle_connect_failed(now, e.to_string()),
             }
             continue;

@@ -61,3 +61,20 @@ pub fn handshake_failure(e: &io::Error) -> Option<&str> {
         .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
         .map(|h| h.0.as_str())
 }
+
+/// The error of a [`TlsConnector`](crate::tls::TlsConnector) whose server answered the
+/// handshake with bytes that are not TLS (a plaintext heartbeat server, or another service on
+/// that port), with the details (inside the [`io::Error`] of the connect). No retry can mend it:
+/// the client driver ends the client with
+/// [`Failure::NotTls`](heartbeat_core::client::Failure::NotTls). Here, not in `tls`, so the
+/// driver reads it without depending on TLS.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct NotTlsServer(pub String);
+
+/// True when `e` is a connect that failed because the server does not speak TLS
+/// ([`NotTlsServer`]).
+pub fn is_not_tls_server(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<NotTlsServer>().is_some())
+}

@@ -6,9 +6,13 @@
 //!   accept loop nor any other connection; a failed handshake is a [`HandshakeFailed`] error,
 //!   which the server driver reports as `DisconnectReason::TlsFailed`: a summarised log line
 //!   naming the peer (see [`PeerLine::TlsFailed`](crate::logsummary::PeerLine::TlsFailed)).
+//!   A peer whose first bytes are plaintext heartbeats (`HELLO `, or the legacy `Sequence #`)
+//!   is answered first, in plaintext, with one `ERROR` line ([`TLS_EXPECTED_MESSAGE`]) and a
+//!   close, so the client can say "use --tls" instead of "closed by peer".
 //! - [`TlsConnector`] wraps any [`Connector`]: it connects, then handshakes (with the same
 //!   timeout) and checks the server's certificate against the given CA and server name; a
-//!   failure is a failed connect attempt.
+//!   failure is a failed connect attempt. A server that answers with bytes that are not TLS
+//!   (a plaintext server) fails it with [`NotTlsServer`], which no retry can mend.
 //!
 //! The simulator does not use this module: it runs the same loops over plaintext turmoil
 //! streams.
@@ -23,13 +27,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use heartbeat_core::frame::{self, Frame, TLS_EXPECTED_MESSAGE};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::driver::{Connector, Listener};
-pub use crate::error::{HandshakeFailed, handshake_failure};
+pub use crate::error::{HandshakeFailed, NotTlsServer, handshake_failure, is_not_tls_server};
 use crate::keys::{self, KeyFileError};
 
 /// How long a TLS handshake may take, on either side, before the connection is given up.
@@ -180,8 +185,82 @@ impl<L: Listener> Listener for TlsListener<L> {
         let (stream, peer) = self.inner.accept().await?;
         // `accept` only builds the handshake future: nothing is read or written yet.
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.current());
-        let handshake = acceptor.accept(stream);
+        let handshake = acceptor.accept(Sniff::new(stream)).into_fallible();
         Ok((ServerTlsStream::new(handshake, self.timeout), peer))
+    }
+}
+
+/// The stream under a server-side handshake: it keeps the first bytes read, to tell a plaintext
+/// heartbeat client from other failed handshakes.
+struct Sniff<S> {
+    inner: S,
+    seen: [u8; SNIFF_LEN],
+    len: usize,
+}
+
+/// Enough for the longer plaintext opening, the legacy `Sequence #`.
+const SNIFF_LEN: usize = 10;
+
+impl<S> Sniff<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            seen: [0; SNIFF_LEN],
+            len: 0,
+        }
+    }
+
+    /// True when the first bytes are (the start of) a plaintext `HELLO ` or `Sequence #`: at
+    /// least a TLS record header's worth (5 bytes), which is what rustls reads before it fails.
+    fn is_plaintext(&self) -> bool {
+        let seen = &self.seen[..self.len];
+        seen.len() >= 5 && frame::detect(seen).is_ok()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.len < SNIFF_LEN {
+            let new = &buf.filled()[before..];
+            let n = new.len().min(SNIFF_LEN - this.len);
+            this.seen[this.len..this.len + n].copy_from_slice(&new[..n]);
+            this.len += n;
+            if this.is_plaintext() {
+                // Kept from rustls: it would answer with a TLS alert, which the plaintext
+                // client would read before the `ERROR` line, as garbage.
+                buf.set_filled(before);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a plaintext client: told to connect with --tls",
+                )));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -193,16 +272,25 @@ pub struct ServerTlsStream<S> {
 
 enum Handshake<S> {
     Running {
-        accept: Pin<Box<tokio_rustls::Accept<S>>>,
+        accept: Pin<Box<tokio_rustls::FallibleAccept<Sniff<S>>>>,
         deadline: Pin<Box<tokio::time::Sleep>>,
         timeout: Duration,
     },
-    Done(Box<tokio_rustls::server::TlsStream<S>>),
+    /// A plaintext client: writing it the `ERROR` line, then closing, within the handshake's
+    /// deadline; `error` is the handshake's failure, returned once done.
+    Refusing {
+        stream: Sniff<S>,
+        line: Vec<u8>,
+        written: usize,
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        error: io::Error,
+    },
+    Done(Box<tokio_rustls::server::TlsStream<Sniff<S>>>),
     Failed,
 }
 
 impl<S> ServerTlsStream<S> {
-    fn new(accept: tokio_rustls::Accept<S>, timeout: Duration) -> Self {
+    fn new(accept: tokio_rustls::FallibleAccept<Sniff<S>>, timeout: Duration) -> Self {
         Self {
             state: Handshake::Running {
                 accept: Box::pin(accept),
@@ -213,48 +301,114 @@ impl<S> ServerTlsStream<S> {
     }
 }
 
+/// A failed handshake, as the driver recognises it ([`HandshakeFailed`]).
+fn handshake_error(kind: io::ErrorKind, why: String) -> io::Error {
+    io::Error::new(kind, HandshakeFailed(why))
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerTlsStream<S> {
     /// Drives the handshake; the TLS stream once it is done.
     fn poll_handshake(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<S>>> {
-        if let Handshake::Running {
-            accept,
-            deadline,
-            timeout,
-        } = &mut self.state
-        {
-            let outcome = match accept.as_mut().poll(cx) {
-                Poll::Ready(Ok(stream)) => Ok(stream),
-                Poll::Ready(Err(e)) => Err(e),
-                Poll::Pending => {
-                    ready!(deadline.as_mut().poll(cx));
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no TLS handshake within {timeout:?}"),
-                    ))
-                }
-            };
-            match outcome {
-                Ok(stream) => self.state = Handshake::Done(Box::new(stream)),
-                Err(e) => {
-                    // A plaintext client, a port scanner, a client that does not trust our
-                    // certificate, or a silent peer: the driver logs it, summarised.
-                    self.state = Handshake::Failed;
-                    return Poll::Ready(Err(io::Error::new(
-                        e.kind(),
-                        HandshakeFailed(e.to_string()),
-                    )));
-                }
-            }
-        }
+    ) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<Sniff<S>>>> {
+        ready!(self.poll_progress(cx))?;
         match &mut self.state {
             Handshake::Done(stream) => Poll::Ready(Ok(stream)),
             _ => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the TLS handshake failed",
             ))),
+        }
+    }
+
+    /// Moves the handshake on until it is done (`Ok`), failed for good (`Ok`, state `Failed`),
+    /// or fails now (`Err`, once).
+    fn poll_progress(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match std::mem::replace(&mut self.state, Handshake::Failed) {
+                Handshake::Running {
+                    mut accept,
+                    mut deadline,
+                    timeout,
+                } => match accept.as_mut().poll(cx) {
+                    Poll::Ready(Ok(stream)) => self.state = Handshake::Done(Box::new(stream)),
+                    // A plaintext client, a port scanner, a client that does not trust our
+                    // certificate: the driver logs it, summarised. A plaintext heartbeat
+                    // client is told first.
+                    Poll::Ready(Err((e, stream))) if stream.is_plaintext() => {
+                        self.state = Handshake::Refusing {
+                            stream,
+                            line: Frame::Error {
+                                message: TLS_EXPECTED_MESSAGE.to_owned(),
+                            }
+                            .to_bytes(),
+                            written: 0,
+                            deadline,
+                            error: handshake_error(e.kind(), e.to_string()),
+                        };
+                    }
+                    Poll::Ready(Err((e, _))) => {
+                        return Poll::Ready(Err(handshake_error(e.kind(), e.to_string())));
+                    }
+                    Poll::Pending => {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(handshake_error(
+                                io::ErrorKind::TimedOut,
+                                format!("no TLS handshake within {timeout:?}"),
+                            )));
+                        }
+                        self.state = Handshake::Running {
+                            accept,
+                            deadline,
+                            timeout,
+                        };
+                        return Poll::Pending;
+                    }
+                },
+                Handshake::Refusing {
+                    mut stream,
+                    line,
+                    mut written,
+                    mut deadline,
+                    error,
+                } => {
+                    // The line, then a FIN after it, so the client reads it before the close.
+                    let step = if written < line.len() {
+                        Pin::new(&mut stream)
+                            .poll_write(cx, &line[written..])
+                            .map_ok(Some)
+                    } else {
+                        Pin::new(&mut stream).poll_shutdown(cx).map_ok(|()| None)
+                    };
+                    match step {
+                        Poll::Ready(Ok(Some(n))) if n > 0 => written += n,
+                        Poll::Pending if deadline.as_mut().poll(cx).is_pending() => {
+                            self.state = Handshake::Refusing {
+                                stream,
+                                line,
+                                written,
+                                deadline,
+                                error,
+                            };
+                            return Poll::Pending;
+                        }
+                        // Closed, a write error, or out of time: the client is not told.
+                        _ => return Poll::Ready(Err(error)),
+                    }
+                    self.state = Handshake::Refusing {
+                        stream,
+                        line,
+                        written,
+                        deadline,
+                        error,
+                    };
+                }
+                state @ (Handshake::Done(_) | Handshake::Failed) => {
+                    self.state = state;
+                    return Poll::Ready(Ok(()));
+                }
+            }
         }
     }
 }
@@ -290,7 +444,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTlsStream<S> {
             // Sends close_notify, then shuts the transport down.
             Handshake::Done(stream) => Pin::new(stream).poll_shutdown(cx),
             // Nothing was agreed to close; dropping the stream closes the transport.
-            Handshake::Running { .. } | Handshake::Failed => Poll::Ready(Ok(())),
+            Handshake::Running { .. } | Handshake::Refusing { .. } | Handshake::Failed => {
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -340,10 +496,7 @@ impl<C: Connector> Connector for TlsConnector<C> {
         let handshake = self.connector.connect(self.server_name.clone(), stream);
         match tokio::time::timeout(self.timeout, handshake).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(io::Error::new(
-                e.kind(),
-                format!("TLS handshake with {name} failed: {e}"),
-            )),
+            Ok(Err(e)) => Err(client_handshake_error(&name, e)),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -353,6 +506,33 @@ impl<C: Connector> Connector for TlsConnector<C> {
             )),
         }
     }
+}
+
+/// A failed client handshake with `name`, said so that the user knows what to do when the
+/// server does not speak TLS: bytes that are not TLS are a [`NotTlsServer`] (no retry can mend
+/// it); a close during the handshake may be one too, or a refusal (a server at its connection
+/// limit closes at once), so it stays an ordinary failure with a hint.
+fn client_handshake_error(name: &str, e: io::Error) -> io::Error {
+    let not_tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)));
+    if not_tls {
+        return io::Error::new(
+            e.kind(),
+            NotTlsServer(format!("TLS handshake with {name} failed: {e}")),
+        );
+    }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return io::Error::new(
+            e.kind(),
+            format!(
+                "TLS handshake with {name} failed: the server closed the connection ({e}); if \
+                 the server does not speak TLS: drop --tls (or check the port)"
+            ),
+        );
+    }
+    io::Error::new(e.kind(), format!("TLS handshake with {name} failed: {e}"))
 }
 
 #[cfg(test)]
@@ -387,7 +567,10 @@ mod tests {
             .with_cert_resolver(Arc::new(NoCertificate));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (ours, theirs) = tokio::io::duplex(1024);
-        let s = ServerTlsStream::new(acceptor.accept(ours), HANDSHAKE_TIMEOUT);
+        let s = ServerTlsStream::new(
+            acceptor.accept(Sniff::new(ours)).into_fallible(),
+            HANDSHAKE_TIMEOUT,
+        );
         (s, theirs)
     }
 
@@ -418,6 +601,23 @@ mod tests {
         assert!(handshake_failure(&e).is_some(), "{e:?}");
         assert_eq!(t0.elapsed(), Duration::ZERO);
         assert!(s.write_all(b"ACK 1 1.0\n").await.is_err());
+        // Told in plaintext, with nothing before: one valid `ERROR` line, then the close.
+        let mut told = String::new();
+        plain.read_to_string(&mut told).await.unwrap();
+        assert_eq!(told, format!("ERROR {TLS_EXPECTED_MESSAGE}\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_is_neither_tls_nor_a_heartbeat_client_is_told_nothing() {
+        let (mut s, mut other) = stream();
+        other.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 16];
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert!(handshake_failure(&e).is_some(), "{e:?}");
+        drop(s);
+        let mut told = Vec::new();
+        other.read_to_end(&mut told).await.unwrap();
+        assert!(!told.starts_with(b"ERROR"), "{told:?}");
     }
 
     #[test]

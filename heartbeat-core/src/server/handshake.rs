@@ -19,15 +19,11 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::auth::{Answer, AuthFailure, NONCE_LEN, Nonce, Secret};
 use crate::error::{DecodeError, DisconnectReason};
-use crate::frame::{Frame, Protocol, VERSION, id_in_use_message};
+use crate::frame::{AUTH_FAILED_MESSAGE, Frame, Protocol, VERSION, id_in_use_message};
 use crate::ids::{ClientId, ClientKey, ConnId};
 use crate::time::Now;
 
 use super::{ConnState, Server};
-
-/// What the wire says to a connection that failed to authenticate, whatever the reason: the
-/// peer cannot learn which ids have keys.
-pub(super) const AUTH_FAILED: &str = "authentication failed";
 
 /// Where challenges come from: a ChaCha20 generator seeded from the configuration (the binary
 /// seeds it from the operating system), and a throw-away secret for unknown ids.
@@ -99,7 +95,7 @@ impl From<crate::error::Violation> for Refusal {
 impl Refusal {
     pub(super) fn auth_failed(client: ClientId, why: AuthFailure) -> Self {
         Self {
-            reply: Some(AUTH_FAILED.to_owned()),
+            reply: Some(AUTH_FAILED_MESSAGE.to_owned()),
             reason: DisconnectReason::AuthFailed { client, why },
         }
     }

@@ -25,3 +25,4 @@ mod shutdown;
 mod state;
 mod tls;
 mod util;
+mod verdict;

@@ -20,7 +20,7 @@ pub(crate) const CLIENT: &str = env!("CARGO_BIN_EXE_heartbeat-client");
 
 /// Real time, for waiting on real processes: nothing here is simulated.
 #[allow(clippy::disallowed_methods)]
-fn real_now() -> Instant {
+pub(crate) fn real_now() -> Instant {
     Instant::now()
 }
 

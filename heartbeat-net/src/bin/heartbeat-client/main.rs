@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory as _, Parser};
 use heartbeat_core::client::{Client, Event, Exit, Failure};
 use heartbeat_core::config::{Backoff, ClientConfig, keeps_connection};
+use heartbeat_core::frame::AUTH_FAILED_MESSAGE;
 use heartbeat_core::{ClientId, DisconnectReason, MAX_CLIENT_ID_LEN, Now, Secret, fmt_ms};
 use heartbeat_net::cli;
 use heartbeat_net::tls::{self, TlsConnector};
@@ -57,7 +58,9 @@ struct Opt {
     #[arg(long, value_parser = parse_id)]
     id: Option<ClientId>,
 
-    /// Send this many heartbeats, then say goodbye and exit 0. Default: send until stopped.
+    /// Send this many heartbeats, wait for the verdict on the last one (at most the ack
+    /// timeout), then say goodbye and exit 0 once it is acknowledged, or 1 when it is not (or the
+    /// server refused this client). Default: send until stopped.
     #[arg(long, allow_negative_numbers = true, value_parser = cli::int::<u64>(1, u64::MAX.into()))]
     count: Option<u64>,
 
@@ -336,8 +339,8 @@ fn exit_code(servers: &[Server], exits: Vec<(usize, Exit)>) -> ExitCode {
             String::new()
         };
         tracing::error!("{prefix}{failure}");
-        if *failure == Failure::Lost(DisconnectReason::AuthRequired) {
-            tracing::error!("{prefix}Start the client with --auth-key-file FILE to authenticate");
+        if let Some(hint) = hint(failure) {
+            tracing::error!("{prefix}{hint}");
         }
     }
     if failures == exits.len() && failures > 0 {
@@ -347,6 +350,20 @@ fn exit_code(servers: &[Server], exits: Vec<(usize, Exit)>) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What to do about a failure, when the failure's own line does not say it.
+fn hint(failure: &Failure) -> Option<&'static str> {
+    match failure {
+        Failure::Lost(DisconnectReason::AuthRequired) => {
+            Some("Start the client with --auth-key-file FILE to authenticate")
+        }
+        Failure::Lost(DisconnectReason::ServerError(m)) if m == AUTH_FAILED_MESSAGE => Some(
+            "Authentication failed: the key in --auth-key-file is not the one the server's \
+             --auth-keys lists for this --id",
+        ),
+        _ => None,
     }
 }
 
