@@ -1,8 +1,11 @@
 //! Command-line pieces shared by the binaries (`heartbeat-server`, `heartbeat-client`,
 //! `heartbeat-load`) and `heartbeat-sim`: the detector flags, and the one way every numeric flag
-//! is read ([`int`], [`float`], [`secs`]).
+//! is read ([`int`], [`float`], [`secs`]), and the hidden `--generate` flag that prints a
+//! binary's man page or shell completions ([`Generate`], [`print_generated`]).
 
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use heartbeat_core::ConfigError;
@@ -262,6 +265,57 @@ fn positive_and_bounded(s: &str, d: Duration, zero: bool) -> Result<Duration, St
     Ok(d)
 }
 
+/// What the hidden `--generate` flag of each binary prints to stdout, from the binary's own
+/// clap definition: what the Debian package installs (deploy/debian/build.sh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum Generate {
+    /// The bash completion script.
+    Bash,
+    /// The fish completion script.
+    Fish,
+    /// The man page (roff), section 1.
+    Man,
+    /// The zsh completion script.
+    Zsh,
+}
+
+/// Renders `what` for the command `cmd` (a binary's `Opt::command()`); hidden flags stay out
+/// of the man page (the completion scripts offer them all the same).
+pub fn generate(mut cmd: clap::Command, what: Generate) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let shell = match what {
+        Generate::Man => {
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return Ok(out);
+        }
+        Generate::Bash => clap_complete::Shell::Bash,
+        Generate::Fish => clap_complete::Shell::Fish,
+        Generate::Zsh => clap_complete::Shell::Zsh,
+    };
+    let name = cmd.get_name().to_owned();
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    Ok(out)
+}
+
+/// Prints [`generate`]'s output to stdout: the whole of a binary's `main` for `--generate`.
+/// Exit 0, or 1 with a message when stdout cannot be written.
+pub fn print_generated(cmd: clap::Command, what: Generate) -> ExitCode {
+    let name = cmd.get_name().to_owned();
+    let written = generate(cmd, what).and_then(|bytes| {
+        let mut stdout = io::stdout().lock();
+        stdout.write_all(&bytes)?;
+        stdout.flush()
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: cannot write the generated {what:?} output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -449,6 +503,28 @@ mod tests {
         assert_eq!(
             config(&["--detector", "fixed", "--grace", "8ms"]).unwrap(),
             "fixed grace=8ms"
+        );
+    }
+
+    #[test]
+    fn generated_man_page_and_completions_show_the_flags_and_the_man_page_hides_hidden_ones() {
+        let cmd = || {
+            clap::Command::new("hb-test")
+                .arg(clap::Arg::new("port").long("port").help("The port"))
+                .arg(clap::Arg::new("generate").long("generate").hide(true))
+        };
+        for what in [Generate::Man, Generate::Bash, Generate::Zsh, Generate::Fish] {
+            let text = String::from_utf8(generate(cmd(), what).unwrap()).unwrap();
+            assert!(
+                text.contains("hb") && text.contains("port"),
+                "{what:?}: {text}"
+            );
+        }
+        let man = String::from_utf8(generate(cmd(), Generate::Man).unwrap()).unwrap();
+        assert!(man.contains(".TH hb-test 1"), "{man}");
+        assert!(
+            !man.contains("generate"),
+            "the man page shows the hidden flag: {man}"
         );
     }
 }

@@ -10,6 +10,7 @@ mod drift;
 mod embed;
 mod expect;
 mod faults;
+mod generate;
 mod hello_only;
 mod hooks;
 mod hostile;

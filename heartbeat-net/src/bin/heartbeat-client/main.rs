@@ -106,6 +106,11 @@ struct Opt {
     /// address). Default: the --host value.
     #[arg(long, value_name = "NAME", requires = "tls")]
     tls_server_name: Option<String>,
+
+    /// Print the man page or a shell's completions (man, bash, zsh, fish) and exit: what the
+    /// Debian package installs (deploy/debian/build.sh).
+    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    generate: Option<cli::Generate>,
 }
 
 fn parse_id(s: &str) -> Result<ClientId, String> {
@@ -114,6 +119,9 @@ fn parse_id(s: &str) -> Result<ClientId, String> {
 
 fn main() -> ExitCode {
     let opt = Opt::parse_from(seed_args(std::env::args_os()));
+    if let Some(what) = opt.generate {
+        return cli::print_generated(Opt::command(), what);
+    }
     heartbeat_net::app::init_tracing(opt.debug);
     // A key or CA file that cannot be used is a bad flag value (exit 2).
     let key = match &opt.auth_key_file {

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use heartbeat_net::cli;
 use heartbeat_net::process::NofileLimit;
 use heartbeat_net::{SystemClock, TcpListener};
@@ -57,6 +57,11 @@ struct Opt {
 
     #[command(flatten)]
     load: LoadArgs,
+
+    /// Print the man page or a shell's completions (man, bash, zsh, fish) and exit: what the
+    /// Debian package installs (deploy/debian/build.sh).
+    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    generate: Option<cli::Generate>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +170,9 @@ struct SinkArgs {
 
 fn main() -> ExitCode {
     let opt = Opt::parse();
+    if let Some(what) = opt.generate {
+        return cli::print_generated(Opt::command(), what);
+    }
     heartbeat_net::app::init_tracing(false);
     let Some(runtime) = heartbeat_net::app::runtime() else {
         return ExitCode::FAILURE;

@@ -247,6 +247,11 @@ pub(crate) struct Opt {
 
     #[command(flatten)]
     detector: DetectorArgs,
+
+    /// Print the man page or a shell's completions (man, bash, zsh, fish) and exit: what the
+    /// Debian package installs (deploy/debian/build.sh).
+    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    generate: Option<cli::Generate>,
 }
 
 impl Opt {
@@ -268,6 +273,9 @@ fn parse_webhook(s: &str) -> Result<Webhook, String> {
 /// Runs `heartbeat-server` with the process's arguments; the exit code to return.
 pub(crate) fn main() -> ExitCode {
     let opt = Opt::parse();
+    if let Some(what) = opt.generate {
+        return cli::print_generated(Opt::command(), what);
+    }
     // Parse, don't validate: a detector parameter out of range is a usage error (exit 2).
     let config = opt.detector.config().and_then(|d| {
         ServerConfig::default()
