@@ -19,10 +19,12 @@ use heartbeat_net::{Clock as _, Connector, SystemClock, TcpConnector, keys, run_
 
 /// Send periodic heartbeats (sequence number and timestamp) to a heartbeat server over TCP.
 ///
-/// Exits 0 after --count heartbeats or on Ctrl-C / SIGTERM, and 1 when the server cannot be
-/// reached or goes away (unless --reconnect), or refuses this client's --id because another
-/// client holds it. With several --server, it keeps going while one is reachable and exits 1
-/// only when every server failed.
+/// Exits 0 after --count heartbeats, the last one acknowledged, or on Ctrl-C / SIGTERM; 1 when
+/// the last of --count is not acknowledged in time, when authentication fails, when the server
+/// and this client disagree on --tls (the line says which to add or drop), when the server
+/// cannot be reached or goes away (unless --reconnect), or refuses this client's --id because
+/// another client holds it. With several --server, it keeps going while one is reachable and
+/// exits 1 only when every server failed.
 #[derive(Debug, Parser)]
 #[command(name = "heartbeat-client", version)]
 struct Opt {
