@@ -61,6 +61,15 @@ pub const AUTH_FAILED_MESSAGE: &str = "authentication failed";
 /// text and ends at once: connecting again without TLS can never succeed.
 pub const TLS_EXPECTED_MESSAGE: &str = "this server speaks TLS: connect with --tls";
 
+/// The `ERROR` text a server without TLS writes, in plaintext, to a client whose first bytes
+/// are a TLS handshake, before closing the connection. The client's TLS handshake fails on
+/// those bytes, and it says to drop `--tls`.
+pub const TLS_UNEXPECTED_MESSAGE: &str = "this server does not speak TLS: connect without --tls";
+
+/// The first byte of a TLS record that carries a handshake (a ClientHello): TLS's content
+/// type 22.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// The `ERROR` text of a server whose identity rule refuses a `HELLO` for `client`. It names
 /// `--id`: two clients started with the same id are the usual cause. The client knows it by
 /// this text (the server and the client share this one definition).
@@ -75,6 +84,9 @@ pub(crate) fn id_in_use_message(client: &ClientId) -> String {
 ///
 /// `Ok(None)` means the bytes so far are a prefix of both or either and more are needed.
 pub fn detect(first: &[u8]) -> Result<Option<Protocol>, DecodeError> {
+    if first.first() == Some(&TLS_HANDSHAKE_RECORD) {
+        return Err(DecodeError::TlsHandshake);
+    }
     for (prefix, protocol) in [(LEGACY_PREFIX, Protocol::Legacy), (V1_PREFIX, Protocol::V1)] {
         let n = first.len().min(prefix.len());
         if first[..n] == prefix[..n] {
@@ -847,6 +859,7 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
         let cases: Vec<(&[u8], DecodeError)> = vec![
             (b"GET / HTTP/1.1\r\n", DecodeError::UnknownProtocol),
             (b"\xff\xfe", DecodeError::UnknownProtocol),
+            (b"\x16\x03\x01\x02\x00", DecodeError::TlsHandshake),
             (
                 b"HELLO 2 a 1000\n",
                 DecodeError::UnsupportedVersion("2".into()),

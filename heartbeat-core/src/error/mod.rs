@@ -30,6 +30,10 @@ pub enum DecodeError {
     /// The first bytes of a connection were neither `HELLO ` nor `Sequence #`.
     #[error("unrecognised protocol: expected `HELLO` (v1) or `Sequence #` (legacy)")]
     UnknownProtocol,
+    /// The first bytes of a connection were a TLS handshake record: a client started with
+    /// `--tls` connected to a server without TLS.
+    #[error("a TLS handshake, and this server does not speak TLS")]
+    TlsHandshake,
     /// A v1 frame started with an unknown command word.
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
@@ -257,6 +261,7 @@ impl DecodeError {
             Self::NotUtf8 => "not_utf8",
             Self::ControlChar => "control_char",
             Self::UnknownProtocol => "unknown_protocol",
+            Self::TlsHandshake => "tls_handshake",
             Self::UnknownCommand(_) => "unknown_command",
             Self::Arity { .. } => "arity",
             Self::UnsupportedVersion(_) => "unsupported_version",

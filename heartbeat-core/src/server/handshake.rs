@@ -79,8 +79,12 @@ pub(super) struct Refusal {
 
 impl From<DecodeError> for Refusal {
     fn from(e: DecodeError) -> Self {
+        let reply = match e {
+            DecodeError::TlsHandshake => crate::frame::TLS_UNEXPECTED_MESSAGE.to_owned(),
+            _ => e.to_string(),
+        };
         Self {
-            reply: Some(e.to_string()),
+            reply: Some(reply),
             reason: DisconnectReason::Protocol(e),
         }
     }

@@ -719,11 +719,16 @@ impl Server {
             self.out.push_back(Output::Transmit { conn, bytes: acks });
         }
         if let Some(Refusal { reply, reason }) = failure {
-            let v1 = self
+            // A v1 client is told why; so is a TLS client (its handshake fails on the line,
+            // and it says to drop --tls). A legacy client never reads.
+            let told = matches!(
+                reason,
+                DisconnectReason::Protocol(DecodeError::TlsHandshake)
+            ) || self
                 .conns
                 .get(&conn)
                 .is_some_and(|c| c.decoder.protocol() == Some(Protocol::V1));
-            if let Some(message) = reply.filter(|_| v1) {
+            if let Some(message) = reply.filter(|_| told) {
                 let bytes = Frame::Error { message }.to_bytes();
                 self.out.push_back(Output::Transmit { conn, bytes });
             }

@@ -338,6 +338,22 @@ fn hello_after_hello_is_a_protocol_error() {
     );
 }
 
+/// A client started with `--tls` against a server without TLS: its ClientHello is answered in
+/// plaintext, so its handshake fails on a line that says to drop `--tls`, then closed.
+#[test]
+fn a_tls_hello_is_told_in_plaintext_that_this_server_has_no_tls() {
+    let (_, mut s, _) = opened(b"\x16\x03\x01\x00\xf4\x01\x00\x00\xf0\x03\x03");
+    assert_eq!(
+        drain(&mut s),
+        [
+            "conn#1 tx ERROR this server does not speak TLS: connect without --tls",
+            "ev disconnected conn#1 client=- reason=protocol error: a TLS handshake, and this \
+             server does not speak TLS",
+            "conn#1 disconnect protocol error: a TLS handshake, and this server does not speak TLS",
+        ]
+    );
+}
+
 #[test]
 fn beat_before_hello_is_an_unrecognised_protocol() {
     let (_, mut s, _) = opened(b"BEAT 1 1700000000\n");

@@ -142,15 +142,23 @@ fn tls_client(port: u16, ca: &std::path::Path, extra: &[&str]) -> Proc {
 #[test]
 fn a_tls_client_to_a_plaintext_server_is_told_to_drop_tls_and_exits_1() {
     let p = pki();
-    // Our plaintext server closes at a TLS hello.
+    // Our plaintext server answers a TLS hello with a plaintext ERROR: the client knows for
+    // sure, in one line, and does not retry even with --reconnect.
     let (mut server, port) = Proc::json_server(&[]);
-    let mut client = tls_client(port, &p.ca, &[]);
-    client.expect_exit(1);
-    assert!(
-        said(&client).contains("drop --tls"),
-        "{:#?}",
-        client.stderr()
+    assert_eq!(
+        exchange(port, b"\x16\x03\x01\x00\xf4\x01\x00\x00\xf0\x03\x03"),
+        "ERROR this server does not speak TLS: connect without --tls\n"
     );
+    for extra in [&[][..], &["--reconnect"]] {
+        let mut client = tls_client(port, &p.ca, extra);
+        client.expect_exit(1);
+        let lines: Vec<_> = client
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("The server does not speak TLS: drop --tls"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{:#?}", client.stderr());
+    }
     server.kill();
     // A plaintext server that answers in plaintext: the client knows for sure, and does not
     // retry even with --reconnect.
