@@ -106,14 +106,37 @@ impl<'de> Deserialize<'de> for ClientKey {
     /// The form [`Display`](fmt::Display) writes: `legacy@ADDR` is a legacy client's peer
     /// address, anything else an identity, validated as [`ClientId::new`] does.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if let Some(addr) = s.strip_prefix("legacy@").and_then(|a| a.parse().ok()) {
-            return Ok(Self::Peer(addr));
-        }
-        ClientId::new(&s)
-            .map(Self::Id)
-            .map_err(serde::de::Error::custom)
+        from_text(d, "a client id", |s| {
+            if let Some(addr) = s.strip_prefix("legacy@").and_then(|a| a.parse().ok()) {
+                return Ok(Self::Peer(addr));
+            }
+            ClientId::new(s).map(Self::Id)
+        })
     }
+}
+
+/// Reads a string with `parse`, without copying it first (a JSON string without escapes is
+/// read in place): how the events' text fields are read.
+pub(crate) fn from_text<'de, D, T, E>(
+    d: D,
+    what: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: fmt::Display,
+{
+    struct Text<F>(&'static str, F);
+    impl<T, E: fmt::Display, F: FnOnce(&str) -> Result<T, E>> serde::de::Visitor<'_> for Text<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<Er: serde::de::Error>(self, s: &str) -> Result<T, Er> {
+            (self.1)(s).map_err(Er::custom)
+        }
+    }
+    d.deserialize_str(Text(what, parse))
 }
 
 #[cfg(test)]

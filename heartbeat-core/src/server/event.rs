@@ -14,7 +14,7 @@ use crate::analysis::SeqRange;
 use crate::detector::DetectorKind;
 use crate::error::DisconnectReason;
 use crate::frame::Protocol;
-use crate::ids::{ClientKey, ConnId, Seq};
+use crate::ids::{ClientKey, ConnId, Seq, from_text};
 use crate::time::{UnixTime, fmt_ms, fmt_signed_ms};
 
 use super::Liveness;
@@ -548,8 +548,7 @@ fn de_ns<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 
 /// Unix seconds as the protocol writes them, a string (`"1700000000.123456"`).
 fn de_unix<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
-    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    crate::frame::parse_unix(&s).map_err(de::Error::custom)
+    from_text(d, "Unix seconds as text", crate::frame::parse_unix)
 }
 
 /// A value written by its `Display`, read by its `FromStr`.
@@ -559,8 +558,7 @@ where
     T: std::str::FromStr,
     T::Err: fmt::Display,
 {
-    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    s.parse().map_err(de::Error::custom)
+    from_text(d, "text", str::parse)
 }
 
 fn de_opt_parse<'de, D, T>(d: D) -> Result<Option<T>, D::Error>

@@ -94,16 +94,7 @@ impl<'de> Deserialize<'de> for Stamp {
     }
 }
 
-/// A line as parsed: a server event with its `time` field (absent or unreadable: `None`).
-#[derive(Deserialize)]
-struct Timed {
-    #[serde(default)]
-    time: Stamp,
-    #[serde(flatten)]
-    event: Event,
-}
-
-/// What a line that is not a [`Timed`] event was meant to be: a `summary`, an event this reader
+/// What a line that is not an [`Event`] was meant to be: a `summary`, an event this reader
 /// does not know (a newer server's), or a malformed event.
 #[derive(Deserialize)]
 struct NameOnly<'a> {
@@ -227,10 +218,15 @@ impl Block {
                 b.skipped += 1;
                 continue;
             }
-            match serde_json::from_slice::<Timed>(trimmed) {
-                Ok(Timed { time, event }) => {
+            match serde_json::from_slice::<Event>(trimmed) {
+                Ok(event) => {
                     let client = client_of(&event).map(|c| b.intern(&mut index, c));
-                    b.events.push((time.0, client, Line::Event(event)));
+                    let time = match event {
+                        // At its `received` stamp: nearly every line, read once.
+                        Event::Heartbeat { .. } => None,
+                        _ => time_of(trimmed),
+                    };
+                    b.events.push((time, client, Line::Event(event)));
                 }
                 Err(e) => match serde_json::from_slice::<NameOnly<'_>>(trimmed) {
                     Ok(NameOnly {
@@ -242,10 +238,7 @@ impl Block {
                         if is_final == Some(false) {
                             b.skipped += 1;
                         } else {
-                            let time = serde_json::from_slice::<TimeOnly>(trimmed)
-                                .ok()
-                                .and_then(|t| t.time.0);
-                            b.events.push((time, None, Line::Summary));
+                            b.events.push((time_of(trimmed), None, Line::Summary));
                         }
                     }
                     Ok(NameOnly {
@@ -262,11 +255,14 @@ impl Block {
     }
 }
 
-/// Only the `time` field.
-#[derive(Deserialize)]
-struct TimeOnly {
-    #[serde(default)]
-    time: Stamp,
+/// A line's `time` field (the net layer's, beside the event's own fields), if readable.
+fn time_of(line: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct TimeOnly {
+        #[serde(default)]
+        time: Stamp,
+    }
+    serde_json::from_slice::<TimeOnly>(line).ok()?.time.0
 }
 
 /// Reads a whole log from `input`, parsing on `jobs` threads (1: on this one). `Err` only when
