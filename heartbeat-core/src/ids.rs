@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::config::ConfigError;
 
@@ -12,7 +12,7 @@ use crate::error::config::ConfigError;
 pub const MAX_CLIENT_ID_LEN: usize = 64;
 
 /// A heartbeat sequence number. A client's first heartbeat has sequence number 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Seq(pub u64);
 
 impl fmt::Display for Seq {
@@ -24,7 +24,7 @@ impl fmt::Display for Seq {
 /// A connection handle, allocated by [`Server::accept`](crate::server::Server::accept).
 ///
 /// Never reused within one `Server`, so a stale handle can never address a newer connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 
 impl fmt::Display for ConnId {
@@ -100,6 +100,43 @@ impl Serialize for ClientKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+impl<'de> Deserialize<'de> for ClientKey {
+    /// The form [`Display`](fmt::Display) writes: `legacy@ADDR` is a legacy client's peer
+    /// address, anything else an identity, validated as [`ClientId::new`] does.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, "a client id", |s| {
+            if let Some(addr) = s.strip_prefix("legacy@").and_then(|a| a.parse().ok()) {
+                return Ok(Self::Peer(addr));
+            }
+            ClientId::new(s).map(Self::Id)
+        })
+    }
+}
+
+/// Reads a string with `parse`, without copying it first (a JSON string without escapes is
+/// read in place): how the events' text fields are read.
+pub(crate) fn from_text<'de, D, T, E>(
+    d: D,
+    what: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: fmt::Display,
+{
+    struct Text<F>(&'static str, F);
+    impl<T, E: fmt::Display, F: FnOnce(&str) -> Result<T, E>> serde::de::Visitor<'_> for Text<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<Er: serde::de::Error>(self, s: &str) -> Result<T, Er> {
+            (self.1)(s).map_err(Er::custom)
+        }
+    }
+    d.deserialize_str(Text(what, parse))
 }
 
 #[cfg(test)]

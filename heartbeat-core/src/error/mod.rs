@@ -249,6 +249,10 @@ pub enum DisconnectReason {
     /// connects again for the next one.
     #[error("closed until the next heartbeat")]
     UntilNextBeat,
+    /// A reason read back from an event log (`disconnected`'s `reason`), by the text the
+    /// server wrote: never produced by a live connection.
+    #[error("{0}")]
+    Logged(String),
 }
 
 impl DecodeError {
@@ -316,6 +320,7 @@ impl DisconnectReason {
             Self::Superseded(_) => "superseded",
             Self::TlsFailed(_) => "tls_failed",
             Self::UntilNextBeat => "until_next_beat",
+            Self::Logged(_) => "logged",
         }
     }
 

@@ -6,14 +6,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer};
 use serde::ser::SerializeMap as _;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::analysis::SeqRange;
 use crate::detector::DetectorKind;
 use crate::error::DisconnectReason;
 use crate::frame::Protocol;
-use crate::ids::{ClientKey, ConnId, Seq};
+use crate::ids::{ClientKey, ConnId, Seq, from_text};
 use crate::time::{UnixTime, fmt_ms, fmt_signed_ms};
 
 use super::Liveness;
@@ -51,7 +52,14 @@ pub enum Output {
 /// durations in milliseconds rounded to the microsecond in fields named `*_ms`, `conn` as its
 /// number, `peer` and `reason` as text, and a missed `range` also as `first`, `last` and
 /// `count`. The text line ([`Display`](fmt::Display)) is written by hand, for people.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// The JSON reads back ([`Deserialize`], derived too) into the same event, from the same form:
+/// what a reader of the log (`heartbeat-sim tune`, `timeline`) takes. Unknown fields (a
+/// `time`, a newer server's) are ignored, an unknown `"event"` is an error, and every field is
+/// required except those that may be `null` (absent reads as `null`). Two values read back as
+/// text only: a `reason` becomes [`DisconnectReason::Logged`], and an `Unidentified` `kind`
+/// one of the first 64 distinct kinds read (then `"other"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -70,6 +78,7 @@ pub enum Event {
         count: u64,
         /// The silence before it (`None` for the first arrival of a client).
         #[serde(rename = "silence_ms", serialize_with = "opt_ms")]
+        #[serde(default, deserialize_with = "de_opt_ms")]
         silence: Option<Duration>,
     },
     /// A client's clock is off from the server's by more than the maximum clock skew
@@ -86,7 +95,11 @@ pub enum Event {
         /// The client.
         client: ClientKey,
         /// The client's clock minus the server's, in nanoseconds (negative: behind).
-        #[serde(rename = "offset_ms", serialize_with = "ns_as_ms")]
+        #[serde(
+            rename = "offset_ms",
+            serialize_with = "ns_as_ms",
+            deserialize_with = "de_ns"
+        )]
         offset_ns: i64,
         /// True when the offset is beyond the maximum clock skew.
         skewed: bool,
@@ -98,12 +111,13 @@ pub enum Event {
         /// The client.
         client: ClientKey,
         /// Its peer address.
-        #[serde(serialize_with = "display")]
+        #[serde(serialize_with = "display", deserialize_with = "de_parse")]
         peer: SocketAddr,
         /// The protocol it speaks.
         protocol: Protocol,
         /// Its declared interval (v1).
         #[serde(rename = "interval_ms", serialize_with = "opt_ms")]
+        #[serde(default, deserialize_with = "de_opt_ms")]
         interval: Option<Duration>,
         /// True when the client was known before (a reconnect).
         resumed: bool,
@@ -116,10 +130,10 @@ pub enum Event {
         /// The client, if it identified itself.
         client: Option<ClientKey>,
         /// Its peer address.
-        #[serde(serialize_with = "display")]
+        #[serde(serialize_with = "display", deserialize_with = "de_parse")]
         peer: SocketAddr,
         /// Why.
-        #[serde(serialize_with = "display")]
+        #[serde(serialize_with = "display", deserialize_with = "de_reason")]
         reason: DisconnectReason,
     },
     /// A disconnected client was forgotten to make room for a new one (the client limit was
@@ -135,7 +149,11 @@ pub enum Event {
         /// The forgotten client.
         client: ClientKey,
         /// How long it had been gone (since its last connection ended).
-        #[serde(rename = "gone_for_ms", serialize_with = "ms")]
+        #[serde(
+            rename = "gone_for_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
         gone_for: Duration,
     },
     /// A heartbeat at or below the highest sequence number already received.
@@ -156,14 +174,21 @@ pub enum Event {
         /// Its sequence number.
         seq: Seq,
         /// The client's send stamp.
+        #[serde(deserialize_with = "de_unix")]
         sent: UnixTime,
         /// The server's receive stamp.
+        #[serde(deserialize_with = "de_unix")]
         received: UnixTime,
         /// One-way delay, `received - sent`, in nanoseconds; negative under clock skew.
-        #[serde(rename = "delay_ms", serialize_with = "ns_as_ms")]
+        #[serde(
+            rename = "delay_ms",
+            serialize_with = "ns_as_ms",
+            deserialize_with = "de_ns"
+        )]
         delay_ns: i64,
         /// Monotonic time since the client's previous arrival (`None` for the first).
         #[serde(rename = "inter_arrival_ms", serialize_with = "opt_ms")]
+        #[serde(default, deserialize_with = "de_opt_ms")]
         inter_arrival: Option<Duration>,
         /// True when it filled a gap that had been reported missed.
         recovered: bool,
@@ -175,7 +200,11 @@ pub enum Event {
         /// The client.
         client: ClientKey,
         /// The missing range.
-        #[serde(flatten, serialize_with = "range_fields")]
+        #[serde(
+            flatten,
+            serialize_with = "range_fields",
+            deserialize_with = "de_range"
+        )]
         range: SeqRange,
     },
     /// The client started a new sequence: a new session nonce in `HELLO`, or sequence number 1
@@ -188,13 +217,14 @@ pub enum Event {
         /// The highest sequence number of the previous session.
         previous: Seq,
         /// The first sequence number of the new session, when it restarted mid-stream.
+        #[serde(default)]
         seq: Option<Seq>,
     },
     /// The server itself did not run for a while (woken `late` after its earliest timer): it
     /// convicted nobody and dropped no connection on that evidence, and looks again shortly.
     Stalled {
         /// How late the server was woken.
-        #[serde(rename = "late_ms", serialize_with = "ms")]
+        #[serde(rename = "late_ms", serialize_with = "ms", deserialize_with = "de_ms")]
         late: Duration,
     },
     /// `count` connections that never identified ended for the same reason `kind` within
@@ -207,11 +237,16 @@ pub enum Event {
         /// Why they ended: a [`DisconnectReason::label`] (`tls_failed`, `protocol`,
         /// `hello_timeout`, `auth_failed`, `id_in_use`, ...), or the connection limit that
         /// closed them at once (`max_connections`, `max_connections_per_ip`).
-        kind: &'static str,
+        #[serde(deserialize_with = "de_kind")]
+        kind: Label,
         /// How many.
         count: u64,
         /// The span they were counted over.
-        #[serde(rename = "window_ms", serialize_with = "ms")]
+        #[serde(
+            rename = "window_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
         window: Duration,
     },
     /// A client's liveness changed. Fires on every change, in order; `to == Up` fires on the
@@ -223,6 +258,7 @@ pub enum Event {
         client: ClientKey,
         /// The peer address of the client's latest connection (`None` if it never connected).
         #[serde(serialize_with = "opt_display")]
+        #[serde(default, deserialize_with = "de_opt_parse")]
         peer: Option<SocketAddr>,
         /// The state before.
         from: Liveness,
@@ -230,11 +266,13 @@ pub enum Event {
         to: Liveness,
         /// Time since the client's last heartbeat before this change (`None` before the first).
         #[serde(rename = "since_last_ms", serialize_with = "opt_ms")]
+        #[serde(default, deserialize_with = "de_opt_ms")]
         since_last: Option<Duration>,
         /// The detector's suspicion value when it changed (for `Up`, just before the heartbeat).
         #[serde(serialize_with = "round3")]
         suspicion: f64,
         /// Which detector decided.
+        #[serde(deserialize_with = "de_parse")]
         detector: DetectorKind,
     },
 }
@@ -468,4 +506,279 @@ fn range_fields<S: Serializer>(r: &SeqRange, s: S) -> Result<S::Ok, S::Error> {
     map.serialize_entry("last", &r.last)?;
     map.serialize_entry("count", &r.count())?;
     map.end()
+}
+
+// ---- JSON field readers (`deserialize_with`): each reads what its writer above writes ----
+
+/// `&'static str` under another name, so that serde's derive does not take `kind` for a string
+/// borrowed from the input (which would make events readable only from `'static` text).
+type Label = &'static str;
+
+/// How many distinct `Unidentified` kinds are kept when reading; later ones read as `"other"`
+/// (a kind is a `&'static str`, so each is kept for good: a hostile log cannot grow it).
+const MAX_KINDS: usize = 64;
+
+/// Milliseconds (a number) to a duration; negative, non-finite or too large is an error.
+fn ms_to_duration<E: de::Error>(ms: f64) -> Result<Duration, E> {
+    if !(ms.is_finite() && ms >= 0.0) {
+        return Err(E::custom(format!("{ms} ms is not a duration")));
+    }
+    Duration::try_from_secs_f64(ms / 1000.0).map_err(E::custom)
+}
+
+fn de_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    ms_to_duration(f64::deserialize(d)?)
+}
+
+fn de_opt_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<f64>::deserialize(d)?
+        .map(ms_to_duration)
+        .transpose()
+}
+
+/// Milliseconds (a number, maybe negative) to nanoseconds.
+fn de_ns<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let ms = f64::deserialize(d)?;
+    let ns = (ms * 1e6).round();
+    if !(ns.is_finite() && ns.abs() < 9.2e18) {
+        return Err(de::Error::custom(format!("{ms} ms is out of range")));
+    }
+    Ok(ns as i64)
+}
+
+/// Unix seconds as the protocol writes them, a string (`"1700000000.123456"`).
+fn de_unix<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+    from_text(d, "Unix seconds as text", crate::frame::parse_unix)
+}
+
+/// A value written by its `Display`, read by its `FromStr`.
+fn de_parse<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    from_text(d, "text", str::parse)
+}
+
+fn de_opt_parse<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+        .map(|s| s.parse().map_err(de::Error::custom))
+        .transpose()
+}
+
+/// A reason's text, kept as written.
+fn de_reason<'de, D: Deserializer<'de>>(d: D) -> Result<DisconnectReason, D::Error> {
+    String::deserialize(d).map(DisconnectReason::Logged)
+}
+
+/// An `Unidentified` kind, kept once per distinct text (at most [`MAX_KINDS`]).
+fn de_kind<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    static KINDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    let mut kinds = KINDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(k) = kinds.iter().find(|k| **k == s) {
+        return Ok(k);
+    }
+    if kinds.len() >= MAX_KINDS {
+        return Ok("other");
+    }
+    let k: &'static str = Box::leak(s.into_owned().into_boxed_str());
+    kinds.push(k);
+    Ok(k)
+}
+
+/// A missed range from its `first` and `last` fields (`range` and `count` repeat them).
+fn de_range<'de, D: Deserializer<'de>>(d: D) -> Result<SeqRange, D::Error> {
+    #[derive(Deserialize)]
+    struct Fields {
+        first: Seq,
+        last: Seq,
+    }
+    let Fields { first, last } = Fields::deserialize(d)?;
+    if first > last {
+        return Err(de::Error::custom(format!("range {first}-{last} is empty")));
+    }
+    Ok(SeqRange { first, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientId;
+
+    fn id(s: &str) -> ClientKey {
+        ClientKey::Id(ClientId::new(s).unwrap())
+    }
+
+    /// One event of every kind, with values the JSON holds exactly (durations in whole
+    /// microseconds, suspicions to three decimals).
+    fn one_of_each() -> Vec<Event> {
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let ms = |n: u64| Duration::from_micros(n * 1_000 + 250);
+        vec![
+            Event::Burst {
+                conn: ConnId(1),
+                client: id("web-01"),
+                first: Seq(5),
+                last: Seq(9),
+                count: 5,
+                silence: Some(ms(1500)),
+            },
+            Event::ClockSkew {
+                conn: ConnId(1),
+                client: id("web-01"),
+                offset_ns: -2_500_123_000,
+                skewed: true,
+            },
+            Event::Connected {
+                conn: ConnId(2),
+                client: ClientKey::Peer(peer),
+                peer,
+                protocol: Protocol::Legacy,
+                interval: None,
+                resumed: true,
+            },
+            Event::Disconnected {
+                conn: ConnId(3),
+                client: None,
+                peer,
+                reason: DisconnectReason::Logged("no data for 5s".into()),
+            },
+            Event::Duplicate {
+                conn: ConnId(1),
+                client: id("a"),
+                seq: Seq(3),
+            },
+            Event::Evicted { client: id("b") },
+            Event::Forgotten {
+                client: id("c"),
+                gone_for: ms(86_400_000),
+            },
+            Event::Heartbeat {
+                conn: ConnId(1),
+                client: id("web-01"),
+                seq: Seq(u64::MAX),
+                sent: UnixTime::from_nanos(1_700_000_000_123_456_000),
+                received: UnixTime::from_nanos(1_700_000_000_125_000_000),
+                delay_ns: 1_544_000,
+                inter_arrival: Some(ms(100)),
+                recovered: true,
+            },
+            Event::Missed {
+                conn: ConnId(1),
+                client: id("web-01"),
+                range: SeqRange {
+                    first: Seq(10),
+                    last: Seq(11),
+                },
+            },
+            Event::Restarted {
+                conn: ConnId(1),
+                client: id("web-01"),
+                previous: Seq(20),
+                seq: Some(Seq(1)),
+            },
+            Event::Stalled { late: ms(6000) },
+            Event::Unidentified {
+                kind: "tls_failed",
+                count: 17,
+                window: Duration::from_secs(1),
+            },
+            Event::Transition {
+                client: id("web-01"),
+                peer: Some(peer),
+                from: Liveness::Up,
+                to: Liveness::Suspect,
+                since_last: Some(ms(300)),
+                suspicion: 8.125,
+                detector: DetectorKind::PhiExp,
+            },
+        ]
+    }
+
+    /// Which variant an event is: an exhaustive match, so a new variant does not compile
+    /// until it is placed here, and [`one_of_each`] is checked to hold it.
+    fn variant(e: &Event) -> usize {
+        match e {
+            Event::Burst { .. } => 0,
+            Event::ClockSkew { .. } => 1,
+            Event::Connected { .. } => 2,
+            Event::Disconnected { .. } => 3,
+            Event::Duplicate { .. } => 4,
+            Event::Evicted { .. } => 5,
+            Event::Forgotten { .. } => 6,
+            Event::Heartbeat { .. } => 7,
+            Event::Missed { .. } => 8,
+            Event::Restarted { .. } => 9,
+            Event::Stalled { .. } => 10,
+            Event::Unidentified { .. } => 11,
+            Event::Transition { .. } => 12,
+        }
+    }
+
+    /// Every variant written as `heartbeat-server --json` writes it (with its `time`) reads
+    /// back equal, and writes the same line again.
+    #[test]
+    fn every_event_reads_back_as_written() {
+        let events = one_of_each();
+        let mut seen: Vec<usize> = events.iter().map(variant).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..13).collect::<Vec<_>>(), "one event of every kind");
+        let time = UnixTime::from_nanos(1_700_000_000_500_000_000);
+        for e in events {
+            let line = e.to_json_at(time).to_string();
+            let back: Event =
+                serde_json::from_str(&line).unwrap_or_else(|err| panic!("{line}: {err}"));
+            assert_eq!(back, e, "{line}");
+            assert_eq!(back.to_json_at(time).to_string(), line);
+        }
+    }
+
+    /// A live reason reads back as its text, and writes the same JSON; `null`s read as `None`,
+    /// and so do absent nullable fields.
+    #[test]
+    fn reasons_and_nulls_read_back() {
+        let e = Event::Disconnected {
+            conn: ConnId(3),
+            client: Some(id("a")),
+            peer: "[::1]:9".parse().unwrap(),
+            reason: DisconnectReason::IdleTimeout(Duration::from_secs(5)),
+        };
+        let back: Event = serde_json::from_value(e.to_json()).unwrap();
+        assert_eq!(back.to_json(), e.to_json());
+        let Event::Disconnected { reason, .. } = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(reason, DisconnectReason::Logged("no data for 5s".into()));
+        let restarted = r#"{"event":"restarted","conn":1,"client":"a","previous":3}"#;
+        let back: Event = serde_json::from_str(restarted).unwrap();
+        assert!(
+            matches!(back, Event::Restarted { seq: None, .. }),
+            "{back:?}"
+        );
+    }
+
+    /// What the server never writes is an error, not a guess: an unknown event, a missing
+    /// field, an invalid client id, an empty range, a negative duration.
+    #[test]
+    fn what_the_server_never_writes_is_refused() {
+        for bad in [
+            r#"{"event":"gossip","client":"a"}"#,
+            r#"{"event":"evicted"}"#,
+            r#"{"event":"evicted","client":"a b"}"#,
+            r#"{"event":"missed","conn":1,"client":"a","first":9,"last":5}"#,
+            r#"{"event":"stalled","late_ms":-1.0}"#,
+            r#"{"event":"heartbeat","conn":1,"client":"a","seq":1,"sent":"1.0","received":"x","delay_ms":0.0,"inter_arrival_ms":null,"recovered":false}"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(bad).is_err(), "{bad}");
+        }
+    }
 }

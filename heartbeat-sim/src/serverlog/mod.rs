@@ -4,14 +4,19 @@
 //! ([`outcome_lines`]), so both commands have one reader.
 //!
 //! # Reading, tolerantly
-//! One JSON object per line, as the server writes them (`heartbeat_core::server::Event`, tagged
-//! by `"event"`, and a final `summary`):
+//! One JSON object per line, as the server writes them, and a final `summary`. Each line is
+//! read into the core's own [`Event`](heartbeat_core::server::Event) (its derived
+//! `Deserialize`, the mirror of what the server writes: there is no second copy of the schema
+//! here), then made an [`Item`] by one match on it:
 //! - a line that does not start with `{` (a log line, a blank line) is not an event: skipped;
-//! - an object without a string `"event"`, or with an event this reader does not know, is
-//!   skipped; unknown fields are ignored;
-//! - a line that starts with `{` but is not valid JSON, or a known event with a required field
-//!   missing or of the wrong type (a heartbeat without `received`, a transition to an unknown
-//!   state), is **malformed**: it is skipped and reported with its line number (the first
+//! - an object without a string `"event"`, or with a kind the core's `Event` does not know (a
+//!   newer server's), is skipped; unknown fields are ignored;
+//! - events tune and timeline do not use (`clock_skew`, `unidentified`, the end of a
+//!   connection that never identified) are read, checked and skipped;
+//! - a line that starts with `{` but is not valid JSON, or an event of a known kind that the
+//!   core's `Event` refuses (a field missing or of the wrong type, a heartbeat without
+//!   `received`, a transition to an unknown state, a client id the server would not accept),
+//!   is **malformed**: it is skipped and reported with its line number (the first
 //!   [`MAX_REPORTED`] of them, and the count). Not fatal: the last line of a server that was
 //!   killed is often cut short, and one bad line should not cost a week of trace.
 //!

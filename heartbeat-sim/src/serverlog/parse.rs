@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use heartbeat_core::ClientKey;
 use heartbeat_core::liveness::Liveness;
+use heartbeat_core::server::Event;
 
 use super::{ClientInfo, Item, MAX_REPORTED, ServerLog, Stamped};
 
@@ -92,112 +94,49 @@ impl<'de> Deserialize<'de> for Stamp {
     }
 }
 
-/// The fields of every event this reader uses; the others are ignored.
+/// What a line that is not an [`Event`] was meant to be: a `summary`, an event this reader
+/// does not know (a newer server's), or a malformed event.
 #[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(borrow)]
-    event: Cow<'a, str>,
+struct NameOnly<'a> {
     #[serde(borrow, default)]
-    client: Option<Cow<'a, str>>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    received: Option<Stamp>,
-    #[serde(default)]
-    time: Option<Stamp>,
-    #[serde(default)]
-    conn: Option<u64>,
-    #[serde(default)]
-    interval_ms: Option<f64>,
-    #[serde(default)]
-    resumed: Option<bool>,
-    #[serde(borrow, default)]
-    reason: Option<Cow<'a, str>>,
-    #[serde(default)]
-    count: Option<u64>,
-    #[serde(borrow, default)]
-    from: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    to: Option<Cow<'a, str>>,
-    #[serde(default)]
-    since_last_ms: Option<f64>,
-    #[serde(default)]
-    late_ms: Option<f64>,
+    event: Option<Cow<'a, str>>,
     /// `false` on a summary the server printed on request (SIGUSR1) without stopping.
     #[serde(rename = "final", default)]
     is_final: Option<bool>,
 }
 
-/// Only the event's name: what a line that failed to parse as [`Line`] was meant to be.
-#[derive(Deserialize)]
-struct NameOnly<'a> {
-    #[serde(borrow, default)]
-    event: Option<Cow<'a, str>>,
+/// True when `name` is one of the core's [`Event`] kinds: asked of `Event`'s own derived
+/// reader (an object with only that `"event"` is refused for a missing field, not for an
+/// unknown variant), so there is no list of names to keep.
+fn is_event_kind(name: &str) -> bool {
+    #[derive(Debug)]
+    struct Probe(bool);
+    impl fmt::Display for Probe {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "known: {}", self.0)
+        }
+    }
+    impl std::error::Error for Probe {}
+    impl de::Error for Probe {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Self(true)
+        }
+        fn unknown_variant(_: &str, _: &'static [&'static str]) -> Self {
+            Self(false)
+        }
+    }
+    let only = de::value::MapDeserializer::<_, Probe>::new(std::iter::once(("event", name)));
+    match Event::deserialize(only) {
+        Ok(_) => true,
+        Err(Probe(known)) => known,
+    }
 }
 
-/// The events this reader knows.
-const KNOWN: &[&str] = &[
-    "burst",
-    "connected",
-    "disconnected",
-    "duplicate",
-    "evicted",
-    "forgotten",
-    "heartbeat",
-    "missed",
-    "restarted",
-    "stalled",
-    "summary",
-    "transition",
-];
-
-/// One event as parsed, before its time and client are resolved.
-#[derive(Clone, Debug)]
-enum Raw {
-    Beat {
-        client: u32,
-        seq: u64,
-        received: u64,
-    },
-    Burst {
-        client: u32,
-        count: u64,
-    },
-    Connected {
-        client: u32,
-        conn: u64,
-        interval: Option<Duration>,
-        resumed: bool,
-    },
-    Disconnected {
-        client: u32,
-        reason: Box<str>,
-    },
-    Duplicate {
-        client: u32,
-        seq: u64,
-    },
-    Evicted {
-        client: u32,
-    },
-    Missed {
-        client: u32,
-        count: u64,
-    },
-    Restarted {
-        client: u32,
-        nonce: bool,
-    },
-    Stalled {
-        late_ns: u64,
-    },
+/// One line as parsed, before its time and client are resolved.
+#[derive(Debug)]
+enum Line {
+    Event(Event),
     Summary,
-    Transition {
-        client: u32,
-        from: Liveness,
-        to: Liveness,
-        since_last: Option<Duration>,
-    },
 }
 
 /// A parsed block of lines: clients by block-local index.
@@ -205,7 +144,8 @@ enum Raw {
 struct Block {
     lines: u64,
     names: Vec<String>,
-    raws: Vec<(Option<u64>, Raw)>,
+    /// Each event's `time` and block-local client.
+    events: Vec<(Option<u64>, Option<u32>, Line)>,
     skipped: u64,
     malformed: u64,
     /// The first malformed lines, by block-local line number (from 0).
@@ -214,35 +154,41 @@ struct Block {
     last: Option<u32>,
 }
 
-fn state(s: Option<&str>) -> Option<Liveness> {
-    match s? {
-        "down" => Some(Liveness::Down),
-        "left" => Some(Liveness::Left),
-        "suspect" => Some(Liveness::Suspect),
-        "unknown" => Some(Liveness::Unknown),
-        "up" => Some(Liveness::Up),
+/// The client an event is about, if any.
+fn client_of(e: &Event) -> Option<&ClientKey> {
+    match e {
+        Event::Burst { client, .. }
+        | Event::ClockSkew { client, .. }
+        | Event::Connected { client, .. }
+        | Event::Duplicate { client, .. }
+        | Event::Evicted { client }
+        | Event::Forgotten { client, .. }
+        | Event::Heartbeat { client, .. }
+        | Event::Missed { client, .. }
+        | Event::Restarted { client, .. }
+        | Event::Transition { client, .. } => Some(client),
+        Event::Disconnected { client, .. } => client.as_ref(),
+        Event::Stalled { .. } | Event::Unidentified { .. } => None,
         _ => None,
     }
 }
 
-fn ms_to_duration(ms: f64) -> Option<Duration> {
-    (ms.is_finite() && ms >= 0.0)
-        .then(|| Duration::try_from_secs_f64(ms / 1000.0).ok())
-        .flatten()
-}
-
 impl Block {
-    fn intern(&mut self, index: &mut HashMap<String, u32>, name: &str) -> u32 {
+    fn intern(&mut self, index: &mut HashMap<String, u32>, key: &ClientKey) -> u32 {
+        let name = match key {
+            ClientKey::Id(id) => Cow::Borrowed(id.as_str()),
+            ClientKey::Peer(_) => Cow::Owned(key.to_string()),
+        };
         // Most lines name the client of the line before.
         if let Some(i) = self.last.filter(|&i| self.names[i as usize] == name) {
             return i;
         }
-        let i = match index.get(name) {
+        let i = match index.get(name.as_ref()) {
             Some(&i) => i,
             None => {
                 let i = self.names.len() as u32;
-                self.names.push(name.to_owned());
-                index.insert(name.to_owned(), i);
+                self.names.push(name.clone().into_owned());
+                index.insert(name.into_owned(), i);
                 i
             }
         };
@@ -272,17 +218,32 @@ impl Block {
                 b.skipped += 1;
                 continue;
             }
-            match serde_json::from_slice::<Line<'_>>(trimmed) {
-                Ok(l) => match b.event(&mut index, &l) {
-                    Ok(Some(raw)) => {
-                        let time = l.time.and_then(|s| s.0);
-                        b.raws.push((time, raw));
-                    }
-                    Ok(None) => b.skipped += 1,
-                    Err(why) => b.malformed(n as u64, why),
-                },
+            match serde_json::from_slice::<Event>(trimmed) {
+                Ok(event) => {
+                    let client = client_of(&event).map(|c| b.intern(&mut index, c));
+                    let time = match event {
+                        // At its `received` stamp: nearly every line, read once.
+                        Event::Heartbeat { .. } => None,
+                        _ => time_of(trimmed),
+                    };
+                    b.events.push((time, client, Line::Event(event)));
+                }
                 Err(e) => match serde_json::from_slice::<NameOnly<'_>>(trimmed) {
-                    Ok(NameOnly { event: Some(name) }) if KNOWN.contains(&name.as_ref()) => {
+                    Ok(NameOnly {
+                        event: Some(name),
+                        is_final,
+                    }) if name == "summary" => {
+                        // A summary printed on request is a look at a running server, not its
+                        // end.
+                        if is_final == Some(false) {
+                            b.skipped += 1;
+                        } else {
+                            b.events.push((time_of(trimmed), None, Line::Summary));
+                        }
+                    }
+                    Ok(NameOnly {
+                        event: Some(name), ..
+                    }) if is_event_kind(&name) => {
                         b.malformed(n as u64, format!("{name} event: {e}"));
                     }
                     Ok(_) => b.skipped += 1,
@@ -292,95 +253,16 @@ impl Block {
         }
         b
     }
+}
 
-    /// The event of a parsed line: `Ok(None)` for one this reader does not know, `Err` for a
-    /// known one missing what it needs.
-    fn event(
-        &mut self,
-        index: &mut HashMap<String, u32>,
-        l: &Line<'_>,
-    ) -> Result<Option<Raw>, String> {
-        let name = l.event.as_ref();
-        if !KNOWN.contains(&name) {
-            return Ok(None);
-        }
-        let need = |what: &str| format!("{name} event without a valid `{what}`");
-        if name == "summary" {
-            // A summary printed on request is a look at a running server, not its end.
-            if l.is_final == Some(false) {
-                return Ok(None);
-            }
-            return Ok(Some(Raw::Summary));
-        }
-        if name == "stalled" {
-            let late = l
-                .late_ms
-                .and_then(ms_to_duration)
-                .ok_or_else(|| need("late_ms"))?;
-            return Ok(Some(Raw::Stalled {
-                late_ns: late.as_nanos() as u64,
-            }));
-        }
-        let Some(who) = l.client.as_deref() else {
-            // A connection that never identified itself: nothing about a client.
-            return if name == "disconnected" {
-                Ok(None)
-            } else {
-                Err(need("client"))
-            };
-        };
-        let client = self.intern(index, who);
-        let seq = || l.seq.ok_or_else(|| need("seq"));
-        let count = || l.count.ok_or_else(|| need("count"));
-        Ok(Some(match name {
-            "heartbeat" => Raw::Beat {
-                client,
-                seq: seq()?,
-                received: l
-                    .received
-                    .and_then(|s| s.0)
-                    .ok_or_else(|| need("received"))?,
-            },
-            "burst" => Raw::Burst {
-                client,
-                count: count()?,
-            },
-            "connected" => Raw::Connected {
-                client,
-                conn: l.conn.ok_or_else(|| need("conn"))?,
-                interval: l
-                    .interval_ms
-                    .and_then(ms_to_duration)
-                    .filter(|d| !d.is_zero()),
-                resumed: l.resumed.unwrap_or(false),
-            },
-            "disconnected" => Raw::Disconnected {
-                client,
-                reason: l.reason.as_deref().unwrap_or("unknown").into(),
-            },
-            "duplicate" => Raw::Duplicate {
-                client,
-                seq: seq()?,
-            },
-            // A client forgotten after --forget-after is gone as an evicted one is.
-            "evicted" | "forgotten" => Raw::Evicted { client },
-            "missed" => Raw::Missed {
-                client,
-                count: count()?,
-            },
-            "restarted" => Raw::Restarted {
-                client,
-                nonce: l.seq.is_none(),
-            },
-            "transition" => Raw::Transition {
-                client,
-                from: state(l.from.as_deref()).ok_or_else(|| need("from"))?,
-                to: state(l.to.as_deref()).ok_or_else(|| need("to"))?,
-                since_last: l.since_last_ms.and_then(ms_to_duration),
-            },
-            _ => return Ok(None),
-        }))
+/// A line's `time` field (the net layer's, beside the event's own fields), if readable.
+fn time_of(line: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct TimeOnly {
+        #[serde(default)]
+        time: Stamp,
     }
+    serde_json::from_slice::<TimeOnly>(line).ok()?.time.0
 }
 
 /// Reads a whole log from `input`, parsing on `jobs` threads (1: on this one). `Err` only when
@@ -528,43 +410,55 @@ impl Stitch {
                 }
             })
             .collect();
-        for (time, raw) in b.raws {
-            self.resolve(time, raw, &global);
+        for (time, client, line) in b.events {
+            self.resolve(time, client, line, &global);
         }
     }
 
-    /// Gives one event its time, its global client and its place among the server runs.
-    fn resolve(&mut self, time: Option<u64>, raw: Raw, global: &[u32]) {
-        let g = |c: u32| global[c as usize];
-        self.log.stats.events += 1;
-        if let Raw::Summary = raw {
-            self.run_ended = true;
-            if let Some(t) = time {
-                self.advance(t);
+    /// Gives one event its time, its global client and its place among the server runs, and
+    /// makes it an [`Item`]: the one place that reads the core's events, matching on every
+    /// kind.
+    fn resolve(&mut self, time: Option<u64>, client: Option<u32>, line: Line, global: &[u32]) {
+        let client = client.map(|c| global[c as usize]);
+        let event = match line {
+            Line::Summary => {
+                self.log.stats.events += 1;
+                self.run_ended = true;
+                if let Some(t) = time {
+                    self.advance(t);
+                }
+                return;
             }
+            Line::Event(e) => e,
+        };
+        let Some(item) = self.item(&event, client) else {
+            // Nothing tune or timeline use: an unidentified connection's end, a clock skew,
+            // a summary of unidentified connections, a kind newer than this reader.
+            self.log.stats.skipped += 1;
             return;
-        }
+        };
+        self.log.stats.events += 1;
         // Connection numbers are never reused within a run, but clients identify themselves in
         // any order: a number identified twice is a new run, a smaller one is not.
-        let new_run = match raw {
-            Raw::Connected { conn, .. } => !self.conns.insert(conn),
+        let new_run = match &event {
+            Event::Connected { conn, .. } => !self.conns.insert(conn.0),
             _ => false,
         };
-        let own = match &raw {
-            Raw::Beat { received, .. } => Some(*received),
-            Raw::Transition {
-                client,
+        let own = match &event {
+            Event::Heartbeat { received, .. } => Some(received.as_nanos()),
+            Event::Transition {
                 to,
                 since_last: Some(since),
                 ..
-            } if time.is_none() && *to != Liveness::Up => self.last_beat[g(*client) as usize]
+            } if time.is_none() && *to != Liveness::Up => client
+                .and_then(|c| self.last_beat[c as usize])
                 .map(|t| t.saturating_add(since.as_nanos() as u64)),
             _ => time,
         };
         if (self.run_ended || new_run) && self.log.stats.runs > 0 {
             self.conns.clear();
-            if let Raw::Connected { conn, .. } = raw {
-                self.conns.insert(conn);
+            if let Event::Connected { conn, .. } = &event {
+                self.conns.insert(conn.0);
             }
             self.run_ended = false;
             let previous_end = self.run_last;
@@ -584,72 +478,83 @@ impl Stitch {
             Some(t) => self.at(t),
             None => self.latest.unwrap_or(0),
         };
-        let item = match raw {
-            Raw::Beat { client, seq, .. } => {
-                self.last_beat[g(client) as usize] = Some(at);
-                Item::Beat {
-                    client: g(client),
-                    seq,
-                }
-            }
-            Raw::Burst { client, count } => Item::Burst {
-                client: g(client),
-                count,
+        if let Item::Beat { client, .. } = item {
+            self.last_beat[client as usize] = Some(at);
+        }
+        self.push(at, item);
+    }
+
+    /// The item of an event about `client` (its global index), and what the log learns from
+    /// it (a client's interval, a reason's text); `None` for what tune and timeline do not use.
+    fn item(&mut self, event: &Event, client: Option<u32>) -> Option<Item> {
+        let item = match event {
+            Event::Burst { count, .. } => Item::Burst {
+                client: client?,
+                count: *count,
             },
-            Raw::Connected {
-                client,
-                interval,
-                resumed,
-                ..
+            Event::ClockSkew { .. } => return None,
+            Event::Connected {
+                interval, resumed, ..
             } => {
-                let info = &mut self.log.clients[g(client) as usize];
+                let interval = interval.filter(|d| !d.is_zero());
+                let info = &mut self.log.clients[client? as usize];
                 if info.interval.is_none() {
                     info.interval = interval;
                 }
                 Item::Connected {
-                    client: g(client),
+                    client: client?,
                     hello: interval.is_some(),
-                    resumed,
+                    resumed: *resumed,
                 }
             }
-            Raw::Disconnected { client, reason } => {
+            Event::Disconnected { reason, .. } => {
+                // A connection that never identified itself: nothing about a client.
+                let client = client?;
+                let reason = reason.to_string();
                 let reasons = &mut self.log.reasons;
-                let r = match reasons.iter().position(|x| **x == *reason) {
+                let r = match reasons.iter().position(|x| *x == reason) {
                     Some(r) => r,
                     None => {
-                        reasons.push(reason.into());
+                        reasons.push(reason);
                         reasons.len() - 1
                     }
                 };
                 Item::Disconnected {
-                    client: g(client),
+                    client,
                     reason: r as u32,
                 }
             }
-            Raw::Duplicate { client, seq } => Item::Duplicate {
-                client: g(client),
-                seq,
+            Event::Duplicate { seq, .. } => Item::Duplicate {
+                client: client?,
+                seq: seq.0,
             },
-            Raw::Evicted { client } => Item::Evicted { client: g(client) },
-            Raw::Missed { client, count } => Item::Missed {
-                client: g(client),
-                count,
+            // A client forgotten after --forget-after is gone as an evicted one is.
+            Event::Evicted { .. } | Event::Forgotten { .. } => Item::Evicted { client: client? },
+            Event::Heartbeat { seq, .. } => Item::Beat {
+                client: client?,
+                seq: seq.0,
             },
-            Raw::Restarted { client, nonce } => Item::Restarted {
-                client: g(client),
-                nonce,
+            Event::Missed { range, .. } => Item::Missed {
+                client: client?,
+                count: range.count(),
             },
-            Raw::Stalled { late_ns } => Item::Stalled { late_ns },
-            Raw::Transition {
-                client, from, to, ..
-            } => Item::Transition {
-                client: g(client),
-                from,
-                to,
+            Event::Restarted { seq, .. } => Item::Restarted {
+                client: client?,
+                nonce: seq.is_none(),
             },
-            Raw::Summary => unreachable!("handled above"),
+            Event::Stalled { late } => Item::Stalled {
+                late_ns: u64::try_from(late.as_nanos()).unwrap_or(u64::MAX),
+            },
+            Event::Transition { from, to, .. } => Item::Transition {
+                client: client?,
+                from: *from,
+                to: *to,
+            },
+            Event::Unidentified { .. } => return None,
+            // A kind newer than this reader (the core's `Event` is non-exhaustive).
+            _ => return None,
         };
-        self.push(at, item);
+        Some(item)
     }
 
     /// An absolute time made monotonic: never before the latest known.
@@ -711,6 +616,27 @@ mod tests {
         log.items.iter().map(|s| (s.at_ns / MS, s.item)).collect()
     }
 
+    /// A heartbeat as the server writes it, `received` at the given Unix seconds (text).
+    fn beat(client: &str, seq: u64, received: &str) -> String {
+        format!(
+            r#"{{"event":"heartbeat","conn":1,"client":"{client}","seq":{seq},"sent":"{received}","received":"{received}","delay_ms":0.0,"inter_arrival_ms":null,"recovered":false}}"#
+        )
+    }
+
+    /// A connection identified as the server writes it, `extra` fields before the last brace.
+    fn connected(conn: u64, client: &str, interval_ms: &str, extra: &str) -> String {
+        format!(
+            r#"{{"event":"connected","conn":{conn},"client":"{client}","peer":"192.0.2.1:4000","protocol":"v1","interval_ms":{interval_ms},"resumed":false{extra}}}"#
+        )
+    }
+
+    /// A transition as the server writes it, `extra` fields before the last brace.
+    fn transition(client: &str, from: &str, to: &str, since_last: &str, extra: &str) -> String {
+        format!(
+            r#"{{"event":"transition","client":"{client}","peer":null,"from":"{from}","to":"{to}","since_last_ms":{since_last},"suspicion":0.0,"detector":"fixed"{extra}}}"#
+        )
+    }
+
     #[test]
     fn unix_seconds_parse_exactly() {
         assert_eq!(
@@ -729,17 +655,17 @@ mod tests {
     #[test]
     fn tolerant_of_what_is_not_an_event() {
         let text = [
-            "INFO a log line that is not JSON",
-            "",
-            r#"{"event":"connected","conn":1,"client":"a","interval_ms":100.0,"future":[1,2]}"#,
-            r#"{"event":"heartbeat","client":"a","seq":1,"received":"1700000000.100000"}"#,
-            r#"{"event":"gossip","client":"a","seq":"not a number"}"#,
-            r#"{"no_event":true}"#,
-            r#"{"event":"heartbeat","client":"a","seq":2}"#,
-            r#"{"event":"heartbeat","client":"a","seq":-3,"received":"1700000000.3"}"#,
-            r#"{"event":"transition","client":"a","from":"up","to":"sideways"}"#,
-            r#"{"event":"heartbeat","client":"a","seq":4,"received":"1700000000.400000"}"#,
-            r#"{"event":"heartbeat","client":"a","se"#,
+            "INFO a log line that is not JSON".to_owned(),
+            String::new(),
+            connected(1, "a", "100.0", r#","future":[1,2]"#),
+            beat("a", 1, "1700000000.100000"),
+            r#"{"event":"gossip","client":"a","seq":"not a number"}"#.to_owned(),
+            r#"{"no_event":true}"#.to_owned(),
+            beat("a", 2, "1700000000.2").replace(r#","received":"1700000000.2""#, ""),
+            beat("a", 3, "1700000000.3").replace(":3,", ":-3,"),
+            transition("a", "up", "sideways", "null", ""),
+            beat("a", 4, "1700000000.400000"),
+            r#"{"event":"heartbeat","client":"a","se"#.to_owned(),
         ]
         .join("\n");
         let log = ServerLog::from_text(&text);
@@ -773,16 +699,16 @@ mod tests {
     #[test]
     fn times_come_from_the_best_source() {
         let text = [
-            r#"{"event":"connected","conn":1,"client":"a","interval_ms":100}"#,
-            r#"{"event":"heartbeat","client":"a","seq":1,"received":"1700000000.000000"}"#,
-            r#"{"event":"heartbeat","client":"b","seq":1,"received":"1700000000.050000"}"#,
-            r#"{"event":"transition","client":"a","from":"up","to":"suspect","since_last_ms":200.0}"#,
-            r#"{"event":"missed","client":"a","range":"2-3","first":2,"last":3,"count":2,"time":"1700000000.900000"}"#,
-            r#"{"event":"restarted","client":"a","previous":3,"time":1700000001.5}"#,
-            r#"{"event":"duplicate","client":"a","seq":1}"#,
-            r#"{"event":"heartbeat","client":"a","seq":1,"received":"1699999999.000000"}"#,
-            r#"{"event":"stalled","late_ms":6000.0,"time":"RFC 3339 is not read"}"#,
-            r#"{"event":"transition","client":"c","from":"unknown","to":"down","since_last_ms":null,"time":1700000001.75}"#,
+            connected(1, "a", "100", ""),
+            beat("a", 1, "1700000000.000000"),
+            beat("b", 1, "1700000000.050000"),
+            transition("a", "up", "suspect", "200.0", ""),
+            r#"{"event":"missed","conn":1,"client":"a","range":"2-3","first":2,"last":3,"count":2,"time":"1700000000.900000"}"#.to_owned(),
+            r#"{"event":"restarted","conn":1,"client":"a","previous":3,"seq":null,"time":1700000001.5}"#.to_owned(),
+            r#"{"event":"duplicate","conn":1,"client":"a","seq":1}"#.to_owned(),
+            beat("a", 1, "1699999999.000000"),
+            r#"{"event":"stalled","late_ms":6000.0,"time":"RFC 3339 is not read"}"#.to_owned(),
+            transition("c", "unknown", "down", "null", r#","time":1700000001.75"#),
         ]
         .join("\n");
         let log = ServerLog::from_text(&text);
@@ -844,10 +770,8 @@ mod tests {
     /// (`"final": false`, SIGUSR1).
     #[test]
     fn server_restarts_are_found() {
-        let beat = |c: &str, t: u64| {
-            format!(r#"{{"event":"heartbeat","client":"{c}","seq":1,"received":"{t}.0"}}"#)
-        };
-        let conn = |n: u64| format!(r#"{{"event":"connected","conn":{n},"client":"a"}}"#);
+        let beat = |c: &str, t: u64| beat(c, 1, &format!("{t}.0"));
+        let conn = |n: u64| connected(n, "a", "null", "");
         let text = [
             conn(3),
             conn(1),
@@ -887,10 +811,10 @@ mod tests {
         let mut text = String::new();
         for i in 0..200_000u64 {
             let c = ["a", "b", "c"][(i % 3) as usize];
-            text.push_str(&format!(
-                r#"{{"event":"heartbeat","client":"{c}","seq":{i},"received":"{}.{:06}"}}"#,
-                1_700_000_000 + i / 10,
-                (i % 10) * 100_000
+            text.push_str(&beat(
+                c,
+                i,
+                &format!("{}.{:06}", 1_700_000_000 + i / 10, (i % 10) * 100_000),
             ));
             text.push('\n');
             if i % 50_000 == 7 {
@@ -943,12 +867,14 @@ mod tests {
         }
         let log = read(&junk[..], 2).unwrap();
         assert!(log.stats.lines > 0);
-        let odd = r#"{"event":"heartbeat","client":"\u0000<&>","seq":18446744073709551615,"received":1700000000.5}"#;
-        let log = ServerLog::from_text(odd);
+        let odd = beat("a", u64::MAX, "1700000000.5");
+        let log = ServerLog::from_text(&odd);
         assert_eq!(log.stats.events, 1);
-        assert_eq!(log.name(0), "\u{0}<&>");
-        // A receive time past what nanoseconds since 1970 hold is malformed, not a panic.
-        let far = r#"{"event":"heartbeat","client":"a","seq":1,"received":"99999999999.9"}"#;
-        assert_eq!(ServerLog::from_text(far).stats.malformed, 1);
+        // A client id the server never accepts, and a receive time past what nanoseconds since
+        // 1970 hold, are malformed, not a panic.
+        let bad_id = beat("a", 1, "1700000000.5").replace(r#""a""#, r#""\u0000<&>""#);
+        assert_eq!(ServerLog::from_text(&bad_id).stats.malformed, 1);
+        let far = beat("a", 1, "99999999999.9");
+        assert_eq!(ServerLog::from_text(&far).stats.malformed, 1);
     }
 }

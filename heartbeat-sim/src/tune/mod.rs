@@ -632,7 +632,7 @@ mod tests {
     fn beat(client: &str, seq: u64, at_ms: u64) -> String {
         let t = 1_700_000_000_000 + at_ms;
         format!(
-            r#"{{"event":"heartbeat","conn":1,"client":"{client}","seq":{seq},"received":"{}.{:03}000"}}"#,
+            r#"{{"event":"heartbeat","conn":1,"client":"{client}","seq":{seq},"sent":"{0}.{1:03}000","received":"{0}.{1:03}000","delay_ms":0.0,"inter_arrival_ms":null,"recovered":false}}"#,
             t / 1000,
             t % 1000
         )
@@ -642,7 +642,7 @@ mod tests {
     fn connected(client: &str, conn: u64, at_ms: u64) -> String {
         let t = 1_700_000_000_000 + at_ms;
         format!(
-            r#"{{"event":"connected","conn":{conn},"client":"{client}","interval_ms":100.0,"resumed":false,"time":"{}.{:03}000"}}"#,
+            r#"{{"event":"connected","conn":{conn},"client":"{client}","peer":"192.0.2.1:4000","protocol":"v1","interval_ms":100.0,"resumed":false,"time":"{}.{:03}000"}}"#,
             t / 1000,
             t % 1000
         )
@@ -715,7 +715,7 @@ mod tests {
         );
         beats(&mut lines, 20, &mut t);
         lines.push(
-            r#"{"event":"transition","client":"c1","from":"up","to":"left","since_last_ms":5.0}"#
+            r#"{"event":"transition","client":"c1","peer":null,"from":"up","to":"left","since_last_ms":5.0,"suspicion":0.0,"detector":"fixed"}"#
                 .into(),
         );
         t += 60_000;
