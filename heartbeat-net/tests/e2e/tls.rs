@@ -216,7 +216,8 @@ fn the_client_refuses_a_certificate_it_cannot_verify() {
     );
     wrong_name.expect_exit(1);
     wrong_name.wait_stderr("invalid peer certificate");
-    // A TLS client at a plaintext server fails too, and says so.
+    // A TLS client at a plaintext server fails too, and says what to do (the server answers its
+    // hello in plaintext).
     let (mut plain_server, plain_port) = Proc::json_server(&[]);
     let mut tls_at_plain = Proc::client(
         plain_port,
@@ -224,7 +225,7 @@ fn the_client_refuses_a_certificate_it_cannot_verify() {
         &tls_client(&p.ca, &["-i", "100", "--count", "2", "--id", "w3"]),
     );
     tls_at_plain.expect_exit(1);
-    tls_at_plain.wait_stderr("TLS handshake with localhost failed");
+    tls_at_plain.wait_stderr("The server does not speak TLS: drop --tls");
     assert!(plain_server.summary().is_empty());
 
     good.signal("TERM");
