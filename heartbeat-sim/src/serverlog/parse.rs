@@ -616,6 +616,23 @@ mod tests {
         log.items.iter().map(|s| (s.at_ns / MS, s.item)).collect()
     }
 
+    /// What a log holds (as [`at_ms`] gives it) when client 0 identified itself with a hello and
+    /// sent heartbeat 1 at time 0: those two, then `rest`.
+    fn opened_by_hello_and_beat_1(rest: impl IntoIterator<Item = (u64, Item)>) -> Vec<(u64, Item)> {
+        let opening = [
+            (
+                0,
+                Item::Connected {
+                    client: 0,
+                    hello: true,
+                    resumed: false,
+                },
+            ),
+            (0, Item::Beat { client: 0, seq: 1 }),
+        ];
+        opening.into_iter().chain(rest).collect()
+    }
+
     /// A heartbeat as the server writes it, `received` at the given Unix seconds (text).
     fn beat(client: &str, seq: u64, received: &str) -> String {
         format!(
@@ -676,18 +693,7 @@ mod tests {
         assert!(s.errors[0].1.contains("received"), "{:?}", s.errors);
         assert_eq!(
             at_ms(&log),
-            [
-                (
-                    0,
-                    Item::Connected {
-                        client: 0,
-                        hello: true,
-                        resumed: false
-                    }
-                ),
-                (0, Item::Beat { client: 0, seq: 1 }),
-                (300, Item::Beat { client: 0, seq: 4 }),
-            ]
+            opened_by_hello_and_beat_1([(300, Item::Beat { client: 0, seq: 4 }),])
         );
         assert_eq!(log.clients[0].interval, Some(Duration::from_millis(100)));
         assert_eq!(log.origin_unix_ns, 1_700_000_000_100_000_000);
@@ -715,16 +721,7 @@ mod tests {
         assert_eq!(log.stats.malformed, 0, "{:?}", log.stats.errors);
         assert_eq!(
             at_ms(&log),
-            [
-                (
-                    0,
-                    Item::Connected {
-                        client: 0,
-                        hello: true,
-                        resumed: false
-                    }
-                ),
-                (0, Item::Beat { client: 0, seq: 1 }),
+            opened_by_hello_and_beat_1([
                 (50, Item::Beat { client: 1, seq: 1 }),
                 (
                     200,
@@ -759,7 +756,7 @@ mod tests {
                         to: Liveness::Down
                     }
                 ),
-            ]
+            ])
         );
         assert_eq!(log.end, Duration::from_millis(1750));
         assert_eq!(log.clients.len(), 3);
