@@ -1257,6 +1257,16 @@ mod tests {
         std::iter::from_fn(|| c.poll_output()).collect()
     }
 
+    /// `c` has ended, failed: the server was silent for the whole ack timeout (5 s).
+    fn assert_lost_to_the_ack_timeout(c: &Client) {
+        assert_eq!(
+            c.exit(),
+            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
+                Duration::from_secs(5)
+            ))))
+        );
+    }
+
     fn text(outs: &[Output]) -> Vec<String> {
         outs.iter()
             .map(|o| match o {
@@ -1354,12 +1364,7 @@ mod tests {
             log.contains(&"Disconnect { reason: AckTimeout(5s) }".to_string()),
             "{log:?}"
         );
-        assert_eq!(
-            c.exit(),
-            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
-                Duration::from_secs(5)
-            ))))
-        );
+        assert_lost_to_the_ack_timeout(&c);
     }
 
     #[test]
@@ -1716,12 +1721,7 @@ mod tests {
             }
         }
         assert_eq!(now.mono - woke.mono, Duration::from_secs(5));
-        assert_eq!(
-            c.exit(),
-            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
-                Duration::from_secs(5)
-            ))))
-        );
+        assert_lost_to_the_ack_timeout(&c);
     }
 
     #[test]
@@ -1779,12 +1779,7 @@ mod tests {
             log.contains(&"ev server silent for 3000.000ms".to_owned()),
             "{log:?}"
         );
-        assert_eq!(
-            c.exit(),
-            Some(&Exit::Failed(Failure::Lost(DisconnectReason::AckTimeout(
-                Duration::from_secs(5)
-            ))))
-        );
+        assert_lost_to_the_ack_timeout(&c);
     }
 
     #[test]
