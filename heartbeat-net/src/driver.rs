@@ -1411,6 +1411,33 @@ mod tests {
         }
     }
 
+    /// [`run_server`] with the default configuration on the memory listener fed by
+    /// `accept_rx`, until `stop_rx` fires (or its sender is dropped); each disconnect goes to
+    /// `on_disconnect`, with the client if it identified itself.
+    async fn serve_in_memory(
+        accept_rx: mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>,
+        options: ServerOptions,
+        clock: impl Clock,
+        stop_rx: tokio::sync::oneshot::Receiver<()>,
+        mut on_disconnect: impl FnMut(Option<&heartbeat_core::ClientKey>, &DisconnectReason),
+    ) -> Result<Server, NetError> {
+        run_server(
+            MemListener(accept_rx),
+            Server::new(Arc::new(ServerConfig::default())),
+            options,
+            clock,
+            async {
+                let _ = stop_rx.await;
+            },
+            |e: &server::Event, _| {
+                if let server::Event::Disconnected { client, reason, .. } = e {
+                    on_disconnect(client.as_ref(), reason);
+                }
+            },
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_does_not_read_times_out_and_others_carry_on() {
         let clock = paused_clock();
@@ -1422,25 +1449,11 @@ mod tests {
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut dropped = Vec::new();
-        let serve = run_server(
-            MemListener(accept_rx),
-            Server::new(Arc::new(ServerConfig::default())),
-            options,
-            clock,
-            async {
-                let _ = stop_rx.await;
-            },
-            |e: &server::Event, _| {
-                if let server::Event::Disconnected {
-                    client: Some(c),
-                    reason,
-                    ..
-                } = e
-                {
-                    dropped.push(format!("{c}: {reason}"));
-                }
-            },
-        );
+        let serve = serve_in_memory(accept_rx, options, clock, stop_rx, |client, reason| {
+            if let Some(c) = client {
+                dropped.push(format!("{c}: {reason}"));
+            }
+        });
 
         // The slow peer: an 8-byte pipe it never reads, so the server's first write blocks.
         let (mut slow, theirs) = tokio::io::duplex(8);
@@ -1523,20 +1536,9 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::task::spawn_local(async move {
             let mut reasons = Vec::new();
-            let server = run_server(
-                MemListener(accept_rx),
-                Server::new(Arc::new(ServerConfig::default())),
-                options,
-                clock,
-                async {
-                    let _ = stop_rx.await;
-                },
-                |e: &server::Event, _| {
-                    if let server::Event::Disconnected { reason, .. } = e {
-                        reasons.push(reason.to_string());
-                    }
-                },
-            )
+            let server = serve_in_memory(accept_rx, options, clock, stop_rx, |_, reason| {
+                reasons.push(reason.to_string());
+            })
             .await
             .unwrap();
             (reasons, server.report())
