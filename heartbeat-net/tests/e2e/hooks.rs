@@ -176,21 +176,21 @@ fn a_hung_hook_is_killed_and_the_monitor_carries_on() {
 fn a_flood_of_transitions_into_a_tiny_queue_is_counted_and_logged_once() {
     let dir = tempfile::tempdir().unwrap();
     let list: String = (1..=20).map(|i| format!("flood-{i:02} 100ms\n")).collect();
-    let expect = write_file(dir.path(), "expect", &list, 0o644);
-    let (mut server, _) = Proc::json_server(&[
-        "--expect",
-        arg(&expect),
-        "--expect-grace",
+    let mut server = server_expecting(
+        dir.path(),
+        &list,
         "300ms",
-        "--on-transition",
-        "sleep 0.2",
-        "--hook-queue",
-        "1",
-        "--hook-concurrency",
-        "1",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+        &[
+            "--on-transition",
+            "sleep 0.2",
+            "--hook-queue",
+            "1",
+            "--hook-concurrency",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
     let addr = metrics_addr(&mut server);
     server.wait_event("the last never-seen client down", |v| {
         v["event"] == "transition" && v["client"] == "flood-20" && v["from"] == "unknown"
@@ -270,21 +270,22 @@ fn http_server(status: &'static str) -> (u16, mpsc::Receiver<Request>) {
     (port, rx)
 }
 
+/// A `--json` server on a free port that expects the clients of `list` (an `--expect` file
+/// written in `dir`) with an `--expect-grace` of `grace`, and `extra` arguments.
+fn server_expecting(dir: &Path, list: &str, grace: &str, extra: &[&str]) -> Proc {
+    let expect = write_file(dir, "expect", list, 0o644);
+    let mut args = vec!["--expect", arg(&expect), "--expect-grace", grace];
+    args.extend_from_slice(extra);
+    Proc::json_server(&args).0
+}
+
 /// The webhook gets the transition as `--json` prints it, as a JSON POST.
 #[test]
 fn a_webhook_posts_the_transition_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let expect = write_file(dir.path(), "expect", "web-07 500ms\n", 0o644);
     let (http_port, requests) = http_server("200 OK");
     let url = format!("http://127.0.0.1:{http_port}/alerts/heartbeat?team=ops");
-    let (mut server, _) = Proc::json_server(&[
-        "--expect",
-        arg(&expect),
-        "--expect-grace",
-        "200ms",
-        "--webhook",
-        &url,
-    ]);
+    let mut server = server_expecting(dir.path(), "web-07 500ms\n", "200ms", &["--webhook", &url]);
     let event = server.wait_transition("down");
     let request = requests.recv_timeout(WAIT).expect("the webhook was called");
     let first = request.head.lines().next().unwrap();
@@ -318,17 +319,9 @@ fn a_webhook_posts_the_transition_as_json() {
 #[test]
 fn a_webhook_error_is_a_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let expect = write_file(dir.path(), "expect", "web-08\n", 0o644);
     let (http_port, requests) = http_server("503 Service Unavailable");
     let url = format!("http://127.0.0.1:{http_port}/");
-    let (mut server, _) = Proc::json_server(&[
-        "--expect",
-        arg(&expect),
-        "--expect-grace",
-        "100ms",
-        "--webhook",
-        &url,
-    ]);
+    let mut server = server_expecting(dir.path(), "web-08\n", "100ms", &["--webhook", &url]);
     requests.recv_timeout(WAIT).expect("the webhook was called");
     server.wait_stderr(
         "Hook --webhook for web-08 unknown->down failed: answered 503 Service Unavailable",
@@ -448,21 +441,21 @@ fn slow_webhook() -> (u16, Arc<AtomicU64>) {
 fn alerts_queued_at_shutdown_drain_for_the_hook_timeout_then_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let list: String = (1..=30).map(|i| format!("late-{i:02} 100ms\n")).collect();
-    let expect = write_file(dir.path(), "expect", &list, 0o644);
     let (port, answered) = slow_webhook();
     let url = format!("http://127.0.0.1:{port}/");
-    let (mut server, _) = Proc::json_server(&[
-        "--expect",
-        arg(&expect),
-        "--expect-grace",
+    let mut server = server_expecting(
+        dir.path(),
+        &list,
         "200ms",
-        "--webhook",
-        &url,
-        "--hook-concurrency",
-        "1",
-        "--hook-timeout",
-        "1s",
-    ]);
+        &[
+            "--webhook",
+            &url,
+            "--hook-concurrency",
+            "1",
+            "--hook-timeout",
+            "1s",
+        ],
+    );
     for i in 1..=30 {
         let id = format!("late-{i:02}");
         server.wait_event(&id, |v| {
