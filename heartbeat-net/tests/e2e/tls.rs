@@ -100,6 +100,33 @@ fn tls_client<'a>(ca: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// A TLS server (`p`'s certificate) on a free port and a TLS client "good" sending to it every
+/// 100 ms, once its first heartbeat is in: `(server, port, good)`.
+fn tls_server_with_good_client(p: &Pki) -> (Proc, u16, Proc) {
+    let (mut server, port) = Proc::json_server(&p.server_args());
+    let good = Proc::client(
+        port,
+        "good",
+        &tls_client(&p.ca, &["-i", "100", "--id", "good"]),
+    );
+    server.wait_beat("good", 1);
+    (server, port, good)
+}
+
+/// Stops client "good" with SIGTERM (it exits 0 and says goodbye), then the server: every
+/// heartbeat "good" sent was received, none missed. Returns the server's summary of clients.
+fn stop_good_and_count_it(server: &mut Proc, good: &mut Proc) -> Vec<serde_json::Value> {
+    good.signal("TERM");
+    good.expect_exit(0);
+    server.wait_event("good said goodbye", |v| {
+        v["event"] == "disconnected" && v["client"] == "good"
+    });
+    let highest = server.highest_seq("good").unwrap();
+    let clients = server.summary();
+    assert_counts(client_summary(&clients, "good"), highest, 0);
+    clients
+}
+
 #[test]
 fn tls_and_authentication_together_count_every_heartbeat() {
     let p = pki();
@@ -140,13 +167,7 @@ fn tls_and_authentication_together_count_every_heartbeat() {
 #[test]
 fn a_plaintext_client_is_dropped_with_one_line_and_the_server_keeps_serving() {
     let p = pki();
-    let (mut server, port) = Proc::json_server(&p.server_args());
-    let mut good = Proc::client(
-        port,
-        "good",
-        &tls_client(&p.ca, &["-i", "100", "--id", "good"]),
-    );
-    server.wait_beat("good", 1);
+    let (mut server, port, mut good) = tls_server_with_good_client(&p);
     // A peer that connects and says nothing holds up no one (its handshake runs in its own
     // connection's task).
     let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -162,14 +183,7 @@ fn a_plaintext_client_is_dropped_with_one_line_and_the_server_keeps_serving() {
     let now = server.highest_seq("good").unwrap();
     server.wait_beat("good", now + 3);
     drop(silent);
-    good.signal("TERM");
-    good.expect_exit(0);
-    server.wait_event("good said goodbye", |v| {
-        v["event"] == "disconnected" && v["client"] == "good"
-    });
-    let highest = server.highest_seq("good").unwrap();
-    let clients = server.summary();
-    assert_counts(client_summary(&clients, "good"), highest, 0);
+    let clients = stop_good_and_count_it(&mut server, &mut good);
     assert!(clients.iter().all(|c| c["client"] != "plain"));
     let tls_lines = server
         .stderr()
@@ -182,13 +196,7 @@ fn a_plaintext_client_is_dropped_with_one_line_and_the_server_keeps_serving() {
 #[test]
 fn the_client_refuses_a_certificate_it_cannot_verify() {
     let p = pki();
-    let (mut server, port) = Proc::json_server(&p.server_args());
-    let mut good = Proc::client(
-        port,
-        "good",
-        &tls_client(&p.ca, &["-i", "100", "--id", "good"]),
-    );
-    server.wait_beat("good", 1);
+    let (mut server, port, mut good) = tls_server_with_good_client(&p);
 
     // Signed by a CA the client does not trust.
     let mut wrong_ca = Proc::client(
@@ -228,15 +236,8 @@ fn the_client_refuses_a_certificate_it_cannot_verify() {
     tls_at_plain.wait_stderr("The server does not speak TLS: drop --tls");
     assert!(plain_server.summary().is_empty());
 
-    good.signal("TERM");
-    good.expect_exit(0);
-    server.wait_event("good said goodbye", |v| {
-        v["event"] == "disconnected" && v["client"] == "good"
-    });
-    let highest = server.highest_seq("good").unwrap();
-    let clients = server.summary();
+    let clients = stop_good_and_count_it(&mut server, &mut good);
     assert_eq!(clients.len(), 1, "{clients:#?}");
-    assert_counts(client_summary(&clients, "good"), highest, 0);
 }
 
 #[test]
