@@ -98,20 +98,28 @@ fn a_client_stopped_for_longer_than_its_ack_timeout_says_it_stalled_and_carries_
     assert!(z["missed"].as_u64() >= Some(10), "{z:#}");
 }
 
-#[test]
-fn several_servers_get_the_same_numbering_and_one_lost_is_not_fatal() {
+/// Two JSON servers `a` and `b` on free ports, and a client `id` sending to both every 50 ms
+/// with `extra` arguments, once each server has heard its heartbeat `beats`:
+/// `(a, b, a's address, b's address, client)`.
+fn two_servers_one_client(
+    id: &str,
+    extra: &[&str],
+    beats: u64,
+) -> (Proc, Proc, String, String, Proc) {
     let (mut a, pa) = Proc::json_server(&[]);
     let (mut b, pb) = Proc::json_server(&[]);
     let (sa, sb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let mut client = Proc::spawn(
-        CLIENT,
-        "client",
-        &[
-            "--server", &sa, "--server", &sb, "-i", "50", "--count", "40", "--id", "m",
-        ],
-    );
-    a.wait_beat("m", 5);
-    b.wait_beat("m", 5);
+    let mut args = vec!["--server", &sa, "--server", &sb, "-i", "50", "--id", id];
+    args.extend_from_slice(extra);
+    let client = Proc::spawn(CLIENT, "client", &args);
+    a.wait_beat(id, beats);
+    b.wait_beat(id, beats);
+    (a, b, sa, sb, client)
+}
+
+#[test]
+fn several_servers_get_the_same_numbering_and_one_lost_is_not_fatal() {
+    let (mut a, mut b, sa, sb, mut client) = two_servers_one_client("m", &["--count", "40"], 5);
     b.kill_and_read();
     // Without --reconnect the lost server is given up; the client goes on with the other.
     let lost = client.wait_stderr(&format!("Lost server {sb}"));
@@ -157,16 +165,7 @@ fn several_servers_get_the_same_numbering_and_one_lost_is_not_fatal() {
 
 #[test]
 fn with_several_servers_the_client_fails_only_when_all_are_gone() {
-    let (mut a, pa) = Proc::json_server(&[]);
-    let (mut b, pb) = Proc::json_server(&[]);
-    let (sa, sb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let mut client = Proc::spawn(
-        CLIENT,
-        "client",
-        &["--server", &sa, "--server", &sb, "-i", "50", "--id", "m2"],
-    );
-    a.wait_beat("m2", 3);
-    b.wait_beat("m2", 3);
+    let (mut a, mut b, sa, _, mut client) = two_servers_one_client("m2", &[], 3);
     a.kill();
     client.wait_stderr(&format!("Lost server {sa}"));
     b.kill();
