@@ -2,8 +2,8 @@
 //! transitions into a tiny queue, a webhook to a local HTTP server.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -229,6 +229,34 @@ struct Request {
     body: String,
 }
 
+/// The next connection to `listener`, its reads timing out after [`WAIT`]; `None` if accepting
+/// failed.
+fn accept_one(listener: &TcpListener) -> Option<TcpStream> {
+    let (stream, _) = listener.accept().ok()?;
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    Some(stream)
+}
+
+/// Reads an HTTP request's head, up to the blank line (or the end, or a read error): the head's
+/// lines as read and its `content-length` (0 if none or unreadable).
+fn read_head(reader: &mut impl BufRead) -> (String, usize) {
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        head.push_str(&line);
+    }
+    (head, length)
+}
+
 /// A one-request HTTP server on a free port that answers `status`; the request arrives on the
 /// returned channel.
 fn http_server(status: &'static str) -> (u16, mpsc::Receiver<Request>) {
@@ -236,25 +264,11 @@ fn http_server(status: &'static str) -> (u16, mpsc::Receiver<Request>) {
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else {
+        let Some(stream) = accept_one(&listener) else {
             return;
         };
-        stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            head.push_str(&line);
-        }
+        let (head, length) = read_head(&mut reader);
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let mut stream = stream;
@@ -341,10 +355,9 @@ fn a_webhook_over_https() {
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let Ok((tcp, _)) = listener.accept() else {
+        let Some(tcp) = accept_one(&listener) else {
             return;
         };
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
         let conn = rustls::ServerConnection::new(config).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let mut got = Vec::new();
@@ -406,18 +419,7 @@ fn slow_webhook() -> (u16, Arc<AtomicU64>) {
             thread::spawn(move || {
                 stream.set_read_timeout(Some(WAIT)).unwrap();
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
+                let (_, length) = read_head(&mut reader);
                 let mut body = vec![0; length];
                 if reader.read_exact(&mut body).is_err() {
                     return;
