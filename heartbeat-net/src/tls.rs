@@ -381,21 +381,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTlsStream<S> {
                     } else {
                         Pin::new(&mut stream).poll_shutdown(cx).map_ok(|()| None)
                     };
-                    match step {
-                        Poll::Ready(Ok(Some(n))) if n > 0 => written += n,
-                        Poll::Pending if deadline.as_mut().poll(cx).is_pending() => {
-                            self.state = Handshake::Refusing {
-                                stream,
-                                line,
-                                written,
-                                deadline,
-                                error,
-                            };
-                            return Poll::Pending;
+                    let pending = match step {
+                        Poll::Ready(Ok(Some(n))) if n > 0 => {
+                            written += n;
+                            false
                         }
+                        Poll::Pending if deadline.as_mut().poll(cx).is_pending() => true,
                         // Closed, a write error, or out of time: the client is not told.
                         _ => return Poll::Ready(Err(error)),
-                    }
+                    };
                     self.state = Handshake::Refusing {
                         stream,
                         line,
@@ -403,6 +397,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTlsStream<S> {
                         deadline,
                         error,
                     };
+                    if pending {
+                        return Poll::Pending;
+                    }
                 }
                 state @ (Handshake::Done(_) | Handshake::Failed) => {
                     self.state = state;

@@ -254,6 +254,20 @@ pub struct Row {
     pub summary: Summary,
 }
 
+impl Row {
+    /// One row per setting, in order, each with its tally's summary.
+    pub(crate) fn all(settings: &[DetectorConfig], tallies: &[Tally]) -> Vec<Self> {
+        settings
+            .iter()
+            .zip(tallies)
+            .map(|(setting, t)| Self {
+                setting: setting.clone(),
+                summary: t.summary(),
+            })
+            .collect()
+    }
+}
+
 /// What a study measured.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -359,15 +373,7 @@ pub fn run(study: &Study, mut progress: impl FnMut(u64, u64)) -> Result<Outcome,
     }
     Ok(Outcome {
         study: study.clone(),
-        rows: study
-            .settings
-            .iter()
-            .zip(&tallies)
-            .map(|(setting, t)| Row {
-                setting: setting.clone(),
-                summary: t.summary(),
-            })
-            .collect(),
+        rows: Row::all(&study.settings, &tallies),
         heartbeats,
         crashes,
     })

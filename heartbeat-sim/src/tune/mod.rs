@@ -57,7 +57,7 @@ use heartbeat_core::liveness::Liveness;
 
 use crate::qos::engine::{ClientTruth, Period, TraceBatch, TraceItem};
 use crate::qos::label;
-use crate::qos::metrics::{Summary, Tally};
+use crate::qos::metrics::Tally;
 use crate::qos::replay::Replay;
 use crate::serverlog::{Item, ServerLog};
 
@@ -130,14 +130,9 @@ pub struct ClientRow {
     pub watched: Duration,
 }
 
-/// One setting's result.
-#[derive(Clone, Debug)]
-pub struct Row {
-    /// The setting.
-    pub setting: DetectorConfig,
-    /// Chen's metrics over every client (detection from the crash points).
-    pub summary: Summary,
-}
+/// One setting's result: Chen's metrics over every client (detection from the crash points),
+/// the QoS lab's row.
+pub use crate::qos::Row;
 
 /// The two recommendations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -516,15 +511,7 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
         tally.suspect.detection.extend(r.suspect);
         tally.suspect.undetected += r.undetected_suspect;
     }
-    let rows: Vec<Row> = study
-        .settings
-        .iter()
-        .zip(&tallies)
-        .map(|(setting, t)| Row {
-            setting: setting.clone(),
-            summary: t.summary(),
-        })
-        .collect();
+    let rows = Row::all(&study.settings, &tallies);
     let clients = traces
         .iter()
         .map(|t| ClientRow {
