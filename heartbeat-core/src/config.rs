@@ -288,6 +288,7 @@ pub struct ServerConfig {
     pub(crate) max_idle: Duration,
     pub(crate) max_clock_skew: Duration,
     pub(crate) forget_after: Duration,
+    pub(crate) left_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -308,6 +309,7 @@ impl Default for ServerConfig {
             max_idle: Duration::from_secs(600),
             max_clock_skew: Duration::from_secs(1),
             forget_after: Duration::from_secs(24 * 3600),
+            left_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -440,6 +442,19 @@ impl ServerConfig {
     /// The forget-after.
     pub fn forget_after_value(&self) -> Duration {
         self.forget_after
+    }
+
+    /// How long an expected client (`Server::set_expected`) that said goodbye may stay away:
+    /// not back by then, it is `Down` (from `Left`), so a machine that shut down cleanly and
+    /// never came back is announced once. Default 1 h. A client not expected stays `Left`.
+    pub fn left_grace(mut self, d: Duration) -> Result<Self, ConfigError> {
+        self.left_grace = nonzero(d, "left grace")?;
+        Ok(self)
+    }
+
+    /// The left grace.
+    pub fn left_grace_value(&self) -> Duration {
+        self.left_grace
     }
 
     /// The minimum declared interval.

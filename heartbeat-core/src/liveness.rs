@@ -197,7 +197,8 @@ struct Watch {
     period: Option<Duration>,
     /// While `Down`: arrivals in a row since it was declared down (towards `up_after`).
     recovering: u32,
-    /// While `Unknown`: when it is declared down, never seen.
+    /// While `Unknown`: when it is declared down, never seen; while `Left` and expected back
+    /// ([`Watches::expect_back`]): when it is declared down, not back.
     expected_by: Option<Instant>,
     /// The detector was primed by [`Watches::restore`] or [`Watches::hello`], not by a
     /// heartbeat: the first real arrival replaces it.
@@ -336,20 +337,40 @@ impl Watches {
         self.checks.push(by, client);
     }
 
-    /// Client `client` is no longer expected: if it was still `Unknown`, it is an ordinary
-    /// client not heard from yet (`Up`, no check). Any other state stays.
+    /// Client `client` is no longer expected, or was heard from: if it was still `Unknown`, it
+    /// is an ordinary client not heard from yet (`Up`, no check); if it had left, it is no
+    /// longer expected back ([`expect_back`](Self::expect_back)). Any other state stays.
     pub fn unexpect(&mut self, client: usize) {
         let Some(w) = self.watches.get_mut(client) else {
             return;
         };
-        if w.state != Liveness::Unknown {
-            return;
+        match w.state {
+            Liveness::Unknown => w.state = Liveness::Up,
+            Liveness::Left if w.expected_by.is_some() => {}
+            _ => return,
         }
-        w.state = Liveness::Up;
         w.expected_by = None;
         if let Some(at) = w.check_at.take() {
             self.checks.remove(at, &client);
         }
+    }
+
+    /// Client `client`, which left (a goodbye), is expected back by `by`: unless it is heard
+    /// from before, it is `Down` then (a transition from `Left`), so a machine that shut down
+    /// and never came back is announced once. Nothing for a client that is not `Left`.
+    pub fn expect_back(&mut self, client: usize, by: Instant) {
+        let Some(w) = self.watches.get_mut(client) else {
+            return;
+        };
+        if w.state != Liveness::Left {
+            return;
+        }
+        if let Some(at) = w.check_at.take() {
+            self.checks.remove(at, &client);
+        }
+        w.expected_by = Some(by);
+        w.check_at = Some(by);
+        self.checks.push(by, client);
     }
 
     /// Forgets client `client`'s timing history: a new session of the client process. Its
@@ -548,16 +569,17 @@ impl Watches {
         let flap = self.flap;
         let kind = self.detector.kind();
         let w = &mut self.watches[client];
-        if w.state == Liveness::Unknown {
-            // Never heard from: no detector, only the grace.
+        if matches!(w.state, Liveness::Unknown | Liveness::Left) {
+            // Never heard from, or gone with a goodbye: no detector at work, only the grace.
             match w.expected_by {
                 Some(by) if now >= by => {
+                    let det = w.detector.as_deref();
                     on_change(Change {
                         client,
-                        from: Liveness::Unknown,
+                        from: w.state,
                         to: Liveness::Down,
-                        since_last: None,
-                        suspicion: 0.0,
+                        since_last: det.and_then(|d| since_last(d, now)),
+                        suspicion: det.map_or(0.0, |d| d.suspicion(now)),
                         detector: kind,
                     });
                     w.state = Liveness::Down;

@@ -432,6 +432,8 @@ impl Server {
     ///   watches it already. So is
     ///   one already `Down` or `Left` (restored after a restart, or announced never seen):
     ///   a restart announces nothing that was announced before it.
+    /// - An added client that left (a goodbye) is expected back within the left grace
+    ///   ([`ServerConfig::left_grace`]) of when it went: `Down` from `Left` if it is not.
     /// - A client on both lists keeps its grace (a reload does not restart it).
     /// - A removed client never heard from and not connected is forgotten (gone from reports);
     ///   any other removed client stays, as an ordinary client (and `Up` if it was `Unknown`).
@@ -498,7 +500,13 @@ impl Server {
             // hearing from it: one that connected is watched by its detector (primed then).
             let announced = matches!(self.liveness.state(idx), Liveness::Down | Liveness::Left);
             let heard = r.stats.first_seen.is_some() || r.stats.connections > 0;
-            if !heard && !announced {
+            if self.liveness.state(idx) == Liveness::Left {
+                // Gone with a goodbye (before a restart, or before the reload that lists it):
+                // expected back within the left grace of when it went, then `Down` once.
+                let since = r.gone_since.unwrap_or(now.mono);
+                self.liveness
+                    .expect_back(idx, since + self.config.left_grace);
+            } else if !heard && !announced {
                 let grace = e
                     .grace
                     .or_else(|| self.liveness.time_to_down(now.mono, e.interval))
@@ -823,6 +831,10 @@ impl Server {
                 self.changes.mark(idx);
                 if let Some(change) = self.liveness.leave(now.mono, idx) {
                     self.out.push_back(transition(&self.clients, change));
+                }
+                if self.clients[idx].expected {
+                    let by = now.mono + self.config.left_grace;
+                    self.liveness.expect_back(idx, by);
                 }
             }
             // The decoder speaks v1 only after a leading `HELLO`, so an opening connection's

@@ -1859,7 +1859,10 @@ fn a_client_forgotten_after_its_time_leaves_the_state_and_a_restored_one_is_forg
 /// at the save and silent since is convicted once, a grace after the first restart.
 #[test]
 fn restarts_with_an_expected_list_announce_nothing_already_announced() {
-    let config = fixed_config();
+    // A left grace longer than the test: `gone` stays `Left` (the grace has a test of its own).
+    let config = fixed_config()
+        .left_grace(Duration::from_secs(86_400))
+        .unwrap();
     let list = [
         expected("db", 1000, None),
         expected("ghost", 1000, None),
@@ -1930,4 +1933,83 @@ fn restarts_with_an_expected_list_announce_nothing_already_announced() {
             "restart 1: ev transition client=web suspect->down",
         ]
     );
+}
+
+/// A machine that shut down cleanly and never came back is announced once (issue 17): an
+/// expected client that said goodbye is `Down` (from `Left`) when the left grace ends, unless
+/// it came back; a client not expected stays `Left`. Across a restart, the grace counts from
+/// when it left, and once it is announced a restart says nothing more.
+#[test]
+fn an_expected_client_that_left_and_stays_away_is_down_after_the_left_grace() {
+    let config = fixed_config().left_grace(Duration::from_secs(60)).unwrap();
+    let list = [expected("db", 1000, None), expected("web", 1000, None)];
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(config.clone()));
+    s.set_expected(t0, &list);
+    for (port, name) in [(1, "db"), (2, "web"), (3, "batch")] {
+        let hello = format!("HELLO 1 {name} 1000\nBEAT 1 1700000000\nBYE\n");
+        let c = open(&mut s, t0, port, hello.as_bytes());
+        s.handle_eof(t0, c);
+    }
+    drain(&mut s);
+    // web comes back within its grace and keeps beating; db and batch stay away.
+    let t30 = t0.advanced(Duration::from_secs(30));
+    let web = open(&mut s, t30, 4, b"HELLO 1 web 1000 bb\nBEAT 30 1700000030\n");
+    beat_every_second(&mut s, t0, web, 31..=70);
+    let lines = liveness_lines(&mut s);
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l.split(" since_last").next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [
+            "ev transition client=web left->up",
+            "ev transition client=db left->down"
+        ],
+        "{lines:?}"
+    );
+    let state = |s: &Server, name| s.client(&id(name)).unwrap().state();
+    assert_eq!(
+        state(&s, "batch"),
+        Liveness::Left,
+        "not expected: stays left"
+    );
+
+    // Restarts: a client that left 30 s before the restart is down 30 s after it; one
+    // already announced down stays down without a word.
+    let (t10, mut gone) = (t0.advanced(Duration::from_secs(10)), {
+        let mut g = Server::new(Arc::new(config.clone()));
+        g.set_expected(t0, &list);
+        g
+    });
+    let c = open(
+        &mut gone,
+        t10,
+        1,
+        b"HELLO 1 db 1000\nBEAT 1 1700000010\nBYE\n",
+    );
+    gone.handle_eof(t10, c);
+    drain(&mut gone);
+    let t40 = t0.advanced(Duration::from_secs(40));
+    let mut restarted = Server::new(Arc::new(config.clone()));
+    restarted.restore(gone.persist(), t40).unwrap();
+    restarted.set_expected(t40, &list);
+    let (at, log) = run_timers(&mut restarted, t40, |s| state(s, "db") == Liveness::Down);
+    assert_eq!(at - t40.mono, Duration::from_secs(30), "60 s after it left");
+    assert!(
+        liveness(log)
+            .iter()
+            .any(|l| l.starts_with("ev transition client=db left->down")),
+    );
+    let t200 = t0.advanced(Duration::from_secs(200));
+    let mut again = Server::new(Arc::new(config));
+    again.restore(restarted.persist(), t200).unwrap();
+    again.set_expected(t200, &list);
+    let (_, log) = run_timers(&mut again, t200, |_| false);
+    let db: Vec<String> = liveness(log)
+        .into_iter()
+        .filter(|l| l.contains("client=db"))
+        .collect();
+    assert_eq!(db, Vec::<String>::new());
+    assert_eq!(state(&again, "db"), Liveness::Down);
 }

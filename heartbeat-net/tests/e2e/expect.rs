@@ -303,3 +303,46 @@ fn restarts_page_nobody_already_paged() {
         assert_eq!(read_pages(), paged, "restart {restart}");
     }
 }
+
+/// `--left-grace`: an expected client that said goodbye and stays away is down once the grace
+/// is over (the hook runs for `left->down`, the log says why); one that comes back in time is
+/// simply up again.
+#[test]
+fn an_expected_client_that_left_and_never_came_back_is_down_after_the_left_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = expect_file(dir.path(), "gone 100ms\nback 100ms\n");
+    let (mut server, port) = Proc::json_server(&[
+        "--detector",
+        "fixed",
+        "--expect",
+        &list,
+        "--left-grace",
+        "2s",
+    ]);
+    server.wait_stderr("Expecting 2 client(s) (--expect)");
+    for id in ["gone", "back"] {
+        Proc::client(port, id, &["-i", "100", "--id", id, "--count", "3"]).expect_exit(0);
+    }
+    let mut back = Proc::client(port, "back", &["-i", "100", "--id", "back"]);
+    let left = server.wait_event("gone left", |v| {
+        v["event"] == "transition" && v["client"] == "gone" && v["to"] == "left"
+    });
+    let down = server.wait_event("gone down", |v| {
+        v["event"] == "transition" && v["client"] == "gone" && v["to"] == "down"
+    });
+    assert_eq!(down["from"], "left", "{down}");
+    let after = down["time"].as_f64().unwrap() - left["time"].as_f64().unwrap();
+    assert!(
+        (1.9..4.0).contains(&after),
+        "down {after:.3} s after it left"
+    );
+    server.wait_stderr("Client gone is down: expected (--expect), it said goodbye and has not come back within --left-grace");
+    back.kill();
+    assert!(
+        !server.events().iter().any(|v| v["event"] == "transition"
+            && v["client"] == "back"
+            && v["from"] == "left"
+            && v["to"] == "down"),
+        "back came back in time"
+    );
+}

@@ -203,6 +203,12 @@ fn transition_line(
         format!(
             "Client {client} is {to}: expected (--expect) but never heard from within its grace"
         )
+    } else if from == Liveness::Left {
+        let since = since_last.map_or_else(|| "-".to_owned(), fmt_ms);
+        format!(
+            "Client {client} is {to}: expected (--expect), it said goodbye and has not come back \
+             within --left-grace (last heartbeat {since} ago)"
+        )
     } else if since_last.is_none() && to == Liveness::Up {
         format!("Client {client} is {to} (was {from}): first heartbeat")
     } else {

@@ -245,6 +245,14 @@ pub(crate) struct Opt {
     #[arg(long, default_value = "24h", value_parser = cli::duration)]
     forget_after: std::time::Duration,
 
+    /// With --expect: an expected client that said goodbye (left) and has not come back this
+    /// long after is down (a transition from left, so hooks and alerts page once): a machine
+    /// that shut down cleanly and never returned is not silent for ever. Counted from when it
+    /// left, across restarts (--state-dir). A client not in --expect stays left. A duration:
+    /// 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(long, default_value = "1h", value_parser = cli::duration)]
+    left_grace: std::time::Duration,
+
     #[command(flatten)]
     detector: DetectorArgs,
 
@@ -286,7 +294,8 @@ pub(crate) fn main() -> ExitCode {
             .min_interval(opt.min_interval)?
             .max_idle(opt.max_idle)?
             .max_clock_skew(opt.max_clock_skew)?
-            .forget_after(opt.forget_after)
+            .forget_after(opt.forget_after)?
+            .left_grace(opt.left_grace)
     });
     let config = match config {
         Ok(c) => c,
