@@ -503,9 +503,12 @@ impl Server {
             if self.liveness.state(idx) == Liveness::Left {
                 // Gone with a goodbye (before a restart, or before the reload that lists it):
                 // expected back within the left grace of when it went, then `Down` once.
+                // A grace past what an `Instant` can hold never ends: not armed, as the
+                // forget-after is not.
                 let since = r.gone_since.unwrap_or(now.mono);
-                self.liveness
-                    .expect_back(idx, since + self.config.left_grace);
+                if let Some(by) = since.checked_add(self.config.left_grace) {
+                    self.liveness.expect_back(idx, by);
+                }
             } else if !heard && !announced {
                 let grace = e
                     .grace
@@ -832,8 +835,8 @@ impl Server {
                 if let Some(change) = self.liveness.leave(now.mono, idx) {
                     self.out.push_back(transition(&self.clients, change));
                 }
-                if self.clients[idx].expected {
-                    let by = now.mono + self.config.left_grace;
+                let back_by = now.mono.checked_add(self.config.left_grace);
+                if let Some(by) = back_by.filter(|_| self.clients[idx].expected) {
                     self.liveness.expect_back(idx, by);
                 }
             }

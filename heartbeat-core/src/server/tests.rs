@@ -2013,3 +2013,25 @@ fn an_expected_client_that_left_and_stays_away_is_down_after_the_left_grace() {
     assert_eq!(db, Vec::<String>::new());
     assert_eq!(state(&again, "db"), Liveness::Down);
 }
+
+/// A left grace past what an `Instant` can hold is never over: a goodbye, a reload and a
+/// restore arm nothing and panic nowhere.
+#[test]
+fn a_left_grace_beyond_any_instant_never_ends_and_never_panics() {
+    let config = fixed_config().left_grace(Duration::MAX).unwrap();
+    let list = [expected("db", 1000, None)];
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(config.clone()));
+    s.set_expected(t0, &list);
+    let c = open(&mut s, t0, 1, b"HELLO 1 db 1000\nBEAT 1 1700000000\nBYE\n");
+    s.handle_eof(t0, c);
+    run_timers(&mut s, t0, |_| false);
+    assert_eq!(s.client(&id("db")).unwrap().state(), Liveness::Left);
+    let mut again = Server::new(Arc::new(config));
+    again
+        .restore(s.persist(), t0.advanced(Duration::from_secs(10)))
+        .unwrap();
+    again.set_expected(t0.advanced(Duration::from_secs(10)), &list);
+    run_timers(&mut again, t0, |_| false);
+    assert_eq!(again.client(&id("db")).unwrap().state(), Liveness::Left);
+}
