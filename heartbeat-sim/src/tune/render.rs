@@ -227,6 +227,7 @@ fn advice_json(o: &Outcome) -> Value {
             "clients": g.clients.iter().map(|&c| o.clients[c].name.clone()).collect::<Vec<_>>(),
             "recommended": cell_json(o, g.pick, &cell),
             "defaults": cell_json(o, Some(a.defaults), &defaults),
+            "fleet_pick": cell_json(o, a.fleet.pick, &a.fleet.pick.map(|i| g.cells[i]).unwrap_or_default()),
         })
     };
     json!({
