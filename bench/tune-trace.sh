@@ -17,9 +17,8 @@
 #
 # Phase 1 records one server with the defaults (`--json`) and runs `tune` on it. Phase 2 runs
 # every client once, heartbeating to three servers at once (`--server`, one connection each,
-# the same heartbeats): "defaults" (no detector flags), "class" (one server per class, started
-# with that class's advice, until `--client-settings` can hold it) and "fleet" (the fleet-wide
-# flags). The report: per class and server, each killed client's detection time as the server
+# the same heartbeats): "defaults" (no detector flags), "class" (`--client-settings` with the
+# per-class settings file tune printed, as printed) and "fleet" (the fleet-wide flags). The report: per class and server, each killed client's detection time as the server
 # measured it (the `down` transition's `since_last_ms`: silence since the last heartbeat, the
 # T_D tune estimates) and the suspicions and downs of clients that were alive (mistakes), next
 # to tune's own estimate from the recording.
@@ -127,6 +126,8 @@ stop_server record
 "$BIN/heartbeat-sim" tune "$OUT/record.jsonl" >"$OUT/tune.txt" 2>>"$OUT/tune.err"
 
 # Phase 2: the same fleet against the defaults, each class's advice and the fleet's at once.
+python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["advice"]["client_settings"], end="")' \
+    "$OUT/tune.json" >"$OUT/clients.toml"
 flags() { # flags CLASS: the recommended flags of a class (or "fleet"), or none (the defaults)
     python3 - "$OUT/tune.json" "$1" <<'PY'
 import json, sys
@@ -141,21 +142,13 @@ DEFAULTS_PORT=$PORT
 # shellcheck disable=SC2046
 server fleet $(flags fleet)
 FLEET_PORT=$PORT
-declare -A CLASS_PORT=()
-for class in 100ms 250ms 1s; do
-    # shellcheck disable=SC2046
-    server "class-$class" $(flags "$class")
-    CLASS_PORT[$class]=$PORT
-done
-class_of() {
-    case ${EVERY[$1]} in 100) echo 100ms ;; 250) echo 250ms ;; *) echo 1s ;; esac
-}
+server class --client-settings "$OUT/clients.toml"
+CLASS_PORT=$PORT
 rerun_of() {
-    echo "--server 127.0.0.1:$DEFAULTS_PORT --server 127.0.0.1:${CLASS_PORT[$(class_of "$1")]}" \
-        "--server 127.0.0.1:$FLEET_PORT"
+    echo "--server 127.0.0.1:$DEFAULTS_PORT --server 127.0.0.1:$CLASS_PORT --server 127.0.0.1:$FLEET_PORT"
 }
 fleet rerun rerun_of
-for s in defaults fleet class-100ms class-250ms class-1s; do stop_server "$s"; done
+for s in defaults fleet class; do stop_server "$s"; done
 
 echo "# bench/tune-trace.sh $(date -u +%Y-%m-%dT%H:%MZ), $PROFILE binaries, $(nproc) cores," \
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -200,9 +193,7 @@ def judge(name, wanted):
 tune = json.load(open(os.path.join(out, "tune.json")))["advice"]
 est = {c["class"]: c for c in tune["classes"]}
 rows = {"defaults": judge("defaults", classes), "fleet": judge("fleet", classes)}
-rows["class"] = {}
-for k in classes:
-    rows["class"].update(judge("class-" + k, [k]))
+rows["class"] = judge("class", classes)
 def p(x): return "-" if x is None else f"{x:.0f}"
 print()
 print("phase 2, measured by the servers (ms; T_D: since_last_ms of each killed client's down;")
