@@ -203,6 +203,9 @@ struct Watch {
     /// The detector was primed by [`Watches::restore`] or [`Watches::hello`], not by a
     /// heartbeat: the first real arrival replaces it.
     primed: bool,
+    /// This client's own detector configuration ([`Watches::configure`]); `None`: the
+    /// default one.
+    config: Option<DetectorConfig>,
 }
 
 impl Watch {
@@ -215,6 +218,7 @@ impl Watch {
             recovering: 0,
             expected_by: None,
             primed: false,
+            config: None,
         }
     }
 
@@ -421,6 +425,63 @@ impl Watches {
         }
     }
 
+    /// Client `client`'s detectors are built from `config` from now on (`None`, or the default
+    /// configuration itself: the default one given at [`new`](Self::new)); it lasts until
+    /// [`start`](Self::start) watches the slot afresh. Returns whether that changed what its
+    /// detectors are built from.
+    ///
+    /// When it did, an `Up` or `Suspect` client's detector is replaced at once by one of the
+    /// new configuration primed by its last heartbeat (or `now`, without one), as
+    /// [`restore`](Self::restore) primes one: a silent client is judged by the new rule from
+    /// its last sign of life, its check is re-armed accordingly (the owner reads its next
+    /// timeout again), and its next arrival starts the new detector's history. A `Down` or
+    /// `Left` client's detector is dropped: its next arrival builds a new one. Its state does
+    /// not change here: a looser rule does not clear a suspicion, only a heartbeat does.
+    pub fn configure(
+        &mut self,
+        now: Instant,
+        client: usize,
+        config: Option<DetectorConfig>,
+    ) -> bool {
+        if client >= self.watches.len() {
+            self.start(client);
+        }
+        let config = config.filter(|c| *c != self.detector);
+        let w = &mut self.watches[client];
+        if w.config == config {
+            return false;
+        }
+        w.config = config;
+        let Some(old) = w.detector.take() else {
+            return true;
+        };
+        w.primed = false;
+        if let Some(at) = w.check_at.take() {
+            self.checks.remove(at, &client);
+        }
+        let Some(interval) = w.period else {
+            return true;
+        };
+        if !matches!(w.state, Liveness::Up | Liveness::Suspect) {
+            return true;
+        }
+        let mut det = w.config.as_ref().unwrap_or(&self.detector).build(interval);
+        det.heartbeat(old.last_heartbeat().unwrap_or(now), Seq(0));
+        w.detector = Some(det);
+        w.primed = true;
+        self.arm(client);
+        true
+    }
+
+    /// The configuration client `client`'s detectors are built from: its own
+    /// ([`configure`](Self::configure)) or the default one.
+    pub fn config(&self, client: usize) -> &DetectorConfig {
+        self.watches
+            .get(client)
+            .and_then(|w| w.config.as_ref())
+            .unwrap_or(&self.detector)
+    }
+
     /// Client `client` said `HELLO` at `now`, declaring `interval`: its first sign of life.
     ///
     /// An `Up` (or `Suspect`) client without a detector (a new client, or a new session after
@@ -442,7 +503,7 @@ impl Watches {
             return;
         }
         w.period = Some(interval);
-        let mut det = self.detector.build(interval);
+        let mut det = w.config.as_ref().unwrap_or(&self.detector).build(interval);
         det.heartbeat(now, Seq(0));
         w.detector = Some(det);
         w.primed = true;
@@ -471,8 +532,9 @@ impl Watches {
         if interval.is_some() {
             w.period = interval;
         }
+        let config = w.config.as_ref().unwrap_or(&self.detector);
         if w.detector.is_none() {
-            w.detector = interval.map(|i| self.detector.build(i));
+            w.detector = interval.map(|i| config.build(i));
         }
         let det = w.detector.as_mut()?;
         // What the change back to up reports is read before the heartbeats move the detector
@@ -488,7 +550,7 @@ impl Watches {
         if std::mem::take(&mut w.primed) {
             // Primed at a restore or a HELLO: the first real arrival starts the history.
             if let Some(interval) = interval {
-                *det = self.detector.build(interval);
+                *det = config.build(interval);
             }
         }
         for seq in seqs {
@@ -523,7 +585,7 @@ impl Watches {
             to: Liveness::Left,
             since_last: det.and_then(|d| since_last(d, now)),
             suspicion: det.map_or(0.0, |d| d.suspicion(now)),
-            detector: self.detector.kind(),
+            detector: w.config.as_ref().unwrap_or(&self.detector).kind(),
         };
         w.state = Liveness::Left;
         w.recovering = 0;
@@ -567,8 +629,8 @@ impl Watches {
     /// Moves `client` along its states as far as its detector says at `now`, then re-arms.
     fn evaluate(&mut self, now: Instant, client: usize, on_change: &mut impl FnMut(Change)) {
         let flap = self.flap;
-        let kind = self.detector.kind();
         let w = &mut self.watches[client];
+        let kind = w.config.as_ref().unwrap_or(&self.detector).kind();
         if matches!(w.state, Liveness::Unknown | Liveness::Left) {
             // Never heard from, or gone with a goodbye: no detector at work, only the grace.
             match w.expected_by {
@@ -711,6 +773,62 @@ mod tests {
         assert_eq!(back.since_last, Some(9 * SECOND));
         assert_eq!(back.detector, DetectorKind::Fixed);
         assert_eq!(w.next_check(), Some(t0 + 11 * SECOND));
+    }
+
+    /// A client's own configuration: its detector is rebuilt from the last heartbeat, so the
+    /// silence is judged by the new rule at once (both ways), the other clients keep the
+    /// default, and a `Down` client's detector waits for its next arrival.
+    #[test]
+    fn a_client_configured_alone_is_judged_by_its_own_rule() {
+        use crate::detector::{FixedConfig, Span};
+        use Liveness::{Down, Suspect, Up};
+        let t0 = origin();
+        let loose: DetectorConfig = FixedConfig::default()
+            .grace(Span::Fixed(10 * SECOND))
+            .unwrap()
+            .into();
+        let mut w = fixed();
+        for client in [0, 1] {
+            w.start(client);
+            w.observe(t0, client, Some(SECOND), [Seq(1)]);
+        }
+        // Down 3 s after the last heartbeat by default; 11 s with a 10 s grace.
+        assert!(w.configure(t0 + SECOND, 0, Some(loose.clone())));
+        assert!(
+            !w.configure(t0 + SECOND, 0, Some(loose.clone())),
+            "no change"
+        );
+        assert_eq!(w.config(0), &loose);
+        assert_eq!(w.convicts_at(0, Down), Some(t0 + 11 * SECOND));
+        assert_eq!(w.convicts_at(1, Down), Some(t0 + 3 * SECOND));
+        assert_eq!(
+            changes(&mut w, t0 + 3 * SECOND),
+            [(1, Up, Suspect), (1, Suspect, Down)]
+        );
+        assert_eq!(w.state(0), Up);
+        // Back to the default (given as the default itself): judged from the last heartbeat
+        // again, at once.
+        assert!(w.configure(
+            t0 + 4 * SECOND,
+            0,
+            Some(DetectorConfig::new(DetectorKind::Fixed))
+        ));
+        assert_eq!(w.convicts_at(0, Down), Some(t0 + 3 * SECOND));
+        assert_eq!(
+            changes(&mut w, t0 + 4 * SECOND),
+            [(0, Up, Suspect), (0, Suspect, Down)]
+        );
+        // Down: the detector is dropped, and the next arrival builds the configured one.
+        assert!(w.configure(t0 + 5 * SECOND, 1, Some(loose.clone())));
+        assert!(w.detector(1).is_none());
+        let back = w
+            .observe(t0 + 6 * SECOND, 1, Some(SECOND), [Seq(7)])
+            .unwrap();
+        assert_eq!((back.from, back.to), (Down, Up));
+        assert_eq!(w.convicts_at(1, Down), Some(t0 + 17 * SECOND));
+        // A new watch of the slot forgets the configuration.
+        w.start(1);
+        assert_eq!(w.config(1), &DetectorConfig::new(DetectorKind::Fixed));
     }
 
     #[test]

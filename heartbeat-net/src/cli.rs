@@ -33,6 +33,39 @@ impl DetectorArgs {
     pub fn config(&self) -> Result<DetectorConfig, ConfigError> {
         self.params.config(self.detector)
     }
+
+    /// The configuration that `settings` select, each a flag's name without `--` (`detector`
+    /// or a parameter, e.g. `acceptable-pause`) and its value as on the command line
+    /// (`2800ms`): read and validated by these flags' own parsers, so a settings file and the
+    /// command line accept the same values with the same error sentences. Without `detector`,
+    /// the flag's default (phi). An unknown name is an error.
+    pub fn from_settings<'a>(
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<DetectorConfig, String> {
+        #[derive(clap::Parser)]
+        #[command(no_binary_name = true)]
+        struct Settings {
+            #[command(flatten)]
+            detector: DetectorArgs,
+        }
+        let mut args = Vec::new();
+        for (name, value) in settings {
+            if name != "detector" && !Param::ALL.iter().any(|p| p.name() == name) {
+                let known: Vec<&str> = Param::ALL.iter().map(|p| p.name()).collect();
+                return Err(format!(
+                    "unknown setting {name:?}: detector or one of {}",
+                    known.join(", ")
+                ));
+            }
+            args.push(format!("--{name}={value}"));
+        }
+        let parsed = <Settings as clap::Parser>::try_parse_from(args).map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_owned()
+        })?;
+        parsed.detector.config().map_err(|e| e.to_string())
+    }
 }
 
 /// The parameters of all detectors, as flags; each applies to the detectors that have it.
@@ -326,6 +359,40 @@ mod tests {
     struct T {
         #[command(flatten)]
         d: DetectorArgs,
+    }
+
+    /// A settings file's entries go through the flags' parsers: the same values, the same
+    /// errors.
+    #[test]
+    fn settings_are_read_as_the_flags_are() {
+        let from = |pairs: &[(&str, &str)]| {
+            DetectorArgs::from_settings(pairs.iter().copied()).map(|c| c.to_string())
+        };
+        assert_eq!(
+            from(&[("detector", "fixed"), ("grace", "3200ms")]).unwrap(),
+            "fixed grace=3200ms"
+        );
+        assert_eq!(
+            from(&[("acceptable-pause", "2800ms")]).unwrap(),
+            config(&["--acceptable-pause", "2800ms"]).unwrap()
+        );
+        assert_eq!(
+            from(&[("detector", "phi-exp"), ("threshold", "12")]).unwrap(),
+            config(&["--detector", "phi-exp", "--threshold", "12"]).unwrap()
+        );
+        let bad = from(&[("detector", "fixed"), ("grace", "3 parsecs")]).unwrap_err();
+        assert!(bad.contains("--grace") && !bad.contains('\n'), "{bad}");
+        let unused = from(&[("detector", "fixed"), ("threshold", "3")]).unwrap_err();
+        assert_eq!(
+            unused,
+            config(&["--detector", "fixed", "--threshold", "3"]).unwrap_err()
+        );
+        assert!(
+            from(&[("help", "")])
+                .unwrap_err()
+                .contains("unknown setting")
+        );
+        assert!(from(&[("detector", "nope")]).is_err());
     }
 
     fn config(args: &[&str]) -> Result<String, String> {

@@ -58,6 +58,7 @@ macro_rules! checked_setters {
     };
 }
 
+mod by_client;
 mod chen;
 mod fixed;
 mod params;
@@ -75,6 +76,7 @@ use serde::Serialize;
 use crate::error::ConfigError;
 use crate::ids::Seq;
 
+pub use by_client::{ClientDetectors, ClientRule, glob_matches};
 pub use chen::{ChenConfig, ChenDetector};
 pub use fixed::{FixedConfig, FixedDetector};
 pub use params::{Param, ParamValues};

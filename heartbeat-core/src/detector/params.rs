@@ -84,24 +84,32 @@ impl DetectorKind {
         self.params().contains(&param)
     }
 
-    /// The settings `heartbeat-sim tune` replays for this kind, in multiples of the client's
-    /// interval where the parameter scales with it:
+    /// The settings `heartbeat-sim tune` replays for this kind: multiples of the client's
+    /// interval where the parameter scales with it, then absolute durations, which suit a
+    /// fleet of mixed intervals (one setting, the same silence tolerated by every client):
     ///
-    /// - `chen`: α 0.5, 1 (default), 2, 5 and 10 intervals;
-    /// - `fixed`: grace 1, 2 (default), 5, 10 and 20 intervals;
+    /// - `chen`: α 0.5, 1 (default), 2, 5 and 10 intervals; α 250 ms, 500 ms, 1 s, 2 s and 5 s;
+    /// - `fixed`: grace 1, 2 (default), 5, 10 and 20 intervals; grace 1 s, 2 s, 3 s, 5 s and
+    ///   10 s;
     /// - `phi`: acceptable pause 0, 1 and 5 intervals at threshold 8, pause 1 interval at
     ///   threshold 12, and the defaults (threshold 8, pause 3 s, meant for 1 s heartbeats);
+    ///   pause 500 ms, 1 s, 2 s and 5 s at threshold 8;
     /// - `phi-exp`: threshold 2, 4, 8 (default) and 12.
     pub fn tune_grid(self) -> Vec<DetectorConfig> {
         let x = Span::Intervals;
+        let ms = |n: u64| Span::Fixed(Duration::from_millis(n));
         match self {
             Self::Chen => [0.5, 1.0, 2.0, 5.0, 10.0]
+                .map(x)
                 .into_iter()
-                .filter_map(|a| ChenConfig::default().alpha(x(a)).ok().map(Into::into))
+                .chain([250, 500, 1_000, 2_000, 5_000].map(ms))
+                .filter_map(|a| ChenConfig::default().alpha(a).ok().map(Into::into))
                 .collect(),
             Self::Fixed => [1.0, 2.0, 5.0, 10.0, 20.0]
+                .map(x)
                 .into_iter()
-                .filter_map(|g| FixedConfig::default().grace(x(g)).ok().map(Into::into))
+                .chain([1_000, 2_000, 3_000, 5_000, 10_000].map(ms))
+                .filter_map(|g| FixedConfig::default().grace(g).ok().map(Into::into))
                 .collect(),
             Self::Phi => [(8.0, 0.0), (8.0, 1.0), (12.0, 1.0), (8.0, 5.0)]
                 .into_iter()
@@ -110,6 +118,12 @@ impl DetectorKind {
                     c.and_then(|c| c.threshold(threshold)).ok().map(Into::into)
                 })
                 .chain([PhiConfig::default().into()])
+                .chain(
+                    [500, 1_000, 2_000, 5_000]
+                        .into_iter()
+                        .filter_map(|p| PhiConfig::default().acceptable_pause(ms(p)).ok())
+                        .map(Into::into),
+                )
                 .collect(),
             Self::PhiExp => [2.0, 4.0, 8.0, 12.0]
                 .into_iter()
@@ -303,6 +317,34 @@ mod tests {
                 p.name()
             );
         }
+    }
+
+    /// The tuning grid holds absolute settings beside the multiples of the interval (a fleet of
+    /// mixed intervals needs one silence for all), and no setting twice.
+    #[test]
+    fn the_tune_grid_has_absolute_settings_and_no_duplicates() {
+        let grid: Vec<String> = DetectorKind::ALL
+            .into_iter()
+            .flat_map(DetectorKind::tune_grid)
+            .map(|c| c.to_string())
+            .collect();
+        for absolute in [
+            "chen alpha=500ms",
+            "fixed grace=1s",
+            "fixed grace=10s",
+            "acceptable-pause=500ms",
+            "acceptable-pause=5s",
+        ] {
+            assert!(
+                grid.iter().any(|c| c.contains(absolute)),
+                "{absolute} in {grid:?}"
+            );
+        }
+        let mut unique = grid.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), grid.len(), "{grid:?}");
+        assert_eq!(grid.len(), 33);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::analysis::Report;
 use crate::auth::{AuthFailure, AuthKeys};
 use crate::config::ServerConfig;
+use crate::detector::ClientDetectors;
 use crate::error::{DecodeError, DisconnectReason, Violation};
 use crate::frame::{Frame, Inbound, Protocol, StreamDecoder};
 use crate::ids::{ClientId, ClientKey, ConnId, Seq};
@@ -89,6 +90,8 @@ pub struct Server {
     deadlines: DeadlineQueue<ConnId>,
     /// Every client's liveness machine, by the same index as `clients`.
     liveness: Watches,
+    /// Detector settings per client id ([`set_client_detectors`](Self::set_client_detectors)).
+    client_detectors: ClientDetectors,
     /// Challenge nonces, when authentication is on.
     challenger: Option<Challenger>,
     /// Records changed since the last [`persist_changes`](Self::persist_changes).
@@ -138,6 +141,7 @@ impl Server {
     pub fn new(config: Arc<ServerConfig>) -> Self {
         Self {
             liveness: Watches::with_flap(config.detector.clone(), config.flap),
+            client_detectors: ClientDetectors::default(),
             challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
             changes: Changes::default(),
             config,
@@ -389,6 +393,7 @@ impl Server {
             }
             self.clients.push(Box::new(record));
             self.liveness.restore(now.mono, idx, state, interval);
+            self.configure_detector(now, idx);
         }
         Ok(Restored {
             clients: restored,
@@ -531,6 +536,44 @@ impl Server {
             auth.keys = keys;
         }
         true
+    }
+
+    /// Replaces the detector settings per client id (a reloaded `--client-settings` file): a
+    /// client whose id matches a rule is watched by that rule's detector, the first match
+    /// winning; any other by the configured one ([`ServerConfig::detector`]). Legacy clients,
+    /// known by their address, match no rule.
+    ///
+    /// Each client's rule is looked up when it identifies (`HELLO`), and here for every client
+    /// remembered: one whose rule changed gets a detector of the new rule at once, primed by
+    /// its last heartbeat, so its silence is judged by the new rule from its last sign of life
+    /// ([`Watches::configure`](crate::liveness::Watches::configure)); nothing is announced
+    /// until a check runs. An expected client never heard from keeps the grace it was given.
+    /// Returns the clients whose detector changed, in key order. Read
+    /// [`poll_timeout`](Self::poll_timeout) again afterwards.
+    pub fn set_client_detectors(&mut self, now: Now, rules: ClientDetectors) -> Vec<ClientKey> {
+        self.client_detectors = rules;
+        let clients: Vec<(ClientKey, usize)> =
+            self.index.iter().map(|(k, &i)| (k.clone(), i)).collect();
+        clients
+            .into_iter()
+            .filter(|&(_, idx)| self.configure_detector(now, idx))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// The detector settings per client id in force.
+    pub fn client_detectors(&self) -> &ClientDetectors {
+        &self.client_detectors
+    }
+
+    /// Looks up client `idx`'s rule and hands it to its liveness machine: whether its
+    /// detector's configuration changed.
+    fn configure_detector(&mut self, now: Now, idx: usize) -> bool {
+        let config = match &self.clients[idx].stats.client {
+            ClientKey::Id(id) => self.client_detectors.config_for(id.as_str()).cloned(),
+            ClientKey::Peer(_) => None,
+        };
+        self.liveness.configure(now.mono, idx, config)
     }
 
     // ---- outputs ----
@@ -946,6 +989,7 @@ impl Server {
             self.clients[idx].restart(conn, &mut self.out);
             self.liveness.reset(idx);
         }
+        self.configure_detector(now, idx);
         if let (Protocol::V1, Some(interval)) = (protocol, interval) {
             // The HELLO is the first sign of life: a client that sends nothing after it goes
             // suspect and down like any other silence.

@@ -2035,3 +2035,83 @@ fn a_left_grace_beyond_any_instant_never_ends_and_never_panics() {
     run_timers(&mut again, t0, |_| false);
     assert_eq!(again.client(&id("db")).unwrap().state(), Liveness::Left);
 }
+
+/// Two clients, `fast-1` and `slow-1`, every second, both silent after their fifth heartbeat:
+/// the times after the last one at which each is down.
+fn downs_after_silence(s: &mut Server, t0: Now, rules: Option<ClientDetectors>) -> Vec<String> {
+    let a = open(s, t0, 1, b"HELLO 1 fast-1 1000\n");
+    let b = open(s, t0, 2, b"HELLO 1 slow-1 1000\n");
+    for i in 1..=5 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        for c in [a, b] {
+            s.handle_input(now, c, format!("BEAT {i} 1700000000\n").as_bytes());
+        }
+    }
+    let last = t0.advanced(Duration::from_secs(5));
+    if let Some(rules) = rules {
+        let changed = s.set_client_detectors(last, rules);
+        assert_eq!(changed, [id("slow-1")], "only slow-1's rule changed");
+    }
+    drain(s);
+    let mut downs = Vec::new();
+    for tenth in 1..=40 {
+        let now = last.advanced(Duration::from_millis(100 * tenth));
+        advance_to(s, now);
+        for line in liveness_lines(s) {
+            if line.contains("->down") {
+                downs.push(format!("+{}ms {line}", 100 * tenth));
+            }
+        }
+    }
+    downs
+}
+
+fn fixed_grace(ms: u64) -> DetectorConfig {
+    crate::detector::FixedConfig::default()
+        .grace(crate::detector::Span::Fixed(Duration::from_millis(ms)))
+        .unwrap()
+        .into()
+}
+
+/// A client matching a rule is watched by the rule's detector from its `HELLO`; new rules
+/// rebuild the detectors of the clients whose rule changed, judged from their last heartbeat.
+#[test]
+fn per_client_detectors_apply_at_hello_and_on_replacement() {
+    use crate::detector::ClientRule;
+    let config = ServerConfig::default().detector(DetectorConfig::new(DetectorKind::Fixed));
+    let t0 = Now::test_origin();
+    // At HELLO: fast-* gets a 1 s grace (down 2 s after the last heartbeat), slow-1 the
+    // server's fixed detector (3 s).
+    let mut s = Server::new(Arc::new(config.clone()));
+    let rules = ClientDetectors::new(vec![ClientRule::new("fast-*", fixed_grace(1_000))]);
+    assert!(s.set_client_detectors(t0, rules.clone()).is_empty());
+    let downs = downs_after_silence(&mut s, t0, None);
+    assert_eq!(downs.len(), 2, "{downs:?}");
+    assert!(
+        downs[0].starts_with("+2000ms") && downs[0].contains("fast-1"),
+        "{downs:?}"
+    );
+    assert!(
+        downs[1].starts_with("+3000ms") && downs[1].contains("slow-1"),
+        "{downs:?}"
+    );
+    // Replaced after the last heartbeats: slow-1 gets a 500 ms grace, judged from its last
+    // heartbeat at once; fast-1's rule is the same, its detector untouched.
+    let mut s = Server::new(Arc::new(config));
+    s.set_client_detectors(t0, rules);
+    let tighter = ClientDetectors::new(vec![
+        ClientRule::new("fast-*", fixed_grace(1_000)),
+        ClientRule::new("slow-1", fixed_grace(500)),
+    ]);
+    let downs = downs_after_silence(&mut s, t0, Some(tighter.clone()));
+    assert!(
+        downs[0].starts_with("+1500ms") && downs[0].contains("slow-1"),
+        "{downs:?}"
+    );
+    assert!(
+        downs[1].starts_with("+2000ms") && downs[1].contains("fast-1"),
+        "{downs:?}"
+    );
+    assert_eq!(s.client_detectors(), &tighter);
+}

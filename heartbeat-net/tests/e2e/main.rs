@@ -4,6 +4,7 @@
 
 mod auth;
 mod client_daemon;
+mod client_settings;
 mod concurrency;
 mod detector;
 mod drift;

@@ -94,6 +94,21 @@ impl Tally {
         }
     }
 
+    /// Adds another tally's counts to this one.
+    pub fn merge(&mut self, other: Self) {
+        self.reachable += other.reachable;
+        self.crashes += other.crashes;
+        for (mine, theirs) in [
+            (&mut self.suspect, other.suspect),
+            (&mut self.down, other.down),
+        ] {
+            mine.detection.extend(theirs.detection);
+            mine.undetected += theirs.undetected;
+            mine.mistakes += theirs.mistakes;
+            mine.mistake_time += theirs.mistake_time;
+        }
+    }
+
     /// The metrics.
     pub fn summary(&self) -> Summary {
         Summary {

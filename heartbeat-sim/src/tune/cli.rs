@@ -10,6 +10,7 @@ use super::render::{self, Input};
 use super::synthetic::{self, Spec};
 use super::{Study, grid};
 use crate::qos::cli::chosen_kinds;
+use crate::qos::metrics::Level;
 use crate::serverlog::ServerLog;
 
 /// What `heartbeat-sim tune` is asked: the log (or a synthetic one to print), the detectors
@@ -34,6 +35,9 @@ pub struct TuneArgs {
     pub seed: u64,
     /// Threads (default: available parallelism).
     pub jobs: Option<usize>,
+    /// The level a recommended setting makes no mistake at, and whose detection time ranks
+    /// it: `down` or `suspect`.
+    pub level: Level,
     /// Print one JSON object instead of the table.
     pub json: bool,
     /// Print CSV instead of the table.
@@ -41,6 +45,15 @@ pub struct TuneArgs {
     /// Print a synthetic server log instead of tuning: DURATION@RATE, e.g. 7d@10Hz (one client,
     /// the simulator's 1-50 ms latencies, link stalls of 0.2 to 1.5 s every 5 to 60 minutes).
     pub synthetic: Option<Spec>,
+}
+
+/// Reads `--level`: `down` or `suspect`.
+pub fn parse_level(s: &str) -> Result<Level, String> {
+    match s {
+        "down" => Ok(Level::Down),
+        "suspect" => Ok(Level::Suspect),
+        _ => Err(format!("{s:?} is not a level: down or suspect")),
+    }
 }
 
 impl TuneArgs {
@@ -113,6 +126,7 @@ pub fn main(args: TuneArgs) -> ExitCode {
         crash_points: args.crash_points,
         seed: args.seed,
         jobs,
+        level: args.level,
     };
     let outcome = match super::run(&log, &study) {
         Ok(o) => o,

@@ -32,14 +32,22 @@
 //!   seeded sample of them (the same for every setting) when a client has more than
 //!   `crash_points` arrivals.
 //!
-//! The recommendation is the setting with the lowest mean T_D among those with no mistake on
-//! the trace (ties: lower p99, then grid order), and the same among those with at most one
-//! mistake a day of watched time.
+//! # What is recommended
+//! Advice is judged like a detector: by the worst case of every class of client it applies to
+//! ([`advice`]). Each distinct interval (as declared, or as estimated) is a class; a class's
+//! T_D p99 and max are the worst of its clients' own (each client's p99 over its own crash
+//! points, so a client with few arrivals counts as much as a busy one), and the fleet's are the
+//! worst class's. Per class and for the fleet, the pick is the setting with the lowest T_D p99
+//! (then max, then grid order) among those with no mistake at the chosen level (`down` unless
+//! asked for `suspect`) and no undetected crash point. The server's defaults are always
+//! measured, and every pick slower at p99 than the defaults for some class is named in
+//! [`Advice::slower`].
 //!
 //! A stall of the server itself (`stalled`) is not a gap: the replay judges the arrival times
 //! as logged, without the server's pause guard, so heartbeats a stalled server read late may
 //! count as mistakes the real server did not make. The outcome counts the stalls.
 
+pub mod advice;
 pub mod cli;
 pub mod render;
 pub mod synthetic;
@@ -57,9 +65,11 @@ use heartbeat_core::liveness::Liveness;
 
 use crate::qos::engine::{ClientTruth, Period, TraceBatch, TraceItem};
 use crate::qos::label;
-use crate::qos::metrics::Tally;
+use crate::qos::metrics::{Level, Summary, Tally};
 use crate::qos::replay::Replay;
 use crate::serverlog::{Item, ServerLog};
+
+pub use advice::Advice;
 
 /// Crash points per client by default: more arrivals than this are sampled.
 pub const CRASH_POINTS: usize = 100_000;
@@ -109,6 +119,9 @@ pub struct Study {
     pub seed: u64,
     /// Threads.
     pub jobs: usize,
+    /// The level at which a recommended setting makes no mistake (and whose detection time
+    /// ranks it).
+    pub level: Level,
 }
 
 /// One client as tuned.
@@ -134,26 +147,24 @@ pub struct ClientRow {
 /// the QoS lab's row.
 pub use crate::qos::Row;
 
-/// The two recommendations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Recommendation {
-    /// The fastest setting with no mistake, as an index in [`Outcome::rows`].
-    pub zero_mistakes: Option<usize>,
-    /// The fastest setting with at most one mistake a day of watched time.
-    pub one_per_day: Option<usize>,
-}
-
 /// What tuning found.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// One row per setting, in the study's order.
+    /// One row per setting, in the study's order, then the server's defaults if the study
+    /// did not have them: every client's arrivals pooled.
     pub rows: Vec<Row>,
     /// The clients tuned, in the log's order.
     pub clients: Vec<ClientRow>,
+    /// Per client (in [`Outcome::clients`]' order), per setting (in [`Outcome::rows`]' order):
+    /// that client's own metrics.
+    pub per_client: Vec<Vec<Summary>>,
+    /// The index in [`Outcome::rows`] of the server's defaults (`--detector phi`), always
+    /// measured.
+    pub defaults: usize,
     /// Selected clients that could not be tuned: name and why (no interval known).
     pub left_out: Vec<(String, String)>,
-    /// The recommendations.
-    pub recommendation: Recommendation,
+    /// The advice: per class of clients and for the fleet.
+    pub advice: Advice,
     /// Server runs in the log.
     pub runs: u64,
     /// Downs the server that wrote the log declared (its own detector, for comparison).
@@ -446,6 +457,16 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
     if study.settings.is_empty() {
         return Err("no detector settings".into());
     }
+    // The defaults are always measured: advice is compared with them.
+    let mut settings = study.settings.clone();
+    let defaults = DetectorConfig::default();
+    let defaults = match settings.iter().position(|s| *s == defaults) {
+        Some(i) => i,
+        None => {
+            settings.push(defaults);
+            settings.len() - 1
+        }
+    };
     for name in &study.clients {
         if log.client(name).is_none() {
             return Err(format!("no client {name:?} in the log"));
@@ -472,7 +493,7 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
     let origin = Instant::now();
     let end = log.end;
     let units: Vec<(usize, usize)> = (0..traces.len())
-        .flat_map(|c| (0..study.settings.len()).map(move |s| (c, s)))
+        .flat_map(|c| (0..settings.len()).map(move |s| (c, s)))
         .collect();
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, UnitResult)>();
@@ -480,12 +501,12 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
     std::thread::scope(|scope| {
         for _ in 0..study.jobs.clamp(1, units.len()) {
             let tx = tx.clone();
-            let (units, next, traces) = (&units, &next, &traces);
+            let (units, next, traces, settings) = (&units, &next, &traces, &settings);
             scope.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(c, s)) = units.get(k) else { break };
-                    let r = replay(&traces[c], &study.settings[s], origin, end);
+                    let r = replay(&traces[c], &settings[s], origin, end);
                     if tx.send((k, r)).is_err() {
                         break;
                     }
@@ -497,22 +518,25 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
             results[k] = Some(r);
         }
     });
-    let mut tallies = vec![Tally::default(); study.settings.len()];
+    let mut tallies = vec![Tally::default(); settings.len()];
+    let mut per_client = vec![Vec::with_capacity(settings.len()); traces.len()];
     for (&(c, s), r) in units.iter().zip(results) {
         let r = r.ok_or("a replay thread panicked")?;
         let truth = ClientTruth {
             reachable: traces[c].sessions.clone(),
             crashes: Vec::new(),
         };
-        let tally = &mut tallies[s];
-        tally.add_run(&r.transitions, std::slice::from_ref(&truth), end);
-        tally.down.detection.extend(r.down);
-        tally.down.undetected += r.undetected_down;
-        tally.suspect.detection.extend(r.suspect);
-        tally.suspect.undetected += r.undetected_suspect;
+        let mut mine = Tally::default();
+        mine.add_run(&r.transitions, std::slice::from_ref(&truth), end);
+        mine.down.detection = r.down;
+        mine.down.undetected = r.undetected_down;
+        mine.suspect.detection = r.suspect;
+        mine.suspect.undetected = r.undetected_suspect;
+        per_client[c].push(mine.summary());
+        tallies[s].merge(mine);
     }
-    let rows = Row::all(&study.settings, &tallies);
-    let clients = traces
+    let rows = Row::all(&settings, &tallies);
+    let clients: Vec<ClientRow> = traces
         .iter()
         .map(|t| ClientRow {
             name: log.name(t.client).to_owned(),
@@ -542,42 +566,18 @@ pub fn run(log: &ServerLog, study: &Study) -> Result<Outcome, String> {
         .iter()
         .filter(|s| matches!(s.item, Item::Stalled { .. }))
         .count() as u64;
+    let advice = Advice::new(&clients, &per_client, defaults, study.level);
     Ok(Outcome {
-        recommendation: recommend(&rows),
+        advice,
         stalls,
         rows,
         clients,
+        per_client,
+        defaults,
         left_out,
         runs: log.stats.runs,
         server_downs,
     })
-}
-
-/// The fastest settings (lowest mean T_D at the down level, then p99, then order) with no
-/// mistake, and with at most one a day.
-pub fn recommend(rows: &[Row]) -> Recommendation {
-    let best = |ok: &dyn Fn(&Row) -> bool| {
-        rows.iter()
-            .enumerate()
-            .filter(|(_, r)| ok(r) && r.summary.down.detection_mean.is_some())
-            .min_by_key(|(i, r)| {
-                (
-                    r.summary.down.detection_mean,
-                    r.summary.down.detection_p99,
-                    *i,
-                )
-            })
-            .map(|(i, _)| i)
-    };
-    Recommendation {
-        zero_mistakes: best(&|r| r.summary.down.mistakes == 0),
-        one_per_day: best(&|r| {
-            r.summary
-                .down
-                .mistakes_per_hour
-                .is_some_and(|h| h <= 1.0 / 24.0)
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -599,7 +599,7 @@ mod tests {
     #[test]
     fn server_flags_select_the_setting() {
         let settings = grid(&DetectorKind::ALL);
-        assert_eq!(settings.len(), 19);
+        assert_eq!(settings.len(), 33);
         for setting in settings {
             let flags = server_flags(&setting);
             let args = std::iter::once("heartbeat-server").chain(flags.split_whitespace());
@@ -627,12 +627,183 @@ mod tests {
 
     /// A v1 client's `HELLO` at `at_ms`, timed as the server writes it.
     fn connected(client: &str, conn: u64, at_ms: u64) -> String {
+        connected_every(client, conn, at_ms, 100)
+    }
+
+    /// A v1 client's `HELLO` declaring `interval_ms`.
+    fn connected_every(client: &str, conn: u64, at_ms: u64, interval_ms: u64) -> String {
         let t = 1_700_000_000_000 + at_ms;
         format!(
-            r#"{{"event":"connected","conn":{conn},"client":"{client}","peer":"192.0.2.1:4000","protocol":"v1","interval_ms":100.0,"resumed":false,"time":"{}.{:03}000"}}"#,
+            r#"{{"event":"connected","conn":{conn},"client":"{client}","peer":"192.0.2.1:4000","protocol":"v1","interval_ms":{interval_ms}.0,"resumed":false,"time":"{}.{:03}000"}}"#,
             t / 1000,
             t % 1000
         )
+    }
+
+    /// A client of a fleet: its name, interval, when it stops for good (killed: no goodbye),
+    /// and one silence `(after_ms, length_ms)` (a SIGSTOP).
+    struct Member {
+        name: &'static str,
+        every: u64,
+        until: u64,
+        pause: Option<(u64, u64)>,
+    }
+
+    /// A log of `members` connecting at once and sending until their `until`, in time order.
+    fn fleet(members: &[Member]) -> ServerLog {
+        let mut lines: Vec<(u64, String)> = Vec::new();
+        for (conn, m) in members.iter().enumerate() {
+            lines.push((0, connected_every(m.name, conn as u64 + 1, 0, m.every)));
+            let (mut t, mut seq) = (m.every, 1);
+            while t <= m.until {
+                lines.push((t, beat(m.name, seq, t)));
+                seq += 1;
+                t += m.every;
+                if let Some((after, length)) = m.pause.filter(|&(after, _)| t > after) {
+                    if t - m.every <= after {
+                        t = after + length;
+                    }
+                }
+            }
+        }
+        lines.sort_by_key(|(t, _)| *t);
+        log(&lines.into_iter().map(|(_, l)| l).collect::<Vec<_>>())
+    }
+
+    fn fixed_ms(grace: u64) -> DetectorConfig {
+        FixedConfig::default()
+            .grace(Span::Fixed(Duration::from_millis(grace)))
+            .unwrap()
+            .into()
+    }
+
+    const MINUTE: u64 = 60_000;
+
+    /// Two clients every 100 ms outnumber one every second ten to one in arrivals. A mean over
+    /// arrivals (the old ranking) prefers grace = 2 intervals (300 ms for the fast ones, 3 s
+    /// for the slow one); the worst case per client prefers grace = 1 s (2 s for the slow one),
+    /// and each class gets its own pick.
+    #[test]
+    fn fast_clients_do_not_decide_for_the_slow_ones() {
+        let log = fleet(&[
+            Member {
+                name: "fast-1",
+                every: 100,
+                until: MINUTE,
+                pause: None,
+            },
+            Member {
+                name: "fast-2",
+                every: 100,
+                until: MINUTE,
+                pause: None,
+            },
+            Member {
+                name: "slow-1",
+                every: 1_000,
+                until: MINUTE,
+                pause: None,
+            },
+        ]);
+        let o = run(&log, &study(vec![fixed(2.0), fixed_ms(1_000)], 0)).unwrap();
+        // The pooled mean, which the old ranking sorted by, favours the relative setting.
+        let mean = |i: usize| o.rows[i].summary.down.detection_mean.unwrap();
+        assert!(mean(0) < mean(1), "{:?} {:?}", mean(0), mean(1));
+        let a = &o.advice;
+        assert_eq!(a.defaults, 2, "the defaults are measured too");
+        assert_eq!(a.fleet.pick, Some(1));
+        assert_eq!(a.fleet.cells[0].p99, Some(Duration::from_secs(3)));
+        assert_eq!(a.fleet.cells[1].p99, Some(Duration::from_secs(2)));
+        let classes: Vec<_> = a
+            .classes
+            .iter()
+            .map(|c| (c.interval, c.clients.len(), c.pick))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                (Some(Duration::from_millis(100)), 2, Some(0)),
+                (Some(Duration::from_secs(1)), 1, Some(1)),
+            ]
+        );
+        assert!(a.slower.is_empty(), "{:?}", a.slower);
+    }
+
+    /// A 1 s client killed half-way and one stopped for 5.5 s: a 1 s grace takes the pause for
+    /// a death, the defaults (φ, pause 3 s) too; a 5 s grace makes no mistake, so it is the
+    /// class's pick, and the output must say it is slower at p99 than the defaults there. The
+    /// killed client's last heartbeat is a crash point like any other. At the suspect level
+    /// (half the silence) no setting is free of mistakes.
+    #[test]
+    fn a_killed_client_and_a_pause_against_the_defaults() {
+        let members = [
+            Member {
+                name: "fast",
+                every: 100,
+                until: MINUTE,
+                pause: None,
+            },
+            Member {
+                name: "killed",
+                every: 1_000,
+                until: MINUTE / 2,
+                pause: None,
+            },
+            Member {
+                name: "paused",
+                every: 1_000,
+                until: MINUTE,
+                pause: Some((20_000, 5_500)),
+            },
+        ];
+        let log = fleet(&members);
+        let settings = vec![fixed_ms(1_000), fixed_ms(5_000)];
+        let o = run(&log, &study(settings.clone(), 0)).unwrap();
+        let a = &o.advice;
+        let slow = &a.classes[1];
+        assert_eq!(slow.interval, Some(Duration::from_secs(1)));
+        assert!(slow.cells[0].mistakes_down >= 1);
+        assert!(
+            slow.cells[a.defaults].mistakes_down >= 1,
+            "{:?}",
+            slow.cells
+        );
+        assert_eq!(slow.pick, Some(1));
+        assert_eq!(slow.cells[1].p99, Some(Duration::from_secs(6)));
+        let killed = o.clients.iter().position(|c| c.name == "killed").unwrap();
+        assert_eq!(o.clients[killed].crash_points, 30);
+        assert_eq!(
+            o.per_client[killed][1].down.detection_max,
+            Some(Duration::from_secs(6))
+        );
+        let defaults_p99 = slow.cells[a.defaults].p99.unwrap();
+        assert!(defaults_p99 < Duration::from_secs(6), "{defaults_p99:?}");
+        assert!(
+            a.slower.contains(&advice::Slower {
+                class: 1,
+                fleet: false,
+                setting: 1,
+                p99: Duration::from_secs(6),
+                defaults_p99,
+            }),
+            "{:?}",
+            a.slower
+        );
+        // The per-class settings are a settings file: one entry per client of each class.
+        let file = render::settings_file(&o);
+        let parsed: toml::Table = toml::from_str(&file).unwrap();
+        let entries = parsed["client"].as_array().unwrap();
+        assert_eq!(entries.len(), 3, "{file}");
+        assert!(file.contains("match = \"paused\"\ndetector = \"fixed\"\ngrace = \"5s\""));
+        let suspect = run(
+            &log,
+            &Study {
+                level: Level::Suspect,
+                ..study(settings, 0)
+            },
+        )
+        .unwrap();
+        assert_eq!(suspect.advice.classes[1].pick, None);
     }
 
     fn study(settings: Vec<DetectorConfig>, crash_points: usize) -> Study {
@@ -642,6 +813,7 @@ mod tests {
             crash_points,
             seed: 1,
             jobs: 2,
+            level: Level::Down,
         }
     }
 
@@ -672,7 +844,7 @@ mod tests {
         assert_eq!(tight.detection_mean, Some(Duration::from_millis(300)));
         assert_eq!(loose.detection_p99, Some(Duration::from_millis(2100)));
         assert_eq!(o.clients[0].crash_points, 100);
-        assert_eq!(o.recommendation.zero_mistakes, Some(1));
+        assert_eq!(o.advice.fleet.pick, Some(1));
         assert_eq!(
             o.clients[0].watched,
             Duration::from_millis(100 * 98 + 1_100)

@@ -6,6 +6,7 @@
 //! --workspace` builds them (heartbeat-net's own end-to-end tests need them); the tuner is
 //! called as a library, exactly as `heartbeat-sim tune --json` calls it.
 
+mod advice;
 mod real;
 mod sim;
 

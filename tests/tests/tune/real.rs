@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use heartbeat_core::detector::DetectorKind;
+use heartbeat_sim::qos::metrics::Level;
 use heartbeat_sim::serverlog::ServerLog;
 use heartbeat_sim::tune::render::Input;
 use heartbeat_sim::tune::{self, Study};
@@ -147,6 +148,7 @@ fn a_paused_client_is_a_mistake_for_a_tight_setting() {
         crash_points: tune::CRASH_POINTS,
         seed: 1,
         jobs: 2,
+        level: Level::Down,
     };
     let outcome = tune::run(&log, &study).unwrap();
     let input = Input {
@@ -169,7 +171,7 @@ fn a_paused_client_is_a_mistake_for_a_tight_setting() {
     // Forty slots, less those the client skipped while stopped.
     assert!(clients[0]["heartbeats"].as_u64().unwrap() >= 30, "{v:#}");
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 19);
+    assert_eq!(rows.len(), 33);
     let row = |label: &str| {
         rows.iter()
             .find(|r| r["label"] == label)
@@ -198,6 +200,6 @@ fn a_paused_client_is_a_mistake_for_a_tight_setting() {
     assert_eq!(loose["down"]["mistakes"], 0, "{loose:#}");
     assert_eq!(tight["down"]["detection_p99_ms"], 200.0);
     // The goodbye ends the session: the silence after it is no mistake and no detection.
-    let zero = &v["recommendation"]["zero_mistakes"];
-    assert_eq!(zero["down"]["mistakes"], 0, "{v:#}");
+    let fleet = &v["advice"]["fleet"]["recommended"];
+    assert_eq!(fleet["mistakes_down"], 0, "{v:#}");
 }

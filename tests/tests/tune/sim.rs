@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use heartbeat_core::detector::{ChenConfig, DetectorConfig, DetectorKind, Span};
+use heartbeat_sim::qos::metrics::Level;
 use heartbeat_sim::qos::{self, EngineKind, QosParams, Study as QosStudy};
 use heartbeat_sim::scenario::{Latency, Params, Scenario};
 use heartbeat_sim::serverlog::ServerLog;
@@ -64,6 +65,7 @@ fn tuned_detection_time_matches_the_engines_measured_one() {
             crash_points: 0,
             seed: 1,
             jobs: 2,
+            level: Level::Down,
         },
     )
     .unwrap();

@@ -26,6 +26,7 @@ mod log;
 mod metrics;
 mod output;
 mod refusals;
+mod settings;
 mod signals;
 mod state;
 mod unidentified;
@@ -46,6 +47,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser};
 use heartbeat_core::analysis::Report;
 use heartbeat_core::config::ServerConfig;
+use heartbeat_core::detector::ClientDetectors;
 use heartbeat_core::liveness::FlapControl;
 use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
@@ -211,6 +213,14 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "FILE")]
     expect: Option<PathBuf>,
 
+    /// Detector settings per client: a TOML file of `[[client]]` entries, each a `match` (an
+    /// exact id or a glob with * and ?; the first match wins) and detector flags without `--`
+    /// (`detector = "fixed"`, `grace = "3200ms"`), as `heartbeat-sim tune` prints them. A
+    /// client no entry matches gets --detector. A bad file exits 2 naming the line; SIGHUP
+    /// reloads it (a bad one then keeps the settings in force). Off by default.
+    #[arg(long, value_name = "FILE")]
+    client_settings: Option<PathBuf>,
+
     /// With --expect: how long after the server starts (or a reload adds it) an expected client
     /// may take to be heard from. Default: what the detector needs to declare a client of its
     /// interval down. A duration: 250ms, 1.5s, 10m, 2h, 7d.
@@ -351,6 +361,14 @@ fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
         },
         None => None,
     };
+    // So is a bad --client-settings file.
+    let client_settings = match &opt.client_settings {
+        Some(path) => match settings::load(path) {
+            Ok(rules) => Some(rules),
+            Err(e) => usage(&e),
+        },
+        None => None,
+    };
     // So is a state directory someone else could write in; one in use (or that cannot be
     // created or locked) exits 1. It is locked before the server says it listens.
     let state_dir = match &opt.state_dir {
@@ -367,7 +385,14 @@ fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
     let Some(runtime) = app::runtime() else {
         return ExitCode::FAILURE;
     };
-    let served = serve(opt, config, tls, expected, state_dir, output.clone());
+    let served = serve(
+        opt,
+        config,
+        tls,
+        (expected, client_settings),
+        state_dir,
+        output.clone(),
+    );
     match runtime.block_on(served) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -459,7 +484,7 @@ async fn serve(
     opt: Opt,
     config: ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
-    expected: Option<Vec<Expected>>,
+    (expected, client_settings): (Option<Vec<Expected>>, Option<ClientDetectors>),
     state_dir: Option<StateDir>,
     output: Output,
 ) -> anyhow::Result<()> {
@@ -471,6 +496,14 @@ async fn serve(
     let addr = listener.local_addr().context("reading the bound address")?;
     // The state is loaded before the server says it listens.
     let mut server = Server::new(Arc::new(config));
+    if let Some(rules) = client_settings {
+        // Before the state is restored: a restored client is watched by its rule at once.
+        server.set_client_detectors(SystemClock.now(), rules);
+        tracing::info!(
+            "Client settings (--client-settings): {}",
+            settings::describe(server.client_detectors())
+        );
+    }
     let mut saver = match state_dir {
         Some(dir) => Some(open_state(dir, &mut server, opt.state_interval)?),
         None => None,
@@ -525,6 +558,7 @@ async fn serve(
         expect: opt.expect.clone().map(|p| (p, opt.expect_grace)),
         auth_keys: opt.auth_keys.clone(),
         tls: None,
+        client_settings: opt.client_settings.clone(),
     };
     // The loop also stops when stdout fails: the --json reader went away.
     let stdout = output.stdout.clone();

@@ -1,9 +1,10 @@
 //! SIGHUP and SIGUSR1, which no longer end the server:
 //!
 //! - **SIGHUP** reloads what was read from files at start: the `--expect` list, the
-//!   `--auth-keys` table and the `--tls-cert`/`--tls-key` pair, where configured. Connections
-//!   stay open; the next challenges use the new keys and the next connections the new
-//!   certificate. A file that cannot be used is logged and the one in force is kept.
+//!   `--auth-keys` table, the `--client-settings` file and the `--tls-cert`/`--tls-key` pair,
+//!   where configured. Connections stay open; the next challenges use the new keys, the next
+//!   connections the new certificate, and each client whose settings changed a detector of
+//!   its new settings at once. A file that cannot be used is logged and the one in force is kept.
 //! - **SIGUSR1** prints the current report on stderr, with the hooks' and outputs' counters,
 //!   and with `--json` a `{"event":"summary","final":false,...}` line on stdout.
 //!
@@ -20,7 +21,7 @@ use heartbeat_core::{Now, UnixTime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::output::Output;
-use super::{AppCounters, expect, summary_line};
+use super::{AppCounters, expect, settings, summary_line};
 use heartbeat_net::keys;
 use heartbeat_net::tls::{self, TlsReload};
 use heartbeat_net::{ControlError, ServerControl};
@@ -34,6 +35,8 @@ pub(crate) struct Reload {
     pub(crate) auth_keys: Option<PathBuf>,
     /// `--tls-cert` and `--tls-key`, and the listener's handle.
     pub(crate) tls: Option<(PathBuf, PathBuf, TlsReload)>,
+    /// `--client-settings FILE`.
+    pub(crate) client_settings: Option<PathBuf>,
 }
 
 /// The two handlers, installed (so the signals are no longer fatal) before they run.
@@ -172,6 +175,34 @@ async fn on_hup(control: &ServerControl, reload: &Reload) -> bool {
                 }
             }
             Err(e) => tracing::error!("Reloading --auth-keys: {e}; keeping the keys in force"),
+        }
+    }
+    if let Some(path) = &reload.client_settings {
+        let p = path.clone();
+        match blocking(move || settings::load(&p)).await {
+            Ok(rules) => {
+                let described = settings::describe(&rules);
+                match apply(control, move |s, now| s.set_client_detectors(now, rules)).await {
+                    Ok(changed) => tracing::info!(
+                        "Reloaded --client-settings {}: {described}; detector changed for {}",
+                        path.display(),
+                        if changed.is_empty() {
+                            "no client".to_owned()
+                        } else {
+                            changed
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                    Err(true) => return false,
+                    Err(false) => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!("Reloading --client-settings: {e}; keeping the settings in force");
+            }
         }
     }
     if let Some((cert, key, handle)) = &reload.tls {

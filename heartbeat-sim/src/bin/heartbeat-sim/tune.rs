@@ -3,7 +3,9 @@
 use clap::Args;
 
 use heartbeat_net::cli::DetectorParams;
+use heartbeat_sim::qos::metrics::Level;
 use heartbeat_sim::tune::CRASH_POINTS;
+use heartbeat_sim::tune::cli::parse_level;
 use heartbeat_sim::tune::synthetic::Spec;
 
 /// Tune the failure detector on a real server's log.
@@ -34,6 +36,11 @@ pub(crate) struct TuneArgs {
     /// Threads (default: available parallelism).
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// The level a recommended setting must make no mistake at, and whose detection time
+    /// ranks it: down (declared dead) or suspect (suspected or worse); both levels' mistakes
+    /// are shown.
+    #[arg(long, default_value = "down", value_parser = parse_level)]
+    pub(crate) level: Level,
     /// Print one JSON object instead of the table.
     #[arg(long, conflicts_with = "csv")]
     pub(crate) json: bool,
@@ -56,6 +63,7 @@ impl From<TuneArgs> for heartbeat_sim::tune::cli::TuneArgs {
             crash_points: a.crash_points,
             seed: a.seed,
             jobs: a.jobs,
+            level: a.level,
             json: a.json,
             csv: a.csv,
             synthetic: a.synthetic,
@@ -88,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_grid_unless_parameters_are_given() {
-        assert_eq!(labels(&["f"]).unwrap().len(), 19);
+        assert_eq!(labels(&["f"]).unwrap().len(), 33);
         assert_eq!(
             labels(&["f", "--detector", "fixed"]).unwrap(),
             [
@@ -96,7 +104,12 @@ mod tests {
                 "fixed",
                 "fixed grace=5x",
                 "fixed grace=10x",
-                "fixed grace=20x"
+                "fixed grace=20x",
+                "fixed grace=1s",
+                "fixed grace=2s",
+                "fixed grace=3s",
+                "fixed grace=5s",
+                "fixed grace=10s"
             ]
         );
         assert_eq!(
