@@ -559,6 +559,7 @@ mod tests {
                         heartbeat_core::ClientId::new("gone").unwrap(),
                     ),
                     gone_for: Duration::from_secs(1),
+                    requested: false,
                 });
                 tokio::time::advance(CACHE_MIN_AGE - ms(1)).await;
                 scrape().await.unwrap();
