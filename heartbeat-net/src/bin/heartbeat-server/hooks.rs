@@ -242,7 +242,13 @@ impl Hooks {
         if !matches!(event, Event::Transition { .. }) {
             return;
         }
-        let alert = Alert::new(&event.to_json_at(now.unix));
+        self.notify_json(&event.to_json_at(now.unix), now);
+    }
+
+    /// Queues the hooks of an alert made already (the end of a silence while the client is
+    /// down, see `silence.rs`: a `transition` object); never waits.
+    pub(crate) fn notify_json(&self, json: &serde_json::Value, now: Now) {
+        let alert = Alert::new(json);
         if let Err(e) = self.tx.try_send(Arc::new(alert)) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             let alert = match &e {
