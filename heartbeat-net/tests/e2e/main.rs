@@ -5,6 +5,7 @@
 mod auth;
 mod client_daemon;
 mod concurrency;
+mod ctl;
 mod detector;
 mod drift;
 mod embed;
