@@ -458,7 +458,10 @@ impl Server {
             let r = &mut self.clients[idx];
             r.expected = false;
             self.liveness.unexpect(idx);
-            if r.last_arrival.is_none() && r.conn.is_none() {
+            // Heard from: a heartbeat or a HELLO, by this server or the one whose state it
+            // restored (a restored record has no arrival instant, but its counters).
+            let heard = r.stats.first_seen.is_some() || r.stats.connections > 0;
+            if !heard && r.conn.is_none() {
                 self.index.remove(&r.stats.client);
                 self.changes.forgotten.push(r.stats.client.clone());
                 self.liveness.start(idx);

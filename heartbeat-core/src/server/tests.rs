@@ -2100,3 +2100,36 @@ fn a_gone_client_is_forgotten_on_request_and_comes_back_new() {
     let again = s.client(&id("web")).unwrap();
     assert_eq!((again.received(), again.connections()), (1, 1));
 }
+
+/// A client heard from before a restart and then taken off the expected list stays, as an
+/// ordinary client (to be forgotten at its forget-after, or on request): only one never heard
+/// from is forgotten at once. Its restored record has no arrival instant, only its counters.
+#[test]
+fn a_restored_client_taken_off_the_list_stays() {
+    let t0 = Now::test_origin();
+    let config = Arc::new(fixed_config());
+    let mut s = Server::new(Arc::clone(&config));
+    s.set_expected(
+        t0,
+        &[expected("a", 1000, None), expected("never", 1000, None)],
+    );
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, a);
+    let _ = drain(&mut s);
+    let state = s.persist();
+    let t1 = t0.advanced(Duration::from_secs(5));
+    let mut s = Server::new(config);
+    s.restore(state, t1).unwrap();
+    s.set_expected(
+        t1,
+        &[expected("a", 1000, None), expected("never", 1000, None)],
+    );
+    let changes = s.set_expected(t1, &[]);
+    assert_eq!(changes.forgotten, [ClientId::new("never").unwrap()]);
+    assert!(
+        s.client(&id("a")).is_some(),
+        "heard from before the restart"
+    );
+    assert!(s.client(&id("never")).is_none());
+    assert_eq!(s.forget(t1, &id("a")), Ok(Duration::from_secs(5)));
+}

@@ -223,53 +223,60 @@ fn a_silenced_client_pages_nobody_until_its_silence_ends() {
     assert_eq!(err.trim(), "heartbeat-server ctl: web-2 is not silenced");
 }
 
-/// `ctl forget`: refused for a connected, an expected or an unknown client; a gone one is
-/// dropped at once from /clients, /metrics and the state, and stays gone after a restart.
+/// `ctl forget`, the decommission: refused for a connected, an expected or an unknown client;
+/// a gone one is dropped at once from /clients, /metrics and the state, and stays gone after a
+/// restart. An expected one, heard from before a restart, is forgotten once it is taken off the
+/// list and the server reloaded.
 #[test]
 fn a_forgotten_client_is_gone_now_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let socket = state.join("control.sock");
     let (hook, _) = log_hook(dir.path());
-    let expect = write_file(dir.path(), "expect", "db-1 50ms\n", 0o644);
+    let expect = write_file(dir.path(), "expect", "db-1 50ms\nweb-2 50ms\n", 0o644);
     let expect_args = ["--expect", arg(&expect)];
     let (mut s, addr) = server(&state, &hook, &expect_args);
     let port: u16 = s.port();
     let mut web2 = Proc::client(port, "web-2", &["-i", "50", "--id", "web-2"]);
+    let mut web3 = Proc::client(port, "web-3", &["-i", "50", "--id", "web-3"]);
     s.wait_beat("web-2", 3);
+    s.wait_beat("web-3", 3);
 
-    let (_, err) = ctl_exits(&socket, &["forget", "web-2"], 1);
+    let (_, err) = ctl_exits(&socket, &["forget", "web-3"], 1);
     assert!(
-        err.contains("web-2 is connected: stop its heartbeat-client first"),
+        err.contains("web-3 is connected: stop its heartbeat-client first"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    let (_, err) = ctl_exits(&socket, &["forget", "db-1"], 1);
-    assert!(
-        err.contains("db-1 is expected: remove it from the --expect file")
-            && err.contains("systemctl reload heartbeat-server"),
-        "{err}"
-    );
     let (_, err) = ctl_exits(&socket, &["forget", "web-9"], 1);
     assert!(err.contains("no client web-9 is known"), "{err}");
 
     web2.kill();
-    s.wait_event("web-2 gone", |v| {
-        v["event"] == "disconnected" && v["client"] == "web-2"
-    });
-    let (out, _) = ctl_exits(&socket, &["forget", "web-2"], 0);
-    assert!(out.starts_with("Forgot web-2"), "{out}");
+    web3.kill();
+    for id in ["web-2", "web-3"] {
+        s.wait_event("gone", |v| {
+            v["event"] == "disconnected" && v["client"] == id
+        });
+    }
+    let (_, err) = ctl_exits(&socket, &["forget", "web-2"], 1);
+    assert!(
+        err.contains("web-2 is expected: remove it from the --expect file")
+            && err.contains("systemctl reload heartbeat-server"),
+        "{err}"
+    );
+    let (out, _) = ctl_exits(&socket, &["forget", "web-3"], 0);
+    assert!(out.starts_with("Forgot web-3"), "{out}");
     s.wait_event("forgotten", |v| {
-        v["event"] == "forgotten" && v["client"] == "web-2" && v["requested"] == true
+        v["event"] == "forgotten" && v["client"] == "web-3" && v["requested"] == true
     });
-    assert!(listed(&addr, "web-2").is_none());
-    assert!(listed(&addr, "db-1").is_some());
+    assert!(listed(&addr, "web-3").is_none());
+    assert!(listed(&addr, "web-2").is_some());
     let m = scrape(&addr);
     assert!(
         !m.samples
             .iter()
-            .any(|x| x.labels.get("client") == Some("web-2")),
-        "web-2's series are gone"
+            .any(|x| x.labels.get("client") == Some("web-3")),
+        "web-3's series are gone"
     );
     assert_eq!(
         value(&m, "heartbeat_clients_forgotten_total", &[]),
@@ -280,9 +287,23 @@ fn a_forgotten_client_is_gone_now_and_after_a_restart() {
     s.kill();
     let (mut s, addr) = server(&state, &hook, &expect_args);
     s.wait_stderr("State: ");
+    assert!(listed(&addr, "web-3").is_none());
+    let (_, err) = ctl_exits(&socket, &["forget", "web-3"], 1);
+    assert!(err.contains("no client web-3 is known"), "{err}");
+
+    // The decommission of an expected client: off the list, reload, forget.
+    write_file(dir.path(), "expect", "db-1 50ms\n", 0o644);
+    s.signal("HUP");
+    s.wait_stderr("Reloaded --expect");
+    let (out, _) = ctl_exits(&socket, &["forget", "web-2"], 0);
+    assert!(out.starts_with("Forgot web-2"), "{out}");
     assert!(listed(&addr, "web-2").is_none());
-    let (_, err) = ctl_exits(&socket, &["forget", "web-2"], 1);
-    assert!(err.contains("no client web-2 is known"), "{err}");
+    s.signal("TERM");
+    s.expect_exit(0);
+    let (_last, addr) = server(&state, &hook, &expect_args);
+    assert!(listed(&addr, "web-2").is_none());
+    assert!(listed(&addr, "web-3").is_none());
+    assert!(listed(&addr, "db-1").is_some());
 }
 
 /// Without a server, `ctl` says so in one line and exits 2; so does a bad `--until`. A socket

@@ -560,6 +560,14 @@ impl Ctl {
             Request::Unsilence { client } => self.unsilence(&client).await,
             Request::Forget { client } => self.forget(&client).await,
             Request::List => {
+                let known = self.silences.clone();
+                let pruned = self
+                    .control
+                    .update(LOOP_TIMEOUT, move |server, _| known.retain_known(server))
+                    .await;
+                if let Err(e) = pruned {
+                    return Answer::refused(format!("the server did not carry it out: {e}"));
+                }
                 let now = SystemClock.unix();
                 let silences = self.silences.list();
                 let lines: Vec<String> = silences

@@ -119,6 +119,14 @@ impl Silences {
         }
     }
 
+    /// Drops the silences of clients `server` no longer knows (forgotten without an event: an
+    /// expected client never heard from, taken off the list by a reload).
+    pub(crate) fn retain_known(&self, server: &Server) {
+        self.lock()
+            .entries
+            .retain(|id, _| server.client(&ClientKey::Id(id.clone())).is_some());
+    }
+
     /// When `client`'s silence ends, if it is silenced.
     pub(crate) fn until(&self, client: &ClientKey) -> Option<UnixTime> {
         let ClientKey::Id(id) = client else {
