@@ -359,3 +359,79 @@ fn mono_at(until: UnixTime, now: Now) -> Instant {
     let ahead = ahead.min(MAX_SILENCE);
     now.mono.checked_add(ahead).unwrap_or(now.mono)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Now {
+        Now {
+            mono: heartbeat_net::mono_now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_765_000_000)),
+        }
+    }
+
+    fn id(s: &str) -> ClientId {
+        ClientId::new(s).unwrap()
+    }
+
+    /// A silence ends at its time on the loop's clock, an unsilence at once; each end is taken
+    /// once; a forgotten client's silence goes without an end to announce.
+    #[test]
+    fn silences_end_once_at_their_time_or_on_request() {
+        let t0 = now();
+        let s = Silences::default();
+        let hour = Duration::from_secs(3600);
+        s.silence(id("a"), t0.unix.saturating_add(hour), t0);
+        s.silence(id("b"), t0.unix.saturating_add(2 * hour), t0);
+        s.silence(id("c"), t0.unix.saturating_add(2 * hour), t0);
+        assert_eq!(s.next_end(), Some(t0.mono + hour));
+        assert_eq!(
+            s.until(&ClientKey::Id(id("a"))),
+            Some(t0.unix.saturating_add(hour))
+        );
+        assert!(s.take_ended(t0).is_empty());
+        assert_eq!(s.take_ended(t0.advanced(hour)), [id("a")]);
+        assert!(s.take_ended(t0.advanced(hour)).is_empty(), "taken once");
+        assert!(s.unsilence(&id("b")).is_some());
+        assert!(s.unsilence(&id("b")).is_none());
+        s.forget(&ClientKey::Id(id("c")));
+        assert_eq!(s.take_ended(t0.advanced(hour)), [id("b")]);
+        assert!(s.list().is_empty());
+        assert_eq!(s.next_end(), None);
+    }
+
+    /// The file reads back as written; another version, a bad id or a time that is none is
+    /// refused as a whole.
+    #[test]
+    fn the_file_reads_back_and_refuses_what_no_server_writes() {
+        let t0 = now();
+        let s = Silences::default();
+        s.silence(
+            id("web-2"),
+            t0.unix.saturating_add(Duration::from_secs(90)),
+            t0,
+        );
+        let bytes = s.to_file();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            "{\"version\":1,\"silences\":[{\"client\":\"web-2\",\"until\":1765000090.0}]}\n"
+        );
+        assert_eq!(
+            parse(&bytes),
+            Ok(vec![(
+                id("web-2"),
+                t0.unix.saturating_add(Duration::from_secs(90))
+            )])
+        );
+        for bad in [
+            r#"{"version":2,"silences":[]}"#,
+            r#"{"version":1,"silences":[{"client":"a b","until":1}]}"#,
+            r#"{"version":1,"silences":[{"client":"a","until":-1}]}"#,
+            r#"{"version":1,"silences":[{"client":"a","until":1,"extra":0}]}"#,
+            "garbage",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
