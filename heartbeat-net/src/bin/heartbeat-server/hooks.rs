@@ -22,6 +22,9 @@
 //!   and `HEARTBEAT_EVENT` (`transition`); a `null` is empty (`HEARTBEAT_FROM=unknown` with an
 //!   empty `HEARTBEAT_SINCE_LAST_MS` is an expected client never seen). Its standard input and
 //!   output are `/dev/null`; the start of its standard error is logged if it fails;
+//! - a silenced client's transitions run no hook; when its silence ends while it is down, the
+//!   hooks get one `transition` from `down` to `down` with `"silence_ended":true`
+//!   (`HEARTBEAT_SILENCE_ENDED=true`), see `silence.rs`;
 //! - the webhook gets the object as the body of a `POST` (`Content-Type: application/json`);
 //!   a 2xx answer is success. `https://` is checked against the system's CA certificates
 //!   (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
