@@ -223,6 +223,40 @@ fn a_silenced_client_pages_nobody_until_its_silence_ends() {
     assert_eq!(err.trim(), "heartbeat-server ctl: web-2 is not silenced");
 }
 
+/// A silence that runs out while its client is down is announced once, then; a restart after
+/// it announces nothing again.
+#[test]
+fn a_silence_that_runs_out_is_announced_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let socket = state.join("control.sock");
+    let (hook, log) = log_hook(dir.path());
+    let (mut s, _) = server(&state, &hook, &[]);
+    let port: u16 = s.port();
+    let mut web2 = Proc::client(port, "web-2", &["-i", "50", "--id", "web-2"]);
+    s.wait_beat("web-2", 3);
+    ctl_exits(&socket, &["silence", "web-2", "--until", "5s"], 0);
+    web2.kill();
+    s.wait_event("web-2 down, silenced", |v| {
+        v["event"] == "transition" && v["to"] == "down" && v["silenced_until"].is_number()
+    });
+    s.wait_event("the end of the silence", |v| v["silence_ended"] == true);
+    wait_until("web-2's hook", || !hook_lines(&log, "web-2").is_empty());
+    s.signal("TERM");
+    s.expect_exit(0);
+    let (mut s, _) = server(&state, &hook, &[]);
+    s.wait_stderr("State: ");
+    thread::sleep(Duration::from_millis(1000));
+    s.signal("TERM");
+    s.expect_exit(0);
+    assert!(
+        !s.events().iter().any(|v| v["event"] == "transition"),
+        "{:?}",
+        s.events()
+    );
+    assert_eq!(hook_lines(&log, "web-2"), ["web-2 down down true"]);
+}
+
 /// `ctl forget`, the decommission: refused for a connected, an expected or an unknown client;
 /// a gone one is dropped at once from /clients, /metrics and the state, and stays gone after a
 /// restart. An expected one, heard from before a restart, is forgotten once it is taken off the

@@ -48,7 +48,6 @@ use tokio::sync::Semaphore;
 use tracing::Level;
 
 use super::silence::{self, MAX_SILENCE, Saved, Silences};
-use super::state::SideFile;
 use heartbeat_net::keys::{self, KeyFileError};
 use heartbeat_net::logsummary::PeerLine;
 use heartbeat_net::{Clock as _, LogSummary, ServerControl, SystemClock, mono_now};
@@ -414,16 +413,12 @@ impl ControlSocket {
 pub(crate) struct Ctl {
     /// Requests to the server's loop.
     pub(crate) control: ServerControl,
-    /// The silences.
+    /// The silences, and where they are kept.
     pub(crate) silences: Silences,
-    /// Where they are kept (`--state-dir`).
-    pub(crate) file: Option<Arc<SideFile>>,
     /// The `--expect` file, for the refusal to forget an expected client.
     pub(crate) expect: Option<PathBuf>,
     /// The log.
     pub(crate) log: LogSummary,
-    /// One save at a time, each of the silences as they are then.
-    saving: tokio::sync::Mutex<()>,
     /// The server's user.
     uid: u32,
 }
@@ -433,17 +428,14 @@ impl Ctl {
     pub(crate) fn new(
         control: ServerControl,
         silences: Silences,
-        file: Option<SideFile>,
         expect: Option<PathBuf>,
         log: LogSummary,
     ) -> Self {
         Self {
             control,
             silences,
-            file: file.map(Arc::new),
             expect,
             log,
-            saving: tokio::sync::Mutex::new(()),
             uid: rustix::process::getuid().as_raw(),
         }
     }
@@ -708,7 +700,7 @@ impl Ctl {
         done: Result<Result<String, String>, heartbeat_net::ControlError>,
     ) -> Answer {
         match done {
-            Ok(Ok(message)) => match self.save().await {
+            Ok(Ok(message)) => match self.silences.save().await {
                 Ok(()) => Answer::done(message),
                 Err(e) => Answer::done(format!(
                     "{message} (but it could not be saved, so a restart would lose it: {e})"
@@ -716,23 +708,6 @@ impl Ctl {
             },
             Ok(Err(why)) => Answer::refused(why),
             Err(e) => Answer::refused(format!("the server did not carry it out: {e}")),
-        }
-    }
-
-    /// Writes the silences as they are now to their file (with `--state-dir`), off the loop.
-    async fn save(&self) -> Result<(), String> {
-        let Some(file) = self.file.clone() else {
-            return Ok(());
-        };
-        let _one = self.saving.lock().await;
-        let bytes = self.silences.to_file();
-        let show = file.show();
-        let written =
-            tokio::task::spawn_blocking(move || file.replace(&bytes, SystemClock.unix())).await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{show}: {e}")),
-            Err(e) => Err(format!("{show}: {e}")),
         }
     }
 }

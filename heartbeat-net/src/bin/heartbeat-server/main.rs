@@ -553,7 +553,7 @@ async fn serve(
     let log = LogSummary::default();
     let options = driver_options(&opt, &log);
     let hooks = start_hooks(&opt, &log);
-    let silences = Silences::default();
+    let silences = Silences::new(silences_file);
     let counters = AppCounters {
         hooks: hooks.as_ref().map(Hooks::counter),
         output: output.clone(),
@@ -588,9 +588,7 @@ async fn serve(
         );
     }
     // The silences kept in the state directory, once the clients they name are known.
-    if let Some(file) = &silences_file {
-        silences.restore(file, &server, SystemClock.now());
-    }
+    silences.restore(&server, SystemClock.now());
     let ctl = socket.map(|socket| {
         tracing::info!(
             "Control socket on {} (heartbeat-server ctl)",
@@ -599,7 +597,6 @@ async fn serve(
         let ctl = Ctl::new(
             control.clone(),
             silences.clone(),
-            silences_file,
             opt.expect.clone(),
             log.clone(),
         );
@@ -875,7 +872,12 @@ impl ServerApp for App<'_> {
         for (e, time) in self.unidentified.flush(now) {
             self.print(&e, time);
         }
-        for client in self.silences.take_ended(now) {
+        let ended = self.silences.take_ended(now);
+        if !ended.is_empty() {
+            // Kept ended: a restart must not announce them again.
+            self.silences.save_soon();
+        }
+        for client in ended {
             let Some(json) = silence::ended(server, &client, self.detector, self.log, now) else {
                 continue;
             };

@@ -32,8 +32,8 @@ use tracing::Level;
 
 use super::metrics::ClientRow;
 use super::state::SideFile;
-use heartbeat_net::LogSummary;
 use heartbeat_net::logsummary::PeerLine;
+use heartbeat_net::{Clock as _, LogSummary, SystemClock};
 
 /// The name of the silences' file in the state directory.
 pub(crate) const FILE: &str = "silences";
@@ -41,9 +41,18 @@ pub(crate) const FILE: &str = "silences";
 /// The version of that file's layout.
 const VERSION: u32 = 1;
 
-/// The silences of one server; clones share them.
+/// The silences of one server, and where they are kept; clones share them.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Silences(Arc<Mutex<Book>>);
+pub(crate) struct Silences(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    book: Mutex<Book>,
+    /// Where they are kept (`--state-dir`).
+    file: Option<SideFile>,
+    /// One save at a time, each of the silences as they are then.
+    saving: tokio::sync::Mutex<()>,
+}
 
 #[derive(Debug, Default)]
 struct Book {
@@ -93,8 +102,58 @@ pub(crate) fn from_secs(s: f64) -> Option<UnixTime> {
 }
 
 impl Silences {
+    /// No silences yet, kept in `file` (none: they last until the server stops).
+    pub(crate) fn new(file: Option<SideFile>) -> Self {
+        Self(Arc::new(Shared {
+            file,
+            ..Shared::default()
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the silences as they are now to their file (with `--state-dir`), on a thread of
+    /// the blocking pool: never on the server's loop. `Err` says why it failed.
+    pub(crate) async fn save(&self) -> Result<(), String> {
+        let Some(file) = &self.0.file else {
+            return Ok(());
+        };
+        let _one = self.0.saving.lock().await;
+        let bytes = self.to_file();
+        let this = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let file = this
+                .0
+                .file
+                .as_ref()
+                .map(|f| f.replace(&bytes, SystemClock.unix()));
+            file.unwrap_or(Ok(()))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", file.show())),
+            Err(e) => Err(format!("{}: {e}", file.show())),
+        }
+    }
+
+    /// [`save`](Self::save) on a task of its own, the failure logged: from the loop, once
+    /// silences ended (so a restart does not announce them again).
+    pub(crate) fn save_soon(&self) {
+        if self.0.file.is_none() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.save().await {
+                // not caused by a peer: the server's own directory
+                tracing::error!(
+                    "Cannot save the silences: {e}; a restart would announce the ended ones again"
+                );
+            }
+        });
     }
 
     /// Silences `client` until `until` (replacing an earlier end).
@@ -222,8 +281,11 @@ impl Silences {
     /// set aside, with a warning). Those whose end passed are to be announced if their client
     /// is down ([`take_ended`](Self::take_ended)); those of clients `server` does not know (it
     /// was restored first) are dropped.
-    pub(crate) fn restore(&self, file: &SideFile, server: &Server, now: Now) {
+    pub(crate) fn restore(&self, server: &Server, now: Now) {
         let this = self;
+        let Some(file) = &self.0.file else {
+            return;
+        };
         let bytes = match file.read(now.unix) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
