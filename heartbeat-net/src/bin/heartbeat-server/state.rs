@@ -12,6 +12,9 @@
 //!   process (`kill -9`, a crash) loses nothing the kernel was handed, only a power cut loses
 //!   what the kernel had not written out yet. A full save empties it.
 //! - `DIR/lock`: held (`flock`) while a server uses the directory, so two cannot share it.
+//! - `DIR/silences`: the maintenance windows (`silence.rs`), a [`SideFile`] replaced whole on
+//!   each change; `DIR/control.sock`: the control socket (`ctl.rs`), unless `--control-socket`
+//!   puts it elsewhere.
 //!
 //! The loop only copies the records that changed out of the core (about a microsecond each);
 //! the writer, a thread of its own behind a bounded queue, journals them and merges them into
