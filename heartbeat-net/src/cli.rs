@@ -314,12 +314,17 @@ pub enum Generate {
 }
 
 /// Renders `what` for the command `cmd` (a binary's `Opt::command()`); hidden flags stay out
-/// of the man page (the completion scripts offer them all the same).
+/// of the man page (the completion scripts offer them all the same). The man page holds the
+/// subcommands too (`heartbeat-server ctl silence`...), each a section of its own, so one page
+/// is the whole manual.
 pub fn generate(mut cmd: clap::Command, what: Generate) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let shell = match what {
         Generate::Man => {
-            clap_mangen::Man::new(cmd).render(&mut out)?;
+            let mut cmd = cmd.disable_help_subcommand(true);
+            cmd.build();
+            clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+            man_subcommands(&cmd, cmd.get_name(), &mut out)?;
             return Ok(out);
         }
         Generate::Bash => clap_complete::Shell::Bash,
@@ -329,6 +334,30 @@ pub fn generate(mut cmd: clap::Command, what: Generate) -> io::Result<Vec<u8>> {
     let name = cmd.get_name().to_owned();
     clap_complete::generate(shell, &mut cmd, name, &mut out);
     Ok(out)
+}
+
+/// Appends to a man page the sections of `cmd`'s subcommands, depth first: a `.SH` heading
+/// naming the command (`HEARTBEAT-SERVER CTL SILENCE`), then its synopsis, description and
+/// options as `.SS` subsections.
+fn man_subcommands(cmd: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{prefix} {}", sub.get_name());
+        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut body = Vec::new();
+        man.render_synopsis_section(&mut body)?;
+        man.render_description_section(&mut body)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut body)?;
+        }
+        let body = String::from_utf8_lossy(&body).replace("\n.SH ", "\n.SS ");
+        let body = body
+            .strip_prefix(".SH ")
+            .map_or_else(|| body.to_string(), |rest| format!(".SS {rest}"));
+        out.extend_from_slice(body.as_bytes());
+        man_subcommands(sub, &name, out)?;
+    }
+    Ok(())
 }
 
 /// Prints [`generate`]'s output to stdout: the whole of a binary's `main` for `--generate`.

@@ -123,6 +123,12 @@ peer_lines! {
     /// The metrics endpoint refused a connection (`503`, or closed when too many are being
     /// refused): `server::http`.
     HttpRefused => "metrics endpoint: refused", DEFAULT_BURST;
+    /// A request on the control socket (`heartbeat-server ctl`), done or refused, or a
+    /// connection there that sent none: `server::ctl`.
+    Control => "control socket requests", DEFAULT_BURST;
+    /// A transition of a silenced client, which ran no hook, or the end of a silence:
+    /// `server::silence`.
+    Silenced => "silenced clients", DEFAULT_BURST;
 }
 
 impl fmt::Display for PeerLine {
@@ -375,6 +381,11 @@ mod tests {
         (
             "server/http.rs",
             include_str!("bin/heartbeat-server/http.rs"),
+        ),
+        ("server/ctl.rs", include_str!("bin/heartbeat-server/ctl.rs")),
+        (
+            "server/silence.rs",
+            include_str!("bin/heartbeat-server/silence.rs"),
         ),
         (
             "core server/mod.rs",

@@ -144,17 +144,23 @@ pub enum Event {
     },
     /// A client gone (disconnected, not heard from) for longer than the configured
     /// forget-after was forgotten, so that what is remembered (and exported as metrics) stays
-    /// bounded. Its analysis is gone from reports; if it comes back it is a new client.
+    /// bounded; or the application asked for it ([`Server::forget`](super::Server::forget),
+    /// `requested`). Its analysis is gone from reports; if it comes back it is a new client.
     Forgotten {
         /// The forgotten client.
         client: ClientKey,
-        /// How long it had been gone (since its last connection ended).
+        /// How long it had been gone (since its last connection ended; zero for an expected
+        /// client never heard from).
         #[serde(
             rename = "gone_for_ms",
             serialize_with = "ms",
             deserialize_with = "de_ms"
         )]
         gone_for: Duration,
+        /// True when the application asked for it ([`Server::forget`](super::Server::forget)),
+        /// false when the forget-after passed. In JSON only when true.
+        #[serde(default, skip_serializing_if = "is_false")]
+        requested: bool,
     },
     /// A heartbeat at or below the highest sequence number already received.
     Duplicate {
@@ -367,11 +373,16 @@ impl fmt::Display for Event {
             }
             Self::Duplicate { client, seq, .. } => write!(f, "duplicate client={client} seq={seq}"),
             Self::Evicted { client } => write!(f, "evicted client={client} (client limit reached)"),
-            Self::Forgotten { client, gone_for } => {
+            Self::Forgotten {
+                client,
+                gone_for,
+                requested,
+            } => {
                 write!(
                     f,
-                    "forgotten client={client} gone_for={}",
-                    fmt_ms(*gone_for)
+                    "forgotten client={client} gone_for={}{}",
+                    fmt_ms(*gone_for),
+                    if *requested { " (requested)" } else { "" }
                 )
             }
             Self::Heartbeat {
@@ -463,6 +474,15 @@ fn opt_display<S: Serializer>(x: &Option<impl fmt::Display>, s: S) -> Result<S::
 /// Nanoseconds to milliseconds, rounded to the microsecond.
 fn ns_to_ms(nanos: f64) -> f64 {
     (nanos / 1_000.0).round() / 1_000.0
+}
+
+/// For `skip_serializing_if`: a flag written only when set.
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -661,6 +681,12 @@ mod tests {
             Event::Forgotten {
                 client: id("c"),
                 gone_for: ms(86_400_000),
+                requested: false,
+            },
+            Event::Forgotten {
+                client: id("d"),
+                gone_for: ms(60_000),
+                requested: true,
             },
             Event::Heartbeat {
                 conn: ConnId(1),
@@ -731,6 +757,7 @@ mod tests {
         let events = one_of_each();
         let mut seen: Vec<usize> = events.iter().map(variant).collect();
         seen.sort_unstable();
+        seen.dedup();
         assert_eq!(seen, (0..13).collect::<Vec<_>>(), "one event of every kind");
         let time = UnixTime::from_nanos(1_700_000_000_500_000_000);
         for e in events {

@@ -463,7 +463,10 @@ impl Server {
             let r = &mut self.clients[idx];
             r.expected = false;
             self.liveness.unexpect(idx);
-            if r.last_arrival.is_none() && r.conn.is_none() {
+            // Heard from: a heartbeat or a HELLO, by this server or the one whose state it
+            // restored (a restored record has no arrival instant, but its counters).
+            let heard = r.stats.first_seen.is_some() || r.stats.connections > 0;
+            if !heard && r.conn.is_none() {
                 self.index.remove(&r.stats.client);
                 self.changes.forgotten.push(r.stats.client.clone());
                 self.liveness.start(idx);
@@ -576,6 +579,33 @@ impl Server {
         self.liveness.configure(now.mono, idx, config)
     }
 
+    /// Forgets `client` now, at the application's request (an operator decommissioning a
+    /// machine), and returns how long it had been gone. As at the forget-after, its record,
+    /// liveness and line in reports go ([`Event::Forgotten`], with `requested`), it counts in
+    /// [`ServerStats::clients_forgotten`], and the next [`persist_changes`](Self::persist_changes)
+    /// says so; if it comes back it is a new client.
+    ///
+    /// Refused, changing nothing, for a client this server does not know, one that is
+    /// connected (it would be back at once, as a new client), and one that is expected (it
+    /// would be watched again from its next listing: take it off the list first).
+    pub fn forget(&mut self, now: Now, client: &ClientKey) -> Result<Duration, ForgetError> {
+        let Some(&idx) = self.index.get(client) else {
+            return Err(ForgetError::Unknown(client.clone()));
+        };
+        let r = &self.clients[idx];
+        if r.expected {
+            return Err(ForgetError::Expected(client.clone()));
+        }
+        if r.conn.is_some() {
+            return Err(ForgetError::Connected(client.clone()));
+        }
+        let gone_for = r.gone_since.map_or(Duration::ZERO, |since| {
+            now.mono.saturating_duration_since(since)
+        });
+        self.drop_client(idx, gone_for, true);
+        Ok(gone_for)
+    }
+
     // ---- outputs ----
 
     /// The next thing the driver must do. Drain to `None` after every input or command.
@@ -673,14 +703,24 @@ impl Server {
         if gone_for < self.config.forget_after || self.index.get(&r.stats.client) != Some(&idx) {
             return; // re-armed by a later disconnect, or already forgotten or evicted
         }
-        let client = r.stats.client.clone();
+        self.drop_client(idx, gone_for, false);
+    }
+
+    /// Forgets the client in slot `idx`, gone for `gone_for` (at the forget-after, or
+    /// `requested` by the application): out of the index and the state, its slot free for
+    /// reuse, its liveness watch stopped, counted and told ([`Event::Forgotten`]).
+    fn drop_client(&mut self, idx: usize, gone_for: Duration, requested: bool) {
+        let client = self.clients[idx].stats.client.clone();
         self.index.remove(&client);
         self.changes.forgotten.push(client.clone());
         self.free.push(idx);
         self.liveness.start(idx);
         bump(&mut self.stats.clients_forgotten);
-        self.out
-            .push_back(Output::Event(Event::Forgotten { client, gone_for }));
+        self.out.push_back(Output::Event(Event::Forgotten {
+            client,
+            gone_for,
+            requested,
+        }));
     }
 
     /// Connection `conn`'s deadline `at` is due: the hello timeout of an opening connection,
@@ -1090,6 +1130,21 @@ fn transition(clients: &[Box<ClientRecord>], change: Change) -> Output {
         suspicion: change.suspicion,
         detector: change.detector,
     })
+}
+
+/// Why [`Server::forget`] refused to forget a client.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForgetError {
+    /// No such client is known (never seen, or forgotten already).
+    #[error("no client {0} is known to this server")]
+    Unknown(ClientKey),
+    /// The client is connected: forgotten, it would be back at once as a new client.
+    #[error("{0} is connected: stop it first, then forget it")]
+    Connected(ClientKey),
+    /// The client is expected (`--expect`): forgotten, it would be watched again.
+    #[error("{0} is expected: take it off the expected list first")]
+    Expected(ClientKey),
 }
 
 /// When a detector would never declare a client down, an expected client's default grace is

@@ -924,6 +924,7 @@ fn every_event_renders_as_pinned() {
             Event::Forgotten {
                 client: legacy.clone(),
                 gone_for: Duration::from_secs(86_400),
+                requested: false,
             },
             "forgotten client=legacy@127.0.0.1:4001 gone_for=86400000.000ms",
             r#"{"client":"legacy@127.0.0.1:4001","event":"forgotten","gone_for_ms":86400000.0}"#,
@@ -2114,4 +2115,101 @@ fn per_client_detectors_apply_at_hello_and_on_replacement() {
         "{downs:?}"
     );
     assert_eq!(s.client_detectors(), &tighter);
+}
+
+/// `forget` at the application's request: refused (changing nothing) for an unknown, a
+/// connected and an expected client; a gone client goes at once, as at the forget-after, is
+/// told, counted, journaled as forgotten, survives no restore, and comes back a new client.
+#[test]
+fn a_gone_client_is_forgotten_on_request_and_comes_back_new() {
+    let t0 = Now::test_origin();
+    let mut s = Server::new(Arc::new(ServerConfig::default()));
+    s.set_expected(t0, &[expected("db", 1000, None)]);
+    let web = open(
+        &mut s,
+        t0,
+        1,
+        b"HELLO 1 web 1000\nBEAT 1 1700000000\nBEAT 2 1700000001\n",
+    );
+    let _ = drain(&mut s);
+    let _ = s.persist_changes();
+    assert_eq!(
+        s.forget(t0, &id("nobody")),
+        Err(ForgetError::Unknown(id("nobody")))
+    );
+    assert_eq!(
+        s.forget(t0, &id("web")),
+        Err(ForgetError::Connected(id("web")))
+    );
+    assert_eq!(
+        s.forget(t0, &id("db")),
+        Err(ForgetError::Expected(id("db")))
+    );
+    assert!(drain(&mut s).is_empty(), "a refusal changes nothing");
+    assert!(!s.has_changes());
+
+    let t1 = t0.advanced(Duration::from_secs(1));
+    s.handle_eof(t1, web);
+    let _ = drain(&mut s);
+    let t2 = t1.advanced(Duration::from_secs(60));
+    assert_eq!(s.forget(t2, &id("web")), Ok(Duration::from_secs(60)));
+    assert_eq!(
+        drain(&mut s),
+        ["ev forgotten client=web gone_for=60000.000ms (requested)"]
+    );
+    assert!(s.client(&id("web")).is_none());
+    assert_eq!(s.stats().clients_forgotten, 1);
+    let mut full = s.persist();
+    full.merge(s.persist_changes());
+    assert_eq!(
+        full.client_count(),
+        1,
+        "only the expected db is kept: {full:?}"
+    );
+    // Its forget-after deadline, still queued, finds nothing to forget.
+    advance_to(&mut s, t2.advanced(Duration::from_secs(86_400 * 2)));
+    assert!(!drain(&mut s).iter().any(|l| l.contains("forgotten")));
+    // Back: a new client, its first connection.
+    let t3 = t2.advanced(Duration::from_secs(1));
+    open(&mut s, t3, 2, b"HELLO 1 web 1000\nBEAT 1 1700000100\n");
+    let lines = drain(&mut s);
+    assert!(
+        lines.iter().any(|l| l.contains("resumed=false")),
+        "{lines:?}"
+    );
+    let again = s.client(&id("web")).unwrap();
+    assert_eq!((again.received(), again.connections()), (1, 1));
+}
+
+/// A client heard from before a restart and then taken off the expected list stays, as an
+/// ordinary client (to be forgotten at its forget-after, or on request): only one never heard
+/// from is forgotten at once. Its restored record has no arrival instant, only its counters.
+#[test]
+fn a_restored_client_taken_off_the_list_stays() {
+    let t0 = Now::test_origin();
+    let config = Arc::new(fixed_config());
+    let mut s = Server::new(Arc::clone(&config));
+    s.set_expected(
+        t0,
+        &[expected("a", 1000, None), expected("never", 1000, None)],
+    );
+    let a = open(&mut s, t0, 1, b"HELLO 1 a 1000\nBEAT 1 1700000000\n");
+    s.handle_eof(t0, a);
+    let _ = drain(&mut s);
+    let state = s.persist();
+    let t1 = t0.advanced(Duration::from_secs(5));
+    let mut s = Server::new(config);
+    s.restore(state, t1).unwrap();
+    s.set_expected(
+        t1,
+        &[expected("a", 1000, None), expected("never", 1000, None)],
+    );
+    let changes = s.set_expected(t1, &[]);
+    assert_eq!(changes.forgotten, [ClientId::new("never").unwrap()]);
+    assert!(
+        s.client(&id("a")).is_some(),
+        "heard from before the restart"
+    );
+    assert!(s.client(&id("never")).is_none());
+    assert_eq!(s.forget(t1, &id("a")), Ok(Duration::from_secs(5)));
 }

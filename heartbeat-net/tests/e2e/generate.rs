@@ -37,6 +37,14 @@ fn every_binary_prints_its_man_page_and_completions() {
             !man.contains("generate"),
             "{name} man page shows the hidden flag"
         );
+        if name == "heartbeat-server" {
+            // The subcommands are sections of the one page.
+            assert!(
+                man.contains(".SH \"HEARTBEAT-SERVER CTL SILENCE\""),
+                "{man}"
+            );
+            assert!(man.contains("\\-\\-until"), "the ctl silence flags: {man}");
+        }
         for shell in ["bash", "zsh", "fish"] {
             let script = generate(bin, shell);
             assert!(script.contains(name), "{name} {shell}: {script}");

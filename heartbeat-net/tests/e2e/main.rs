@@ -6,6 +6,7 @@ mod auth;
 mod client_daemon;
 mod client_settings;
 mod concurrency;
+mod ctl;
 mod detector;
 mod drift;
 mod embed;

@@ -243,3 +243,50 @@ fn a_firing_alert_rides_out_a_server_restart_and_resolves_when_the_client_return
             .then_some(())
     });
 }
+
+/// A maintenance window, for real: a silenced client that dies raises no alert, not even a
+/// pending one, for longer than the alert's `for`; unsilenced while still down, its
+/// `HeartbeatClientDown` fires after its `for`.
+#[test]
+#[ignore = "needs Debian's prometheus; .ci/run installs it and runs this test"]
+fn a_silenced_client_raises_no_alert_until_its_silence_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let (mut server, port) = Proc::json_server(&[
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--control-socket",
+        arg(&socket),
+        "--detector",
+        "fixed",
+    ]);
+    let target = metrics_addr(&mut server);
+    let (_prometheus, web, firing_after) = start_prometheus(&target, dir.path());
+    let mut victim = Proc::client(port, "victim", &["--id", "victim", "--interval", "100"]);
+    server.wait_beat("victim", 1);
+    wait_scraped(&web);
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::SERVER)
+            .args(["ctl", "--socket", arg(&socket)])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ctl {args:?}: {out:?}");
+    };
+    ctl(&["silence", "victim", "--until", "1h"]);
+    victim.kill();
+    server.wait_transition("down");
+    let down = real_now();
+    while real_now() - down < firing_after + 5 * SCRAPE {
+        let state = alert_state(&web, "HeartbeatClientDown", "victim");
+        assert_eq!(state, None, "silenced");
+        thread::sleep(Duration::from_millis(500));
+    }
+    ctl(&["unsilence", "victim"]);
+    let ended = real_now();
+    poll("HeartbeatClientDown firing", firing_after + WAIT, || {
+        let state = alert_state(&web, "HeartbeatClientDown", "victim");
+        (state.as_deref() == Some("firing")).then_some(())
+    });
+    assert!(real_now() - ended + Duration::from_millis(500) >= firing_after);
+}

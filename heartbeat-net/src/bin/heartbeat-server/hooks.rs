@@ -22,6 +22,9 @@
 //!   and `HEARTBEAT_EVENT` (`transition`); a `null` is empty (`HEARTBEAT_FROM=unknown` with an
 //!   empty `HEARTBEAT_SINCE_LAST_MS` is an expected client never seen). Its standard input and
 //!   output are `/dev/null`; the start of its standard error is logged if it fails;
+//! - a silenced client's transitions run no hook; when its silence ends while it is down, the
+//!   hooks get one `transition` from `down` to `down` with `"silence_ended":true`
+//!   (`HEARTBEAT_SILENCE_ENDED=true`), see `silence.rs`;
 //! - the webhook gets the object as the body of a `POST` (`Content-Type: application/json`);
 //!   a 2xx answer is success. `https://` is checked against the system's CA certificates
 //!   (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
@@ -242,7 +245,13 @@ impl Hooks {
         if !matches!(event, Event::Transition { .. }) {
             return;
         }
-        let alert = Alert::new(&event.to_json_at(now.unix));
+        self.notify_json(&event.to_json_at(now.unix), now);
+    }
+
+    /// Queues the hooks of an alert made already (the end of a silence while the client is
+    /// down, see `silence.rs`: a `transition` object); never waits.
+    pub(crate) fn notify_json(&self, json: &serde_json::Value, now: Now) {
+        let alert = Alert::new(json);
         if let Err(e) = self.tx.try_send(Arc::new(alert)) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             let alert = match &e {

@@ -130,12 +130,21 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
             PeerLine::Forgotten,
             format_args!("Forgot client {client}: the --max-clients limit was reached"),
         ),
-        Event::Forgotten { client, gone_for } => line(
+        Event::Forgotten {
+            client,
+            gone_for,
+            requested,
+        } => line(
             Level::INFO,
             PeerLine::Forgotten,
             format_args!(
-                "Forgot client {client}: gone for {} (--forget-after)",
-                fmt_ms(*gone_for)
+                "Forgot client {client}: gone for {} ({})",
+                fmt_ms(*gone_for),
+                if *requested {
+                    "heartbeat-server ctl forget"
+                } else {
+                    "--forget-after"
+                }
             ),
         ),
         Event::Stalled { late } => line(

@@ -11,6 +11,8 @@
 //! - [`hooks`]: `--on-transition` and `--webhook`.
 //! - [`expect`]: the `--expect` file.
 //! - [`signals`]: SIGHUP (reload) and SIGUSR1 (report), through the driver's control channel.
+//! - [`ctl`] and [`silence`]: `heartbeat-server ctl` and its control socket (maintenance
+//!   windows, decommissioning).
 //!
 //! # Counters for `/metrics`
 //! [`AppCounters`] reads what the application's side channels did (the server's own state is
@@ -19,6 +21,7 @@
 //! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`; [`http`]
 //! adds them to each scrape's [`metrics::Snapshot`].
 
+mod ctl;
 mod expect;
 mod hooks;
 mod http;
@@ -28,6 +31,7 @@ mod output;
 mod refusals;
 mod settings;
 mod signals;
+mod silence;
 mod state;
 mod unidentified;
 
@@ -52,6 +56,7 @@ use heartbeat_core::liveness::FlapControl;
 use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
+use ctl::{ControlSocket, Ctl, CtlArgs};
 use heartbeat_net::app;
 use heartbeat_net::cli::{self, DetectorArgs, trust_warning};
 use heartbeat_net::driver::ControlReceiver;
@@ -60,7 +65,8 @@ use heartbeat_net::{
     Clock as _, Listener, LogSummary, NetError, Refusal, ServerApp, ServerControl, ServerOptions,
     SystemClock, TcpListener, keys, run_server_app,
 };
-use state::{Saver, StateDir, StateDirError};
+use silence::Silences;
+use state::{Saver, SideFile, StateDir, StateDirError};
 use unidentified::Unidentified;
 
 /// At exit, how long each output stream gets to write what is queued (a reader that never
@@ -73,8 +79,15 @@ const EXIT_FLUSH: Duration = Duration::from_secs(2);
 /// Stop it with Ctrl-C or SIGTERM: it prints a per-client summary and exits 0. SIGHUP reloads
 /// --expect, --auth-keys and the TLS certificate; SIGUSR1 prints the summary and goes on.
 #[derive(Debug, Parser)]
-#[command(name = "heartbeat-server", version)]
+#[command(
+    name = "heartbeat-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub(crate) struct Opt {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// TCP port to listen on, 0 to 65535; 0 picks a free port (logged at startup).
     #[arg(short, long, default_value_t = 6510, allow_negative_numbers = true,
           value_parser = cli::int::<u16>(0, 65_535))]
@@ -236,6 +249,13 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Take `heartbeat-server ctl` requests (silence, unsilence, forget, list) on the Unix
+    /// socket PATH, mode 0600, for this user and root only; its directory must be this user's
+    /// or root's and writable by no one else. Default: control.sock in --state-dir (which also
+    /// keeps the silences across restarts); without either, no socket.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+
     /// With --state-dir: time between full saves of the state (the journal takes every change
     /// in between). A duration: 250ms, 1.5s, 10m, 2h, 7d.
     #[arg(long, default_value = "10s", value_parser = cli::duration, requires = "state_dir")]
@@ -272,6 +292,15 @@ pub(crate) struct Opt {
     generate: Option<cli::Generate>,
 }
 
+/// The subcommands; without one, the server runs.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talk to a running server through its control socket: silence a client until a time (a
+    /// maintenance window), end a silence, forget a client now (decommissioned), list the
+    /// silences.
+    Ctl(CtlArgs),
+}
+
 impl Opt {
     fn hook_options(&self) -> HookOptions {
         HookOptions {
@@ -290,7 +319,10 @@ fn parse_webhook(s: &str) -> Result<Webhook, String> {
 
 /// Runs `heartbeat-server` with the process's arguments; the exit code to return.
 pub(crate) fn main() -> ExitCode {
-    let opt = Opt::parse();
+    let mut opt = Opt::parse();
+    if let Some(Command::Ctl(args)) = opt.command.take() {
+        return ctl::run(args);
+    }
     if let Some(what) = opt.generate {
         return cli::print_generated(Opt::command(), what);
     }
@@ -382,6 +414,28 @@ fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
         },
         None => None,
     };
+    // The control socket: a bad place for it, or one another server answers on, exits 2.
+    let socket_path = opt
+        .control_socket
+        .clone()
+        .or_else(|| state_dir.as_ref().map(|d| d.path().join(ctl::SOCKET)));
+    let socket = match socket_path.as_deref().map(ControlSocket::bind) {
+        Some(Ok(socket)) => Some(socket),
+        Some(Err(e @ ctl::BindError::Io { .. })) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Err(e)) => usage(&e),
+        None => None,
+    };
+    let silences_file = match state_dir.as_ref().map(|d| d.side_file(silence::FILE)) {
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => {
+            tracing::error!("state directory: cannot open it again for the silences: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
     let Some(runtime) = app::runtime() else {
         return ExitCode::FAILURE;
     };
@@ -390,7 +444,8 @@ fn run(opt: Opt, config: ServerConfig, output: &Output) -> ExitCode {
         config,
         tls,
         (expected, client_settings),
-        state_dir,
+        (state_dir, silences_file),
+        socket,
         output.clone(),
     );
     match runtime.block_on(served) {
@@ -443,6 +498,8 @@ fn load_auth(opt: &Opt, seed: [u8; 32]) -> Result<Option<AuthConfig>, keys::KeyF
 pub(crate) struct AppCounters {
     hooks: Option<HookCounter>,
     output: Output,
+    /// The silences, for `/metrics` and `/clients`.
+    pub(crate) silences: Silences,
 }
 
 /// The counts at one moment.
@@ -485,7 +542,8 @@ async fn serve(
     config: ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     (expected, client_settings): (Option<Vec<Expected>>, Option<ClientDetectors>),
-    state_dir: Option<StateDir>,
+    (state_dir, silences_file): (Option<StateDir>, Option<SideFile>),
+    socket: Option<ControlSocket>,
     output: Output,
 ) -> anyhow::Result<()> {
     let stop = app::shutdown_signal()?;
@@ -521,9 +579,11 @@ async fn serve(
     let log = LogSummary::default();
     let options = driver_options(&opt, &log);
     let hooks = start_hooks(&opt, &log);
+    let silences = Silences::new(silences_file);
     let counters = AppCounters {
         hooks: hooks.as_ref().map(Hooks::counter),
         output: output.clone(),
+        silences: silences.clone(),
     };
 
     // Requests to the server task (metrics snapshots, reports) go through `control`.
@@ -553,6 +613,21 @@ async fn serve(
             ),
         );
     }
+    // The silences kept in the state directory, once the clients they name are known.
+    silences.restore(&server, SystemClock.now());
+    let ctl = socket.map(|socket| {
+        tracing::info!(
+            "Control socket on {} (heartbeat-server ctl)",
+            socket.path().display()
+        );
+        let ctl = Ctl::new(
+            control.clone(),
+            silences.clone(),
+            opt.expect.clone(),
+            log.clone(),
+        );
+        tokio::spawn(ctl::serve(socket, Arc::new(ctl)))
+    });
     let json = opt.json;
     let mut reload = signals::Reload {
         expect: opt.expect.clone().map(|p| (p, opt.expect_grace)),
@@ -577,6 +652,8 @@ async fn serve(
         saver: saver.as_mut(),
         unidentified: &mut unidentified,
         changes,
+        silences,
+        detector: server.config().detector_config().kind(),
     };
     let signals =
         |reload| tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
@@ -599,6 +676,11 @@ async fn serve(
             served
         }
     };
+    // A clean stop: no more requests, and the socket's file is removed.
+    if let Some(ctl) = ctl {
+        ctl.abort();
+        let _ = ctl.await;
+    }
     finish(served?, json, &output, unidentified, hooks, saver).await
 }
 
@@ -741,6 +823,9 @@ struct App<'a> {
     saver: Option<&'a mut Saver>,
     unidentified: &'a mut Unidentified,
     changes: http::Changes,
+    silences: Silences,
+    /// The detector's kind, for the announcement of a silence's end.
+    detector: heartbeat_core::DetectorKind,
 }
 
 impl App<'_> {
@@ -763,8 +848,18 @@ impl ServerApp for App<'_> {
         if !log_refusal(self.log, e, now.mono) {
             log_event(self.log, e, now);
         }
-        if let Some(hooks) = self.hooks {
-            hooks.notify(e, now);
+        let silenced = match e {
+            Event::Transition { client, .. } => self.silences.until(client),
+            Event::Forgotten { client, .. } | Event::Evicted { client } => {
+                self.silences.forget(client);
+                None
+            }
+            _ => None,
+        };
+        match (self.hooks, silenced) {
+            (Some(hooks), None) => hooks.notify(e, now),
+            (_, Some(until)) => silence::log_silenced(self.log, e, until, now),
+            (None, None) => {}
         }
         if self.json {
             match e {
@@ -773,6 +868,11 @@ impl ServerApp for App<'_> {
                     reason,
                     ..
                 } => self.count_unidentified(reason.label(), now),
+                _ if silenced.is_some() => {
+                    let mut json = e.to_json_at(now.unix);
+                    json["silenced_until"] = silenced.map(silence::secs).into();
+                    self.output.stdout.line(json.to_string());
+                }
                 _ => self.print(e, now.unix),
             }
         }
@@ -788,7 +888,8 @@ impl ServerApp for App<'_> {
     fn next_wake(&self) -> Option<std::time::Instant> {
         let saver = self.saver.as_ref().and_then(|s| s.next_wake());
         let unidentified = self.unidentified.next_flush();
-        saver.into_iter().chain(unidentified).min()
+        let silence = self.silences.next_end();
+        saver.into_iter().chain(unidentified).chain(silence).min()
     }
 
     fn on_wake(&mut self, server: &mut Server, now: Now) {
@@ -797,6 +898,22 @@ impl ServerApp for App<'_> {
         }
         for (e, time) in self.unidentified.flush(now) {
             self.print(&e, time);
+        }
+        let ended = self.silences.take_ended(now);
+        if !ended.is_empty() {
+            // Kept ended: a restart must not announce them again.
+            self.silences.save_soon();
+        }
+        for client in ended {
+            let Some(json) = silence::ended(server, &client, self.detector, self.log, now) else {
+                continue;
+            };
+            if let Some(hooks) = self.hooks {
+                hooks.notify_json(&json, now);
+            }
+            if self.json {
+                self.output.stdout.line(json.to_string());
+            }
         }
     }
 }

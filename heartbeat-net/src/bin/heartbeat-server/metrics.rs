@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | `heartbeat_client_state{client,state}` | gauge | 1 for the client's liveness (`up`, `suspect`, `down`, `left`, or `unknown`: expected by `--expect`, not heard from yet, within its grace), 0 for the other four |
 //! | `heartbeat_client_expected{client}` | gauge | 1 when the client is expected (listed by `--expect`), 0 otherwise. An expected client that was never heard from has state `down` and no `heartbeat_client_last_heartbeat_timestamp_seconds` series: the `HeartbeatClientNeverSeen` alert |
+//! | `heartbeat_client_silenced{client}` | gauge | 1 while the client is silenced (`heartbeat-server ctl silence`: a maintenance window), 0 otherwise; the shipped alert rules leave a silenced client alone |
 //! | `heartbeat_client_last_heartbeat_timestamp_seconds{client}` | gauge | server time of its last heartbeat, Unix seconds; absent before its first |
 //! | `heartbeat_client_suspicion{client}` | gauge | the failure detector's value now (phi, or silence over timeout); absent before the client's interval is known |
 //! | `heartbeat_client_heartbeats_received_total{client}` | counter | heartbeats received (duplicates excluded) |
@@ -102,6 +103,8 @@ pub(crate) struct ClientRow {
     pub(crate) state: Liveness,
     /// True when the client is expected (`--expect`); see the module docs.
     pub(crate) expected: bool,
+    /// True while the client is silenced (filled in off the loop, see `silence.rs`).
+    pub(crate) silenced: bool,
     /// Server time of its last heartbeat, Unix seconds.
     pub(crate) last_heartbeat: Option<f64>,
     /// The detector's suspicion now.
@@ -130,6 +133,7 @@ impl Snapshot {
                 client: c.client().to_string(),
                 state: c.state(),
                 expected: c.is_expected(),
+                silenced: false,
                 last_heartbeat: c.last_seen().map(|t| t.as_nanos() as f64 / 1e9),
                 suspicion: c.suspicion(now.mono),
                 received: c.received(),
@@ -202,6 +206,18 @@ impl Snapshot {
             for c in clients {
                 let labels = [("client", c.client.as_str())];
                 ConstGauge::new(i64::from(c.expected)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "heartbeat_client_silenced",
+                "1 while the client is silenced (heartbeat-server ctl silence), 0 otherwise",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in clients {
+                let labels = [("client", c.client.as_str())];
+                ConstGauge::new(i64::from(c.silenced)).encode(m.encode_family(&labels)?)?;
             }
         }
         gauges(
@@ -484,6 +500,7 @@ mod tests {
             client: client.to_owned(),
             state,
             expected: false,
+            silenced: false,
             last_heartbeat: Some(1_700_000_000.25),
             suspicion: Some(0.5),
             received: 10,

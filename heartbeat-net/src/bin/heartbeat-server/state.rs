@@ -12,6 +12,9 @@
 //!   process (`kill -9`, a crash) loses nothing the kernel was handed, only a power cut loses
 //!   what the kernel had not written out yet. A full save empties it.
 //! - `DIR/lock`: held (`flock`) while a server uses the directory, so two cannot share it.
+//! - `DIR/silences`: the maintenance windows (`silence.rs`), a [`SideFile`] replaced whole on
+//!   each change; `DIR/control.sock`: the control socket (`ctl.rs`), unless `--control-socket`
+//!   puts it elsewhere.
 //!
 //! The loop only copies the records that changed out of the core (about a microsecond each);
 //! the writer, a thread of its own behind a bounded queue, journals them and merges them into
@@ -306,6 +309,62 @@ impl StateDir {
 }
 
 /// How a file of the state directory is opened.
+/// A small file of the state directory beside the state (the silences, `silence.rs`): read
+/// whole at start and replaced whole on each change (a fresh temporary file, fsync, rename),
+/// by the rules of every file there (see the module docs). Usable from any thread.
+#[derive(Debug)]
+pub(crate) struct SideFile {
+    dir: Dir,
+    name: &'static str,
+    tmp: String,
+}
+
+impl StateDir {
+    /// The side file `name` of this directory (its own handle on the directory, so it outlives
+    /// [`start_saving`](Self::start_saving)).
+    pub(crate) fn side_file(&self, name: &'static str) -> io::Result<SideFile> {
+        let dir = Dir {
+            path: self.dir.path.clone(),
+            fd: self.dir.fd.try_clone()?,
+        };
+        Ok(SideFile {
+            dir,
+            name,
+            tmp: format!("{name}.tmp"),
+        })
+    }
+}
+
+impl SideFile {
+    /// Its path, for messages.
+    pub(crate) fn show(&self) -> String {
+        self.dir.show(self.name)
+    }
+
+    /// Its bytes; `None` when there is none.
+    pub(crate) fn read(&self, now: UnixTime) -> io::Result<Option<Vec<u8>>> {
+        self.dir.read(self.name, now)
+    }
+
+    /// Sets it aside as `NAME.corrupt-SECONDS` with a warning saying `why`.
+    pub(crate) fn set_aside(&self, now: UnixTime, why: &str) {
+        self.dir.set_aside(self.name, now, why);
+    }
+
+    /// Replaces it with `bytes`, atomically: a reader (a restart after `kill -9`) finds the old
+    /// file or the new one, never a part.
+    pub(crate) fn replace(&self, bytes: &[u8], now: UnixTime) -> io::Result<()> {
+        let dir = &self.dir;
+        let mut file = dir.create_new(&self.tmp, now)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        dir.set_aside_unless_plain(self.name, now);
+        rustix::fs::renameat(&dir.fd, self.tmp.as_str(), &dir.fd, self.name)?;
+        dir.fd.sync_all()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Access {
     /// To append (the journal), created if missing.
