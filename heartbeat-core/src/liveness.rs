@@ -203,6 +203,9 @@ struct Watch {
     /// The detector was primed by [`Watches::restore`] or [`Watches::hello`], not by a
     /// heartbeat: the first real arrival replaces it.
     primed: bool,
+    /// The margin set from a quality-of-service target ([`Watches::set_margin`]), given to
+    /// every detector built for this client.
+    margin: Option<Duration>,
 }
 
 impl Watch {
@@ -215,6 +218,7 @@ impl Watch {
             recovering: 0,
             expected_by: None,
             primed: false,
+            margin: None,
         }
     }
 
@@ -411,7 +415,7 @@ impl Watches {
             Liveness::Unknown => {}
             Liveness::Suspect | Liveness::Up => {
                 if let Some(interval) = interval {
-                    let mut det = self.detector.build(interval);
+                    let mut det = build(&self.detector, w.margin, interval);
                     det.heartbeat(now, Seq(0));
                     w.detector = Some(det);
                     w.primed = true;
@@ -442,7 +446,7 @@ impl Watches {
             return;
         }
         w.period = Some(interval);
-        let mut det = self.detector.build(interval);
+        let mut det = build(&self.detector, w.margin, interval);
         det.heartbeat(now, Seq(0));
         w.detector = Some(det);
         w.primed = true;
@@ -472,7 +476,7 @@ impl Watches {
             w.period = interval;
         }
         if w.detector.is_none() {
-            w.detector = interval.map(|i| self.detector.build(i));
+            w.detector = interval.map(|i| build(&self.detector, w.margin, i));
         }
         let det = w.detector.as_mut()?;
         // What the change back to up reports is read before the heartbeats move the detector
@@ -488,7 +492,7 @@ impl Watches {
         if std::mem::take(&mut w.primed) {
             // Primed at a restore or a HELLO: the first real arrival starts the history.
             if let Some(interval) = interval {
-                *det = self.detector.build(interval);
+                *det = build(&self.detector, w.margin, interval);
             }
         }
         for seq in seqs {
@@ -631,6 +635,23 @@ impl Watches {
         self.arm(client);
     }
 
+    /// Client `client` is declared down `margin` after the expected arrival of its next
+    /// heartbeat, from now on and in every detector built for it later (a quality-of-service
+    /// target: [`crate::detector::target`]). Only the `chen` detector takes a margin; the check
+    /// is re-armed for it.
+    pub fn set_margin(&mut self, client: usize, margin: Duration) {
+        if client >= self.watches.len() {
+            self.start(client);
+        }
+        let w = &mut self.watches[client];
+        w.margin = Some(margin);
+        if let Some(det) = w.detector.as_mut() {
+            if det.set_margin(margin) {
+                self.arm(client);
+            }
+        }
+    }
+
     /// Queues `client`'s next check: when its detector reaches the next level.
     fn arm(&mut self, client: usize) {
         let w = &mut self.watches[client];
@@ -662,6 +683,19 @@ impl Watches {
 fn since_last(det: &dyn Detector, now: Instant) -> Option<Duration> {
     det.last_heartbeat()
         .map(|t| now.saturating_duration_since(t))
+}
+
+/// A detector for a client of `interval`, with the client's margin if one was set.
+fn build(
+    config: &DetectorConfig,
+    margin: Option<Duration>,
+    interval: Duration,
+) -> Box<dyn Detector> {
+    let mut det = config.build(interval);
+    if let Some(margin) = margin {
+        det.set_margin(margin);
+    }
+    det
 }
 
 #[cfg(test)]

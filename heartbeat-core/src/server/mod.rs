@@ -4,6 +4,7 @@ mod event;
 mod handshake;
 mod limits;
 mod persist;
+pub mod qos;
 mod session;
 mod stats;
 
@@ -973,11 +974,40 @@ impl Server {
         if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
             self.liveness.reset(idx);
         }
+        let report = self.apply_target(idx);
+        let r = &self.clients[idx];
         let seqs = beats.iter().map(|&(seq, _)| seq);
         if let Some(change) = self.liveness.observe(now.mono, idx, r.interval, seqs) {
             self.out.push_back(transition(&self.clients, change));
         }
+        if let Some(event) = report {
+            self.out.push_back(Output::Event(event));
+        }
         beats.clear();
+    }
+
+    /// Under a QoS target: configures client `idx` again if due, and gives its detector (or
+    /// the one about to be built) the margin in use. Returns the event to report when the
+    /// target's reachability changed (or was decided for the first time).
+    fn apply_target(&mut self, idx: usize) -> Option<Event> {
+        let target = self.config.target?;
+        let r = &mut self.clients[idx];
+        let interval = r.interval?;
+        let changed = r.qos.reconfigure(&target, interval);
+        let configured = r.qos.configured()?;
+        self.liveness.set_margin(idx, configured.alpha);
+        let (c, true) = changed? else {
+            return None;
+        };
+        Some(Event::Target {
+            client: r.stats.client.clone(),
+            reachable: c.reachable,
+            interval,
+            advised_interval: c.advised_interval,
+            alpha: c.alpha,
+            loss: r.qos.loss(),
+            delay_variance: r.qos.delay_variance(),
+        })
     }
 
     fn drop_conn(&mut self, now: Now, conn: ConnId, reason: DisconnectReason) {

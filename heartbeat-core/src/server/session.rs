@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientSummary, Distribution, SeqRange};
-use crate::detector::Detector;
+use crate::detector::{Configured, Detector};
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::Liveness;
 use crate::time::{Now, UnixTime};
 
 use super::limits::{Schedule, Skew};
+use super::qos::QosEstimate;
 use super::stats::DelayHistogram;
 use super::{Event, Output};
 
@@ -24,6 +25,7 @@ pub struct ClientView<'a> {
     detector: Option<&'a dyn Detector>,
     clock_offset: Option<i64>,
     expected: bool,
+    qos: &'a QosEstimate,
 }
 
 impl<'a> ClientView<'a> {
@@ -38,7 +40,29 @@ impl<'a> ClientView<'a> {
             detector,
             clock_offset: record.skew.offset(),
             expected: record.expected,
+            qos: &record.qos,
         }
+    }
+
+    /// The client's loss probability `p_L` as a quality-of-service target measures it: an
+    /// exponential window of about a thousand heartbeats, starting from a prior of 1% and
+    /// never below 10⁻⁴ (see [`qos`](super::qos)).
+    pub fn loss_estimate(&self) -> f64 {
+        self.qos.loss()
+    }
+
+    /// The variance of the client's one-way delay `V(D)`, in seconds squared, as a
+    /// quality-of-service target measures it (see [`qos`](super::qos)): offset-invariant, so
+    /// a client's clock offset does not matter.
+    pub fn delay_variance(&self) -> f64 {
+        self.qos.delay_variance()
+    }
+
+    /// What the server's quality-of-service target decided for this client, last time it
+    /// looked: the margin in use, whether the target is reachable at its interval, and the
+    /// advised interval if not. `None` without a target, or before its first heartbeat.
+    pub fn target(&self) -> Option<Configured> {
+        self.qos.configured()
     }
 
     /// True when the client is on the server's `--expect` list.
@@ -187,6 +211,8 @@ pub(crate) struct ClientRecord {
     pub(crate) schedule: Schedule,
     /// Its clock's offset from the server's.
     pub(crate) skew: Skew,
+    /// Its loss and delay variance, and its configuration, for a QoS target.
+    pub(crate) qos: QosEstimate,
 }
 
 impl ClientRecord {
@@ -204,6 +230,7 @@ impl ClientRecord {
             gone_since: None,
             schedule: Schedule::default(),
             skew: Skew::default(),
+            qos: QosEstimate::default(),
         }
     }
 
@@ -347,6 +374,7 @@ impl ClientRecord {
                         last: Seq(seq.0 - 1),
                     };
                     self.stats.add_missed(range);
+                    self.qos.on_missed(range.count());
                     out.push_back(Output::Event(Event::Missed {
                         conn,
                         client: client.clone(),
@@ -366,6 +394,7 @@ impl ClientRecord {
             .signed_nanos_since(sent)
             .saturating_sub(self.skew.correction());
         self.stats.delay.record_signed(delay_ns);
+        self.qos.on_received(delay_ns);
         delays.record(delay_ns);
         if let Some(ia) = inter_arrival {
             self.stats.inter_arrival.record(ia);
