@@ -41,6 +41,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::units::fmt_duration;
 
 /// The shortest interval ever advised, and the shortest `T_D^U / η` steps considered: the
 /// search looks at intervals of at least `max(1 ms, T_D^U / MAX_TERMS)`.
@@ -109,15 +110,16 @@ impl QosTarget {
 }
 
 impl fmt::Display for QosTarget {
-    /// `detection=3s mistake_every=2592000s`, plus `mistake_duration=...` when set.
+    /// `detection=3s mistake_every=30d`, plus `mistake_duration=...` when set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "detection={:?} mistake_every={:?}",
-            self.detection, self.mistake_every
+            "detection={} mistake_every={}",
+            fmt_duration(self.detection),
+            fmt_duration(self.mistake_every)
         )?;
         if let Some(d) = self.mistake_duration {
-            write!(f, " mistake_duration={d:?}")?;
+            write!(f, " mistake_duration={}", fmt_duration(d))?;
         }
         Ok(())
     }

@@ -234,6 +234,20 @@ pub enum Event {
     Target {
         /// The client.
         client: ClientKey,
+        /// The target's detection time `T_D^U`.
+        #[serde(
+            rename = "detection_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        detection: Duration,
+        /// The target's mean mistake recurrence time `T_MR^L`.
+        #[serde(
+            rename = "mistake_every_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        mistake_every: Duration,
         /// True when the target is reachable at the client's interval.
         reachable: bool,
         /// The client's interval.
@@ -451,6 +465,8 @@ impl fmt::Display for Event {
             ),
             Self::Target {
                 client,
+                detection,
+                mistake_every,
                 reachable,
                 interval,
                 advised_interval,
@@ -459,8 +475,10 @@ impl fmt::Display for Event {
                 delay_variance,
             } => write!(
                 f,
-                "target client={client} reachable={reachable} interval={} advised={} alpha={} \
-                 loss={loss:.6} delay_variance={delay_variance:.3e}",
+                "target client={client} detection={} mistake_every={} reachable={reachable} \
+                 interval={} advised={} alpha={} loss={loss:.6} delay_variance={delay_variance:.3e}",
+                fmt_ms(*detection),
+                fmt_ms(*mistake_every),
                 fmt_ms(*interval),
                 or_dash(advised_interval),
                 fmt_ms(*alpha),
@@ -735,6 +753,8 @@ mod tests {
             Event::Stalled { late: ms(6000) },
             Event::Target {
                 client: id("web-01"),
+                detection: ms(3000),
+                mistake_every: ms(2_592_000_000),
                 reachable: false,
                 interval: ms(1000),
                 advised_interval: Some(ms(420)),

@@ -1001,6 +1001,8 @@ impl Server {
         };
         Some(Event::Target {
             client: r.stats.client.clone(),
+            detection: target.detection(),
+            mistake_every: target.mistake_every(),
             reachable: c.reachable,
             interval,
             advised_interval: c.advised_interval,

@@ -159,6 +159,9 @@ impl<'a> ClientView<'a> {
     /// The summary row for reports.
     pub fn summary(&self) -> ClientSummary {
         let s = self.stats;
+        let target = self.qos.configured();
+        // Milliseconds to the microsecond, as the other `_ms` fields.
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         ClientSummary {
             client: s.client.clone(),
             protocol: s.protocol,
@@ -181,6 +184,11 @@ impl<'a> ClientView<'a> {
             clock_offset_ms: self
                 .clock_offset
                 .map(|ns| (ns as f64 / 1_000.0).round() / 1_000.0),
+            target_reachable: target.map(|c| c.reachable),
+            advised_interval_ms: target.map(|c| c.advised_interval.map(ms)),
+            alpha_ms: target.map(|c| ms(c.alpha)),
+            loss: target.map(|_| self.qos.loss()),
+            delay_variance: target.map(|_| self.qos.delay_variance()),
         }
     }
 }

@@ -525,7 +525,8 @@ fn a_reachable_qos_target_sets_the_margin_and_keeps_its_detection_time() {
     assert_eq!(targets.len(), 1, "{log:?}");
     assert!(
         targets[0].starts_with(
-            "ev target client=a reachable=true interval=1000.000ms advised=- alpha=1500.000ms"
+            "ev target client=a detection=2500.000ms mistake_every=3600000.000ms reachable=true \
+             interval=1000.000ms advised=- alpha=1500.000ms"
         ),
         "{targets:?}"
     );
@@ -544,8 +545,8 @@ fn an_unreachable_qos_target_is_reported_once_with_advice() {
     assert_eq!(targets.len(), 1, "{log:?}");
     assert!(
         targets[0].starts_with(
-            "ev target client=a reachable=false interval=1000.000ms advised=746.000ms \
-             alpha=2000.000ms"
+            "ev target client=a detection=3000.000ms mistake_every=2592000000.000ms \
+             reachable=false interval=1000.000ms advised=746.000ms alpha=2000.000ms"
         ),
         "{targets:?}"
     );

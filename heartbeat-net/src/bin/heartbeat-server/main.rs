@@ -51,7 +51,7 @@ use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
 use heartbeat_net::app;
-use heartbeat_net::cli::{self, DetectorArgs, trust_warning};
+use heartbeat_net::cli::{self, DetectorArgs, TargetArgs, trust_warning};
 use heartbeat_net::driver::ControlReceiver;
 use heartbeat_net::tls::{self, TlsListener};
 use heartbeat_net::{
@@ -256,6 +256,9 @@ pub(crate) struct Opt {
     #[command(flatten)]
     detector: DetectorArgs,
 
+    #[command(flatten)]
+    target: TargetArgs,
+
     /// Print the man page or a shell's completions (man, bash, zsh, fish) and exit: what the
     /// Debian package installs (deploy/debian/build.sh).
     #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
@@ -296,6 +299,7 @@ pub(crate) fn main() -> ExitCode {
             .max_clock_skew(opt.max_clock_skew)?
             .forget_after(opt.forget_after)?
             .left_grace(opt.left_grace)
+            .and_then(|c| Ok(c.qos_target(opt.target.target()?)))
     });
     let config = match config {
         Ok(c) => c,
@@ -477,6 +481,9 @@ async fn serve(
     };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
     tracing::info!("Failure detector: {}", server.config().detector_config());
+    if let Some(target) = server.config().qos_target_value() {
+        tracing::info!("Failure detection configured by its quality of service: {target}");
+    }
     let flap = server.config().flap_control_value();
     if flap != FlapControl::default() {
         tracing::info!("Flap control: {flap}");
