@@ -9,9 +9,13 @@
 //! `V(D)`) into Chen's safety margin `α`, and says whether the target is reachable at that
 //! interval and, if not, the longest interval that would reach it.
 //!
-//! # The procedure (paper, section on configuring the detector when the delay distribution
-//! is unknown; we could not read the paper's text here, so the section and theorem numbers are
-//! not cited: see the project's research notes)
+//! # The procedure
+//! From the paper's section on configuring the detector when the delay distribution is not
+//! known (NFD-U, used by NFD-E with the estimated expected arrival). **Unverified:** only the
+//! paper's abstract could be read from this workplace, so no section or theorem number is
+//! cited; the steps below are checked by derivation instead (each factor of `f` is the
+//! inverse of the Cantelli bound on one heartbeat's lateness, `γ'` the probability bound of a
+//! heartbeat arriving within `T_D^U`), and by the hand-computed cases in the tests.
 //!
 //! With only `p_L` and `V(D)` known, the one-sided Chebyshev (Cantelli) inequality
 //! `Pr(D − E(D) > t) ≤ V(D) / (V(D) + t²)` bounds the probability that a heartbeat sent `t`

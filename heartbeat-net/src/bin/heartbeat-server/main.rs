@@ -480,9 +480,11 @@ async fn serve(
         None => None,
     };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
-    tracing::info!("Failure detector: {}", server.config().detector_config());
-    if let Some(target) = server.config().qos_target_value() {
-        tracing::info!("Failure detection configured by its quality of service: {target}");
+    match server.config().qos_target_value() {
+        Some(target) => tracing::info!(
+            "Failure detector: chen, each client's margin set from the quality-of-service target {target}"
+        ),
+        None => tracing::info!("Failure detector: {}", server.config().detector_config()),
     }
     let flap = server.config().flap_control_value();
     if flap != FlapControl::default() {
