@@ -203,9 +203,6 @@ struct Watch {
     /// The detector was primed by [`Watches::restore`] or [`Watches::hello`], not by a
     /// heartbeat: the first real arrival replaces it.
     primed: bool,
-    /// The margin set from a quality-of-service target ([`Watches::set_margin`]), given to
-    /// every detector built for this client.
-    margin: Option<Duration>,
 }
 
 impl Watch {
@@ -218,7 +215,6 @@ impl Watch {
             recovering: 0,
             expected_by: None,
             primed: false,
-            margin: None,
         }
     }
 
@@ -415,7 +411,7 @@ impl Watches {
             Liveness::Unknown => {}
             Liveness::Suspect | Liveness::Up => {
                 if let Some(interval) = interval {
-                    let mut det = build(&self.detector, w.margin, interval);
+                    let mut det = self.detector.build(interval);
                     det.heartbeat(now, Seq(0));
                     w.detector = Some(det);
                     w.primed = true;
@@ -446,7 +442,7 @@ impl Watches {
             return;
         }
         w.period = Some(interval);
-        let mut det = build(&self.detector, w.margin, interval);
+        let mut det = self.detector.build(interval);
         det.heartbeat(now, Seq(0));
         w.detector = Some(det);
         w.primed = true;
@@ -476,7 +472,7 @@ impl Watches {
             w.period = interval;
         }
         if w.detector.is_none() {
-            w.detector = interval.map(|i| build(&self.detector, w.margin, i));
+            w.detector = interval.map(|i| self.detector.build(i));
         }
         let det = w.detector.as_mut()?;
         // What the change back to up reports is read before the heartbeats move the detector
@@ -492,7 +488,7 @@ impl Watches {
         if std::mem::take(&mut w.primed) {
             // Primed at a restore or a HELLO: the first real arrival starts the history.
             if let Some(interval) = interval {
-                *det = build(&self.detector, w.margin, interval);
+                *det = self.detector.build(interval);
             }
         }
         for seq in seqs {
@@ -635,16 +631,15 @@ impl Watches {
         self.arm(client);
     }
 
-    /// Client `client` is declared down `margin` after the expected arrival of its next
-    /// heartbeat, from now on and in every detector built for it later (a quality-of-service
-    /// target: [`crate::detector::target`]). Only the `chen` detector takes a margin; the check
-    /// is re-armed for it.
+    /// Client `client`'s detector declares it down `margin` after the expected arrival of its
+    /// next heartbeat (a quality-of-service target: [`crate::detector::target`]), and its check
+    /// is re-armed. Only the `chen` detector takes a margin. A detector built later (a new
+    /// session, a restore) starts from its configured margin: the server sets it again after
+    /// every arrival, so that the margin costs the per-client record nothing.
     pub fn set_margin(&mut self, client: usize, margin: Duration) {
-        if client >= self.watches.len() {
-            self.start(client);
-        }
-        let w = &mut self.watches[client];
-        w.margin = Some(margin);
+        let Some(w) = self.watches.get_mut(client) else {
+            return;
+        };
         if let Some(det) = w.detector.as_mut() {
             if det.set_margin(margin) {
                 self.arm(client);
@@ -683,19 +678,6 @@ impl Watches {
 fn since_last(det: &dyn Detector, now: Instant) -> Option<Duration> {
     det.last_heartbeat()
         .map(|t| now.saturating_duration_since(t))
-}
-
-/// A detector for a client of `interval`, with the client's margin if one was set.
-fn build(
-    config: &DetectorConfig,
-    margin: Option<Duration>,
-    interval: Duration,
-) -> Box<dyn Detector> {
-    let mut det = config.build(interval);
-    if let Some(margin) = margin {
-        det.set_margin(margin);
-    }
-    det
 }
 
 #[cfg(test)]

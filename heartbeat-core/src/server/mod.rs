@@ -970,31 +970,35 @@ impl Server {
         let skew = self.config.max_clock_skew;
         self.changes.mark(idx);
         let r = &mut self.clients[idx];
+        if self.config.target.is_some() {
+            r.qos.get_or_insert_with(Box::default);
+        }
         let delays = &mut self.stats.delay;
         if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
             self.liveness.reset(idx);
         }
-        let report = self.apply_target(idx);
-        let r = &self.clients[idx];
         let seqs = beats.iter().map(|&(seq, _)| seq);
         if let Some(change) = self.liveness.observe(now.mono, idx, r.interval, seqs) {
             self.out.push_back(transition(&self.clients, change));
         }
-        if let Some(event) = report {
+        // After `observe`, which may have built the client's detector afresh.
+        if let Some(event) = self.apply_target(idx) {
             self.out.push_back(Output::Event(event));
         }
         beats.clear();
     }
 
-    /// Under a QoS target: configures client `idx` again if due, and gives its detector (or
-    /// the one about to be built) the margin in use. Returns the event to report when the
+    /// Under a QoS target: configures client `idx` again if due, and gives its detector the
+    /// margin in use (every arrival: a detector built afresh starts from its default). Returns the event to report when the
     /// target's reachability changed (or was decided for the first time).
     fn apply_target(&mut self, idx: usize) -> Option<Event> {
         let target = self.config.target?;
         let r = &mut self.clients[idx];
         let interval = r.interval?;
-        let changed = r.qos.reconfigure(&target, interval);
-        let configured = r.qos.configured()?;
+        let qos = r.qos.as_mut()?;
+        let changed = qos.reconfigure(&target, interval);
+        let configured = qos.configured()?;
+        let (loss, delay_variance) = (qos.loss(), qos.delay_variance());
         self.liveness.set_margin(idx, configured.alpha);
         let (c, true) = changed? else {
             return None;
@@ -1007,8 +1011,8 @@ impl Server {
             interval,
             advised_interval: c.advised_interval,
             alpha: c.alpha,
-            loss: r.qos.loss(),
-            delay_variance: r.qos.delay_variance(),
+            loss,
+            delay_variance,
         })
     }
 

@@ -559,7 +559,7 @@ fn an_unreachable_qos_target_is_reported_once_with_advice() {
     let view = s.client(&id("a")).unwrap();
     let configured = view.target().unwrap();
     assert!(!configured.reachable);
-    assert!(view.loss_estimate() > 0.009 && view.delay_variance() > 0.0);
+    assert!(view.loss_estimate().unwrap() > 0.009 && view.delay_variance().unwrap() > 0.0);
 }
 
 #[test]
