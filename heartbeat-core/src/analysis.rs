@@ -327,6 +327,25 @@ pub struct ClientSummary {
     /// are then measured from this offset); absent while in sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<f64>,
+    /// Under a quality-of-service target (`--target-detection`): true when it is reachable at
+    /// the client's interval; absent without a target or before the client's first heartbeat
+    /// (and so are the four fields after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_reachable: Option<bool>,
+    /// Under a target that is not reachable: the longest interval that would reach it, in
+    /// milliseconds (`null` when no interval would).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advised_interval_ms: Option<Option<f64>>,
+    /// Under a target: the margin in use, in milliseconds (down this long after a heartbeat
+    /// is due).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha_ms: Option<f64>,
+    /// Under a target: the measured loss probability `p_L`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Under a target: the measured variance of the one-way delay `V(D)`, in seconds squared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_variance: Option<f64>,
 }
 
 /// The analysis of every client, sorted by client key.

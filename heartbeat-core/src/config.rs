@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::auth::{AuthConfig, Secret};
-use crate::detector::DetectorConfig;
+use crate::detector::{DetectorConfig, DetectorKind, QosTarget};
 use crate::error::ConfigError;
 use crate::frame::{MAX_INTERVAL_MS, Protocol};
 use crate::ids::ClientId;
@@ -289,6 +289,7 @@ pub struct ServerConfig {
     pub(crate) max_clock_skew: Duration,
     pub(crate) forget_after: Duration,
     pub(crate) left_grace: Duration,
+    pub(crate) target: Option<QosTarget>,
 }
 
 impl Default for ServerConfig {
@@ -310,6 +311,7 @@ impl Default for ServerConfig {
             max_clock_skew: Duration::from_secs(1),
             forget_after: Duration::from_secs(24 * 3600),
             left_grace: Duration::from_secs(3600),
+            target: None,
         }
     }
 }
@@ -372,6 +374,25 @@ impl ServerConfig {
     /// The configured failure detector.
     pub fn detector_config(&self) -> &DetectorConfig {
         &self.detector
+    }
+
+    /// Configures every client's detection by its quality of service (Chen, Toueg and
+    /// Aguilera; see [`crate::detector::target`]): the detector becomes `chen` (its defaults,
+    /// replacing any [`detector`](Self::detector) set before), and each client's margin is
+    /// set from the target, its interval and its own measured loss and delay variance, and set
+    /// again as the measurements settle (every ten heartbeats). `None` (the default): no
+    /// target, the configured detector as it is.
+    pub fn qos_target(mut self, target: Option<QosTarget>) -> Self {
+        if target.is_some() {
+            self.detector = DetectorConfig::new(DetectorKind::Chen);
+        }
+        self.target = target;
+        self
+    }
+
+    /// The quality-of-service target, if any.
+    pub fn qos_target_value(&self) -> Option<&QosTarget> {
+        self.target.as_ref()
     }
 
     /// Flap control (see [`FlapControl`]): how long a conviction must hold before a client is

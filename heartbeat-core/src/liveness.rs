@@ -693,6 +693,22 @@ impl Watches {
         self.arm(client);
     }
 
+    /// Client `client`'s detector declares it down `margin` after the expected arrival of its
+    /// next heartbeat (a quality-of-service target: [`crate::detector::target`]), and its check
+    /// is re-armed. Only the `chen` detector takes a margin. A detector built later (a new
+    /// session, a restore) starts from its configured margin: the server sets it again after
+    /// every arrival, so that the margin costs the per-client record nothing.
+    pub fn set_margin(&mut self, client: usize, margin: Duration) {
+        let Some(w) = self.watches.get_mut(client) else {
+            return;
+        };
+        if let Some(det) = w.detector.as_mut() {
+            if det.set_margin(margin) {
+                self.arm(client);
+            }
+        }
+    }
+
     /// Queues `client`'s next check: when its detector reaches the next level.
     fn arm(&mut self, client: usize) {
         let w = &mut self.watches[client];

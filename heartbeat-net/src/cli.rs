@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use heartbeat_core::ConfigError;
-use heartbeat_core::detector::{DetectorConfig, DetectorKind, Param, ParamValues, Span};
+use heartbeat_core::detector::{DetectorConfig, DetectorKind, Param, ParamValues, QosTarget, Span};
 
 /// The failure detector and its parameters, as flags.
 ///
@@ -65,6 +65,52 @@ impl DetectorArgs {
             first.strip_prefix("error: ").unwrap_or(first).to_owned()
         })?;
         parsed.detector.config().map_err(|e| e.to_string())
+    }
+}
+
+/// A quality-of-service target for every client's detection, as flags (Chen, Toueg and
+/// Aguilera's configuration procedure: [`heartbeat_core::detector::target`]). With them the
+/// detector is `chen`, each client's margin set from its own measured loss and delay variance,
+/// so they conflict with `--detector` and the detector parameters.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Configure each client's detector by the quality of service wanted: declare a crashed
+    /// client down within this time (Chen's T_D upper bound), counted from its expected next
+    /// heartbeat's schedule; with --target-mistake-every. The server says per client whether
+    /// the target is reachable at its interval, and if not, the longest interval that would
+    /// reach it (log, /clients, metrics). A duration: 250ms, 1.5s, 10m, 2h, 7d.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = duration,
+        requires = "target_mistake_every",
+        conflicts_with_all = [
+            "detector", "threshold", "min_std_deviation", "acceptable_pause",
+            "first_heartbeat_estimate", "initial_interval", "alpha", "grace", "window",
+        ],
+    )]
+    pub target_detection: Option<Duration>,
+
+    /// With --target-detection: a live client wrongly declared down at most this often on
+    /// average (Chen's lower bound on the mean mistake recurrence time), e.g. 30d.
+    #[arg(long, value_name = "TIME", value_parser = duration, requires = "target_detection")]
+    pub target_mistake_every: Option<Duration>,
+
+    /// With --target-detection: optionally, a mistake corrected within this time on average
+    /// (Chen's upper bound on the mean mistake duration) [default: none].
+    #[arg(long, value_name = "TIME", value_parser = duration, requires = "target_detection")]
+    pub target_mistake_duration: Option<Duration>,
+}
+
+impl TargetArgs {
+    /// The validated target, `None` without `--target-detection`.
+    pub fn target(&self) -> Result<Option<QosTarget>, ConfigError> {
+        match (self.target_detection, self.target_mistake_every) {
+            (Some(detection), Some(every)) => {
+                QosTarget::new(detection, every, self.target_mistake_duration).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -430,6 +476,64 @@ mod tests {
         t.d.config()
             .map(|c| c.to_string())
             .map_err(|e| e.to_string())
+    }
+
+    #[derive(Debug, Parser)]
+    struct Targeted {
+        #[command(flatten)]
+        d: DetectorArgs,
+        #[command(flatten)]
+        t: TargetArgs,
+    }
+
+    /// The targets need each other, conflict with an explicit detector or parameter, and
+    /// read durations in the one grammar.
+    #[test]
+    fn targets_conflict_with_explicit_detector_flags() {
+        let parse = |args: &[&str]| {
+            Targeted::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+                .map_err(|e| e.kind())
+        };
+        let t = parse(&["--target-detection", "3s", "--target-mistake-every", "30d"]).unwrap();
+        assert_eq!(
+            t.t.target().unwrap(),
+            Some(
+                QosTarget::new(
+                    Duration::from_secs(3),
+                    Duration::from_secs(30 * 86_400),
+                    None
+                )
+                .unwrap()
+            )
+        );
+        assert_eq!(
+            t.d.detector,
+            DetectorKind::Phi,
+            "the default is not a conflict"
+        );
+        use clap::error::ErrorKind::{ArgumentConflict, MissingRequiredArgument, ValueValidation};
+        let both = ["--target-detection", "3s", "--target-mistake-every", "30d"];
+        for extra in [
+            &["--detector", "chen"][..],
+            &["--alpha", "100ms"],
+            &["--threshold", "8"],
+        ] {
+            let args: Vec<&str> = both.iter().chain(extra).copied().collect();
+            assert_eq!(parse(&args).unwrap_err(), ArgumentConflict, "{args:?}");
+        }
+        assert_eq!(
+            parse(&["--target-detection", "3s"]).unwrap_err(),
+            MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["--target-mistake-duration", "1s"]).unwrap_err(),
+            MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["--target-detection", "3", "--target-mistake-every", "30d"]).unwrap_err(),
+            ValueValidation,
+            "a unit is required"
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ peer_lines! {
     Forgotten => "clients forgotten", DEFAULT_BURST;
     /// The server's loop was stalled (under a flood, say).
     Stalled => "server stalls", DEFAULT_BURST;
+    /// A client's quality-of-service target became reachable or unreachable (at most one
+    /// line every ten heartbeats of a client, and only on a change).
+    Target => "quality-of-service targets", DEFAULT_BURST;
     /// Any other event of the core.
     OtherEvents => "other events", DEFAULT_BURST;
     /// The metrics endpoint refused a connection (`503`, or closed when too many are being

@@ -221,6 +221,13 @@ impl Detector for ChenDetector {
     fn last_heartbeat(&self) -> Option<Instant> {
         self.last
     }
+
+    /// Down at `EA + margin`: α becomes `margin / 2`, so that the down level (2α) falls on the
+    /// paper's freshness point `τ = EA + margin`, and the suspect level half-way to it.
+    fn set_margin(&mut self, margin: Duration) -> bool {
+        self.alpha_ns = (clamp_nanos(margin) / 2).max(1);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +355,18 @@ mod tests {
         // Below the first sequence number ever seen is a restart too.
         d.heartbeat(t0 + ms(3000), Seq(0));
         assert_eq!(d.expected_arrival(), Some(t0 + ms(4000)));
+    }
+
+    /// A margin from a QoS target puts the down level on it: EA_2 = t0 + 1 s, margin 600 ms:
+    /// down at t0 + 1.6 s, suspect at t0 + 1.3 s.
+    #[test]
+    fn a_margin_puts_down_at_the_expected_arrival_plus_it() {
+        let t0 = origin();
+        let mut d = ChenDetector::new(&ChenConfig::default(), ms(1000));
+        d.heartbeat(t0, Seq(1));
+        assert!(d.set_margin(ms(600)));
+        assert_eq!(d.reaches(LEVELS.down), Some(t0 + ms(1600)));
+        assert_eq!(d.reaches(LEVELS.suspect), Some(t0 + ms(1300)));
     }
 
     #[test]

@@ -65,6 +65,7 @@ mod params;
 mod phi;
 mod phi_exp;
 mod span;
+pub mod target;
 mod window;
 
 use std::fmt;
@@ -83,6 +84,7 @@ pub use params::{Param, ParamValues};
 pub use phi::{PhiConfig, PhiDetector};
 pub use phi_exp::{PhiExpConfig, PhiExpDetector};
 pub use span::Span;
+pub use target::{Configured, QosTarget, configure};
 pub use window::{DEFAULT_WINDOW, MAX_WINDOW};
 use window::{Window, check_window, clamp_nanos};
 
@@ -145,6 +147,14 @@ pub trait Detector: fmt::Debug + Send {
 
     /// The instant of the last heartbeat that counted, `None` before the first.
     fn last_heartbeat(&self) -> Option<Instant>;
+
+    /// Declares the client down `margin` after the expected arrival of its next heartbeat
+    /// (Chen's freshness point, set from a quality-of-service target: see [`target`]). True
+    /// when the detector took it: only `chen` does; the others ignore it.
+    fn set_margin(&mut self, margin: Duration) -> bool {
+        let _ = margin;
+        false
+    }
 }
 
 /// The two levels a detector's suspicion is compared with.

@@ -233,6 +233,49 @@ pub enum Event {
         #[serde(rename = "late_ms", serialize_with = "ms", deserialize_with = "de_ms")]
         late: Duration,
     },
+    /// The server's quality-of-service target (`--target-detection`, ...) became reachable or
+    /// unreachable for a client at its interval, with the loss and delay variance measured so
+    /// far; also at the client's first heartbeat under a target. Fires after the `Heartbeat`s
+    /// of the arrival that changed it, at most once every ten heartbeats of the client.
+    Target {
+        /// The client.
+        client: ClientKey,
+        /// The target's detection time `T_D^U`.
+        #[serde(
+            rename = "detection_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        detection: Duration,
+        /// The target's mean mistake recurrence time `T_MR^L`.
+        #[serde(
+            rename = "mistake_every_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        mistake_every: Duration,
+        /// True when the target is reachable at the client's interval.
+        reachable: bool,
+        /// The client's interval.
+        #[serde(
+            rename = "interval_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        interval: Duration,
+        /// When not reachable: the longest interval that would reach it (`None` when
+        /// reachable, or when no interval would).
+        #[serde(rename = "advised_interval_ms", serialize_with = "opt_ms")]
+        #[serde(default, deserialize_with = "de_opt_ms")]
+        advised_interval: Option<Duration>,
+        /// The margin in use: down this long after the next heartbeat's expected arrival.
+        #[serde(rename = "alpha_ms", serialize_with = "ms", deserialize_with = "de_ms")]
+        alpha: Duration,
+        /// The measured loss probability `p_L`.
+        loss: f64,
+        /// The measured variance of the one-way delay `V(D)`, in seconds squared.
+        delay_variance: f64,
+    },
     /// `count` connections that never identified ended for the same reason `kind` within
     /// `window` from `time` on: TLS failures, refusals before or at `HELLO`, protocol errors
     /// and timeouts before identifying, connection limits. The core never emits it: the
@@ -298,6 +341,7 @@ impl Event {
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
             Self::Stalled { .. } => "stalled",
+            Self::Target { .. } => "target",
             Self::Transition { .. } => "transition",
             Self::Unidentified { .. } => "unidentified",
         }
@@ -429,6 +473,26 @@ impl fmt::Display for Event {
                 f,
                 "unidentified kind={kind} count={count} window={}",
                 fmt_ms(*window)
+            ),
+            Self::Target {
+                client,
+                detection,
+                mistake_every,
+                reachable,
+                interval,
+                advised_interval,
+                alpha,
+                loss,
+                delay_variance,
+            } => write!(
+                f,
+                "target client={client} detection={} mistake_every={} reachable={reachable} \
+                 interval={} advised={} alpha={} loss={loss:.6} delay_variance={delay_variance:.3e}",
+                fmt_ms(*detection),
+                fmt_ms(*mistake_every),
+                fmt_ms(*interval),
+                or_dash(advised_interval),
+                fmt_ms(*alpha),
             ),
             Self::Stalled { late } => write!(
                 f,
@@ -713,6 +777,17 @@ mod tests {
                 seq: Some(Seq(1)),
             },
             Event::Stalled { late: ms(6000) },
+            Event::Target {
+                client: id("web-01"),
+                detection: ms(3000),
+                mistake_every: ms(2_592_000_000),
+                reachable: false,
+                interval: ms(1000),
+                advised_interval: Some(ms(420)),
+                alpha: ms(2000),
+                loss: 0.0123,
+                delay_variance: 2.5e-5,
+            },
             Event::Unidentified {
                 kind: "tls_failed",
                 count: 17,
@@ -747,6 +822,7 @@ mod tests {
             Event::Stalled { .. } => 10,
             Event::Unidentified { .. } => 11,
             Event::Transition { .. } => 12,
+            Event::Target { .. } => 13,
         }
     }
 
@@ -758,7 +834,7 @@ mod tests {
         let mut seen: Vec<usize> = events.iter().map(variant).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen, (0..13).collect::<Vec<_>>(), "one event of every kind");
+        assert_eq!(seen, (0..14).collect::<Vec<_>>(), "one event of every kind");
         let time = UnixTime::from_nanos(1_700_000_000_500_000_000);
         for e in events {
             let line = e.to_json_at(time).to_string();

@@ -4,6 +4,7 @@ mod event;
 mod handshake;
 mod limits;
 mod persist;
+pub mod qos;
 mod session;
 mod stats;
 
@@ -1053,6 +1054,9 @@ impl Server {
         let skew = self.config.max_clock_skew;
         self.changes.mark(idx);
         let r = &mut self.clients[idx];
+        if self.config.target.is_some() {
+            r.qos.get_or_insert_with(Box::default);
+        }
         let delays = &mut self.stats.delay;
         if r.on_arrival(conn, now, beats, gap, skew, delays, &mut self.out) {
             self.liveness.reset(idx);
@@ -1061,7 +1065,39 @@ impl Server {
         if let Some(change) = self.liveness.observe(now.mono, idx, r.interval, seqs) {
             self.out.push_back(transition(&self.clients, change));
         }
+        // After `observe`, which may have built the client's detector afresh.
+        if let Some(event) = self.apply_target(idx) {
+            self.out.push_back(Output::Event(event));
+        }
         beats.clear();
+    }
+
+    /// Under a QoS target: configures client `idx` again if due, and gives its detector the
+    /// margin in use (every arrival: a detector built afresh starts from its default). Returns the event to report when the
+    /// target's reachability changed (or was decided for the first time).
+    fn apply_target(&mut self, idx: usize) -> Option<Event> {
+        let target = self.config.target?;
+        let r = &mut self.clients[idx];
+        let interval = r.interval?;
+        let qos = r.qos.as_mut()?;
+        let changed = qos.reconfigure(&target, interval);
+        let configured = qos.configured()?;
+        let (loss, delay_variance) = (qos.loss(), qos.delay_variance());
+        self.liveness.set_margin(idx, configured.alpha);
+        let (c, true) = changed? else {
+            return None;
+        };
+        Some(Event::Target {
+            client: r.stats.client.clone(),
+            detection: target.detection(),
+            mistake_every: target.mistake_every(),
+            reachable: c.reachable,
+            interval,
+            advised_interval: c.advised_interval,
+            alpha: c.alpha,
+            loss,
+            delay_variance,
+        })
     }
 
     fn drop_conn(&mut self, now: Now, conn: ConnId, reason: DisconnectReason) {

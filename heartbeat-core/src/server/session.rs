@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{ClientSummary, Distribution, SeqRange};
-use crate::detector::Detector;
+use crate::detector::{Configured, Detector};
 use crate::frame::Protocol;
 use crate::ids::{ClientKey, ConnId, Seq};
 use crate::liveness::Liveness;
 use crate::time::{Now, UnixTime};
 
 use super::limits::{Schedule, Skew};
+use super::qos::QosEstimate;
 use super::stats::DelayHistogram;
 use super::{Event, Output};
 
@@ -24,6 +25,7 @@ pub struct ClientView<'a> {
     detector: Option<&'a dyn Detector>,
     clock_offset: Option<i64>,
     expected: bool,
+    qos: Option<&'a QosEstimate>,
 }
 
 impl<'a> ClientView<'a> {
@@ -38,7 +40,29 @@ impl<'a> ClientView<'a> {
             detector,
             clock_offset: record.skew.offset(),
             expected: record.expected,
+            qos: record.qos.as_deref(),
         }
+    }
+
+    /// The client's loss probability `p_L` as a quality-of-service target measures it: an
+    /// exponential window of about a thousand heartbeats, starting from a prior of 1% and
+    /// never below 10⁻⁴ (see [`qos`](super::qos)). `None` without a target.
+    pub fn loss_estimate(&self) -> Option<f64> {
+        self.qos.map(QosEstimate::loss)
+    }
+
+    /// The variance of the client's one-way delay `V(D)`, in seconds squared, as a
+    /// quality-of-service target measures it (see [`qos`](super::qos)): offset-invariant, so
+    /// a client's clock offset does not matter. `None` without a target.
+    pub fn delay_variance(&self) -> Option<f64> {
+        self.qos.map(QosEstimate::delay_variance)
+    }
+
+    /// What the server's quality-of-service target decided for this client, last time it
+    /// looked: the margin in use, whether the target is reachable at its interval, and the
+    /// advised interval if not. `None` without a target, or before its first heartbeat.
+    pub fn target(&self) -> Option<Configured> {
+        self.qos.and_then(QosEstimate::configured)
     }
 
     /// True when the client is on the server's `--expect` list.
@@ -135,6 +159,9 @@ impl<'a> ClientView<'a> {
     /// The summary row for reports.
     pub fn summary(&self) -> ClientSummary {
         let s = self.stats;
+        let target = self.target();
+        // Milliseconds to the microsecond, as the other `_ms` fields.
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         ClientSummary {
             client: s.client.clone(),
             protocol: s.protocol,
@@ -157,6 +184,11 @@ impl<'a> ClientView<'a> {
             clock_offset_ms: self
                 .clock_offset
                 .map(|ns| (ns as f64 / 1_000.0).round() / 1_000.0),
+            target_reachable: target.map(|c| c.reachable),
+            advised_interval_ms: target.map(|c| c.advised_interval.map(ms)),
+            alpha_ms: target.map(|c| ms(c.alpha)),
+            loss: target.and(self.loss_estimate()),
+            delay_variance: target.and(self.delay_variance()),
         }
     }
 }
@@ -187,6 +219,9 @@ pub(crate) struct ClientRecord {
     pub(crate) schedule: Schedule,
     /// Its clock's offset from the server's.
     pub(crate) skew: Skew,
+    /// Its loss and delay variance, and its configuration, under a QoS target (`None`
+    /// without one: a pointer's worth of the record, which must stay small).
+    pub(crate) qos: Option<Box<QosEstimate>>,
 }
 
 impl ClientRecord {
@@ -204,6 +239,7 @@ impl ClientRecord {
             gone_since: None,
             schedule: Schedule::default(),
             skew: Skew::default(),
+            qos: None,
         }
     }
 
@@ -347,6 +383,9 @@ impl ClientRecord {
                         last: Seq(seq.0 - 1),
                     };
                     self.stats.add_missed(range);
+                    if let Some(q) = &mut self.qos {
+                        q.on_missed(range.count());
+                    }
                     out.push_back(Output::Event(Event::Missed {
                         conn,
                         client: client.clone(),
@@ -366,6 +405,9 @@ impl ClientRecord {
             .signed_nanos_since(sent)
             .saturating_sub(self.skew.correction());
         self.stats.delay.record_signed(delay_ns);
+        if let Some(q) = &mut self.qos {
+            q.on_received(delay_ns);
+        }
         delays.record(delay_ns);
         if let Some(ia) = inter_arrival {
             self.stats.inter_arrival.record(ia);

@@ -481,6 +481,87 @@ fn every_detector_declares_a_crashed_client_down_within_its_bound() {
     }
 }
 
+/// A server whose clients are configured by a QoS target: detection within `td_ms`, a mistake
+/// at most every `tmr`.
+fn with_target(td_ms: u64, tmr: Duration) -> ServerConfig {
+    let target = crate::detector::QosTarget::new(Duration::from_millis(td_ms), tmr, None).unwrap();
+    ServerConfig::default().qos_target(Some(target))
+}
+
+/// [`crash_after_20_beats`], keeping the `target` events with the transitions.
+fn crash_under_target(config: ServerConfig) -> (Vec<String>, Duration) {
+    let keep = |lines: Vec<String>| {
+        lines
+            .into_iter()
+            .filter(|l| l.contains("transition") || l.starts_with("ev target"))
+            .collect::<Vec<_>>()
+    };
+    let (t0, mut s, c) = opened_with(config, b"HELLO 1 a 1000\n");
+    // Stamped as sent (no delay): the delay variance a target measures stays at its prior.
+    for i in 1..=20u64 {
+        let now = t0.advanced(Duration::from_secs(i));
+        s.handle_timeout(now);
+        s.handle_input(
+            now,
+            c,
+            format!("BEAT {i} {}\n", 1_700_000_000 + i).as_bytes(),
+        );
+    }
+    let mut log = keep(drain(&mut s));
+    let is_down = |s: &Server| s.client(&id("a")).unwrap().state() == Liveness::Down;
+    let (down_at, lines) = run_timers(&mut s, t0, is_down);
+    log.extend(keep(lines));
+    (log, down_at - t0.advanced(Duration::from_secs(20)).mono)
+}
+
+/// A 1 s client under a target of 2.5 s and a mistake an hour at most: with the priors (1%
+/// loss, (10 ms)² shrinking) f(1 s) = 1 · (1.5²/(V + p·1.5²)) · (0.5²/(V + p·0.5²)) ≈ 10⁴ s
+/// ≥ 3600 s, reachable, α = 1.5 s: down 2.5 s after the last heartbeat, where chen's default
+/// (2α, α = one interval) says 3 s. Reported once.
+#[test]
+fn a_reachable_qos_target_sets_the_margin_and_keeps_its_detection_time() {
+    let (log, down_after) = crash_under_target(with_target(2500, Duration::from_secs(3600)));
+    let targets: Vec<_> = log.iter().filter(|l| l.starts_with("ev target")).collect();
+    assert_eq!(targets.len(), 1, "{log:?}");
+    assert!(
+        targets[0].starts_with(
+            "ev target client=a detection=2500.000ms mistake_every=3600000.000ms reachable=true \
+             interval=1000.000ms advised=- alpha=1500.000ms"
+        ),
+        "{targets:?}"
+    );
+    assert_eq!(down_after, Duration::from_millis(2500), "{log:?}");
+}
+
+/// The same client under a mistake every 30 days at most: f(1 s) ≈ 10⁴ s is far short, so it
+/// is unreachable (once, not at every heartbeat). Below 750 ms f has a fourth factor, for
+/// t = 3 s − 4η: at 746 ms, t = 16 ms and the factor is (V + t²)/(V + p·t²) ≈ 3.7 with the
+/// priors (V ≈ 9.1·10⁻⁵ s², p ≈ 0.01), which with the three of about 100 makes
+/// f ≈ 2.7·10⁶ s ≥ 30 d: the advice is 746 ms. The detection time is kept (α = 2 s).
+#[test]
+fn an_unreachable_qos_target_is_reported_once_with_advice() {
+    let (log, down_after) = crash_under_target(with_target(3000, Duration::from_secs(30 * 86_400)));
+    let targets: Vec<_> = log.iter().filter(|l| l.starts_with("ev target")).collect();
+    assert_eq!(targets.len(), 1, "{log:?}");
+    assert!(
+        targets[0].starts_with(
+            "ev target client=a detection=3000.000ms mistake_every=2592000000.000ms \
+             reachable=false interval=1000.000ms advised=746.000ms alpha=2000.000ms"
+        ),
+        "{targets:?}"
+    );
+    assert_eq!(down_after, Duration::from_millis(3000), "{log:?}");
+    let (t0, mut s, c) = opened_with(
+        with_target(3000, Duration::from_secs(30 * 86_400)),
+        b"HELLO 1 a 1000\n",
+    );
+    beat_every_second(&mut s, t0, c, 1..=3);
+    let view = s.client(&id("a")).unwrap();
+    let configured = view.target().unwrap();
+    assert!(!configured.reachable);
+    assert!(view.loss_estimate().unwrap() > 0.009 && view.delay_variance().unwrap() > 0.0);
+}
+
 #[test]
 fn a_heartbeat_brings_a_down_client_back_up() {
     let (t0, mut s, _) = opened(b"HELLO 1 a 1000\nBEAT 1 1700000000\n");

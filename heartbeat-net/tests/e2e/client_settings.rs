@@ -114,3 +114,26 @@ fn a_bad_settings_file_is_refused_at_start() {
     server.expect_exit(2);
     server.wait_stderr(&format!("{path}:4: a: "));
 }
+
+/// Per-client settings and a QoS target would both pick each client's detector: together they
+/// are a usage error, not a target silently ignored for the clients a rule matches.
+#[test]
+fn settings_and_a_qos_target_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = settings_file(
+        dir.path(),
+        "[[client]]\nmatch = \"a\"\ndetector = \"fixed\"\ngrace = \"3s\"\n",
+    );
+    let mut server = Proc::server(&[
+        "-p",
+        "0",
+        "--client-settings",
+        &path,
+        "--target-detection",
+        "3s",
+        "--target-mistake-every",
+        "30d",
+    ]);
+    server.expect_exit(2);
+    server.wait_stderr("cannot be used with '--target-detection");
+}

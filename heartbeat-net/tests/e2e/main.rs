@@ -26,6 +26,7 @@ mod reconnect;
 mod seed;
 mod shutdown;
 mod state;
+mod target;
 mod tls;
 mod util;
 mod verdict;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use heartbeat_core::detector::{DetectorConfig, DetectorKind};
+use heartbeat_core::detector::{DetectorConfig, DetectorKind, QosTarget};
 use heartbeat_net::cli::DetectorParams;
 
 pub use crate::flags::{parse_duration, parse_seeds};
@@ -52,6 +52,10 @@ pub struct QosArgs {
     pub jobs: Option<usize>,
     /// How to run the detectors.
     pub engine: EngineKind,
+    /// A quality-of-service target (`--target-detection`, `--target-mistake-every`): the one
+    /// setting is then `chen` with each client's margin set from the target by the server
+    /// (its measured loss and delay variance), run on the `machine` engine.
+    pub target: Option<QosTarget>,
 }
 
 /// The detectors named by repeated `--detector` flags (`all`, the default, for every one), in
@@ -93,6 +97,12 @@ pub(crate) fn chosen_kinds(
 impl QosArgs {
     /// The detector settings to compare, in the table's order.
     pub fn settings(&self) -> Result<Vec<DetectorConfig>, String> {
+        if self.target.is_some() {
+            if self.grid {
+                return Err("--grid does not apply with --target-detection".into());
+            }
+            return Ok(vec![DetectorConfig::new(DetectorKind::Chen)]);
+        }
         let kinds = chosen_kinds(&self.detector, &self.params)?;
         let mut settings = Vec::new();
         for &k in &kinds {
@@ -136,6 +146,12 @@ pub fn main(args: QosArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     for (k, name) in names.iter().enumerate() {
+        if let Some(t) = &args.target {
+            eprintln!(
+                "qos {name}: detection configured by its QoS target ({t}): chen, each client's \
+                 margin from its measured loss and delay variance, engine machine"
+            );
+        }
         let study = Study {
             scenario: (*name).to_owned(),
             seeds: args.seeds.clone(),
@@ -147,7 +163,12 @@ pub fn main(args: QosArgs) -> ExitCode {
                 latency: args.latency,
             },
             settings: settings.clone(),
-            engine: args.engine,
+            // The replay engine feeds plain detectors: a target needs the server's estimates.
+            engine: if args.target.is_some() {
+                EngineKind::Machine
+            } else {
+                args.engine
+            },
             jobs,
         };
         let bar = ProgressBar::new(1);
@@ -163,7 +184,9 @@ pub fn main(args: QosArgs) -> ExitCode {
         // simulated reads it.
         #[allow(clippy::disallowed_methods)]
         let started = std::time::Instant::now();
-        let result = super::run(&study, |done, total| {
+        let target = args.target;
+        let configure = move |d: &DetectorConfig| super::server_config(d).qos_target(target);
+        let result = super::run_configured(&study, &configure, |done, total| {
             bar.set_length(total.max(1));
             bar.set_position(done);
         });

@@ -293,7 +293,19 @@ struct SeedRun {
 
 /// Runs a study. `progress(done, total)` is called on the calling thread now and then, with
 /// simulated milliseconds.
-pub fn run(study: &Study, mut progress: impl FnMut(u64, u64)) -> Result<Outcome, String> {
+pub fn run(study: &Study, progress: impl FnMut(u64, u64)) -> Result<Outcome, String> {
+    run_configured(study, &server_config, progress)
+}
+
+/// [`run`], with each setting's server configured by `configure` instead of [`server_config`]
+/// (a QoS target, `ServerConfig::qos_target`, is one). Only the `machine` engine runs a server
+/// per setting; the `replay` engine runs `configure` for the first setting and replays its
+/// arrivals into plain detectors, so it is for configurations that only choose the detector.
+pub fn run_configured(
+    study: &Study,
+    configure: &(dyn Fn(&DetectorConfig) -> ServerConfig + Sync),
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Outcome, String> {
     if study.settings.is_empty() {
         return Err("no detector settings".into());
     }
@@ -333,7 +345,7 @@ pub fn run(study: &Study, mut progress: impl FnMut(u64, u64)) -> Result<Outcome,
                     let Some(&(seed, setting)) = units.get(k) else {
                         break;
                     };
-                    let r = run_unit(study, seed, setting, helpers, done);
+                    let r = run_unit(study, configure, seed, setting, helpers, done);
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         break;
@@ -393,6 +405,7 @@ pub fn server_config(detector: &DetectorConfig) -> ServerConfig {
 /// setting, replayed into all (on `helpers` extra threads when given).
 fn run_unit(
     study: &Study,
+    configure: &(dyn Fn(&DetectorConfig) -> ServerConfig + Sync),
     seed: u64,
     setting: Option<usize>,
     helpers: usize,
@@ -405,7 +418,7 @@ fn run_unit(
     let sc = scenario(&study.scenario, &params)?;
     let fail = |e: String| format!("{} seed {seed}: {e}", study.scenario);
     if let Some(k) = setting {
-        let engine = Engine::new(&sc, server_config(&study.settings[k]), false).map_err(fail)?;
+        let engine = Engine::new(&sc, configure(&study.settings[k]), false).map_err(fail)?;
         let run = engine.run(&mut |_| {}, Some(done));
         return Ok(vec![SeedRun {
             seed,
@@ -416,7 +429,7 @@ fn run_unit(
             sent: run.sent,
         }]);
     }
-    let engine = Engine::new(&sc, server_config(&study.settings[0]), true).map_err(fail)?;
+    let engine = Engine::new(&sc, configure(&study.settings[0]), true).map_err(fail)?;
     let origin = engine.origin();
     let intervals: Vec<Duration> = sc.clients.iter().map(|c| c.interval).collect();
     let new_replay = |c: &DetectorConfig| Replay::new(c.clone(), intervals.clone(), origin);

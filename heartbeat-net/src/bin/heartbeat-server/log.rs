@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::Event;
+use heartbeat_core::units::fmt_duration;
 use heartbeat_core::{ClientKey, ConnId, DisconnectReason, Now, fmt_ms, fmt_signed_ms};
 use tracing::Level;
 
@@ -155,6 +156,10 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
                 fmt_ms(*late)
             ),
         ),
+        Event::Target { .. } => {
+            let (level, text) = target_line(e);
+            line(level, PeerLine::Target, format_args!("{text}"));
+        }
         // A sum of connections whose own lines were logged, each through the summary.
         Event::Unidentified { .. } => {}
         other => line(Level::INFO, PeerLine::OtherEvents, format_args!("{other}")),
@@ -197,6 +202,57 @@ fn log_heartbeat(log: &LogSummary, e: &Event, now: Now) {
         "Heartbeat #{seq} from {client}: delay {}, since previous {gap}{late}",
         fmt_signed_ms(*delay_ns)
     );
+}
+
+/// The line of a change of a client's quality-of-service target, and its level: e.g. `web-1:
+/// detection within 3s with a mistake at most every 30d needs heartbeats every 420ms or
+/// faster; it sends every 1000ms`.
+fn target_line(e: &Event) -> (Level, String) {
+    let Event::Target {
+        client,
+        detection,
+        mistake_every,
+        reachable,
+        interval,
+        advised_interval,
+        alpha,
+        loss,
+        delay_variance,
+    } = e
+    else {
+        return (Level::INFO, e.to_string());
+    };
+    let ms = |d: &Duration| format!("{}ms", d.as_millis());
+    let wanted = format!(
+        "{client}: detection within {} with a mistake at most every {}",
+        fmt_duration(*detection),
+        fmt_duration(*mistake_every)
+    );
+    let measured = format!(
+        "measured loss {:.2}%, delay deviation {:.1}ms",
+        loss * 100.0,
+        delay_variance.max(0.0).sqrt() * 1e3
+    );
+    if *reachable {
+        let text = format!(
+            "{wanted} is reachable at its interval of {} (down {} after a heartbeat is due; {measured})",
+            ms(interval),
+            ms(alpha)
+        );
+        return (Level::INFO, text);
+    }
+    let text = match advised_interval {
+        Some(advised) => format!(
+            "{wanted} needs heartbeats every {} or faster; it sends every {} ({measured})",
+            ms(advised),
+            ms(interval)
+        ),
+        None => format!(
+            "{wanted} is out of reach at any interval; it sends every {} ({measured})",
+            ms(interval)
+        ),
+    };
+    (Level::WARN, text)
 }
 
 /// The line of a transition of `client` from `from` to `to`.

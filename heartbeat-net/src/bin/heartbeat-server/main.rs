@@ -58,7 +58,7 @@ use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
 use ctl::{ControlSocket, Ctl, CtlArgs};
 use heartbeat_net::app;
-use heartbeat_net::cli::{self, DetectorArgs, trust_warning};
+use heartbeat_net::cli::{self, DetectorArgs, TargetArgs, trust_warning};
 use heartbeat_net::driver::ControlReceiver;
 use heartbeat_net::tls::{self, TlsListener};
 use heartbeat_net::{
@@ -230,8 +230,9 @@ pub(crate) struct Opt {
     /// exact id or a glob with * and ?; the first match wins) and detector flags without `--`
     /// (`detector = "fixed"`, `grace = "3200ms"`), as `heartbeat-sim tune` prints them. A
     /// client no entry matches gets --detector. A bad file exits 2 naming the line; SIGHUP
-    /// reloads it (a bad one then keeps the settings in force). Off by default.
-    #[arg(long, value_name = "FILE")]
+    /// reloads it (a bad one then keeps the settings in force). Off by default. Not with
+    /// --target-detection, which configures every client's detector from its own measurements.
+    #[arg(long, value_name = "FILE", conflicts_with = "target_detection")]
     client_settings: Option<PathBuf>,
 
     /// With --expect: how long after the server starts (or a reload adds it) an expected client
@@ -286,6 +287,9 @@ pub(crate) struct Opt {
     #[command(flatten)]
     detector: DetectorArgs,
 
+    #[command(flatten)]
+    target: TargetArgs,
+
     /// Print the man page or a shell's completions (man, bash, zsh, fish) and exit: what the
     /// Debian package installs (deploy/debian/build.sh).
     #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
@@ -338,6 +342,7 @@ pub(crate) fn main() -> ExitCode {
             .max_clock_skew(opt.max_clock_skew)?
             .forget_after(opt.forget_after)?
             .left_grace(opt.left_grace)
+            .and_then(|c| Ok(c.qos_target(opt.target.target()?)))
     });
     let config = match config {
         Ok(c) => c,
@@ -567,7 +572,12 @@ async fn serve(
         None => None,
     };
     tracing::info!("Awaiting connection from client on port {}...", addr.port());
-    tracing::info!("Failure detector: {}", server.config().detector_config());
+    match server.config().qos_target_value() {
+        Some(target) => tracing::info!(
+            "Failure detector: chen, each client's margin set from the quality-of-service target {target}"
+        ),
+        None => tracing::info!("Failure detector: {}", server.config().detector_config()),
+    }
     let flap = server.config().flap_control_value();
     if flap != FlapControl::default() {
         tracing::info!("Flap control: {flap}");

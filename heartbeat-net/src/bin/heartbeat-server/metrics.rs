@@ -121,6 +121,8 @@ pub(crate) struct ClientRow {
     pub(crate) restarts: u64,
     /// Connections made.
     pub(crate) connections: u64,
+    /// Under a QoS target (`--target-detection`): what it decided for the client.
+    pub(crate) target: Option<heartbeat_core::detector::Configured>,
 }
 
 impl Snapshot {
@@ -140,6 +142,7 @@ impl Snapshot {
                 missed: c.missed() + c.recovered(),
                 recovered: c.recovered(),
                 duplicates: c.duplicates(),
+                target: c.target(),
                 restarts: c.restarts(),
                 connections: c.connections(),
             })
@@ -232,6 +235,31 @@ impl Snapshot {
             "The failure detector's suspicion of the client now (phi, or silence over timeout)",
             clients.iter().map(|c| (c, c.suspicion)),
         )?;
+        if clients.iter().any(|c| c.target.is_some()) {
+            let target = |f: fn(&heartbeat_core::detector::Configured) -> Option<f64>| {
+                clients
+                    .iter()
+                    .map(move |c| (c, c.target.as_ref().and_then(f)))
+            };
+            gauges(
+                e,
+                "heartbeat_client_target_reachable",
+                "1 when the QoS target (--target-detection, --target-mistake-every) is reachable at the client's interval with its measured loss and delay variance, 0 when not",
+                target(|t| Some(f64::from(u8::from(t.reachable)))),
+            )?;
+            gauges(
+                e,
+                "heartbeat_client_advised_interval_seconds",
+                "When the QoS target is not reachable: the longest heartbeat interval that would reach it (absent when reachable, or when no interval would)",
+                target(|t| t.advised_interval.map(|d| d.as_secs_f64())),
+            )?;
+            gauges(
+                e,
+                "heartbeat_client_safety_margin_seconds",
+                "Under a QoS target: the margin in use, the client being declared down this long after a heartbeat is due",
+                target(|t| Some(t.alpha.as_secs_f64())),
+            )?;
+        }
         type Count = fn(&ClientRow) -> u64;
         let per_client: [(&str, &str, Count); 6] = [
             (
@@ -509,6 +537,7 @@ mod tests {
             duplicates: 1,
             restarts: 0,
             connections: 3,
+            target: None,
         }
     }
 

@@ -190,7 +190,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Qos(args) => heartbeat_sim::qos::cli::main(args.into()),
+        Command::Qos(args) => match args.try_into() {
+            Ok(args) => heartbeat_sim::qos::cli::main(args),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check(args) => heartbeat_sim::check::main(&args.into()),
         Command::Tune(args) => heartbeat_sim::tune::cli::main(args.into()),
         Command::Timeline(args) => heartbeat_sim::timeline::cli::main(&args.events, &args.svg),

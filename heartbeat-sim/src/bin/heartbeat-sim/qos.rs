@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use heartbeat_memnet::Latency;
-use heartbeat_net::cli::DetectorParams;
+use heartbeat_net::cli::{DetectorParams, TargetArgs};
 use heartbeat_sim::flags::{parse_duration, parse_seeds};
 use heartbeat_sim::qos::EngineKind;
 
@@ -70,11 +70,19 @@ pub(crate) struct QosArgs {
     /// How to run the detectors.
     #[arg(long, value_enum, default_value = "replay")]
     pub(crate) engine: EngineArg,
+    /// A quality-of-service target instead of detectors: `chen` with each client's margin set
+    /// by the server from the target and its measured loss and delay variance (run on the
+    /// machine engine).
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
 }
 
-impl From<QosArgs> for heartbeat_sim::qos::cli::QosArgs {
-    fn from(a: QosArgs) -> Self {
-        Self {
+impl TryFrom<QosArgs> for heartbeat_sim::qos::cli::QosArgs {
+    type Error = String;
+
+    fn try_from(a: QosArgs) -> Result<Self, String> {
+        let target = a.target.target().map_err(|e| e.to_string())?;
+        Ok(Self {
             scenario: a.scenario,
             seeds: a.seeds,
             duration: a.duration,
@@ -91,7 +99,8 @@ impl From<QosArgs> for heartbeat_sim::qos::cli::QosArgs {
                 EngineArg::Machine => EngineKind::Machine,
                 EngineArg::Replay => EngineKind::Replay,
             },
-        }
+            target,
+        })
     }
 }
 
@@ -110,7 +119,7 @@ mod tests {
     fn labels(args: &[&str]) -> Result<Vec<String>, String> {
         let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        Ok(heartbeat_sim::qos::cli::QosArgs::from(t.qos)
+        Ok(heartbeat_sim::qos::cli::QosArgs::try_from(t.qos)?
             .settings()?
             .iter()
             .map(heartbeat_sim::qos::label)
