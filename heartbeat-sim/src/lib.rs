@@ -75,6 +75,7 @@ pub mod flags;
 pub mod harness;
 pub mod oracle;
 pub mod qos;
+pub mod real;
 pub mod render;
 pub mod scenario;
 pub mod serverlog;
