@@ -31,9 +31,10 @@ pub struct Tolerance {
 /// The tolerances: a detection (a transition to `suspect`, `down` or `left`) within 1 s (the
 /// detector is the same code; what differs is when heartbeats arrive: up to 50 ms of simulated
 /// latency, and the scheduling of a loaded machine); a reconnect, and a transition back to
-/// `up` (which the reconnect's first heartbeat makes), within 2 s (backoff jitter: the
-/// simulated and the real client draw different delays, up to a second apart at the first
-/// steps); 2 missed heartbeats (one slot either side of each cut) and 1 burst.
+/// `up` (which the reconnect's first heartbeat makes), within 2 s or within the backoff the
+/// client was waiting out before it (on either side), whichever is longer: the simulated and
+/// the real client draw different jitter, so their attempts fall up to one backoff step apart;
+/// 2 missed heartbeats (one slot either side of each cut) and 1 burst.
 pub const TOLERANCE: Tolerance = Tolerance {
     transition: Duration::from_secs(1),
     reconnect: Duration::from_secs(2),
@@ -48,10 +49,24 @@ pub struct Facts {
     pub transitions: Vec<(Duration, Liveness)>,
     /// When its connections after its first one were made (reconnects), over all its runs.
     pub reconnects: Vec<Duration>,
+    /// Each backoff it waited out: when it began, and how long (a failed connect's or a lost
+    /// connection's `retry_in`).
+    pub waits: Vec<(Duration, Duration)>,
     /// Missed heartbeats, as the server's events count them (every server run).
     pub missed: u64,
     /// Bursts, as the server's events count them.
     pub bursts: u64,
+}
+
+impl Facts {
+    /// The backoff the client was waiting out at `t`: the last one that began before it.
+    pub fn wait_before(&self, t: Duration) -> Duration {
+        self.waits
+            .iter()
+            .take_while(|(at, _)| *at < t)
+            .last()
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
 }
 
 /// The facts of every client of `out`, in the scenario's order.
@@ -79,16 +94,21 @@ pub fn facts(out: &Outcome) -> Vec<Facts> {
                 }
                 _ => {}
             },
-            Record::Client {
-                client,
-                event: client::Event::Connected { .. },
-                ..
-            } => {
-                connects[*client] += 1;
-                if connects[*client] > 1 {
-                    f[*client].reconnects.push(e.at);
+            Record::Client { client, event, .. } => match event {
+                client::Event::Connected { .. } => {
+                    connects[*client] += 1;
+                    if connects[*client] > 1 {
+                        f[*client].reconnects.push(e.at);
+                    }
                 }
-            }
+                client::Event::ConnectFailed {
+                    retry_in: Some(d), ..
+                }
+                | client::Event::Disconnected {
+                    retry_in: Some(d), ..
+                } => f[*client].waits.push((e.at, *d)),
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -149,7 +169,8 @@ impl Comparison {
         let _ = writeln!(o, "{}", self.title);
         let _ = writeln!(
             o,
-            "tolerance: detection ±{:.3}s, reconnect and back up ±{:.3}s, missed ±{}, bursts ±{}",
+            "tolerance: detection ±{:.3}s, reconnect and back up ±{:.3}s (or the backoff waited \
+             out), missed ±{}, bursts ±{}",
             t.transition.as_secs_f64(),
             t.reconnect.as_secs_f64(),
             t.missed,
@@ -194,7 +215,14 @@ fn secs(d: Duration) -> String {
 }
 
 /// Pairs the `k`-th timed fact of each side; a fact on one side only is outside tolerance.
-fn timed(rows: &mut Vec<Row>, base: &Row, sim: &[(Duration, String)], real: &[(Duration, String)]) {
+/// `facts` are the two sides' facts of the client, for the backoff each was waiting out.
+fn timed(
+    rows: &mut Vec<Row>,
+    base: &Row,
+    sim: &[(Duration, String)],
+    real: &[(Duration, String)],
+    facts: (&Facts, &Facts),
+) {
     let mut seen: Vec<(String, usize)> = Vec::new();
     let mut number = |name: &str| {
         let n = match seen.iter_mut().find(|(w, _)| w == name) {
@@ -224,7 +252,10 @@ fn timed(rows: &mut Vec<Row>, base: &Row, sim: &[(Duration, String)], real: &[(D
             row.diff = format!("{d:+.3}s");
             // A return to `up` comes with the reconnect that carries it.
             let tolerance = if row.kind == "reconnect" || wr == "up" {
-                TOLERANCE.reconnect
+                TOLERANCE
+                    .reconnect
+                    .max(facts.0.wait_before(*ts))
+                    .max(facts.1.wait_before(*tr))
             } else {
                 TOLERANCE.transition
             };
@@ -277,7 +308,7 @@ pub fn compare(sim: &Outcome, reals: &[Outcome]) -> Comparison {
                     .map(|(t, to)| (*t, to.to_string()))
                     .collect()
             };
-            timed(&mut rows, &base, &tr(a), &tr(b));
+            timed(&mut rows, &base, &tr(a), &tr(b), (a, b));
             let rc = |f: &Facts| -> Vec<(Duration, String)> {
                 f.reconnects
                     .iter()
@@ -288,7 +319,7 @@ pub fn compare(sim: &Outcome, reals: &[Outcome]) -> Comparison {
                 kind: "reconnect",
                 ..base
             };
-            timed(&mut rows, &base, &rc(a), &rc(b));
+            timed(&mut rows, &base, &rc(a), &rc(b), (a, b));
             for (kind, x, y, tol) in [
                 ("missed", a.missed, b.missed, TOLERANCE.missed),
                 ("bursts", a.bursts, b.bursts, TOLERANCE.bursts),
