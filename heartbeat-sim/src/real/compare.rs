@@ -371,3 +371,56 @@ pub fn write_svg(sim: &Outcome, real: &Outcome, path: &str) -> Result<(), String
     );
     std::fs::write(path, out).map_err(|e| format!("cannot write {path}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Params, Scenario};
+
+    fn partition() -> Outcome {
+        let mut params = Params::seed(1);
+        params.duration = Some(Duration::from_secs(20));
+        let s = Scenario::build("partition", &params).unwrap();
+        crate::world::run(&s).unwrap()
+    }
+
+    /// Moves the `k`-th server transition of the run to `to` by `by`.
+    fn shift(out: &mut Outcome, to: Liveness, by: Duration) {
+        let e = out
+            .log
+            .iter_mut()
+            .find(|e| {
+                matches!(&e.record, Record::Server { event: Event::Transition { to: t, .. }, .. }
+                    if *t == to)
+            })
+            .unwrap();
+        e.at += by;
+    }
+
+    #[test]
+    fn a_run_agrees_with_itself_and_a_late_detection_leaves_its_tolerance() {
+        let sim = partition();
+        let same = compare(&sim, &[partition()]);
+        assert!(same.ok(), "{}", same.text());
+        assert!(
+            same.rows.iter().any(|r| r.what == "down #1"),
+            "{}",
+            same.text()
+        );
+        assert_eq!(same.largest("transition"), Some(0.0));
+
+        let mut late = partition();
+        shift(&mut late, Liveness::Down, Duration::from_millis(1500));
+        let cmp = compare(&sim, &[late]);
+        let down = cmp.rows.iter().find(|r| r.what == "down #1").unwrap();
+        assert!(!down.ok, "{}", cmp.text());
+        assert!(!cmp.ok());
+        assert!(cmp.text().contains("OUTSIDE"), "{}", cmp.text());
+
+        // Back up 1.5 s late: inside, a reconnect's tolerance.
+        let mut late_up = partition();
+        shift(&mut late_up, Liveness::Up, Duration::from_millis(1500));
+        let cmp = compare(&sim, &[late_up]);
+        assert!(cmp.ok(), "{}", cmp.text());
+    }
+}
