@@ -25,6 +25,13 @@ pub(crate) struct RealArgs {
     /// Where heartbeat-server and heartbeat-client are [default: beside heartbeat-sim].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Print JSON lines (the server's events, the summary, the verdict) instead of text, as
+    /// `run --json` does.
+    #[arg(long)]
+    json: bool,
+    /// Also draw the run's timeline as an SVG picture to this file, as `run --svg` does.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<String>,
 }
 
 /// `compare`'s flags.
@@ -119,11 +126,23 @@ pub(crate) fn main_real(args: RealArgs) -> ExitCode {
         Err(e) => return failed(&e),
     };
     let verdict = oracle::check(&real.outcome);
-    let mut text = format!(
-        "real run on kernel TCP (network namespaces, binaries from {}); times are real seconds\n",
-        opts.bin_dir.display()
-    );
-    text.push_str(&render::text(&real.outcome, &verdict));
+    if let Some(Err(e)) = args
+        .svg
+        .map(|path| heartbeat_sim::timeline::cli::write_run(&real.outcome, &path))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let text = if args.json {
+        render::json_lines(&real.outcome, &verdict)
+    } else {
+        format!(
+            "real run on kernel TCP (network namespaces, binaries from {}); times are real \
+             seconds\n{}",
+            opts.bin_dir.display(),
+            render::text(&real.outcome, &verdict)
+        )
+    };
     let mut stdout = std::io::stdout().lock();
     if stdout.write_all(text.as_bytes()).is_err() {
         return ExitCode::FAILURE;
