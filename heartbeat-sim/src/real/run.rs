@@ -141,8 +141,9 @@ fn unix_now() -> Duration {
 /// The state of a run in progress.
 struct Runner<'a> {
     s: &'a Scenario,
-    net: Net,
+    // Dropped in this order: the processes killed, then the namespaces removed.
     procs: Procs,
+    net: Net,
     unix0: Duration,
     log: Vec<Entry>,
     incarnations: BTreeMap<Node, u32>,
@@ -315,8 +316,8 @@ pub fn run(s: &Scenario, opts: &Options, stop: &AtomicBool) -> Result<Real, Real
     let net = Net::create(s.clients.len())?;
     let mut r = Runner {
         s,
-        net,
         procs,
+        net,
         unix0: unix_now(),
         log: Vec::new(),
         incarnations: BTreeMap::new(),

@@ -174,7 +174,16 @@ pub(crate) fn main_compare(args: CompareArgs) -> ExitCode {
     for k in 0..args.runs {
         eprintln!("real run {}/{}", k + 1, args.runs);
         match run::run(&scenario, &opts, &stop) {
-            Ok(r) => reals.push(r.outcome),
+            Ok(r) => {
+                // The oracles' verdict on each real run, for information: compare judges the
+                // differences.
+                let verdict = oracle::check(&r.outcome);
+                match verdict.failures().next() {
+                    None => eprintln!("real run {}: oracles ok", k + 1),
+                    Some(first) => eprintln!("real run {}: oracle failed: {first}", k + 1),
+                }
+                reals.push(r.outcome);
+            }
             Err(e) => return failed(&e),
         }
     }
