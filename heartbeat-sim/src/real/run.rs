@@ -368,7 +368,6 @@ pub fn run(s: &Scenario, opts: &Options, stop: &AtomicBool) -> Result<Real, Real
         r.start(Node::Server)?;
     }
     r.record(Record::Heal { restarted_server });
-    let heal_at = heal_at.min(r.now());
     r.wait_until(heal_at + s.drain)?;
     let end = r.now();
     // A client that is meant to be alive but whose process ended gave up on its own.
