@@ -44,7 +44,7 @@ pub(crate) struct CompareArgs {
     seed: u64,
     #[command(flatten)]
     shape: Shape,
-    /// Real runs to make, each compared with the one simulated run [default: 1].
+    /// Real runs to make, each compared with the one simulated run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
     /// Also draw the simulated and the (first) real timeline, one above the other, as SVG.
