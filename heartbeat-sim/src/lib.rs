@@ -21,6 +21,8 @@
 //! heartbeat-sim run firewall --svg firewall.svg
 //! heartbeat-sim tune events.jsonl [--detector chen] [--json|--csv]
 //! heartbeat-sim timeline events.jsonl --svg events.svg
+//! sudo heartbeat-sim real partition --duration 20s    # on kernel TCP, in network namespaces
+//! sudo heartbeat-sim compare partition --duration 20s --runs 5 --svg both.svg
 //! ```
 //!
 //! Scenarios are [files](scenario::file) (`SCENARIOS.md` documents the format); the built-in
@@ -32,6 +34,9 @@
 //! Its network is [`heartbeat_memnet`], the one in-memory model of a TCP link (latency, hold, cut,
 //! crash, and the one rule for what happens first at one instant), which the core-level tests'
 //! `Pair` harness runs on too.
+//!
+//! [`real`] runs the same scenarios with the real binaries on kernel TCP, in network
+//! namespaces, and compares them with the simulation.
 //!
 //! A real server's log (`heartbeat-server --json`) is read by [`serverlog`]: [`tune`] replays it
 //! into detector settings through the QoS replay, and [`timeline`] draws it (or a run) as SVG.
@@ -75,6 +80,7 @@ pub mod flags;
 pub mod harness;
 pub mod oracle;
 pub mod qos;
+pub mod real;
 pub mod render;
 pub mod scenario;
 pub mod serverlog;

@@ -232,7 +232,7 @@ fn add_client(
 }
 
 /// The log and the report of a run as they stood at its end (the `Stop` record), sorted by time.
-fn cut_at_stop(mut entries: Vec<Entry>, report: Report) -> (Vec<Entry>, Report) {
+pub(crate) fn cut_at_stop(mut entries: Vec<Entry>, report: Report) -> (Vec<Entry>, Report) {
     let stop_at = entries
         .iter()
         .position(|e| matches!(e.record, Record::Stop))
@@ -289,7 +289,7 @@ fn report_before_stop(mut report: Report, after_stop: &[Entry]) -> Report {
 }
 
 /// Marks `Exited` the clients still thought alive whose last process gave up on its own.
-fn gave_up(entries: &[Entry], fates: &mut [Fate]) {
+pub(crate) fn gave_up(entries: &[Entry], fates: &mut [Fate]) {
     let mut last: Vec<Option<u32>> = vec![None; fates.len()];
     let mut failed: Vec<Option<u32>> = vec![None; fates.len()];
     for e in entries {
@@ -314,7 +314,7 @@ fn gave_up(entries: &[Entry], fates: &mut [Fate]) {
 }
 
 /// The client whose fate `action` decides, and that fate.
-fn fate_after(action: &Action) -> Option<(usize, Fate)> {
+pub(crate) fn fate_after(action: &Action) -> Option<(usize, Fate)> {
     match *action {
         Action::Bounce(Node::Client(i)) | Action::Start(i) => Some((i, Fate::Alive)),
         Action::Crash(Node::Client(i)) | Action::SilentCrash(Node::Client(i)) => {

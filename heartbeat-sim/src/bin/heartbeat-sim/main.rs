@@ -16,6 +16,7 @@ use heartbeat_sim::{oracle, render, sweep, world};
 
 mod check;
 mod qos;
+mod real;
 mod timeline;
 mod tune;
 
@@ -83,6 +84,17 @@ enum Command {
     /// Draw a real server's log (`heartbeat-server --json`) as a timeline: one lane per client,
     /// heartbeats, missed gaps, bursts, suspect and down periods, connections (SVG).
     Timeline(timeline::TimelineArgs),
+    /// Run one scenario on real kernel TCP: the heartbeat-server and heartbeat-client binaries
+    /// in network namespaces this command makes and removes, faults made with `ip` rules in a
+    /// router namespace, times in real seconds; the same oracles and report as `run`. Needs
+    /// root (exits 2 without it); faults the kernel cannot make are listed and skipped. Exits 1
+    /// when an oracle fails, 130 when interrupted (after cleaning up).
+    Real(real::RealArgs),
+    /// The simulated run and real runs of one scenario side by side: per client, each
+    /// transition's time, reconnects, missed heartbeats and bursts, with the differences and
+    /// whether each is inside its tolerance (SCENARIOS.md, "Real runs"). Exits 1 when one is
+    /// not. Needs root.
+    Compare(real::CompareArgs),
 }
 
 /// Which scenario: a built-in one by name, or a file of your own.
@@ -200,6 +212,8 @@ fn main() -> ExitCode {
         Command::Check(args) => heartbeat_sim::check::main(&args.into()),
         Command::Tune(args) => heartbeat_sim::tune::cli::main(args.into()),
         Command::Timeline(args) => heartbeat_sim::timeline::cli::main(&args.events, &args.svg),
+        Command::Real(args) => real::main_real(args),
+        Command::Compare(args) => real::main_compare(args),
         Command::Sweep {
             which,
             seeds,
