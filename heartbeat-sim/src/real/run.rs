@@ -592,6 +592,12 @@ fn summary(v: &Value) -> Report {
             negative_delays: num("negative_delays"),
             inter_arrival_ms: None,
             clock_offset_ms: None,
+            // Real runs set no QoS target (a scenario's detector is not realised).
+            target_reachable: None,
+            advised_interval_ms: None,
+            alpha_ms: None,
+            loss: None,
+            delay_variance: None,
         });
     }
     Report { clients }
