@@ -11,7 +11,7 @@ use std::time::Duration;
 use heartbeat_sim::log::Record;
 use heartbeat_sim::scenario::{Latency, Node, Params, Scenario};
 use heartbeat_sim::serverlog::{Item, ServerLog, outcome_lines};
-use heartbeat_sim::timeline::{MAX_LANES, Timeline, cli, run_faults, svg};
+use heartbeat_sim::timeline::{self, MAX_LANES, cli, run_faults, svg};
 use heartbeat_sim::world::{self, Outcome};
 
 fn fixed_latency(seed: u64) -> Params {
@@ -119,7 +119,7 @@ fn runs_draw_every_lane_mark_and_fault() {
     ];
     for (name, params) in runs {
         let out = run(name, &params);
-        let picture = svg::render(&Timeline::of_run(&out));
+        let picture = svg::render(&timeline::of_run(&out));
         let drawn = Drawn::of(&picture);
         let log = ServerLog::from_text(&outcome_lines(&out));
         let want = expected(&log);
@@ -172,8 +172,8 @@ fn runs_draw_every_lane_mark_and_fault() {
 /// The same run twice draws the same bytes.
 #[test]
 fn deterministic() {
-    let a = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
-    let b = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
+    let a = svg::render(&timeline::of_run(&run("client-crash", &Params::seed(3))));
+    let b = svg::render(&timeline::of_run(&run("client-crash", &Params::seed(3))));
     assert!(a == b, "two runs of one seed drew different pictures");
 }
 
@@ -241,6 +241,6 @@ fn beyond_fifty_clients_the_worst_are_drawn() {
 /// The reviewed picture of a small run: the firewall scenario, seed 1, fixed 10 ms latency.
 #[test]
 fn snapshot_of_the_firewall() {
-    let picture = svg::render(&Timeline::of_run(&run("firewall", &fixed_latency(1))));
+    let picture = svg::render(&timeline::of_run(&run("firewall", &fixed_latency(1))));
     insta::assert_snapshot!("firewall", picture);
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use heartbeat_core::liveness::Liveness;
+use crate::liveness::Liveness;
 
 use super::{BandKind, Mark, Span, Timeline};
 
