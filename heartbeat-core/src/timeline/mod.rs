@@ -13,6 +13,7 @@
 //! heartbeats (each counted as one interval of the client's silence, 1 s when its interval is
 //! unknown) plus the time it was declared down; the rest are counted under the picture.
 
+pub mod history;
 pub mod svg;
 
 use std::time::Duration;
@@ -63,6 +64,33 @@ pub struct Lane {
     pub marks: Vec<(Duration, Mark)>,
     /// Its interval, when declared.
     pub interval: Option<Duration>,
+    /// Heartbeats counted rather than kept one by one (a server's [`history`]): the period
+    /// they arrived in, and how many. Drawn as a band over the period.
+    pub counted: Vec<(Span, u64)>,
+    /// One-way delays, in time order: one per heartbeat, or one per counted period.
+    pub delays: Vec<DelaySample>,
+    /// Detection times: from the last heartbeat (or the injected crash) to `down`.
+    pub detections: Vec<Detection>,
+}
+
+/// One-way delay at one time of a lane: one heartbeat's (`typical` = `max`), or a period's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelaySample {
+    /// When.
+    pub at: Duration,
+    /// The typical delay (a heartbeat's own, or a period's mean).
+    pub typical: Duration,
+    /// The largest.
+    pub max: Duration,
+}
+
+/// A detection: how long the detector took to declare a client `down`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    /// From the last heartbeat (or the crash that silenced it) to `down`.
+    pub span: Span,
+    /// The detector's value (suspicion) when it declared the client down.
+    pub value: f64,
 }
 
 impl Lane {

@@ -349,6 +349,25 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
             lane.beats.len()
         );
     }
+    // Counted heartbeats: one band per period that had any.
+    if !lane.counted.is_empty() {
+        let mut d = String::new();
+        for (span, _) in &lane.counted {
+            let (x, w) = c.span(*span, 1.0);
+            let _ = write!(
+                d,
+                "M{x:.1} {:.1}h{w:.1}v{:.1}h-{w:.1}z",
+                y + 5.0,
+                LANE - 12.0
+            );
+        }
+        let n: u64 = lane.counted.iter().map(|&(_, n)| n).sum();
+        let _ = writeln!(
+            c.out,
+            "<path class=\"counted\" fill=\"#1f7a3a\" fill-opacity=\".45\" data-beats=\"{n}\" \
+             d=\"{d}\"/>"
+        );
+    }
     for (span, count) in &lane.missed {
         let (x, w) = c.span(*span, 2.0);
         let _ = writeln!(

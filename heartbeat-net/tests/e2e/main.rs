@@ -24,6 +24,7 @@ mod reconnect;
 mod seed;
 mod shutdown;
 mod state;
+mod statuspage;
 mod tls;
 mod util;
 mod verdict;
