@@ -421,7 +421,7 @@ impl History {
                                     from: x(at.saturating_sub(u64::from(*since_last_ms))),
                                     to: x(at),
                                 },
-                                value: f64::from(*value),
+                                value: Some(f64::from(*value)),
                             });
                         }
                     }

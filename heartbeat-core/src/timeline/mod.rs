@@ -84,13 +84,27 @@ pub struct DelaySample {
     pub max: Duration,
 }
 
-/// A detection: how long the detector took to declare a client `down`.
+/// A detection: how long the detector took to declare a client `down`, drawn as an interval
+/// with its length.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Detection {
-    /// From the last heartbeat (or the crash that silenced it) to `down`.
+    /// From the last heartbeat (or the crash that silenced it, in a simulated run) to `down`.
     pub span: Span,
-    /// The detector's value (suspicion) when it declared the client down.
-    pub value: f64,
+    /// The detector's value (suspicion) when it declared the client down, when known.
+    pub value: Option<f64>,
+}
+
+/// An expectation's window (a simulated run's): the time it judges and its verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// When.
+    pub span: Span,
+    /// Which lane, `None` for all.
+    pub lane: Option<usize>,
+    /// The expectation, e.g. `c2 down within 5s`.
+    pub label: String,
+    /// Whether it held.
+    pub ok: bool,
 }
 
 impl Lane {
@@ -159,6 +173,12 @@ pub struct Timeline {
     pub bands: Vec<Band>,
     /// Vertical lines across every lane: when, and a label (the simulator's heal).
     pub lines: Vec<(Duration, String)>,
+    /// The failure detector and its settings, e.g. `phi threshold=8`; empty when unknown.
+    pub detector: String,
+    /// Expectations judged over a window (on a lane or on all).
+    pub windows: Vec<Window>,
+    /// Expectations judged over the whole run: name and verdict.
+    pub verdicts: Vec<(String, bool)>,
 }
 
 /// The worst [`MAX_LANES`] lanes (by [`Lane::badness`], ties by order), kept in order; the
@@ -199,6 +219,9 @@ impl Timeline {
             hidden,
             bands: Vec::new(),
             lines: Vec::new(),
+            detector: String::new(),
+            windows: Vec::new(),
+            verdicts: Vec::new(),
         }
     }
 }

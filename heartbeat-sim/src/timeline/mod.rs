@@ -18,13 +18,15 @@ pub mod cli;
 use std::time::Duration;
 
 use heartbeat_core::liveness::Liveness;
+use heartbeat_core::server::Event;
 pub use heartbeat_core::timeline::{
-    Band, BandKind, Fault, Lane, MAX_LANES, Mark, Span, Timeline, choose, svg,
+    Band, BandKind, DelaySample, Detection, Fault, Lane, MAX_LANES, Mark, Span, Timeline, Window,
+    choose, svg,
 };
 
 use crate::harness::log::Record;
 use crate::harness::world::Outcome;
-use crate::scenario::{Action, Node};
+use crate::scenario::{Action, ClientRule, Expectation, Node};
 use crate::serverlog::{Item, ServerLog};
 
 /// Builds the lanes of `log`, its times moved by `offset` (the start of the picture is
@@ -137,6 +139,12 @@ fn lanes(log: &ServerLog, offset: Duration, order: &[String]) -> (Vec<Lane>, Vec
             Item::Transition { to, .. } => {
                 close_state(lane, &mut state[i], at);
                 state[i] = (to, at);
+                if let (Liveness::Down, Some(from)) = (to, last_beat[i]) {
+                    lane.detections.push(Detection {
+                        span: Span { from, to: at },
+                        value: None,
+                    });
+                }
             }
             Item::Duplicate { .. } | Item::Evicted { .. } => {}
             Item::ServerRestart { .. } | Item::Stalled { .. } => unreachable!("handled above"),
@@ -197,6 +205,9 @@ pub fn build(
         hidden,
         bands,
         lines: Vec::new(),
+        detector: String::new(),
+        windows: Vec::new(),
+        verdicts: Vec::new(),
     }
 }
 
@@ -232,7 +243,140 @@ pub fn of_run(out: &Outcome) -> Timeline {
         svg::seconds(out.end),
     );
     t.lines.push((out.heal_at, "heal".to_owned()));
+    t.detector = s.server_config().detector_config().to_string();
+    let faults = run_faults(out);
+    run_lanes(out, &mut t, &faults);
+    expectations(out, &mut t, &faults);
     t
+}
+
+/// What only a run has, on its drawn lanes: each heartbeat's one-way delay, and detections
+/// measured from the truth (a client's crash, when one silenced it; else its last heartbeat)
+/// with the detector's value.
+fn run_lanes(out: &Outcome, t: &mut Timeline, faults: &[Fault]) {
+    let lane_of = |t: &Timeline, name: &str| t.lanes.iter().position(|l| l.name == name);
+    for lane in &mut t.lanes {
+        lane.detections.clear();
+    }
+    let mut last_beat: std::collections::BTreeMap<String, Duration> = Default::default();
+    let mut prev_down: std::collections::BTreeMap<String, Duration> = Default::default();
+    for e in &out.log {
+        let Record::Server { event, .. } = &e.record else {
+            continue;
+        };
+        match event {
+            Event::Heartbeat {
+                client, delay_ns, ..
+            } => {
+                let name = client.to_string();
+                if let Some(i) = lane_of(t, &name) {
+                    let delay = Duration::from_nanos(u64::try_from(*delay_ns).unwrap_or(0));
+                    t.lanes[i].delays.push(DelaySample {
+                        at: e.at,
+                        typical: delay,
+                        max: delay,
+                    });
+                }
+                last_beat.insert(name, e.at);
+            }
+            Event::Transition {
+                client,
+                to: heartbeat_core::Liveness::Down,
+                suspicion,
+                ..
+            } => {
+                let name = client.to_string();
+                let Some(i) = lane_of(t, &name) else { continue };
+                let last = last_beat.get(&name).copied();
+                // The truth: the latest crash of this client since its previous `down`.
+                let since = prev_down.get(&name).copied().unwrap_or_default();
+                let crash = faults
+                    .iter()
+                    .filter(|f| f.client.as_deref() == Some(name.as_str()))
+                    .filter(|f| f.label.contains("crash"))
+                    .map(|f| f.span.from)
+                    .filter(|from| *from >= since && *from <= e.at)
+                    .max();
+                prev_down.insert(name, e.at);
+                let Some(from) = crash.or(last) else { continue };
+                t.lanes[i].detections.push(Detection {
+                    span: Span { from, to: e.at },
+                    value: suspicion.is_finite().then_some(*suspicion),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The run's expectations and their verdicts, all listed in the header, and drawn as windows
+/// where an expectation judges a period: each crash of a client that must be declared down
+/// within a bound, each hold that must come out as one burst.
+fn expectations(out: &Outcome, t: &mut Timeline, faults: &[Fault]) {
+    let verdict = crate::oracle::check(out);
+    let s = &out.scenario;
+    let ok = |name: &str| {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .is_none_or(crate::oracle::Check::ok)
+    };
+    let lane_of = |name: &str| t.lanes.iter().position(|l| l.name == name);
+    let mut windows = Vec::new();
+    let mut verdicts = Vec::new();
+    for e in &s.expect {
+        let name = e.name();
+        verdicts.push((name.clone(), ok(&name)));
+        match e {
+            Expectation::Client {
+                clients,
+                rule: ClientRule::DownWithin(bound),
+                ..
+            } => {
+                for &c in clients {
+                    let Some(client) = s.clients.get(c) else {
+                        continue;
+                    };
+                    let Some(lane) = lane_of(&client.id) else {
+                        continue;
+                    };
+                    for f in faults.iter().filter(|f| {
+                        f.client.as_deref() == Some(client.id.as_str()) && f.label.contains("crash")
+                    }) {
+                        windows.push(Window {
+                            span: Span {
+                                from: f.span.from,
+                                to: f.span.from + *bound,
+                            },
+                            lane: Some(lane),
+                            label: name.clone(),
+                            ok: ok(&name),
+                        });
+                    }
+                }
+            }
+            Expectation::BurstPerHold => {
+                for (c, from, to) in crate::oracle::hold_windows(out) {
+                    let Some(client) = s.clients.get(c) else {
+                        continue;
+                    };
+                    let Some(lane) = lane_of(&client.id) else {
+                        continue;
+                    };
+                    windows.push(Window {
+                        span: Span { from, to },
+                        lane: Some(lane),
+                        label: name.clone(),
+                        ok: ok(&name),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    t.windows = windows;
+    t.verdicts = verdicts;
 }
 
 /// The scenario's faults of a run, as periods: holds until their release, cuts until their
