@@ -10,10 +10,11 @@
 //! SVG of the last hour, a lane per row, drawn by [`heartbeat_core::timeline::svg`] (the
 //! simulator's renderer) from the [`History`] the server loop keeps.
 //!
-//! What it costs the monitor's loop: one pass over the clients to rank them (a byte and a key
-//! each), then the page's fifty rows; the history's lock is held only to build the page's
-//! fifty lanes, never while drawing or writing. At ten thousand clients the page stays the
-//! same size (BENCHMARKS.md, "Status page").
+//! What it costs the monitor's loop: one request to the server task, two passes over the
+//! clients (sorted by key already: count them by category, then find the page's fifty) that
+//! clone only the page's keys, and the page's fifty rows; the history's lock is held by this
+//! thread only to build the page's fifty lanes, never while drawing or writing. At ten
+//! thousand clients the page stays the same size (BENCHMARKS.md, "Status page").
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,11 +23,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use heartbeat_core::ClientKey;
 use heartbeat_core::liveness::Liveness;
 use heartbeat_core::server::{ClientView, Server};
 use heartbeat_core::timeline::history::{History, WINDOW};
 use heartbeat_core::timeline::{Lane, Timeline, svg};
+use heartbeat_core::{ClientKey, Now};
 
 use heartbeat_net::ServerControl;
 
@@ -68,7 +69,19 @@ pub(crate) enum Category {
     Up,
 }
 
+/// How many categories there are.
+const CATEGORIES: usize = 5;
+
 impl Category {
+    /// Every category, in the page's order.
+    const ALL: [Self; CATEGORIES] = [
+        Self::Down,
+        Self::Suspect,
+        Self::NeverSeen,
+        Self::Left,
+        Self::Up,
+    ];
+
     fn of(c: &ClientView<'_>) -> Self {
         match c.state() {
             Liveness::Down | Liveness::Unknown if c.is_never_heard() => Self::NeverSeen,
@@ -139,6 +152,30 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The row of client `c`, in category `category`, at `now`.
+fn row(c: &ClientView<'_>, category: Category, history: &History, now: Now) -> Row {
+    let standing = history.standing(c.client(), now.mono);
+    Row {
+        key: c.client().clone(),
+        client: c.client().to_string(),
+        category,
+        state: c.state(),
+        expected: c.is_expected(),
+        connected: c.is_connected(),
+        state_for_s: standing.map(|s| s.held.as_secs_f64()),
+        last_heartbeat_age_s: c
+            .last_seen()
+            .map(|t| now.unix.as_nanos().saturating_sub(t.as_nanos()) as f64 / 1e9),
+        interval_ms: standing
+            .and_then(|s| s.interval)
+            .map(|d| d.as_secs_f64() * 1e3),
+        received: c.received(),
+        missed: c.missed() + c.recovered(),
+        delay_p99_ms: c.summary().delay_ms.map(|d| d.p99_ms),
+        value: c.suspicion(now.mono).filter(|v| v.is_finite()),
+    }
+}
+
 /// One client's row.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Row {
@@ -187,56 +224,46 @@ pub(crate) struct Status {
     timeline: String,
 }
 
-/// The status of `query`: ranks every client on the server task, takes the page's rows there
-/// too, then builds the page's lanes from `history` and draws them here.
+/// The status of `query`: on the server task, counts every client and takes the page's rows
+/// (two passes over the clients, sorted by key already, cloning only the page's keys); then
+/// builds the page's lanes from `history` and draws them here.
 pub(crate) async fn status(
     control: &ServerControl,
     history: &SharedHistory,
     query: Query,
     timeout: Duration,
 ) -> Result<Status, heartbeat_net::ControlError> {
-    let ranked = control
-        .inspect(timeout, |s: &Server, _, _| {
-            s.clients()
-                .map(|c| (Category::of(&c), c.client().clone()))
-                .collect::<Vec<_>>()
-        })
-        .await?;
-    let mut counts: BTreeMap<&'static str, usize> = [
-        Category::Down,
-        Category::Suspect,
-        Category::NeverSeen,
-        Category::Left,
-        Category::Up,
-    ]
-    .into_iter()
-    .map(|c| (c.as_str(), 0))
-    .collect();
-    for (c, _) in &ranked {
-        *counts.entry(c.as_str()).or_default() += 1;
-    }
-    let total = ranked.len();
-    let mut kept: Vec<(Category, ClientKey)> = if query.filter.is_empty() {
-        ranked
-    } else {
-        ranked
-            .into_iter()
-            .filter(|(_, k)| k.to_string().contains(&query.filter))
-            .collect()
-    };
-    kept.sort_unstable();
-    let matched = kept.len();
-    let pages = matched.div_ceil(PER_PAGE).max(1);
-    let page = query.page.min(pages - 1);
-    let keys: Vec<ClientKey> = kept
-        .into_iter()
-        .skip(page * PER_PAGE)
-        .take(PER_PAGE)
-        .map(|(_, k)| k)
-        .collect();
     let shared = history.clone();
-    let (rows, levels, now) = control
+    let (all, matched, page, rows, levels, now) = control
         .inspect(timeout, move |s: &Server, _, now| {
+            let filter = query.filter;
+            let mut name = String::new();
+            let mut matches = |k: &ClientKey| {
+                if filter.is_empty() {
+                    return true;
+                }
+                name.clear();
+                let _ = write!(name, "{k}");
+                name.contains(filter.as_str())
+            };
+            // Clients per category: all of them, and those the filter keeps.
+            let (mut all, mut kept) = ([0usize; CATEGORIES], [0usize; CATEGORIES]);
+            for c in s.clients() {
+                let cat = Category::of(&c) as usize;
+                all[cat] += 1;
+                if matches(c.client()) {
+                    kept[cat] += 1;
+                }
+            }
+            let matched: usize = kept.iter().sum();
+            let pages = matched.div_ceil(PER_PAGE).max(1);
+            let page = query.page.min(pages - 1);
+            let range = page * PER_PAGE..(page + 1) * PER_PAGE;
+            // Where each category starts in the page order (problems first, by key within).
+            let mut next = [0usize; CATEGORIES];
+            for k in 1..CATEGORIES {
+                next[k] = next[k - 1] + kept[k - 1];
+            }
             let config = s.config().detector_config();
             let l = config.levels();
             let levels = Levels {
@@ -245,36 +272,29 @@ pub(crate) async fn status(
                 detector: config.to_string(),
             };
             let history = shared.lock();
-            let rows: Vec<Row> = keys
-                .iter()
-                .filter_map(|k| s.client(k))
-                .map(|c| {
-                    let standing = history.standing(c.client(), now.mono);
-                    let summary = c.summary();
-                    Row {
-                        key: c.client().clone(),
-                        client: c.client().to_string(),
-                        category: Category::of(&c),
-                        state: c.state(),
-                        expected: c.is_expected(),
-                        connected: c.is_connected(),
-                        state_for_s: standing.map(|s| s.held.as_secs_f64()),
-                        last_heartbeat_age_s: c
-                            .last_seen()
-                            .map(|t| now.unix.as_nanos().saturating_sub(t.as_nanos()) as f64 / 1e9),
-                        interval_ms: standing
-                            .and_then(|s| s.interval)
-                            .map(|d| d.as_secs_f64() * 1e3),
-                        received: c.received(),
-                        missed: c.missed() + c.recovered(),
-                        delay_p99_ms: summary.delay_ms.map(|d| d.p99_ms),
-                        value: c.suspicion(now.mono).filter(|v| v.is_finite()),
-                    }
-                })
-                .collect();
-            (rows, levels, now)
+            let mut rows: Vec<(usize, Row)> = Vec::with_capacity(PER_PAGE);
+            for c in s.clients() {
+                let cat = Category::of(&c);
+                if !matches(c.client()) {
+                    continue;
+                }
+                let at = next[cat as usize];
+                next[cat as usize] += 1;
+                if range.contains(&at) {
+                    rows.push((at, row(&c, cat, &history, now)));
+                }
+            }
+            rows.sort_by_key(|(at, _)| *at);
+            let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+            (all, matched, page, rows, levels, now)
         })
         .await?;
+    let counts: BTreeMap<&'static str, usize> = Category::ALL
+        .iter()
+        .map(|c| (c.as_str(), all[*c as usize]))
+        .collect();
+    let total: usize = all.iter().sum();
+    let pages = matched.div_ceil(PER_PAGE).max(1);
     let (lanes, reach) = {
         let history = history.lock();
         // A server younger than an hour draws its life so far, not a mostly empty hour.
@@ -305,10 +325,12 @@ pub(crate) async fn status(
         first + rows.len().saturating_sub(1)
     );
     let subtitle = format!(
-        "detector {}; suspect at {}, down at {}",
-        levels.detector, levels.suspect, levels.down
+        "the detector's suspect level {}, down level {}",
+        levels.suspect, levels.down
     );
-    let timeline = svg::render(&Timeline::of_lanes(&title, &subtitle, lanes, reach));
+    let mut picture = Timeline::of_lanes(&title, &subtitle, lanes, reach);
+    picture.detector = levels.detector.clone();
+    let timeline = svg::render(&picture);
     Ok(Status {
         counts,
         total,
@@ -336,6 +358,82 @@ mod tests {
         let q = Query::parse(Some(&format!("q={}", "a".repeat(1000))));
         assert_eq!(q.filter.len(), MAX_FILTER);
         assert_eq!(decode("%ff%fe"), "\u{fffd}\u{fffd}");
+    }
+
+    /// Pages of 50 in the page's order, problems first and by key within each category,
+    /// across a page boundary; the filter; a page past the last.
+    #[tokio::test]
+    async fn pages_hold_problems_first_then_the_rest_by_key() {
+        use std::net::SocketAddr;
+        use std::sync::Arc;
+
+        use heartbeat_core::config::ServerConfig;
+        use heartbeat_core::server::Expected;
+        use heartbeat_core::{ClientId, UnixTime};
+        use heartbeat_net::driver::{Control, DriverStats};
+
+        #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets matter
+        let now = Now {
+            mono: std::time::Instant::now(),
+            unix: UnixTime::from_duration(Duration::from_secs(1_700_000_000)),
+        };
+        let mut server = Server::new(Arc::new(ServerConfig::default()));
+        for i in 0..60 {
+            let peer = SocketAddr::from(([10, 0, 0, i as u8], 4000));
+            let conn = server.accept(now, peer);
+            server.handle_input(now, conn, format!("HELLO 1 c{i:03} 1000\n").as_bytes());
+        }
+        let ghosts: Vec<Expected> = ["x0", "x1", "x2"]
+            .iter()
+            .map(|id| Expected {
+                client: ClientId::new(id).unwrap(),
+                interval: Duration::from_secs(1),
+                grace: None,
+            })
+            .collect();
+        let _ = server.set_expected(now, &ghosts);
+        let server = std::rc::Rc::new(server);
+        let (control, mut rx) = ServerControl::channel();
+        let local = tokio::task::LocalSet::new();
+        local.spawn_local({
+            let server = server.clone();
+            async move {
+                loop {
+                    if let Control::Inspect(f) = rx.recv().await {
+                        f(&server, &DriverStats::default(), now);
+                    }
+                }
+            }
+        });
+        let history = SharedHistory::default();
+        let ask = |page: usize, filter: &str| {
+            let query = Query {
+                page,
+                filter: filter.to_owned(),
+            };
+            status(&control, &history, query, Duration::from_secs(5))
+        };
+        let names = |s: &Status| s.rows.iter().map(|r| r.client.clone()).collect::<Vec<_>>();
+        let first = local.run_until(ask(0, "")).await.unwrap();
+        let never = Category::NeverSeen.as_str();
+        assert_eq!((first.total, first.pages, first.counts[never]), (63, 2, 3));
+        let mut want: Vec<String> = vec!["x0".into(), "x1".into(), "x2".into()];
+        want.extend((0..47).map(|i| format!("c{i:03}")));
+        assert_eq!(names(&first), want);
+        let second = local.run_until(ask(1, "")).await.unwrap();
+        assert_eq!(
+            names(&second),
+            (47..60).map(|i| format!("c{i:03}")).collect::<Vec<_>>()
+        );
+        assert!(second.timeline.contains("clients 51-63 of 63"));
+        let past = local.run_until(ask(9, "")).await.unwrap();
+        assert_eq!(past.page, 1);
+        let some = local.run_until(ask(0, "c05")).await.unwrap();
+        assert_eq!((some.matched, some.total), (10, 63));
+        assert_eq!(
+            names(&some),
+            (50..60).map(|i| format!("c{i:03}")).collect::<Vec<_>>()
+        );
     }
 
     #[test]
