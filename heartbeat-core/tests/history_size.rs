@@ -22,9 +22,9 @@ fn live() -> isize {
     dhat::HeapStats::get().curr_bytes as isize
 }
 
-/// A full hour of `clients` clients (beats every second, then as many connects and missed
-/// gaps as are kept): heap bytes per client.
-fn per_client(clients: u64) -> isize {
+/// A full hour of `clients` clients (beats every second, then `happenings` connects and
+/// missed gaps in turn): heap bytes per client.
+fn per_client(clients: u64, happenings: usize) -> isize {
     #[allow(clippy::disallowed_methods)] // an arbitrary origin; only offsets from it matter
     let origin = Now {
         mono: Instant::now(),
@@ -54,7 +54,7 @@ fn per_client(clients: u64) -> isize {
     }
     let now = origin.advanced(Duration::from_secs(secs));
     for (i, client) in keys.iter().enumerate() {
-        for k in 0..MAX_HAPPENINGS as u64 {
+        for k in 0..happenings as u64 {
             let e = if k % 2 == 0 {
                 Event::Connected {
                     conn: ConnId(i as u64),
@@ -87,7 +87,11 @@ fn per_client(clients: u64) -> isize {
 #[test]
 fn an_hour_of_history_costs_at_most_2_kb() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let per = per_client(100);
-    println!("history heap bytes per client: {per} (an hour, {MAX_HAPPENINGS} happenings kept)");
+    let per = per_client(100, MAX_HAPPENINGS);
+    let quiet = per_client(100, 1);
+    println!(
+        "history heap bytes per client: {per} (an hour, {MAX_HAPPENINGS} happenings kept), \
+         {quiet} (an hour, one connect)"
+    );
     assert!(per <= 2048, "{per} bytes per client");
 }
