@@ -252,7 +252,7 @@ impl History {
             }
             Event::Missed { client, range, .. } => {
                 let r = self.record(client, at);
-                let gap_ms = sat(at - r.last_beat_ms.unwrap_or(at));
+                let gap_ms = sat(at.saturating_sub(r.last_beat_ms.unwrap_or(at)));
                 r.push(
                     at,
                     Happening::Missed {
@@ -293,7 +293,9 @@ impl History {
     pub fn standing(&self, client: &ClientKey, now: Instant) -> Option<Standing> {
         let origin = self.origin?;
         let r = self.clients.get(client)?;
-        let since = origin + Duration::from_millis(r.state.1);
+        let since = origin
+            .checked_add(Duration::from_millis(r.state.1))
+            .unwrap_or(now);
         Some(Standing {
             state: r.state.0,
             held: now.saturating_duration_since(since),
@@ -401,7 +403,7 @@ impl History {
                 Happening::Missed { count, gap_ms } if at >= start => {
                     lane.missed.push((
                         Span {
-                            from: x(at - u64::from(*gap_ms)),
+                            from: x(at.saturating_sub(u64::from(*gap_ms))),
                             to: x(at),
                         },
                         u64::from(*count),
