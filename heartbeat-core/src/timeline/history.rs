@@ -682,14 +682,8 @@ mod tests {
             }]
         );
         assert!(lane.marks.is_empty());
-        // Forgotten: gone.
-        h.handle_event(
-            &Event::Forgotten {
-                client: key(),
-                gone_for: Duration::from_secs(1),
-            },
-            at(7200),
-        );
+        // Evicted (or forgotten): gone.
+        h.handle_event(&Event::Evicted { client: key() }, at(7200));
         assert!(h.is_empty());
     }
 }
