@@ -103,6 +103,7 @@ mod ids;
 pub mod liveness;
 pub mod server;
 mod time;
+pub mod timeline;
 mod timer;
 pub mod units;
 

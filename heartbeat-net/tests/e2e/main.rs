@@ -26,6 +26,7 @@ mod reconnect;
 mod seed;
 mod shutdown;
 mod state;
+mod statuspage;
 mod target;
 mod tls;
 mod util;

@@ -13,7 +13,7 @@ use heartbeat_core::server::Event;
 use crate::harness::log::Record;
 use crate::harness::world::Outcome;
 use crate::oracle::client_of;
-use crate::timeline::{Timeline, svg};
+use crate::timeline::{self, svg};
 
 /// How far a real run may be from the simulated one and still agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,9 +343,9 @@ pub fn compare(sim: &Outcome, reals: &[Outcome]) -> Comparison {
 
 /// Draws `sim`'s timeline above `real`'s in one SVG file at `path`.
 pub fn write_svg(sim: &Outcome, real: &Outcome, path: &str) -> Result<(), String> {
-    let mut top = Timeline::of_run(sim);
+    let mut top = timeline::of_run(sim);
     top.title = format!("simulated: {}", top.title);
-    let mut bottom = Timeline::of_run(real);
+    let mut bottom = timeline::of_run(real);
     bottom.title = format!("real (kernel TCP): {}", bottom.title);
     // The same time axis for both.
     let end = top.end.max(bottom.end);

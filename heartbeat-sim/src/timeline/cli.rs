@@ -47,7 +47,7 @@ fn human(d: Duration) -> String {
 
 /// The timeline of a real server's log.
 pub fn of_log(log: &ServerLog, file: &str) -> Timeline {
-    let mut t = Timeline::build(log, Duration::ZERO, &[], &[], None);
+    let mut t = super::build(log, Duration::ZERO, &[], &[], None);
     t.title = format!("heartbeat-sim timeline {file}");
     let n = log.clients.len();
     t.subtitle = format!(
@@ -91,7 +91,7 @@ pub fn main(events: &str, svg_path: &str) -> ExitCode {
 
 /// `run --svg PATH`: the run's timeline written to `path`; `Err` says why not.
 pub fn write_run(out: &Outcome, path: &str) -> Result<(), String> {
-    write(path, &svg::render(&Timeline::of_run(out)))
+    write(path, &svg::render(&super::of_run(out)))
 }
 
 #[cfg(test)]

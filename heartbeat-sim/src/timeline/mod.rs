@@ -1,6 +1,7 @@
 //! Timelines as pictures: one lane per client over time, from a server's log
 //! ([`ServerLog`]: a real `heartbeat-server --json` output, or a simulated run's), drawn as SVG
-//! ([`svg`]).
+//! ([`svg`]). The model and the renderer live in [`heartbeat_core::timeline`] (the server draws
+//! its status page with them); this module builds the lanes from logs and scenarios.
 //!
 //! A lane shows the client's heartbeats as ticks, its missed gaps (from the heartbeat before a
 //! gap to the one that revealed it), bursts, its `suspect`, `down` and `left` periods shaded,
@@ -13,130 +14,20 @@
 //! time it was declared down; the rest are counted under the picture.
 
 pub mod cli;
-pub mod svg;
 
 use std::time::Duration;
 
 use heartbeat_core::liveness::Liveness;
+use heartbeat_core::server::Event;
+pub use heartbeat_core::timeline::{
+    Band, BandKind, DelaySample, Detection, Fault, Lane, MAX_LANES, Mark, Span, Timeline, Window,
+    choose, svg,
+};
 
 use crate::harness::log::Record;
 use crate::harness::world::Outcome;
-use crate::scenario::{Action, Node};
+use crate::scenario::{Action, ClientRule, Expectation, Node};
 use crate::serverlog::{Item, ServerLog};
-
-/// Lanes drawn at most.
-pub const MAX_LANES: usize = 50;
-
-/// A period of time, since the start of the picture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span {
-    /// Start.
-    pub from: Duration,
-    /// End.
-    pub to: Duration,
-}
-
-/// Something drawn at one instant of a lane.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mark {
-    /// The client identified itself on a new connection, unknown before.
-    Connect,
-    /// The connection ended, for this reason.
-    Disconnect(String),
-    /// A known client identified itself again.
-    Reconnect,
-    /// A new session of the client (a new process).
-    Restart,
-}
-
-/// One client's lane.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Lane {
-    /// The client's name.
-    pub name: String,
-    /// Its heartbeats' arrival times.
-    pub beats: Vec<Duration>,
-    /// Missed gaps, with how many heartbeats each lost.
-    pub missed: Vec<(Span, u64)>,
-    /// Bursts: when, and how many heartbeats.
-    pub bursts: Vec<(Duration, u64)>,
-    /// Periods in `suspect`, `down` or `left`.
-    pub states: Vec<(Span, Liveness)>,
-    /// Periods with a connection.
-    pub connected: Vec<Span>,
-    /// Connects, reconnects, disconnects, new sessions.
-    pub marks: Vec<(Duration, Mark)>,
-    /// Its interval, when declared.
-    pub interval: Option<Duration>,
-}
-
-impl Lane {
-    /// How bad this client's time was: missed heartbeats, each counted as one interval (1 s
-    /// when unknown), plus the time declared down.
-    pub fn badness(&self) -> Duration {
-        let per = self.interval.unwrap_or(Duration::from_secs(1));
-        let missed: u64 = self.missed.iter().map(|(_, n)| n).sum();
-        let down: Duration = self
-            .states
-            .iter()
-            .filter(|(_, s)| *s == Liveness::Down)
-            .map(|(p, _)| p.to - p.from)
-            .sum();
-        per.saturating_mul(u32::try_from(missed).unwrap_or(u32::MAX)) + down
-    }
-}
-
-/// What a band across the picture stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BandKind {
-    /// A scenario's fault (hold, partition, crash, latency), by name.
-    Fault(String),
-    /// The server was not running (between two runs of the log).
-    ServerDown,
-    /// The server itself was stalled.
-    Stalled,
-}
-
-/// A band: a period on one lane (`lane`, an index in [`Timeline::lanes`]) or on all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Band {
-    /// When.
-    pub span: Span,
-    /// Which lane, `None` for all.
-    pub lane: Option<usize>,
-    /// What.
-    pub kind: BandKind,
-}
-
-/// A scenario's fault, before lanes are chosen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// When.
-    pub span: Span,
-    /// The client it hit, by name; `None` for the server (every lane).
-    pub client: Option<String>,
-    /// What, e.g. `hold`.
-    pub label: String,
-}
-
-/// A picture, ready to draw.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Timeline {
-    /// The first line.
-    pub title: String,
-    /// The second line.
-    pub subtitle: String,
-    /// The time axis runs from 0 to here.
-    pub end: Duration,
-    /// The lanes drawn, in the log's (or the scenario's) order.
-    pub lanes: Vec<Lane>,
-    /// Clients not drawn.
-    pub hidden: usize,
-    /// Bands.
-    pub bands: Vec<Band>,
-    /// Vertical lines across every lane: when, and a label (the simulator's heal).
-    pub lines: Vec<(Duration, String)>,
-}
 
 /// Builds the lanes of `log`, its times moved by `offset` (the start of the picture is
 /// `offset` before the log's first time), clients named in `order` first (even if never heard
@@ -248,6 +139,12 @@ fn lanes(log: &ServerLog, offset: Duration, order: &[String]) -> (Vec<Lane>, Vec
             Item::Transition { to, .. } => {
                 close_state(lane, &mut state[i], at);
                 state[i] = (to, at);
+                if let (Liveness::Down, Some(from)) = (to, last_beat[i]) {
+                    lane.detections.push(Detection {
+                        span: Span { from, to: at },
+                        value: None,
+                    });
+                }
             }
             Item::Duplicate { .. } | Item::Evicted { .. } => {}
             Item::ServerRestart { .. } | Item::Stalled { .. } => unreachable!("handled above"),
@@ -263,113 +160,223 @@ fn lanes(log: &ServerLog, offset: Duration, order: &[String]) -> (Vec<Lane>, Vec
     (lanes, bands)
 }
 
-/// The worst [`MAX_LANES`] lanes (by [`Lane::badness`], ties by order), kept in order; the
-/// others' count; and each kept lane's old index.
-fn choose(lanes: Vec<Lane>) -> (Vec<Lane>, usize, Vec<usize>) {
-    if lanes.len() <= MAX_LANES {
-        let kept = (0..lanes.len()).collect();
-        return (lanes, 0, kept);
+/// The picture of a server log. `offset` moves every time of the log (0 for a real log);
+/// `order` names lanes to draw first; `faults` become bands on their client's lane (or on
+/// all); `end` extends the axis past the log's last event.
+pub fn build(
+    log: &ServerLog,
+    offset: Duration,
+    order: &[String],
+    faults: &[Fault],
+    end: Option<Duration>,
+) -> Timeline {
+    let (all, mut bands) = lanes(log, offset, order);
+    let names: Vec<String> = all.iter().map(|l| l.name.clone()).collect();
+    let (lanes, hidden, kept) = choose(all);
+    for f in faults {
+        let lane = match &f.client {
+            None => None,
+            Some(name) => {
+                let Some(old) = names.iter().position(|n| n == name) else {
+                    continue;
+                };
+                match kept.iter().position(|&k| k == old) {
+                    Some(new) => Some(new),
+                    None => continue,
+                }
+            }
+        };
+        bands.push(Band {
+            span: f.span,
+            lane,
+            kind: BandKind::Fault(f.label.clone()),
+        });
     }
-    let mut rank: Vec<(Duration, usize)> = lanes
+    let last = faults
         .iter()
-        .enumerate()
-        .map(|(i, l)| (l.badness(), i))
-        .collect();
-    rank.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut kept: Vec<usize> = rank[..MAX_LANES].iter().map(|&(_, i)| i).collect();
-    kept.sort_unstable();
-    let hidden = lanes.len() - MAX_LANES;
-    let mut lanes: Vec<Option<Lane>> = lanes.into_iter().map(Some).collect();
-    let chosen = kept
-        .iter()
-        .map(|&i| lanes[i].take().expect("once"))
-        .collect();
-    (chosen, hidden, kept)
+        .map(|f| f.span.to)
+        .chain(end)
+        .fold(offset + log.end, Duration::max);
+    Timeline {
+        title: String::new(),
+        subtitle: String::new(),
+        end: last.max(Duration::from_millis(1)),
+        lanes,
+        hidden,
+        bands,
+        lines: Vec::new(),
+        detector: String::new(),
+        windows: Vec::new(),
+        verdicts: Vec::new(),
+    }
 }
 
-impl Timeline {
-    /// The picture of a server log. `offset` moves every time of the log (0 for a real log);
-    /// `order` names lanes to draw first; `faults` become bands on their client's lane (or on
-    /// all); `end` extends the axis past the log's last event.
-    pub fn build(
-        log: &ServerLog,
-        offset: Duration,
-        order: &[String],
-        faults: &[Fault],
-        end: Option<Duration>,
-    ) -> Self {
-        let (all, mut bands) = lanes(log, offset, order);
-        let names: Vec<String> = all.iter().map(|l| l.name.clone()).collect();
-        let (lanes, hidden, kept) = choose(all);
-        for f in faults {
-            let lane = match &f.client {
-                None => None,
-                Some(name) => {
-                    let Some(old) = names.iter().position(|n| n == name) else {
+/// The picture of a simulated run: the server's events (the same JSON lines as `run
+/// --json`, read by the same reader), the scenario's faults as bands, the heal as a line.
+pub fn of_run(out: &Outcome) -> Timeline {
+    let log = ServerLog::from_text(&crate::serverlog::outcome_lines(out));
+    let epoch = Duration::from_secs(crate::scenario::EPOCH_SECS);
+    let offset = Duration::from_nanos(log.origin_unix_ns).saturating_sub(epoch);
+    let s = &out.scenario;
+    let order: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
+    let mut t = build(&log, offset, &order, &run_faults(out), Some(out.end));
+    t.title = format!("heartbeat-sim run {}", s.name);
+    // Clients may have intervals of their own: the range, or the one they share.
+    let ms = |c: &crate::scenario::ClientPlan| c.interval.as_millis();
+    let (lo, hi) = (
+        s.clients.iter().map(ms).min().unwrap_or_default(),
+        s.clients.iter().map(ms).max().unwrap_or_default(),
+    );
+    let every = if lo == hi {
+        format!("{lo}")
+    } else {
+        format!("{lo}-{hi}")
+    };
+    t.subtitle = format!(
+        "seed {}, latency {}, {} client{} every {every} ms; faults until {}, heal and \
+         drain until {}",
+        s.params.seed,
+        s.latency,
+        s.clients.len(),
+        if s.clients.len() == 1 { "" } else { "s" },
+        svg::seconds(out.heal_at),
+        svg::seconds(out.end),
+    );
+    t.lines.push((out.heal_at, "heal".to_owned()));
+    t.detector = s.server_config().detector_config().to_string();
+    let faults = run_faults(out);
+    run_lanes(out, &mut t, &faults);
+    expectations(out, &mut t, &faults);
+    t
+}
+
+/// What only a run has, on its drawn lanes: each heartbeat's one-way delay, and detections
+/// measured from the truth (a client's crash, when one silenced it; else its last heartbeat)
+/// with the detector's value.
+fn run_lanes(out: &Outcome, t: &mut Timeline, faults: &[Fault]) {
+    let lane_of = |t: &Timeline, name: &str| t.lanes.iter().position(|l| l.name == name);
+    for lane in &mut t.lanes {
+        lane.detections.clear();
+    }
+    let mut last_beat: std::collections::BTreeMap<String, Duration> = Default::default();
+    let mut prev_down: std::collections::BTreeMap<String, Duration> = Default::default();
+    for e in &out.log {
+        let Record::Server { event, .. } = &e.record else {
+            continue;
+        };
+        match event {
+            Event::Heartbeat {
+                client, delay_ns, ..
+            } => {
+                let name = client.to_string();
+                if let Some(i) = lane_of(t, &name) {
+                    let delay = Duration::from_nanos(u64::try_from(*delay_ns).unwrap_or(0));
+                    t.lanes[i].delays.push(DelaySample {
+                        at: e.at,
+                        typical: delay,
+                        max: delay,
+                    });
+                }
+                last_beat.insert(name, e.at);
+            }
+            Event::Transition {
+                client,
+                to: heartbeat_core::Liveness::Down,
+                suspicion,
+                ..
+            } => {
+                let name = client.to_string();
+                let Some(i) = lane_of(t, &name) else { continue };
+                let last = last_beat.get(&name).copied();
+                // The truth: the latest crash of this client since its previous `down`.
+                let since = prev_down.get(&name).copied().unwrap_or_default();
+                let crash = faults
+                    .iter()
+                    .filter(|f| f.client.as_deref() == Some(name.as_str()))
+                    .filter(|f| f.label.contains("crash"))
+                    .map(|f| f.span.from)
+                    .filter(|from| *from >= since && *from <= e.at)
+                    .max();
+                prev_down.insert(name, e.at);
+                let Some(from) = crash.or(last) else { continue };
+                t.lanes[i].detections.push(Detection {
+                    span: Span { from, to: e.at },
+                    value: suspicion.is_finite().then_some(*suspicion),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The run's expectations and their verdicts, all listed in the header, and drawn as windows
+/// where an expectation judges a period: each crash of a client that must be declared down
+/// within a bound, each hold that must come out as one burst.
+fn expectations(out: &Outcome, t: &mut Timeline, faults: &[Fault]) {
+    let verdict = crate::oracle::check(out);
+    let s = &out.scenario;
+    let ok = |name: &str| {
+        verdict
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .is_none_or(crate::oracle::Check::ok)
+    };
+    let lane_of = |name: &str| t.lanes.iter().position(|l| l.name == name);
+    let mut windows = Vec::new();
+    let mut verdicts = Vec::new();
+    for e in &s.expect {
+        let name = e.name();
+        verdicts.push((name.clone(), ok(&name)));
+        match e {
+            Expectation::Client {
+                clients,
+                rule: ClientRule::DownWithin(bound),
+                ..
+            } => {
+                for &c in clients {
+                    let Some(client) = s.clients.get(c) else {
                         continue;
                     };
-                    match kept.iter().position(|&k| k == old) {
-                        Some(new) => Some(new),
-                        None => continue,
+                    let Some(lane) = lane_of(&client.id) else {
+                        continue;
+                    };
+                    for f in faults.iter().filter(|f| {
+                        f.client.as_deref() == Some(client.id.as_str()) && f.label.contains("crash")
+                    }) {
+                        windows.push(Window {
+                            span: Span {
+                                from: f.span.from,
+                                to: f.span.from + *bound,
+                            },
+                            lane: Some(lane),
+                            label: name.clone(),
+                            ok: ok(&name),
+                        });
                     }
                 }
-            };
-            bands.push(Band {
-                span: f.span,
-                lane,
-                kind: BandKind::Fault(f.label.clone()),
-            });
-        }
-        let last = faults
-            .iter()
-            .map(|f| f.span.to)
-            .chain(end)
-            .fold(offset + log.end, Duration::max);
-        Self {
-            title: String::new(),
-            subtitle: String::new(),
-            end: last.max(Duration::from_millis(1)),
-            lanes,
-            hidden,
-            bands,
-            lines: Vec::new(),
+            }
+            Expectation::BurstPerHold => {
+                for (c, from, to) in crate::oracle::hold_windows(out) {
+                    let Some(client) = s.clients.get(c) else {
+                        continue;
+                    };
+                    let Some(lane) = lane_of(&client.id) else {
+                        continue;
+                    };
+                    windows.push(Window {
+                        span: Span { from, to },
+                        lane: Some(lane),
+                        label: name.clone(),
+                        ok: ok(&name),
+                    });
+                }
+            }
+            _ => {}
         }
     }
-
-    /// The picture of a simulated run: the server's events (the same JSON lines as `run
-    /// --json`, read by the same reader), the scenario's faults as bands, the heal as a line.
-    pub fn of_run(out: &Outcome) -> Self {
-        let log = ServerLog::from_text(&crate::serverlog::outcome_lines(out));
-        let epoch = Duration::from_secs(crate::scenario::EPOCH_SECS);
-        let offset = Duration::from_nanos(log.origin_unix_ns).saturating_sub(epoch);
-        let s = &out.scenario;
-        let order: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
-        let mut t = Self::build(&log, offset, &order, &run_faults(out), Some(out.end));
-        t.title = format!("heartbeat-sim run {}", s.name);
-        // Clients may have intervals of their own: the range, or the one they share.
-        let ms = |c: &crate::scenario::ClientPlan| c.interval.as_millis();
-        let (lo, hi) = (
-            s.clients.iter().map(ms).min().unwrap_or_default(),
-            s.clients.iter().map(ms).max().unwrap_or_default(),
-        );
-        let every = if lo == hi {
-            format!("{lo}")
-        } else {
-            format!("{lo}-{hi}")
-        };
-        t.subtitle = format!(
-            "seed {}, latency {}, {} client{} every {every} ms; faults until {}, heal and \
-             drain until {}",
-            s.params.seed,
-            s.latency,
-            s.clients.len(),
-            if s.clients.len() == 1 { "" } else { "s" },
-            svg::seconds(out.heal_at),
-            svg::seconds(out.end),
-        );
-        t.lines.push((out.heal_at, "heal".to_owned()));
-        t
-    }
+    t.windows = windows;
+    t.verdicts = verdicts;
 }
 
 /// The scenario's faults of a run, as periods: holds until their release, cuts until their

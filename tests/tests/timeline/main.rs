@@ -11,7 +11,7 @@ use std::time::Duration;
 use heartbeat_sim::log::Record;
 use heartbeat_sim::scenario::{Latency, Node, Params, Scenario};
 use heartbeat_sim::serverlog::{Item, ServerLog, outcome_lines};
-use heartbeat_sim::timeline::{MAX_LANES, Timeline, cli, run_faults, svg};
+use heartbeat_sim::timeline::{self, MAX_LANES, cli, run_faults, svg};
 use heartbeat_sim::world::{self, Outcome};
 
 fn fixed_latency(seed: u64) -> Params {
@@ -119,7 +119,7 @@ fn runs_draw_every_lane_mark_and_fault() {
     ];
     for (name, params) in runs {
         let out = run(name, &params);
-        let picture = svg::render(&Timeline::of_run(&out));
+        let picture = svg::render(&timeline::of_run(&out));
         let drawn = Drawn::of(&picture);
         let log = ServerLog::from_text(&outcome_lines(&out));
         let want = expected(&log);
@@ -172,8 +172,8 @@ fn runs_draw_every_lane_mark_and_fault() {
 /// The same run twice draws the same bytes.
 #[test]
 fn deterministic() {
-    let a = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
-    let b = svg::render(&Timeline::of_run(&run("client-crash", &Params::seed(3))));
+    let a = svg::render(&timeline::of_run(&run("client-crash", &Params::seed(3))));
+    let b = svg::render(&timeline::of_run(&run("client-crash", &Params::seed(3))));
     assert!(a == b, "two runs of one seed drew different pictures");
 }
 
@@ -241,6 +241,161 @@ fn beyond_fifty_clients_the_worst_are_drawn() {
 /// The reviewed picture of a small run: the firewall scenario, seed 1, fixed 10 ms latency.
 #[test]
 fn snapshot_of_the_firewall() {
-    let picture = svg::render(&Timeline::of_run(&run("firewall", &fixed_latency(1))));
+    let picture = svg::render(&timeline::of_run(&run("firewall", &fixed_latency(1))));
     insta::assert_snapshot!("firewall", picture);
+}
+
+/// The classes of the picture's elements in document order, the legend left out.
+fn in_order(doc: &roxmltree::Document<'_>) -> Vec<String> {
+    doc.descendants()
+        .filter(|n| {
+            !n.ancestors()
+                .any(|a| a.attribute("class") == Some("legend"))
+        })
+        .filter_map(|n| n.attribute("class").map(str::to_owned))
+        .collect()
+}
+
+/// A number attribute of `n`.
+fn num(n: roxmltree::Node<'_, '_>, attr: &str) -> f64 {
+    n.attribute(attr).unwrap().parse().unwrap()
+}
+
+/// What a picture says without its tooltips (issue 20): the detector in the header; a delay
+/// band on every lane with heartbeats; every shaded period at least `MIN_STATE` wide, its
+/// length written where it fits; the silently crashed client's detection time drawn from the
+/// crash (the truth), not from its last heartbeat, with its length; and every label drawn
+/// after every shading, on a background of its own.
+#[test]
+fn pictures_say_what_happened() {
+    let out = run("client-crash", &fixed_latency(1));
+    let t = timeline::of_run(&out);
+    let picture = svg::render(&t);
+    let doc = roxmltree::Document::parse(&picture).unwrap();
+    let text_of = |class: &str| -> Vec<String> {
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .map(|n| n.text().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        text_of("detector"),
+        [format!(
+            "detector {}",
+            out.scenario.server_config().detector_config()
+        )]
+    );
+    let drawn = Drawn::of(&picture);
+    assert_eq!(drawn.count("delay"), drawn.lanes, "a delay band per lane");
+    assert_eq!(drawn.count("delay-max"), drawn.lanes);
+    for n in doc.descendants().filter(|n| {
+        matches!(n.attribute("class"), Some("suspect" | "down" | "left"))
+            && n.tag_name().name() == "rect"
+            && n.attribute("width").is_some()
+            && n.parent().and_then(|p| p.attribute("class")) == Some("lane")
+    }) {
+        assert!(num(n, "width") >= svg::MIN_STATE, "{n:?}");
+    }
+    // c2 (silent crash) is detected from its crash; the down period's length is written.
+    let crash = run_faults(&out)
+        .into_iter()
+        .find(|f| f.client.as_deref() == Some("c2") && f.label == "silent crash")
+        .expect("c2 crashes silently");
+    let c2 = &t.lanes[1];
+    assert_eq!(c2.name, "c2");
+    assert_eq!(c2.detections.len(), 1, "{:?}", c2.detections);
+    let d = c2.detections[0];
+    assert_eq!(d.span.from, crash.span.from, "from the truth's crash");
+    let down = c2
+        .states
+        .iter()
+        .find(|(_, s)| *s == heartbeat_core::Liveness::Down)
+        .unwrap()
+        .0;
+    assert_eq!(d.span.to, down.from, "to down");
+    assert!(d.value.is_some_and(|v| v > 0.0));
+    assert!(
+        text_of("detection-label").contains(&format!(
+            "down after {}",
+            svg::length(d.span.to - d.span.from)
+        )),
+        "{picture}"
+    );
+    assert!(text_of("dur").contains(&svg::length(down.to - down.from)));
+    // Labels last: after every shading, each on a background.
+    let order = in_order(&doc);
+    let last_shade = order
+        .iter()
+        .rposition(|c| matches!(c.as_str(), "suspect" | "down" | "left" | "fault"))
+        .unwrap();
+    let first_label = order
+        .iter()
+        .position(|c| matches!(c.as_str(), "dur" | "fault-label" | "detection-label"))
+        .unwrap();
+    assert!(first_label > last_shade, "a label before a shading");
+    for (i, c) in order.iter().enumerate() {
+        if matches!(c.as_str(), "dur" | "fault-label" | "detection-label") {
+            assert_eq!(order[i - 1], "label-bg", "{c} without a background");
+        }
+    }
+}
+
+/// A run's expectations are in the header with their verdicts, and one that judges a period
+/// (`down-within`, after each crash) is drawn as a window on its client's lane with its
+/// verdict: held, and failed when the bound is shorter than the detector can be.
+#[test]
+fn expectations_are_windows_with_verdicts() {
+    use heartbeat_sim::scenario::Source;
+    use heartbeat_sim::scenario::file::Spec;
+    let file = |within: &str| {
+        format!(
+            r#"
+            duration = "30s"
+            latency = "10ms"
+            [[client]]
+            id = "web"
+            [[client]]
+            id = "db"
+            [[action]]
+            do = "crash"
+            silent = true
+            on = "db"
+            at = "10s"
+            [[expect]]
+            on = "db"
+            down-within = "{within}"
+            [[expect]]
+            check = "none-missed"
+            "#
+        )
+    };
+    for (within, ok) in [("8s", true), ("1s", false)] {
+        let text = file(within);
+        let spec = Spec::parse("t.toml", "t", &text, Source::File("t.toml".into())).unwrap();
+        let out = world::run(&spec.expand(&Params::seed(1)).unwrap()).unwrap();
+        let t = timeline::of_run(&out);
+        let label = format!("db down within {within} of a crash");
+        assert_eq!(
+            t.verdicts,
+            [(label.clone(), ok), ("none-missed".to_owned(), true)],
+            "{within}"
+        );
+        assert_eq!(t.windows.len(), 1, "{:?}", t.windows);
+        let w = &t.windows[0];
+        assert_eq!(
+            (w.lane, w.label.as_str(), w.ok),
+            (Some(1), label.as_str(), ok)
+        );
+        assert_eq!(w.span.from, Duration::from_secs(10));
+        let picture = svg::render(&t);
+        let class = if ok { "window ok" } else { "window fail" };
+        let doc = roxmltree::Document::parse(&picture).unwrap();
+        let windows = in_order(&doc).iter().filter(|c| *c == class).count();
+        assert_eq!(windows, 1, "{picture}");
+        let mark = if ok { "✓" } else { "✗" };
+        assert!(picture.contains(&format!(
+            "<tspan class=\"{}\">{mark} {label}</tspan>",
+            if ok { "ok" } else { "fail" }
+        )));
+    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP endpoint of `--metrics-addr`: `GET /metrics` (the Prometheus text exposition, see
-//! [`metrics`]) and `GET /clients` (the live per-client report as JSON, the fields of the
-//! `--json` summary). Anything else is 404; a method other than GET or HEAD, 405.
+//! [`metrics`]), `GET /clients` (the live per-client report as JSON, the fields of the
+//! `--json` summary), and the status page, `GET /` and `GET /status.json` (see
+//! [`statuspage`]). Anything else is 404; a method other than GET or HEAD, 405.
 //!
 //! It runs on a thread of its own with its own small runtime, so parsing requests, encoding
 //! ten thousand clients' series and writing them out never runs on the monitor's loop: the
@@ -51,6 +52,7 @@ use heartbeat_core::{ClientSummary, Report};
 
 use super::AppCounters;
 use super::metrics::{self, Snapshot};
+use super::statuspage::{self, SharedHistory};
 use heartbeat_net::driver::sleep_until_opt;
 use heartbeat_net::limits::{ConnectionLimits, Refusal, default_share};
 use heartbeat_net::logsummary::PeerLine;
@@ -90,13 +92,15 @@ const CACHE_MIN_AGE: Duration = Duration::from_millis(100);
 /// Binds `addr` now (so a bad address or a port in use is an error at start) and serves the
 /// endpoint on a new thread, asking the server task through `control`. Returns the bound
 /// address (port 0 picks one). `counters` are the application's, read at each scrape;
-/// `changes` tells when a kept exposition is out of date; refusals are logged through `log`.
+/// `changes` tells when a kept exposition is out of date; refusals are logged through `log`;
+/// `history` is what the status page draws.
 pub(crate) fn start(
     addr: SocketAddr,
     control: ServerControl,
     counters: AppCounters,
     changes: Changes,
     log: LogSummary,
+    history: SharedHistory,
 ) -> io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -115,6 +119,7 @@ pub(crate) fn start(
         )),
         refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
         exposition: tokio::sync::Mutex::new(None),
+        history,
     });
     std::thread::Builder::new()
         .name("metrics".into())
@@ -161,6 +166,8 @@ struct Endpoint {
     /// The last encoded exposition; locked while one is being made, so concurrent scrapes
     /// wait for it.
     exposition: tokio::sync::Mutex<Option<Encoded>>,
+    /// The clients' last hour, for the status page.
+    history: SharedHistory,
 }
 
 /// An encoded exposition and what it was made from.
@@ -367,10 +374,23 @@ async fn respond(
             },
             Err(e) => unavailable(e),
         },
+        "/" => reply(StatusCode::OK, "text/html; charset=utf-8", statuspage::HTML),
+        "/status.json" => {
+            let query = statuspage::Query::parse(req.uri().query());
+            match statuspage::status(&endpoint.control, &endpoint.history, query, ANSWER_TIMEOUT)
+                .await
+            {
+                Ok(status) => match serde_json::to_string(&status) {
+                    Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+                    Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", ""),
+                },
+                Err(e) => unavailable(e),
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /clients\n",
+            "not found: try /, /metrics or /clients\n",
         ),
     };
     if head {
@@ -518,6 +538,7 @@ mod tests {
             limits: Mutex::new(ConnectionLimits::new(1, 1)),
             refusing: Arc::new(Semaphore::new(1)),
             exposition: tokio::sync::Mutex::new(None),
+            history: SharedHistory::default(),
         });
         let local = tokio::task::LocalSet::new();
         local.spawn_local({

@@ -33,6 +33,7 @@ mod settings;
 mod signals;
 mod silence;
 mod state;
+mod statuspage;
 mod unidentified;
 
 use hooks::{HookCounter, HookCounts, HookOptions, Hooks, Webhook};
@@ -599,17 +600,23 @@ async fn serve(
     // Requests to the server task (metrics snapshots, reports) go through `control`.
     let (control, control_rx) = ServerControl::channel();
     let changes = http::Changes::default();
-    if let Some(addr) = opt.metrics_addr {
+    // The status page's history, kept only when there is a page to show it.
+    let history = opt
+        .metrics_addr
+        .map(|_| statuspage::SharedHistory::default());
+    if let (Some(addr), Some(history)) = (opt.metrics_addr, &history) {
         let bound = http::start(
             addr,
             control.clone(),
             counters.clone(),
             changes.clone(),
             log.clone(),
+            history.clone(),
         )
         .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(
-            "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients"
+            "Serving metrics on http://{bound}/metrics and clients on http://{bound}/clients; \
+             the status page on http://{bound}/"
         );
     }
     if let Some(list) = expected {
@@ -664,6 +671,7 @@ async fn serve(
         changes,
         silences,
         detector: server.config().detector_config().kind(),
+        history,
     };
     let signals =
         |reload| tokio::spawn(signals.run(control, reload, output.clone(), json, counters));
@@ -824,7 +832,7 @@ fn open_state(
 /// The application in the server loop: logs events (every line through the summarising log),
 /// hands transitions to the hooks and, with `--json`, prints events (those of connections that
 /// never identified summed up per kind and second), none of it waiting; with `--state-dir`,
-/// keeps the state; tells `/metrics` what changed.
+/// keeps the state; tells `/metrics` what changed and the status page's history what happened.
 struct App<'a> {
     log: &'a LogSummary,
     json: bool,
@@ -836,6 +844,7 @@ struct App<'a> {
     silences: Silences,
     /// The detector's kind, for the announcement of a silence's end.
     detector: heartbeat_core::DetectorKind,
+    history: Option<statuspage::SharedHistory>,
 }
 
 impl App<'_> {
@@ -887,6 +896,9 @@ impl ServerApp for App<'_> {
             }
         }
         self.changes.note(e);
+        if let Some(history) = &self.history {
+            history.lock().handle_event(e, now);
+        }
     }
 
     fn on_refused(&mut self, refusal: Refusal, _peer: SocketAddr, now: Now) {

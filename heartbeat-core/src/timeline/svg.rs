@@ -4,12 +4,18 @@
 //!
 //! Heartbeat ticks are merged per pixel column: a lane's ticks are one `path` whose
 //! `data-beats` attribute counts the heartbeats it stands for, so a week at 10 Hz is as small
-//! as a minute.
+//! as a minute. The one-way delay is a band per lane (per pixel column, the median to the
+//! largest, full height at the lane's largest delay), so jitter and stalls show even at 100 ms
+//! intervals.
+//!
+//! Shaded periods are at least [`MIN_STATE`] pixels wide, with their length written inside
+//! when it fits. Every label (lengths, faults, detections, expectations) is drawn last, on a
+//! background of its own, so no shading hides it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use heartbeat_core::liveness::Liveness;
+use crate::liveness::Liveness;
 
 use super::{BandKind, Mark, Span, Timeline};
 
@@ -17,12 +23,38 @@ const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 130.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 58.0;
-const LANE: f64 = 26.0;
+const LANE: f64 = 40.0;
+/// A lane's rows, from its top: labels of faults and detections (baseline), the detection's
+/// bracket, heartbeat ticks (top and height), the delay band's base, missed gaps, the
+/// connection line.
+const ROW_LABEL: f64 = 11.0;
+const ROW_DETECTION: f64 = 15.0;
+const ROW_TICKS: f64 = 17.0;
+const TICKS_H: f64 = 14.0;
+const ROW_MISSED: f64 = 31.0;
+const ROW_CONN: f64 = 36.0;
 const PLOT: f64 = WIDTH - LEFT - RIGHT;
+/// The narrowest a shaded period (suspect, down, left) is drawn, in pixels.
+pub const MIN_STATE: f64 = 3.0;
+/// The width of one character of a label, about (11 px sans-serif).
+const CHAR: f64 = 6.2;
+/// The height of the delay band at its lane's largest delay.
+const DELAY_H: f64 = 14.0;
 
 /// `12.345 s`: a time for people, to the millisecond.
 pub fn seconds(d: Duration) -> String {
     format!("{}.{:03} s", d.as_secs(), d.subsec_millis())
+}
+
+/// A short length for a label: `158 ms`, `2.31 s`, `4 min 5 s`, `2 h 3 min`.
+pub fn length(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{} ms", d.as_millis()),
+        1..60 => format!("{:.2} s", d.as_secs_f64()),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Text made safe for XML: markup characters escaped, characters XML cannot hold replaced.
@@ -102,8 +134,9 @@ fn step(end: Duration) -> (Duration, &'static str, Duration) {
 }
 
 /// The legend's entries: class and label.
-const LEGEND: [(&str, &str); 14] = [
+const LEGEND: [(&str, &str); 17] = [
     ("beats", "heartbeat"),
+    ("delay", "delay p50-max"),
     ("missed", "missed gap"),
     ("burst", "burst"),
     ("suspect", "suspect"),
@@ -117,6 +150,8 @@ const LEGEND: [(&str, &str); 14] = [
     ("fault", "fault"),
     ("server-down", "server down"),
     ("stall", "server stalled"),
+    ("detection", "detection time"),
+    ("window", "expectation"),
 ];
 
 const STYLE: &str = "\
@@ -139,17 +174,109 @@ text{font-family:sans-serif;font-size:11px;fill:#222}\
 .stall{fill:#b5179e;fill-opacity:.2}\
 .heal{stroke:#3b6fd8;stroke-dasharray:4 3}\
 .axis{stroke:#888}.grid{stroke:#ddd}\
+.counted{fill:#1f7a3a;fill-opacity:.45}\
+.delay{stroke:#1c4fa8;stroke-width:1.2;fill:none}\
+.delay-max{stroke:#6f9be0;stroke-opacity:.7;stroke-width:1.2;fill:none}\
+.detection{stroke:#8a1c1c;stroke-width:1.5;fill:none}\
+.detection-label{fill:#8a1c1c;font-size:10px}\
+.dur{font-size:10px;fill:#222}\
+.fault-label{fill:#1d3f8a}\
+.label-bg{fill:#fff;fill-opacity:.85}\
+.window{fill:none;stroke-width:1.5;stroke-dasharray:5 2}\
+.window.ok{stroke:#1f7a3a}.window.fail{stroke:#d62728}\
+text.ok,tspan.ok{fill:#1f7a3a}text.fail,tspan.fail{fill:#d62728}\
+.detector{fill:#555}\
 ";
 
 struct Canvas {
     out: String,
     end: f64,
+    /// The y of the first lane.
+    top: f64,
+    /// Labels, drawn last.
+    labels: Vec<Label>,
+}
+
+/// A label, drawn last on a background of its own.
+struct Label {
+    x: f64,
+    /// Its baseline.
+    y: f64,
+    class: &'static str,
+    text: String,
+    /// Centred at `x`, else starting there.
+    centred: bool,
+    /// Drawn only where it overlaps no other label.
+    optional: bool,
 }
 
 impl Canvas {
     /// The x of time `t`.
     fn x(&self, t: Duration) -> f64 {
         LEFT + (t.as_secs_f64() / self.end).clamp(0.0, 1.0) * PLOT
+    }
+
+    /// Queues a label at `x`, `y` (its baseline; its middle if `centred`), drawn last.
+    fn label(&mut self, x: f64, y: f64, class: &'static str, text: String, centred: bool) {
+        self.labels.push(Label {
+            x,
+            y,
+            class,
+            text,
+            centred,
+            optional: false,
+        });
+    }
+
+    /// Queues a label drawn only where it overlaps none of the others.
+    fn optional_label(&mut self, x: f64, y: f64, class: &'static str, text: String) {
+        self.labels.push(Label {
+            x,
+            y,
+            class,
+            text,
+            centred: false,
+            optional: true,
+        });
+    }
+
+    /// The queued labels, each on a background of its own: the others first, each moved
+    /// right past any it would overlap on its row; then the optional ones that overlap none.
+    fn draw_labels(&mut self) {
+        let mut labels = std::mem::take(&mut self.labels);
+        labels.sort_by_key(|l| l.optional);
+        let mut placed: Vec<(f64, f64, f64)> = Vec::new(); // y, left, right
+        for l in labels {
+            let w = l.text.chars().count() as f64 * CHAR + 4.0;
+            let mut left = if l.centred { l.x - w / 2.0 } else { l.x };
+            let overlaps = |left: f64, placed: &[(f64, f64, f64)]| {
+                placed
+                    .iter()
+                    .filter(|(y, a, b)| (*y - l.y).abs() < 12.0 && left < *b && left + w > *a)
+                    .map(|(_, _, b)| *b)
+                    .fold(None, |m: Option<f64>, b| Some(m.map_or(b, |m| m.max(b))))
+            };
+            while let Some(right) = overlaps(left, &placed) {
+                if l.optional {
+                    break;
+                }
+                left = right + 2.0;
+            }
+            if l.optional && (overlaps(left, &placed).is_some() || left + w > WIDTH) {
+                continue;
+            }
+            placed.push((l.y, left, left + w));
+            let _ = writeln!(
+                self.out,
+                "<rect class=\"label-bg\" x=\"{left:.1}\" y=\"{:.1}\" width=\"{w:.1}\" \
+                 height=\"12\"/><text class=\"{}\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                l.y - 9.5,
+                l.class,
+                left + 2.0,
+                l.y,
+                esc(&l.text)
+            );
+        }
     }
 
     /// The left x and width of `span`, at least `min` wide.
@@ -167,8 +294,9 @@ fn diamond(x: f64, y: f64) -> String {
 
 /// The SVG of `t`.
 pub fn render(t: &Timeline) -> String {
+    let top = TOP + if t.verdicts.is_empty() { 0.0 } else { 16.0 };
     let lanes_h = LANE * t.lanes.len().max(1) as f64;
-    let axis_y = TOP + lanes_h;
+    let axis_y = top + lanes_h;
     let legend_y = axis_y + 36.0;
     let rows = LEGEND.len().div_ceil(7) as f64;
     let footer = if t.hidden > 0 { 18.0 } else { 0.0 };
@@ -176,6 +304,8 @@ pub fn render(t: &Timeline) -> String {
     let mut c = Canvas {
         out: String::new(),
         end: t.end.as_secs_f64().max(1e-9),
+        top,
+        labels: Vec::new(),
     };
     let _ = write!(
         c.out,
@@ -193,6 +323,29 @@ pub fn render(t: &Timeline) -> String {
         esc(&t.title),
         esc(&t.subtitle)
     );
+    if !t.detector.is_empty() {
+        let _ = writeln!(
+            c.out,
+            "<text class=\"detector\" x=\"{:.1}\" y=\"20\" text-anchor=\"end\">detector {}</text>",
+            WIDTH - RIGHT,
+            esc(&t.detector)
+        );
+    }
+    if !t.verdicts.is_empty() {
+        let _ = write!(
+            c.out,
+            "<text class=\"verdicts\" x=\"10\" y=\"56\">expectations:"
+        );
+        for (name, ok) in &t.verdicts {
+            let (class, mark) = if *ok { ("ok", "✓") } else { ("fail", "✗") };
+            let _ = write!(
+                c.out,
+                " <tspan class=\"{class}\">{mark} {}</tspan>",
+                esc(name)
+            );
+        }
+        c.out.push_str("</text>\n");
+    }
     grid(&mut c, t, axis_y);
     for (i, lane) in t.lanes.iter().enumerate() {
         draw_lane(&mut c, t, i, lane);
@@ -206,12 +359,33 @@ pub fn render(t: &Timeline) -> String {
         };
         let _ = writeln!(
             c.out,
-            "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{TOP:.1}\" width=\"{w:.1}\" \
+            "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{w:.1}\" \
              height=\"{lanes_h:.1}\"><title>{} from {} to {}</title></rect>",
             esc(&title),
             seconds(b.span.from),
             seconds(b.span.to)
         );
+    }
+    for win in &t.windows {
+        let (x, w) = c.span(win.span, 2.0);
+        let (y, h) = match win.lane {
+            Some(i) => (top + LANE * i as f64 + 0.5, LANE - 1.0),
+            None => (top, lanes_h),
+        };
+        let (class, mark) = if win.ok {
+            ("ok", "✓")
+        } else {
+            ("fail", "✗")
+        };
+        let _ = writeln!(
+            c.out,
+            "<rect class=\"window {class}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" \
+             height=\"{h:.1}\"><title>{mark} {} from {} to {}</title></rect>",
+            esc(&win.label),
+            seconds(win.span.from),
+            seconds(win.span.to)
+        );
+        c.label(x + w - 12.0, y + ROW_LABEL, class, mark.to_owned(), false);
     }
     for (at, label) in &t.lines {
         let x = c.x(*at);
@@ -219,12 +393,13 @@ pub fn render(t: &Timeline) -> String {
             c.out,
             "<line class=\"heal\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{axis_y:.1}\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            TOP - 4.0,
+            top - 4.0,
             x + 3.0,
-            TOP - 6.0,
+            top - 6.0,
             esc(label)
         );
     }
+    c.draw_labels();
     legend(&mut c, legend_y);
     if t.hidden > 0 {
         let _ = writeln!(
@@ -243,6 +418,7 @@ pub fn render(t: &Timeline) -> String {
 /// The time axis below the lanes, with grid lines across them.
 fn grid(c: &mut Canvas, t: &Timeline, axis_y: f64) {
     let (step, unit, per) = step(t.end);
+    let top = c.top;
     let _ = writeln!(
         c.out,
         "<line class=\"axis\" x1=\"{LEFT:.1}\" y1=\"{axis_y:.1}\" x2=\"{:.1}\" y2=\"{axis_y:.1}\"/>",
@@ -254,7 +430,7 @@ fn grid(c: &mut Canvas, t: &Timeline, axis_y: f64) {
         let value = at.as_millis() / per.as_millis().max(1);
         let _ = writeln!(
             c.out,
-            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{TOP:.1}\" x2=\"{x:.1}\" y2=\"{axis_y:.1}\"/>\
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{axis_y:.1}\"/>\
              <line class=\"axis\" x1=\"{x:.1}\" y1=\"{axis_y:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/>\
              <text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{value} {unit}</text>",
             axis_y + 4.0,
@@ -264,9 +440,62 @@ fn grid(c: &mut Canvas, t: &Timeline, axis_y: f64) {
     }
 }
 
-/// One lane: background, name, its bands, shaded states, connections, ticks and marks.
+/// The delay band of `lane` at `y`: per pixel column, the median of the delays drawn there
+/// and the largest, full height ([`DELAY_H`]) at the lane's largest delay.
+fn delay_band(c: &mut Canvas, lane: &super::Lane, y: f64) {
+    if lane.delays.is_empty() {
+        return;
+    }
+    // Full height at the lane's largest delay (at least 50 ms), so jitter shows at any
+    // interval and a stall stands out.
+    let largest = lane.delays.iter().map(|d| d.max).max().unwrap_or_default();
+    let scale = largest.max(Duration::from_millis(50)).as_secs_f64();
+    let h = |d: Duration| (d.as_secs_f64() / scale).clamp(0.0, 1.0) * DELAY_H;
+    let base = y + ROW_TICKS + DELAY_H;
+    let (mut med, mut max) = (String::new(), String::new());
+    let mut column: Vec<Duration> = Vec::new();
+    let mut top = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    let mut flush = |col: f64, column: &mut Vec<Duration>, top: Duration| {
+        if column.is_empty() {
+            return;
+        }
+        column.sort_unstable();
+        let p50 = column[(column.len() - 1) / 2];
+        let _ = write!(max, "M{col:.1} {base:.1}v-{:.1}", h(top).max(0.5));
+        let _ = write!(med, "M{col:.1} {base:.1}v-{:.1}", h(p50).max(0.5));
+        column.clear();
+    };
+    let mut last_col = None;
+    for s in &lane.delays {
+        let col = c.x(s.at).round();
+        if last_col != Some(col) {
+            if let Some(prev) = last_col {
+                flush(prev, &mut column, top);
+            }
+            last_col = Some(col);
+            top = Duration::ZERO;
+        }
+        column.push(s.typical);
+        top = top.max(s.max);
+        worst = worst.max(s.max);
+    }
+    if let Some(prev) = last_col {
+        flush(prev, &mut column, top);
+    }
+    let _ = writeln!(
+        c.out,
+        "<path class=\"delay-max\" data-max-ms=\"{:.1}\" d=\"{max}\"/><path class=\"delay\" \
+         d=\"{med}\"><title>one-way delay, median to largest per column; at most {}</title></path>",
+        worst.as_secs_f64() * 1e3,
+        length(worst)
+    );
+}
+
+/// One lane: background, name, its bands, shaded states, connections, ticks, delays,
+/// detections and marks; its labels are queued.
 fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
-    let y = TOP + LANE * i as f64;
+    let y = c.top + LANE * i as f64;
     let _ = writeln!(
         c.out,
         "<g class=\"lane\" data-client=\"{}\">",
@@ -277,7 +506,7 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
         "<rect class=\"bg{}\" x=\"0\" y=\"{y:.1}\" width=\"{WIDTH:.0}\" height=\"{LANE:.1}\"/>\
          <text class=\"name\" x=\"8\" y=\"{:.1}\">{}<title>{}</title></text>",
         i % 2,
-        y + 17.0,
+        y + LANE / 2.0 + 4.0,
         esc(&short(&lane.name)),
         esc(&lane.name)
     );
@@ -294,14 +523,11 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
                 seconds(b.span.from),
                 seconds(b.span.to)
             );
-            if w > 40.0 {
-                let _ = writeln!(
-                    c.out,
-                    "<text class=\"fault-label\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-                    x + 3.0,
-                    y + 9.0,
-                    esc(label)
-                );
+            // Required where it fits in its band, else only where it overlaps no other.
+            if w >= label.chars().count() as f64 * CHAR + 4.0 {
+                c.label(x + 1.0, y + ROW_LABEL, "fault-label", label.clone(), false);
+            } else {
+                c.optional_label(x + 1.0, y + ROW_LABEL, "fault-label", label.clone());
             }
         }
     }
@@ -311,7 +537,7 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
             Liveness::Down => "down",
             _ => "left",
         };
-        let (x, w) = c.span(*span, 1.0);
+        let (x, w) = c.span(*span, MIN_STATE);
         let _ = writeln!(
             c.out,
             "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\">\
@@ -321,15 +547,25 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
             seconds(span.from),
             seconds(span.to)
         );
+        let text = length(span.to.saturating_sub(span.from));
+        if w >= text.chars().count() as f64 * CHAR + 6.0 {
+            c.label(
+                x + w / 2.0,
+                y + ROW_TICKS + TICKS_H - 2.0,
+                "dur",
+                text,
+                true,
+            );
+        }
     }
     for span in &lane.connected {
         let (x, w) = c.span(*span, 0.5);
         let _ = writeln!(
             c.out,
             "<line class=\"conn\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>",
-            y + LANE - 4.0,
+            y + ROW_CONN,
             x + w,
-            y + LANE - 4.0
+            y + ROW_CONN
         );
     }
     // Ticks, one per pixel column.
@@ -338,7 +574,7 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
     for &at in &lane.beats {
         let col = c.x(at).round();
         if last_col != Some(col) {
-            let _ = write!(d, "M{col:.1} {:.1}v{:.1}", y + 5.0, LANE - 12.0);
+            let _ = write!(d, "M{col:.1} {:.1}v{TICKS_H:.1}", y + ROW_TICKS);
             last_col = Some(col);
         }
     }
@@ -349,13 +585,30 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
             lane.beats.len()
         );
     }
+    // Counted heartbeats: one band per period that had any.
+    if !lane.counted.is_empty() {
+        let mut d = String::new();
+        for (span, _) in &lane.counted {
+            let (x, w) = c.span(*span, 1.0);
+            let _ = write!(
+                d,
+                "M{x:.1} {:.1}h{w:.1}v{TICKS_H:.1}h-{w:.1}z",
+                y + ROW_TICKS
+            );
+        }
+        let n: u64 = lane.counted.iter().map(|&(_, n)| n).sum();
+        let _ = writeln!(
+            c.out,
+            "<path class=\"counted\" data-beats=\"{n}\" d=\"{d}\"/>"
+        );
+    }
     for (span, count) in &lane.missed {
         let (x, w) = c.span(*span, 2.0);
         let _ = writeln!(
             c.out,
             "<rect class=\"missed\" data-count=\"{count}\" x=\"{x:.1}\" y=\"{:.1}\" \
              width=\"{w:.1}\" height=\"3\"><title>{count} missed before {}</title></rect>",
-            y + LANE - 8.0,
+            y + ROW_MISSED,
             seconds(span.to)
         );
     }
@@ -365,13 +618,37 @@ fn draw_lane(c: &mut Canvas, t: &Timeline, i: usize, lane: &super::Lane) {
             c.out,
             "<path class=\"burst\" data-count=\"{count}\" d=\"{}\"><title>burst of {count} at {}\
              </title></path>",
-            diamond(x, y + 4.0),
+            diamond(x, y + ROW_TICKS - 4.0),
             seconds(*at)
         );
     }
+    delay_band(c, lane, y);
+    for d in &lane.detections {
+        let (x1, x2) = (c.x(d.span.from), c.x(d.span.to));
+        let dy = y + ROW_DETECTION;
+        let value = d
+            .value
+            .map(|v| format!(", value {v:.2}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            c.out,
+            "<path class=\"detection\" d=\"M{x1:.1} {:.1}v4M{x1:.1} {dy:.1}H{x2:.1}M{x2:.1} {:.1}v4\">\
+             <title>down after {} (from {} to {}){value}</title></path>",
+            dy - 2.0,
+            dy - 2.0,
+            length(d.span.to.saturating_sub(d.span.from)),
+            seconds(d.span.from),
+            seconds(d.span.to)
+        );
+        let text = format!(
+            "down after {}",
+            length(d.span.to.saturating_sub(d.span.from))
+        );
+        c.label(x2 + 3.0, y + ROW_LABEL, "detection-label", text, false);
+    }
     for (at, mark) in &lane.marks {
         let x = c.x(*at);
-        let cy = y + LANE - 4.0;
+        let cy = y + ROW_CONN;
         let _ = match mark {
             Mark::Connect | Mark::Reconnect => {
                 let class = if *mark == Mark::Connect {
@@ -443,6 +720,23 @@ fn legend(c: &mut Canvas, top: f64) {
             "restart" => format!(
                 "<path class=\"restart\" d=\"M{:.1} {:.1}l4 7h-8z\"/>",
                 x + 6.0,
+                y - 9.0
+            ),
+            "delay" => format!(
+                "<path class=\"delay-max\" d=\"M{:.1} {:.1}v-10\"/><path class=\"delay\" \
+                 d=\"M{:.1} {:.1}v-5\"/>",
+                x + 4.0,
+                y + 1.0,
+                x + 8.0,
+                y + 1.0
+            ),
+            "detection" => format!(
+                "<path class=\"detection\" d=\"M{x:.1} {:.1}v4M{x:.1} {:.1}h14v-2v4\"/>",
+                y - 7.0,
+                y - 5.0
+            ),
+            "window" => format!(
+                "<rect class=\"window ok\" x=\"{x:.1}\" y=\"{:.1}\" width=\"14\" height=\"10\"/>",
                 y - 9.0
             ),
             "missed" => format!(
