@@ -377,8 +377,14 @@ async fn respond(
         "/" => reply(StatusCode::OK, "text/html; charset=utf-8", statuspage::HTML),
         "/status.json" => {
             let query = statuspage::Query::parse(req.uri().query());
-            match statuspage::status(&endpoint.control, &endpoint.history, query, ANSWER_TIMEOUT)
-                .await
+            match statuspage::status(
+                &endpoint.control,
+                &endpoint.history,
+                &endpoint.counters.silences,
+                query,
+                ANSWER_TIMEOUT,
+            )
+            .await
             {
                 Ok(status) => match serde_json::to_string(&status) {
                     Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),

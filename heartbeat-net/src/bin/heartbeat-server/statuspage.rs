@@ -4,7 +4,8 @@
 //!
 //! `/status.json?page=N&q=TEXT` answers the counts by state, then one page ([`PER_PAGE`], 50)
 //! of the clients whose id contains `TEXT`, problems first: down, suspect, never seen
-//! (expected, not heard from yet), left, then up; by id within each. Each row has its state
+//! (expected, not heard from yet), silenced (`heartbeat-server ctl silence`, whatever their
+//! state), left, then up; by id within each. Each row has its state
 //! and how long it has been in it, its last heartbeat's age, interval, heartbeats received and
 //! missed, delay p99, and the detector's value against its levels; the page's timeline is one
 //! SVG of the last hour, a lane per row, drawn by [`heartbeat_core::timeline::svg`] (the
@@ -30,6 +31,8 @@ use heartbeat_core::timeline::{Lane, Timeline, svg};
 use heartbeat_core::{ClientKey, Now};
 
 use heartbeat_net::ServerControl;
+
+use super::silence::Silences;
 
 /// The page itself.
 pub(crate) const HTML: &str = include_str!("statuspage.html");
@@ -62,15 +65,17 @@ pub(crate) enum Category {
     Suspect,
     /// Expected (`--expect`) and never heard from: down, or its grace still running.
     NeverSeen,
+    /// In a maintenance window (`heartbeat-server ctl silence`), whatever its state: watched
+    /// and shown, paging nobody.
+    Silenced,
     /// Said goodbye.
     Left,
-    // Silenced clients (`ctl silence`) will get a category of their own here.
     /// Heard from in time.
     Up,
 }
 
 /// How many categories there are.
-const CATEGORIES: usize = 5;
+const CATEGORIES: usize = 6;
 
 impl Category {
     /// Every category, in the page's order.
@@ -78,11 +83,15 @@ impl Category {
         Self::Down,
         Self::Suspect,
         Self::NeverSeen,
+        Self::Silenced,
         Self::Left,
         Self::Up,
     ];
 
-    fn of(c: &ClientView<'_>) -> Self {
+    fn of(c: &ClientView<'_>, silences: &Silences) -> Self {
+        if silences.until(c.client()).is_some() {
+            return Self::Silenced;
+        }
         match c.state() {
             Liveness::Down | Liveness::Unknown if c.is_never_heard() => Self::NeverSeen,
             Liveness::Down => Self::Down,
@@ -97,6 +106,7 @@ impl Category {
             Self::Down => "down",
             Self::Suspect => "suspect",
             Self::NeverSeen => "never_seen",
+            Self::Silenced => "silenced",
             Self::Left => "left",
             Self::Up => "up",
         }
@@ -153,9 +163,16 @@ fn decode(s: &str) -> String {
 }
 
 /// The row of client `c`, in category `category`, at `now`.
-fn row(c: &ClientView<'_>, category: Category, history: &History, now: Now) -> Row {
+fn row(
+    c: &ClientView<'_>,
+    category: Category,
+    history: &History,
+    silences: &Silences,
+    now: Now,
+) -> Row {
     let standing = history.standing(c.client(), now.mono);
     Row {
+        silenced_until: silences.until(c.client()).map(super::silence::secs),
         key: c.client().clone(),
         client: c.client().to_string(),
         category,
@@ -186,6 +203,8 @@ pub(crate) struct Row {
     state: Liveness,
     expected: bool,
     connected: bool,
+    /// When its silence ends (Unix seconds), while silenced.
+    silenced_until: Option<f64>,
     /// Seconds in its state, as far as the history knows (since the server started at most).
     state_for_s: Option<f64>,
     /// Seconds since its last heartbeat.
@@ -230,10 +249,12 @@ pub(crate) struct Status {
 pub(crate) async fn status(
     control: &ServerControl,
     history: &SharedHistory,
+    silences: &Silences,
     query: Query,
     timeout: Duration,
 ) -> Result<Status, heartbeat_net::ControlError> {
     let shared = history.clone();
+    let silences = silences.clone();
     let (all, matched, page, rows, levels, now) = control
         .inspect(timeout, move |s: &Server, _, now| {
             let filter = query.filter;
@@ -249,7 +270,7 @@ pub(crate) async fn status(
             // Clients per category: all of them, and those the filter keeps.
             let (mut all, mut kept) = ([0usize; CATEGORIES], [0usize; CATEGORIES]);
             for c in s.clients() {
-                let cat = Category::of(&c) as usize;
+                let cat = Category::of(&c, &silences) as usize;
                 all[cat] += 1;
                 if matches(c.client()) {
                     kept[cat] += 1;
@@ -274,14 +295,14 @@ pub(crate) async fn status(
             let history = shared.lock();
             let mut rows: Vec<(usize, Row)> = Vec::with_capacity(PER_PAGE);
             for c in s.clients() {
-                let cat = Category::of(&c);
+                let cat = Category::of(&c, &silences);
                 if !matches(c.client()) {
                     continue;
                 }
                 let at = next[cat as usize];
                 next[cat as usize] += 1;
                 if range.contains(&at) {
-                    rows.push((at, row(&c, cat, &history, now)));
+                    rows.push((at, row(&c, cat, &history, &silences, now)));
                 }
             }
             rows.sort_by_key(|(at, _)| *at);
@@ -406,20 +427,41 @@ mod tests {
             }
         });
         let history = SharedHistory::default();
+        // Two clients in a maintenance window: after the never-seen ones, before the rest.
+        let silences = Silences::new(None);
+        let until = UnixTime::from_duration(Duration::from_secs(1_700_003_600));
+        for id in ["c010", "c011"] {
+            silences.silence(ClientId::new(id).unwrap(), until, now);
+        }
         let ask = |page: usize, filter: &str| {
             let query = Query {
                 page,
                 filter: filter.to_owned(),
             };
-            status(&control, &history, query, Duration::from_secs(5))
+            status(&control, &history, &silences, query, Duration::from_secs(5))
         };
         let names = |s: &Status| s.rows.iter().map(|r| r.client.clone()).collect::<Vec<_>>();
         let first = local.run_until(ask(0, "")).await.unwrap();
         let never = Category::NeverSeen.as_str();
-        assert_eq!((first.total, first.pages, first.counts[never]), (63, 2, 3));
-        let mut want: Vec<String> = vec!["x0".into(), "x1".into(), "x2".into()];
-        want.extend((0..47).map(|i| format!("c{i:03}")));
+        let silenced = Category::Silenced.as_str();
+        assert_eq!(
+            (
+                first.total,
+                first.pages,
+                first.counts[never],
+                first.counts[silenced]
+            ),
+            (63, 2, 3, 2)
+        );
+        let mut want: Vec<String> = ["x0", "x1", "x2", "c010", "c011"].map(String::from).into();
+        want.extend(
+            (0..47)
+                .filter(|i| !(10..12).contains(i))
+                .map(|i| format!("c{i:03}")),
+        );
         assert_eq!(names(&first), want);
+        assert_eq!(first.rows[3].silenced_until, Some(1_700_003_600.0));
+        assert_eq!(first.rows[5].silenced_until, None);
         let second = local.run_until(ask(1, "")).await.unwrap();
         assert_eq!(
             names(&second),
@@ -430,6 +472,8 @@ mod tests {
         assert_eq!(past.page, 1);
         let some = local.run_until(ask(0, "c05")).await.unwrap();
         assert_eq!((some.matched, some.total), (10, 63));
+        let held = local.run_until(ask(0, "c01")).await.unwrap();
+        assert_eq!(names(&held)[..3], ["c010", "c011", "c012"]);
         assert_eq!(
             names(&some),
             (50..60).map(|i| format!("c{i:03}")).collect::<Vec<_>>()
@@ -442,13 +486,15 @@ mod tests {
             Category::Up,
             Category::Left,
             Category::NeverSeen,
+            Category::Silenced,
             Category::Suspect,
             Category::Down,
         ];
         c.sort();
         assert_eq!(
             c.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            ["down", "suspect", "never_seen", "left", "up"]
+            ["down", "suspect", "never_seen", "silenced", "left", "up"]
         );
+        assert_eq!(c, Category::ALL);
     }
 }
