@@ -47,7 +47,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::Level;
 
-use super::silence::{self, MAX_SILENCE, Saved, Silences};
+use super::silence::{self, MAX_SILENCE, Saved, Silences, fmt_time, local};
 use heartbeat_net::keys::{self, KeyFileError};
 use heartbeat_net::logsummary::PeerLine;
 use heartbeat_net::{Clock as _, LogSummary, ServerControl, SystemClock, mono_now};
@@ -246,29 +246,6 @@ pub(crate) fn parse_when(when: &str, now: UnixTime) -> Result<UnixTime, String> 
 fn to_unix(secs: i64, nanos: u32) -> Result<UnixTime, String> {
     let secs = u64::try_from(secs).map_err(|_| "a time before 1970")?;
     Ok(UnixTime::from_duration(Duration::new(secs, nanos)))
-}
-
-/// `t` in the local time zone.
-fn local(t: UnixTime) -> Option<DateTime<Local>> {
-    let d = t.as_duration();
-    let secs = i64::try_from(d.as_secs()).ok()?;
-    Local.timestamp_opt(secs, d.subsec_nanos()).single()
-}
-
-/// `t` for people: local time with its offset (`2026-12-05 14:00:00+01:00`).
-pub(crate) fn fmt_local(t: UnixTime) -> String {
-    local(t).map_or_else(
-        || format!("{} (Unix seconds)", t.display_secs(0)),
-        |l| l.format("%Y-%m-%d %H:%M:%S%:z").to_string(),
-    )
-}
-
-/// `t` for people: [`fmt_local`], and how far from `now` (`in 89m`).
-pub(crate) fn fmt_time(t: UnixTime, now: UnixTime) -> String {
-    let at = fmt_local(t);
-    let ahead = t.as_duration().saturating_sub(now.as_duration()).as_secs();
-    let ahead = if ahead >= 60 { ahead / 60 * 60 } else { ahead };
-    format!("{at} (in {})", fmt_duration(Duration::from_secs(ahead)))
 }
 
 // ---- the protocol ----

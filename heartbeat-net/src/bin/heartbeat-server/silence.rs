@@ -24,8 +24,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Local, TimeZone as _};
 use heartbeat_core::Report;
 use heartbeat_core::server::{Event, Server};
+use heartbeat_core::units::fmt_duration;
 use heartbeat_core::{ClientId, ClientKey, DetectorKind, Liveness, Now, UnixTime, fmt_ms};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
@@ -335,7 +337,7 @@ pub(crate) fn log_silenced(log: &LogSummary, e: &Event, until: UnixTime, now: No
             format_args!(
                 "Client {client} is silenced until {} (heartbeat-server ctl): no hook or webhook \
                  for its transition to {to}",
-                super::ctl::fmt_local(until)
+                fmt_local(until)
             ),
         );
     }
@@ -420,6 +422,31 @@ fn mono_at(until: UnixTime, now: Now) -> Instant {
     let ahead = until.as_duration().saturating_sub(now.unix.as_duration());
     let ahead = ahead.min(MAX_SILENCE);
     now.mono.checked_add(ahead).unwrap_or(now.mono)
+}
+
+// ---- times for people ----
+
+/// `t` in the local time zone.
+pub(crate) fn local(t: UnixTime) -> Option<DateTime<Local>> {
+    let d = t.as_duration();
+    let secs = i64::try_from(d.as_secs()).ok()?;
+    Local.timestamp_opt(secs, d.subsec_nanos()).single()
+}
+
+/// `t` for people: local time with its offset (`2026-12-05 14:00:00+01:00`).
+pub(crate) fn fmt_local(t: UnixTime) -> String {
+    local(t).map_or_else(
+        || format!("{} (Unix seconds)", t.display_secs(0)),
+        |l| l.format("%Y-%m-%d %H:%M:%S%:z").to_string(),
+    )
+}
+
+/// `t` for people: [`fmt_local`], and how far from `now` (`in 89m`).
+pub(crate) fn fmt_time(t: UnixTime, now: UnixTime) -> String {
+    let at = fmt_local(t);
+    let ahead = t.as_duration().saturating_sub(now.as_duration()).as_secs();
+    let ahead = if ahead >= 60 { ahead / 60 * 60 } else { ahead };
+    format!("{at} (in {})", fmt_duration(Duration::from_secs(ahead)))
 }
 
 #[cfg(test)]
