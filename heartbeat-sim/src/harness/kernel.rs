@@ -104,6 +104,9 @@ pub struct Kernel {
     /// True while the server's process is dead and its machine up (a crash, not a silent one):
     /// its kernel refuses connections at once.
     server_killed: bool,
+    /// True when a host may have sent a segment since the step loop last looked (a write, a
+    /// connect, a close): only then can a cut link hold a new flow.
+    sent: bool,
 }
 
 impl Kernel {
@@ -122,6 +125,11 @@ impl Kernel {
         self.server_killed
     }
 
+    /// Notes that a host sends a segment (data, SYN, FIN or RST).
+    pub(crate) fn sent(&mut self) {
+        self.sent = true;
+    }
+
     /// Wakes the stream of `flow` when it expires.
     pub(crate) fn wait(&mut self, flow: Flow, waker: &Waker) {
         self.waiting.insert(flow, waker.clone());
@@ -138,6 +146,16 @@ impl Kernel {
                 w.wake();
             }
         }
+    }
+}
+
+/// How long a flow is retransmitted before its sender gives up: a connect's timeout for a SYN,
+/// `tcp_retries2` for data.
+fn limit(syn: bool) -> Duration {
+    if syn {
+        CONNECT_TIMEOUT
+    } else {
+        give_up_after()
     }
 }
 
@@ -358,6 +376,17 @@ impl Links {
         if self.idle() {
             return;
         }
+        // Looking at a link costs a pass over what it holds: look only when a host sent
+        // something (a new flow may be held) or a held flow's time has come.
+        let sent = std::mem::take(&mut self.kernel.lock().expect("kernel lock").sent);
+        let due = self.held.values().any(|h| {
+            !h.dead
+                && (h.release_at.is_some_and(|r| r <= now)
+                    || (self.cut(h.client) && now >= h.first + limit(h.syn)))
+        });
+        if !sent && !due {
+            return;
+        }
         let Self {
             kernel,
             ips,
@@ -395,17 +424,10 @@ impl Links {
                             None => continue,
                         }
                     };
-                    if cut && !h.dead {
-                        let limit = if h.syn {
-                            CONNECT_TIMEOUT
-                        } else {
-                            give_up_after()
-                        };
-                        if now >= h.first + limit {
-                            h.dead = true;
-                            if !h.syn {
-                                kernel.expire(flow);
-                            }
+                    if cut && !h.dead && now >= h.first + limit(h.syn) {
+                        h.dead = true;
+                        if !h.syn {
+                            kernel.expire(flow);
                         }
                     }
                     if open && !h.dead && h.release_at.is_some_and(|r| r <= now) {

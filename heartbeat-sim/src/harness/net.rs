@@ -145,6 +145,9 @@ impl Connector for SimConnector {
             let kind = io::ErrorKind::ConnectionRefused;
             Err(io::Error::new(kind, format!("{SERVER}:{PORT}: {kind}")))
         } else {
+            if let Some(k) = &self.kernel {
+                k.lock().expect("kernel lock").sent();
+            }
             self.attempt().await
         };
         let at = super::log::now();
@@ -260,6 +263,15 @@ impl SimStream {
         kernel.wait(*flow, cx.waker());
         None
     }
+
+    /// Tells the kernel model this stream sends a segment.
+    fn sends(&self) {
+        if let Some((kernel, _)) = &self.kernel {
+            if let Ok(mut k) = kernel.lock() {
+                k.sent();
+            }
+        }
+    }
 }
 
 impl Drop for SimStream {
@@ -267,6 +279,8 @@ impl Drop for SimStream {
         if let Some((kernel, flow)) = &self.kernel {
             if let Ok(mut k) = kernel.lock() {
                 k.forget(flow);
+                // Its FIN or RST.
+                k.sent();
             }
         }
     }
@@ -320,6 +334,9 @@ impl AsyncWrite for SimStream {
         }
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(_))) {
+            this.sends();
+        }
         if let (Poll::Ready(Ok(n)), Some(tap)) = (&result, this.tap.as_mut()) {
             tap.decoder.push(&buf[..*n]);
             let at = super::log::now();
@@ -359,6 +376,7 @@ impl AsyncWrite for SimStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.sends();
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -274,3 +274,44 @@ fn a_killed_server_refuses_at_once_a_server_machine_that_is_down_answers_nothing
         assert!(close_to(a.end - a.start, s(10.0), s(0.005)), "{a:?}");
     }
 }
+
+#[test]
+fn a_stream_whose_data_outlasts_the_retransmission_limit_times_out() {
+    // A legacy client reads nothing, so only its kernel can tell it the path is gone: after
+    // tcp_retries2 (924.6 s after the first unacknowledged heartbeat) its stream fails, where
+    // turmoil alone let it write into the cut for good.
+    let out = run(r#"
+        duration = "1000s"
+        [[client]]
+        id = "c1"
+        interval = "1s"
+        latency = "10ms"
+        protocol = "legacy"
+        [[action]]
+        do = "partition"
+        on = "c1"
+        at = "10s"
+        for = "980s"
+    "#);
+    let first_held = out
+        .log
+        .iter()
+        .find(|e| e.at >= s(10.0) && matches!(e.record, Record::Wrote { .. }))
+        .expect("a heartbeat written during the cut")
+        .at;
+    let lost = out
+        .log
+        .iter()
+        .find_map(|e| match &e.record {
+            Record::Client {
+                event: ClientEvent::Disconnected { .. },
+                ..
+            } => Some(e.at),
+            _ => None,
+        })
+        .expect("the client's stream failed");
+    assert!(
+        close_to(lost - first_held, s(924.6), s(0.005)),
+        "{lost:?} {first_held:?}"
+    );
+}
