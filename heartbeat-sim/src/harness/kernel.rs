@@ -226,6 +226,8 @@ impl Links {
                 for h in self.held.values_mut().filter(|h| h.client == i) {
                     h.release_at = None;
                 }
+                // What was in flight at the cut is held from now: the next step looks.
+                self.kernel.lock().expect("kernel lock").sent();
             }
             return;
         }
