@@ -14,6 +14,7 @@ use heartbeat_core::config::ClientConfig;
 use heartbeat_core::server::Server;
 use heartbeat_net::driver::{self, Clock, ServerOptions};
 
+use super::kernel::Kernel;
 use super::log::{Log, Record, now};
 use super::net::{PORT, SimConnector, SimListener};
 use crate::scenario::Node;
@@ -31,6 +32,7 @@ pub(crate) async fn server(
     incarnation: u32,
     server: Server,
     log: Arc<Mutex<Log>>,
+    kernel: Arc<Mutex<Kernel>>,
     slot: Rc<RefCell<Option<Server>>>,
     stop: watch::Receiver<bool>,
 ) -> turmoil::Result {
@@ -41,7 +43,7 @@ pub(crate) async fn server(
             incarnation,
         },
     );
-    let listener = SimListener::bind(PORT).await?;
+    let listener = SimListener::bind(PORT).await?.with_kernel(kernel);
     let events = log.clone();
     let on_event = move |e: &heartbeat_core::server::Event, _| {
         events.lock().expect("log lock").push(
@@ -65,6 +67,7 @@ pub(crate) async fn client(
     incarnation: u32,
     config: ClientConfig,
     log: Arc<Mutex<Log>>,
+    kernel: Arc<Mutex<Kernel>>,
     start: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 ) -> turmoil::Result {
@@ -78,7 +81,8 @@ pub(crate) async fn client(
     );
     let protocol = config.protocol();
     let client = Client::new(config, unix_now.now());
-    let connector = SimConnector::new(index, incarnation, protocol, log.clone());
+    let connector =
+        SimConnector::new(index, incarnation, protocol, log.clone()).with_kernel(kernel);
     let events = log.clone();
     let on_event = move |e: &heartbeat_core::client::Event, _| {
         events.lock().expect("log lock").push(

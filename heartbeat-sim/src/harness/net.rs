@@ -5,6 +5,8 @@
 //! - reads coalesce every segment that has already arrived, as a kernel receive buffer does
 //!   (turmoil hands out one segment per read, so a released firewall would otherwise look like
 //!   separate arrivals instead of one burst);
+//! - a flow whose sender's kernel gave up retransmitting ([`super::kernel`]) fails the stream
+//!   with `TimedOut`, as a socket whose `tcp_retries2` ran out does;
 //! - on the client side, a tap decodes every frame the client writes into the run's
 //!   [`Log`], which is the ground truth the oracles check the server's analysis against.
 
@@ -22,6 +24,7 @@ use heartbeat_core::DecodeError;
 use heartbeat_core::frame::{Frame, FrameDecoder, LegacyBeat, Protocol};
 use heartbeat_net::driver::{Connector, Listener};
 
+use super::kernel::{Flow, Kernel};
 use super::log::{Log, Record};
 use crate::scenario::Node;
 
@@ -36,6 +39,7 @@ pub use heartbeat_core::config::CONNECT_TIMEOUT;
 /// A listener on the simulated network.
 pub struct SimListener {
     inner: turmoil::net::TcpListener,
+    kernel: Option<Arc<Mutex<Kernel>>>,
 }
 
 impl std::fmt::Debug for SimListener {
@@ -54,7 +58,16 @@ impl SimListener {
             port,
         ))
         .await?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            kernel: None,
+        })
+    }
+
+    /// Its streams fail as the shared [`Kernel`] model says (without it, as turmoil's do).
+    pub fn with_kernel(mut self, kernel: Arc<Mutex<Kernel>>) -> Self {
+        self.kernel = Some(kernel);
+        self
     }
 }
 
@@ -63,7 +76,7 @@ impl Listener for SimListener {
 
     async fn accept(&mut self) -> io::Result<(SimStream, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        Ok((SimStream::new(stream, None), peer))
+        Ok((SimStream::new(stream, None, self.kernel.clone()), peer))
     }
 }
 
@@ -74,6 +87,7 @@ pub struct SimConnector {
     incarnation: u32,
     protocol: Protocol,
     log: Arc<Mutex<Log>>,
+    kernel: Option<Arc<Mutex<Kernel>>>,
 }
 
 impl SimConnector {
@@ -85,19 +99,26 @@ impl SimConnector {
             incarnation,
             protocol,
             log,
+            kernel: None,
         }
     }
-}
 
-impl Connector for SimConnector {
-    type Stream = SimStream;
+    /// Connects as the shared [`Kernel`] model says (without it, as turmoil does).
+    pub fn with_kernel(mut self, kernel: Arc<Mutex<Kernel>>) -> Self {
+        self.kernel = Some(kernel);
+        self
+    }
 
-    /// Opens a connection to the server, giving up after [`CONNECT_TIMEOUT`] like the tokio
-    /// connector. A partitioned or crashed server refuses at once (turmoil drops the SYN and
-    /// fails the connect); a held link makes the attempt wait for the release or the timeout.
-    async fn connect(&mut self) -> io::Result<SimStream> {
+    fn server_killed(&self) -> bool {
+        self.kernel
+            .as_ref()
+            .is_some_and(|k| k.lock().expect("kernel lock").server_killed())
+    }
+
+    /// One turmoil connect, bounded by [`CONNECT_TIMEOUT`].
+    async fn attempt(&self) -> io::Result<turmoil::net::TcpStream> {
         let attempt = turmoil::net::TcpStream::connect((SERVER, PORT));
-        let result = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(io::Error::new(
                 e.kind(),
@@ -107,6 +128,27 @@ impl Connector for SimConnector {
                 io::ErrorKind::TimedOut,
                 format!("connecting to {SERVER}:{PORT} timed out after {CONNECT_TIMEOUT:?}"),
             )),
+        }
+    }
+}
+
+impl Connector for SimConnector {
+    type Stream = SimStream;
+
+    /// Opens a connection to the server, giving up after [`CONNECT_TIMEOUT`] like the tokio
+    /// connector. With the [`Kernel`] model, as on Linux: a server whose process was killed
+    /// (its machine up) refuses at once; across a partition, or to a server whose machine is
+    /// down, the SYN is held and retransmitted (1 s, 3 s, 7 s after it), so the attempt ends
+    /// at the first retransmission after the repair, or times out.
+    async fn connect(&mut self) -> io::Result<SimStream> {
+        let result = if self.server_killed() {
+            let kind = io::ErrorKind::ConnectionRefused;
+            Err(io::Error::new(kind, format!("{SERVER}:{PORT}: {kind}")))
+        } else {
+            if let Some(k) = &self.kernel {
+                k.lock().expect("kernel lock").sent();
+            }
+            self.attempt().await
         };
         let at = super::log::now();
         let mut log = self.log.lock().expect("log lock");
@@ -131,7 +173,7 @@ impl Connector for SimConnector {
                     log: self.log.clone(),
                     decoder,
                 };
-                Ok(SimStream::new(stream, Some(tap)))
+                Ok(SimStream::new(stream, Some(tap), self.kernel.clone()))
             }
             Err(e) => {
                 log.push(
@@ -192,11 +234,55 @@ impl TapDecoder {
 pub struct SimStream {
     inner: turmoil::net::TcpStream,
     tap: Option<Tap>,
+    /// The kernel model and the flow this stream sends on.
+    kernel: Option<(Arc<Mutex<Kernel>>, Flow)>,
 }
 
 impl SimStream {
-    fn new(inner: turmoil::net::TcpStream, tap: Option<Tap>) -> Self {
-        Self { inner, tap }
+    fn new(
+        inner: turmoil::net::TcpStream,
+        tap: Option<Tap>,
+        kernel: Option<Arc<Mutex<Kernel>>>,
+    ) -> Self {
+        let flow = inner.local_addr().ok().zip(inner.peer_addr().ok());
+        let kernel = kernel.zip(flow);
+        Self { inner, tap, kernel }
+    }
+
+    /// `Err(TimedOut)` once the kernel gave up retransmitting what this stream sent; otherwise
+    /// `None`, and the stream is woken when that happens.
+    fn timed_out(&self, cx: &Context<'_>) -> Option<io::Error> {
+        let (kernel, flow) = self.kernel.as_ref()?;
+        let mut kernel = kernel.lock().expect("kernel lock");
+        if kernel.expired(flow) {
+            return Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection timed out: its data went unacknowledged through every retransmission",
+            ));
+        }
+        kernel.wait(*flow, cx.waker());
+        None
+    }
+
+    /// Tells the kernel model this stream sends a segment.
+    fn sends(&self) {
+        if let Some((kernel, _)) = &self.kernel {
+            if let Ok(mut k) = kernel.lock() {
+                k.sent();
+            }
+        }
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        if let Some((kernel, flow)) = &self.kernel {
+            if let Ok(mut k) = kernel.lock() {
+                k.forget(flow);
+                // Its FIN or RST.
+                k.sent();
+            }
+        }
     }
 }
 
@@ -214,6 +300,9 @@ impl AsyncRead for SimStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.timed_out(cx) {
+            return Poll::Ready(Err(e));
+        }
         let start = buf.filled().len();
         loop {
             let before = buf.filled().len();
@@ -240,8 +329,14 @@ impl AsyncWrite for SimStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.timed_out(cx) {
+            return Poll::Ready(Err(e));
+        }
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(_))) {
+            this.sends();
+        }
         if let (Poll::Ready(Ok(n)), Some(tap)) = (&result, this.tap.as_mut()) {
             tap.decoder.push(&buf[..*n]);
             let at = super::log::now();
@@ -281,6 +376,7 @@ impl AsyncWrite for SimStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.sends();
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

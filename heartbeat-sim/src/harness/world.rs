@@ -16,6 +16,8 @@ use heartbeat_core::{ClientKey, DisconnectReason};
 use heartbeat_memnet::seed::client_seeds;
 
 use super::host;
+pub use super::kernel::Tcp;
+use super::kernel::{Kernel, Links};
 use super::log::{Entry, Log, Record};
 use super::net::SERVER;
 use crate::scenario::{Action, ClientPlan, EPOCH_SECS, Node, Scenario};
@@ -62,10 +64,17 @@ struct ClientSignals {
     stop: watch::Sender<bool>,
 }
 
-/// Runs `scenario` to the end. `Err` when turmoil itself fails (a host panicked or errored).
+/// Runs `scenario` to the end on Linux's TCP as [`super::kernel`] models it. `Err` when
+/// turmoil itself fails (a host panicked or errored).
 pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
+    run_with(scenario, Tcp::Kernel)
+}
+
+/// Runs `scenario` to the end on `tcp` ([`run`] runs the kernel's).
+pub fn run_with(scenario: &Scenario, tcp: Tcp) -> Result<Outcome, String> {
     let s = scenario;
     let log = Arc::new(Mutex::new(Log::default()));
+    let kernel = Kernel::shared();
     let latency = s.latency;
     let total = s.duration + s.drain;
     let mut sim = turmoil::Builder::new()
@@ -82,15 +91,16 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
 
     // The server first, so it is 192.168.0.1; then the clients in order. Registration order is
     // part of the seed (each host's RNG is drawn from the world's at registration).
-    let (server_stop, server_slot) = add_server(&mut sim, s, &log);
+    let (server_stop, server_slot) = add_server(&mut sim, s, &log, &kernel);
     let signals = s
         .clients
         .iter()
         .enumerate()
-        .map(|(i, plan)| add_client(&mut sim, s, i, plan, &log))
+        .map(|(i, plan)| add_client(&mut sim, s, i, plan, &log, &kernel))
         .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = s.clients.iter().map(|c| c.id.clone()).collect();
     let client_ips: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
+    let mut links = Links::new(tcp, kernel, client_ips.clone());
     // A client's own latency, on its link only (turmoil: min = max first, then the max).
     for plan in s.clients.iter().filter(|c| c.latency != latency) {
         sim.set_link_latency(plan.id.as_str(), SERVER, plan.latency.min());
@@ -98,8 +108,9 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     }
 
     let mut steps = 0u64;
-    let mut step = |sim: &mut turmoil::Sim<'_>| -> Result<(), String> {
+    let mut step = |sim: &mut turmoil::Sim<'_>, links: &mut Links| -> Result<(), String> {
         steps += 1;
+        links.step(sim, sim.elapsed());
         sim.step().map(|_| ()).map_err(|e| e.to_string())
     };
     let record = |at: Duration, r: Record| log.lock().expect("log lock").push(at, r);
@@ -120,28 +131,29 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     while sim.elapsed() < s.duration {
         while let Some(t) = actions.next_if(|t| t.at <= sim.elapsed()) {
             record(sim.elapsed(), Record::Action(t.action.clone()));
-            apply(&mut sim, &t.action, &names, &signals);
+            apply(&mut sim, &mut links, &t.action, &signals);
             if let Some((i, fate)) = fate_after(&t.action) {
                 fates[i] = fate;
             }
         }
-        step(&mut sim)?;
+        step(&mut sim, &mut links)?;
     }
 
-    // Heal and drain: every link healed (held segments delivered first), the server restarted
-    // if it is down; crashed clients stay dead.
+    // Heal and drain: every link healed (a firewall's held segments delivered at once, a
+    // partition's at their next retransmission), the server restarted if it is down; crashed
+    // clients stay dead.
     let heal_at = sim.elapsed();
-    for name in &names {
-        sim.release(name.as_str(), SERVER);
-        sim.repair(name.as_str(), SERVER);
+    for i in 0..names.len() {
+        links.release(&sim, i);
+        links.repair(&sim, i, heal_at);
     }
     let restarted_server = !sim.is_host_running(SERVER);
     if restarted_server {
-        sim.bounce(SERVER);
+        links.server_restarted(&mut sim, heal_at);
     }
     record(heal_at, Record::Heal { restarted_server });
     while sim.elapsed() < heal_at + s.drain {
-        step(&mut sim)?;
+        step(&mut sim, &mut links)?;
     }
     let end = sim.elapsed();
 
@@ -150,7 +162,7 @@ pub fn run(scenario: &Scenario) -> Result<Outcome, String> {
     server_stop.send_replace(true);
     let mut waited = 0;
     while server_slot.borrow().is_none() {
-        step(&mut sim)?;
+        step(&mut sim, &mut links)?;
         waited += 1;
         if waited > 10_000 {
             return Err("the server did not stop within 10000 steps".into());
@@ -180,7 +192,9 @@ fn add_server(
     sim: &mut turmoil::Sim<'_>,
     s: &Scenario,
     log: &Arc<Mutex<Log>>,
+    kernel: &Arc<Mutex<Kernel>>,
 ) -> (watch::Sender<bool>, Rc<RefCell<Option<Server>>>) {
+    let kernel = kernel.clone();
     let (stop, stop_rx) = watch::channel(false);
     let server_slot: Rc<RefCell<Option<Server>>> = Rc::new(RefCell::new(None));
     let log = log.clone();
@@ -193,6 +207,7 @@ fn add_server(
             inc,
             Server::new(config.clone()),
             log.clone(),
+            kernel.clone(),
             slot.clone(),
             stop_rx.clone(),
         )
@@ -207,7 +222,9 @@ fn add_client(
     i: usize,
     plan: &ClientPlan,
     log: &Arc<Mutex<Log>>,
+    kernel: &Arc<Mutex<Kernel>>,
 ) -> Result<ClientSignals, String> {
+    let kernel = kernel.clone();
     let (start, start_rx) = watch::channel(!plan.starts_late);
     let (stop, stop_rx) = watch::channel(false);
     let log = log.clone();
@@ -224,6 +241,7 @@ fn add_client(
             inc,
             config,
             log.clone(),
+            kernel.clone(),
             start_rx.clone(),
             stop_rx.clone(),
         )
@@ -325,35 +343,30 @@ pub(crate) fn fate_after(action: &Action) -> Option<(usize, Fate)> {
     }
 }
 
-/// Carries out `action` on the simulated world.
-fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, names: &[String], signals: &[ClientSignals]) {
-    let name = |n: &Node| match n {
-        Node::Client(i) => names[*i].clone(),
-        Node::Server => SERVER.to_owned(),
-    };
-    let c = |i: &usize| names[*i].as_str();
+/// Carries out `action` on the simulated world, links as the kernel model says
+/// ([`super::kernel`]): a partition holds the link and its backlog comes through at the next
+/// retransmission after the repair; a crash kills the process (its kernel closes its
+/// connections); a silent crash stops the machine (nothing is sent, and a server that is down
+/// answers no SYN until it is restarted).
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    links: &mut Links,
+    action: &Action,
+    signals: &[ClientSignals],
+) {
+    let now = sim.elapsed();
     match action {
-        Action::Bounce(n) => sim.bounce(name(n)),
-        Action::Crash(n) => sim.crash(name(n)),
-        Action::Hold(i) => sim.hold(c(i), SERVER),
-        Action::Latency(i, d) => sim.set_link_latency(c(i), SERVER, *d),
-        Action::Partition(i) => sim.partition(c(i), SERVER),
-        Action::Release(i) => sim.release(c(i), SERVER),
-        Action::Repair(i) => sim.repair(c(i), SERVER),
-        Action::SilentCrash(n) => {
-            let peers: Vec<&str> = match n {
-                Node::Client(i) => vec![c(i)],
-                Node::Server => names.iter().map(String::as_str).collect(),
-            };
-            let me = name(n);
-            for p in &peers {
-                sim.partition(*p, SERVER);
-            }
-            sim.crash(me);
-            for p in &peers {
-                sim.repair(*p, SERVER);
-            }
-        }
+        Action::Bounce(Node::Server) => links.server_restarted(sim, now),
+        Action::Bounce(Node::Client(i)) => sim.bounce(links.client_ip(*i)),
+        Action::Crash(Node::Server) => links.kill_server(sim),
+        Action::Crash(Node::Client(i)) => sim.crash(links.client_ip(*i)),
+        Action::Hold(i) => links.hold(sim, *i),
+        Action::Latency(i, d) => sim.set_link_latency(links.client_ip(*i), SERVER, *d),
+        Action::Partition(i) => links.partition(sim, *i, now),
+        Action::Release(i) => links.release(sim, *i),
+        Action::Repair(i) => links.repair(sim, *i, now),
+        Action::SilentCrash(Node::Client(i)) => links.silent_crash_client(sim, *i, now),
+        Action::SilentCrash(Node::Server) => links.silent_crash_server(sim, now),
         Action::Start(i) => {
             signals[*i].start.send_replace(true);
         }

@@ -47,21 +47,24 @@ pub enum Action {
     /// Restart a node's software: a crashed node starts again, a running one is crashed and
     /// started again. A restarted client is a new process with a new session.
     Bounce(Node),
-    /// Crash a node cleanly: its runtime is dropped, so its peers get a FIN (turmoil 0.7.2).
+    /// Kill a node's process, its machine staying up: its peers get a FIN (or RST), as a
+    /// killed process's kernel sends; a killed server's kernel refuses connects at once.
     Crash(Node),
     /// Hold every segment on a client's link, both ways, until `Release` (a firewall).
     Hold(usize),
     /// Set a client link's latency (min = max).
     Latency(usize, Duration),
-    /// Cut a client's link: segments in flight and sent later are dropped.
+    /// Cut a client's link, silently as a blackhole route does: nothing gets through, a connect
+    /// waits for its SYN's retransmission or times out (see `harness::kernel`).
     Partition(usize),
     /// Deliver everything held on a client's link at once and make it healthy.
     Release(usize),
-    /// Make a client's link healthy again. Streams cut by a partition stay stuck (no
-    /// retransmission in turmoil 0.7.2): both sides must time out.
+    /// Make a client's link healthy again. What was sent across the cut arrives as one burst at
+    /// its sender's next retransmission time, unless that sender gave up first.
     Repair(usize),
-    /// Crash a node without telling anyone: partition its links, crash, repair, so its FINs are
-    /// lost and its peers see a half-open connection.
+    /// Stop a node's machine without a word: its FINs and what its links carry are lost, its
+    /// peers see a half-open connection, and a server that is down answers no SYN until it is
+    /// restarted.
     SilentCrash(Node),
     /// Start a client's process.
     Start(usize),

@@ -123,8 +123,10 @@ fn index(sc: &Scenario, key: &impl ToString) -> usize {
     found.unwrap_or_else(|| panic!("no client {key}"))
 }
 
+/// The turmoil world on turmoil's own TCP, which the engine's network models (the simulator's
+/// default, Linux's retransmission and connect timeouts, is not modelled by the engine yet).
 fn turmoil(sc: &Scenario) -> (Seen, Outcome) {
-    let out = world::run(sc).unwrap();
+    let out = world::run_with(sc, world::Tcp::Turmoil).unwrap();
     let mut seen = Seen::new(sc, &out.report);
     for e in &out.log {
         let Record::Server { event, .. } = &e.record else {

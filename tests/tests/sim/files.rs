@@ -106,11 +106,13 @@ fn legacy_clients_are_followed_by_their_host() {
         assert!(text.contains("\nc1      sent "), "{text}");
     }
     // A legacy client reads no acks, so it cannot notice a silent partition itself: the
-    // server's idle timeout closes the stuck stream, and the client reconnects from a new port,
+    // server's idle timeout closes the stuck stream (the cut outlasts it: a shorter one would
+    // heal by retransmission), the client's retransmission after the repair is reset by the
+    // server's kernel, and the client reconnects from a new port,
     // a new client to the server, counted from its first heartbeat there (nothing missed: the
     // slots before were the old key's). The outage shows as the old key going down.
     let cut = "[[client]]\nprotocol = \"legacy\"\n[[action]]\ndo = \"partition\"\non = \"c1\"\n\
-               at = \"25s\"\nfor = \"3s\"";
+               at = \"25s\"\nfor = \"12s\"";
     let (text, ok) = run(cut, 1);
     assert!(ok, "{text}");
     assert!(text.contains("reason=no data for 10s"), "{text}");
@@ -151,11 +153,12 @@ fn a_client_that_does_not_reconnect_gives_up_and_is_not_expected_back() {
         count = 2
         [[client]]
         reconnect = false
+        # Longer than the ack timeout (5 s): a shorter cut heals by retransmission.
         [[action]]
         do = "partition"
         on = "each"
         at = "10s"
-        for = "3s"
+        for = "8s"
         [[expect]]
         on = "c1"
         state = "down"

@@ -10,6 +10,7 @@ mod embed;
 mod expansions;
 mod files;
 mod insta_format;
+mod kernel;
 
 use std::time::Duration;
 
