@@ -81,11 +81,10 @@ impl Server {
     }
 
     /// After an arrival on `conn`: its advice, if it negotiated advice and the advice changed
-    /// (no more often than [`ADVICE_EVERY`]).
-    pub(super) fn advise_if_changed(&mut self, now: Now, conn: ConnId) {
+    /// (no more often than [`ADVICE_EVERY`]), after the replies to the arrival in `replies`.
+    pub(super) fn advise_if_changed(&mut self, conn: ConnId, now: Now, replies: &mut Vec<u8>) {
         if let Some(frame) = self.advice_due(now, conn) {
-            let bytes = frame.to_bytes();
-            self.out.push_back(Output::Transmit { conn, bytes });
+            frame.encode(replies);
         }
     }
 
@@ -351,6 +350,80 @@ mod tests {
         assert!(
             down <= Duration::from_millis(400),
             "down {down:?} after the last heartbeat"
+        );
+    }
+
+    /// Under a QoS target the client cannot reach at 1 s, it is advised the longest interval
+    /// that would reach it, after the heartbeat that decided so; one that did not ask is not.
+    #[test]
+    fn an_unreachable_target_advises_its_interval_to_a_client_that_asked() {
+        let t0 = Now::test_origin();
+        let target = crate::detector::QosTarget::new(
+            Duration::from_secs(3),
+            Duration::from_secs(30 * 86_400),
+            None,
+        )
+        .unwrap();
+        let mut s = Server::new(Arc::new(ServerConfig::default().qos_target(Some(target))));
+        let asked = s.accept(t0, peer(1));
+        let plain = s.accept(t0, peer(2));
+        s.handle_input(t0, asked, b"HELLO 1 a 1000 5f advice\nBEAT 1 1700000000\n");
+        s.handle_input(t0, plain, b"HELLO 1 b 1000 5f\nBEAT 1 1700000000\n");
+        let lines = drain(&mut s);
+        // The same advice as the target's event (tests.rs: 746 ms at these priors).
+        assert_eq!(
+            tx(&lines),
+            [
+                "conn#1 tx WELCOME 1 advice | ACK 1 1700000000.000000 | ADVISE 746",
+                "conn#2 tx WELCOME 1 | ACK 1 1700000000.000000",
+            ],
+            "{lines:?}"
+        );
+    }
+
+    /// Advice that changes is sent at most once per [`ADVICE_EVERY`], the one after `WELCOME`
+    /// included: a change within it waits for the first arrival after it, and a change
+    /// superseded meanwhile is never sent.
+    #[test]
+    fn changed_advice_is_sent_no_more_than_once_per_advice_every() {
+        let (t0, mut s) = advising();
+        let c = s.accept(t0, peer(1));
+        s.handle_input(t0, c, b"HELLO 1 web-1 1000 5f advice\nBEAT 1 1700000000\n");
+        let _ = drain(&mut s);
+        let advise = |ms| {
+            ClientDetectors::new(vec![ClientRule::advice_only(
+                "web-*",
+                Duration::from_millis(ms),
+            )])
+        };
+        let mut sent = Vec::new();
+        for second in 1..=12u64 {
+            let now = t0.advanced(Duration::from_secs(second));
+            if second == 2 {
+                s.set_client_detectors(now, advise(300));
+            }
+            if second == 5 {
+                s.set_client_detectors(now, advise(400));
+            }
+            s.handle_input(
+                now,
+                c,
+                format!("BEAT {} 1700000000\n", second + 1).as_bytes(),
+            );
+            for line in drain(&mut s) {
+                if line.contains("ADVISE") {
+                    sent.push((second, line));
+                }
+            }
+        }
+        // 200 ms at the WELCOME (t0); 300 ms (at 2 s) waited, and was replaced by 400 ms (at
+        // 5 s), sent with the first heartbeat 10 s after the WELCOME.
+        assert_eq!(
+            sent,
+            [(
+                10,
+                "conn#1 tx ACK 11 1700000010.000000 | ADVISE 400".to_owned()
+            )]
         );
     }
 }

@@ -815,6 +815,10 @@ impl Server {
         let failure = failure.or(result.err().map(Refusal::from));
         self.flush_beats(now, conn, &mut beats);
         self.scratch_beats = beats;
+        if failure.is_none() {
+            // After the replies, so that advice never precedes the `WELCOME` that allows it.
+            self.advise_if_changed(conn, now, &mut acks);
+        }
         if !acks.is_empty() {
             self.out.push_back(Output::Transmit { conn, bytes: acks });
         }
@@ -1079,7 +1083,6 @@ impl Server {
         if let Some(event) = self.apply_target(idx) {
             self.out.push_back(Output::Event(event));
         }
-        self.advise_if_changed(now, conn);
         beats.clear();
     }
 
