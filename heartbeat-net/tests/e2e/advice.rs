@@ -130,3 +130,44 @@ fn a_client_that_did_not_ask_sees_no_advice_on_the_wire() {
         "{got:?}"
     );
 }
+
+/// Under `--target-detection 1s`, a client at 1 s cannot reach the target: following advice,
+/// it switches to the interval the server computed, and `/clients` then shows it.
+#[test]
+fn a_following_client_takes_the_interval_its_target_needs() {
+    let (mut server, port) = Proc::json_server(&[
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--target-detection",
+        "1s",
+        "--target-mistake-every",
+        "30d",
+    ]);
+    let addr = metrics_addr(&mut server);
+    let _client = Proc::client(
+        port,
+        "slow",
+        &[
+            "--id",
+            "slow",
+            "--interval",
+            "1000",
+            "--follow-advice",
+            "--interval-min",
+            "50",
+        ],
+    );
+    let target = server.wait_event("slow's target", |e| {
+        e["event"] == "target" && e["client"] == "slow"
+    });
+    assert_eq!(target["reachable"], false, "{target}");
+    let advised = target["advised_interval_ms"].as_f64().unwrap();
+    let changed = server.wait_event("slow changes its interval", |e| {
+        e["event"] == "interval_changed" && e["client"] == "slow"
+    });
+    assert_eq!(changed["interval_ms"], advised, "{changed}");
+    let seq = changed["seq"].as_u64().unwrap();
+    server.wait_beat("slow", seq + 5);
+    let entry = clients_entry(&addr, "slow");
+    assert_eq!(entry["interval_ms"], advised, "{entry}");
+}
