@@ -53,6 +53,15 @@ const STALL_FLOOR: Duration = Duration::from_secs(1);
 /// that must number alike (one per server, in one process) share an origin with
 /// [`start_schedule`](Self::start_schedule).
 ///
+/// # Advice
+/// A client configured to follow advice ([`ClientConfig::follow_advice`]) asks for it in
+/// `HELLO`; when the server advises an interval ([`Event::Advised`]), clamped into the
+/// client's range, the next heartbeat goes out at its slot of the current grid, announced by
+/// `INTERVAL`, and the grid is re-based there: every later heartbeat follows at the new
+/// interval ([`Event::IntervalChanged`]); numbering goes on without a gap. A server that does
+/// not know the extension is asked once ([`Event::AdviceRefused`]). Clients sharing an origin
+/// each follow their own server's advice, so their grids part when one changes.
+///
 /// # Stalls
 /// A client whose own process did not run for a while (stopped, suspended, starved of CPU)
 /// wakes long after its timers were due. It does not blame the server for a silence it did not
