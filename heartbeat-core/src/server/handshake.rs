@@ -354,6 +354,21 @@ mod tests {
         assert_eq!(record_of_a(&s).unwrap().0, 1);
     }
 
+    /// The advice token rides through the challenge: the answer covers the same fields as
+    /// without it, and the `WELCOME` says advice is given.
+    #[test]
+    fn a_challenged_hello_that_asked_for_advice_is_welcomed_with_it() {
+        let (t0, mut s) = auth_server(false);
+        let (conn, nonce) = challenged(&mut s, t0, 1, "HELLO 1 a 1000 7 advice\n");
+        let auth = auth_line(KEY_A, &nonce, "a", 1000, 7);
+        s.handle_input(t0, conn, auth.as_bytes());
+        let lines = drain(&mut s);
+        assert!(
+            lines.contains(&"conn#1 tx WELCOME 1 advice".to_owned()),
+            "{lines:?}"
+        );
+    }
+
     #[test]
     fn nonces_are_fresh_per_connection_and_follow_the_seed() {
         let (t0, mut s) = auth_server(false);
