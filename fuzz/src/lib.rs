@@ -322,8 +322,8 @@ impl Machine {
         self.server.handle_input(self.now, conn, bytes);
     }
 
-    /// A well-formed frame with numbers picked to hurt: `HELLO`, `BEAT`, `BYE` or a legacy
-    /// heartbeat.
+    /// A well-formed frame with numbers picked to hurt: `HELLO` (asking for advice or not),
+    /// `BEAT`, `INTERVAL`, `BYE` or a legacy heartbeat.
     fn frame(&self, ops: &mut Ops<'_>) -> Vec<u8> {
         let which = ops.byte().unwrap_or(0);
         let seq = match ops.byte().unwrap_or(0) {
@@ -339,7 +339,14 @@ impl Machine {
                 let id = ops.byte().unwrap_or(0) % 3;
                 let interval = ops.pick(&INTERVALS_MS);
                 let session = ops.byte().unwrap_or(0) % 3;
-                format!("HELLO 1 c{id} {interval} {session:x}\n").into_bytes()
+                // Every other HELLO asks for advice (the negotiated extension).
+                let advice = if which / 5 % 2 == 1 { " advice" } else { "" };
+                format!("HELLO 1 c{id} {interval} {session:x}{advice}\n").into_bytes()
+            }
+            // One in eight of these changes the interval (advice), from `seq` on.
+            1 | 2 if which / 5 % 8 == 7 => {
+                let interval = ops.pick(&INTERVALS_MS);
+                format!("INTERVAL {interval} {seq}\n").into_bytes()
             }
             1 | 2 => format!("BEAT {seq} {sent}\n").into_bytes(),
             3 => b"BYE\n".to_vec(),

@@ -297,6 +297,10 @@ pub struct ClientSummary {
     pub expected: bool,
     /// True while a connection carries the client.
     pub connected: bool,
+    /// The interval the client is judged by, in milliseconds: declared in `HELLO` and changed
+    /// by `INTERVAL` (v1), or estimated (legacy); absent while unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<f64>,
     /// Heartbeats received (duplicates excluded).
     pub received: u64,
     /// Heartbeats never received.

@@ -12,7 +12,8 @@ use crate::auth::{Answer, Nonce};
 use crate::config::ClientConfig;
 use crate::error::{DecodeError, DisconnectReason};
 use crate::frame::{
-    Frame, FrameDecoder, LegacyBeat, Protocol, TLS_EXPECTED_MESSAGE, VERSION, id_in_use_message,
+    AUTH_FAILED_MESSAGE, Frame, FrameDecoder, LegacyBeat, Protocol, TLS_EXPECTED_MESSAGE, VERSION,
+    id_in_use_message,
 };
 use crate::ids::Seq;
 use crate::time::{Now, UnixTime, fmt_ms};
@@ -51,6 +52,15 @@ const STALL_FLOOR: Duration = Duration::from_secs(1);
 /// the clock, so the server counts an outage as missed heartbeats of the same client. Clients
 /// that must number alike (one per server, in one process) share an origin with
 /// [`start_schedule`](Self::start_schedule).
+///
+/// # Advice
+/// A client configured to follow advice ([`ClientConfig::follow_advice`]) asks for it in
+/// `HELLO`; when the server advises an interval ([`Event::Advised`]), clamped into the
+/// client's range, the next heartbeat goes out at its slot of the current grid, announced by
+/// `INTERVAL`, and the grid is re-based there: every later heartbeat follows at the new
+/// interval ([`Event::IntervalChanged`]); numbering goes on without a gap. A server that does
+/// not know the extension is asked once ([`Event::AdviceRefused`]). Clients sharing an origin
+/// each follow their own server's advice, so their grids part when one changes.
 ///
 /// # Stalls
 /// A client whose own process did not run for a while (stopped, suspended, starved of CPU)
@@ -94,8 +104,15 @@ const STALL_FLOOR: Duration = Duration::from_secs(1);
 pub struct Client {
     config: Arc<ClientConfig>,
     state: State,
-    /// Schedule origin: the first successful connect.
+    /// Schedule origin: when slot `base_slot` is due (the first successful connect, for slot 0).
     start: Option<Instant>,
+    /// The slot `start` is the due time of: 0 until the interval changes, then the slot of the
+    /// first heartbeat sent under the new interval.
+    base_slot: u64,
+    /// The interval in force: the configured one until the client follows advice.
+    interval: Duration,
+    /// Where interval advice stands.
+    advice: AdviceState,
     /// The next slot not yet sent or skipped (slot `k` carries sequence number `k + 1`).
     next_slot: u64,
     sent: u64,
@@ -114,6 +131,22 @@ pub struct Client {
     rng: SmallRng,
     timers: TimerTable<Timer, { Timer::COUNT }>,
     out: VecDeque<Output>,
+}
+
+/// Interval advice (`PROTOCOL.md`, "Advice (negotiated)"), for a client that follows it.
+#[derive(Clone, Copy, Debug, Default)]
+struct AdviceState {
+    /// This process still asks for advice: it follows advice, and no server refused the
+    /// advice token yet.
+    asking: bool,
+    /// The current connection's `HELLO` asked for advice.
+    asked: bool,
+    /// The current connection's `WELCOME` came (with or without advice).
+    welcomed: bool,
+    /// The current connection's `WELCOME` said the server gives advice.
+    negotiated: bool,
+    /// An advised interval (clamped) to adopt from the next heartbeat on.
+    pending: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -273,6 +306,22 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// The server refused the `HELLO` that asked for advice: it does not know the extension.
+    /// The client asks no more in this process, and connects again at once without asking
+    /// (not counted as a failure). Fires once per process.
+    AdviceRefused {
+        /// The server's `ERROR` text.
+        message: String,
+    },
+    /// The server advised an interval (`ADVISE`). `adopt` is the advice clamped into the
+    /// client's range; when it differs from the interval in force, the client switches from
+    /// its next heartbeat on ([`Event::IntervalChanged`]).
+    Advised {
+        /// What the server advised.
+        interval: Duration,
+        /// What the client will send at: the advice within `--interval-min..=--interval-max`.
+        adopt: Duration,
+    },
     /// An ack matched an outstanding heartbeat. Fires once per ack of a remembered heartbeat.
     Acked {
         /// The acknowledged heartbeat.
@@ -320,6 +369,17 @@ pub enum Event {
         /// How long the client was paused.
         paused_for: Duration,
     },
+    /// The client follows advice: from heartbeat `seq` (sent right after this, on the old
+    /// schedule's slot) on it sends every `to`, and said so on the wire (`INTERVAL`). Fires
+    /// before that heartbeat's [`Event::Sent`].
+    IntervalChanged {
+        /// The interval before.
+        from: Duration,
+        /// The interval from `seq` on.
+        to: Duration,
+        /// The first heartbeat under the new interval.
+        seq: Seq,
+    },
     /// A heartbeat is being sent now (the matching `Transmit` follows).
     Sent {
         /// Its sequence number.
@@ -356,6 +416,16 @@ pub enum Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::AdviceRefused { message } => write!(
+                f,
+                "advice refused: server gives no advice; following none (it said {message:?})"
+            ),
+            Self::Advised { interval, adopt } => write!(
+                f,
+                "advised interval={} adopt={}",
+                fmt_ms(*interval),
+                fmt_ms(*adopt)
+            ),
             Self::Acked { seq, rtt, received } => {
                 write!(
                     f,
@@ -377,6 +447,12 @@ impl fmt::Display for Event {
                 retry(f, *retry_in)
             }
             Self::Finished { sent, acked } => write!(f, "finished sent={sent} acked={acked}"),
+            Self::IntervalChanged { from, to, seq } => write!(
+                f,
+                "interval changed from={} to={} seq={seq}",
+                fmt_ms(*from),
+                fmt_ms(*to)
+            ),
             Self::Paused => write!(f, "paused"),
             Self::Resumed { paused_for } => write!(f, "resumed after {}", fmt_ms(*paused_for)),
             Self::Sent { seq, at, late } => {
@@ -401,10 +477,18 @@ impl Client {
     /// A client that will connect right away (the first output is [`Output::Connect`]).
     pub fn new(config: ClientConfig, _now: Now) -> Self {
         let rng = SmallRng::seed_from_u64(config.rng_seed);
+        let asking = config.follow_advice.is_some() && config.protocol == Protocol::V1;
+        let interval = config.interval;
         let mut client = Self {
             config: Arc::new(config),
             state: State::Connecting { attempt: 0 },
             start: None,
+            base_slot: 0,
+            interval,
+            advice: AdviceState {
+                asking,
+                ..AdviceState::default()
+            },
             next_slot: 0,
             sent: 0,
             acked: 0,
@@ -448,6 +532,11 @@ impl Client {
             State::Done(exit) => Some(exit),
             _ => None,
         }
+    }
+
+    /// The interval in force: the configured one, or the advice it follows.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Heartbeats written so far.
@@ -496,6 +585,11 @@ impl Client {
         self.decoder.clear();
         self.in_flight.clear();
         self.conn_first = None;
+        self.advice = AdviceState {
+            asking: self.advice.asking,
+            asked: self.advice.asking,
+            ..AdviceState::default()
+        };
         let handshake = if self.config.auth_key.is_some() {
             Handshake::AwaitingChallenge
         } else {
@@ -512,8 +606,9 @@ impl Client {
             let hello = Frame::Hello {
                 version: VERSION,
                 client: self.config.id.clone(),
-                interval: self.config.interval,
+                interval: self.interval,
                 session: self.config.session,
+                advice: self.advice.asked,
             };
             self.out.push_back(Output::Transmit(hello.to_bytes()));
             self.arm_silence(now.mono);
@@ -618,7 +713,7 @@ impl Client {
                 }
                 State::Finishing { .. } => self
                     .timers
-                    .set(Timer::AckTimeout, now.mono + self.config.ack_timeout),
+                    .set(Timer::AckTimeout, now.mono + self.ack_timeout()),
                 _ => {}
             }
         }
@@ -777,20 +872,17 @@ impl Client {
     fn stall(&self, now: Instant) -> Option<Duration> {
         let due = self.timers.next_timeout()?;
         let late = now.saturating_duration_since(due);
-        let threshold = self
-            .config
-            .interval
-            .saturating_mul(STALL_SLOTS)
-            .max(STALL_FLOOR);
+        let threshold = self.interval.saturating_mul(STALL_SLOTS).max(STALL_FLOOR);
         (late >= threshold).then_some(late)
     }
 
+    /// When slot `slot` is due: `start + (slot − base_slot) × interval` (the grid re-based
+    /// where the interval last changed; no earlier slot is asked for after that).
     fn slot_due(&self, slot: u64) -> Option<Instant> {
         let start = self.start?;
         let offset = self
-            .config
             .interval
-            .checked_mul(u32::try_from(slot).ok()?)?;
+            .checked_mul(u32::try_from(slot.checked_sub(self.base_slot)?).ok()?)?;
         start.checked_add(offset)
     }
 
@@ -798,7 +890,90 @@ impl Client {
     fn current_slot(&self, now: Instant) -> u64 {
         let Some(start) = self.start else { return 0 };
         let elapsed = now.saturating_duration_since(start).as_nanos();
-        u64::try_from(elapsed / self.config.interval.as_nanos()).unwrap_or(u64::MAX)
+        let slots = u64::try_from(elapsed / self.interval.as_nanos()).unwrap_or(u64::MAX);
+        self.base_slot.saturating_add(slots)
+    }
+
+    /// The ack timeout in force: the configured one, and, once advice changed the interval,
+    /// at least five intervals (a slower interval must not outlast it).
+    fn ack_timeout(&self) -> Duration {
+        if self.interval == self.config.interval {
+            self.config.ack_timeout
+        } else {
+            self.config.ack_timeout.max(self.interval.saturating_mul(5))
+        }
+    }
+
+    /// Adopts the pending advice, if any, for heartbeat `seq` of slot `slot`, about to go out:
+    /// the grid is re-based at that slot's due time on the old grid (so it goes out as it
+    /// would have), every later slot follows at the new interval, and `INTERVAL` tells the
+    /// server right before the heartbeat.
+    fn adopt_advice(&mut self, slot: u64, seq: Seq) {
+        if !self.advice.negotiated {
+            return;
+        }
+        let Some(to) = self.advice.pending.take() else {
+            return;
+        };
+        if to == self.interval {
+            return;
+        }
+        if let Some(due) = self.slot_due(slot) {
+            self.start = Some(due);
+            self.base_slot = slot;
+        }
+        let from = std::mem::replace(&mut self.interval, to);
+        self.event(Event::IntervalChanged { from, to, seq });
+        let frame = Frame::Interval { interval: to, seq };
+        self.out.push_back(Output::Transmit(frame.to_bytes()));
+    }
+
+    /// `ADVISE`: clamps the advice into the client's range and adopts it from the next
+    /// heartbeat on (or drops a pending change, when the advice is the interval in force).
+    fn on_advice(&mut self, now: Now, interval: Duration) {
+        let Some((min, max)) = self.config.follow_advice.filter(|_| self.advice.negotiated) else {
+            self.lose(
+                now,
+                DisconnectReason::Protocol(DecodeError::Unexpected {
+                    got: "ADVISE",
+                    when: "without advice negotiated",
+                }),
+                true,
+            );
+            return;
+        };
+        let adopt = interval.clamp(min, max);
+        self.advice.pending = (adopt != self.interval).then_some(adopt);
+        self.event(Event::Advised { interval, adopt });
+    }
+
+    /// An `ERROR` before `WELCOME` on a connection whose `HELLO` asked for advice, other than
+    /// the refusals the client knows: a server that does not know the extension (it refuses
+    /// the extra field). The client asks no more, and connects again at once without the
+    /// token, neither counted as a failure nor backed off. True when it did so.
+    fn advice_refused(&mut self, message: &str) -> bool {
+        let State::Connected { attempt, .. } = self.state else {
+            return false;
+        };
+        if !self.advice.asked
+            || self.advice.welcomed
+            || message == TLS_EXPECTED_MESSAGE
+            || message == id_in_use_message(&self.config.id)
+            || message == AUTH_FAILED_MESSAGE
+        {
+            return false;
+        }
+        self.advice = AdviceState::default();
+        self.event(Event::AdviceRefused {
+            message: message.to_owned(),
+        });
+        self.out.push_back(Output::Disconnect {
+            reason: DisconnectReason::ServerError(message.to_owned()),
+        });
+        self.timers.stop_all();
+        self.state = State::Connecting { attempt };
+        self.out.push_back(Output::Connect);
+        true
     }
 
     /// True when heartbeats may go out on the connection (it is up, and answered the challenge
@@ -850,6 +1025,9 @@ impl Client {
             let late = self.slot_due(current).map_or(Duration::ZERO, |due| {
                 now.mono.saturating_duration_since(due)
             });
+            if self.config.protocol == Protocol::V1 {
+                self.adopt_advice(current, seq);
+            }
             self.next_slot = current + 1;
             self.sent += 1;
             self.conn_first.get_or_insert(seq);
@@ -895,7 +1073,7 @@ impl Client {
                     self.state = State::Finishing { last: seq };
                     self.timers.stop(Timer::Silence);
                     self.timers
-                        .set(Timer::AckTimeout, now.mono + self.config.ack_timeout);
+                        .set(Timer::AckTimeout, now.mono + self.ack_timeout());
                 } else {
                     self.say_goodbye(Exit::Finished);
                 }
@@ -920,6 +1098,7 @@ impl Client {
                 Frame::Error { message } if message == TLS_EXPECTED_MESSAGE => {
                     self.end(DisconnectReason::ServerError(message), Failure::NeedsTls)
                 }
+                Frame::Error { message } if self.advice_refused(&message) => {}
                 Frame::Error { message } => {
                     self.lose(now, DisconnectReason::ServerError(message), true)
                 }
@@ -962,17 +1141,21 @@ impl Client {
                     self.park_if_per_beat(now);
                 }
             }
-            Frame::Welcome { .. } => {
+            Frame::Welcome { advice, .. } => {
                 self.heard(now.mono);
                 self.refused_since = None;
+                self.advice.welcomed = true;
+                self.advice.negotiated = advice && self.advice.asked;
                 self.event(Event::Welcomed);
             }
+            Frame::Advise { interval } => self.on_advice(now, interval),
             Frame::Error { message } if message == id_in_use_message(&self.config.id) => {
                 self.id_refused(now, message);
             }
             Frame::Error { message } if message == TLS_EXPECTED_MESSAGE => {
                 self.end(DisconnectReason::ServerError(message), Failure::NeedsTls)
             }
+            Frame::Error { message } if self.advice_refused(&message) => {}
             Frame::Error { message } => {
                 self.lose(now, DisconnectReason::ServerError(message), true)
             }
@@ -1001,7 +1184,7 @@ impl Client {
             return;
         };
         let c = &self.config;
-        let answer = Answer::compute(key, &nonce, &c.id, c.interval, c.session);
+        let answer = Answer::compute(key, &nonce, &c.id, self.interval, c.session);
         self.out
             .push_back(Output::Transmit(Frame::Auth { answer }.to_bytes()));
         if let State::Connected {
@@ -1056,7 +1239,7 @@ impl Client {
     /// With a count, the last heartbeat `last` got no acknowledgement within the ack timeout:
     /// say goodbye all the same (the server keeps its verdict), and fail.
     fn give_up_on_last(&mut self, last: Seq) {
-        let waited = self.config.ack_timeout;
+        let waited = self.ack_timeout();
         self.out.push_back(Output::Transmit(Frame::Bye.to_bytes()));
         self.out.push_back(Output::Disconnect {
             reason: DisconnectReason::AckTimeout(waited),
@@ -1101,7 +1284,7 @@ impl Client {
     /// The connection carried a heartbeat at `now` (acknowledged; legacy: written): it is
     /// proven once it has carried them for an ack timeout (see [`Proof`]).
     fn carried(&mut self, now: Instant) {
-        let ack_timeout = self.config.ack_timeout;
+        let ack_timeout = self.ack_timeout();
         if let State::Connected { proof, .. } = &mut self.state {
             *proof = match *proof {
                 Proof::Unproven => Proof::Since(now),
@@ -1131,13 +1314,12 @@ impl Client {
             return;
         }
         // Floored at 1 s: a few 10 ms intervals without an ack is ordinary network jitter.
-        let silence =
-            (self.config.interval * self.config.silence_intervals).max(Duration::from_secs(1));
-        if silence < self.config.ack_timeout {
+        let silence = (self.interval * self.config.silence_intervals).max(Duration::from_secs(1));
+        if silence < self.ack_timeout() {
             self.timers.set(Timer::Silence, from + silence);
         }
         self.timers
-            .set(Timer::AckTimeout, from + self.config.ack_timeout);
+            .set(Timer::AckTimeout, from + self.ack_timeout());
     }
 
     /// The connection is gone or must go: reconnect or fail.
@@ -1229,6 +1411,7 @@ impl Client {
 mod tests {
     use super::*;
     use crate::config::Backoff;
+    use crate::error::ConfigError;
     use crate::ids::ClientId;
 
     fn origin() -> Now {
@@ -2094,5 +2277,182 @@ mod tests {
         c.handle_eof(at);
         let d = retry_in(&drain(&mut c));
         assert!(d <= Duration::from_millis(100), "{d:?}");
+    }
+
+    /// A client following advice between 100 ms and 2 s, at 1 s, connected at the origin and
+    /// welcomed with advice; the outputs so far drained.
+    fn following() -> (Now, Client) {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        let config = config(1000)
+            .session(0x5f)
+            .reconnect(Some(backoff))
+            .follow_advice(Duration::from_millis(100), Duration::from_secs(2))
+            .unwrap();
+        let t0 = origin();
+        let mut c = Client::new(config, t0);
+        let _ = drain(&mut c);
+        c.handle_connected(t0);
+        assert_eq!(
+            text(&drain(&mut c))[1],
+            "tx HELLO 1 c1 1000 000000000000005f advice"
+        );
+        c.handle_input(t0, b"WELCOME 1 advice\n");
+        let _ = drain(&mut c);
+        (t0, c)
+    }
+
+    #[test]
+    fn advice_is_adopted_at_the_next_slot_of_the_old_grid_then_every_new_interval() {
+        let (t0, mut c) = following();
+        let ms = |n| t0.advanced(Duration::from_millis(n));
+        c.handle_input(ms(10), b"ADVISE 200\n");
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev advised interval=200.000ms adopt=200.000ms"]
+        );
+        // Nothing moves before the old grid's next slot.
+        assert_eq!(
+            c.poll_timeout().map(|t| t - t0.mono),
+            Some(Duration::from_secs(1))
+        );
+        c.handle_timeout(ms(1000));
+        let outs = text(&drain(&mut c));
+        assert_eq!(
+            outs,
+            [
+                "ev interval changed from=1000.000ms to=200.000ms seq=2",
+                "tx INTERVAL 200 2",
+                "ev sent seq=2 at=1700000001.000000 late=0.000ms",
+                "tx BEAT 2 1700000001.000000",
+            ]
+        );
+        assert_eq!(c.interval(), Duration::from_millis(200));
+        // Then every 200 ms on the new grid, late wakes not shifting it.
+        assert_eq!(c.poll_timeout(), Some(ms(1200).mono));
+        c.handle_timeout(ms(1207));
+        assert_eq!(
+            text(&drain(&mut c))[0],
+            "ev sent seq=3 at=1700000001.207000 late=7.000ms"
+        );
+        assert_eq!(c.poll_timeout(), Some(ms(1400).mono));
+        // The same advice again changes nothing; no second INTERVAL.
+        c.handle_input(ms(1300), b"ADVISE 200\n");
+        c.handle_timeout(ms(1400));
+        let outs = text(&drain(&mut c));
+        assert!(!outs.iter().any(|l| l.contains("INTERVAL")), "{outs:?}");
+    }
+
+    #[test]
+    fn advice_is_clamped_into_the_clients_range() {
+        let (t0, mut c) = following();
+        c.handle_input(t0, b"ADVISE 20\n");
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev advised interval=20.000ms adopt=100.000ms"]
+        );
+        c.handle_input(t0, b"ADVISE 60000\n");
+        assert_eq!(
+            text(&drain(&mut c)),
+            ["ev advised interval=60000.000ms adopt=2000.000ms"]
+        );
+        c.handle_timeout(t0.advanced(Duration::from_secs(1)));
+        assert_eq!(text(&drain(&mut c))[1], "tx INTERVAL 2000 2");
+        // Advice back to the interval in force, before the switch, cancels it.
+        let (t0, mut c) = following();
+        c.handle_input(t0, b"ADVISE 200\nADVISE 1000\n");
+        let _ = drain(&mut c);
+        c.handle_timeout(t0.advanced(Duration::from_secs(1)));
+        let outs = text(&drain(&mut c));
+        assert!(!outs.iter().any(|l| l.contains("INTERVAL")), "{outs:?}");
+        // The range must hold the interval and be wider than it.
+        for (min, max) in [(1000, 1000), (1100, 2000), (100, 900)] {
+            assert!(matches!(
+                config(1000).follow_advice(Duration::from_millis(min), Duration::from_millis(max)),
+                Err(ConfigError::AdviceRange { .. })
+            ));
+        }
+        assert!(matches!(
+            config(1000)
+                .legacy(true)
+                .unwrap()
+                .follow_advice(Duration::from_millis(100), Duration::from_secs(2)),
+            Err(ConfigError::LegacyAdvice)
+        ));
+    }
+
+    #[test]
+    fn a_reconnecting_client_keeps_the_interval_it_follows() {
+        let (t0, mut c) = following();
+        let ms = |n| t0.advanced(Duration::from_millis(n));
+        c.handle_input(ms(10), b"ADVISE 200\n");
+        c.handle_timeout(ms(1000));
+        let _ = drain(&mut c);
+        c.handle_eof(ms(1100));
+        let _ = drain(&mut c);
+        let retry = c.poll_timeout().unwrap();
+        c.handle_timeout(Now {
+            mono: retry,
+            ..ms(1100)
+        });
+        assert_eq!(drain(&mut c), vec![Output::Connect]);
+        c.handle_connected(ms(1450));
+        let outs = text(&drain(&mut c));
+        // The HELLO declares the interval in force, still asking; numbering follows the new
+        // grid (slot of 1.4 s is seq 4: seq 3 at 1.2 s was missed).
+        assert_eq!(outs[1], "tx HELLO 1 c1 200 000000000000005f advice");
+        assert_eq!(outs[2], "ev skipped seq=3-3");
+        assert_eq!(outs[3], "ev sent seq=4 at=1700000001.450000 late=50.000ms");
+        assert_eq!(c.poll_timeout(), Some(ms(1600).mono));
+    }
+
+    #[test]
+    fn a_server_without_advice_is_asked_once_then_never_again() {
+        let (t0, mut c) = {
+            let config = config(1000)
+                .session(0x5f)
+                .follow_advice(Duration::from_millis(100), Duration::from_secs(2))
+                .unwrap();
+            let t0 = origin();
+            let mut c = Client::new(config, t0);
+            let _ = drain(&mut c);
+            c.handle_connected(t0);
+            let _ = drain(&mut c);
+            (t0, c)
+        };
+        // What a server before the extension says to the extra field.
+        c.handle_input(
+            t0,
+            b"ERROR HELLO: expected HELLO <version> <client-id> <interval-ms> [<session-hex>]\n",
+        );
+        let outs = drain(&mut c);
+        assert!(
+            matches!(outs[0], Output::Event(Event::AdviceRefused { .. })),
+            "{outs:?}"
+        );
+        assert!(matches!(outs[1], Output::Disconnect { .. }), "{outs:?}");
+        // At once, not counted as a failure, even without --reconnect.
+        assert_eq!(outs[2], Output::Connect);
+        assert_eq!(outs.len(), 3, "{outs:?}");
+        assert!(!c.is_done());
+        c.handle_connected(t0.advanced(Duration::from_millis(1)));
+        assert_eq!(
+            text(&drain(&mut c))[1],
+            "tx HELLO 1 c1 1000 000000000000005f"
+        );
+        // A later refusal is an ordinary one.
+        c.handle_input(t0, b"ERROR go away\n");
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn advice_to_a_client_that_did_not_ask_is_a_protocol_error() {
+        let (t0, mut c) = connected(config(1000).reconnect(None));
+        c.handle_input(t0, b"WELCOME 1\nADVISE 200\n");
+        assert!(matches!(
+            c.exit(),
+            Some(Exit::Failed(Failure::Lost(DisconnectReason::Protocol(
+                DecodeError::Unexpected { got: "ADVISE", .. }
+            ))))
+        ));
     }
 }

@@ -117,6 +117,7 @@ pub struct ClientConfig {
     pub(crate) auth_key: Option<Secret>,
     pub(crate) connect_per_beat: bool,
     pub(crate) id_patience: Duration,
+    pub(crate) follow_advice: Option<(Duration, Duration)>,
 }
 
 impl ClientConfig {
@@ -137,7 +138,30 @@ impl ClientConfig {
             auth_key: None,
             connect_per_beat: false,
             id_patience: ServerConfig::default().idle_timeout_for(Some(interval)),
+            follow_advice: None,
         })
+    }
+
+    /// Ask the server for interval advice and follow it within `min..=max` (`PROTOCOL.md`,
+    /// "Advice (negotiated)"): the `HELLO` asks with the advice token, and an advised interval,
+    /// clamped into the range, is adopted on the drift-free schedule from the next heartbeat
+    /// on. The range must hold the interval and be wider than it (otherwise advice could
+    /// change nothing); an error for a legacy client, which cannot negotiate.
+    pub fn follow_advice(mut self, min: Duration, max: Duration) -> Result<Self, ConfigError> {
+        check_interval(min)?;
+        check_interval(max)?;
+        if self.protocol == Protocol::Legacy {
+            return Err(ConfigError::LegacyAdvice);
+        }
+        if !(min <= self.interval && self.interval <= max) || min == max {
+            return Err(ConfigError::AdviceRange {
+                min,
+                interval: self.interval,
+                max,
+            });
+        }
+        self.follow_advice = Some((min, max));
+        Ok(self)
     }
 
     /// The server's `max_idle` ([`ServerConfig::max_idle`]), if not the default 10 min. The
@@ -156,6 +180,9 @@ impl ClientConfig {
     pub fn legacy(mut self, legacy: bool) -> Result<Self, ConfigError> {
         if legacy && self.auth_key.is_some() {
             return Err(ConfigError::LegacyAuth);
+        }
+        if legacy && self.follow_advice.is_some() {
+            return Err(ConfigError::LegacyAdvice);
         }
         self.protocol = if legacy {
             Protocol::Legacy
@@ -267,6 +294,11 @@ impl ClientConfig {
     /// True when the client authenticates.
     pub fn is_authenticating(&self) -> bool {
         self.auth_key.is_some()
+    }
+
+    /// The range of intervals the client follows advice within, when it asks for advice.
+    pub fn advice_range(&self) -> Option<(Duration, Duration)> {
+        self.follow_advice
     }
 }
 

@@ -28,6 +28,11 @@ pub const MAX_SEQ: u64 = 1 << 63;
 /// The largest interval the wire carries: one day, in milliseconds.
 pub const MAX_INTERVAL_MS: u64 = 86_400_000;
 
+/// The token a client adds to `HELLO` (after its session) to ask for interval advice, and a
+/// server that gives advice adds to its `WELCOME`: the negotiated extension of `PROTOCOL.md`,
+/// "Advice (negotiated)". Neither side sends `ADVISE` or `INTERVAL` without it.
+pub const ADVICE_TOKEN: &str = "advice";
+
 /// What the first bytes of a server connection say it speaks.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -96,8 +101,9 @@ pub fn detect(first: &[u8]) -> Result<Option<Protocol>, DecodeError> {
     Err(DecodeError::UnknownProtocol)
 }
 
-/// A v1 frame. Client to server: `Hello`, `Auth`, `Beat`, `Bye`. Server to client:
-/// `Challenge`, `Welcome`, `Ack`, `Error`.
+/// A v1 frame. Client to server: `Hello`, `Auth`, `Beat`, `Bye`, `Interval`. Server to client:
+/// `Challenge`, `Welcome`, `Ack`, `Advise`, `Error`. `Advise` and `Interval` belong to the
+/// advice extension, negotiated by [`ADVICE_TOKEN`] in `HELLO` and `WELCOME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame {
@@ -107,6 +113,12 @@ pub enum Frame {
         seq: Seq,
         /// The server's receive time.
         received: UnixTime,
+    },
+    /// `ADVISE <interval-ms>`: the server advises the client to send every `interval`. Only to
+    /// a client whose `HELLO` asked for advice, and only after its `WELCOME` said so.
+    Advise {
+        /// The advised interval.
+        interval: Duration,
     },
     /// `AUTH <64 hex>`: the client's answer to the server's challenge (see [`crate::auth`]).
     Auth {
@@ -133,7 +145,7 @@ pub enum Frame {
         /// Human-readable reason.
         message: String,
     },
-    /// `HELLO <version> <client-id> <interval-ms> [<session-hex>]`: the first v1 frame.
+    /// `HELLO <version> <client-id> <interval-ms> [<session-hex> [advice]]`: the first v1 frame.
     Hello {
         /// Protocol version, [`VERSION`].
         version: u32,
@@ -144,11 +156,24 @@ pub enum Frame {
         /// A nonce the client picks when its process starts and keeps across reconnects; a new
         /// session under the same identity means the client restarted. 0 when omitted.
         session: u64,
+        /// The client asks for interval advice ([`ADVICE_TOKEN`] after the session, which is
+        /// then written even when 0).
+        advice: bool,
     },
-    /// `WELCOME <version>`: the server accepted the `HELLO`.
+    /// `INTERVAL <interval-ms> <seq>`: from heartbeat `seq` on, the client sends every
+    /// `interval`. Only from a client that negotiated advice, right before heartbeat `seq`.
+    Interval {
+        /// The new interval.
+        interval: Duration,
+        /// The first heartbeat sent under it.
+        seq: Seq,
+    },
+    /// `WELCOME <version> [advice]`: the server accepted the `HELLO`.
     Welcome {
         /// Protocol version, [`VERSION`].
         version: u32,
+        /// The server gives advice ([`ADVICE_TOKEN`]): only in answer to a `HELLO` that asked.
+        advice: bool,
     },
 }
 
@@ -157,12 +182,14 @@ impl Frame {
     pub fn command(&self) -> &'static str {
         match self {
             Self::Ack { .. } => "ACK",
+            Self::Advise { .. } => "ADVISE",
             Self::Auth { .. } => "AUTH",
             Self::Beat { .. } => "BEAT",
             Self::Bye => "BYE",
             Self::Challenge { .. } => "CHALLENGE",
             Self::Error { .. } => "ERROR",
             Self::Hello { .. } => "HELLO",
+            Self::Interval { .. } => "INTERVAL",
             Self::Welcome { .. } => "WELCOME",
         }
     }
@@ -183,6 +210,7 @@ impl Frame {
         let mut s = Line::new();
         match self {
             Self::Ack { seq, received } => write!(s, "ACK {seq} {received}"),
+            Self::Advise { interval } => write!(s, "ADVISE {}", interval.as_millis()),
             Self::Auth { answer } => write!(s, "AUTH {answer}"),
             Self::Beat { seq, sent } => write!(s, "BEAT {seq} {sent}"),
             Self::Bye => write!(s, "BYE"),
@@ -206,14 +234,24 @@ impl Frame {
                 client,
                 interval,
                 session,
-            } => write!(s, "HELLO {version} {client} {}", interval.as_millis()).and_then(|()| {
-                if *session != 0 {
-                    write!(s, " {session:016x}")
+                advice,
+            } => write!(s, "HELLO {version} {client} {}", interval.as_millis()).and_then(
+                |()| match (*session != 0, *advice) {
+                    (_, true) => write!(s, " {session:016x} {ADVICE_TOKEN}"),
+                    (true, false) => write!(s, " {session:016x}"),
+                    (false, false) => Ok(()),
+                },
+            ),
+            Self::Interval { interval, seq } => {
+                write!(s, "INTERVAL {} {seq}", interval.as_millis())
+            }
+            Self::Welcome { version, advice } => write!(s, "WELCOME {version}").and_then(|()| {
+                if *advice {
+                    write!(s, " {ADVICE_TOKEN}")
                 } else {
                     Ok(())
                 }
             }),
-            Self::Welcome { version } => write!(s, "WELCOME {version}"),
         }
         .expect("every v1 frame fits MAX_FRAME_LEN");
         s.push('\n');
@@ -400,8 +438,8 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
         return Err(DecodeError::ControlChar);
     }
     let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
-    // At most 4 fields are ever valid; a fifth only marks "too many" (no allocation per line).
-    let mut slots = [""; 5];
+    // At most 5 fields are ever valid; a sixth only marks "too many" (no allocation per line).
+    let mut slots = [""; 6];
     let mut n = 0;
     for (slot, field) in slots.iter_mut().zip(rest.split_ascii_whitespace()) {
         *slot = field;
@@ -411,6 +449,15 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
     match command {
         "ACK" => seq_and_secs(fields, "ACK", "ACK <seq> <secs>")
             .map(|(seq, received)| Frame::Ack { seq, received }),
+        "ADVISE" => match fields[..] {
+            [i] => Ok(Frame::Advise {
+                interval: parse_interval(i)?,
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "ADVISE",
+                expected: "ADVISE <interval-ms>",
+            }),
+        },
         "AUTH" => match fields[..] {
             [a] => Ok(Frame::Auth {
                 answer: Answer(parse_hex(a, "answer")?),
@@ -440,13 +487,14 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
             message: rest.to_owned(),
         }),
         "HELLO" => {
-            let (version, client, interval, session) = match fields[..] {
-                [v, c, i] => (v, c, i, None),
-                [v, c, i, s] => (v, c, i, Some(s)),
+            let (version, client, interval, session, advice) = match fields[..] {
+                [v, c, i] => (v, c, i, None, false),
+                [v, c, i, s] => (v, c, i, Some(s), false),
+                [v, c, i, s, ADVICE_TOKEN] => (v, c, i, Some(s), true),
                 _ => {
                     return Err(DecodeError::Arity {
                         command: "HELLO",
-                        expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
+                        expected: "HELLO <version> <client-id> <interval-ms> [<session-hex> [advice]]",
                     });
                 }
             };
@@ -455,15 +503,31 @@ fn parse_v1(line: &[u8]) -> Result<Frame, DecodeError> {
                 client: ClientId::new(client).map_err(DecodeError::ClientId)?,
                 interval: parse_interval(interval)?,
                 session: session.map(parse_session).transpose()?.unwrap_or(0),
+                advice,
             })
         }
+        "INTERVAL" => match fields[..] {
+            [i, seq] => Ok(Frame::Interval {
+                interval: parse_interval(i)?,
+                seq: parse_seq(seq)?,
+            }),
+            _ => Err(DecodeError::Arity {
+                command: "INTERVAL",
+                expected: "INTERVAL <interval-ms> <seq>",
+            }),
+        },
         "WELCOME" => match fields[..] {
             [v] => Ok(Frame::Welcome {
                 version: parse_version(v)?,
+                advice: false,
+            }),
+            [v, ADVICE_TOKEN] => Ok(Frame::Welcome {
+                version: parse_version(v)?,
+                advice: true,
             }),
             _ => Err(DecodeError::Arity {
                 command: "WELCOME",
-                expected: "WELCOME <version>",
+                expected: "WELCOME <version> [advice]",
             }),
         },
         other => Err(DecodeError::UnknownCommand(truncated(other))),
@@ -752,19 +816,68 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                     client: client.clone(),
                     interval: Duration::from_millis(1000),
                     session: 0x00ab_cdef,
+                    advice: false,
                 },
                 b"HELLO 1 web-01 1000 0000000000abcdef\n",
             ),
             (
                 Frame::Hello {
                     version: 1,
-                    client,
+                    client: client.clone(),
                     interval: Duration::from_millis(250),
                     session: 0,
+                    advice: false,
                 },
                 b"HELLO 1 web-01 250\n",
             ),
-            (Frame::Welcome { version: 1 }, b"WELCOME 1\n"),
+            (
+                Frame::Hello {
+                    version: 1,
+                    client: client.clone(),
+                    interval: Duration::from_millis(1000),
+                    session: 0x5f3a_9c0e_21d4_b7a8,
+                    advice: true,
+                },
+                b"HELLO 1 web-01 1000 5f3a9c0e21d4b7a8 advice\n",
+            ),
+            (
+                // Asking for advice writes the session even when it is 0.
+                Frame::Hello {
+                    version: 1,
+                    client,
+                    interval: Duration::from_millis(1000),
+                    session: 0,
+                    advice: true,
+                },
+                b"HELLO 1 web-01 1000 0000000000000000 advice\n",
+            ),
+            (
+                Frame::Welcome {
+                    version: 1,
+                    advice: false,
+                },
+                b"WELCOME 1\n",
+            ),
+            (
+                Frame::Welcome {
+                    version: 1,
+                    advice: true,
+                },
+                b"WELCOME 1 advice\n",
+            ),
+            (
+                Frame::Advise {
+                    interval: Duration::from_millis(200),
+                },
+                b"ADVISE 200\n",
+            ),
+            (
+                Frame::Interval {
+                    interval: Duration::from_millis(200),
+                    seq: Seq(42),
+                },
+                b"INTERVAL 200 42\n",
+            ),
             (
                 Frame::Challenge {
                     nonce: Nonce([0x0f; NONCE_LEN]),
@@ -814,6 +927,23 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                 assert_eq!(back, frame);
             }
             assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_welcome_carries_the_advice_token_or_nothing() {
+        for (line, want) in [
+            (&b"WELCOME 1 advice\n"[..], Ok(true)),
+            (b"WELCOME 1\n", Ok(false)),
+            (b"WELCOME 1 Advice\n", Err(())),
+            (b"WELCOME 1 advice advice\n", Err(())),
+        ] {
+            let mut buf = BytesMut::from(line);
+            let got = match Frame::decode(&mut buf) {
+                Ok(Some(Frame::Welcome { advice, .. })) => Ok(advice),
+                _ => Err(()),
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -869,7 +999,63 @@ Sequence #5: Sending heartbeat at 1752356183.9805. ";
                 b"HELLO 1 a b c d e\n",
                 DecodeError::Arity {
                     command: "HELLO",
-                    expected: "HELLO <version> <client-id> <interval-ms> [<session-hex>]",
+                    expected: "HELLO <version> <client-id> <interval-ms> [<session-hex> [advice]]",
+                },
+            ),
+            // The advice token is a word, exactly, and only after a session.
+            (
+                b"HELLO 1 a 10 5f advise\n",
+                DecodeError::Arity {
+                    command: "HELLO",
+                    expected: "HELLO <version> <client-id> <interval-ms> [<session-hex> [advice]]",
+                },
+            ),
+            (
+                b"HELLO 1 a 10 advice\n",
+                DecodeError::Session("advice".into()),
+            ),
+            (
+                b"HELLO 1 a 10 5f advice more\n",
+                DecodeError::Arity {
+                    command: "HELLO",
+                    expected: "HELLO <version> <client-id> <interval-ms> [<session-hex> [advice]]",
+                },
+            ),
+            (
+                b"HELLO 1 a 10\nINTERVAL 0 2\n",
+                DecodeError::Interval("0".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nINTERVAL 86400001 2\n",
+                DecodeError::Interval("86400001".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nINTERVAL 100 0\n",
+                DecodeError::Seq("0".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nINTERVAL 100\n",
+                DecodeError::Arity {
+                    command: "INTERVAL",
+                    expected: "INTERVAL <interval-ms> <seq>",
+                },
+            ),
+            (
+                b"HELLO 1 a 10\nINTERVAL 100 2 3\n",
+                DecodeError::Arity {
+                    command: "INTERVAL",
+                    expected: "INTERVAL <interval-ms> <seq>",
+                },
+            ),
+            (
+                b"HELLO 1 a 10\nADVISE -5\n",
+                DecodeError::Interval("-5".into()),
+            ),
+            (
+                b"HELLO 1 a 10\nADVISE\n",
+                DecodeError::Arity {
+                    command: "ADVISE",
+                    expected: "ADVISE <interval-ms>",
                 },
             ),
             (b"HELLO 1 a 10\nBEAT 1 1\xc3\x28\n", DecodeError::NotUtf8),

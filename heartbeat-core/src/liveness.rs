@@ -473,6 +473,37 @@ impl Watches {
         true
     }
 
+    /// Client `client` changed its interval to `interval` at `now` (an `INTERVAL` frame: the
+    /// heartbeat after it is the first sent under the new interval). It is judged by the new
+    /// interval from now on: an `Up` or `Suspect` client's detector is replaced by one built for
+    /// `interval` and primed at `now`, the announcement being its sign of life (as at
+    /// [`hello`](Self::hello)); its next arrival starts the new detector's history, so nothing
+    /// learned at the old interval is held against the new one. A `Down` or `Left` client's
+    /// detector is dropped: its next arrival builds one for the new interval. Its state does
+    /// not change here. Read the owner's next timeout again afterwards.
+    pub fn reinterval(&mut self, now: Instant, client: usize, interval: Duration) {
+        if client >= self.watches.len() {
+            self.start(client);
+        }
+        let w = &mut self.watches[client];
+        w.period = Some(interval);
+        if w.detector.take().is_none() {
+            return;
+        }
+        w.primed = false;
+        if let Some(at) = w.check_at.take() {
+            self.checks.remove(at, &client);
+        }
+        if !matches!(w.state, Liveness::Up | Liveness::Suspect) {
+            return;
+        }
+        let mut det = w.config.as_ref().unwrap_or(&self.detector).build(interval);
+        det.heartbeat(now, Seq(0));
+        w.detector = Some(det);
+        w.primed = true;
+        self.arm(client);
+    }
+
     /// The configuration client `client`'s detectors are built from: its own
     /// ([`configure`](Self::configure)) or the default one.
     pub fn config(&self, client: usize) -> &DetectorConfig {

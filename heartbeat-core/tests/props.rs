@@ -51,6 +51,7 @@ fn encode((legacy, beats, bye): &(bool, Vec<(u64, u64)>, bool)) -> (Vec<u8>, Vec
             client: ClientId::new("prop").unwrap(),
             interval: Duration::from_millis(100),
             session: 42,
+            advice: false,
         };
         let mut frames = vec![hello];
         frames.extend(beats.iter().map(|&(seq, micros)| Frame::Beat {

@@ -1,15 +1,20 @@
 //! Detector settings per client: ordered rules from a client id (or a glob pattern of ids) to a
 //! detector configuration, the first match wins. A client no rule matches gets the server's
 //! detector. What `heartbeat-server --client-settings FILE` reads, and `heartbeat-sim tune`
-//! advises per class of clients.
+//! advises per class of clients. A rule may also carry the interval the server advises the
+//! clients it matches (to those that negotiated advice: `PROTOCOL.md`, "Advice").
+
+use std::time::Duration;
 
 use super::DetectorConfig;
 
-/// One rule: clients whose id matches `pattern` get `config`.
+/// One rule: clients whose id matches `pattern` get `config` (none: the server's detector), and
+/// are advised to send every `advise` (if given).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientRule {
     pattern: String,
-    config: DetectorConfig,
+    config: Option<DetectorConfig>,
+    advise: Option<Duration>,
 }
 
 impl ClientRule {
@@ -18,8 +23,26 @@ impl ClientRule {
     pub fn new(pattern: impl Into<String>, config: DetectorConfig) -> Self {
         Self {
             pattern: pattern.into(),
-            config,
+            config: Some(config),
+            advise: None,
         }
+    }
+
+    /// Clients whose id matches `pattern` keep the server's detector and are advised to send
+    /// every `interval`.
+    pub fn advice_only(pattern: impl Into<String>, interval: Duration) -> Self {
+        Self {
+            pattern: pattern.into(),
+            config: None,
+            advise: Some(interval),
+        }
+    }
+
+    /// The same rule, advising its clients to send every `interval`.
+    #[must_use]
+    pub fn with_advice(mut self, interval: Duration) -> Self {
+        self.advise = Some(interval);
+        self
     }
 
     /// The pattern.
@@ -27,9 +50,14 @@ impl ClientRule {
         &self.pattern
     }
 
-    /// The detector configuration.
-    pub fn config(&self) -> &DetectorConfig {
-        &self.config
+    /// The detector configuration; `None`: the server's.
+    pub fn config(&self) -> Option<&DetectorConfig> {
+        self.config.as_ref()
+    }
+
+    /// The interval advised to its clients, if any.
+    pub fn advice(&self) -> Option<Duration> {
+        self.advise
     }
 
     /// Whether client `id` matches the pattern.
@@ -60,13 +88,22 @@ impl ClientDetectors {
         self.rules.is_empty()
     }
 
-    /// The configuration of the first rule that matches client `id`; `None` when none does
-    /// (the server's detector applies).
+    /// The configuration of the first rule that matches client `id`; `None` when none does,
+    /// or that rule gives only advice (the server's detector applies).
     pub fn config_for(&self, id: &str) -> Option<&DetectorConfig> {
         self.rules
             .iter()
             .find(|r| r.matches(id))
-            .map(ClientRule::config)
+            .and_then(ClientRule::config)
+    }
+
+    /// The interval the first rule that matches client `id` advises; `None` when none does or
+    /// it advises nothing.
+    pub fn advice_for(&self, id: &str) -> Option<Duration> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(id))
+            .and_then(ClientRule::advice)
     }
 }
 

@@ -61,6 +61,24 @@ pub enum ConfigError {
         /// Why it was rejected.
         why: &'static str,
     },
+    /// A client was given both the legacy format and advice to follow: the legacy format
+    /// cannot negotiate advice.
+    #[error("the legacy format cannot negotiate advice: use v1 to follow advice")]
+    LegacyAdvice,
+    /// The range a client follows advice within does not hold its interval, or is the
+    /// interval alone.
+    #[error(
+        "following advice needs --interval-min ({min:?}) <= --interval ({interval:?}) <= \
+         --interval-max ({max:?}), with at least one of them different from --interval"
+    )]
+    AdviceRange {
+        /// The shortest interval to follow.
+        min: Duration,
+        /// The client's interval.
+        interval: Duration,
+        /// The longest interval to follow.
+        max: Duration,
+    },
     /// A client was given both the legacy format and a key: the legacy format cannot
     /// authenticate.
     #[error("the legacy format cannot authenticate: use v1 with a key")]

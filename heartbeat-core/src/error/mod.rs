@@ -116,6 +116,15 @@ pub enum Violation {
         /// The highest the server would have accepted.
         max: Seq,
     },
+    /// An `INTERVAL` names a heartbeat already received (or one no later than an earlier
+    /// `INTERVAL` of the connection): an interval changes only from a heartbeat still to come.
+    #[error("INTERVAL from heartbeat {seq}, which is not after heartbeat {after}")]
+    IntervalSeq {
+        /// The sequence number the `INTERVAL` named.
+        seq: Seq,
+        /// The highest heartbeat received, or the last `INTERVAL`'s, whichever is later.
+        after: Seq,
+    },
     /// A heartbeat's timestamp is more than a day from the server's clock: not a clock that is
     /// off, but no clock at all (an unset clock, a stamp of 0, a year far away).
     #[error("timestamp {sent} is implausible: {}s from the server's clock (at most {}s)", .offset_secs, MAX_STAMP_OFFSET.as_secs())]
@@ -288,6 +297,7 @@ impl Violation {
     pub fn label(&self) -> &'static str {
         match self {
             Self::IntervalBelowMinimum { .. } => "interval_below_minimum",
+            Self::IntervalSeq { .. } => "interval_seq",
             Self::SeqAhead { .. } => "seq_ahead",
             Self::Timestamp { .. } => "implausible_timestamp",
             Self::TooFast { .. } => "too_fast",

@@ -136,6 +136,28 @@ pub enum Event {
         #[serde(serialize_with = "display", deserialize_with = "de_reason")]
         reason: DisconnectReason,
     },
+    /// A client that negotiated advice changed its interval with `INTERVAL`: from heartbeat
+    /// `seq` on it sends every `to`, and the server judges it by that interval from `seq` on
+    /// (its detector starts afresh; missed heartbeats are still counted by sequence number).
+    /// Fires when the `INTERVAL` frame is read, before the heartbeat `seq`.
+    IntervalChanged {
+        /// The connection.
+        conn: ConnId,
+        /// The client.
+        client: ClientKey,
+        /// The interval before.
+        #[serde(rename = "from_ms", serialize_with = "ms", deserialize_with = "de_ms")]
+        from: Duration,
+        /// The interval from `seq` on.
+        #[serde(
+            rename = "interval_ms",
+            serialize_with = "ms",
+            deserialize_with = "de_ms"
+        )]
+        to: Duration,
+        /// The first heartbeat sent under the new interval.
+        seq: Seq,
+    },
     /// A disconnected client was forgotten to make room for a new one (the client limit was
     /// reached). Its analysis is gone from reports.
     Evicted {
@@ -338,6 +360,7 @@ impl Event {
             Self::Evicted { .. } => "evicted",
             Self::Forgotten { .. } => "forgotten",
             Self::Heartbeat { .. } => "heartbeat",
+            Self::IntervalChanged { .. } => "interval_changed",
             Self::Missed { .. } => "missed",
             Self::Restarted { .. } => "restarted",
             Self::Stalled { .. } => "stalled",
@@ -448,6 +471,18 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
+            Self::IntervalChanged {
+                client,
+                from,
+                to,
+                seq,
+                ..
+            } => write!(
+                f,
+                "interval_changed client={client} from={} to={} seq={seq}",
+                fmt_ms(*from),
+                fmt_ms(*to)
+            ),
             Self::Missed { client, range, .. } => write!(
                 f,
                 "missed client={client} seq={range} count={}",
@@ -762,6 +797,13 @@ mod tests {
                 inter_arrival: Some(ms(100)),
                 recovered: true,
             },
+            Event::IntervalChanged {
+                conn: ConnId(1),
+                client: id("web-01"),
+                from: ms(1000),
+                to: ms(200),
+                seq: Seq(42),
+            },
             Event::Missed {
                 conn: ConnId(1),
                 client: id("web-01"),
@@ -823,6 +865,7 @@ mod tests {
             Event::Unidentified { .. } => 11,
             Event::Transition { .. } => 12,
             Event::Target { .. } => 13,
+            Event::IntervalChanged { .. } => 14,
         }
     }
 
@@ -834,7 +877,7 @@ mod tests {
         let mut seen: Vec<usize> = events.iter().map(variant).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen, (0..14).collect::<Vec<_>>(), "one event of every kind");
+        assert_eq!(seen, (0..15).collect::<Vec<_>>(), "one event of every kind");
         let time = UnixTime::from_nanos(1_700_000_000_500_000_000);
         for e in events {
             let line = e.to_json_at(time).to_string();

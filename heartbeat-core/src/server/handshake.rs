@@ -64,10 +64,20 @@ pub(super) struct Claim {
     pub(super) client: ClientId,
     pub(super) interval: Duration,
     pub(super) session: u64,
+    /// The `HELLO` asked for advice.
+    pub(super) advice: bool,
     /// The answer the claimed id's secret gives. Computed with a throw-away secret for an
     /// unknown id, so the server's timing does not tell known ids from unknown ones.
     expected: Answer,
     known: bool,
+}
+
+/// What a `HELLO` claimed, on its way to being admitted.
+struct Hello {
+    client: ClientId,
+    interval: Duration,
+    session: u64,
+    advice: bool,
 }
 
 /// A connection refused: what to tell it (v1 only: a legacy peer never reads) and why it ends.
@@ -115,6 +125,7 @@ impl Refusal {
 impl Server {
     /// A v1 `HELLO` on an opening connection: with authentication on, challenge it; without,
     /// admit it under the identity rule. Replies (`CHALLENGE`, `WELCOME`) go to `replies`.
+    #[allow(clippy::too_many_arguments)] // the HELLO's fields
     pub(super) fn on_hello(
         &mut self,
         now: Now,
@@ -122,10 +133,17 @@ impl Server {
         client: ClientId,
         interval: Duration,
         session: u64,
+        advice: bool,
         replies: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
         let Some(auth) = &self.config.auth else {
-            return self.admit(now, conn, client, interval, session, false, replies);
+            let hello = Hello {
+                client,
+                interval,
+                session,
+                advice,
+            };
+            return self.admit(now, conn, hello, false, replies);
         };
         let challenger = self
             .challenger
@@ -144,6 +162,7 @@ impl Server {
             client,
             interval,
             session,
+            advice,
             expected,
             known,
         }));
@@ -174,25 +193,37 @@ impl Server {
                     client,
                     interval,
                     session,
+                    advice,
                     ..
                 } = claim;
-                self.admit(now, conn, client, interval, session, true, replies)
+                let hello = Hello {
+                    client,
+                    interval,
+                    session,
+                    advice,
+                };
+                self.admit(now, conn, hello, true, replies)
             }
         }
     }
 
-    /// Applies the identity rule, then identifies the connection as `client` and welcomes it.
-    #[allow(clippy::too_many_arguments)] // the HELLO's fields, and how it was vouched for
+    /// Applies the identity rule, then identifies the connection as `client` and welcomes it;
+    /// a client that asked for advice is told it gets some, and gets the advice for it now,
+    /// if there is any.
     fn admit(
         &mut self,
         now: Now,
         conn: ConnId,
-        client: ClientId,
-        interval: Duration,
-        session: u64,
+        hello: Hello,
         authenticated: bool,
         replies: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
+        let Hello {
+            client,
+            interval,
+            session,
+            advice,
+        } = hello;
         if !authenticated {
             if let Some(holder) = self.live_holder_of_another_session(&client, session) {
                 return Err(Refusal {
@@ -209,7 +240,14 @@ impl Server {
             Some(interval),
             Some(session),
         );
-        Frame::Welcome { version: VERSION }.encode(replies);
+        Frame::Welcome {
+            version: VERSION,
+            advice,
+        }
+        .encode(replies);
+        if advice {
+            self.start_advice(now, conn, replies);
+        }
         Ok(())
     }
 
@@ -314,6 +352,21 @@ mod tests {
             ]
         );
         assert_eq!(record_of_a(&s).unwrap().0, 1);
+    }
+
+    /// The advice token rides through the challenge: the answer covers the same fields as
+    /// without it, and the `WELCOME` says advice is given.
+    #[test]
+    fn a_challenged_hello_that_asked_for_advice_is_welcomed_with_it() {
+        let (t0, mut s) = auth_server(false);
+        let (conn, nonce) = challenged(&mut s, t0, 1, "HELLO 1 a 1000 7 advice\n");
+        let auth = auth_line(KEY_A, &nonce, "a", 1000, 7);
+        s.handle_input(t0, conn, auth.as_bytes());
+        let lines = drain(&mut s);
+        assert!(
+            lines.contains(&"conn#1 tx WELCOME 1 advice".to_owned()),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -90,6 +90,18 @@ impl Pace {
         }
         Ok(())
     }
+
+    /// The connection's interval changes at `now` from `old` (an `INTERVAL`): what it sent
+    /// beyond one per `old` interval so far stays counted, and from now on heartbeats are
+    /// measured against the new interval. A client slowing down is not blamed for the
+    /// heartbeats it sent faster before, and a fast one cannot clear its excess this way.
+    pub(super) fn rebase(&mut self, now: Now, old: Duration) {
+        let elapsed = elapsed(self.since, now);
+        let slots = tolerant_nanos(elapsed) / nanos(old).max(1);
+        let slots = u64::try_from(slots).unwrap_or(u64::MAX);
+        self.beats = self.beats.saturating_sub(slots);
+        self.since = now;
+    }
 }
 
 /// One client session's sequence numbers against time (the session spans reconnects).
@@ -101,6 +113,11 @@ impl Pace {
 /// whose offset is earlier than the reference by more than [`DELAY_ALLOWANCE`] plus the rate
 /// tolerance of the time since the session's first heartbeat. The first heartbeat of a session
 /// may carry any number whose schedule starts after 1970.
+///
+/// A client that changes its interval (`INTERVAL`) sends heartbeat `s ≥ s₀` at
+/// `start + shift + (s − s₀) × new interval`, where `shift` is the time its earlier heartbeats
+/// took: [`rebase`](Self::rebase) moves the base to `s₀` and keeps the shift, so the schedule
+/// stays anchored to the session's first heartbeat.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Schedule {
     base: Option<Base>,
@@ -111,6 +128,9 @@ struct Base {
     /// The session's first heartbeat: when it arrived and its sequence number.
     at: Now,
     seq: u64,
+    /// Nanoseconds from the first heartbeat's schedule slot to that of `seq`: 0 until the
+    /// interval changes, then the time the heartbeats before `seq` took at their intervals.
+    shift: i128,
     /// The reference offset, in nanoseconds relative to the first heartbeat's.
     reference: i128,
 }
@@ -135,15 +155,17 @@ impl Schedule {
             self.base = Some(Base {
                 at: now,
                 seq: seq.0,
+                shift: 0,
                 reference: 0,
             });
             return Ok(());
         };
         let elapsed = elapsed(base.at, now);
-        let offset = nanos(elapsed) - (i128::from(seq.0) - i128::from(base.seq)) * per;
+        let since = nanos(elapsed) - base.shift;
+        let offset = since - (i128::from(seq.0) - i128::from(base.seq)) * per;
         let allowance = tolerant_nanos(elapsed) - nanos(elapsed) + nanos(DELAY_ALLOWANCE);
         if offset < base.reference - allowance {
-            let max = i128::from(base.seq) + (nanos(elapsed) - base.reference + allowance) / per;
+            let max = i128::from(base.seq) + (since - base.reference + allowance) / per;
             self.base = None;
             return Err(seq_ahead(seq, max));
         }
@@ -151,6 +173,20 @@ impl Schedule {
             base.reference = offset.max(base.reference - per / 4);
         }
         Ok(())
+    }
+
+    /// The client sends every new interval from heartbeat `seq` on, after `old` before it:
+    /// later heartbeats are checked against the new interval (passed to
+    /// [`check`](Self::check)) from `seq`'s slot on. Nothing to do before the session's first
+    /// heartbeat.
+    pub(super) fn rebase(&mut self, seq: Seq, old: Duration) {
+        if let Some(base) = &mut self.base {
+            let slots = i128::from(seq.0) - i128::from(base.seq);
+            base.shift = base
+                .shift
+                .saturating_add(slots.saturating_mul(nanos(old).max(1)));
+            base.seq = seq.0;
+        }
     }
 
     /// Forgets the session: its next heartbeat is a first one (a new session, a restart).
@@ -326,6 +362,52 @@ mod tests {
             s.check(t0, Seq(1 << 63), 10 * MS),
             Err(Violation::SeqAhead { .. })
         ));
+    }
+
+    #[test]
+    fn an_interval_change_keeps_the_schedule_anchored() {
+        let t0 = t0();
+        let second = Duration::from_secs(1);
+        let mut s = Schedule::default();
+        // Every second for 10 s (seq 1 to 11), then every 100 ms from seq 11 on.
+        assert_eq!(s.check(t0, Seq(1), second), Ok(()));
+        assert_eq!(s.check(t0.advanced(10 * second), Seq(11), second), Ok(()));
+        s.rebase(Seq(11), second);
+        // 2 s later, seq 31 is due at 100 ms; the allowance (5 s) reaches seq 81, no further.
+        let later = t0.advanced(12 * second);
+        assert_eq!(s.check(later, Seq(31), 100 * MS), Ok(()));
+        assert_eq!(s.check(later, Seq(81), 100 * MS), Ok(()));
+        assert!(matches!(
+            s.check(later, Seq(83), 100 * MS),
+            Err(Violation::SeqAhead { .. })
+        ));
+        // Without the shift (a base moved to seq 11 at t0), seq 131 would pass: 10 s early.
+        let mut s = Schedule::default();
+        assert_eq!(s.check(t0, Seq(1), second), Ok(()));
+        assert_eq!(s.check(t0.advanced(10 * second), Seq(11), second), Ok(()));
+        s.rebase(Seq(11), second);
+        assert!(s.check(later, Seq(131), 100 * MS).is_err());
+    }
+
+    #[test]
+    fn pace_keeps_the_excess_across_an_interval_change() {
+        let t0 = t0();
+        let second = Duration::from_secs(1);
+        // 60 s at 100 ms (600 heartbeats, honest), then every second: not too fast.
+        let mut p = Pace::new(t0);
+        let minute = t0.advanced(60 * second);
+        for _ in 0..600 {
+            assert_eq!(p.beat(minute, 100 * MS), Ok(()));
+        }
+        p.rebase(minute, 100 * MS);
+        assert_eq!(p.beat(minute.advanced(second), second), Ok(()));
+        // A flood before the change stays a flood after it.
+        let mut p = Pace::new(t0);
+        for _ in 0..SLACK_BEATS {
+            assert_eq!(p.beat(t0, 100 * MS), Ok(()));
+        }
+        p.rebase(t0, 100 * MS);
+        assert!(p.beat(t0, 10 * MS).is_err());
     }
 
     #[test]

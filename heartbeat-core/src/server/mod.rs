@@ -1,5 +1,6 @@
 //! The heartbeat server state machine: many connections, one analysis per client.
 
+mod advice;
 mod event;
 mod handshake;
 mod limits;
@@ -29,6 +30,7 @@ use session::ClientRecord;
 use stats::bump;
 
 pub use crate::liveness::Liveness;
+pub use advice::ADVICE_EVERY;
 pub use event::{Event, Output, unix_seconds};
 pub use persist::{MergedState, Restored, STATE_VERSION, State, StateError};
 pub use session::ClientView;
@@ -121,6 +123,8 @@ struct Conn {
     queued: Instant,
     /// Its heartbeats against its interval.
     pace: Pace,
+    /// Set once its `HELLO` negotiated advice (and it was welcomed).
+    advice: Option<advice::Advice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +250,7 @@ impl Server {
                 last_rx: now.mono,
                 queued: deadline,
                 pace: Pace::new(now),
+                advice: None,
             },
         );
         self.deadlines.push(deadline, conn);
@@ -810,6 +815,10 @@ impl Server {
         let failure = failure.or(result.err().map(Refusal::from));
         self.flush_beats(now, conn, &mut beats);
         self.scratch_beats = beats;
+        if failure.is_none() {
+            // After the replies, so that advice never precedes the `WELCOME` that allows it.
+            self.advise_if_changed(conn, now, &mut acks);
+        }
         if !acks.is_empty() {
             self.out.push_back(Output::Transmit { conn, bytes: acks });
         }
@@ -877,6 +886,7 @@ impl Server {
                     client,
                     interval,
                     session,
+                    advice,
                     ..
                 }),
                 ConnState::Opening,
@@ -885,7 +895,7 @@ impl Server {
                 if interval < min {
                     return Err(Violation::IntervalBelowMinimum { got: interval, min }.into());
                 }
-                return self.on_hello(now, conn, client, interval, session, acks);
+                return self.on_hello(now, conn, client, interval, session, advice, acks);
             }
             (Inbound::Frame(Frame::Auth { answer }), ConnState::Challenged(_)) => {
                 let ConnState::Challenged(claim) =
@@ -910,6 +920,10 @@ impl Server {
                     received: now.unix,
                 }
                 .encode(acks);
+            }
+            (Inbound::Frame(Frame::Interval { interval, seq }), ConnState::Live { idx, .. }) => {
+                let idx = *idx;
+                return self.on_interval(now, conn, idx, interval, seq, beats);
             }
             (Inbound::Frame(Frame::Bye), ConnState::Live { idx, .. }) => {
                 let idx = *idx;

@@ -100,6 +100,12 @@ impl QosEstimate {
         (DELAY_PRIOR_WEIGHT * DELAY_PRIOR + m * self.var) / (DELAY_PRIOR_WEIGHT + m)
     }
 
+    /// The client's interval changed: the next arrival configures it again, at the new
+    /// interval, however recent the last configuration.
+    pub(crate) fn interval_changed(&mut self) {
+        self.since = self.since.max(RECONFIGURE_EVERY);
+    }
+
     /// The last configuration.
     pub(crate) fn configured(&self) -> Option<Configured> {
         self.configured

@@ -26,6 +26,7 @@ pub struct ClientView<'a> {
     clock_offset: Option<i64>,
     expected: bool,
     qos: Option<&'a QosEstimate>,
+    interval: Option<Duration>,
 }
 
 impl<'a> ClientView<'a> {
@@ -41,7 +42,14 @@ impl<'a> ClientView<'a> {
             clock_offset: record.skew.offset(),
             expected: record.expected,
             qos: record.qos.as_deref(),
+            interval: record.interval,
         }
+    }
+
+    /// The interval the client is judged by: declared in `HELLO` and changed by `INTERVAL`
+    /// (v1), or estimated (legacy); `None` while unknown.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval
     }
 
     /// The client's loss probability `p_L` as a quality-of-service target measures it: an
@@ -168,6 +176,7 @@ impl<'a> ClientView<'a> {
             state: self.state,
             expected: self.expected,
             connected: s.connected,
+            interval_ms: self.interval.map(ms),
             received: s.received,
             missed: s.missed,
             missed_ranges: s.missed_ranges.iter().copied().collect(),

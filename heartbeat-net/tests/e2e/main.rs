@@ -2,6 +2,7 @@
 //! embedding API, `heartbeat_net::embed`) on 127.0.0.1, with free ports, bounded waits and every
 //! child killed at the end.
 
+mod advice;
 mod auth;
 mod client_daemon;
 mod client_settings;

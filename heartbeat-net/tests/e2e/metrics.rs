@@ -311,6 +311,7 @@ fn a_scrape_shows_the_clients_as_the_server_sees_them() {
             "first_seen",
             "highest_seq",
             "inter_arrival_ms",
+            "interval_ms",
             "last_seen",
             "missed",
             "missed_ranges",

@@ -501,6 +501,7 @@ fn read_lines(
                     client: id,
                     interval: s.clients[i].interval,
                     session: u64::from(l.incarnation) + 1,
+                    advice: false,
                 })
             }
             client::Event::Sent { seq, at, .. } => Some(Frame::Beat {
@@ -578,6 +579,7 @@ fn summary(v: &Value) -> Report {
             state,
             expected: field("expected").as_bool().unwrap_or(false),
             connected: field("connected").as_bool().unwrap_or(false),
+            interval_ms: field("interval_ms").as_f64(),
             received: num("received"),
             missed: num("missed"),
             missed_ranges: Vec::new(),

@@ -43,6 +43,26 @@ struct Opt {
           value_parser = cli::int::<u64>(1, 86_400_000))]
     interval: u64,
 
+    /// Ask the server for interval advice and follow it: the server may advise an interval
+    /// (from its --client-settings, or what its --target-detection needs), and the client
+    /// switches to it, clamped into --interval-min..--interval-max, from its next heartbeat on,
+    /// telling the server. Needs --interval-min or --interval-max. A server without advice is
+    /// asked once, then not again (one warning). Off by default: the interval never changes.
+    #[arg(long, conflicts_with = "legacy")]
+    follow_advice: bool,
+
+    /// With --follow-advice: the shortest interval to follow, in milliseconds like --interval
+    /// (1 to 86400000). Default: --interval.
+    #[arg(long, allow_negative_numbers = true, requires = "follow_advice",
+          value_parser = cli::int::<u64>(1, 86_400_000))]
+    interval_min: Option<u64>,
+
+    /// With --follow-advice: the longest interval to follow, in milliseconds like --interval
+    /// (1 to 86400000). Default: --interval.
+    #[arg(long, allow_negative_numbers = true, requires = "follow_advice",
+          value_parser = cli::int::<u64>(1, 86_400_000))]
+    interval_max: Option<u64>,
+
     /// Heartbeat to this server as well, HOST:PORT (an IPv6 address within square brackets);
     /// give it once per server, instead of --host and --port. Every server gets the same heartbeats
     /// (same id, same numbering), each over its own connection, acknowledged by each; the
@@ -225,6 +245,13 @@ async fn run(
         .reconnect(opt.reconnect.then(Backoff::default))
         .server_max_idle(server_max_idle)?
         .session(random_u64()?);
+    let config = if opt.follow_advice {
+        let min = Duration::from_millis(opt.interval_min.unwrap_or(opt.interval));
+        let max = Duration::from_millis(opt.interval_max.unwrap_or(opt.interval));
+        config.follow_advice(min, max)?
+    } else {
+        config
+    };
     let servers = if opt.server.is_empty() {
         vec![Server {
             host: opt.host,
@@ -525,6 +552,22 @@ impl Logger {
                 )
             }
             Event::Welcomed => tracing::debug!("{p}Server accepted the HELLO"),
+            Event::AdviceRefused { message } => tracing::warn!(
+                "{p}Server gives no advice; following none (it refused the request: {message})"
+            ),
+            Event::Advised { interval, adopt } if interval == adopt => {
+                tracing::info!("{p}Server advises an interval of {}", fmt_ms(*interval))
+            }
+            Event::Advised { interval, adopt } => tracing::info!(
+                "{p}Server advises an interval of {}; following {} (--interval-min/--interval-max)",
+                fmt_ms(*interval),
+                fmt_ms(*adopt)
+            ),
+            Event::IntervalChanged { from, to, seq } => tracing::info!(
+                "{p}Sending every {} from heartbeat #{seq} on (was {}), as the server advised",
+                fmt_ms(*to),
+                fmt_ms(*from)
+            ),
             Event::ServerSilent { silence } => tracing::warn!(
                 "{p}Server silent: no acknowledgement for {}; it may be down or unreachable",
                 fmt_ms(*silence)

@@ -121,6 +121,7 @@ mod tests {
             client: ClientId::new("load-7").unwrap(),
             interval: std::time::Duration::from_millis(10),
             session: 0xbeef,
+            advice: false,
         }
         .encode(&mut out);
         for seq in 1..=beats {

@@ -443,6 +443,7 @@ async fn connection(index: usize, shared: Rc<Shared>, mut sending: watch::Receiv
             client: ClientId::new(&format!("load-{index}")).expect("load-N is a valid client id"),
             interval: config.interval,
             session: 0,
+            advice: false,
         };
         if let Err(e) = stream.write_all(&hello.to_bytes()).await {
             bump(&c.disconnects);

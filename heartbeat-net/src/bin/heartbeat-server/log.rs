@@ -160,6 +160,22 @@ pub(crate) fn log_event(log: &LogSummary, e: &Event, now: Now) {
             let (level, text) = target_line(e);
             line(level, PeerLine::Target, format_args!("{text}"));
         }
+        Event::IntervalChanged {
+            client,
+            from,
+            to,
+            seq,
+            ..
+        } => line(
+            Level::INFO,
+            PeerLine::OtherEvents,
+            format_args!(
+                "Client {client} now sends every {} (was {}), from heartbeat #{seq}: judged by \
+                 the new interval from that heartbeat on",
+                fmt_duration(*to),
+                fmt_duration(*from)
+            ),
+        ),
         // A sum of connections whose own lines were logged, each through the summary.
         Event::Unidentified { .. } => {}
         other => line(Level::INFO, PeerLine::OtherEvents, format_args!("{other}")),

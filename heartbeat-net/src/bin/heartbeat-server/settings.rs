@@ -16,20 +16,43 @@
 //! `detector`, phi, as for the flag. A client no entry matches gets the server's `--detector`.
 //! Anything else (an unknown key, a bad value, a parameter the detector does not take) is an
 //! error naming the file and the line.
+//!
+//! `advise-interval = "200ms"` (a duration of 1 ms to 1 day, the flags' grammar) makes the
+//! server advise the entry's clients to send at that interval, if they asked for advice
+//! (`heartbeat-client --follow-advice`; `PROTOCOL.md`, "Advice (negotiated)"). An entry with
+//! `advise-interval` alone keeps the server's detector for its clients.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use heartbeat_core::detector::{ClientDetectors, ClientRule};
-use heartbeat_net::cli::DetectorArgs;
+use heartbeat_core::frame::MAX_INTERVAL_MS;
+use heartbeat_net::cli::{self, DetectorArgs};
 use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
 /// The most bytes a settings file may have; reading stops there.
 const MAX_FILE: u64 = 16 << 20;
+
+/// The key of the interval advised to an entry's clients.
+const ADVISE_KEY: &str = "advise-interval";
+
+/// The interval of an `advise-interval` value: the flags' duration grammar, 1 ms to the
+/// longest interval the wire carries (one day).
+fn advise_interval(value: &str) -> Result<Duration, String> {
+    let d = cli::duration(value)?;
+    let max = Duration::from_millis(MAX_INTERVAL_MS);
+    if d < Duration::from_millis(1) || d > max {
+        return Err(format!(
+            "{ADVISE_KEY}: {value:?} is not an interval of 1ms to 1d"
+        ));
+    }
+    Ok(d)
+}
 
 /// A settings file that cannot be used.
 #[derive(Debug, Error)]
@@ -136,6 +159,17 @@ pub(crate) fn parse(text: &str) -> Result<ClientDetectors, (usize, String)> {
         let Some(pattern) = pattern else {
             return Err((entry_line, "a [[client]] entry without a match".into()));
         };
+        let mut advice = None;
+        if let Some(i) = settings.iter().position(|&(k, _, _)| k == ADVISE_KEY) {
+            let (_, value, line) = settings.remove(i);
+            let interval =
+                advise_interval(&value).map_err(|why| (line, format!("{pattern}: {why}")))?;
+            advice = Some(interval);
+        }
+        if let (Some(interval), true) = (advice, settings.is_empty()) {
+            rules.push(ClientRule::advice_only(pattern, interval));
+            continue;
+        }
         let config = DetectorArgs::from_settings(settings.iter().map(|(k, v, _)| (*k, v.as_str())))
             .map_err(|why| {
                 // The line of the setting the error names, else the entry's.
@@ -150,7 +184,11 @@ pub(crate) fn parse(text: &str) -> Result<ClientDetectors, (usize, String)> {
                 let line = flag.or_else(named).map_or(entry_line, |&(_, _, line)| line);
                 (line, format!("{pattern}: {why}"))
             })?;
-        rules.push(ClientRule::new(pattern, config));
+        let rule = ClientRule::new(pattern, config);
+        rules.push(match advice {
+            Some(interval) => rule.with_advice(interval),
+            None => rule,
+        });
     }
     Ok(ClientDetectors::new(rules))
 }
@@ -160,7 +198,19 @@ pub(crate) fn describe(rules: &ClientDetectors) -> String {
     let shown: Vec<String> = rules
         .rules()
         .iter()
-        .map(|r| format!("{} {}", r.pattern(), r.config()))
+        .map(|r| {
+            let mut line = r.pattern().to_owned();
+            if let Some(config) = r.config() {
+                line.push_str(&format!(" {config}"));
+            }
+            if let Some(interval) = r.advice() {
+                line.push_str(&format!(
+                    " {ADVISE_KEY}={}",
+                    heartbeat_core::units::fmt_duration(interval)
+                ));
+            }
+            line
+        })
         .collect();
     if shown.is_empty() {
         "no rule".to_owned()
@@ -203,9 +253,50 @@ threshold = 12
         );
         assert_eq!(
             rules.config_for("web-7").map(ToString::to_string),
-            rules.rules().first().map(|r| r.config().to_string())
+            rules
+                .rules()
+                .first()
+                .and_then(|r| r.config())
+                .map(ToString::to_string)
         );
         assert_eq!(parse("").unwrap(), ClientDetectors::default());
+    }
+
+    #[test]
+    fn an_entry_may_advise_an_interval() {
+        let rules = parse(
+            r#"
+[[client]]
+match = "web-*"
+advise-interval = "200ms"
+
+[[client]]
+match = "db"
+detector = "fixed"
+advise-interval = "1.5s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            describe(&rules),
+            "2 rule(s): web-* advise-interval=200ms; db fixed grace=2x advise-interval=1500ms"
+        );
+        // Advice alone keeps the server's detector.
+        assert_eq!(rules.config_for("web-1"), None);
+        assert_eq!(rules.advice_for("web-1"), Some(Duration::from_millis(200)));
+        assert_eq!(rules.advice_for("db"), Some(Duration::from_millis(1500)));
+        assert_eq!(rules.advice_for("api"), None);
+        for (value, what) in [
+            ("\"0ms\"", "more than 0"),
+            ("\"2d\"", "1ms to 1d"),
+            ("\"500us\"", ""),
+            ("\"fast\"", ""),
+        ] {
+            let text = format!("[[client]]\nmatch = \"a\"\nadvise-interval = {value}\n");
+            let (line, why) = parse(&text).unwrap_err();
+            assert_eq!(line, 3, "{value}: {why}");
+            assert!(why.contains(what), "{value}: {why}");
+        }
     }
 
     #[test]
