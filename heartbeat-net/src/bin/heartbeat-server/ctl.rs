@@ -196,7 +196,17 @@ fn ask(path: &Path, request: &Request) -> Result<Answer, String> {
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
         let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
         line.push(b'\n');
-        stream.write_all(&line)?;
+        // A server that refuses this peer (its credentials) answers and closes at once,
+        // perhaps before the request is written: the write then fails, but the answer is
+        // already here to be read.
+        if let Err(e) = stream.write_all(&line) {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(e);
+            }
+        }
         let mut answer = Vec::new();
         BufReader::new(io::Read::take(&mut *stream, MAX_ANSWER)).read_until(b'\n', &mut answer)?;
         Ok(answer)
