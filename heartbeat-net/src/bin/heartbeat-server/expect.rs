@@ -7,64 +7,21 @@
 //! comment (whole line or the rest of a line); blank lines are skipped. An id twice, a bad id
 //! or a bad interval is an error naming the file and the line.
 
-use std::fs;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use heartbeat_core::ClientId;
 use heartbeat_core::server::Expected;
-use thiserror::Error;
+
+use super::conffile::{self, FileError};
 
 /// The interval of an expected client whose line gives none: 1 s, the client's default.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The most bytes an expect file may have; reading stops there.
-const MAX_FILE: u64 = 16 << 20;
-
-/// An expect file that cannot be used.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub(crate) enum ExpectFileError {
-    /// It could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line is not what the format says.
-    #[error("{path}:{line}: {why}")]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The line number, from 1.
-        line: usize,
-        /// What is wrong.
-        why: String,
-    },
-}
-
 /// Reads the expect file at `path`; every client gets `grace` (`None`: the detector's, see
 /// [`Expected::grace`]).
-pub(crate) fn load(path: &Path, grace: Option<Duration>) -> Result<Vec<Expected>, ExpectFileError> {
-    let read = |source| ExpectFileError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut text = String::new();
-    fs::File::open(path)
-        .map_err(read)?
-        .take(MAX_FILE)
-        .read_to_string(&mut text)
-        .map_err(read)?;
-    parse(&text, grace).map_err(|(line, why)| ExpectFileError::Syntax {
-        path: path.to_owned(),
-        line,
-        why,
-    })
+pub(crate) fn load(path: &Path, grace: Option<Duration>) -> Result<Vec<Expected>, FileError> {
+    conffile::load(path, |text| parse(text, grace))
 }
 
 /// Parses an expect file's text; a syntax error as its line number (from 1) and what is wrong.

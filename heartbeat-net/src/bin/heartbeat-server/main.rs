@@ -21,6 +21,7 @@
 //! [`OutputCounts`] per stream for `heartbeat_output_dropped_lines_total{stream}`; [`http`]
 //! adds them to each scrape's [`metrics::Snapshot`].
 
+mod conffile;
 mod ctl;
 mod expect;
 mod hooks;

@@ -23,20 +23,16 @@
 //! `advise-interval` alone keeps the server's detector for its clients.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use heartbeat_core::detector::{ClientDetectors, ClientRule};
 use heartbeat_core::frame::MAX_INTERVAL_MS;
 use heartbeat_net::cli::{self, DetectorArgs};
 use serde::Deserialize;
-use thiserror::Error;
 use toml::Spanned;
 
-/// The most bytes a settings file may have; reading stops there.
-const MAX_FILE: u64 = 16 << 20;
+use super::conffile::{self, FileError};
 
 /// The key of the interval advised to an entry's clients.
 const ADVISE_KEY: &str = "advise-interval";
@@ -54,31 +50,6 @@ fn advise_interval(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A settings file that cannot be used.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub(crate) enum SettingsFileError {
-    /// It could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It is not what the format says.
-    #[error("{path}:{line}: {why}")]
-    Syntax {
-        /// The file.
-        path: PathBuf,
-        /// The line number, from 1.
-        line: usize,
-        /// What is wrong.
-        why: String,
-    },
-}
-
 /// The file's shape: `[[client]]` tables, each key's value with its place.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,22 +59,8 @@ struct File {
 }
 
 /// Reads the settings file at `path`.
-pub(crate) fn load(path: &Path) -> Result<ClientDetectors, SettingsFileError> {
-    let read = |source| SettingsFileError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut text = String::new();
-    fs::File::open(path)
-        .map_err(read)?
-        .take(MAX_FILE)
-        .read_to_string(&mut text)
-        .map_err(read)?;
-    parse(&text).map_err(|(line, why)| SettingsFileError::Syntax {
-        path: path.to_owned(),
-        line,
-        why,
-    })
+pub(crate) fn load(path: &Path) -> Result<ClientDetectors, FileError> {
+    conffile::load(path, parse)
 }
 
 /// The line (from 1) of byte `offset` of `text`.
