@@ -15,27 +15,26 @@
 //! [`Connector`] (the orphan rule wants the newtypes), and pass a [`Clock`] reading that
 //! network's wall clock, e.g. for turmoil
 //! `|| UnixTime::from_duration(turmoil::since_epoch().unwrap())`. [`run_server`] sets up its own
-//! `LocalSet` for its connection tasks, so it runs inside a turmoil host (itself on a `LocalSet`)
+//! `LocalSet` for the tasks that close connections, so it runs inside a turmoil host (itself on a `LocalSet`)
 //! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, DisconnectReason, Now, UnixTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
@@ -50,15 +49,9 @@ const CLIENT_READ_BUFFER: usize = 1024;
 /// How long closing a stream (flushing and sending FIN) may take before it is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How many inbound messages the server handles in one go before it looks at timers, new
-/// connections and stop again.
-const INBOUND_BATCH: usize = 64;
-
-/// Reads one connection may have waiting for the server task. A connection that reads faster
-/// than the server handles its data waits for its own earlier reads, not for room in the
-/// shared queue, so the queue holds at most this many reads per connection and the server task
-/// takes them round-robin: one connection's flood cannot starve the others.
-const READS_IN_FLIGHT: u32 = 2;
+/// How many ready connections the server polls (one read each) in one go before it looks at
+/// timers, new connections and stop again.
+const READY_BATCH: usize = 64;
 
 /// Connections accepted in one go when several are waiting (a reconnect storm), before the
 /// server reads what open connections sent.
@@ -67,6 +60,10 @@ const ACCEPT_BATCH: usize = 64;
 /// How long the server pauses accepting after `accept` fails (out of file descriptors, say), so a
 /// persistent error does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Bytes of the driver's write buffer kept between drains; a larger one (after a burst of
+/// replies) is freed.
+const WRITE_BUFFER_KEEP: usize = 4096;
 
 /// Requests queued for the server task at most; beyond it [`ServerControl`] answers
 /// [`ControlError::Busy`] at once instead of piling up work.
@@ -300,14 +297,15 @@ pub struct ServerOptions {
     /// Bytes read per `read` call, into one buffer the server's connections share (an idle
     /// connection holds none). Default 2,048.
     pub read_buffer: usize,
-    /// Messages (reads and ends of stream) queued from all connections to the server task.
-    /// When full, connections stop reading until there is room (in the order they asked), which
-    /// pushes back through TCP flow control. Each connection has at most two reads waiting, so
-    /// the server takes them round-robin. Default 4,096.
+    /// Unused: the server task reads every connection itself, one read per ready connection
+    /// per turn, so nothing is queued between reading and handling (a connection that sends
+    /// faster than the server handles waits in its TCP buffers: flow control). Kept so that
+    /// existing configurations still build. Default 4,096.
     pub inbound_capacity: usize,
-    /// Writes queued for one connection while its task is busy writing. If it fills, the peer
-    /// is dropped at once as not reading its acknowledgements, so one slow client can neither
-    /// hold memory nor stall the server task. Default 64.
+    /// Writes queued for one connection that the stream would not take at once (the server
+    /// task writes straight to the stream otherwise). If it fills, the peer is dropped at once
+    /// as not reading its acknowledgements, so one slow client can neither hold memory nor
+    /// stall the server task. Default 64.
     pub outbound_capacity: usize,
     /// How long one write may block (a peer that does not read its acks) before the connection
     /// is dropped as not reading its acknowledgements. Reading goes on meanwhile, so the
@@ -595,9 +593,11 @@ impl<F: FnMut(&server::Event, Now)> ServerApp for OnEvent<F> {
 /// accepting, closes every connection and returns the server, whose analysis stays readable
 /// ([`Server::report`]).
 ///
-/// One task owns the `Server`; each connection gets a task of its own (spawned on a `LocalSet`
-/// this function sets up, so the stream needs no `Send`) that owns the stream, forwards what it
-/// reads over one bounded channel and writes what it receives on its own bounded channel.
+/// One task owns the `Server` and every stream: it polls the connections that woke (one read
+/// each per turn, into one shared buffer, handed to the core in place), and writes the acks of
+/// one read as one write straight to the stream, queueing (bounded) only what would block. A
+/// connection the core disconnects is flushed and shut down in a task of its own, spawned on a
+/// `LocalSet` this function sets up (so the stream needs no `Send`).
 /// Every [`server::Event`] is handed to `on_event` with the time of the call that produced it.
 /// `Err` only for a driver fault; accept errors are logged and retried.
 pub async fn run_server<L: Listener>(
@@ -643,18 +643,145 @@ pub async fn run_server_app<L: Listener>(
         .await
 }
 
-/// What a connection task tells the server task.
+/// The connections whose stream woke up (readable, writable, or a TLS handshake's timer), in
+/// the order they woke: each connection's [`Waker`] puts its id here once until the server
+/// task takes it, and wakes the server task. The server task owns every stream and polls only
+/// the connections listed here, so a heartbeat costs no task switch and no channel.
+#[derive(Debug, Default)]
+struct ReadyQueue(Mutex<ReadyInner>);
+
+#[derive(Debug, Default)]
+struct ReadyInner {
+    ids: VecDeque<ConnId>,
+    /// The server task, while it waits for a connection to wake.
+    task: Option<Waker>,
+}
+
+impl ReadyQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
+        // Nothing panics while holding it; a poisoned lock holds a consistent queue anyway.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a connection is ready. Cancel safe.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.ids.is_empty() {
+                if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    inner.task = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    fn pop(&self) -> Option<ConnId> {
+        self.lock().ids.pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().ids.len()
+    }
+}
+
+/// One connection's waker: lists the connection in the [`ReadyQueue`] (once until it is
+/// polled) and wakes the server task.
 #[derive(Debug)]
-enum Inbound {
-    /// Bytes read from the connection, and the permit that lets it read again once they are
-    /// handled.
-    Data(ConnId, Bytes, OwnedSemaphorePermit),
-    /// The connection reached end of stream, or reading or writing it failed.
-    Eof(ConnId),
-    /// A write blocked for longer than the write timeout: the peer is not reading.
-    WriteBlocked(ConnId),
-    /// The TLS handshake failed, for this reason ([`crate::tls::HandshakeFailed`], read with `handshake_failure`).
-    TlsFailed(ConnId, String),
+struct ConnWaker {
+    conn: ConnId,
+    queued: AtomicBool,
+    ready: Arc<ReadyQueue>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            let task = {
+                let mut inner = self.ready.lock();
+                inner.ids.push_back(self.conn);
+                inner.task.take()
+            };
+            if let Some(task) = task {
+                task.wake();
+            }
+        }
+    }
+}
+
+/// One open connection, owned by the server task.
+struct Conn<S> {
+    stream: S,
+    /// Wakes the server task for this connection (both directions).
+    waker: Arc<ConnWaker>,
+    /// Writes the stream would not take at once, in order; bounded by `outbound_capacity`.
+    queue: VecDeque<Bytes>,
+    /// Written, but the flush (TLS) would have had to wait.
+    unflushed: bool,
+    /// When the write now waiting must be done by (`write_timeout` after it started waiting).
+    write_deadline: Option<Instant>,
+    /// The read side ended (end of stream, an error, a failed handshake): only writes remain.
+    read_done: bool,
+    /// A write failed or timed out (already reported): later writes are discarded.
+    broken: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn waiting_to_write(&self) -> bool {
+        self.unflushed || !self.queue.is_empty()
+    }
+
+    /// Writes what is queued (then flushes) as far as the stream takes it now. `Ready(Ok)`
+    /// once nothing is left waiting.
+    fn poll_writes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(front) = self.queue.front_mut() {
+            match Pin::new(&mut self.stream).poll_write(cx, front) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) if n < front.len() => {
+                    bytes::Buf::advance(front, n);
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.queue.pop_front();
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // Idle again: hold no queue (the usual case, one ack at a time).
+        self.queue = VecDeque::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The open connections. Dropped (the server task cancelled: a crash in the simulator) in the
+/// order they were accepted, not the map's, so that what the peers see is reproducible.
+struct Conns<S>(HashMap<ConnId, Conn<S>>);
+
+impl<S> Drop for Conns<S> {
+    fn drop(&mut self) {
+        let mut conns: Vec<_> = self.0.drain().collect();
+        conns.sort_unstable_by_key(|(conn, _)| *conn);
+        for (_, c) in conns {
+            drop(c);
+        }
+    }
 }
 
 enum ServerWake<S> {
@@ -663,23 +790,30 @@ enum ServerWake<S> {
     App,
     Control(Control),
     FlushLog,
-    Inbound(Inbound),
+    Ready,
     Stop,
     TaskEnded(Result<(), tokio::task::JoinError>),
     Timeout,
+    WriteTimeout,
 }
 
-struct ServerDriver {
+struct ServerDriver<S> {
     server: Server,
-    /// The write channel of every connection the core has not disconnected yet. Dropping a
-    /// sender tells its task to flush and close.
-    conns: HashMap<ConnId, OutboxTx>,
+    /// Every connection the core has not disconnected yet.
+    conns: Conns<S>,
+    ready: Arc<ReadyQueue>,
+    /// Connections with a write waiting, by when it must be done.
+    write_deadlines: BTreeSet<(Instant, ConnId)>,
     limits: ConnectionLimits,
+    /// Connections closing (flushing what is queued, then shutting down), after the core
+    /// disconnected them.
     tasks: JoinSet<()>,
     options: ServerOptions,
     stats: DriverStats,
-    /// The read buffer every connection task borrows.
-    scratch: ReadScratch,
+    /// The one read buffer of all connections.
+    scratch: Box<[u8]>,
+    /// The writes of one connection gathered while draining the core (see [`Self::drain`]).
+    wbuf: Vec<u8>,
 }
 
 async fn serve<L: Listener>(
@@ -691,19 +825,22 @@ async fn serve<L: Listener>(
     stop: impl Future<Output = ()>,
     mut app: impl ServerApp,
 ) -> Result<Server, NetError> {
-    let (inbound_tx, mut inbound_rx) = mpsc::channel(options.inbound_capacity.max(1));
-    let mut d = ServerDriver {
+    let mut d: ServerDriver<L::Stream> = ServerDriver {
         server,
-        conns: HashMap::new(),
+        conns: Conns(HashMap::new()),
+        ready: Arc::new(ReadyQueue::default()),
+        write_deadlines: BTreeSet::new(),
         limits: ConnectionLimits::new(
             options.max_connections,
             options.max_connections_per_ip_value(),
         ),
         tasks: JoinSet::new(),
-        scratch: ReadScratch::new(options.read_buffer),
+        scratch: vec![0u8; options.read_buffer.max(1)].into_boxed_slice(),
+        wbuf: Vec::new(),
         options,
         stats: DriverStats::default(),
     };
+    let ready = d.ready.clone();
     let mut stop = std::pin::pin!(stop);
     let mut accept_paused_until: Option<Instant> = None;
     let mut now = clock.now();
@@ -713,6 +850,7 @@ async fn serve<L: Listener>(
         app.on_wake(&mut d.server, now);
         d.drain(now, &mut app);
         let deadline = d.server.poll_timeout();
+        let write_deadline = d.write_deadlines.first().map(|&(t, _)| t);
         let wake = tokio::select! {
             biased;
             () = &mut stop => ServerWake::Stop,
@@ -722,7 +860,8 @@ async fn serve<L: Listener>(
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
             r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
-            Some(m) = inbound_rx.recv() => ServerWake::Inbound(m),
+            () = ready.wait() => ServerWake::Ready,
+            () = sleep_until_opt(write_deadline) => ServerWake::WriteTimeout,
             () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
         };
         now = clock.now();
@@ -731,14 +870,15 @@ async fn serve<L: Listener>(
             ServerWake::App => {}
             ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => {
-                // What the connections already read counts before any deadline is judged: a
-                // server behind on a reconnect storm must not time out a HELLO waiting in its
-                // own queue (bounded: what is queued now, at most `inbound_capacity`).
-                let queued = inbound_rx.len();
-                d.inbound_batch(now, None, &mut inbound_rx, &mut app, queued);
+                // What the connections already have ready counts before any deadline is
+                // judged: a server behind on a reconnect storm must not time out a HELLO
+                // waiting for its turn (bounded: the connections ready now).
+                let queued = d.ready.len();
+                now = d.ready_batch(now, &clock, &mut app, queued);
                 d.drain(now, &mut app);
                 d.server.handle_timeout(now);
             }
+            ServerWake::WriteTimeout => d.write_timeouts(now, &mut app),
             ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
             // The loop drains what the change output before it waits again.
             ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
@@ -754,14 +894,12 @@ async fn serve<L: Listener>(
             }
             ServerWake::AcceptResume => accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
-                d.accept(now, stream, peer, &inbound_tx, &mut app);
+                d.accept(now, stream, peer, &mut app);
                 // A storm: take the connections already waiting in the listen queue too, a
                 // batch at a time, without going round the loop for each.
                 for _ in 1..ACCEPT_BATCH {
                     match accept_ready(&mut listener) {
-                        Some(Ok((stream, peer))) => {
-                            d.accept(now, stream, peer, &inbound_tx, &mut app);
-                        }
+                        Some(Ok((stream, peer))) => d.accept(now, stream, peer, &mut app),
                         Some(Err(e)) => {
                             d.accept_failed(now, &e);
                             accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
@@ -773,33 +911,32 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.inbound_batch(now, None, &mut inbound_rx, &mut app, INBOUND_BATCH);
+                now = d.ready_batch(now, &clock, &mut app, READY_BATCH);
             }
             ServerWake::Accepted(Err(e)) => {
                 d.accept_failed(now, &e);
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Inbound(m) => {
-                d.inbound_batch(now, Some(m), &mut inbound_rx, &mut app, INBOUND_BATCH);
-            }
+            ServerWake::Ready => now = d.ready_batch(now, &clock, &mut app, READY_BATCH),
         }
     }
 
-    // Stop: no new connections; what was already read still counts; close every open
-    // connection; let the tasks flush for a moment.
+    // Stop: no new connections; what was already ready still counts; close every open
+    // connection; let them flush for a moment.
     drop(listener);
     now = clock.now();
-    while let Ok(m) = inbound_rx.try_recv() {
-        d.handle_inbound(now, m);
-        d.drain(now, &mut app);
-    }
+    let queued = d.ready.len();
+    now = d.ready_batch(now, &clock, &mut app, queued);
     d.server.close_all(now);
     d.drain(now, &mut app);
     app.on_wake(&mut d.server, now);
     d.drain(now, &mut app);
-    // Connection tasks blocked on a full inbound channel see it closed and end.
-    drop(inbound_rx);
-    drop(inbound_tx);
+    // Any the core left open (none, normally), in a fixed order: the simulator replays runs.
+    let mut left: Vec<ConnId> = d.conns.0.keys().copied().collect();
+    left.sort_unstable();
+    for conn in left {
+        d.close(conn);
+    }
     let grace = d.options.shutdown_grace;
     let tasks = &mut d.tasks;
     let flushed =
@@ -812,30 +949,239 @@ async fn serve<L: Listener>(
     Ok(d.server)
 }
 
-impl ServerDriver {
-    /// Carries out every output of the core.
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
+    /// Carries out every output of the core. Consecutive writes to one connection (the acks
+    /// of one read) go out as one write, gathered in a buffer the driver reuses.
     fn drain(&mut self, now: Now, app: &mut impl ServerApp) {
+        let mut pending: Option<ConnId> = None;
         while let Some(out) = self.server.poll_output() {
             match out {
                 server::Output::Transmit { conn, bytes } => {
-                    let Some(tx) = self.conns.get(&conn) else {
-                        continue;
-                    };
-                    match tx.try_send(Bytes::from(bytes)) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => self.server.handle_write_blocked(now, conn),
-                        // The task already ended; its end of stream is on the way to the core.
-                        Err(TrySendError::Closed(_)) => {}
+                    if pending.is_some_and(|p| p != conn) {
+                        self.transmit(now, pending.take());
                     }
+                    pending = Some(conn);
+                    self.wbuf.extend_from_slice(&bytes);
                 }
                 server::Output::Disconnect { conn, reason } => {
+                    self.transmit(now, pending.take());
                     tracing::debug!(%conn, %reason, "closing");
-                    self.conns.remove(&conn);
+                    self.close(conn);
                     self.limits.closed(conn);
                 }
-                server::Output::Event(e) => app.on_event(&e, now),
+                server::Output::Event(e) => {
+                    self.transmit(now, pending.take());
+                    app.on_event(&e, now);
+                }
             }
         }
+        self.transmit(now, pending);
+        if self.wbuf.capacity() > WRITE_BUFFER_KEEP {
+            self.wbuf = Vec::new();
+        }
+    }
+
+    /// Writes what [`Self::drain`] gathered for `conn` (if any) and empties the buffer:
+    /// straight to the stream when nothing waits ahead of it; what the stream does not take
+    /// now is queued, and written when the connection wakes as writable.
+    fn transmit(&mut self, now: Now, conn: Option<ConnId>) {
+        let Some(conn) = conn else { return };
+        let capacity = self.options.outbound_capacity.max(1);
+        let result = match self.conns.0.get_mut(&conn) {
+            None => Ok(()),
+            Some(c) if c.broken => Ok(()),
+            Some(c) if c.waiting_to_write() => {
+                if c.queue.len() >= capacity {
+                    Err(None)
+                } else {
+                    c.queue.push_back(Bytes::copy_from_slice(&self.wbuf));
+                    Ok(())
+                }
+            }
+            Some(c) => {
+                let waker = Waker::from(c.waker.clone());
+                let mut cx = Context::from_waker(&waker);
+                let mut done = 0;
+                let mut result = Ok(());
+                while done < self.wbuf.len() {
+                    match Pin::new(&mut c.stream).poll_write(&mut cx, &self.wbuf[done..]) {
+                        Poll::Ready(Ok(0)) => {
+                            result = Err(Some(io::ErrorKind::WriteZero.into()));
+                            break;
+                        }
+                        Poll::Ready(Ok(n)) => done += n,
+                        Poll::Ready(Err(e)) => {
+                            result = Err(Some(e));
+                            break;
+                        }
+                        Poll::Pending => {
+                            c.queue
+                                .push_back(Bytes::copy_from_slice(&self.wbuf[done..]));
+                            break;
+                        }
+                    }
+                }
+                if result.is_ok() && c.queue.is_empty() {
+                    match Pin::new(&mut c.stream).poll_flush(&mut cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => result = Err(Some(e)),
+                        Poll::Pending => c.unflushed = true,
+                    }
+                }
+                if result.is_ok() && c.waiting_to_write() {
+                    let deadline = now.mono + self.options.write_timeout;
+                    c.write_deadline = Some(deadline);
+                    self.write_deadlines.insert((deadline, conn));
+                }
+                result
+            }
+        };
+        self.wbuf.clear();
+        match result {
+            Ok(()) => {}
+            Err(None) => self.server.handle_write_blocked(now, conn),
+            Err(Some(e)) => self.write_failed(now, conn, &e),
+        }
+    }
+
+    /// A write failed: later ones are discarded, and the core hears of it as an end of
+    /// stream (a timed-out one as a peer not reading).
+    fn write_failed(&mut self, now: Now, conn: ConnId, e: &io::Error) {
+        tracing::debug!(%conn, error = %e, "write failed");
+        if let Some(c) = self.conns.0.get_mut(&conn) {
+            c.broken = true;
+            c.queue = VecDeque::new();
+            c.unflushed = false;
+            if let Some(t) = c.write_deadline.take() {
+                self.write_deadlines.remove(&(t, conn));
+            }
+        }
+        if e.kind() == io::ErrorKind::TimedOut {
+            self.server.handle_write_blocked(now, conn);
+        } else {
+            self.server.handle_eof(now, conn);
+        }
+    }
+
+    /// Connections whose waiting write passed its deadline: peers not reading.
+    fn write_timeouts(&mut self, now: Now, app: &mut impl ServerApp) {
+        while let Some(&(t, conn)) = self.write_deadlines.first() {
+            if t > now.mono {
+                break;
+            }
+            self.write_deadlines.pop_first();
+            if let Some(c) = self.conns.0.get_mut(&conn) {
+                c.write_deadline = None;
+            }
+            let e = io::Error::new(io::ErrorKind::TimedOut, "write timed out");
+            self.write_failed(now, conn, &e);
+            self.drain(now, app);
+        }
+    }
+
+    /// Closes a connection the core disconnected: what is queued is written and the stream
+    /// shut down in a task of its own (bounded by the write timeout and [`CLOSE_TIMEOUT`]).
+    fn close(&mut self, conn: ConnId) {
+        let Some(mut c) = self.conns.0.remove(&conn) else {
+            return;
+        };
+        if let Some(t) = c.write_deadline.take() {
+            self.write_deadlines.remove(&(t, conn));
+        }
+        if c.broken {
+            return;
+        }
+        let write_timeout = self.options.write_timeout;
+        self.tasks.spawn_local(async move {
+            let flushed =
+                tokio::time::timeout(write_timeout, std::future::poll_fn(|cx| c.poll_writes(cx)))
+                    .await;
+            if matches!(flushed, Ok(Ok(()))) {
+                close_stream(&mut c.stream).await;
+            }
+        });
+    }
+
+    /// Polls up to `limit` ready connections, each once: what is waiting to be written, then
+    /// one read, handed to the core straight from the shared buffer. A connection that read
+    /// something is listed again at the back, so a flooding peer gets one read per turn like
+    /// everyone else.
+    ///
+    /// What is read is stamped with the clock read right after that read, never with one read
+    /// before it: a heartbeat that arrived after the loop woke must not be received before
+    /// it was sent (a negative one-way delay). Returns the latest time read.
+    fn ready_batch(
+        &mut self,
+        mut now: Now,
+        clock: &impl Clock,
+        app: &mut impl ServerApp,
+        limit: usize,
+    ) -> Now {
+        for _ in 0..limit {
+            let Some(conn) = self.ready.pop() else { break };
+            now = self.poll_conn(now, clock, conn);
+            self.drain(now, app);
+        }
+        now
+    }
+
+    /// Polls one connection (see [`Self::ready_batch`]); returns the time its input was
+    /// stamped with (`now` when it read nothing).
+    fn poll_conn(&mut self, mut now: Now, clock: &impl Clock, conn: ConnId) -> Now {
+        let Some(c) = self.conns.0.get_mut(&conn) else {
+            return now;
+        };
+        c.waker.queued.store(false, Ordering::Release);
+        let waker = Waker::from(c.waker.clone());
+        let mut cx = Context::from_waker(&waker);
+        if !c.broken && c.waiting_to_write() {
+            match c.poll_writes(&mut cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => {
+                    if let Some(t) = c.write_deadline.take() {
+                        self.write_deadlines.remove(&(t, conn));
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(now, conn, &e);
+                    return now;
+                }
+            }
+        }
+        if c.read_done {
+            return now;
+        }
+        let mut buf = ReadBuf::new(&mut self.scratch);
+        let read = Pin::new(&mut c.stream).poll_read(&mut cx, &mut buf);
+        if read.is_ready() {
+            now = clock.now();
+        }
+        match read {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 {
+                    c.read_done = true;
+                    self.server.handle_eof(now, conn);
+                } else {
+                    // Read again on its next turn (until it would block, which registers the
+                    // waker; a short read usually already knows it would).
+                    c.waker.wake_by_ref();
+                    self.server.handle_input(now, conn, &self.scratch[..n]);
+                }
+            }
+            Poll::Ready(Err(e)) => {
+                c.read_done = true;
+                match crate::error::handshake_failure(&e) {
+                    Some(why) => self.server.handle_tls_failed(now, conn, why.to_owned()),
+                    None => {
+                        tracing::debug!(%conn, error = %e, "read failed");
+                        self.server.handle_eof(now, conn);
+                    }
+                }
+            }
+        }
+        now
     }
 
     /// Logs a failed accept (summarised: under a connection flood it may fail for each one).
@@ -848,14 +1194,7 @@ impl ServerDriver {
         );
     }
 
-    fn accept<S: AsyncRead + AsyncWrite + Unpin + 'static>(
-        &mut self,
-        now: Now,
-        stream: S,
-        peer: SocketAddr,
-        inbound: &mpsc::Sender<Inbound>,
-        app: &mut impl ServerApp,
-    ) {
+    fn accept(&mut self, now: Now, stream: S, peer: SocketAddr, app: &mut impl ServerApp) {
         if let Err(refusal) = self.limits.check(peer) {
             let limit = match refusal {
                 crate::limits::Refusal::Total => {
@@ -888,298 +1227,25 @@ impl ServerDriver {
             PeerLine::Accepted,
             format_args!("Accepted connection from {}", seed_peer(peer)),
         );
-        let (tx, rx) = outbox(self.options.outbound_capacity.max(1));
-        self.conns.insert(conn, tx);
-        let task = ConnTask {
+        let waker = Arc::new(ConnWaker {
             conn,
-            inbound: inbound.clone(),
-            writes: rx,
-            reads: Arc::new(Semaphore::new(READS_IN_FLIGHT as usize)),
-            scratch: self.scratch.clone(),
-            write_timeout: self.options.write_timeout,
-        };
-        self.tasks.spawn_local(task.run(stream));
-    }
-
-    /// Handles `first` and what else is queued, `limit` messages at most, without waiting.
-    fn inbound_batch(
-        &mut self,
-        now: Now,
-        first: Option<Inbound>,
-        inbound: &mut mpsc::Receiver<Inbound>,
-        app: &mut impl ServerApp,
-        limit: usize,
-    ) {
-        let handled = usize::from(first.is_some());
-        if let Some(m) = first {
-            self.handle_inbound(now, m);
-        }
-        for _ in handled..limit {
-            self.drain(now, app);
-            match inbound.try_recv() {
-                Ok(m) => self.handle_inbound(now, m),
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn handle_inbound(&mut self, now: Now, m: Inbound) {
-        match m {
-            // The permit is released once the bytes are handled: the task may read again.
-            Inbound::Data(conn, bytes, _permit) => self.server.handle_input(now, conn, &bytes),
-            Inbound::Eof(conn) => self.server.handle_eof(now, conn),
-            Inbound::TlsFailed(conn, why) => self.server.handle_tls_failed(now, conn, why),
-            Inbound::WriteBlocked(conn) => self.server.handle_write_blocked(now, conn),
-        }
-    }
-}
-
-/// One connection: reads into the server's shared buffer and forwards what it reads, and writes what the
-/// server task sends, at the same time. Reading goes on while a write blocks (so a peer that
-/// does not read its acks still has its heartbeats counted until the write timeout), and
-/// writing goes on after end of stream (so the acks and `ERROR` due to a peer that half-closed
-/// reach it). The task ends when the server task drops its sender: what was queued is written,
-/// then the stream is shut down.
-struct ConnTask {
-    conn: ConnId,
-    inbound: mpsc::Sender<Inbound>,
-    writes: OutboxRx,
-    /// [`READS_IN_FLIGHT`] permits: one is held by each read waiting for the server task.
-    reads: Arc<Semaphore>,
-    scratch: ReadScratch,
-    write_timeout: Duration,
-}
-
-impl ConnTask {
-    async fn run<S: AsyncRead + AsyncWrite>(self, stream: S) {
-        let (reader, writer) = tokio::io::split(stream);
-        let Self {
+            queued: AtomicBool::new(true),
+            ready: self.ready.clone(),
+        });
+        // Polled on its first turn: that registers its waker (and reads what it already sent).
+        self.ready.lock().ids.push_back(conn);
+        self.conns.0.insert(
             conn,
-            inbound,
-            writes,
-            reads,
-            scratch,
-            write_timeout,
-        } = self;
-        let reading = read_loop(conn, inbound.clone(), reads, reader, scratch);
-        let writing = write_loop(conn, inbound, writes, writer, write_timeout);
-        tokio::select! {
-            () = writing => {}
-            // Only when the server task is gone; after end of stream the reader waits forever.
-            () = reading => {}
-        }
-    }
-}
-
-/// Reads and forwards until end of stream or an error (reported as `Eof`), then waits forever.
-/// Returns only when the server task is gone.
-///
-/// It holds no buffer of its own: each read goes into the server's one [`ReadScratch`], borrowed
-/// only inside a `poll_read` that found bytes (or end of stream), and what it read is copied
-/// out at once. An idle connection costs its task and nothing more.
-async fn read_loop<S: AsyncRead>(
-    conn: ConnId,
-    inbound: mpsc::Sender<Inbound>,
-    reads: Arc<Semaphore>,
-    mut reader: ReadHalf<S>,
-    scratch: ReadScratch,
-) {
-    loop {
-        // Wait for this connection's earlier reads to be handled: the per-connection budget.
-        // (The waits here and below are boxed on their rare slow path, so that an idle
-        // connection's task holds no room for them.)
-        let permit = match reads.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => match Box::pin(reads.clone().acquire_owned()).await {
-                Ok(permit) => permit,
-                Err(_) => return,
+            Conn {
+                stream,
+                waker,
+                queue: VecDeque::new(),
+                unflushed: false,
+                write_deadline: None,
+                read_done: false,
+                broken: false,
             },
-        };
-        let msg = match scratch.read(&mut reader).await {
-            Ok(bytes) if bytes.is_empty() => None,
-            Ok(bytes) => Some(Inbound::Data(conn, bytes, permit)),
-            Err(e) => match crate::error::handshake_failure(&e) {
-                Some(why) => Some(Inbound::TlsFailed(conn, why.to_owned())),
-                None => {
-                    tracing::debug!(%conn, error = %e, "read failed");
-                    None
-                }
-            },
-        };
-        let (msg, more) = match msg {
-            Some(m @ Inbound::TlsFailed(..)) => (m, false),
-            Some(m) => (m, true),
-            None => (Inbound::Eof(conn), false),
-        };
-        // Waits while the server task is behind: the backpressure that bounds memory.
-        if send_inbound(&inbound, msg).await.is_err() {
-            return;
-        }
-        if !more {
-            return std::future::pending().await;
-        }
-    }
-}
-
-/// A connection's queue of writes, from the server task to the connection task. Both run on
-/// one thread (the server's `LocalSet`), so it needs no lock; unlike a tokio channel (which
-/// allocates a block of 32 slots up front) it holds nothing until something is queued, so an
-/// idle connection costs a few dozen bytes here.
-struct Outbox {
-    queue: RefCell<VecDeque<Bytes>>,
-    capacity: usize,
-    /// The server task dropped its end: write what is queued, then close.
-    closed: Cell<bool>,
-    /// The connection task is gone: nothing more will be written.
-    gone: Cell<bool>,
-    ready: Notify,
-}
-
-/// The server task's end of an [`Outbox`]; dropping it tells the connection to flush and close.
-struct OutboxTx(Rc<Outbox>);
-
-/// The connection task's end of an [`Outbox`].
-struct OutboxRx(Rc<Outbox>);
-
-fn outbox(capacity: usize) -> (OutboxTx, OutboxRx) {
-    let shared = Rc::new(Outbox {
-        queue: RefCell::new(VecDeque::new()),
-        capacity,
-        closed: Cell::new(false),
-        gone: Cell::new(false),
-        ready: Notify::new(),
-    });
-    (OutboxTx(shared.clone()), OutboxRx(shared))
-}
-
-impl OutboxTx {
-    /// Queues `bytes` without waiting: `Full` at capacity, `Closed` once the task is gone.
-    fn try_send(&self, bytes: Bytes) -> Result<(), TrySendError<Bytes>> {
-        if self.0.gone.get() {
-            return Err(TrySendError::Closed(bytes));
-        }
-        let mut queue = self.0.queue.borrow_mut();
-        if queue.len() >= self.0.capacity {
-            return Err(TrySendError::Full(bytes));
-        }
-        queue.push_back(bytes);
-        drop(queue);
-        self.0.ready.notify_one();
-        Ok(())
-    }
-}
-
-impl Drop for OutboxTx {
-    fn drop(&mut self) {
-        self.0.closed.set(true);
-        self.0.ready.notify_one();
-    }
-}
-
-impl OutboxRx {
-    /// The next write, `None` once the sender is dropped and everything queued was taken.
-    /// Cancel safe. (`notify_one` keeps a permit when nobody waits, so no wake-up is lost.)
-    async fn recv(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(bytes) = self.pop() {
-                return Some(bytes);
-            }
-            if self.0.closed.get() {
-                return None;
-            }
-            self.0.ready.notified().await;
-        }
-    }
-}
-
-impl OutboxRx {
-    fn pop(&self) -> Option<Bytes> {
-        let mut queue = self.0.queue.borrow_mut();
-        let bytes = queue.pop_front()?;
-        if queue.is_empty() {
-            // Idle again: hold no queue (the usual case, one ack at a time).
-            *queue = VecDeque::new();
-        }
-        Some(bytes)
-    }
-}
-
-impl Drop for OutboxRx {
-    fn drop(&mut self) {
-        self.0.gone.set(true);
-        self.0.queue.borrow_mut().clear();
-    }
-}
-
-/// Sends to the server task, waiting (in a boxed future: rarely needed) only when its queue is
-/// full. `Err` when the server task is gone.
-async fn send_inbound(inbound: &mpsc::Sender<Inbound>, msg: Inbound) -> Result<(), ()> {
-    match inbound.try_send(msg) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Closed(_)) => Err(()),
-        Err(TrySendError::Full(msg)) => Box::pin(inbound.send(msg)).await.map_err(|_| ()),
-    }
-}
-
-/// The server's one read buffer, shared by every connection task on its `LocalSet` (one
-/// thread: a task borrows it only for the duration of one `poll_read`, never across an
-/// `await`), so that 10,000 idle connections do not hold 10,000 buffers.
-#[derive(Clone)]
-struct ReadScratch(Rc<RefCell<Box<[u8]>>>);
-
-impl ReadScratch {
-    fn new(len: usize) -> Self {
-        Self(Rc::new(RefCell::new(
-            vec![0u8; len.max(1)].into_boxed_slice(),
-        )))
-    }
-
-    /// Reads once: the bytes read, empty at end of stream. Cancel safe (nothing is read until
-    /// the bytes are returned).
-    async fn read<R: AsyncRead + Unpin>(&self, reader: &mut R) -> io::Result<Bytes> {
-        std::future::poll_fn(|cx| {
-            let mut buf = self.0.borrow_mut();
-            let mut read = ReadBuf::new(&mut buf);
-            match Pin::new(&mut *reader).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(read.filled()))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-}
-
-/// Writes what the server task sends until it drops its sender, then shuts the stream down.
-/// A write that blocks past `write_timeout` is reported as `WriteBlocked`, one that fails as
-/// `Eof`; later writes are then discarded.
-async fn write_loop<S: AsyncWrite>(
-    conn: ConnId,
-    inbound: mpsc::Sender<Inbound>,
-    mut writes: OutboxRx,
-    mut writer: WriteHalf<S>,
-    write_timeout: Duration,
-) {
-    let mut broken = false;
-    while let Some(bytes) = writes.recv().await {
-        if broken {
-            continue;
-        }
-        if let Err(e) = write_bytes(&mut writer, &bytes, write_timeout).await {
-            tracing::debug!(%conn, error = %e, "write failed");
-            broken = true;
-            let msg = if e.kind() == io::ErrorKind::TimedOut {
-                Inbound::WriteBlocked(conn)
-            } else {
-                Inbound::Eof(conn)
-            };
-            if send_inbound(&inbound, msg).await.is_err() {
-                return;
-            }
-        }
-    }
-    if !broken {
-        close_stream(&mut writer).await;
+        );
     }
 }
 
@@ -1198,8 +1264,8 @@ async fn write_bytes<S: AsyncWrite + Unpin>(
     if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         return r;
     }
-    // Boxed: the timer is large and rarely needed, and every idle connection task would
-    // otherwise carry room for it.
+    // Boxed: the timer is large and rarely needed, and the caller's future would otherwise
+    // carry room for it.
     match Box::pin(tokio::time::timeout(timeout, write)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
