@@ -63,13 +63,21 @@ pub const TCP_ORPHAN_RETRIES: u32 = 8;
 /// One direction of one connection: `(source, destination)`.
 pub type Flow = (SocketAddr, SocketAddr);
 
-/// The times at which data first sent at `first` is sent again while it goes unacknowledged:
-/// the tail loss probe one [`RTO_MIN`] after it (Linux probes a lone unacknowledged segment
-/// after about `2 * srtt + 200 ms`, and restarts the retransmission timer from the probe), then
-/// the retransmissions, the timeout doubling from [`RTO_MIN`] and capped at [`RTO_MAX`]: 0.2,
-/// 0.4, 0.8, 1.6 s ... after `first`. The probe and [`TCP_RETRIES2`] retransmissions.
-fn data_retransmissions(first: Duration) -> impl Iterator<Item = Duration> {
-    let probe = first + RTO_MIN;
+/// When the kernel first sends again data first sent at `first`, the tail loss probe: about
+/// `2 * srtt + 200 ms` after a lone unacknowledged segment ([`RTO_MIN`] here); about `2 * srtt`
+/// after the last of several (at once here: `more`, when a second segment followed before the
+/// probe was due). As captured: a lone heartbeat was probed 0.21 s after it, a goodbye and the
+/// FIN behind it 11 ms after them.
+pub fn probe_at(first: Duration, more: Option<Duration>) -> Duration {
+    more.filter(|m| *m < first + RTO_MIN)
+        .unwrap_or(first + RTO_MIN)
+}
+
+/// The times at which unacknowledged data is sent again: the tail loss probe at `probe`
+/// ([`probe_at`]), then the retransmissions (Linux restarts the retransmission timer from the
+/// probe), the timeout doubling from [`RTO_MIN`] and capped at [`RTO_MAX`]: for a lone segment
+/// 0.2, 0.4, 0.8, 1.6 s ... after it. The probe and [`TCP_RETRIES2`] retransmissions.
+fn data_retransmissions(probe: Duration) -> impl Iterator<Item = Duration> {
     let mut at = probe;
     let mut rto = RTO_MIN;
     std::iter::once(probe).chain((0..TCP_RETRIES2).map(move |_| {
@@ -107,17 +115,23 @@ fn model_timeout(retries: u32) -> Duration {
     total
 }
 
-/// The first retransmission, at or after `after`, of data first sent at `first` (the probe
-/// and the retransmissions of [`data_retransmissions`]), on a connection its application keeps
-/// (`orphan` false) or closed (`orphan` true); `None` when the kernel would have given the
-/// connection up by then ([`give_up_after`], [`orphan_give_up_after`]).
-pub fn next_retransmission(first: Duration, after: Duration, orphan: bool) -> Option<Duration> {
+/// The first retransmission, at or after `after`, of data first sent at `first` and probed at
+/// `probe` ([`probe_at`]; the retransmissions of [`data_retransmissions`]), on a connection its
+/// application keeps (`orphan` false) or closed (`orphan` true); `None` when the kernel would
+/// have given the connection up by then ([`give_up_after`], [`orphan_give_up_after`], counted
+/// from `first`).
+pub fn next_retransmission(
+    first: Duration,
+    probe: Duration,
+    after: Duration,
+    orphan: bool,
+) -> Option<Duration> {
     let limit = if orphan {
         orphan_give_up_after()
     } else {
         give_up_after()
     };
-    data_retransmissions(first)
+    data_retransmissions(probe)
         .find(|t| *t >= after)
         .filter(|t| *t < first + limit)
 }
@@ -237,6 +251,9 @@ struct Held {
     first: Duration,
     /// True when that segment was a SYN (its own backoff, from 1 s).
     syn: bool,
+    /// When a second segment of it was first seen, if before its probe was due: the probe
+    /// then comes at once ([`probe_at`]).
+    more: Option<Duration>,
     /// True when its sender's application closed the socket: an orphan, given up sooner.
     orphan: bool,
     /// When to deliver it, once its link is repaired; `None` while cut or never.
@@ -315,7 +332,7 @@ impl Links {
             h.release_at = if h.syn {
                 next_syn_retransmission(h.first, now)
             } else {
-                next_retransmission(h.first, now, h.orphan)
+                next_retransmission(h.first, probe_at(h.first, h.more), now, h.orphan)
             };
             if h.release_at.is_none() {
                 h.dead = true;
@@ -473,6 +490,8 @@ impl Links {
         let cut = |i: usize| partitioned[i] || *server_down;
         let mut kernel = kernel.lock().expect("kernel lock");
         let mut delivered: BTreeSet<Flow> = BTreeSet::new();
+        // Segments held of each flow on a cut link.
+        let mut segments: BTreeMap<Flow, usize> = BTreeMap::new();
         sim.links(|links| {
             for link in links {
                 let (a, b) = link.pair();
@@ -488,6 +507,7 @@ impl Links {
                             client: i,
                             first: now,
                             syn: matches!(sent.protocol(), Protocol::Tcp(Segment::Syn(_))),
+                            more: None,
                             orphan: false,
                             release_at: None,
                             dead: false,
@@ -499,6 +519,9 @@ impl Links {
                             None => continue,
                         }
                     };
+                    if cut {
+                        *segments.entry(flow).or_default() += 1;
+                    }
                     if cut && !h.dead {
                         if matches!(sent.protocol(), Protocol::Tcp(Segment::Rst)) {
                             // A socket closed with unread data (or a segment answered with a
@@ -522,6 +545,12 @@ impl Links {
         // Delivered flows are acknowledged: what they send next goes as usual. Dead flows stay,
         // so that their segments are never taken for new ones.
         held.retain(|f, _| !delivered.contains(f));
+        // A second segment behind the first: the probe comes at once.
+        for (flow, n) in segments {
+            if let Some(h) = held.get_mut(&flow).filter(|h| n >= 2 && h.more.is_none()) {
+                h.more = Some(now);
+            }
+        }
         // A socket closed after its flow was held (its FIN behind the held data) makes it an
         // orphan from now; one closed while nothing of it is held has nothing to retransmit.
         for flow in std::mem::take(&mut kernel.closed) {
@@ -549,7 +578,9 @@ mod tests {
     #[test]
     fn data_is_probed_after_200_ms_then_retransmitted_with_doubling_timeouts() {
         // As captured on kernel 6.18: 0.21, 0.41, 0.85, 1.69, 3.35, 6.67, 13.33 s after the send.
-        let times: Vec<_> = data_retransmissions(ms(1000)).take(7).collect();
+        let times: Vec<_> = data_retransmissions(probe_at(ms(1000), None))
+            .take(7)
+            .collect();
         assert_eq!(
             times,
             [
@@ -563,45 +594,74 @@ mod tests {
             ]
         );
         assert_eq!(
-            next_retransmission(ms(0), ms(20_000), false),
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(20_000), false),
             Some(ms(25_600))
         );
         assert_eq!(
-            next_retransmission(ms(0), ms(12_800), false),
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(12_800), false),
             Some(ms(12_800))
         );
         // Issue 19's seed 2: a heartbeat sent into the cut at 10.0 s comes again at 16.4 s, after
         // the repair at 16.04 s (the kernel's: 16.80 s), not at 16.2 s.
         assert_eq!(
-            next_retransmission(ms(10_000), ms(16_037), false),
+            next_retransmission(ms(10_000), probe_at(ms(10_000), None), ms(16_037), false),
             Some(ms(16_400))
         );
     }
 
     #[test]
     fn the_backoff_is_capped_at_two_minutes_and_gives_up_after_about_15_minutes() {
-        let times: Vec<_> = data_retransmissions(ms(0)).collect();
+        let times: Vec<_> = data_retransmissions(probe_at(ms(0), None)).collect();
         assert_eq!(times.len(), 1 + TCP_RETRIES2 as usize);
         assert_eq!(times[10], ms(204_800));
         assert_eq!(times[11], ms(324_800));
         assert_eq!(give_up_after(), ms(924_600));
-        assert_eq!(next_retransmission(ms(0), ms(804_801), false), None);
         assert_eq!(
-            next_retransmission(ms(0), ms(804_800), false),
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(804_801), false),
+            None
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(804_800), false),
             Some(ms(804_800))
         );
     }
 
     #[test]
+    fn several_segments_are_probed_at_once_then_retransmitted_from_the_probe() {
+        // As captured: a goodbye and its FIN sent at once were sent again 0.01, 0.22, 0.64,
+        // 1.46, 3.13, 6.65, 13.30 s after them.
+        let probe = probe_at(ms(1000), Some(ms(1000)));
+        let times: Vec<_> = data_retransmissions(probe).take(7).collect();
+        assert_eq!(
+            times,
+            [
+                ms(1000),
+                ms(1200),
+                ms(1600),
+                ms(2400),
+                ms(4000),
+                ms(7200),
+                ms(13_600)
+            ]
+        );
+        // A second segment after the probe was due changes nothing.
+        assert_eq!(probe_at(ms(1000), Some(ms(1200))), ms(1200));
+        assert_eq!(probe_at(ms(1000), Some(ms(1500))), ms(1200));
+    }
+
+    #[test]
     fn an_orphan_is_given_up_after_about_100_s() {
         assert_eq!(orphan_give_up_after(), ms(102_200));
-        assert_eq!(next_retransmission(ms(0), ms(60_000), true), None);
         assert_eq!(
-            next_retransmission(ms(0), ms(60_000), false),
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(60_000), true),
+            None
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(60_000), false),
             Some(ms(102_400))
         );
         assert_eq!(
-            next_retransmission(ms(0), ms(40_000), true),
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(40_000), true),
             Some(ms(51_200))
         );
     }

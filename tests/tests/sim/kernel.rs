@@ -445,3 +445,33 @@ fn a_closed_socket_s_backlog_is_given_up_after_the_orphan_retries() {
     let states: Vec<_> = out.report.clients.iter().map(|c| c.state).collect();
     assert_eq!(states, [heartbeat_core::Liveness::Down]);
 }
+
+#[test]
+fn a_goodbye_and_its_fin_are_probed_at_once_then_retransmitted_from_200_ms() {
+    // A client stops during a cut: its goodbye and the FIN behind it are two segments in
+    // flight, so the kernel probes at once (captured: 11 ms after them) and retransmits 0.2,
+    // 0.6, 1.4 s ... after the probe (captured: 0.22, 0.64, 1.46 s), where a lone segment is
+    // probed after 200 ms and retransmitted 0.4, 0.8 s after it. The repair at 21.05 s is
+    // caught by the one at 0.6 s: the server hears the goodbye at 21.2 s, not 21.4 s.
+    let out = run(r#"
+        duration = "30s"
+        [[client]]
+        id = "c1"
+        interval = "1s"
+        latency = "10ms"
+        [[action]]
+        do = "partition"
+        on = "c1"
+        at = "20.5s"
+        for = "0.55s"
+        [[action]]
+        do = "stop"
+        on = "c1"
+        at = "20.6s"
+    "#);
+    let gone = disconnects(&out, "c1");
+    assert!(
+        matches!(gone.as_slice(), [(at, DisconnectReason::Goodbye)] if close_to(*at, s(21.2), s(0.03))),
+        "{gone:?}"
+    );
+}
