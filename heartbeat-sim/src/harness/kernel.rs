@@ -116,10 +116,10 @@ fn model_timeout(retries: u32) -> Duration {
 }
 
 /// The first retransmission, at or after `after`, of data first sent at `first` and probed at
-/// `probe` ([`probe_at`]; the retransmissions of [`data_retransmissions`]), on a connection its
-/// application keeps (`orphan` false) or closed (`orphan` true); `None` when the kernel would
-/// have given the connection up by then ([`give_up_after`], [`orphan_give_up_after`], counted
-/// from `first`).
+/// `probe` ([`probe_at`]; then 0.2, 0.6, 1.4 s ... after the probe, capped at [`RTO_MAX`]), on a
+/// connection its application keeps (`orphan` false) or closed (`orphan` true); `None` when the
+/// kernel would have given the connection up by then ([`give_up_after`],
+/// [`orphan_give_up_after`], counted from `first`).
 pub fn next_retransmission(
     first: Duration,
     probe: Duration,
