@@ -4,17 +4,28 @@
 //! cut by a partition is stuck for good, and a connect during one is refused at once. A kernel
 //! instead keeps unacknowledged segments and retransmits them with exponential backoff: a
 //! repaired path gets the backlog as one burst at the first retransmission after the repair,
-//! and a connect waits (its SYN retransmitted at 1 s, 3 s, 7 s) until the path comes back or
-//! the connect times out.
+//! and a connect waits (its SYN retransmitted every second five times, then at 7 s: Linux 6.5's
+//! linear SYN timeouts) until the path comes back or the connect times out.
 //!
 //! The step loop ([`super::world`]) models this with turmoil's own tools: a cut link is
 //! *held* (turmoil keeps its segments), and after the repair each flow's held segments (one
 //! direction of one connection) are delivered at that flow's next retransmission time
 //! ([`next_retransmission`]); a flow that would have exceeded the kernel's retransmission limit
 //! is never delivered, and its sender's stream fails with `TimedOut` ([`Kernel::expired`]), as
-//! a socket whose `tcp_retries2` ran out does. [`Kernel`] is what the hosts share with the step
-//! loop: the flows that timed out and whether the server's process was killed (its kernel
-//! refuses connections at once, where a machine that is down answers nothing).
+//! a socket whose `tcp_retries2` ran out does. A flow whose application closed its socket is
+//! an *orphan* on Linux: the kernel keeps retransmitting it, but gives up sooner
+//! ([`orphan_give_up_after`]); one closed with unread data sent a reset instead and discarded
+//! what it had not delivered, so nothing of it comes after the repair. [`Kernel`] is what the
+//! hosts share with the step loop: the flows that timed out, the flows whose socket was closed,
+//! and whether the server's process was killed (its kernel refuses connections at once, where a
+//! machine that is down answers nothing).
+//!
+//! The schedules are Linux's defaults, and were checked against a packet capture of
+//! `heartbeat-sim real partition` (kernel 6.18, BENCHMARKS.md "Closing the phase gap"): a
+//! heartbeat sent into a cut was sent again 0.21, 0.41, 0.85, 1.69, 3.35, 6.67 and 13.33 s
+//! after it (the first is the tail loss probe); a SYN 1.02, 2.04, 3.06, 4.09, 5.11 and 7.13 s
+//! after it. The kernel's timers run a little late (a few ms at 200 ms, up to about 25 ms a
+//! second), which the model leaves out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -35,51 +46,115 @@ pub const RTO_MAX: Duration = Duration::from_secs(120);
 /// Linux's initial retransmission timeout for a SYN, `TCP_TIMEOUT_INIT`.
 pub const SYN_RTO: Duration = Duration::from_secs(1);
 
+/// Linux's default `net.ipv4.tcp_syn_linear_timeouts` (since 6.5): a SYN's timeout stays at
+/// [`SYN_RTO`] for this many retransmissions (and the one after them) before it doubles, so
+/// a SYN is sent again 1, 2, 3, 4, 5, 7, 11 s after it.
+pub const SYN_LINEAR_TIMEOUTS: u32 = 4;
+
 /// Linux's default `net.ipv4.tcp_retries2`: data is retransmitted this many times, and the
 /// connection is given up one (capped) timeout after the last (924.6 s after the first send).
 pub const TCP_RETRIES2: u32 = 15;
 
+/// The retransmissions an orphaned socket (closed by its application, its data not yet
+/// acknowledged) gets: Linux's `net.ipv4.tcp_orphan_retries` is 0 by default, which the kernel
+/// reads as 8 while the timeout is below [`RTO_MAX`] (`tcp_orphan_retries()`).
+pub const TCP_ORPHAN_RETRIES: u32 = 8;
+
 /// One direction of one connection: `(source, destination)`.
 pub type Flow = (SocketAddr, SocketAddr);
 
-/// The times at which a segment first sent at `first` is retransmitted, when the first timeout
-/// is `initial` and each next one doubles, capped at [`RTO_MAX`]; `retries` of them.
-fn retransmissions(
-    first: Duration,
-    initial: Duration,
-    retries: u32,
-) -> impl Iterator<Item = Duration> {
-    let mut at = first;
-    let mut rto = initial;
-    (0..retries).map(move |_| {
+/// When the kernel first sends again data first sent at `first`, the tail loss probe: about
+/// `2 * srtt + 200 ms` after a lone unacknowledged segment ([`RTO_MIN`] here); about `2 * srtt`
+/// after the last of several (at once here: `more`, when a second segment followed before the
+/// probe was due). As captured: a lone heartbeat was probed 0.21 s after it, a goodbye and the
+/// FIN behind it 11 ms after them.
+pub fn probe_at(first: Duration, more: Option<Duration>) -> Duration {
+    more.filter(|m| *m < first + RTO_MIN)
+        .unwrap_or(first + RTO_MIN)
+}
+
+/// The times at which unacknowledged data is sent again: the tail loss probe at `probe`
+/// ([`probe_at`]), then the retransmissions (Linux restarts the retransmission timer from the
+/// probe), the timeout doubling from [`RTO_MIN`] and capped at [`RTO_MAX`]: for a lone segment
+/// 0.2, 0.4, 0.8, 1.6 s ... after it. The probe and [`TCP_RETRIES2`] retransmissions.
+fn data_retransmissions(probe: Duration) -> impl Iterator<Item = Duration> {
+    let mut at = probe;
+    let mut rto = RTO_MIN;
+    std::iter::once(probe).chain((0..TCP_RETRIES2).map(move |_| {
         at += rto;
         rto = (rto * 2).min(RTO_MAX);
+        at
+    }))
+}
+
+/// The times at which a SYN first sent at `first` is sent again: its timeout is [`SYN_RTO`]
+/// for the first [`SYN_LINEAR_TIMEOUTS`] + 1 of them, then doubles (1, 2, 3, 4, 5, 7, 11 s
+/// after it); `retries` of them (Linux's `tcp_syn_retries` is 6).
+fn syn_retransmissions(first: Duration, retries: u32) -> impl Iterator<Item = Duration> {
+    let mut at = first;
+    let mut rto = SYN_RTO;
+    (0..retries).map(move |k| {
+        at += rto;
+        if k >= SYN_LINEAR_TIMEOUTS {
+            rto = (rto * 2).min(RTO_MAX);
+        }
         at
     })
 }
 
-/// The first retransmission, at or after `after`, of data first sent at `first` (the initial
-/// timeout [`RTO_MIN`], doubling, capped at [`RTO_MAX`], [`TCP_RETRIES2`] of them); `None`
-/// when the kernel would have given the connection up by then ([`give_up_after`]).
-pub fn next_retransmission(first: Duration, after: Duration) -> Option<Duration> {
-    retransmissions(first, RTO_MIN, TCP_RETRIES2)
-        .find(|t| *t >= after)
-        .filter(|t| *t < first + give_up_after())
+/// How long after its first send unacknowledged data lets the kernel give the connection up
+/// when it counts `retries` retransmissions: Linux's `tcp_model_timeout()`, the timeouts from
+/// [`RTO_MIN`] doubling to [`RTO_MAX`], `retries + 1` of them.
+fn model_timeout(retries: u32) -> Duration {
+    let mut rto = RTO_MIN;
+    let mut total = Duration::ZERO;
+    for _ in 0..=retries {
+        total += rto;
+        rto = (rto * 2).min(RTO_MAX);
+    }
+    total
 }
 
-/// The first retransmission, at or after `after`, of a SYN first sent at `first` (1 s, 3 s,
-/// 7 s, ... after it); `None` once the connect has timed out ([`CONNECT_TIMEOUT`]).
+/// The first retransmission, at or after `after`, of data first sent at `first` and probed at
+/// `probe` ([`probe_at`]; then 0.2, 0.6, 1.4 s ... after the probe, capped at [`RTO_MAX`]), on a
+/// connection its application keeps (`orphan` false) or closed (`orphan` true); `None` when the
+/// kernel would have given the connection up by then ([`give_up_after`],
+/// [`orphan_give_up_after`], counted from `first`).
+pub fn next_retransmission(
+    first: Duration,
+    probe: Duration,
+    after: Duration,
+    orphan: bool,
+) -> Option<Duration> {
+    let limit = if orphan {
+        orphan_give_up_after()
+    } else {
+        give_up_after()
+    };
+    data_retransmissions(probe)
+        .find(|t| *t >= after)
+        .filter(|t| *t < first + limit)
+}
+
+/// The first retransmission, at or after `after`, of a SYN first sent at `first` (1, 2, 3, 4,
+/// 5, 7 s after it); `None` once the connect has timed out ([`CONNECT_TIMEOUT`]).
 pub fn next_syn_retransmission(first: Duration, after: Duration) -> Option<Duration> {
-    retransmissions(first, SYN_RTO, 6)
+    syn_retransmissions(first, 6)
         .find(|t| *t >= after)
         .filter(|t| *t < first + CONNECT_TIMEOUT)
 }
 
 /// How long after its first send unacknowledged data makes the kernel give the connection up:
-/// the [`TCP_RETRIES2`] retransmissions and one more timeout (924.6 s with Linux's defaults).
+/// [`TCP_RETRIES2`] retransmissions' worth of timeouts and one more (924.6 s with Linux's
+/// defaults).
 pub fn give_up_after() -> Duration {
-    let last = retransmissions(Duration::ZERO, RTO_MIN, TCP_RETRIES2 + 1).last();
-    last.unwrap_or_default()
+    model_timeout(TCP_RETRIES2)
+}
+
+/// The same for an orphaned socket ([`TCP_ORPHAN_RETRIES`]): 102.2 s after the first send of
+/// what it had not delivered when its application closed it.
+pub fn orphan_give_up_after() -> Duration {
+    model_timeout(TCP_ORPHAN_RETRIES)
 }
 
 /// Which TCP a world runs.
@@ -107,6 +182,9 @@ pub struct Kernel {
     /// True when a host may have sent a segment since the step loop last looked (a write, a
     /// connect, a close): only then can a cut link hold a new flow.
     sent: bool,
+    /// Flows whose socket its application closed since the step loop last looked: held, they
+    /// are orphans ([`orphan_give_up_after`]).
+    closed: BTreeSet<Flow>,
 }
 
 impl Kernel {
@@ -135,9 +213,12 @@ impl Kernel {
         self.waiting.insert(flow, waker.clone());
     }
 
-    /// Forgets a stream that is gone.
-    pub(crate) fn forget(&mut self, flow: &Flow) {
-        self.waiting.remove(flow);
+    /// Notes that the application closed the socket sending `flow` (its FIN or RST is sent):
+    /// what it had not delivered is an orphan's from now on.
+    pub(crate) fn close(&mut self, flow: Flow) {
+        self.waiting.remove(&flow);
+        self.closed.insert(flow);
+        self.sent = true;
     }
 
     fn expire(&mut self, flow: Flow) {
@@ -150,10 +231,12 @@ impl Kernel {
 }
 
 /// How long a flow is retransmitted before its sender gives up: a connect's timeout for a SYN,
-/// `tcp_retries2` for data.
-fn limit(syn: bool) -> Duration {
-    if syn {
+/// `tcp_orphan_retries` for an orphan's data, `tcp_retries2` for other data.
+fn limit(h: &Held) -> Duration {
+    if h.syn {
         CONNECT_TIMEOUT
+    } else if h.orphan {
+        orphan_give_up_after()
     } else {
         give_up_after()
     }
@@ -168,6 +251,11 @@ struct Held {
     first: Duration,
     /// True when that segment was a SYN (its own backoff, from 1 s).
     syn: bool,
+    /// When a second segment of it was first seen, if before its probe was due: the probe
+    /// then comes at once ([`probe_at`]).
+    more: Option<Duration>,
+    /// True when its sender's application closed the socket: an orphan, given up sooner.
+    orphan: bool,
     /// When to deliver it, once its link is repaired; `None` while cut or never.
     release_at: Option<Duration>,
     /// True when it will never be delivered (its sender gave up).
@@ -244,11 +332,12 @@ impl Links {
             h.release_at = if h.syn {
                 next_syn_retransmission(h.first, now)
             } else {
-                next_retransmission(h.first, now)
+                next_retransmission(h.first, probe_at(h.first, h.more), now, h.orphan)
             };
             if h.release_at.is_none() {
                 h.dead = true;
-                if !h.syn {
+                // An orphan's stream is gone: nobody to tell.
+                if !h.syn && !h.orphan {
                     kernel.expire(*flow);
                 }
             }
@@ -384,7 +473,7 @@ impl Links {
         let due = self.held.values().any(|h| {
             !h.dead
                 && (h.release_at.is_some_and(|r| r <= now)
-                    || (self.cut(h.client) && now >= h.first + limit(h.syn)))
+                    || (self.cut(h.client) && now >= h.first + limit(h)))
         });
         if !sent && !due {
             return;
@@ -401,6 +490,8 @@ impl Links {
         let cut = |i: usize| partitioned[i] || *server_down;
         let mut kernel = kernel.lock().expect("kernel lock");
         let mut delivered: BTreeSet<Flow> = BTreeSet::new();
+        // Segments held of each flow on a cut link.
+        let mut segments: BTreeMap<Flow, usize> = BTreeMap::new();
         sim.links(|links| {
             for link in links {
                 let (a, b) = link.pair();
@@ -416,6 +507,8 @@ impl Links {
                             client: i,
                             first: now,
                             syn: matches!(sent.protocol(), Protocol::Tcp(Segment::Syn(_))),
+                            more: None,
+                            orphan: false,
                             release_at: None,
                             dead: false,
                         })
@@ -426,10 +519,20 @@ impl Links {
                             None => continue,
                         }
                     };
-                    if cut && !h.dead && now >= h.first + limit(h.syn) {
-                        h.dead = true;
-                        if !h.syn {
-                            kernel.expire(flow);
+                    if cut {
+                        *segments.entry(flow).or_default() += 1;
+                    }
+                    if cut && !h.dead {
+                        if matches!(sent.protocol(), Protocol::Tcp(Segment::Rst)) {
+                            // A socket closed with unread data (or a segment answered with a
+                            // reset): Linux sends one RST and never again, and discards what
+                            // the socket had not delivered. Lost in the cut, all of it.
+                            h.dead = true;
+                        } else if now >= h.first + limit(h) {
+                            h.dead = true;
+                            if !h.syn && !h.orphan {
+                                kernel.expire(flow);
+                            }
                         }
                     }
                     if open && !h.dead && h.release_at.is_some_and(|r| r <= now) {
@@ -442,6 +545,25 @@ impl Links {
         // Delivered flows are acknowledged: what they send next goes as usual. Dead flows stay,
         // so that their segments are never taken for new ones.
         held.retain(|f, _| !delivered.contains(f));
+        // A second segment behind the first: the probe comes at once.
+        for (flow, n) in segments {
+            if let Some(h) = held.get_mut(&flow).filter(|h| n >= 2 && h.more.is_none()) {
+                h.more = Some(now);
+            }
+        }
+        // A socket closed after its flow was held (its FIN behind the held data) makes it an
+        // orphan from now; one closed while nothing of it is held has nothing to retransmit.
+        for flow in std::mem::take(&mut kernel.closed) {
+            if let Some(h) = held.get_mut(&flow) {
+                h.orphan = true;
+                if h.release_at
+                    .is_some_and(|r| r >= h.first + orphan_give_up_after())
+                {
+                    h.release_at = None;
+                    h.dead = true;
+                }
+            }
+        }
     }
 }
 
@@ -454,27 +576,121 @@ mod tests {
     }
 
     #[test]
-    fn data_is_retransmitted_with_doubling_timeouts_from_200_ms() {
-        let times: Vec<_> = retransmissions(ms(1000), RTO_MIN, 5).collect();
-        assert_eq!(times, [ms(1200), ms(1600), ms(2400), ms(4000), ms(7200)]);
-        assert_eq!(next_retransmission(ms(0), ms(20_000)), Some(ms(25_400)));
-        assert_eq!(next_retransmission(ms(0), ms(12_600)), Some(ms(12_600)));
+    fn data_is_probed_after_200_ms_then_retransmitted_with_doubling_timeouts() {
+        // As captured on kernel 6.18: 0.21, 0.41, 0.85, 1.69, 3.35, 6.67, 13.33 s after the send.
+        let times: Vec<_> = data_retransmissions(probe_at(ms(1000), None))
+            .take(7)
+            .collect();
+        assert_eq!(
+            times,
+            [
+                ms(1200),
+                ms(1400),
+                ms(1800),
+                ms(2600),
+                ms(4200),
+                ms(7400),
+                ms(13_800)
+            ]
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(20_000), false),
+            Some(ms(25_600))
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(12_800), false),
+            Some(ms(12_800))
+        );
+        // Issue 19's seed 2: a heartbeat sent into the cut at 10.0 s comes again at 16.4 s, after
+        // the repair at 16.04 s (the kernel's: 16.80 s), not at 16.2 s.
+        assert_eq!(
+            next_retransmission(ms(10_000), probe_at(ms(10_000), None), ms(16_037), false),
+            Some(ms(16_400))
+        );
     }
 
     #[test]
     fn the_backoff_is_capped_at_two_minutes_and_gives_up_after_about_15_minutes() {
-        let times: Vec<_> = retransmissions(ms(0), RTO_MIN, TCP_RETRIES2).collect();
-        assert_eq!(times[9], ms(204_600));
-        assert_eq!(times[10], ms(324_600));
+        let times: Vec<_> = data_retransmissions(probe_at(ms(0), None)).collect();
+        assert_eq!(times.len(), 1 + TCP_RETRIES2 as usize);
+        assert_eq!(times[10], ms(204_800));
+        assert_eq!(times[11], ms(324_800));
         assert_eq!(give_up_after(), ms(924_600));
-        assert_eq!(next_retransmission(ms(0), ms(804_601)), None);
-        assert_eq!(next_retransmission(ms(0), ms(804_600)), Some(ms(804_600)));
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(804_801), false),
+            None
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(804_800), false),
+            Some(ms(804_800))
+        );
     }
 
     #[test]
-    fn a_syn_is_retransmitted_at_1_3_7_s_until_the_connect_times_out() {
+    fn several_segments_are_probed_at_once_then_retransmitted_from_the_probe() {
+        // As captured: a goodbye and its FIN sent at once were sent again 0.01, 0.22, 0.64,
+        // 1.46, 3.13, 6.65, 13.30 s after them.
+        let probe = probe_at(ms(1000), Some(ms(1000)));
+        let times: Vec<_> = data_retransmissions(probe).take(7).collect();
+        assert_eq!(
+            times,
+            [
+                ms(1000),
+                ms(1200),
+                ms(1600),
+                ms(2400),
+                ms(4000),
+                ms(7200),
+                ms(13_600)
+            ]
+        );
+        // A second segment after the probe was due changes nothing.
+        assert_eq!(probe_at(ms(1000), Some(ms(1200))), ms(1200));
+        assert_eq!(probe_at(ms(1000), Some(ms(1500))), ms(1200));
+    }
+
+    #[test]
+    fn an_orphan_is_given_up_after_about_100_s() {
+        assert_eq!(orphan_give_up_after(), ms(102_200));
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(60_000), true),
+            None
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(60_000), false),
+            Some(ms(102_400))
+        );
+        assert_eq!(
+            next_retransmission(ms(0), probe_at(ms(0), None), ms(40_000), true),
+            Some(ms(51_200))
+        );
+    }
+
+    #[test]
+    fn a_syn_is_retransmitted_every_second_five_times_then_at_7_s_until_the_connect_times_out() {
+        // As captured on kernel 6.18 (tcp_syn_linear_timeouts = 4): 1.02, 2.04, 3.06, 4.09,
+        // 5.11, 7.13 s after the first SYN.
+        let times: Vec<_> = syn_retransmissions(ms(0), 7).collect();
+        assert_eq!(
+            times,
+            [
+                ms(1000),
+                ms(2000),
+                ms(3000),
+                ms(4000),
+                ms(5000),
+                ms(7000),
+                ms(11_000)
+            ]
+        );
         assert_eq!(next_syn_retransmission(ms(0), ms(500)), Some(ms(1000)));
-        assert_eq!(next_syn_retransmission(ms(0), ms(3500)), Some(ms(7000)));
+        // Issue 19's seed 1: a connect at 11.07 s, the repair at 14.48 s: through at 15.07 s
+        // (the kernel's: 15.15 s), not at 18.07 s.
+        assert_eq!(
+            next_syn_retransmission(ms(11_074), ms(14_478)),
+            Some(ms(15_074))
+        );
+        assert_eq!(next_syn_retransmission(ms(0), ms(5001)), Some(ms(7000)));
         assert_eq!(next_syn_retransmission(ms(0), ms(7001)), None);
     }
 }

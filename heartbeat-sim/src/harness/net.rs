@@ -278,9 +278,8 @@ impl Drop for SimStream {
     fn drop(&mut self) {
         if let Some((kernel, flow)) = &self.kernel {
             if let Ok(mut k) = kernel.lock() {
-                k.forget(flow);
-                // Its FIN or RST.
-                k.sent();
+                // Its FIN or RST goes out; what it had not delivered is an orphan's.
+                k.close(*flow);
             }
         }
     }

@@ -39,7 +39,7 @@ use super::netns::{self, Net, NetnsError, Path, SERVER_IP};
 use super::procs::{Line, PORT, ProcError, Procs, Stream};
 use crate::harness::log::{Entry, Record};
 use crate::harness::world::{self, Fate, Outcome};
-use crate::scenario::{Action, Node, Scenario};
+use crate::scenario::{Action, Node, Scenario, Timed};
 
 /// Why a real run could not be made.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -131,6 +131,13 @@ pub fn unrealisable(s: &Scenario) -> Vec<String> {
 }
 
 /// The wall clock, read at the edge: a real run is real time.
+/// The actions a run applies, in order: as in a simulated run, those before the end of the fault
+/// phase. One at or after it is never applied: the heal comes first (a fault drawn there is
+/// warned about, `Scenario::late`; a cut's end drawn there is the heal's to make).
+fn applied(s: &Scenario) -> impl Iterator<Item = &Timed> {
+    s.actions.iter().filter(|t| t.at < s.duration)
+}
+
 fn unix_now() -> Duration {
     // Real runs live in real time; nothing simulated reads this clock.
     #[allow(clippy::disallowed_methods)]
@@ -347,7 +354,7 @@ pub fn run(s: &Scenario, opts: &Options, stop: &AtomicBool) -> Result<Real, Real
             r.start(Node::Client(i))?;
         }
     }
-    for t in &s.actions {
+    for t in applied(s) {
         r.wait_until(t.at)?;
         r.record(Record::Action(t.action.clone()));
         r.apply(&t.action)?;
@@ -701,6 +708,24 @@ fn client_event(msg: &str) -> Option<client::Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Params;
+
+    #[test]
+    fn an_action_after_the_fault_phase_is_not_applied_the_heal_comes_first() {
+        // `partition` with seed 6 over 20 s draws a cut at 11.67 s for 11.7 s: its repair at
+        // 23.37 s is after the heal at 20 s, which ends the cut in a simulated run. A real run
+        // used to wait for it, and healed 3.4 s late.
+        let params = Params {
+            duration: Some(Duration::from_secs(20)),
+            ..Params::seed(6)
+        };
+        let s = Scenario::build("partition", &params).expect("built-in");
+        let last = s.actions.last().expect("the cut and its repair");
+        assert_eq!(last.action, Action::Repair(0));
+        assert_eq!(last.at, Duration::from_millis(23_369));
+        let applied: Vec<_> = applied(&s).map(|t| t.action.clone()).collect();
+        assert_eq!(applied, [Action::Partition(0)]);
+    }
 
     #[test]
     fn a_client_log_line_reads_back_into_its_event() {
