@@ -16,8 +16,8 @@
 //! A writer wakes once per batch, not once per line: it takes everything queued, writes it with
 //! one `write` call, then lingers [`LINGER`] before it looks again, so that the lines queued
 //! meanwhile cost the server's loop no wake-up (queueing to a writer that is not waiting on the
-//! queue is a plain store, no system call). A line therefore waits at most [`LINGER`] for its
-//! writer, beyond the time the reader takes to accept the lines ahead of it; a
+//! queue is a plain store, no system call). A line therefore waits at most [`LINGER`] (10 ms)
+//! for its writer, beyond the time the reader takes to accept the lines ahead of it; a
 //! [`Stream::flush`] answers within the same bound.
 //!
 //! [`OutputCounts`] is what `/metrics` can publish about it.
@@ -43,8 +43,12 @@ pub(crate) const STDOUT_QUEUE: usize = 16_384;
 /// How long a writer waits after writing a batch before it takes the next one: the most a line
 /// waits for its writer (beyond the reader's own pace), and the most a [`Stream::flush`] waits
 /// for it. Under a steady trickle of lines the writer wakes once per `LINGER` instead of once
-/// per line.
-pub(crate) const LINGER: Duration = Duration::from_millis(5);
+/// per line. 10 ms: each wake costs the writer some 20 us of CPU on a shared machine, and 5 ms
+/// cost it half as much again at 1,000 lines a second (BENCHMARKS.md, "The log writer at a low
+/// rate"). A queue fills during one linger only above `capacity / LINGER` lines a second
+/// (409,600 for stderr's), and a writer that took a quarter of its queue at once does not
+/// linger.
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
 
 /// A batch is written once it holds this many bytes, even if more lines are queued.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -586,7 +590,7 @@ mod tests {
         let writes = Arc::new(Mutex::new(Vec::new()));
         let s = Stream::spawn("test", 64, Recorder(Arc::clone(&writes)), counting).unwrap();
         let written = |text: &str| {
-            // The bound is LINGER; this waits up to 200 times that (a loaded machine), by
+            // The bound is LINGER; this waits up to 100 times that (a loaded machine), by
             // polling, without a flush to hurry the writer.
             (0..1000).any(|_| {
                 if writes.lock().unwrap().concat() == text.as_bytes() {
