@@ -874,7 +874,7 @@ async fn serve<L: Listener>(
                 // judged: a server behind on a reconnect storm must not time out a HELLO
                 // waiting for its turn (bounded: the connections ready now).
                 let queued = d.ready.len();
-                d.ready_batch(now, &mut app, queued);
+                now = d.ready_batch(now, &clock, &mut app, queued);
                 d.drain(now, &mut app);
                 d.server.handle_timeout(now);
             }
@@ -911,13 +911,13 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                d.ready_batch(now, &mut app, READY_BATCH);
+                now = d.ready_batch(now, &clock, &mut app, READY_BATCH);
             }
             ServerWake::Accepted(Err(e)) => {
                 d.accept_failed(now, &e);
                 accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Ready => d.ready_batch(now, &mut app, READY_BATCH),
+            ServerWake::Ready => now = d.ready_batch(now, &clock, &mut app, READY_BATCH),
         }
     }
 
@@ -926,7 +926,7 @@ async fn serve<L: Listener>(
     drop(listener);
     now = clock.now();
     let queued = d.ready.len();
-    d.ready_batch(now, &mut app, queued);
+    now = d.ready_batch(now, &clock, &mut app, queued);
     d.server.close_all(now);
     d.drain(now, &mut app);
     app.on_wake(&mut d.server, now);
@@ -1106,17 +1106,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
     /// one read, handed to the core straight from the shared buffer. A connection that read
     /// something is listed again at the back, so a flooding peer gets one read per turn like
     /// everyone else.
-    fn ready_batch(&mut self, now: Now, app: &mut impl ServerApp, limit: usize) {
+    ///
+    /// What is read is stamped with the clock read right after that read, never with one read
+    /// before it: a heartbeat that arrived after the loop woke must not be received before
+    /// it was sent (a negative one-way delay). Returns the latest time read.
+    fn ready_batch(
+        &mut self,
+        mut now: Now,
+        clock: &impl Clock,
+        app: &mut impl ServerApp,
+        limit: usize,
+    ) -> Now {
         for _ in 0..limit {
             let Some(conn) = self.ready.pop() else { break };
-            self.poll_conn(now, conn);
+            now = self.poll_conn(now, clock, conn);
             self.drain(now, app);
         }
+        now
     }
 
-    fn poll_conn(&mut self, now: Now, conn: ConnId) {
+    /// Polls one connection (see [`Self::ready_batch`]); returns the time its input was
+    /// stamped with (`now` when it read nothing).
+    fn poll_conn(&mut self, mut now: Now, clock: &impl Clock, conn: ConnId) -> Now {
         let Some(c) = self.conns.0.get_mut(&conn) else {
-            return;
+            return now;
         };
         c.waker.queued.store(false, Ordering::Release);
         let waker = Waker::from(c.waker.clone());
@@ -1131,15 +1144,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 }
                 Poll::Ready(Err(e)) => {
                     self.write_failed(now, conn, &e);
-                    return;
+                    return now;
                 }
             }
         }
         if c.read_done {
-            return;
+            return now;
         }
         let mut buf = ReadBuf::new(&mut self.scratch);
-        match Pin::new(&mut c.stream).poll_read(&mut cx, &mut buf) {
+        let read = Pin::new(&mut c.stream).poll_read(&mut cx, &mut buf);
+        if read.is_ready() {
+            now = clock.now();
+        }
+        match read {
             Poll::Pending => {}
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
@@ -1164,6 +1181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 }
             }
         }
+        now
     }
 
     /// Logs a failed accept (summarised: under a connection flood it may fail for each one).
