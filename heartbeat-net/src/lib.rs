@@ -55,6 +55,7 @@ pub mod limits;
 pub mod listener;
 pub mod logsummary;
 pub mod process;
+mod shard;
 pub mod tls;
 
 pub use driver::{
@@ -64,8 +65,9 @@ pub use driver::{
 };
 pub use error::NetError;
 pub use limits::Refusal;
-pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};
+pub use listener::{LISTEN_BACKLOG, ListenerShard, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
+pub use shard::{MakeListener, run_server_threads};
 
 #[doc(no_inline)]
 pub use heartbeat_core::DisconnectReason;
