@@ -967,6 +967,10 @@ pub(crate) async fn serve<L: Listener, A: ServerApp>(
         while d.shared.stopped.load(Ordering::Acquire) < started {
             ready.wait().await;
             d.take_mail(&clock);
+            d.ready_batch(&clock, READY_BATCH);
+            // The wait above returns at once while connections are ready: let the timeout
+            // run.
+            tokio::task::yield_now().await;
         }
     })
     .await;

@@ -306,9 +306,7 @@ pub(crate) fn drain_into<A: ServerApp>(
     out: &mut Outbox,
     queues: &[Arc<ReadyQueue>],
 ) {
-    let mut any = false;
     while let Some(o) = core.server.poll_output() {
-        any = true;
         match o {
             server::Output::Transmit { conn, bytes } => {
                 let owner = core.owner(conn);
@@ -337,7 +335,9 @@ pub(crate) fn drain_into<A: ServerApp>(
             server::Output::Event(e) => core.app.on_event(&e, now),
         }
     }
-    if any && me != 0 && core.rearm() {
+    // Any call may have moved a timer (an accepted connection's HELLO deadline, say), output
+    // or not.
+    if me != 0 && core.rearm() {
         if let Some(q) = queues.first() {
             q.post(Mail::Wake);
         }
@@ -496,4 +496,163 @@ async fn shard<L: Listener, A: ServerApp>(
         }
     }
     d.finish().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use heartbeat_core::config::ServerConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::driver::{OnEvent, ServerControl};
+    use crate::{ServerOptions, SystemClock};
+
+    /// Streams from memory, handed to the thread of the test's choice.
+    struct MemListener(mpsc::Receiver<(DuplexStream, SocketAddr)>);
+
+    impl Listener for MemListener {
+        type Stream = DuplexStream;
+
+        async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    type Accept = mpsc::Sender<(DuplexStream, SocketAddr)>;
+
+    /// A new connection on the thread fed by `accept`; the peer's end.
+    async fn connect(accept: &Accept, port: u16) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        accept.send((theirs, peer)).await.unwrap();
+        ours
+    }
+
+    /// Reads from `peer` until the server closes it (at most 5 s); what it sent.
+    async fn read_to_close(peer: &mut DuplexStream) -> String {
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(5), peer.read_to_string(&mut got))
+            .await
+            .expect("the server did not close the connection")
+            .unwrap();
+        got
+    }
+
+    /// The unix time now, as a heartbeat stamp.
+    fn stamp() -> String {
+        let t = SystemClock.unix().as_duration();
+        format!("{}.{:06}", t.as_secs(), t.subsec_micros())
+    }
+
+    #[tokio::test]
+    async fn two_threads_share_one_core() {
+        LocalSet::new().run_until(two_threads()).await;
+    }
+
+    /// [`two_threads_share_one_core`], on a `LocalSet`.
+    async fn two_threads() {
+        let config = ServerConfig::default()
+            .hello_timeout(Duration::from_millis(300))
+            .unwrap();
+        let (accept0, rx0) = mpsc::channel(4);
+        let (accept1, rx1) = mpsc::channel(4);
+        let more: Vec<MakeListener<MemListener>> = vec![Box::new(move || Ok(MemListener(rx1)))];
+        let (control, control_rx) = ServerControl::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let app = OnEvent(move |e: &server::Event, _: Now| {
+            if let server::Event::Disconnected { client, reason, .. } = e {
+                let who = client.as_ref().map_or("-".to_owned(), ToString::to_string);
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{who}: {}", reason.label()));
+            }
+        });
+        let served = tokio::task::spawn_local(run_server_threads(
+            MemListener(rx0),
+            more,
+            Server::new(Arc::new(config)),
+            ServerOptions::default(),
+            control_rx,
+            SystemClock,
+            async {
+                let _ = stop_rx.await;
+            },
+            app,
+        ));
+
+        // A connection of thread 1 that never says HELLO: its accept moved the core's next
+        // timer, which thread 0 runs; thread 0 must have been woken for it.
+        let mut silent = connect(&accept1, 30_000).await;
+        let told = read_to_close(&mut silent).await;
+        assert!(
+            told.starts_with("ERROR timed out waiting for HELLO"),
+            "{told:?}"
+        );
+
+        // One client on each thread: every heartbeat acknowledged on its own connection.
+        let mut a = connect(&accept0, 30_001).await;
+        let mut b = connect(&accept1, 30_002).await;
+        for (peer, id) in [(&mut a, "a"), (&mut b, "b")] {
+            let beats: String = (1..=5).map(|s| format!("BEAT {s} {}\n", stamp())).collect();
+            let hello = format!("HELLO 1 {id} 1000 00000000000000aa\n{beats}");
+            peer.write_all(hello.as_bytes()).await.unwrap();
+        }
+        for peer in [&mut a, &mut b] {
+            let mut got = String::new();
+            while got.matches("ACK ").count() < 5 {
+                let mut buf = [0u8; 1024];
+                let n = peer.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{got}");
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        let timeout = Duration::from_secs(5);
+        let per_thread = control
+            .inspect(timeout, |_, d, _| d.thread_connections.clone())
+            .await
+            .unwrap();
+        assert_eq!(per_thread, [1, 1]);
+
+        // The identity rule across threads: the same client (same session) again, on thread
+        // 1, replaces the live connection of thread 0, which thread 0 closes.
+        let mut a2 = connect(&accept1, 30_003).await;
+        a2.write_all(b"HELLO 1 a 1000 00000000000000aa\n")
+            .await
+            .unwrap();
+        let rest = read_to_close(&mut a).await;
+        assert!(!rest.contains("ACK"), "{rest:?}");
+        let per_thread = control
+            .inspect(timeout, |_, d, _| d.thread_connections.clone())
+            .await
+            .unwrap();
+        assert_eq!(per_thread, [0, 2]);
+
+        let _ = stop_tx.send(());
+        let (server, _app) = served.await.unwrap().unwrap();
+        let report = server.report();
+        let received: Vec<(String, u64)> = report
+            .clients
+            .iter()
+            .map(|c| (c.client.to_string(), c.received))
+            .collect();
+        assert_eq!(received, [("a".to_owned(), 5), ("b".to_owned(), 5)]);
+        let events = events.lock().unwrap().clone();
+        assert_eq!(
+            events.first().map(String::as_str),
+            Some("-: hello_timeout"),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 4, "{events:?}");
+        for peer in [&mut b, &mut a2] {
+            read_to_close(peer).await;
+        }
+    }
 }

@@ -160,6 +160,11 @@ pub(crate) struct Opt {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
 
+    /// Measure the time the server threads hold the shared core's lock, logged at exit (a
+    /// benchmarking aid: it costs two clock reads per lock).
+    #[arg(long, hide = true)]
+    measure_lock: bool,
+
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
     /// A duration: 250ms, 1.5s, 10m, 2h, 7d.
@@ -745,6 +750,7 @@ fn driver_options(opt: &Opt, log: &LogSummary) -> ServerOptions {
     options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
     options.write_timeout = opt.write_timeout;
     options.log = log.clone();
+    options.measure_lock = opt.measure_lock;
     tracing::info!(
         "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
          skew {}, writes blocked at most {}, send buffer {} bytes",
