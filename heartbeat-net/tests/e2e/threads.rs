@@ -243,3 +243,47 @@ fn a_silent_client_of_thread_1_is_judged_and_closed_from_thread_0_and_its_hook_r
     }
     server.summary();
 }
+
+#[test]
+fn with_tls_a_reload_reaches_the_listener_of_every_thread() {
+    let p = crate::tls::pki();
+    let d = p.dir.path();
+    let mut args = vec!["--threads", "2", "--metrics-addr", "127.0.0.1:0"];
+    args.extend_from_slice(&p.server_args());
+    let (mut server, port) = Proc::json_server(&args);
+    let addr = metrics_addr(&mut server);
+    // A new certificate for the same name, from the other CA, in the same files.
+    crate::tls::openssl(
+        d,
+        &format!(
+            "{} -keyout next.key -out next.csr -subj /CN=localhost",
+            crate::tls::NEW_KEY
+        ),
+    );
+    crate::tls::openssl(
+        d,
+        "x509 -req -in next.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial \
+         -out next.pem -days 2 -extfile server.ext",
+    );
+    std::fs::rename(d.join("next.pem"), &p.cert).unwrap();
+    std::fs::rename(d.join("next.key"), &p.key).unwrap();
+    std::fs::set_permissions(&p.key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    server.signal("HUP");
+    server.wait_stderr("Reloaded --tls-cert");
+    // Clients that trust only the new CA, until both threads serve some: each handshake
+    // used the reloaded certificate, whichever listener took it.
+    const CLIENTS: usize = 12;
+    let names: Vec<String> = (0..CLIENTS).map(|i| format!("tls{i}")).collect();
+    let _clients: Vec<Proc> = names
+        .iter()
+        .map(|id| {
+            let args = crate::tls::tls_client(&p.other_ca, &["-i", "100", "--id", id]);
+            Proc::client(port, id, &args)
+        })
+        .collect();
+    for id in &names {
+        server.wait_beat(id, 2);
+    }
+    let threads = per_thread_when(&addr, 2, CLIENTS as u64);
+    assert!(threads.iter().all(|&n| n > 0), "{threads:?}");
+}
