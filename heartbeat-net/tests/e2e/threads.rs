@@ -287,3 +287,24 @@ fn with_tls_a_reload_reaches_the_listener_of_every_thread() {
     let threads = per_thread_when(&addr, 2, CLIENTS as u64);
     assert!(threads.iter().all(|&n| n > 0), "{threads:?}");
 }
+
+#[test]
+fn by_default_one_thread_serves_every_connection() {
+    let (mut server, port) = Proc::json_server(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut server);
+    let s = hello(port, "solo", 1000, "00000000000000cc");
+    wait_connected(&mut server, &s);
+    assert_eq!(per_thread_when(&addr, 1, 1), [1]);
+    let live = scrape(&addr);
+    assert_eq!(value(&live, "heartbeat_server_threads", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &live,
+            "heartbeat_server_thread_connections",
+            &[("thread", "1")]
+        ),
+        None
+    );
+    drop(s);
+    server.summary();
+}
