@@ -39,9 +39,10 @@ use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
 use crate::NetError;
-use crate::limits::{ConnectionLimits, Refusal};
+use crate::limits::Refusal;
 use crate::logsummary::LogSummary;
 use crate::logsummary::PeerLine;
+use crate::shard::{Act, Core, Mail, Outbox, Shared, ThreadEnd, drain_into};
 
 /// Bytes read from the server per `read` call on the client side. Frames are at most 256 bytes.
 const CLIENT_READ_BUFFER: usize = 1024;
@@ -51,7 +52,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many ready connections the server polls (one read each) in one go before it looks at
 /// timers, new connections and stop again.
-const READY_BATCH: usize = 64;
+pub(crate) const READY_BATCH: usize = 64;
 
 /// Connections accepted in one go when several are waiting (a reconnect storm), before the
 /// server reads what open connections sent.
@@ -71,7 +72,7 @@ const CONTROL_CAPACITY: usize = 16;
 
 /// What only the driver counts: connections it closed at accept, before the core saw them.
 /// Everything else is counted by the core ([`Server::stats`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DriverStats {
     /// Connections closed at accept because `max_connections` were open.
@@ -79,6 +80,9 @@ pub struct DriverStats {
     /// Connections closed at accept because `max_connections_per_ip` were open from that
     /// address.
     pub rejected_per_ip: u64,
+    /// Open connections of each server thread, by thread number (one entry per thread; see
+    /// [`run_server_threads`](crate::run_server_threads)).
+    pub thread_connections: Vec<usize>,
 }
 
 /// A request to the server task from elsewhere in the application (the metrics endpoint,
@@ -317,6 +321,9 @@ pub struct ServerOptions {
     /// Where the driver's repeated log lines (connections refused, accepted) are counted and
     /// summarised; share it with the code that logs the server's events. Default: its own.
     pub log: LogSummary,
+    /// Measure how long the core's lock is held (a debugging aid: two clock reads per lock),
+    /// logged at stop. Default off.
+    pub measure_lock: bool,
 }
 
 impl ServerOptions {
@@ -340,6 +347,7 @@ impl Default for ServerOptions {
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(1),
             log: LogSummary::default(),
+            measure_lock: false,
         }
     }
 }
@@ -638,21 +646,34 @@ pub async fn run_server_app<L: Listener>(
     stop: impl Future<Output = ()>,
     app: impl ServerApp,
 ) -> Result<Server, NetError> {
+    let shared = Arc::new(Shared::new(server, app, &options, 1));
     LocalSet::new()
-        .run_until(serve(listener, server, options, control, clock, stop, app))
-        .await
+        .run_until(serve(
+            listener,
+            Arc::clone(&shared),
+            Vec::new(),
+            options,
+            control,
+            clock,
+            stop,
+        ))
+        .await?;
+    Ok(Shared::into_parts(shared)?.0)
 }
 
 /// The connections whose stream woke up (readable, writable, or a TLS handshake's timer), in
-/// the order they woke: each connection's [`Waker`] puts its id here once until the server
-/// task takes it, and wakes the server task. The server task owns every stream and polls only
-/// the connections listed here, so a heartbeat costs no task switch and no channel.
+/// the order they woke, and the mail of one server thread (see [`Mail`]): each connection's
+/// [`Waker`] puts its id here once until the server task takes it, and wakes the server task.
+/// The server task owns every stream of its thread and polls only the connections listed
+/// here, so a heartbeat costs no task switch and no channel.
 #[derive(Debug, Default)]
-struct ReadyQueue(Mutex<ReadyInner>);
+pub(crate) struct ReadyQueue(Mutex<ReadyInner>);
 
 #[derive(Debug, Default)]
 struct ReadyInner {
     ids: VecDeque<ConnId>,
+    /// What other server threads ask of this one, in order.
+    mail: Vec<Mail>,
     /// The server task, while it waits for a connection to wake.
     task: Option<Waker>,
 }
@@ -665,11 +686,11 @@ impl ReadyQueue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits until a connection is ready. Cancel safe.
-    async fn wait(&self) {
+    /// Waits until a connection is ready or mail came. Cancel safe.
+    pub(crate) async fn wait(&self) {
         std::future::poll_fn(|cx| {
             let mut inner = self.lock();
-            if inner.ids.is_empty() {
+            if inner.ids.is_empty() && inner.mail.is_empty() {
                 if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     inner.task = Some(cx.waker().clone());
                 }
@@ -685,8 +706,25 @@ impl ReadyQueue {
         self.lock().ids.pop_front()
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().ids.len()
+    }
+
+    /// Hands `mail` to this queue's thread and wakes it.
+    pub(crate) fn post(&self, mail: Mail) {
+        let task = {
+            let mut inner = self.lock();
+            inner.mail.push(mail);
+            inner.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+
+    /// Moves the mail waiting into `into` (empty), in order.
+    fn take_mail(&self, into: &mut Vec<Mail>) {
+        std::mem::swap(&mut self.lock().mail, into);
     }
 }
 
@@ -784,7 +822,7 @@ impl<S> Drop for Conns<S> {
     }
 }
 
-enum ServerWake<S> {
+pub(crate) enum ServerWake<S> {
     Accepted(io::Result<(S, SocketAddr)>),
     AcceptResume,
     App,
@@ -797,112 +835,224 @@ enum ServerWake<S> {
     WriteTimeout,
 }
 
-struct ServerDriver<S> {
-    server: Server,
-    /// Every connection the core has not disconnected yet.
+/// What one read of a connection brought, to hand to the core (under the lock).
+enum ReadResult {
+    /// Nothing yet (the waker is registered), or the connection is gone or done reading.
+    Nothing,
+    /// This many bytes, in the thread's read buffer.
+    Data(usize),
+    /// The end of the stream, or a read error.
+    Eof,
+    /// The TLS handshake failed, for this reason.
+    TlsFailed(String),
+}
+
+/// Why a write could not be carried out, for the core.
+pub(crate) enum WriteFailure {
+    /// The connection's queue is full: the peer does not read.
+    Blocked,
+    /// The write failed (a timed-out one: the peer does not read).
+    Io(io::ErrorKind),
+}
+
+/// One server thread's side of the server: its connections' streams, its ready queue, write
+/// deadlines, closing tasks and read buffer. The core (the [`Server`], the application, the
+/// connection limits) is in [`Shared`], locked for each call.
+pub(crate) struct ServerDriver<S, A> {
+    pub(crate) shared: Arc<Shared<A>>,
+    /// This thread's number (0: the caller's, which also runs timers and control requests).
+    me: usize,
+    /// Every connection of this thread the core has not disconnected yet.
     conns: Conns<S>,
     ready: Arc<ReadyQueue>,
     /// Connections with a write waiting, by when it must be done.
-    write_deadlines: BTreeSet<(Instant, ConnId)>,
-    limits: ConnectionLimits,
+    pub(crate) write_deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections closing (flushing what is queued, then shutting down), after the core
     /// disconnected them.
-    tasks: JoinSet<()>,
-    options: ServerOptions,
-    stats: DriverStats,
-    /// The one read buffer of all connections.
+    pub(crate) tasks: JoinSet<()>,
+    pub(crate) options: ServerOptions,
+    /// The one read buffer of this thread's connections.
     scratch: Box<[u8]>,
-    /// The writes of one connection gathered while draining the core (see [`Self::drain`]).
-    wbuf: Vec<u8>,
+    /// What the core output for this thread's connections, carried out after the lock.
+    out: Outbox,
+    /// Mail taken from the ready queue, being carried out (kept for its allocation).
+    mail: Vec<Mail>,
 }
 
-async fn serve<L: Listener>(
-    mut listener: L,
-    server: Server,
+/// What [`ServerDriver::take_mail`] saw besides writes and closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signals {
+    /// Thread 0 stopped: stop accepting.
+    pub(crate) stop: bool,
+    /// Thread 0 closed everything: end.
+    pub(crate) finish: bool,
+}
+
+/// Serves on thread 0 (the caller's) until `stop`; the threads in `threads` (already
+/// started, sharing `shared`) are stopped with it. See [`run_server`].
+pub(crate) async fn serve<L: Listener, A: ServerApp>(
+    listener: L,
+    shared: Arc<Shared<A>>,
+    threads: Vec<ThreadEnd>,
     options: ServerOptions,
     mut control: ControlReceiver,
     clock: impl Clock,
     stop: impl Future<Output = ()>,
-    mut app: impl ServerApp,
-) -> Result<Server, NetError> {
-    let mut d: ServerDriver<L::Stream> = ServerDriver {
-        server,
-        conns: Conns(HashMap::new()),
-        ready: Arc::new(ReadyQueue::default()),
-        write_deadlines: BTreeSet::new(),
-        limits: ConnectionLimits::new(
-            options.max_connections,
-            options.max_connections_per_ip_value(),
-        ),
-        tasks: JoinSet::new(),
-        scratch: vec![0u8; options.read_buffer.max(1)].into_boxed_slice(),
-        wbuf: Vec::new(),
-        options,
-        stats: DriverStats::default(),
-    };
+) -> Result<(), NetError> {
+    let mut listener = Some(listener);
+    let mut d: ServerDriver<L::Stream, A> = ServerDriver::new(shared, 0, options);
     let ready = d.ready.clone();
     let mut stop = std::pin::pin!(stop);
     let mut accept_paused_until: Option<Instant> = None;
-    let mut now = clock.now();
 
     loop {
-        d.drain(now, &mut app);
-        app.on_wake(&mut d.server, now);
-        d.drain(now, &mut app);
-        let deadline = d.server.poll_timeout();
+        d.with_core(&clock, |core, now| core.app.on_wake(&mut core.server, now));
+        let (deadline, app_wake) = d.shared.lock().arm();
         let write_deadline = d.write_deadlines.first().map(|&(t, _)| t);
         let wake = tokio::select! {
             biased;
             () = &mut stop => ServerWake::Stop,
             () = sleep_until_opt(deadline) => ServerWake::Timeout,
-            () = sleep_until_opt(app.next_wake()) => ServerWake::App,
+            () = sleep_until_opt(app_wake) => ServerWake::App,
             c = control.recv() => ServerWake::Control(c),
             Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
             () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
-            r = listener.accept(), if accept_paused_until.is_none() => ServerWake::Accepted(r),
+            r = accept_opt(&mut listener), if accept_paused_until.is_none() => {
+                ServerWake::Accepted(r)
+            }
             () = ready.wait() => ServerWake::Ready,
             () = sleep_until_opt(write_deadline) => ServerWake::WriteTimeout,
             () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
         };
-        now = clock.now();
         match wake {
             ServerWake::Stop => break,
             ServerWake::App => {}
-            ServerWake::FlushLog => d.options.log.flush(now.mono),
             ServerWake::Timeout => {
                 // What the connections already have ready counts before any deadline is
                 // judged: a server behind on a reconnect storm must not time out a HELLO
                 // waiting for its turn (bounded: the connections ready now).
+                d.take_mail(&clock);
                 let queued = d.ready.len();
-                now = d.ready_batch(now, &clock, &mut app, queued);
-                d.drain(now, &mut app);
-                d.server.handle_timeout(now);
+                d.ready_batch(&clock, queued);
+                d.with_core(&clock, |core, now| core.server.handle_timeout(now));
             }
-            ServerWake::WriteTimeout => d.write_timeouts(now, &mut app),
-            ServerWake::Control(Control::Inspect(f)) => f(&d.server, &d.stats, now),
-            // The loop drains what the change output before it waits again.
-            ServerWake::Control(Control::Update(f)) => f(&mut d.server, now),
+            ServerWake::Control(Control::Inspect(f)) => {
+                d.with_core(&clock, |core, now| f(&core.server, &core.stats, now));
+            }
+            // The outputs of the change are carried out as after any input.
+            ServerWake::Control(Control::Update(f)) => {
+                d.with_core(&clock, |core, now| f(&mut core.server, now));
+            }
+            ServerWake::Ready => {
+                d.take_mail(&clock);
+                d.ready_batch(&clock, READY_BATCH);
+            }
+            other => d.on_wake(other, &clock, &mut listener, &mut accept_paused_until),
+        }
+    }
+
+    // Stop: no new connections on any thread; what was already ready still counts; close
+    // every open connection; let them flush for a moment.
+    for q in &d.shared.queues[1..] {
+        q.post(Mail::Stop);
+    }
+    drop(listener);
+    d.take_mail(&clock);
+    let queued = d.ready.len();
+    d.ready_batch(&clock, queued);
+    // The other threads read what they had ready too, and stop accepting, before the core
+    // closes every connection.
+    let started = threads.len();
+    let waited = tokio::time::timeout(d.options.shutdown_grace, async {
+        while d.shared.stopped.load(Ordering::Acquire) < started {
+            ready.wait().await;
+            d.take_mail(&clock);
+            d.ready_batch(&clock, READY_BATCH);
+            // The wait above returns at once while connections are ready: let the timeout
+            // run.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        tracing::debug!("server threads slow to stop; closing their connections anyway");
+    }
+    d.with_core(&clock, |core, now| core.server.close_all(now));
+    d.with_core(&clock, |core, now| core.app.on_wake(&mut core.server, now));
+    for q in &d.shared.queues[1..] {
+        q.post(Mail::Finish);
+    }
+    d.take_mail(&clock);
+    d.finish().await;
+    for end in threads {
+        end.join().await;
+    }
+    d.options.log.flush_all(clock.now().mono);
+    Ok(())
+}
+
+/// Accepts from the listener if there is one; pending forever otherwise. Cancel safe.
+pub(crate) async fn accept_opt<L: Listener>(
+    listener: &mut Option<L>,
+) -> io::Result<(L::Stream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, A> {
+    /// Thread `me`'s side of the server sharing `shared`.
+    pub(crate) fn new(shared: Arc<Shared<A>>, me: usize, options: ServerOptions) -> Self {
+        Self {
+            ready: Arc::clone(&shared.queues[me]),
+            shared,
+            me,
+            conns: Conns(HashMap::new()),
+            write_deadlines: BTreeSet::new(),
+            tasks: JoinSet::new(),
+            scratch: vec![0u8; options.read_buffer.max(1)].into_boxed_slice(),
+            options,
+            out: Outbox::default(),
+            mail: Vec::new(),
+        }
+    }
+
+    /// The wakes every server thread handles alike: accepting, closing tasks, write
+    /// deadlines, log flushes.
+    pub(crate) fn on_wake<L: Listener<Stream = S>>(
+        &mut self,
+        wake: ServerWake<S>,
+        clock: &impl Clock,
+        listener: &mut Option<L>,
+        accept_paused_until: &mut Option<Instant>,
+    ) {
+        match wake {
+            ServerWake::FlushLog => self.options.log.flush(clock.now().mono),
+            ServerWake::WriteTimeout => self.write_timeouts(clock),
             ServerWake::TaskEnded(r) => {
                 if let Err(e) = r {
-                    d.options.log.peer(
-                        now.mono,
+                    self.options.log.peer(
+                        clock.now().mono,
                         Level::ERROR,
                         PeerLine::ConnectionTaskFailed,
                         format_args!("connection task failed: {e}"),
                     );
                 }
             }
-            ServerWake::AcceptResume => accept_paused_until = None,
+            ServerWake::AcceptResume => *accept_paused_until = None,
             ServerWake::Accepted(Ok((stream, peer))) => {
-                d.accept(now, stream, peer, &mut app);
+                self.accept(clock, stream, peer);
                 // A storm: take the connections already waiting in the listen queue too, a
                 // batch at a time, without going round the loop for each.
                 for _ in 1..ACCEPT_BATCH {
-                    match accept_ready(&mut listener) {
-                        Some(Ok((stream, peer))) => d.accept(now, stream, peer, &mut app),
+                    let Some(l) = listener.as_mut() else { break };
+                    match accept_ready(l) {
+                        Some(Ok((stream, peer))) => self.accept(clock, stream, peer),
                         Some(Err(e)) => {
-                            d.accept_failed(now, &e);
-                            accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
+                            let now = clock.now();
+                            self.accept_failed(now, &e);
+                            *accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
                             break;
                         }
                         None => break,
@@ -911,81 +1061,112 @@ async fn serve<L: Listener>(
                 // Connects and data take turns: after each accept, a batch of what open
                 // connections sent, so a flood of connects cannot starve the clients already
                 // connected (accepting comes first above, so data cannot starve connects).
-                now = d.ready_batch(now, &clock, &mut app, READY_BATCH);
+                self.ready_batch(clock, READY_BATCH);
             }
             ServerWake::Accepted(Err(e)) => {
-                d.accept_failed(now, &e);
-                accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
+                let now = clock.now();
+                self.accept_failed(now, &e);
+                *accept_paused_until = Some(now.mono + ACCEPT_ERROR_PAUSE);
             }
-            ServerWake::Ready => now = d.ready_batch(now, &clock, &mut app, READY_BATCH),
+            ServerWake::Ready => {
+                self.take_mail(clock);
+                self.ready_batch(clock, READY_BATCH);
+            }
+            ServerWake::App | ServerWake::Control(_) | ServerWake::Stop | ServerWake::Timeout => {}
         }
     }
 
-    // Stop: no new connections; what was already ready still counts; close every open
-    // connection; let them flush for a moment.
-    drop(listener);
-    now = clock.now();
-    let queued = d.ready.len();
-    now = d.ready_batch(now, &clock, &mut app, queued);
-    d.server.close_all(now);
-    d.drain(now, &mut app);
-    app.on_wake(&mut d.server, now);
-    d.drain(now, &mut app);
-    // Any the core left open (none, normally), in a fixed order: the simulator replays runs.
-    let mut left: Vec<ConnId> = d.conns.0.keys().copied().collect();
-    left.sort_unstable();
-    for conn in left {
-        d.close(conn);
+    /// Runs `f` on the core under the lock, with the time read under it (so the core sees
+    /// time in order across threads), then carries out what the core output: after the
+    /// lock for this thread's connections, through the mail for other threads'.
+    pub(crate) fn with_core<R>(
+        &mut self,
+        clock: &impl Clock,
+        f: impl FnOnce(&mut Core<A>, Now) -> R,
+    ) -> R {
+        let mut core = self.shared.lock();
+        let now = clock.now();
+        let r = f(&mut core, now);
+        drain_into(&mut core, self.me, now, &mut self.out, &self.shared.queues);
+        drop(core);
+        self.settle(clock, now);
+        r
     }
-    let grace = d.options.shutdown_grace;
-    let tasks = &mut d.tasks;
-    let flushed =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    if flushed.is_err() {
-        tracing::debug!(left = tasks.len(), "connections still closing; dropped");
-    }
-    tasks.abort_all();
-    d.options.log.flush_all(clock.now().mono);
-    Ok(d.server)
-}
 
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
-    /// Carries out every output of the core. Consecutive writes to one connection (the acks
-    /// of one read) go out as one write, gathered in a buffer the driver reuses.
-    fn drain(&mut self, now: Now, app: &mut impl ServerApp) {
-        let mut pending: Option<ConnId> = None;
-        while let Some(out) = self.server.poll_output() {
-            match out {
-                server::Output::Transmit { conn, bytes } => {
-                    if pending.is_some_and(|p| p != conn) {
-                        self.transmit(now, pending.take());
+    /// Carries out what [`drain_into`] gathered for this thread, then hands the core the
+    /// writes that failed (under the lock), until nothing is left.
+    fn settle(&mut self, clock: &impl Clock, now: Now) {
+        loop {
+            self.carry_out(now);
+            if self.out.failed.is_empty() {
+                return;
+            }
+            let mut core = self.shared.lock();
+            let now = clock.now();
+            for (conn, failure) in self.out.failed.drain(..) {
+                match failure {
+                    WriteFailure::Blocked | WriteFailure::Io(io::ErrorKind::TimedOut) => {
+                        core.server.handle_write_blocked(now, conn);
                     }
-                    pending = Some(conn);
-                    self.wbuf.extend_from_slice(&bytes);
-                }
-                server::Output::Disconnect { conn, reason } => {
-                    self.transmit(now, pending.take());
-                    tracing::debug!(%conn, %reason, "closing");
-                    self.close(conn);
-                    self.limits.closed(conn);
-                }
-                server::Output::Event(e) => {
-                    self.transmit(now, pending.take());
-                    app.on_event(&e, now);
+                    WriteFailure::Io(_) => core.server.handle_eof(now, conn),
                 }
             }
-        }
-        self.transmit(now, pending);
-        if self.wbuf.capacity() > WRITE_BUFFER_KEEP {
-            self.wbuf = Vec::new();
+            drain_into(&mut core, self.me, now, &mut self.out, &self.shared.queues);
         }
     }
 
-    /// Writes what [`Self::drain`] gathered for `conn` (if any) and empties the buffer:
-    /// straight to the stream when nothing waits ahead of it; what the stream does not take
-    /// now is queued, and written when the connection wakes as writable.
-    fn transmit(&mut self, now: Now, conn: Option<ConnId>) {
-        let Some(conn) = conn else { return };
+    /// Carries out the writes and closes gathered in the outbox, in order.
+    fn carry_out(&mut self, now: Now) {
+        let mut acts = std::mem::take(&mut self.out.acts);
+        let wbuf = std::mem::take(&mut self.out.wbuf);
+        let mut start = 0;
+        for act in acts.drain(..) {
+            match act {
+                Act::Write { conn, end } => {
+                    self.transmit(now, conn, &wbuf[start..end]);
+                    start = end;
+                }
+                Act::Close(conn) => self.close(conn),
+            }
+        }
+        self.out.acts = acts;
+        self.out.wbuf = wbuf;
+        self.out.wbuf.clear();
+        if self.out.wbuf.capacity() > WRITE_BUFFER_KEEP {
+            self.out.wbuf = Vec::new();
+        }
+    }
+
+    /// Carries out the mail of other threads (writes and closes of this thread's
+    /// connections), and says whether it held a stop or a finish.
+    pub(crate) fn take_mail(&mut self, clock: &impl Clock) -> Signals {
+        self.ready.take_mail(&mut self.mail);
+        let mut signals = Signals::default();
+        if self.mail.is_empty() {
+            return signals;
+        }
+        let now = clock.now();
+        let mut mail = std::mem::take(&mut self.mail);
+        for m in mail.drain(..) {
+            match m {
+                Mail::Write(conn, bytes) => self.transmit(now, conn, &bytes),
+                Mail::Close(conn) => self.close(conn),
+                Mail::Wake => {}
+                Mail::Stop => signals.stop = true,
+                Mail::Finish => signals.finish = true,
+            }
+        }
+        self.mail = mail;
+        if !self.out.failed.is_empty() {
+            self.settle(clock, now);
+        }
+        signals
+    }
+
+    /// Writes `bytes` to `conn` (if it is still open): straight to the stream when nothing
+    /// waits ahead of it; what the stream does not take now is queued, and written when the
+    /// connection wakes as writable. A failure is kept for the core (see [`Self::settle`]).
+    fn transmit(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
         let capacity = self.options.outbound_capacity.max(1);
         let result = match self.conns.0.get_mut(&conn) {
             None => Ok(()),
@@ -994,7 +1175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 if c.queue.len() >= capacity {
                     Err(None)
                 } else {
-                    c.queue.push_back(Bytes::copy_from_slice(&self.wbuf));
+                    c.queue.push_back(Bytes::copy_from_slice(bytes));
                     Ok(())
                 }
             }
@@ -1003,8 +1184,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 let mut cx = Context::from_waker(&waker);
                 let mut done = 0;
                 let mut result = Ok(());
-                while done < self.wbuf.len() {
-                    match Pin::new(&mut c.stream).poll_write(&mut cx, &self.wbuf[done..]) {
+                while done < bytes.len() {
+                    match Pin::new(&mut c.stream).poll_write(&mut cx, &bytes[done..]) {
                         Poll::Ready(Ok(0)) => {
                             result = Err(Some(io::ErrorKind::WriteZero.into()));
                             break;
@@ -1015,8 +1196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                             break;
                         }
                         Poll::Pending => {
-                            c.queue
-                                .push_back(Bytes::copy_from_slice(&self.wbuf[done..]));
+                            c.queue.push_back(Bytes::copy_from_slice(&bytes[done..]));
                             break;
                         }
                     }
@@ -1036,17 +1216,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 result
             }
         };
-        self.wbuf.clear();
         match result {
             Ok(()) => {}
-            Err(None) => self.server.handle_write_blocked(now, conn),
-            Err(Some(e)) => self.write_failed(now, conn, &e),
+            Err(None) => self.out.failed.push((conn, WriteFailure::Blocked)),
+            Err(Some(e)) => self.write_failed(conn, &e),
         }
     }
 
-    /// A write failed: later ones are discarded, and the core hears of it as an end of
+    /// A write failed: later ones are discarded, and the core will hear of it as an end of
     /// stream (a timed-out one as a peer not reading).
-    fn write_failed(&mut self, now: Now, conn: ConnId, e: &io::Error) {
+    fn write_failed(&mut self, conn: ConnId, e: &io::Error) {
         tracing::debug!(%conn, error = %e, "write failed");
         if let Some(c) = self.conns.0.get_mut(&conn) {
             c.broken = true;
@@ -1056,15 +1235,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 self.write_deadlines.remove(&(t, conn));
             }
         }
-        if e.kind() == io::ErrorKind::TimedOut {
-            self.server.handle_write_blocked(now, conn);
-        } else {
-            self.server.handle_eof(now, conn);
-        }
+        self.out.failed.push((conn, WriteFailure::Io(e.kind())));
     }
 
     /// Connections whose waiting write passed its deadline: peers not reading.
-    fn write_timeouts(&mut self, now: Now, app: &mut impl ServerApp) {
+    fn write_timeouts(&mut self, clock: &impl Clock) {
+        let now = clock.now();
         while let Some(&(t, conn)) = self.write_deadlines.first() {
             if t > now.mono {
                 break;
@@ -1074,8 +1250,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 c.write_deadline = None;
             }
             let e = io::Error::new(io::ErrorKind::TimedOut, "write timed out");
-            self.write_failed(now, conn, &e);
-            self.drain(now, app);
+            self.write_failed(conn, &e);
+            self.settle(clock, now);
         }
     }
 
@@ -1102,34 +1278,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
         });
     }
 
-    /// Polls up to `limit` ready connections, each once: what is waiting to be written, then
-    /// one read, handed to the core straight from the shared buffer. A connection that read
-    /// something is listed again at the back, so a flooding peer gets one read per turn like
-    /// everyone else.
-    ///
-    /// What is read is stamped with the clock read right after that read, never with one read
-    /// before it: a heartbeat that arrived after the loop woke must not be received before
-    /// it was sent (a negative one-way delay). Returns the latest time read.
-    fn ready_batch(
-        &mut self,
-        mut now: Now,
-        clock: &impl Clock,
-        app: &mut impl ServerApp,
-        limit: usize,
-    ) -> Now {
-        for _ in 0..limit {
-            let Some(conn) = self.ready.pop() else { break };
-            now = self.poll_conn(now, clock, conn);
-            self.drain(now, app);
+    /// Closes what the core left open (none, normally) in a fixed order (the simulator
+    /// replays runs), then lets the closing connections flush for `shutdown_grace`.
+    pub(crate) async fn finish(&mut self) {
+        let mut left: Vec<ConnId> = self.conns.0.keys().copied().collect();
+        left.sort_unstable();
+        for conn in left {
+            self.close(conn);
         }
-        now
+        let grace = self.options.shutdown_grace;
+        let tasks = &mut self.tasks;
+        let flushed =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if flushed.is_err() {
+            tracing::debug!(left = tasks.len(), "connections still closing; dropped");
+        }
+        tasks.abort_all();
     }
 
-    /// Polls one connection (see [`Self::ready_batch`]); returns the time its input was
-    /// stamped with (`now` when it read nothing).
-    fn poll_conn(&mut self, mut now: Now, clock: &impl Clock, conn: ConnId) -> Now {
+    /// Polls up to `limit` ready connections, each once: what is waiting to be written, then
+    /// one read, handed to the core straight from the shared buffer (one lock per read). A
+    /// connection that read something is listed again at the back, so a flooding peer gets
+    /// one read per turn like everyone else.
+    ///
+    /// What is read is stamped with the clock read after that read (under the lock), never
+    /// with one read before it: a heartbeat that arrived after the loop woke must not be
+    /// received before it was sent (a negative one-way delay).
+    pub(crate) fn ready_batch(&mut self, clock: &impl Clock, limit: usize) {
+        for _ in 0..limit {
+            let Some(conn) = self.ready.pop() else { break };
+            let read = self.poll_conn(conn);
+            if let ReadResult::Nothing = read {
+                if !self.out.failed.is_empty() {
+                    self.settle(clock, clock.now());
+                }
+                continue;
+            }
+            let mut core = self.shared.lock();
+            let now = clock.now();
+            for (conn, failure) in self.out.failed.drain(..) {
+                match failure {
+                    WriteFailure::Blocked | WriteFailure::Io(io::ErrorKind::TimedOut) => {
+                        core.server.handle_write_blocked(now, conn);
+                    }
+                    WriteFailure::Io(_) => core.server.handle_eof(now, conn),
+                }
+            }
+            match read {
+                ReadResult::Nothing => {}
+                ReadResult::Data(n) => core.server.handle_input(now, conn, &self.scratch[..n]),
+                ReadResult::Eof => core.server.handle_eof(now, conn),
+                ReadResult::TlsFailed(why) => core.server.handle_tls_failed(now, conn, why),
+            }
+            drain_into(&mut core, self.me, now, &mut self.out, &self.shared.queues);
+            drop(core);
+            self.settle(clock, now);
+        }
+    }
+
+    /// Polls one connection (see [`Self::ready_batch`]) without the core: a write failure is
+    /// kept in the outbox, what was read is returned.
+    fn poll_conn(&mut self, conn: ConnId) -> ReadResult {
         let Some(c) = self.conns.0.get_mut(&conn) else {
-            return now;
+            return ReadResult::Nothing;
         };
         c.waker.queued.store(false, Ordering::Release);
         let waker = Waker::from(c.waker.clone());
@@ -1143,45 +1354,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                     }
                 }
                 Poll::Ready(Err(e)) => {
-                    self.write_failed(now, conn, &e);
-                    return now;
+                    self.write_failed(conn, &e);
+                    return ReadResult::Nothing;
                 }
             }
         }
         if c.read_done {
-            return now;
+            return ReadResult::Nothing;
         }
         let mut buf = ReadBuf::new(&mut self.scratch);
-        let read = Pin::new(&mut c.stream).poll_read(&mut cx, &mut buf);
-        if read.is_ready() {
-            now = clock.now();
-        }
-        match read {
-            Poll::Pending => {}
+        match Pin::new(&mut c.stream).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => ReadResult::Nothing,
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
                 if n == 0 {
                     c.read_done = true;
-                    self.server.handle_eof(now, conn);
+                    ReadResult::Eof
                 } else {
                     // Read again on its next turn (until it would block, which registers the
                     // waker; a short read usually already knows it would).
                     c.waker.wake_by_ref();
-                    self.server.handle_input(now, conn, &self.scratch[..n]);
+                    ReadResult::Data(n)
                 }
             }
             Poll::Ready(Err(e)) => {
                 c.read_done = true;
                 match crate::error::handshake_failure(&e) {
-                    Some(why) => self.server.handle_tls_failed(now, conn, why.to_owned()),
+                    Some(why) => ReadResult::TlsFailed(why.to_owned()),
                     None => {
                         tracing::debug!(%conn, error = %e, "read failed");
-                        self.server.handle_eof(now, conn);
+                        ReadResult::Eof
                     }
                 }
             }
         }
-        now
     }
 
     /// Logs a failed accept (summarised: under a connection flood it may fail for each one).
@@ -1194,15 +1400,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
         );
     }
 
-    fn accept(&mut self, now: Now, stream: S, peer: SocketAddr, app: &mut impl ServerApp) {
-        if let Err(refusal) = self.limits.check(peer) {
+    fn accept(&mut self, clock: &impl Clock, stream: S, peer: SocketAddr) {
+        let mut core = self.shared.lock();
+        let now = clock.now();
+        if let Err(refusal) = core.limits.check(peer) {
             let limit = match refusal {
                 crate::limits::Refusal::Total => {
-                    self.stats.rejected_max_connections += 1;
+                    core.stats.rejected_max_connections += 1;
                     self.options.max_connections
                 }
                 crate::limits::Refusal::PerIp => {
-                    self.stats.rejected_per_ip += 1;
+                    core.stats.rejected_per_ip += 1;
                     self.options.max_connections_per_ip_value()
                 }
             };
@@ -1216,17 +1424,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 ),
             );
             drop(stream);
-            app.on_refused(refusal, peer, now);
+            core.app.on_refused(refusal, peer, now);
             return;
         }
-        let conn = self.server.accept(now, peer);
-        self.limits.opened(conn, peer);
+        let conn = core.server.accept(now, peer);
+        core.opened(conn, peer, self.me);
         self.options.log.peer(
             now.mono,
             Level::INFO,
             PeerLine::Accepted,
             format_args!("Accepted connection from {}", seed_peer(peer)),
         );
+        drain_into(&mut core, self.me, now, &mut self.out, &self.shared.queues);
+        drop(core);
         let waker = Arc::new(ConnWaker {
             conn,
             queued: AtomicBool::new(true),
@@ -1246,6 +1456,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ServerDriver<S> {
                 broken: false,
             },
         );
+        self.settle(clock, now);
     }
 }
 

@@ -4,7 +4,9 @@
 //!   [`Builder`](embed::Builder), and a [`Handle`](embed::Handle) to read the counters, pause and resume the heartbeats (tied to the service's
 //!   health) and shut the client down.
 //! - [`driver`]: `run_client` and `run_server`, generic over [`Listener`] and [`Connector`] so
-//!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network.
+//!   the simulator (`heartbeat-sim`) runs exactly the same loops over turmoil's network;
+//!   [`run_server_threads`] runs the server loop on several threads sharing one core
+//!   (`heartbeat-server --threads`).
 //! - [`listener`]: the tokio implementations, [`TcpListener`] and [`TcpConnector`].
 //! - [`limits`]: the per-address share and total of a listener's connections, for the
 //!   heartbeat port and the metrics endpoint alike.
@@ -55,6 +57,7 @@ pub mod limits;
 pub mod listener;
 pub mod logsummary;
 pub mod process;
+mod shard;
 pub mod tls;
 
 pub use driver::{
@@ -64,8 +67,9 @@ pub use driver::{
 };
 pub use error::NetError;
 pub use limits::Refusal;
-pub use listener::{LISTEN_BACKLOG, TcpConnector, TcpListener};
+pub use listener::{LISTEN_BACKLOG, ListenerShard, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
+pub use shard::{MakeListener, run_server_threads};
 
 #[doc(no_inline)]
 pub use heartbeat_core::DisconnectReason;

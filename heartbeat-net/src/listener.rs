@@ -31,6 +31,45 @@ impl TcpListener {
     ///
     /// The error says in words when the port is in use (`Address already in use`) or privileged.
     pub async fn bind(host: &str, port: u16) -> Result<Self, NetError> {
+        let (first, _) = Self::bind_shards(host, port, 1).await?;
+        Ok(first)
+    }
+
+    /// [`bind`](Self::bind) for `n` server threads: `n` listeners on the same address (the
+    /// port of the first when 0 was asked for), the kernel spreading new connections across
+    /// them by their addresses and ports. The first is for this thread; each of the others
+    /// becomes a listener on the thread that serves it ([`ListenerShard::into_listener`]).
+    ///
+    /// With `n` above 1 every listener sets `SO_REUSEPORT`, which also lets another process
+    /// of the same user bind the same port and take a share of the connections; with `n` = 1
+    /// it does not (as [`bind`](Self::bind)).
+    pub async fn bind_shards(
+        host: &str,
+        port: u16,
+        n: usize,
+    ) -> Result<(Self, Vec<ListenerShard>), NetError> {
+        let shared = n > 1;
+        let first = Self::bind_first(host, port, shared).await?;
+        let addr = first.local_addr().map_err(|source| NetError::Bind {
+            addr: format!("{host}:{port}"),
+            hint: None,
+            source,
+        })?;
+        let mut more = Vec::with_capacity(n.saturating_sub(1));
+        for _ in 1..n {
+            let l = listen(addr, true)
+                .and_then(tokio::net::TcpListener::into_std)
+                .map_err(|source| NetError::Bind {
+                    addr: addr.to_string(),
+                    hint: None,
+                    source,
+                })?;
+            more.push(ListenerShard(l));
+        }
+        Ok((first, more))
+    }
+
+    async fn bind_first(host: &str, port: u16, reuse_port: bool) -> Result<Self, NetError> {
         let addr = format!("{host}:{port}");
         let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
@@ -42,7 +81,7 @@ impl TcpListener {
         addrs.sort_by_key(SocketAddr::is_ipv6);
         let mut first_error = None;
         for a in addrs {
-            match listen(a) {
+            match listen(a, reuse_port) {
                 Ok(l) => return Ok(Self::from_tokio(l)),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -107,9 +146,24 @@ impl Listener for TcpListener {
     }
 }
 
+/// One more server thread's listener from [`TcpListener::bind_shards`], bound and listening
+/// but not yet registered with a runtime: it can move to another thread.
+#[derive(Debug)]
+pub struct ListenerShard(std::net::TcpListener);
+
+impl ListenerShard {
+    /// The listener, registered with the runtime of the calling thread (call it there), with
+    /// `send_buffer` as [`TcpListener::send_buffer`].
+    pub fn into_listener(self, send_buffer: Option<usize>) -> io::Result<TcpListener> {
+        let l = tokio::net::TcpListener::from_std(self.0)?;
+        Ok(TcpListener::from_tokio(l).send_buffer(send_buffer))
+    }
+}
+
 /// Binds and listens as tokio's `TcpListener::bind` does (`SO_REUSEADDR` on Unix, so a
-/// restarted server can bind while old connections linger in TIME_WAIT), with a deep backlog.
-fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+/// restarted server can bind while old connections linger in TIME_WAIT), with a deep backlog;
+/// with `reuse_port`, also `SO_REUSEPORT` (several listeners on one port).
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -117,6 +171,12 @@ fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

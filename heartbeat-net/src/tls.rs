@@ -161,6 +161,16 @@ impl<L> TlsListener<L> {
         }
     }
 
+    /// TLS over `inner`'s connections, with the configuration `reload` holds and changes
+    /// (another listener's [`reload_handle`](Self::reload_handle): one reload reaches both).
+    pub fn with_reload(inner: L, reload: TlsReload) -> Self {
+        Self {
+            inner,
+            config: reload,
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+
     /// A handle to change the configuration while the listener runs.
     pub fn reload_handle(&self) -> TlsReload {
         self.config.clone()

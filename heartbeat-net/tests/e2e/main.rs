@@ -29,6 +29,7 @@ mod shutdown;
 mod state;
 mod statuspage;
 mod target;
+mod threads;
 mod tls;
 mod util;
 mod verdict;

@@ -38,7 +38,7 @@ pub(crate) fn openssl(dir: &Path, args: &str) {
 }
 
 /// A P-256 key and certificate request or self-signed certificate: `openssl req` with `args`.
-const NEW_KEY: &str = "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+pub(crate) const NEW_KEY: &str = "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
 
 fn new_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
@@ -88,7 +88,7 @@ impl Pki {
 }
 
 /// A TLS client flags: `--tls --tls-ca CA --tls-server-name localhost`, then `rest`.
-fn tls_client<'a>(ca: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn tls_client<'a>(ca: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--tls",
         "--tls-ca",

@@ -59,13 +59,14 @@ use heartbeat_core::server::{Event, Expected, Server, unix_seconds};
 use heartbeat_core::{AuthConfig, Now, UnixTime, fmt_ms};
 
 use ctl::{ControlSocket, Ctl, CtlArgs};
+use heartbeat_net::MakeListener;
 use heartbeat_net::app;
 use heartbeat_net::cli::{self, DetectorArgs, TargetArgs, trust_warning};
 use heartbeat_net::driver::ControlReceiver;
 use heartbeat_net::tls::{self, TlsListener};
 use heartbeat_net::{
     Clock as _, Listener, LogSummary, NetError, Refusal, ServerApp, ServerControl, ServerOptions,
-    SystemClock, TcpListener, keys, run_server_app,
+    SystemClock, TcpListener, keys, run_server_threads,
 };
 use silence::Silences;
 use state::{Saver, SideFile, StateDir, StateDirError};
@@ -149,6 +150,20 @@ pub(crate) struct Opt {
     #[arg(long, default_value_t = 32_768, allow_negative_numbers = true,
           value_parser = cli::int::<usize>(0, u32::MAX.into()))]
     send_buffer: usize,
+
+    /// Server threads: connections are spread across N threads by the kernel (SO_REUSEPORT;
+    /// which also lets another process of this user bind the port), each reading and
+    /// acknowledging its own, with one shared core (one report, one /metrics, one state).
+    /// Default 1: one thread serves 1,000 clients x 10 ms on a fraction of a core, and a second
+    /// thread pays for the shared core's lock; use more only when one core is not enough
+    /// (BENCHMARKS.md, "More than one core").
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+
+    /// Measure the time the server threads hold the shared core's lock, logged at exit (a
+    /// benchmarking aid: it costs two clock reads per lock).
+    #[arg(long, hide = true)]
+    measure_lock: bool,
 
     /// Self-protection: when the server itself was stalled (suspended VM, overload) for longer
     /// than this, it declares nobody down on that evidence alone (Cassandra's 5 s guard).
@@ -555,9 +570,10 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let stop = app::shutdown_signal()?;
     let signals = signals::Signals::install()?;
-    let listener = TcpListener::bind(&opt.bind, opt.port)
-        .await?
-        .send_buffer((opt.send_buffer > 0).then_some(opt.send_buffer));
+    let send_buffer = (opt.send_buffer > 0).then_some(opt.send_buffer);
+    let (listener, shards) =
+        TcpListener::bind_shards(&opt.bind, opt.port, opt.threads as usize).await?;
+    let listener = listener.send_buffer(send_buffer);
     let addr = listener.local_addr().context("reading the bound address")?;
     // The state is loaded before the server says it listens.
     let mut server = Server::new(Arc::new(config));
@@ -661,14 +677,13 @@ async fn serve(
             () = stdout.failed() => {}
         }
     };
-    let mut unidentified = Unidentified::default();
     let app = App {
-        log: &log,
+        log: log.clone(),
         json,
-        output: &output,
-        hooks: hooks.as_ref(),
-        saver: saver.as_mut(),
-        unidentified: &mut unidentified,
+        output: output.clone(),
+        hooks,
+        saver: saver.take(),
+        unidentified: Unidentified::default(),
         changes,
         silences,
         detector: server.config().detector_config().kind(),
@@ -680,17 +695,33 @@ async fn serve(
         Some(tls) => {
             tracing::info!("TLS on");
             let listener = TlsListener::new(listener, tls);
+            let handle = listener.reload_handle();
             if let (Some(cert), Some(key)) = (&opt.tls_cert, &opt.tls_key) {
-                reload.tls = Some((cert.clone(), key.clone(), listener.reload_handle()));
+                reload.tls = Some((cert.clone(), key.clone(), handle.clone()));
             }
+            // Every thread's listener shares the configuration, so a reload reaches all.
+            let more = shards
+                .into_iter()
+                .map(|shard| {
+                    let handle = handle.clone();
+                    Box::new(move || {
+                        let l = shard.into_listener(send_buffer)?;
+                        Ok(TlsListener::with_reload(l, handle))
+                    }) as MakeListener<_>
+                })
+                .collect();
             let signals = signals(reload);
-            let served = serve_on(listener, server, options, control_rx, stop, app).await;
+            let served = serve_on(listener, more, server, options, control_rx, stop, app).await;
             signals.abort();
             served
         }
         None => {
+            let more = shards
+                .into_iter()
+                .map(|shard| Box::new(move || shard.into_listener(send_buffer)) as MakeListener<_>)
+                .collect();
             let signals = signals(reload);
-            let served = serve_on(listener, server, options, control_rx, stop, app).await;
+            let served = serve_on(listener, more, server, options, control_rx, stop, app).await;
             signals.abort();
             served
         }
@@ -700,7 +731,16 @@ async fn serve(
         ctl.abort();
         let _ = ctl.await;
     }
-    finish(served?, json, &output, unidentified, hooks, saver).await
+    let (server, app) = served?;
+    finish(
+        server,
+        json,
+        &output,
+        app.unidentified,
+        app.hooks,
+        app.saver,
+    )
+    .await
 }
 
 /// The driver's limits from the flags, logged once.
@@ -710,6 +750,7 @@ fn driver_options(opt: &Opt, log: &LogSummary) -> ServerOptions {
     options.max_connections_per_ip = opt.max_connections_per_ip.map(|n| n as usize);
     options.write_timeout = opt.write_timeout;
     options.log = log.clone();
+    options.measure_lock = opt.measure_lock;
     tracing::info!(
         "Limits: {} connections ({} per IP address), intervals from {}, idle at most {}, clock \
          skew {}, writes blocked at most {}, send buffer {} bytes",
@@ -834,13 +875,16 @@ fn open_state(
 /// hands transitions to the hooks and, with `--json`, prints events (those of connections that
 /// never identified summed up per kind and second), none of it waiting; with `--state-dir`,
 /// keeps the state; tells `/metrics` what changed and the status page's history what happened.
-struct App<'a> {
-    log: &'a LogSummary,
+///
+/// It owns its parts (the loop may run on several threads, `--threads`) and is handed back
+/// when the loop ends, for [`finish`].
+struct App {
+    log: LogSummary,
     json: bool,
-    output: &'a Output,
-    hooks: Option<&'a Hooks>,
-    saver: Option<&'a mut Saver>,
-    unidentified: &'a mut Unidentified,
+    output: Output,
+    hooks: Option<Hooks>,
+    saver: Option<Saver>,
+    unidentified: Unidentified,
     changes: http::Changes,
     silences: Silences,
     /// The detector's kind, for the announcement of a silence's end.
@@ -848,7 +892,7 @@ struct App<'a> {
     history: Option<statuspage::SharedHistory>,
 }
 
-impl App<'_> {
+impl App {
     /// Prints `e` (with `--json`), with `time` as its time.
     fn print(&self, e: &Event, time: UnixTime) {
         self.output.stdout.line(e.to_json_at(time).to_string());
@@ -863,10 +907,10 @@ impl App<'_> {
     }
 }
 
-impl ServerApp for App<'_> {
+impl ServerApp for App {
     fn on_event(&mut self, e: &Event, now: Now) {
-        if !log_refusal(self.log, e, now.mono) {
-            log_event(self.log, e, now);
+        if !log_refusal(&self.log, e, now.mono) {
+            log_event(&self.log, e, now);
         }
         let silenced = match e {
             Event::Transition { client, .. } => self.silences.until(client),
@@ -876,9 +920,9 @@ impl ServerApp for App<'_> {
             }
             _ => None,
         };
-        match (self.hooks, silenced) {
+        match (&self.hooks, silenced) {
             (Some(hooks), None) => hooks.notify(e, now),
-            (_, Some(until)) => silence::log_silenced(self.log, e, until, now),
+            (_, Some(until)) => silence::log_silenced(&self.log, e, until, now),
             (None, None) => {}
         }
         if self.json {
@@ -928,10 +972,10 @@ impl ServerApp for App<'_> {
             self.silences.save_soon();
         }
         for client in ended {
-            let Some(json) = silence::ended(server, &client, self.detector, self.log, now) else {
+            let Some(json) = silence::ended(server, &client, self.detector, &self.log, now) else {
                 continue;
             };
-            if let Some(hooks) = self.hooks {
+            if let Some(hooks) = &self.hooks {
                 hooks.notify_json(&json, now);
             }
             if self.json {
@@ -941,14 +985,26 @@ impl ServerApp for App<'_> {
     }
 }
 
-/// Runs the server on `listener` (plaintext or TLS) with `app` in its loop.
-async fn serve_on<L: Listener>(
+/// Runs the server on `listener` (plaintext or TLS) and the listeners `more` makes, one more
+/// thread each (`--threads`), with `app` in its loop; hands back the server and the app.
+async fn serve_on<L: Listener + 'static>(
     listener: L,
+    more: Vec<MakeListener<L>>,
     server: Server,
     options: ServerOptions,
     control: ControlReceiver,
     stop: impl Future<Output = ()>,
-    app: App<'_>,
-) -> Result<Server, NetError> {
-    run_server_app(listener, server, options, control, SystemClock, stop, app).await
+    app: App,
+) -> Result<(Server, App), NetError> {
+    run_server_threads(
+        listener,
+        more,
+        server,
+        options,
+        control,
+        SystemClock,
+        stop,
+        app,
+    )
+    .await
 }

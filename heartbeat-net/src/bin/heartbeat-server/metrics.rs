@@ -27,6 +27,8 @@
 //! the server, and its series disappear: the number of series stays bounded.
 //!
 //! Server-wide: `heartbeat_clients{state}` (clients per liveness), `heartbeat_connections_open`,
+//! `heartbeat_server_threads` (`--threads`) and `heartbeat_server_thread_connections{thread}`
+//! (connections open per server thread, `thread` from 0),
 //! `heartbeat_connections_accepted_total`, `heartbeat_connections_rejected_total{reason}`
 //! (closed at accept: `max_connections`, `max_connections_per_ip`),
 //! `heartbeat_disconnects_total{reason}` (every connection's end, by
@@ -151,7 +153,7 @@ impl Snapshot {
             clients,
             connections_open: server.connection_count(),
             stats: server.stats().clone(),
-            driver: *driver,
+            driver: driver.clone(),
             // Not the server task's: the metrics thread fills it in.
             app: AppCounts::default(),
         }
@@ -326,6 +328,24 @@ impl Snapshot {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.connections_open as i64).encode(open)?;
+        let threads = &self.driver.thread_connections;
+        let m = e.encode_descriptor(
+            "heartbeat_server_threads",
+            "Server threads serving connections (--threads)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(threads.len() as i64).encode(m)?;
+        let mut m = e.encode_descriptor(
+            "heartbeat_server_thread_connections",
+            "Connections open now, by the server thread serving them",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (thread, n) in threads.iter().enumerate() {
+            let thread = thread.to_string();
+            ConstGauge::new(*n as i64).encode(m.encode_family(&[("thread", thread.as_str())])?)?;
+        }
         let s = &self.stats;
         let totals = [
             (
