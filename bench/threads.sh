@@ -17,6 +17,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${RUNS:-3}
 CPU_DURATION=${CPU_DURATION:-10}
 SCALE_DURATION=${SCALE_DURATION:-20}
@@ -31,22 +32,6 @@ ulimit -n "$(ulimit -Hn)"
 
 PID=""
 PORT=""
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_listening() {
-    local i
-    for i in $(seq 200); do
-        if ss -Hltn "sport = :$PORT" | grep -q .; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "nothing listens on port $PORT" >&2
-    exit 1
-}
 
 # start TARGET [EXTRA...]: TARGET is t1-pinned, t1 or t2; sets PID and PORT; stderr to
 # $OUT/stderr.
