@@ -667,7 +667,12 @@ pub async fn run_server_app<L: Listener>(
 /// The server task owns every stream of its thread and polls only the connections listed
 /// here, so a heartbeat costs no task switch and no channel.
 #[derive(Debug, Default)]
-pub(crate) struct ReadyQueue(Mutex<ReadyInner>);
+pub(crate) struct ReadyQueue {
+    inner: Mutex<ReadyInner>,
+    /// Whether [`ReadyInner::since`] is kept: a queue of a thread other than 0's, read by
+    /// thread 0 before it judges a deadline ([`ReadyQueue::behind_for`]).
+    track: bool,
+}
 
 #[derive(Debug, Default)]
 struct ReadyInner {
@@ -676,12 +681,52 @@ struct ReadyInner {
     mail: Vec<Mail>,
     /// The server task, while it waits for a connection to wake.
     task: Option<Waker>,
+    /// With [`ReadyQueue::track`]: since when this queue's thread has had work it has not finished: the start of its turn
+    /// under way, or when a connection was listed while it was between turns. `None` when it
+    /// is idle.
+    since: Option<Instant>,
 }
 
 impl ReadyQueue {
+    /// A queue; with `track`, it keeps how long what it lists has waited (for a server of
+    /// several threads, whose thread 0 judges every deadline).
+    pub(crate) fn new(track: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            track,
+        }
+    }
+
+    /// This queue's thread starts a turn.
+    fn turn_started(&self) {
+        if self.track {
+            self.lock().since = Some(mono_now());
+        }
+    }
+
+    /// This queue's thread ended its turn: what is still listed waits from now.
+    fn turn_ended(&self) {
+        if self.track {
+            let now = mono_now();
+            let mut inner = self.lock();
+            inner.since = (!inner.ids.is_empty()).then_some(now);
+        }
+    }
+
+    /// How long, at `now`, this queue's thread has been behind: in a turn, or with
+    /// connections listed that it has not taken yet (`None` when it is idle, or the queue does
+    /// not keep it). A thread blocked or descheduled in its turn shows here; one descheduled
+    /// while waiting does not (its connections are listed only when it polls for readiness).
+    pub(crate) fn behind_for(&self, now: Instant) -> Option<Duration> {
+        let inner = self.lock();
+        inner
+            .since
+            .map(|since| now.saturating_duration_since(since))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
         // Nothing panics while holding it; a poisoned lock holds a consistent queue anyway.
-        self.0
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -746,6 +791,9 @@ impl Wake for ConnWaker {
         if !self.queued.swap(true, Ordering::AcqRel) {
             let task = {
                 let mut inner = self.ready.lock();
+                if self.ready.track && inner.since.is_none() {
+                    inner.since = Some(mono_now());
+                }
                 inner.ids.push_back(self.conn);
                 inner.task.take()
             };
@@ -934,7 +982,17 @@ pub(crate) async fn serve<L: Listener, A: ServerApp>(
                 d.take_mail(&clock);
                 let queued = d.ready.len();
                 d.ready_batch(&clock, queued);
-                d.with_core(&clock, |core, now| core.server.handle_timeout(now));
+                // Another thread reads its own connections; one stuck in its turn (or not
+                // taking it) for longer than the pause guard stalls the server's judgement too.
+                let shared = Arc::clone(&d.shared);
+                d.with_core(&clock, |core, now| {
+                    let unread = shared
+                        .queues
+                        .iter()
+                        .filter_map(|q| q.behind_for(now.mono))
+                        .max();
+                    core.server.handle_timeout_with_unread(now, unread);
+                });
             }
             ServerWake::Control(Control::Inspect(f)) => {
                 d.with_core(&clock, |core, now| f(&core.server, &core.stats, now));
@@ -1305,6 +1363,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, 
     /// with one read before it: a heartbeat that arrived after the loop woke must not be
     /// received before it was sent (a negative one-way delay).
     pub(crate) fn ready_batch(&mut self, clock: &impl Clock, limit: usize) {
+        self.ready.turn_started();
+        self.ready_turn(clock, limit);
+        self.ready.turn_ended();
+    }
+
+    /// [`Self::ready_batch`]'s work.
+    fn ready_turn(&mut self, clock: &impl Clock, limit: usize) {
         for _ in 0..limit {
             let Some(conn) = self.ready.pop() else { break };
             let read = self.poll_conn(conn);

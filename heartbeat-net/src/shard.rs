@@ -207,7 +207,9 @@ impl<A: ServerApp> Shared<A> {
                 route: (threads > 1).then(HashMap::new),
                 armed: None,
             }),
-            queues: (0..threads).map(|_| Arc::default()).collect(),
+            queues: (0..threads)
+                .map(|i| Arc::new(ReadyQueue::new(i > 0)))
+                .collect(),
             stopped: AtomicUsize::new(0),
             held: options.measure_lock.then(|| LockTimes {
                 // CPU time under the lock, not the core's time: the real clock even in a
@@ -654,5 +656,151 @@ mod tests {
         for peer in [&mut b, &mut a2] {
             read_to_close(peer).await;
         }
+    }
+
+    /// A stream from memory whose next read, once `stall` holds a duration, first blocks its
+    /// thread that long: a server thread descheduled or stuck with input waiting.
+    struct Stalling {
+        inner: DuplexStream,
+        stall: Arc<Mutex<Option<Duration>>>,
+    }
+
+    impl tokio::io::AsyncRead for Stalling {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let stall = self.stall.lock().unwrap().take();
+            if let Some(d) = stall {
+                std::thread::sleep(d);
+            }
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Stalling {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    struct StallingListener(mpsc::Receiver<(Stalling, SocketAddr)>);
+
+    impl Listener for StallingListener {
+        type Stream = Stalling;
+
+        async fn accept(&mut self) -> io::Result<(Stalling, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody() {
+        LocalSet::new().run_until(stalled_thread()).await;
+    }
+
+    /// [`a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody`]: a client
+    /// of thread 1 keeps sending while thread 1 is blocked for 1.5 s; thread 0, which judges
+    /// every deadline on time, must not declare it down on the evidence it cannot read.
+    async fn stalled_thread() {
+        let config = ServerConfig::default()
+            .detector(heartbeat_core::DetectorConfig::new(
+                heartbeat_core::DetectorKind::Fixed,
+            ))
+            .pause_guard(Duration::from_millis(50))
+            .unwrap();
+        let (_accept0, rx0) = mpsc::channel(4);
+        let (accept1, rx1) = mpsc::channel(4);
+        let more: Vec<MakeListener<StallingListener>> =
+            vec![Box::new(move || Ok(StallingListener(rx1)))];
+        let (_control, control_rx) = ServerControl::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let app = OnEvent(move |e: &server::Event, _: Now| match e {
+            server::Event::Transition { .. } | server::Event::Stalled { .. } => {
+                seen.lock().unwrap().push(e.to_string());
+            }
+            _ => {}
+        });
+        let served = tokio::task::spawn_local(run_server_threads(
+            StallingListener(rx0),
+            more,
+            Server::new(Arc::new(config)),
+            ServerOptions::default(),
+            control_rx,
+            SystemClock,
+            async {
+                let _ = stop_rx.await;
+            },
+            app,
+        ));
+
+        let (mut b, theirs) = tokio::io::duplex(1 << 16);
+        let stall = Arc::new(Mutex::new(None));
+        let stream = Stalling {
+            inner: theirs,
+            stall: Arc::clone(&stall),
+        };
+        accept1
+            .send((stream, SocketAddr::from(([127, 0, 0, 1], 30_010))))
+            .await
+            .unwrap();
+        b.write_all(b"HELLO 1 b 100 00000000000000bb\n")
+            .await
+            .unwrap();
+        // Acks are read (and dropped) meanwhile, so that the server never waits on b.
+        let (mut b_read, mut b_write) = tokio::io::split(b);
+        let reader = tokio::task::spawn_local(async move {
+            let mut sink = Vec::new();
+            let _ = b_read.read_to_end(&mut sink).await;
+        });
+        for seq in 1..=30u64 {
+            if seq == 6 {
+                // Thread 1's next read blocks it for 1.5 s: fifteen intervals, where the
+                // fixed detector declares b down after three.
+                *stall.lock().unwrap() = Some(Duration::from_millis(1500));
+            }
+            let beat = format!("BEAT {seq} {}\n", stamp());
+            b_write.write_all(beat.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop_tx.send(());
+        let (server, _app) = served.await.unwrap().unwrap();
+        drop(b_write);
+        let _ = reader.await;
+        let events = events.lock().unwrap().clone();
+        assert!(
+            !events.iter().any(|e| e.contains("->down")),
+            "b was convicted while its thread stalled: {events:?}"
+        );
+        assert!(
+            events.iter().any(|e| e.starts_with("stalled")),
+            "{events:?}"
+        );
+        let report = server.report();
+        assert_eq!(report.clients[0].received, 30, "{events:?}");
     }
 }

@@ -327,6 +327,19 @@ impl Server {
         }
     }
 
+    /// [`handle_timeout`](Self::handle_timeout), for a driver that reads on several threads:
+    /// `unread` is the longest that input has waited unread on a thread other than the caller's
+    /// (that thread took no turn since it arrived). Past the pause guard that is a stall of the
+    /// server as much as a late wake-up is: what is due now is judged on stale evidence, so it
+    /// is deferred as after the server's own stall ([`Event::Stalled`]), never convicted.
+    pub fn handle_timeout_with_unread(&mut self, now: Now, unread: Option<Duration>) {
+        let due = self.poll_timeout().is_some_and(|due| due <= now.mono);
+        match unread.filter(|late| due && *late > self.config.pause_guard) {
+            Some(late) => self.defer_after_stall(now, late),
+            None => self.handle_timeout(now),
+        }
+    }
+
     /// The driver could not write to `conn` for longer than its bound, or has too many writes
     /// queued for it: the peer is not reading its acknowledgements. The connection is dropped
     /// ([`DisconnectReason::NotReadingAcks`]).

@@ -630,6 +630,51 @@ fn a_stalled_server_convicts_nobody_on_that_evidence() {
     assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
 }
 
+/// Runs each timer due within `secs` seconds after `t0` on time, telling the core that input
+/// has waited `unread` on another of the driver's threads; the output lines.
+fn timers_with_unread(s: &mut Server, t0: Now, secs: u64, unread: Option<Duration>) -> Vec<String> {
+    let until = t0.mono + Duration::from_secs(secs);
+    let mut log = Vec::new();
+    while let Some(at) = s.poll_timeout().filter(|&at| at <= until) {
+        s.handle_timeout_with_unread(Now { mono: at, ..t0 }, unread);
+        log.extend(drain(s));
+    }
+    log
+}
+
+#[test]
+fn input_unread_on_another_thread_past_the_pause_guard_convicts_nobody() {
+    // The client's heartbeats stop reaching the core at t=5 s: the thread that reads its
+    // connection stopped taking turns (its heartbeats wait in the socket buffer), while the
+    // thread with the timers runs on time.
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=5);
+    let _ = drain(&mut s);
+    let lines = timers_with_unread(&mut s, t0, 30, Some(Duration::from_secs(6)));
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("ev stalled: the server ran 6000.000ms late")),
+        "{lines:?}"
+    );
+    assert_eq!(s.client(&id("a")).unwrap().state(), Liveness::Up);
+    assert_eq!(s.connection_count(), 1);
+
+    // Unread for less than the pause guard (5 s by default): judged as ever.
+    let (t0, mut s, c) = opened(b"HELLO 1 a 1000\n");
+    beat_every_second(&mut s, t0, c, 1..=5);
+    let _ = drain(&mut s);
+    let lines = liveness(timers_with_unread(
+        &mut s,
+        t0,
+        30,
+        Some(Duration::from_secs(4)),
+    ));
+    assert!(lines.iter().any(|l| l.contains("->down")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("stalled")), "{lines:?}");
+}
+
 #[test]
 fn the_client_limit_evicts_the_longest_silent_disconnected_client() {
     let t0 = Now::test_origin();
