@@ -94,14 +94,6 @@ pub fn unrealisable(s: &Scenario) -> Vec<String> {
                 c.id, c.latency
             ));
         }
-        if c.ack_timeout.is_some() {
-            out.push(format!(
-                "{}: ack timeout {} ms (heartbeat-client has no flag; it keeps its default {} ms)",
-                c.id,
-                c.ack_timeout().as_millis(),
-                (c.interval * 5).max(Duration::from_secs(2)).as_millis()
-            ));
-        }
         if c.reconnect.is_some() && c.reconnect != default.reconnect {
             out.push(format!(
                 "{}: its own backoff (heartbeat-client --reconnect has the default one)",
@@ -216,6 +208,11 @@ impl Runner<'_> {
                 ];
                 if c.reconnect.is_some() {
                     a.push("--reconnect".into());
+                }
+                // Its own ack timeout only: the default is the client's own rule already.
+                if c.ack_timeout.is_some() {
+                    a.push("--ack-timeout".into());
+                    a.push(format!("{}ms", c.ack_timeout().as_millis()));
                 }
                 if c.legacy {
                     a.push("--legacy".into());
