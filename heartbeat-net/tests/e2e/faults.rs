@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::util::{Proc, read_to_close, real_now, unix_stamp};
+use crate::util::{Proc, free_port, read_to_close, real_now, unix_stamp};
 
 #[test]
 fn garbage_drops_only_that_connection() {
@@ -129,4 +129,18 @@ fn a_client_with_a_short_ack_timeout_gives_up_on_a_stopped_server_after_it() {
         took < std::time::Duration::from_millis(3_500),
         "{took:?}: {line}"
     );
+}
+
+#[test]
+fn an_ack_timeout_not_above_the_interval_is_a_bad_flag_value() {
+    // The core's rule and sentence, as a usage error (exit 2) before anything connects.
+    let mut client = Proc::client(
+        free_port(),
+        "client",
+        &["-i", "1000", "--id", "x", "--ack-timeout", "1s"],
+    );
+    client.expect_exit(2);
+    let line =
+        client.wait_stderr("--ack-timeout: ack timeout (1s) must be longer than the interval (1s)");
+    assert!(line.starts_with("error:"), "{line}");
 }
