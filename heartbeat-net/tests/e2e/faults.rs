@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::util::{Proc, read_to_close, unix_stamp};
+use crate::util::{Proc, free_port, read_to_close, real_now, unix_stamp};
 
 #[test]
 fn garbage_drops_only_that_connection() {
@@ -98,4 +98,49 @@ fn client_warns_when_the_server_goes_silent() {
     client.expect_exit(1);
     client.wait_stderr("Server may have abruptly closed the connection (no ack for");
     sink.join().unwrap();
+}
+
+#[test]
+fn a_client_with_a_short_ack_timeout_gives_up_on_a_stopped_server_after_it() {
+    // A 1 s interval: the default ack timeout would be 5 s; --ack-timeout makes it 1.5 s.
+    let (mut server, port) = Proc::json_server(&[]);
+    let mut client = Proc::client(
+        port,
+        "client",
+        &["-i", "1000", "--id", "short", "--ack-timeout", "1500ms"],
+    );
+    server.wait_beat("short", 2);
+    // The server still holds the connection open, but answers nothing (SIGSTOP).
+    server.signal("STOP");
+    let stopped = real_now();
+    client.expect_exit(1);
+    let took = stopped.elapsed();
+    server.signal("CONT");
+    let line = client.wait_stderr("(no ack for ");
+    let waited: f64 = line
+        .split("no ack for ")
+        .nth(1)
+        .and_then(|t| t.split(['s', ')']).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line:?}"));
+    assert!((1.5..2.5).contains(&waited), "{line}");
+    // At most one ack timeout after the stop, well before the default's 5 s.
+    assert!(
+        took < std::time::Duration::from_millis(3_500),
+        "{took:?}: {line}"
+    );
+}
+
+#[test]
+fn an_ack_timeout_not_above_the_interval_is_a_bad_flag_value() {
+    // The core's rule and sentence, as a usage error (exit 2) before anything connects.
+    let mut client = Proc::client(
+        free_port(),
+        "client",
+        &["-i", "1000", "--id", "x", "--ack-timeout", "1s"],
+    );
+    client.expect_exit(2);
+    let line =
+        client.wait_stderr("--ack-timeout: ack timeout (1s) must be longer than the interval (1s)");
+    assert!(line.starts_with("error:"), "{line}");
 }

@@ -92,6 +92,12 @@ struct Opt {
     #[arg(long)]
     reconnect: bool,
 
+    /// Drop the connection when no acknowledgement came for this long (then reconnect with
+    /// --reconnect, or exit 1), e.g. 30s or 1500ms; it must exceed --interval. Default: 5
+    /// intervals, at least 2 s.
+    #[arg(long, value_name = "DURATION", value_parser = cli::duration)]
+    ack_timeout: Option<Duration>,
+
     /// Speak the seed's text format and expect no acknowledgements (for the seed's server.py).
     /// Off by default.
     #[arg(long)]
@@ -245,6 +251,13 @@ async fn run(
         .reconnect(opt.reconnect.then(Backoff::default))
         .server_max_idle(server_max_idle)?
         .session(random_u64()?);
+    let config = match opt.ack_timeout {
+        // The core's rule (above the interval), said as a bad flag value (exit 2).
+        Some(timeout) => config
+            .ack_timeout(timeout)
+            .unwrap_or_else(|e| usage_error(format!("--ack-timeout: {e}"))),
+        None => config,
+    };
     let config = if opt.follow_advice {
         let min = Duration::from_millis(opt.interval_min.unwrap_or(opt.interval));
         let max = Duration::from_millis(opt.interval_max.unwrap_or(opt.interval));
