@@ -160,6 +160,10 @@ pub(crate) fn main_compare(args: CompareArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Err(why) = run::comparable(&scenario) {
+        eprintln!("error: {why}");
+        return ExitCode::from(2);
+    }
     for s in run::unrealisable(&scenario) {
         eprintln!("notice: not realised: {s}");
     }
