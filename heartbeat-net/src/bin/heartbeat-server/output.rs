@@ -252,12 +252,16 @@ fn write_loop(
             Err(mpsc::TryRecvError::Disconnected) => return,
         };
         let mut taken = 0;
+        // Whether the batch took everything queued (rather than stopping at `BATCH_BYTES`).
+        let mut drained = false;
         let mut next = Some(first);
         while let Some(msg) = next {
             batch.add(s, msg, notice);
             taken += 1;
             next = if batch.bytes.len() < BATCH_BYTES {
-                rx.try_recv().ok()
+                let more = rx.try_recv().ok();
+                drained = more.is_none();
+                more
             } else {
                 None
             };
@@ -266,7 +270,10 @@ fn write_loop(
             fail(s, rx, e);
             return;
         }
-        if taken < (capacity / 4).max(1) {
+        // Lingering is for a trickle: a writer that left lines queued (a batch full of bytes),
+        // or took a quarter of its queue, goes straight on, or it would cap the stream at one
+        // batch per linger (64 KiB per 10 ms) and drop lines under a flood.
+        if drained && taken < (capacity / 4).max(1) {
             thread::sleep(LINGER);
         }
     }
@@ -583,6 +590,32 @@ mod tests {
                 .into_bytes()
         );
         assert_eq!(s.counts().written, 50);
+    }
+
+    #[test]
+    fn a_flood_of_long_lines_is_not_capped_at_one_batch_per_linger() {
+        // 250 lines of 1 KiB every 20 ms (12.5 MB/s, as a --json server under a connection
+        // flood writes): a writer that lingered after every batch of BATCH_BYTES would write
+        // 64 KiB per LINGER (6.4 MB/s), fill this 1,024-line queue within ten rounds and drop
+        // thousands. Generous for a loaded machine: the queue holds four rounds, so only a
+        // writer kept off the CPU for 80 ms would drop a line.
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let s = Stream::spawn("test", 1024, Recorder(Arc::clone(&writes)), counting).unwrap();
+        let line = "x".repeat(1023);
+        for _ in 0..30 {
+            for _ in 0..250 {
+                s.line(line.as_str());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(s.flush(Duration::from_secs(5)));
+        assert_eq!(
+            s.counts(),
+            OutputCounts {
+                written: 7_500,
+                dropped: 0
+            }
+        );
     }
 
     #[test]
