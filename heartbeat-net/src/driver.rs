@@ -1049,6 +1049,19 @@ pub(crate) async fn serve<L: Listener, A: ServerApp>(
     Ok(())
 }
 
+/// Hands the core the writes that failed, emptying `failed`: one blocked or timed out as a peer
+/// not reading its acknowledgements, any other as an end of stream.
+fn hand_failures(server: &mut Server, failed: &mut Vec<(ConnId, WriteFailure)>, now: Now) {
+    for (conn, failure) in failed.drain(..) {
+        match failure {
+            WriteFailure::Blocked | WriteFailure::Io(io::ErrorKind::TimedOut) => {
+                server.handle_write_blocked(now, conn);
+            }
+            WriteFailure::Io(_) => server.handle_eof(now, conn),
+        }
+    }
+}
+
 /// Accepts from the listener if there is one; pending forever otherwise. Cancel safe.
 pub(crate) async fn accept_opt<L: Listener>(
     listener: &mut Option<L>,
@@ -1161,14 +1174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, 
             }
             let mut core = self.shared.lock();
             let now = clock.now();
-            for (conn, failure) in self.out.failed.drain(..) {
-                match failure {
-                    WriteFailure::Blocked | WriteFailure::Io(io::ErrorKind::TimedOut) => {
-                        core.server.handle_write_blocked(now, conn);
-                    }
-                    WriteFailure::Io(_) => core.server.handle_eof(now, conn),
-                }
-            }
+            hand_failures(&mut core.server, &mut self.out.failed, now);
             drain_into(&mut core, self.me, now, &mut self.out, &self.shared.queues);
         }
     }
@@ -1381,14 +1387,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, 
             }
             let mut core = self.shared.lock();
             let now = clock.now();
-            for (conn, failure) in self.out.failed.drain(..) {
-                match failure {
-                    WriteFailure::Blocked | WriteFailure::Io(io::ErrorKind::TimedOut) => {
-                        core.server.handle_write_blocked(now, conn);
-                    }
-                    WriteFailure::Io(_) => core.server.handle_eof(now, conn),
-                }
-            }
+            hand_failures(&mut core.server, &mut self.out.failed, now);
             match read {
                 ReadResult::Nothing => {}
                 ReadResult::Data(n) => core.server.handle_input(now, conn, &self.scratch[..n]),
