@@ -66,6 +66,11 @@ pub struct Rt<'a> {
 
     /// Runtime configuration.
     config: Config,
+
+    /// The runtime's clock as last read: at the end of the last [`Rt::tick`], or after the
+    /// runtime was made or replaced. The clock of a paused runtime moves only while the
+    /// runtime runs, so this is what [`Rt::now`] would read, without entering the runtime.
+    now: Instant,
 }
 
 impl<'a> Rt<'a> {
@@ -76,6 +81,7 @@ impl<'a> Rt<'a> {
         let (tokio, local) = init(&mut config);
 
         let handle = with(&tokio, &local, || tokio::task::spawn_local(client));
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::Client,
@@ -84,6 +90,7 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            now,
         }
     }
 
@@ -96,6 +103,7 @@ impl<'a> Rt<'a> {
 
         let software: Software = Box::new(move || Box::pin(software()));
         let handle = with(&tokio, &local, || tokio::task::spawn_local(software()));
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::Host { software },
@@ -104,12 +112,14 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            now,
         }
     }
 
     pub(crate) fn no_software() -> Self {
         let mut config = Config::default();
         let (tokio, local) = init(&mut config);
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::NoSoftware,
@@ -118,6 +128,7 @@ impl<'a> Rt<'a> {
             nodename: String::new().into(),
             handle: None,
             config,
+            now,
         }
     }
 
@@ -134,8 +145,7 @@ impl<'a> Rt<'a> {
     }
 
     pub(crate) fn now(&self) -> Instant {
-        let _guard = self.tokio.enter();
-        Instant::now()
+        self.now
     }
 
     // This method is called by [`Sim::run`], which iterates through all the
@@ -161,10 +171,13 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.tokio.block_on(async {
+        // The clock is read where the sleep ends: nothing runs on this runtime after that
+        // until the next tick, so it is what `Instant::now()` would read until then.
+        self.now = self.tokio.block_on(async {
             self.local
                 .run_until(async {
                     sleep(duration).await;
+                    Instant::now()
                 })
                 .await
         });
@@ -174,7 +187,9 @@ impl<'a> Rt<'a> {
             Some(handle) if handle.is_finished() => {
                 // Consume handle to extract task result
                 if let Some(h) = self.handle.take() {
-                    match self.tokio.block_on(h) {
+                    let res = self.tokio.block_on(h);
+                    self.now = read_now(&self.tokio);
+                    match res {
                         // If the host was crashed the JoinError is cancelled, which
                         // needs to be handled to not fail the simulation.
                         Err(je) if je.is_cancelled() => {}
@@ -211,6 +226,7 @@ impl<'a> Rt<'a> {
             });
             self.handle.replace(handle);
         };
+        self.now = read_now(&self.tokio);
     }
 
     /// Cancel all tasks within the [`Rt`] by dropping the current tokio
@@ -226,6 +242,7 @@ impl<'a> Rt<'a> {
 
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
+        self.now = read_now(&self.tokio);
     }
 }
 
@@ -258,6 +275,12 @@ fn init(config: &mut Config) -> (Runtime, LocalSet) {
     });
 
     (tokio, new_local())
+}
+
+/// Reads the clock of `tokio`, entering it.
+fn read_now(tokio: &Runtime) -> Instant {
+    let _guard = tokio.enter();
+    Instant::now()
 }
 
 fn new_local() -> LocalSet {
