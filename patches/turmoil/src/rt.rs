@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio::task::LocalSet;
-use tokio::time::{sleep, Duration, Instant};
+use tokio::time::{sleep_until, Duration, Instant, Sleep};
 
 use super::Result;
 
@@ -50,6 +50,11 @@ pub struct Config {
 pub struct Rt<'a> {
     pub kind: Kind<'a>,
 
+    /// The sleep that ends each [`Rt::tick`], kept from tick to tick and reset to the next
+    /// tick's end, instead of a new one made, registered and dropped every tick. It belongs
+    /// to `tokio`'s timer, so it is dropped before `tokio` is (declared before it) or replaced.
+    tick_sleep: Option<Pin<Box<Sleep>>>,
+
     /// Handle to the Tokio runtime driving this simulated host. Each runtime
     /// may have a different sense of "now" which simulates clock skew.
     tokio: Runtime,
@@ -85,6 +90,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Client,
+            tick_sleep: None,
             tokio,
             local,
             nodename,
@@ -107,6 +113,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::Host { software },
+            tick_sleep: None,
             tokio,
             local,
             nodename,
@@ -123,6 +130,7 @@ impl<'a> Rt<'a> {
 
         Self {
             kind: Kind::NoSoftware,
+            tick_sleep: None,
             tokio,
             local,
             nodename: String::new().into(),
@@ -173,10 +181,22 @@ impl<'a> Rt<'a> {
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
         // The clock is read where the sleep ends: nothing runs on this runtime after that
         // until the next tick, so it is what `Instant::now()` would read until then.
+        //
+        // `sleep(duration)` would end at `Instant::now() + duration`, and `self.now` is what
+        // `Instant::now()` reads here (see `now`), so the kept sleep is reset to that.
+        let deadline = self.now + duration;
+        let tick_sleep = &mut self.tick_sleep;
         self.now = self.tokio.block_on(async {
             self.local
                 .run_until(async {
-                    sleep(duration).await;
+                    let sleep = match tick_sleep {
+                        Some(sleep) => {
+                            sleep.as_mut().reset(deadline);
+                            sleep
+                        }
+                        None => tick_sleep.insert(Box::pin(sleep_until(deadline))),
+                    };
+                    sleep.as_mut().await;
                     Instant::now()
                 })
                 .await
@@ -240,6 +260,7 @@ impl<'a> Rt<'a> {
     fn cancel_tasks(&mut self) {
         let (tokio, local) = init(&mut self.config);
 
+        self.tick_sleep = None;
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
         self.now = read_now(&self.tokio);
