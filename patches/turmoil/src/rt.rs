@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio::task::LocalSet;
-use tokio::time::{sleep, Duration, Instant};
+use tokio::time::{sleep_until, Duration, Instant, Sleep};
 
 use super::Result;
 
@@ -50,6 +50,11 @@ pub struct Config {
 pub struct Rt<'a> {
     pub kind: Kind<'a>,
 
+    /// The sleep that ends each [`Rt::tick`], kept from tick to tick and reset to the next
+    /// tick's end, instead of a new one made, registered and dropped every tick. It belongs
+    /// to `tokio`'s timer, so it is dropped before `tokio` is (declared before it) or replaced.
+    tick_sleep: Option<Pin<Box<Sleep>>>,
+
     /// Handle to the Tokio runtime driving this simulated host. Each runtime
     /// may have a different sense of "now" which simulates clock skew.
     tokio: Runtime,
@@ -66,6 +71,11 @@ pub struct Rt<'a> {
 
     /// Runtime configuration.
     config: Config,
+
+    /// The runtime's clock as last read: at the end of the last [`Rt::tick`], or after the
+    /// runtime was made or replaced. The clock of a paused runtime moves only while the
+    /// runtime runs, so this is what [`Rt::now`] would read, without entering the runtime.
+    now: Instant,
 }
 
 impl<'a> Rt<'a> {
@@ -76,14 +86,17 @@ impl<'a> Rt<'a> {
         let (tokio, local) = init(&mut config);
 
         let handle = with(&tokio, &local, || tokio::task::spawn_local(client));
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::Client,
+            tick_sleep: None,
             tokio,
             local,
             nodename,
             handle: Some(handle),
             config,
+            now,
         }
     }
 
@@ -96,28 +109,34 @@ impl<'a> Rt<'a> {
 
         let software: Software = Box::new(move || Box::pin(software()));
         let handle = with(&tokio, &local, || tokio::task::spawn_local(software()));
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::Host { software },
+            tick_sleep: None,
             tokio,
             local,
             nodename,
             handle: Some(handle),
             config,
+            now,
         }
     }
 
     pub(crate) fn no_software() -> Self {
         let mut config = Config::default();
         let (tokio, local) = init(&mut config);
+        let now = read_now(&tokio);
 
         Self {
             kind: Kind::NoSoftware,
+            tick_sleep: None,
             tokio,
             local,
             nodename: String::new().into(),
             handle: None,
             config,
+            now,
         }
     }
 
@@ -134,8 +153,7 @@ impl<'a> Rt<'a> {
     }
 
     pub(crate) fn now(&self) -> Instant {
-        let _guard = self.tokio.enter();
-        Instant::now()
+        self.now
     }
 
     // This method is called by [`Sim::run`], which iterates through all the
@@ -161,10 +179,25 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.tokio.block_on(async {
+        // The clock is read where the sleep ends: nothing runs on this runtime after that
+        // until the next tick, so it is what `Instant::now()` would read until then.
+        //
+        // `sleep(duration)` would end at `Instant::now() + duration`, and `self.now` is what
+        // `Instant::now()` reads here (see `now`), so the kept sleep is reset to that.
+        let deadline = self.now + duration;
+        let tick_sleep = &mut self.tick_sleep;
+        self.now = self.tokio.block_on(async {
             self.local
                 .run_until(async {
-                    sleep(duration).await;
+                    let sleep = match tick_sleep {
+                        Some(sleep) => {
+                            sleep.as_mut().reset(deadline);
+                            sleep
+                        }
+                        None => tick_sleep.insert(Box::pin(sleep_until(deadline))),
+                    };
+                    sleep.as_mut().await;
+                    Instant::now()
                 })
                 .await
         });
@@ -174,7 +207,9 @@ impl<'a> Rt<'a> {
             Some(handle) if handle.is_finished() => {
                 // Consume handle to extract task result
                 if let Some(h) = self.handle.take() {
-                    match self.tokio.block_on(h) {
+                    let res = self.tokio.block_on(h);
+                    self.now = read_now(&self.tokio);
+                    match res {
                         // If the host was crashed the JoinError is cancelled, which
                         // needs to be handled to not fail the simulation.
                         Err(je) if je.is_cancelled() => {}
@@ -211,6 +246,7 @@ impl<'a> Rt<'a> {
             });
             self.handle.replace(handle);
         };
+        self.now = read_now(&self.tokio);
     }
 
     /// Cancel all tasks within the [`Rt`] by dropping the current tokio
@@ -224,8 +260,10 @@ impl<'a> Rt<'a> {
     fn cancel_tasks(&mut self) {
         let (tokio, local) = init(&mut self.config);
 
+        self.tick_sleep = None;
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
+        self.now = read_now(&self.tokio);
     }
 }
 
@@ -258,6 +296,12 @@ fn init(config: &mut Config) -> (Runtime, LocalSet) {
     });
 
     (tokio, new_local())
+}
+
+/// Reads the clock of `tokio`, entering it.
+fn read_now(tokio: &Runtime) -> Instant {
+    let _guard = tokio.enter();
+    Instant::now()
 }
 
 fn new_local() -> LocalSet {

@@ -1,12 +1,13 @@
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
 use std::cell::RefCell;
 use std::future::Future;
+use std::mem;
 use std::net::IpAddr;
 use std::ops::DerefMut;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use indexmap::IndexMap;
+use crate::addr_map::AddrMap;
 use tokio::time::Duration;
 use tracing::Level;
 
@@ -26,7 +27,12 @@ pub struct Sim<'a> {
     world: RefCell<World>,
 
     /// Per simulated host runtimes
-    rts: IndexMap<IpAddr, Rt<'a>>,
+    rts: AddrMap<IpAddr, Rt<'a>>,
+
+    /// The indexes in `rts` of the runtimes with software running and of the stopped ones,
+    /// as each step starts; kept from step to step to save two allocations per step.
+    running: Vec<usize>,
+    stopped: Vec<usize>,
 
     /// Simulation duration since unix epoch. Set when the simulation is
     /// created.
@@ -48,7 +54,9 @@ impl<'a> Sim<'a> {
         Self {
             config,
             world: RefCell::new(world),
-            rts: IndexMap::new(),
+            rts: AddrMap::default(),
+            running: Vec::new(),
+            stopped: Vec::new(),
             since_epoch,
             elapsed: Duration::ZERO,
             steps: 1, // bumped after each step
@@ -425,15 +433,25 @@ impl<'a> Sim<'a> {
         // completes, extract the result and return early if an error is
         // encountered.
 
-        let (mut running, stopped): (Vec<_>, Vec<_>) = self
-            .rts
-            .iter_mut()
-            .partition(|(_, rt)| rt.is_software_running());
+        let mut running = mem::take(&mut self.running);
+        let mut stopped = mem::take(&mut self.stopped);
+        running.clear();
+        stopped.clear();
+        for (i, rt) in self.rts.values().enumerate() {
+            if rt.is_software_running() {
+                running.push(i);
+            } else {
+                stopped.push(i);
+            }
+        }
         if self.config.random_node_order {
+            // A shuffle's draws depend only on the length, so this is the order a shuffle of
+            // the runtimes themselves would give.
             running.shuffle(&mut self.world.borrow_mut().rng);
         }
 
-        for (&addr, rt) in running {
+        for &i in &running {
+            let (&addr, rt) = self.rts.get_index_mut(i).expect("missing runtime");
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
                 let mut world = self.world.borrow_mut();
@@ -445,12 +463,12 @@ impl<'a> Sim<'a> {
                     hosts,
                     ..
                 } = world.deref_mut();
-                topology.deliver_messages(rng, hosts.get_mut(&addr).expect("missing host"));
+                let host = hosts.get_mut(&addr).expect("missing host");
+                topology.deliver_messages(rng, host);
+                host.timer.now(rt.now());
 
                 // Set the current host (see method docs)
                 world.current = Some(addr);
-
-                world.current_host_mut().timer.now(rt.now());
             }
 
             let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
@@ -468,10 +486,13 @@ impl<'a> Sim<'a> {
 
         // Tick the nodes that are not actively running (i.e., crashed) to ensure their clock keeps up
         // with the rest of the simulation when they are restarted (bounced).
-        for (&addr, _rt) in stopped {
+        for &i in &stopped {
+            let (&addr, _rt) = self.rts.get_index(i).expect("missing runtime");
             let mut world = self.world.borrow_mut();
             world.tick(addr, tick);
         }
+        self.running = running;
+        self.stopped = stopped;
 
         self.elapsed += tick;
         self.steps += 1;
