@@ -23,26 +23,30 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
-use heartbeat_core::{ConnId, DisconnectReason, Now, UnixTime};
+use heartbeat_core::{ConnId, DisconnectReason, Now};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinSet, LocalSet};
 use tracing::Level;
 
 use crate::NetError;
-use crate::limits::Refusal;
-use crate::logsummary::LogSummary;
+pub use crate::driver_api::{
+    Clock, Connector, Control, ControlError, ControlReceiver, DriverStats, InspectFn, Listener,
+    OnEvent, ServerApp, ServerControl, ServerOptions, SystemClock, UpdateFn, mono_now,
+    sleep_until_opt,
+};
 use crate::logsummary::PeerLine;
-use crate::shard::{Act, Core, Mail, Outbox, Shared, ThreadEnd, drain_into};
+use crate::shard::{
+    Act, ConnWaker, Core, Mail, Outbox, ReadyQueue, Shared, WriteFailure, drain_into,
+};
 
 /// Bytes read from the server per `read` call on the client side. Frames are at most 256 bytes.
 const CLIENT_READ_BUFFER: usize = 1024;
@@ -65,292 +69,6 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Bytes of the driver's write buffer kept between drains; a larger one (after a burst of
 /// replies) is freed.
 const WRITE_BUFFER_KEEP: usize = 4096;
-
-/// Requests queued for the server task at most; beyond it [`ServerControl`] answers
-/// [`ControlError::Busy`] at once instead of piling up work.
-const CONTROL_CAPACITY: usize = 16;
-
-/// What only the driver counts: connections it closed at accept, before the core saw them.
-/// Everything else is counted by the core ([`Server::stats`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DriverStats {
-    /// Connections closed at accept because `max_connections` were open.
-    pub rejected_max_connections: u64,
-    /// Connections closed at accept because `max_connections_per_ip` were open from that
-    /// address.
-    pub rejected_per_ip: u64,
-    /// Open connections of each server thread, by thread number (one entry per thread; see
-    /// [`run_server_threads`](crate::run_server_threads)).
-    pub thread_connections: Vec<usize>,
-}
-
-/// A request to the server task from elsewhere in the application (the metrics endpoint,
-/// signal handlers), carried out between two events of the loop, so it sees the server in a
-/// consistent state and never races it. Send them through a [`ServerControl`].
-///
-/// The function runs *on* the server task: whatever it costs delays every client's
-/// heartbeats by as much. Keep it to copying out what you need (counters, a report) and do
-/// the heavy work (encoding, printing, I/O) after it returned, elsewhere.
-pub enum Control {
-    /// Reads the server, the driver's own counters and the time: for a snapshot (metrics), a
-    /// report to print (SIGUSR1).
-    Inspect(InspectFn),
-    /// Changes the server (for example its expected clients, reloaded on SIGHUP); the driver
-    /// then carries out whatever the core output, as after any input.
-    Update(UpdateFn),
-}
-
-/// The function of a [`Control::Inspect`].
-pub type InspectFn = Box<dyn FnOnce(&Server, &DriverStats, Now) + Send>;
-
-/// The function of a [`Control::Update`].
-pub type UpdateFn = Box<dyn FnOnce(&mut Server, Now) + Send>;
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Inspect(_) => "Control::Inspect",
-            Self::Update(_) => "Control::Update",
-        })
-    }
-}
-
-/// Why a [`ServerControl`] request got no answer.
-#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ControlError {
-    /// Too many requests are queued for the server task already.
-    #[error("the server is busy with earlier requests")]
-    Busy,
-    /// The server task is gone (stopped), or was not given this control's receiver.
-    #[error("the server is not running")]
-    Stopped,
-    /// The server task did not get to the request in time (it is overloaded or stalled).
-    #[error("the server did not answer within {0:?}")]
-    TimedOut(Duration),
-}
-
-/// The sending side of the control channel of one server task: cheap to clone, usable from
-/// any task or thread (any tokio runtime). Requests are bounded (at most 16 queued, then
-/// [`ControlError::Busy`]) and timed out, so a stuck server task never blocks the sender.
-#[derive(Clone, Debug)]
-pub struct ServerControl {
-    tx: mpsc::Sender<Control>,
-}
-
-/// The receiving side of the control channel: hand it to [`run_server_with_control`].
-#[derive(Debug)]
-pub struct ControlReceiver(Option<mpsc::Receiver<Control>>);
-
-impl ServerControl {
-    /// A new control channel.
-    pub fn channel() -> (Self, ControlReceiver) {
-        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
-        (Self { tx }, ControlReceiver(Some(rx)))
-    }
-
-    /// Runs `f` on the server task (see [`Control::Inspect`]) and returns what it returned,
-    /// waiting at most `timeout`.
-    pub async fn inspect<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        f: impl FnOnce(&Server, &DriverStats, Now) -> T + Send + 'static,
-    ) -> Result<T, ControlError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let request = Control::Inspect(Box::new(move |server, driver, now| {
-            let _ = tx.send(f(server, driver, now));
-        }));
-        self.request(request, rx, timeout).await
-    }
-
-    /// Runs `f` on the server task with the server mutable (see [`Control::Update`]) and
-    /// returns what it returned, waiting at most `timeout`.
-    pub async fn update<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        f: impl FnOnce(&mut Server, Now) -> T + Send + 'static,
-    ) -> Result<T, ControlError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let request = Control::Update(Box::new(move |server, now| {
-            let _ = tx.send(f(server, now));
-        }));
-        self.request(request, rx, timeout).await
-    }
-
-    async fn request<T>(
-        &self,
-        request: Control,
-        answer: tokio::sync::oneshot::Receiver<T>,
-        timeout: Duration,
-    ) -> Result<T, ControlError> {
-        self.tx.try_send(request).map_err(|e| match e {
-            TrySendError::Full(_) => ControlError::Busy,
-            TrySendError::Closed(_) => ControlError::Stopped,
-        })?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(_)) => Err(ControlError::Stopped),
-            Err(_) => Err(ControlError::TimedOut(timeout)),
-        }
-    }
-}
-
-impl ControlReceiver {
-    /// A receiver nobody sends to: the server task takes no requests.
-    pub fn none() -> Self {
-        Self(None)
-    }
-
-    /// The next request; pending forever once every sender is gone. Cancel safe. (The server
-    /// loop takes them; a test standing in for the loop can too.)
-    pub async fn recv(&mut self) -> Control {
-        if let Some(rx) = &mut self.0 {
-            if let Some(c) = rx.recv().await {
-                return c;
-            }
-            self.0 = None;
-        }
-        std::future::pending().await
-    }
-}
-
-/// A source of incoming streams: a bound TCP listener, or turmoil's in the simulator.
-pub trait Listener {
-    /// The stream type of one accepted connection.
-    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
-
-    /// Waits for the next connection. Must be cancel safe (tokio's and turmoil's are): the
-    /// server selects on it alongside its other work.
-    ///
-    /// An error is treated as transient (for example, out of file descriptors): the server logs
-    /// it, pauses accepting briefly and tries again.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
-}
-
-/// A way to open a stream to the server, used once per connect attempt of the client.
-pub trait Connector {
-    /// The stream type of one connection.
-    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
-
-    /// Opens a new connection. The error's text reaches the user as the reason in
-    /// `Failed to connect to server: <reason>`, so it should name what was tried. It is dropped
-    /// unfinished when the client is stopped, and should give up by itself after a while (the
-    /// core has no connect timeout).
-    fn connect(&mut self) -> impl Future<Output = io::Result<Self::Stream>>;
-}
-
-/// Both clocks the core needs, read at the driver's edge.
-///
-/// Implement [`unix`](Self::unix); the provided [`now`](Self::now) takes monotonic time from
-/// `tokio::time` (paused and simulated under turmoil). Any `Fn() -> UnixTime` is a `Clock`.
-pub trait Clock {
-    /// The wall-clock time now.
-    fn unix(&self) -> UnixTime;
-
-    /// Both clocks now. The monotonic part must come from [`mono_now`], because the driver
-    /// sleeps with `tokio::time::sleep_until` on the instants the core derives from it.
-    fn now(&self) -> Now {
-        Now {
-            mono: mono_now(),
-            unix: self.unix(),
-        }
-    }
-}
-
-impl<F: Fn() -> UnixTime> Clock for F {
-    fn unix(&self) -> UnixTime {
-        self()
-    }
-}
-
-/// The production clock: the operating system's wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn unix(&self) -> UnixTime {
-        // The one place the production driver reads the wall clock: heartbeat stamps and one-way
-        // delays are wall-clock by definition. The simulator passes its own `Clock` instead.
-        #[allow(clippy::disallowed_methods)]
-        let now = std::time::SystemTime::now();
-        // A clock set before 1970 stamps the epoch rather than failing.
-        UnixTime::from_duration(
-            now.duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default(),
-        )
-    }
-}
-
-/// Monotonic time as the drivers read it: tokio's clock, which turmoil and paused tests control.
-pub fn mono_now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// Limits of the server driver. Every buffer and queue it has is bounded by one of these.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServerOptions {
-    /// Open connections at most. A connection accepted beyond it is closed at once (the client
-    /// sees the server close, and backs off if it reconnects). Default 65,536.
-    pub max_connections: usize,
-    /// Open connections from one peer address at most, so one host cannot take every slot;
-    /// beyond it, as beyond `max_connections`. `None` (the default): a quarter of
-    /// `max_connections`, at least 1.
-    pub max_connections_per_ip: Option<usize>,
-    /// Bytes read per `read` call, into one buffer the server's connections share (an idle
-    /// connection holds none). Default 2,048.
-    pub read_buffer: usize,
-    /// Unused: the server task reads every connection itself, one read per ready connection
-    /// per turn, so nothing is queued between reading and handling (a connection that sends
-    /// faster than the server handles waits in its TCP buffers: flow control). Kept so that
-    /// existing configurations still build. Default 4,096.
-    pub inbound_capacity: usize,
-    /// Writes queued for one connection that the stream would not take at once (the server
-    /// task writes straight to the stream otherwise). If it fills, the peer is dropped at once
-    /// as not reading its acknowledgements, so one slow client can neither hold memory nor
-    /// stall the server task. Default 64.
-    pub outbound_capacity: usize,
-    /// How long one write may block (a peer that does not read its acks) before the connection
-    /// is dropped as not reading its acknowledgements. Reading goes on meanwhile, so the
-    /// peer's heartbeats still count. Default 10 s.
-    pub write_timeout: Duration,
-    /// On stop, how long connections get to flush and close before they are dropped.
-    /// Default 1 s.
-    pub shutdown_grace: Duration,
-    /// Where the driver's repeated log lines (connections refused, accepted) are counted and
-    /// summarised; share it with the code that logs the server's events. Default: its own.
-    pub log: LogSummary,
-    /// Measure how long the core's lock is held (a debugging aid: two clock reads per lock),
-    /// logged at stop. Default off.
-    pub measure_lock: bool,
-}
-
-impl ServerOptions {
-    /// The per-address limit in force: `max_connections_per_ip`, or a quarter of
-    /// `max_connections` (at least 1).
-    pub fn max_connections_per_ip_value(&self) -> usize {
-        self.max_connections_per_ip
-            .unwrap_or_else(|| crate::limits::default_share(self.max_connections))
-            .max(1)
-    }
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 65_536,
-            max_connections_per_ip: None,
-            read_buffer: 2048,
-            inbound_capacity: 4096,
-            outbound_capacity: 64,
-            write_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(1),
-            log: LogSummary::default(),
-            measure_lock: false,
-        }
-    }
-}
 
 /// Drives `client` over streams from `connector` until it ends or `stop` completes.
 ///
@@ -564,39 +282,6 @@ async fn stop_wished(wishes: &mut Option<watch::Receiver<Wish>>) {
     }
 }
 
-/// What an application runs inside the server loop ([`run_server_app`]): it handles the core's
-/// events, and may work on the [`Server`] itself (save its state, say) after each wake of the
-/// loop. Every method runs on the loop that acknowledges heartbeats and decides liveness, so it
-/// must be quick: anything slow (a disk, a network) belongs on another thread or task.
-pub trait ServerApp {
-    /// One event of the core, with the time of the call that produced it.
-    fn on_event(&mut self, event: &server::Event, now: Now);
-
-    /// The latest instant the loop should wake at for [`on_wake`](Self::on_wake) (it wakes
-    /// for other reasons too); `None` to be woken only by those. Read after every wake.
-    fn next_wake(&self) -> Option<Instant> {
-        None
-    }
-
-    /// Runs after every wake of the loop, once the outputs of that wake are carried out; what
-    /// it makes the server output is carried out right after.
-    fn on_wake(&mut self, _server: &mut Server, _now: Now) {}
-
-    /// A connection from `peer` was closed as soon as it was accepted, before the core saw it
-    /// (a connection limit, already logged through the summary); the core has no event for it.
-    fn on_refused(&mut self, _refusal: Refusal, _peer: SocketAddr, _now: Now) {}
-}
-
-/// An application that only handles events, with a closure: what [`run_server`] runs.
-#[derive(Debug)]
-pub struct OnEvent<F>(pub F);
-
-impl<F: FnMut(&server::Event, Now)> ServerApp for OnEvent<F> {
-    fn on_event(&mut self, event: &server::Event, now: Now) {
-        (self.0)(event, now);
-    }
-}
-
 /// Serves connections from `listener` with `server` until `stop` completes, then stops
 /// accepting, closes every connection and returns the server, whose analysis stays readable
 /// ([`Server::report`]).
@@ -659,149 +344,6 @@ pub async fn run_server_app<L: Listener>(
         ))
         .await?;
     Ok(Shared::into_parts(shared)?.0)
-}
-
-/// The connections whose stream woke up (readable, writable, or a TLS handshake's timer), in
-/// the order they woke, and the mail of one server thread (see [`Mail`]): each connection's
-/// [`Waker`] puts its id here once until the server task takes it, and wakes the server task.
-/// The server task owns every stream of its thread and polls only the connections listed
-/// here, so a heartbeat costs no task switch and no channel.
-#[derive(Debug, Default)]
-pub(crate) struct ReadyQueue {
-    inner: Mutex<ReadyInner>,
-    /// Whether [`ReadyInner::since`] is kept: a queue of a thread other than 0's, read by
-    /// thread 0 before it judges a deadline ([`ReadyQueue::behind_for`]).
-    track: bool,
-}
-
-#[derive(Debug, Default)]
-struct ReadyInner {
-    ids: VecDeque<ConnId>,
-    /// What other server threads ask of this one, in order.
-    mail: Vec<Mail>,
-    /// The server task, while it waits for a connection to wake.
-    task: Option<Waker>,
-    /// With [`ReadyQueue::track`]: since when this queue's thread has had work it has not finished: the start of its turn
-    /// under way, or when a connection was listed while it was between turns. `None` when it
-    /// is idle.
-    since: Option<Instant>,
-}
-
-impl ReadyQueue {
-    /// A queue; with `track`, it keeps how long what it lists has waited (for a server of
-    /// several threads, whose thread 0 judges every deadline).
-    pub(crate) fn new(track: bool) -> Self {
-        Self {
-            inner: Mutex::default(),
-            track,
-        }
-    }
-
-    /// This queue's thread starts a turn.
-    fn turn_started(&self) {
-        if self.track {
-            self.lock().since = Some(mono_now());
-        }
-    }
-
-    /// This queue's thread ended its turn: what is still listed waits from now.
-    fn turn_ended(&self) {
-        if self.track {
-            let now = mono_now();
-            let mut inner = self.lock();
-            inner.since = (!inner.ids.is_empty()).then_some(now);
-        }
-    }
-
-    /// How long, at `now`, this queue's thread has been behind: in a turn, or with
-    /// connections listed that it has not taken yet (`None` when it is idle, or the queue does
-    /// not keep it). A thread blocked or descheduled in its turn shows here; one descheduled
-    /// while waiting does not (its connections are listed only when it polls for readiness).
-    pub(crate) fn behind_for(&self, now: Instant) -> Option<Duration> {
-        let inner = self.lock();
-        inner
-            .since
-            .map(|since| now.saturating_duration_since(since))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
-        // Nothing panics while holding it; a poisoned lock holds a consistent queue anyway.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Waits until a connection is ready or mail came. Cancel safe.
-    pub(crate) async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            let mut inner = self.lock();
-            if inner.ids.is_empty() && inner.mail.is_empty() {
-                if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    inner.task = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
-    }
-
-    fn pop(&self) -> Option<ConnId> {
-        self.lock().ids.pop_front()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.lock().ids.len()
-    }
-
-    /// Hands `mail` to this queue's thread and wakes it.
-    pub(crate) fn post(&self, mail: Mail) {
-        let task = {
-            let mut inner = self.lock();
-            inner.mail.push(mail);
-            inner.task.take()
-        };
-        if let Some(task) = task {
-            task.wake();
-        }
-    }
-
-    /// Moves the mail waiting into `into` (empty), in order.
-    fn take_mail(&self, into: &mut Vec<Mail>) {
-        std::mem::swap(&mut self.lock().mail, into);
-    }
-}
-
-/// One connection's waker: lists the connection in the [`ReadyQueue`] (once until it is
-/// polled) and wakes the server task.
-#[derive(Debug)]
-struct ConnWaker {
-    conn: ConnId,
-    queued: AtomicBool,
-    ready: Arc<ReadyQueue>,
-}
-
-impl Wake for ConnWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            let task = {
-                let mut inner = self.ready.lock();
-                if self.ready.track && inner.since.is_none() {
-                    inner.since = Some(mono_now());
-                }
-                inner.ids.push_back(self.conn);
-                inner.task.take()
-            };
-            if let Some(task) = task {
-                task.wake();
-            }
-        }
-    }
 }
 
 /// One open connection, owned by the server task.
@@ -893,14 +435,6 @@ enum ReadResult {
     Eof,
     /// The TLS handshake failed, for this reason.
     TlsFailed(String),
-}
-
-/// Why a write could not be carried out, for the core.
-pub(crate) enum WriteFailure {
-    /// The connection's queue is full: the peer does not read.
-    Blocked,
-    /// The write failed (a timed-out one: the peer does not read).
-    Io(io::ErrorKind),
 }
 
 /// One server thread's side of the server: its connections' streams, its ready queue, write
@@ -1507,7 +1041,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, 
             ready: self.ready.clone(),
         });
         // Polled on its first turn: that registers its waker (and reads what it already sent).
-        self.ready.lock().ids.push_back(conn);
+        self.ready.list_new(conn);
         self.conns.0.insert(
             conn,
             Conn {
@@ -1610,16 +1144,169 @@ async fn read_ready<S: AsyncRead + Unpin>(
     }
 }
 
-/// Sleeps until `deadline`, or forever without one (a `select!` arm for an optional timer).
-pub async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
+/// Makes one server thread's listener, on that thread (so that thread's runtime registers
+/// the socket): see [`run_server_threads`].
+pub type MakeListener<L> = Box<dyn FnOnce() -> io::Result<L> + Send>;
+
+/// A started server thread: its end is awaited at stop.
+pub(crate) struct ThreadEnd {
+    done: tokio::sync::oneshot::Receiver<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl ThreadEnd {
+    /// Waits until the thread ended.
+    pub(crate) async fn join(self) {
+        let _ = self.done.await;
+        if self.handle.join().is_err() {
+            tracing::error!("a server thread panicked"); // not caused by a peer
+        }
     }
+}
+
+/// [`run_server_app`] on `1 + more.len()` threads: this one (thread
+/// 0) serves `listener`, and each of `more` makes the listener of one more thread, on that
+/// thread. The connections each listener accepts are served by its thread; the core, the
+/// application and the connection limits are shared under one lock (see the module docs).
+/// With `more` empty this is exactly `run_server_app`.
+///
+/// Returns the server and the application once every thread has ended. A thread that cannot
+/// be started is logged and served without (its listener is closed).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_server_threads<L, A, C>(
+    listener: L,
+    more: Vec<MakeListener<L>>,
+    server: Server,
+    options: ServerOptions,
+    control: ControlReceiver,
+    clock: C,
+    stop: impl Future<Output = ()>,
+    app: A,
+) -> Result<(Server, A), NetError>
+where
+    L: Listener + 'static,
+    A: ServerApp + Send + 'static,
+    C: Clock + Clone + Send + 'static,
+{
+    let shared = Arc::new(Shared::new(server, app, &options, 1 + more.len()));
+    let mut threads = Vec::new();
+    for (i, make) in more.into_iter().enumerate() {
+        let me = i + 1;
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (shared, options, clock) = (Arc::clone(&shared), options.clone(), clock.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("heartbeat-{me}"))
+            .spawn(move || {
+                run_thread(make, &shared, me, options, clock);
+                drop(shared);
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(handle) => threads.push(ThreadEnd { done, handle }),
+            Err(e) => tracing::error!("cannot start server thread {me}: {e}"), // not caused by a peer
+        }
+    }
+    LocalSet::new()
+        .run_until(serve(
+            listener,
+            Arc::clone(&shared),
+            threads,
+            options,
+            control,
+            clock,
+            stop,
+        ))
+        .await?;
+    Shared::into_parts(shared)
+}
+
+/// Runs server thread `me` on a runtime of its own until thread 0 finishes it.
+fn run_thread<L: Listener, A: ServerApp>(
+    make: MakeListener<L>,
+    shared: &Arc<Shared<A>>,
+    me: usize,
+    options: ServerOptions,
+    clock: impl Clock,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime of server thread {me}: {e}"); // not caused by a peer
+            // Counted as stopped, so thread 0 does not wait for it.
+            shared.stopped.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+    };
+    LocalSet::new().block_on(&rt, async {
+        let listener = match make() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!("server thread {me} cannot listen: {e}"); // not caused by a peer
+                None
+            }
+        };
+        shard(listener, Arc::clone(shared), me, options, clock).await;
+    });
+}
+
+/// The loop of server thread `me` (not 0): accept, read, carry out the mail, until
+/// [`Mail::Finish`].
+async fn shard<L: Listener, A: ServerApp>(
+    mut listener: Option<L>,
+    shared: Arc<Shared<A>>,
+    me: usize,
+    options: ServerOptions,
+    clock: impl Clock,
+) {
+    let mut d: ServerDriver<L::Stream, A> = ServerDriver::new(shared, me, options);
+    let ready = Arc::clone(&d.shared.queues[me]);
+    let mut accept_paused_until: Option<Instant> = None;
+    let mut stopped = false;
+    loop {
+        let write_deadline = d.write_deadlines.first().map(|&(t, _)| t);
+        let wake = tokio::select! {
+            biased;
+            Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
+            () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
+            r = accept_opt(&mut listener), if accept_paused_until.is_none() => {
+                ServerWake::Accepted(r)
+            }
+            () = ready.wait() => ServerWake::Ready,
+            () = sleep_until_opt(write_deadline) => ServerWake::WriteTimeout,
+            () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
+        };
+        if let ServerWake::Ready = wake {
+            let signals = d.take_mail(&clock);
+            if signals.stop && !stopped {
+                stopped = true;
+                listener = None;
+                accept_paused_until = None;
+                let queued = ready.len();
+                d.ready_batch(&clock, queued);
+                d.shared.stopped.fetch_add(1, Ordering::AcqRel);
+                if let Some(q) = d.shared.queues.first() {
+                    q.post(Mail::Wake);
+                }
+            }
+            if signals.finish {
+                break;
+            }
+            d.ready_batch(&clock, crate::driver::READY_BATCH);
+        } else {
+            d.on_wake(wake, &clock, &mut listener, &mut accept_paused_until);
+        }
+    }
+    d.finish().await;
 }
 
 #[cfg(test)]
 mod tests {
+    use heartbeat_core::UnixTime;
+    use tokio::sync::mpsc;
+
     use std::sync::Arc;
 
     use heartbeat_core::ClientId;
@@ -2015,5 +1702,312 @@ mod tests {
                 assert_eq!(gone, Err(ControlError::Stopped));
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use std::sync::Mutex;
+
+    use std::time::Duration;
+
+    use heartbeat_core::config::ServerConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::driver::{OnEvent, ServerControl};
+    use crate::{ServerOptions, SystemClock};
+
+    /// Streams from memory, handed to the thread of the test's choice.
+    struct MemListener(mpsc::Receiver<(DuplexStream, SocketAddr)>);
+
+    impl Listener for MemListener {
+        type Stream = DuplexStream;
+
+        async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    type Accept = mpsc::Sender<(DuplexStream, SocketAddr)>;
+
+    /// A new connection on the thread fed by `accept`; the peer's end.
+    async fn connect(accept: &Accept, port: u16) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        accept.send((theirs, peer)).await.unwrap();
+        ours
+    }
+
+    /// Reads from `peer` until the server closes it (at most 5 s); what it sent.
+    async fn read_to_close(peer: &mut DuplexStream) -> String {
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(5), peer.read_to_string(&mut got))
+            .await
+            .expect("the server did not close the connection")
+            .unwrap();
+        got
+    }
+
+    /// The unix time now, as a heartbeat stamp.
+    fn stamp() -> String {
+        let t = SystemClock.unix().as_duration();
+        format!("{}.{:06}", t.as_secs(), t.subsec_micros())
+    }
+
+    #[tokio::test]
+    async fn two_threads_share_one_core() {
+        LocalSet::new().run_until(two_threads()).await;
+    }
+
+    /// [`two_threads_share_one_core`], on a `LocalSet`.
+    async fn two_threads() {
+        let config = ServerConfig::default()
+            .hello_timeout(Duration::from_millis(300))
+            .unwrap();
+        let (accept0, rx0) = mpsc::channel(4);
+        let (accept1, rx1) = mpsc::channel(4);
+        let more: Vec<MakeListener<MemListener>> = vec![Box::new(move || Ok(MemListener(rx1)))];
+        let (control, control_rx) = ServerControl::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let app = OnEvent(move |e: &server::Event, _: Now| {
+            if let server::Event::Disconnected { client, reason, .. } = e {
+                let who = client.as_ref().map_or("-".to_owned(), ToString::to_string);
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{who}: {}", reason.label()));
+            }
+        });
+        let served = tokio::task::spawn_local(run_server_threads(
+            MemListener(rx0),
+            more,
+            Server::new(Arc::new(config)),
+            ServerOptions::default(),
+            control_rx,
+            SystemClock,
+            async {
+                let _ = stop_rx.await;
+            },
+            app,
+        ));
+
+        // A connection of thread 1 that never says HELLO: its accept moved the core's next
+        // timer, which thread 0 runs; thread 0 must have been woken for it.
+        let mut silent = connect(&accept1, 30_000).await;
+        let told = read_to_close(&mut silent).await;
+        assert!(
+            told.starts_with("ERROR timed out waiting for HELLO"),
+            "{told:?}"
+        );
+
+        // One client on each thread: every heartbeat acknowledged on its own connection.
+        let mut a = connect(&accept0, 30_001).await;
+        let mut b = connect(&accept1, 30_002).await;
+        for (peer, id) in [(&mut a, "a"), (&mut b, "b")] {
+            let beats: String = (1..=5).map(|s| format!("BEAT {s} {}\n", stamp())).collect();
+            let hello = format!("HELLO 1 {id} 1000 00000000000000aa\n{beats}");
+            peer.write_all(hello.as_bytes()).await.unwrap();
+        }
+        for peer in [&mut a, &mut b] {
+            let mut got = String::new();
+            while got.matches("ACK ").count() < 5 {
+                let mut buf = [0u8; 1024];
+                let n = peer.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{got}");
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        let timeout = Duration::from_secs(5);
+        let per_thread = control
+            .inspect(timeout, |_, d, _| d.thread_connections.clone())
+            .await
+            .unwrap();
+        assert_eq!(per_thread, [1, 1]);
+
+        // The identity rule across threads: the same client (same session) again, on thread
+        // 1, replaces the live connection of thread 0, which thread 0 closes.
+        let mut a2 = connect(&accept1, 30_003).await;
+        a2.write_all(b"HELLO 1 a 1000 00000000000000aa\n")
+            .await
+            .unwrap();
+        let rest = read_to_close(&mut a).await;
+        assert!(!rest.contains("ACK"), "{rest:?}");
+        let per_thread = control
+            .inspect(timeout, |_, d, _| d.thread_connections.clone())
+            .await
+            .unwrap();
+        assert_eq!(per_thread, [0, 2]);
+
+        let _ = stop_tx.send(());
+        let (server, _app) = served.await.unwrap().unwrap();
+        let report = server.report();
+        let received: Vec<(String, u64)> = report
+            .clients
+            .iter()
+            .map(|c| (c.client.to_string(), c.received))
+            .collect();
+        assert_eq!(received, [("a".to_owned(), 5), ("b".to_owned(), 5)]);
+        let events = events.lock().unwrap().clone();
+        assert_eq!(
+            events.first().map(String::as_str),
+            Some("-: hello_timeout"),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 4, "{events:?}");
+        for peer in [&mut b, &mut a2] {
+            read_to_close(peer).await;
+        }
+    }
+
+    /// A stream from memory whose next read, once `stall` holds a duration, first blocks its
+    /// thread that long: a server thread descheduled or stuck with input waiting.
+    struct Stalling {
+        inner: DuplexStream,
+        stall: Arc<Mutex<Option<Duration>>>,
+    }
+
+    impl tokio::io::AsyncRead for Stalling {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let stall = self.stall.lock().unwrap().take();
+            if let Some(d) = stall {
+                std::thread::sleep(d);
+            }
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Stalling {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    struct StallingListener(mpsc::Receiver<(Stalling, SocketAddr)>);
+
+    impl Listener for StallingListener {
+        type Stream = Stalling;
+
+        async fn accept(&mut self) -> io::Result<(Stalling, SocketAddr)> {
+            match self.0.recv().await {
+                Some(s) => Ok(s),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody() {
+        LocalSet::new().run_until(stalled_thread()).await;
+    }
+
+    /// [`a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody`]: a client
+    /// of thread 1 keeps sending while thread 1 is blocked for 1.5 s; thread 0, which judges
+    /// every deadline on time, must not declare it down on the evidence it cannot read.
+    async fn stalled_thread() {
+        let config = ServerConfig::default()
+            .detector(heartbeat_core::DetectorConfig::new(
+                heartbeat_core::DetectorKind::Fixed,
+            ))
+            .pause_guard(Duration::from_millis(50))
+            .unwrap();
+        let (_accept0, rx0) = mpsc::channel(4);
+        let (accept1, rx1) = mpsc::channel(4);
+        let more: Vec<MakeListener<StallingListener>> =
+            vec![Box::new(move || Ok(StallingListener(rx1)))];
+        let (_control, control_rx) = ServerControl::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let app = OnEvent(move |e: &server::Event, _: Now| match e {
+            server::Event::Transition { .. } | server::Event::Stalled { .. } => {
+                seen.lock().unwrap().push(e.to_string());
+            }
+            _ => {}
+        });
+        let served = tokio::task::spawn_local(run_server_threads(
+            StallingListener(rx0),
+            more,
+            Server::new(Arc::new(config)),
+            ServerOptions::default(),
+            control_rx,
+            SystemClock,
+            async {
+                let _ = stop_rx.await;
+            },
+            app,
+        ));
+
+        let (mut b, theirs) = tokio::io::duplex(1 << 16);
+        let stall = Arc::new(Mutex::new(None));
+        let stream = Stalling {
+            inner: theirs,
+            stall: Arc::clone(&stall),
+        };
+        accept1
+            .send((stream, SocketAddr::from(([127, 0, 0, 1], 30_010))))
+            .await
+            .unwrap();
+        b.write_all(b"HELLO 1 b 100 00000000000000bb\n")
+            .await
+            .unwrap();
+        // Acks are read (and dropped) meanwhile, so that the server never waits on b.
+        let (mut b_read, mut b_write) = tokio::io::split(b);
+        let reader = tokio::task::spawn_local(async move {
+            let mut sink = Vec::new();
+            let _ = b_read.read_to_end(&mut sink).await;
+        });
+        for seq in 1..=30u64 {
+            if seq == 6 {
+                // Thread 1's next read blocks it for 1.5 s: fifteen intervals, where the
+                // fixed detector declares b down after three.
+                *stall.lock().unwrap() = Some(Duration::from_millis(1500));
+            }
+            let beat = format!("BEAT {seq} {}\n", stamp());
+            b_write.write_all(beat.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop_tx.send(());
+        let (server, _app) = served.await.unwrap().unwrap();
+        drop(b_write);
+        let _ = reader.await;
+        let events = events.lock().unwrap().clone();
+        assert!(
+            !events.iter().any(|e| e.contains("->down")),
+            "b was convicted while its thread stalled: {events:?}"
+        );
+        assert!(
+            events.iter().any(|e| e.starts_with("stalled")),
+            "{events:?}"
+        );
+        let report = server.report();
+        assert_eq!(report.clients[0].received, 30, "{events:?}");
     }
 }

@@ -50,6 +50,7 @@
 pub mod app;
 pub mod cli;
 pub mod driver;
+mod driver_api;
 pub mod embed;
 mod error;
 pub mod keys;
@@ -65,11 +66,11 @@ pub use driver::{
     ServerControl, ServerOptions, SystemClock, mono_now, run_client, run_server, run_server_app,
     run_server_with_control,
 };
+pub use driver::{MakeListener, run_server_threads};
 pub use error::NetError;
 pub use limits::Refusal;
 pub use listener::{LISTEN_BACKLOG, ListenerShard, TcpConnector, TcpListener};
 pub use logsummary::LogSummary;
-pub use shard::{MakeListener, run_server_threads};
 
 #[doc(no_inline)]
 pub use heartbeat_core::DisconnectReason;

@@ -365,6 +365,7 @@ mod tests {
     /// the connection limits, the server's log lines and `--json` events, and the core's server.
     const PEER_FACING: &[(&str, &str)] = &[
         ("driver.rs", include_str!("driver.rs")),
+        ("shard.rs", include_str!("shard.rs")),
         ("limits.rs", include_str!("limits.rs")),
         ("listener.rs", include_str!("listener.rs")),
         ("tls.rs", include_str!("tls.rs")),

@@ -18,28 +18,28 @@
 //! (made on that thread, so its runtime registers the socket; see
 //! [`TcpListener::bind_shards`](crate::TcpListener::bind_shards) for `SO_REUSEPORT`).
 
-use std::collections::HashMap;
-use std::future::Future;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::Instant;
+use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, Now};
-use tokio::task::LocalSet;
 
 use crate::NetError;
-use crate::driver::{
-    Clock, ControlReceiver, DriverStats, Listener, ReadyQueue, ServerApp, ServerDriver,
-    ServerOptions, ServerWake, accept_opt, serve, sleep_until_opt,
-};
+use crate::driver_api::{DriverStats, ServerApp, ServerOptions, mono_now};
 use crate::limits::ConnectionLimits;
 
-/// Makes one server thread's listener, on that thread (so that thread's runtime registers
-/// the socket): see [`run_server_threads`].
-pub type MakeListener<L> = Box<dyn FnOnce() -> io::Result<L> + Send>;
+/// Why a write could not be carried out, for the core.
+pub(crate) enum WriteFailure {
+    /// The connection's queue is full: the peer does not read.
+    Blocked,
+    /// The write failed (a timed-out one: the peer does not read).
+    Io(io::ErrorKind),
+}
 
 /// What one server thread asks of another: carried out by the owner of the connection,
 /// outside the core's lock, in the order posted.
@@ -258,6 +258,7 @@ impl<A: ServerApp> Shared<A> {
             let held = t.held_ns.load(Ordering::Relaxed);
             #[allow(clippy::cast_precision_loss)]
             let share = held as f64 / total.as_nanos().max(1) as f64 * 100.0;
+            // Once, at exit, with --measure-lock: not caused by a peer.
             tracing::info!(
                 "Core lock: held {:.3} s of {:.3} s ({share:.2}%), taken {} times, {} of them \
                  waited for",
@@ -296,7 +297,7 @@ pub(crate) enum Act {
 pub(crate) struct Outbox {
     pub(crate) wbuf: Vec<u8>,
     pub(crate) acts: Vec<Act>,
-    pub(crate) failed: Vec<(ConnId, crate::driver::WriteFailure)>,
+    pub(crate) failed: Vec<(ConnId, WriteFailure)>,
 }
 
 /// Takes every output of the core (under the lock): events go to the application now;
@@ -346,461 +347,151 @@ pub(crate) fn drain_into<A: ServerApp>(
     }
 }
 
-/// A started server thread: its end is awaited at stop.
-pub(crate) struct ThreadEnd {
-    done: tokio::sync::oneshot::Receiver<()>,
-    handle: std::thread::JoinHandle<()>,
+/// The connections whose stream woke up (readable, writable, or a TLS handshake's timer), in
+/// the order they woke, and the mail of one server thread (see [`Mail`]): each connection's
+/// [`Waker`] puts its id here once until the server task takes it, and wakes the server task.
+/// The server task owns every stream of its thread and polls only the connections listed
+/// here, so a heartbeat costs no task switch and no channel.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyQueue {
+    inner: Mutex<ReadyInner>,
+    /// Whether [`ReadyInner::since`] is kept: a queue of a thread other than 0's, read by
+    /// thread 0 before it judges a deadline ([`ReadyQueue::behind_for`]).
+    track: bool,
 }
 
-impl ThreadEnd {
-    /// Waits until the thread ended.
-    pub(crate) async fn join(self) {
-        let _ = self.done.await;
-        if self.handle.join().is_err() {
-            tracing::error!("a server thread panicked");
+#[derive(Debug, Default)]
+struct ReadyInner {
+    ids: VecDeque<ConnId>,
+    /// What other server threads ask of this one, in order.
+    mail: Vec<Mail>,
+    /// The server task, while it waits for a connection to wake.
+    task: Option<Waker>,
+    /// With [`ReadyQueue::track`]: since when this queue's thread has had work it has not finished: the start of its turn
+    /// under way, or when a connection was listed while it was between turns. `None` when it
+    /// is idle.
+    since: Option<Instant>,
+}
+
+impl ReadyQueue {
+    /// A queue; with `track`, it keeps how long what it lists has waited (for a server of
+    /// several threads, whose thread 0 judges every deadline).
+    pub(crate) fn new(track: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            track,
         }
     }
-}
 
-/// [`run_server_app`](crate::run_server_app) on `1 + more.len()` threads: this one (thread
-/// 0) serves `listener`, and each of `more` makes the listener of one more thread, on that
-/// thread. The connections each listener accepts are served by its thread; the core, the
-/// application and the connection limits are shared under one lock (see the module docs).
-/// With `more` empty this is exactly `run_server_app`.
-///
-/// Returns the server and the application once every thread has ended. A thread that cannot
-/// be started is logged and served without (its listener is closed).
-#[allow(clippy::too_many_arguments)]
-pub async fn run_server_threads<L, A, C>(
-    listener: L,
-    more: Vec<MakeListener<L>>,
-    server: Server,
-    options: ServerOptions,
-    control: ControlReceiver,
-    clock: C,
-    stop: impl Future<Output = ()>,
-    app: A,
-) -> Result<(Server, A), NetError>
-where
-    L: Listener + 'static,
-    A: ServerApp + Send + 'static,
-    C: Clock + Clone + Send + 'static,
-{
-    let shared = Arc::new(Shared::new(server, app, &options, 1 + more.len()));
-    let mut threads = Vec::new();
-    for (i, make) in more.into_iter().enumerate() {
-        let me = i + 1;
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        let (shared, options, clock) = (Arc::clone(&shared), options.clone(), clock.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("heartbeat-{me}"))
-            .spawn(move || {
-                run_thread(make, &shared, me, options, clock);
-                drop(shared);
-                let _ = done_tx.send(());
-            });
-        match spawned {
-            Ok(handle) => threads.push(ThreadEnd { done, handle }),
-            Err(e) => tracing::error!("cannot start server thread {me}: {e}"),
+    /// This queue's thread starts a turn.
+    pub(crate) fn turn_started(&self) {
+        if self.track {
+            self.lock().since = Some(mono_now());
         }
     }
-    LocalSet::new()
-        .run_until(serve(
-            listener,
-            Arc::clone(&shared),
-            threads,
-            options,
-            control,
-            clock,
-            stop,
-        ))
-        .await?;
-    Shared::into_parts(shared)
-}
 
-/// Runs server thread `me` on a runtime of its own until thread 0 finishes it.
-fn run_thread<L: Listener, A: ServerApp>(
-    make: MakeListener<L>,
-    shared: &Arc<Shared<A>>,
-    me: usize,
-    options: ServerOptions,
-    clock: impl Clock,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime of server thread {me}: {e}");
-            // Counted as stopped, so thread 0 does not wait for it.
-            shared.stopped.fetch_add(1, Ordering::AcqRel);
-            return;
+    /// This queue's thread ended its turn: what is still listed waits from now.
+    pub(crate) fn turn_ended(&self) {
+        if self.track {
+            let now = mono_now();
+            let mut inner = self.lock();
+            inner.since = (!inner.ids.is_empty()).then_some(now);
         }
-    };
-    LocalSet::new().block_on(&rt, async {
-        let listener = match make() {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!("server thread {me} cannot listen: {e}");
-                None
-            }
-        };
-        shard(listener, Arc::clone(shared), me, options, clock).await;
-    });
-}
+    }
 
-/// The loop of server thread `me` (not 0): accept, read, carry out the mail, until
-/// [`Mail::Finish`].
-async fn shard<L: Listener, A: ServerApp>(
-    mut listener: Option<L>,
-    shared: Arc<Shared<A>>,
-    me: usize,
-    options: ServerOptions,
-    clock: impl Clock,
-) {
-    let mut d: ServerDriver<L::Stream, A> = ServerDriver::new(shared, me, options);
-    let ready = Arc::clone(&d.shared.queues[me]);
-    let mut accept_paused_until: Option<Instant> = None;
-    let mut stopped = false;
-    loop {
-        let write_deadline = d.write_deadlines.first().map(|&(t, _)| t);
-        let wake = tokio::select! {
-            biased;
-            Some(r) = d.tasks.join_next(), if !d.tasks.is_empty() => ServerWake::TaskEnded(r),
-            () = sleep_until_opt(accept_paused_until) => ServerWake::AcceptResume,
-            r = accept_opt(&mut listener), if accept_paused_until.is_none() => {
-                ServerWake::Accepted(r)
-            }
-            () = ready.wait() => ServerWake::Ready,
-            () = sleep_until_opt(write_deadline) => ServerWake::WriteTimeout,
-            () = sleep_until_opt(d.options.log.next_flush()) => ServerWake::FlushLog,
-        };
-        if let ServerWake::Ready = wake {
-            let signals = d.take_mail(&clock);
-            if signals.stop && !stopped {
-                stopped = true;
-                listener = None;
-                accept_paused_until = None;
-                let queued = ready.len();
-                d.ready_batch(&clock, queued);
-                d.shared.stopped.fetch_add(1, Ordering::AcqRel);
-                if let Some(q) = d.shared.queues.first() {
-                    q.post(Mail::Wake);
+    /// How long, at `now`, this queue's thread has been behind: in a turn, or with
+    /// connections listed that it has not taken yet (`None` when it is idle, or the queue does
+    /// not keep it). A thread blocked or descheduled in its turn shows here; one descheduled
+    /// while waiting does not (its connections are listed only when it polls for readiness).
+    pub(crate) fn behind_for(&self, now: Instant) -> Option<Duration> {
+        let inner = self.lock();
+        inner
+            .since
+            .map(|since| now.saturating_duration_since(since))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
+        // Nothing panics while holding it; a poisoned lock holds a consistent queue anyway.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until a connection is ready or mail came. Cancel safe.
+    pub(crate) async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.ids.is_empty() && inner.mail.is_empty() {
+                if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    inner.task = Some(cx.waker().clone());
                 }
+                Poll::Pending
+            } else {
+                Poll::Ready(())
             }
-            if signals.finish {
-                break;
-            }
-            d.ready_batch(&clock, crate::driver::READY_BATCH);
-        } else {
-            d.on_wake(wake, &clock, &mut listener, &mut accept_paused_until);
+        })
+        .await;
+    }
+
+    /// Lists a connection just accepted (its waker starts as listed), to be polled on this
+    /// thread's next turn: that registers its waker and reads what it already sent.
+    pub(crate) fn list_new(&self, conn: ConnId) {
+        self.lock().ids.push_back(conn);
+    }
+
+    pub(crate) fn pop(&self) -> Option<ConnId> {
+        self.lock().ids.pop_front()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().ids.len()
+    }
+
+    /// Hands `mail` to this queue's thread and wakes it.
+    pub(crate) fn post(&self, mail: Mail) {
+        let task = {
+            let mut inner = self.lock();
+            inner.mail.push(mail);
+            inner.task.take()
+        };
+        if let Some(task) = task {
+            task.wake();
         }
     }
-    d.finish().await;
+
+    /// Moves the mail waiting into `into` (empty), in order.
+    pub(crate) fn take_mail(&self, into: &mut Vec<Mail>) {
+        std::mem::swap(&mut self.lock().mail, into);
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
+/// One connection's waker: lists the connection in the [`ReadyQueue`] (once until it is
+/// polled) and wakes the server task.
+#[derive(Debug)]
+pub(crate) struct ConnWaker {
+    pub(crate) conn: ConnId,
+    pub(crate) queued: AtomicBool,
+    pub(crate) ready: Arc<ReadyQueue>,
+}
 
-    use heartbeat_core::config::ServerConfig;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio::sync::mpsc;
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
 
-    use super::*;
-    use crate::driver::{OnEvent, ServerControl};
-    use crate::{ServerOptions, SystemClock};
-
-    /// Streams from memory, handed to the thread of the test's choice.
-    struct MemListener(mpsc::Receiver<(DuplexStream, SocketAddr)>);
-
-    impl Listener for MemListener {
-        type Stream = DuplexStream;
-
-        async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
-            match self.0.recv().await {
-                Some(s) => Ok(s),
-                None => std::future::pending().await,
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            let task = {
+                let mut inner = self.ready.lock();
+                if self.ready.track && inner.since.is_none() {
+                    inner.since = Some(mono_now());
+                }
+                inner.ids.push_back(self.conn);
+                inner.task.take()
+            };
+            if let Some(task) = task {
+                task.wake();
             }
         }
-    }
-
-    type Accept = mpsc::Sender<(DuplexStream, SocketAddr)>;
-
-    /// A new connection on the thread fed by `accept`; the peer's end.
-    async fn connect(accept: &Accept, port: u16) -> DuplexStream {
-        let (ours, theirs) = tokio::io::duplex(4096);
-        let peer = SocketAddr::from(([127, 0, 0, 1], port));
-        accept.send((theirs, peer)).await.unwrap();
-        ours
-    }
-
-    /// Reads from `peer` until the server closes it (at most 5 s); what it sent.
-    async fn read_to_close(peer: &mut DuplexStream) -> String {
-        let mut got = String::new();
-        tokio::time::timeout(Duration::from_secs(5), peer.read_to_string(&mut got))
-            .await
-            .expect("the server did not close the connection")
-            .unwrap();
-        got
-    }
-
-    /// The unix time now, as a heartbeat stamp.
-    fn stamp() -> String {
-        let t = SystemClock.unix().as_duration();
-        format!("{}.{:06}", t.as_secs(), t.subsec_micros())
-    }
-
-    #[tokio::test]
-    async fn two_threads_share_one_core() {
-        LocalSet::new().run_until(two_threads()).await;
-    }
-
-    /// [`two_threads_share_one_core`], on a `LocalSet`.
-    async fn two_threads() {
-        let config = ServerConfig::default()
-            .hello_timeout(Duration::from_millis(300))
-            .unwrap();
-        let (accept0, rx0) = mpsc::channel(4);
-        let (accept1, rx1) = mpsc::channel(4);
-        let more: Vec<MakeListener<MemListener>> = vec![Box::new(move || Ok(MemListener(rx1)))];
-        let (control, control_rx) = ServerControl::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&events);
-        let app = OnEvent(move |e: &server::Event, _: Now| {
-            if let server::Event::Disconnected { client, reason, .. } = e {
-                let who = client.as_ref().map_or("-".to_owned(), ToString::to_string);
-                seen.lock()
-                    .unwrap()
-                    .push(format!("{who}: {}", reason.label()));
-            }
-        });
-        let served = tokio::task::spawn_local(run_server_threads(
-            MemListener(rx0),
-            more,
-            Server::new(Arc::new(config)),
-            ServerOptions::default(),
-            control_rx,
-            SystemClock,
-            async {
-                let _ = stop_rx.await;
-            },
-            app,
-        ));
-
-        // A connection of thread 1 that never says HELLO: its accept moved the core's next
-        // timer, which thread 0 runs; thread 0 must have been woken for it.
-        let mut silent = connect(&accept1, 30_000).await;
-        let told = read_to_close(&mut silent).await;
-        assert!(
-            told.starts_with("ERROR timed out waiting for HELLO"),
-            "{told:?}"
-        );
-
-        // One client on each thread: every heartbeat acknowledged on its own connection.
-        let mut a = connect(&accept0, 30_001).await;
-        let mut b = connect(&accept1, 30_002).await;
-        for (peer, id) in [(&mut a, "a"), (&mut b, "b")] {
-            let beats: String = (1..=5).map(|s| format!("BEAT {s} {}\n", stamp())).collect();
-            let hello = format!("HELLO 1 {id} 1000 00000000000000aa\n{beats}");
-            peer.write_all(hello.as_bytes()).await.unwrap();
-        }
-        for peer in [&mut a, &mut b] {
-            let mut got = String::new();
-            while got.matches("ACK ").count() < 5 {
-                let mut buf = [0u8; 1024];
-                let n = peer.read(&mut buf).await.unwrap();
-                assert!(n > 0, "{got}");
-                got.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-        let timeout = Duration::from_secs(5);
-        let per_thread = control
-            .inspect(timeout, |_, d, _| d.thread_connections.clone())
-            .await
-            .unwrap();
-        assert_eq!(per_thread, [1, 1]);
-
-        // The identity rule across threads: the same client (same session) again, on thread
-        // 1, replaces the live connection of thread 0, which thread 0 closes.
-        let mut a2 = connect(&accept1, 30_003).await;
-        a2.write_all(b"HELLO 1 a 1000 00000000000000aa\n")
-            .await
-            .unwrap();
-        let rest = read_to_close(&mut a).await;
-        assert!(!rest.contains("ACK"), "{rest:?}");
-        let per_thread = control
-            .inspect(timeout, |_, d, _| d.thread_connections.clone())
-            .await
-            .unwrap();
-        assert_eq!(per_thread, [0, 2]);
-
-        let _ = stop_tx.send(());
-        let (server, _app) = served.await.unwrap().unwrap();
-        let report = server.report();
-        let received: Vec<(String, u64)> = report
-            .clients
-            .iter()
-            .map(|c| (c.client.to_string(), c.received))
-            .collect();
-        assert_eq!(received, [("a".to_owned(), 5), ("b".to_owned(), 5)]);
-        let events = events.lock().unwrap().clone();
-        assert_eq!(
-            events.first().map(String::as_str),
-            Some("-: hello_timeout"),
-            "{events:?}"
-        );
-        assert_eq!(events.len(), 4, "{events:?}");
-        for peer in [&mut b, &mut a2] {
-            read_to_close(peer).await;
-        }
-    }
-
-    /// A stream from memory whose next read, once `stall` holds a duration, first blocks its
-    /// thread that long: a server thread descheduled or stuck with input waiting.
-    struct Stalling {
-        inner: DuplexStream,
-        stall: Arc<Mutex<Option<Duration>>>,
-    }
-
-    impl tokio::io::AsyncRead for Stalling {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            let stall = self.stall.lock().unwrap().take();
-            if let Some(d) = stall {
-                std::thread::sleep(d);
-            }
-            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl tokio::io::AsyncWrite for Stalling {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-        }
-
-        fn poll_flush(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
-
-    struct StallingListener(mpsc::Receiver<(Stalling, SocketAddr)>);
-
-    impl Listener for StallingListener {
-        type Stream = Stalling;
-
-        async fn accept(&mut self) -> io::Result<(Stalling, SocketAddr)> {
-            match self.0.recv().await {
-                Some(s) => Ok(s),
-                None => std::future::pending().await,
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody() {
-        LocalSet::new().run_until(stalled_thread()).await;
-    }
-
-    /// [`a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody`]: a client
-    /// of thread 1 keeps sending while thread 1 is blocked for 1.5 s; thread 0, which judges
-    /// every deadline on time, must not declare it down on the evidence it cannot read.
-    async fn stalled_thread() {
-        let config = ServerConfig::default()
-            .detector(heartbeat_core::DetectorConfig::new(
-                heartbeat_core::DetectorKind::Fixed,
-            ))
-            .pause_guard(Duration::from_millis(50))
-            .unwrap();
-        let (_accept0, rx0) = mpsc::channel(4);
-        let (accept1, rx1) = mpsc::channel(4);
-        let more: Vec<MakeListener<StallingListener>> =
-            vec![Box::new(move || Ok(StallingListener(rx1)))];
-        let (_control, control_rx) = ServerControl::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&events);
-        let app = OnEvent(move |e: &server::Event, _: Now| match e {
-            server::Event::Transition { .. } | server::Event::Stalled { .. } => {
-                seen.lock().unwrap().push(e.to_string());
-            }
-            _ => {}
-        });
-        let served = tokio::task::spawn_local(run_server_threads(
-            StallingListener(rx0),
-            more,
-            Server::new(Arc::new(config)),
-            ServerOptions::default(),
-            control_rx,
-            SystemClock,
-            async {
-                let _ = stop_rx.await;
-            },
-            app,
-        ));
-
-        let (mut b, theirs) = tokio::io::duplex(1 << 16);
-        let stall = Arc::new(Mutex::new(None));
-        let stream = Stalling {
-            inner: theirs,
-            stall: Arc::clone(&stall),
-        };
-        accept1
-            .send((stream, SocketAddr::from(([127, 0, 0, 1], 30_010))))
-            .await
-            .unwrap();
-        b.write_all(b"HELLO 1 b 100 00000000000000bb\n")
-            .await
-            .unwrap();
-        // Acks are read (and dropped) meanwhile, so that the server never waits on b.
-        let (mut b_read, mut b_write) = tokio::io::split(b);
-        let reader = tokio::task::spawn_local(async move {
-            let mut sink = Vec::new();
-            let _ = b_read.read_to_end(&mut sink).await;
-        });
-        for seq in 1..=30u64 {
-            if seq == 6 {
-                // Thread 1's next read blocks it for 1.5 s: fifteen intervals, where the
-                // fixed detector declares b down after three.
-                *stall.lock().unwrap() = Some(Duration::from_millis(1500));
-            }
-            let beat = format!("BEAT {seq} {}\n", stamp());
-            b_write.write_all(beat.as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = stop_tx.send(());
-        let (server, _app) = served.await.unwrap().unwrap();
-        drop(b_write);
-        let _ = reader.await;
-        let events = events.lock().unwrap().clone();
-        assert!(
-            !events.iter().any(|e| e.contains("->down")),
-            "b was convicted while its thread stalled: {events:?}"
-        );
-        assert!(
-            events.iter().any(|e| e.starts_with("stalled")),
-            "{events:?}"
-        );
-        let report = server.report();
-        assert_eq!(report.clients[0].received, 30, "{events:?}");
     }
 }

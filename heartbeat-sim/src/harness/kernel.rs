@@ -35,7 +35,11 @@ use std::time::Duration;
 
 use turmoil::{Protocol, Segment};
 
-use super::net::{CONNECT_TIMEOUT, SERVER};
+use heartbeat_core::config::CONNECT_TIMEOUT;
+
+/// The server's host name in the simulation: every link the model cuts or holds runs from a
+/// client to it.
+pub const SERVER: &str = "server";
 
 /// Linux's initial (and minimum) retransmission timeout for data, `TCP_RTO_MIN`.
 pub const RTO_MIN: Duration = Duration::from_millis(200);

@@ -31,8 +31,9 @@ use crate::scenario::Node;
 /// The port the simulated server listens on.
 pub const PORT: u16 = 6510;
 
-/// The server's host name in the simulation.
-pub const SERVER: &str = "server";
+/// The server's host name in the simulation (kept with the kernel model, which cuts and
+/// repairs the links to it; named here too, as the network's).
+pub use super::kernel::SERVER;
 
 pub use heartbeat_core::config::CONNECT_TIMEOUT;
 

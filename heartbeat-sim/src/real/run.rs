@@ -126,7 +126,7 @@ pub fn unrealisable(s: &Scenario) -> Vec<String> {
 
 /// Whether a real run of `s` can stand beside its simulated run in `compare`: not when a fault
 /// the simulated run makes within the fault phase is one the real run skips (a hold and its
-/// release, [`realisable`]). The two runs would then have different faults, and every
+/// release: what a real run never applies). The two runs would then have different faults, and every
 /// difference would be the skipped fault's; `Err` says which fault, for one line. Latency
 /// stays comparable: on the veth links it is nearly none, and the oracles' bound keeps it.
 pub fn comparable(s: &Scenario) -> Result<(), String> {
