@@ -1719,13 +1719,13 @@ mod thread_tests {
     use crate::driver::{OnEvent, ServerControl};
     use crate::{ServerOptions, SystemClock};
 
-    /// Streams from memory, handed to the thread of the test's choice.
-    struct MemListener(mpsc::Receiver<(DuplexStream, SocketAddr)>);
+    /// Streams (from memory) handed to the thread of the test's choice.
+    struct MemListener<S = DuplexStream>(mpsc::Receiver<(S, SocketAddr)>);
 
-    impl Listener for MemListener {
-        type Stream = DuplexStream;
+    impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Listener for MemListener<S> {
+        type Stream = S;
 
-        async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
+        async fn accept(&mut self) -> io::Result<(S, SocketAddr)> {
             match self.0.recv().await {
                 Some(s) => Ok(s),
                 None => std::future::pending().await,
@@ -1910,19 +1910,6 @@ mod thread_tests {
         }
     }
 
-    struct StallingListener(mpsc::Receiver<(Stalling, SocketAddr)>);
-
-    impl Listener for StallingListener {
-        type Stream = Stalling;
-
-        async fn accept(&mut self) -> io::Result<(Stalling, SocketAddr)> {
-            match self.0.recv().await {
-                Some(s) => Ok(s),
-                None => std::future::pending().await,
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_thread_stalled_with_input_waiting_gets_its_clients_convicted_by_nobody() {
         LocalSet::new().run_until(stalled_thread()).await;
@@ -1940,8 +1927,8 @@ mod thread_tests {
             .unwrap();
         let (_accept0, rx0) = mpsc::channel(4);
         let (accept1, rx1) = mpsc::channel(4);
-        let more: Vec<MakeListener<StallingListener>> =
-            vec![Box::new(move || Ok(StallingListener(rx1)))];
+        let more: Vec<MakeListener<MemListener<Stalling>>> =
+            vec![Box::new(move || Ok(MemListener(rx1)))];
         let (_control, control_rx) = ServerControl::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -1953,7 +1940,7 @@ mod thread_tests {
             _ => {}
         });
         let served = tokio::task::spawn_local(run_server_threads(
-            StallingListener(rx0),
+            MemListener(rx0),
             more,
             Server::new(Arc::new(config)),
             ServerOptions::default(),

@@ -38,6 +38,22 @@ pub enum Fate {
     Stopped,
 }
 
+impl Fate {
+    /// Each client's fate when a run of `s` starts: alive, or idle until its late start.
+    pub fn at_start(s: &Scenario) -> Vec<Self> {
+        s.clients
+            .iter()
+            .map(|c| {
+                if c.starts_late {
+                    Self::Idle
+                } else {
+                    Self::Alive
+                }
+            })
+            .collect()
+    }
+}
+
 /// Everything a run produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -116,17 +132,7 @@ pub fn run_with(scenario: &Scenario, tcp: Tcp) -> Result<Outcome, String> {
     let record = |at: Duration, r: Record| log.lock().expect("log lock").push(at, r);
 
     // Fault phase.
-    let mut fates: Vec<Fate> = s
-        .clients
-        .iter()
-        .map(|c| {
-            if c.starts_late {
-                Fate::Idle
-            } else {
-                Fate::Alive
-            }
-        })
-        .collect();
+    let mut fates = Fate::at_start(s);
     let mut actions = s.actions.iter().peekable();
     while sim.elapsed() < s.duration {
         while let Some(t) = actions.next_if(|t| t.at <= sim.elapsed()) {

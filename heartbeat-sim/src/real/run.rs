@@ -372,17 +372,7 @@ pub fn run(s: &Scenario, opts: &Options, stop: &AtomicBool) -> Result<Real, Real
     for e in &mut r.log {
         e.at = Duration::ZERO;
     }
-    let mut fates: Vec<Fate> = s
-        .clients
-        .iter()
-        .map(|c| {
-            if c.starts_late {
-                Fate::Idle
-            } else {
-                Fate::Alive
-            }
-        })
-        .collect();
+    let mut fates = Fate::at_start(s);
     for (i, c) in s.clients.iter().enumerate() {
         if !c.starts_late {
             r.start(Node::Client(i))?;
