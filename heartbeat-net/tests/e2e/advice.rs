@@ -2,14 +2,14 @@
 //! `--client-settings` advise an interval, a client with `--follow-advice` that switches to it
 //! and is judged by it, and a client that did not ask and sees nothing new on the wire.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::metrics::metrics_addr;
-use crate::util::{Proc, arg, client_summary, unix_stamp, write_file};
+use crate::util::{Proc, arg, client_summary, read_again, unix_stamp, write_file};
 
 /// A JSON server with the fixed detector (down 3 intervals after the last heartbeat), a
 /// metrics endpoint, and settings advising `web-*` to send every 200 ms.
@@ -91,7 +91,7 @@ fn read_for(s: &mut TcpStream, d: Duration) -> String {
     s.set_read_timeout(Some(d)).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
-    while let Ok(n) = s.read(&mut buf) {
+    while let Ok(n) = read_again(s, &mut buf) {
         if n == 0 {
             break;
         }

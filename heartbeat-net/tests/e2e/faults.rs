@@ -1,6 +1,6 @@
 //! Hostile or broken input drops only the connection it came on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
 use crate::util::{Proc, free_port, read_to_close, real_now, unix_stamp};
@@ -90,7 +90,7 @@ fn client_warns_when_the_server_goes_silent() {
     let sink = std::thread::spawn(move || {
         let (mut s, _) = silent.accept().unwrap();
         let mut buf = [0u8; 1024];
-        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        while matches!(crate::util::read_again(&mut s, &mut buf), Ok(n) if n > 0) {}
     });
     let mut client = Proc::client(port, "client", &["-i", "50", "--id", "lonely"]);
     client.wait_stderr("Server silent: no acknowledgement for");

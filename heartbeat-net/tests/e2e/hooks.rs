@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::metrics::{metrics_addr, scrape, state_of, value};
 use crate::util::{
-    Proc, WAIT, arg, client_summary, hook_counts_in, is_running, wait_until, write_file,
+    Proc, WAIT, arg, client_summary, hook_counts_in, is_running, read_again, wait_until, write_file,
 };
 
 /// A hook that writes its `HEARTBEAT_*` environment to `DIR/<client>-<from>-<to>.env`.
@@ -364,7 +364,7 @@ fn a_webhook_over_https() {
         let mut buf = [0u8; 4096];
         // Until the head and the whole body (the JSON object's closing brace) are in.
         while !got.ends_with(b"}") {
-            match tls.read(&mut buf) {
+            match read_again(&mut tls, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Proc, WAIT, client_summary, connect_from, skipped_by, unix_stamp};
+use crate::util::{Proc, WAIT, client_summary, connect_from, read_again, skipped_by, unix_stamp};
 
 /// Real time, for measuring real processes.
 #[allow(clippy::disallowed_methods)]
@@ -79,7 +79,7 @@ fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match stream.read(&mut buf) {
+        match read_again(stream, &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
@@ -181,7 +181,7 @@ fn first_ack_after_connect(port: u16) -> Duration {
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     while !String::from_utf8_lossy(&got).contains("ACK 1 ") {
-        let n = s.read(&mut buf).unwrap();
+        let n = read_again(&mut s, &mut buf).unwrap();
         assert!(n > 0, "closed before the first ACK: {got:?}");
         got.extend_from_slice(&buf[..n]);
     }

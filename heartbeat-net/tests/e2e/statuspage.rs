@@ -13,22 +13,13 @@ use crate::util::{Proc, arg, wait_until, write_file};
 
 /// A server with a client in every state, and the address of its page.
 struct Fleet {
-    server: Proc,
-    /// Kept running (one of them stopped) until the test ends.
+    /// Killed first (fields drop in order), then the clients.
+    _server: Proc,
+    /// Kept running (one of them stopped) until the test ends; each `Proc`'s drop kills it
+    /// with SIGKILL, which a stopped process obeys too. (Signalling every client's pid here
+    /// once reached clients already reaped: a pid the kernel may have given to anyone.)
     _clients: Vec<Proc>,
     addr: String,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // A stopped client must be able to die.
-        for c in &self._clients {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.pid().to_string()])
-                .status();
-        }
-        self.server.kill();
-    }
 }
 
 /// `up-1` and `up-2` heartbeat every 100 ms; `sus-1` (every 600 ms) is stopped, suspect from
@@ -76,7 +67,7 @@ fn fleet(dir: &Path) -> Fleet {
     let mut clients = up.into_iter().collect::<Vec<_>>();
     clients.extend([suspect, down, left]);
     let fleet = Fleet {
-        server,
+        _server: server,
         _clients: clients,
         addr,
     };

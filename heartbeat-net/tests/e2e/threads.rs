@@ -4,7 +4,7 @@
 //! mail), one /metrics and /clients, one state directory, hooks. Which thread a connection
 //! landed on is read from `heartbeat_server_thread_connections{thread}`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::metrics::{http, metrics_addr, scrape, value};
-use crate::util::{Proc, WAIT, arg, client_summary, read_to_close, real_now, unix_stamp};
+use crate::util::{
+    Proc, WAIT, arg, client_summary, read_again, read_to_close, real_now, unix_stamp,
+};
 
 /// Open connections per server thread, as `/metrics` shows them now.
 fn per_thread(addr: &str, threads: usize) -> Vec<u64> {
@@ -88,7 +90,7 @@ fn forty_clients_on_two_threads_are_all_counted_reported_and_restored() {
         let mut got = String::new();
         let mut buf = [0u8; 4096];
         while got.matches("ACK ").count() < BEATS as usize {
-            let n = s.read(&mut buf).unwrap();
+            let n = read_again(s, &mut buf).unwrap();
             assert!(n > 0, "closed early: {got:?}");
             got.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
@@ -160,7 +162,7 @@ fn the_identity_rule_holds_across_threads() {
     let mut buf = [0u8; 256];
     let mut got = String::new();
     while !got.contains("ACK 1") {
-        let n = live.read(&mut buf).unwrap();
+        let n = read_again(&mut live, &mut buf).unwrap();
         assert!(n > 0, "closed: {got:?}");
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }

@@ -530,13 +530,25 @@ pub(crate) fn client_summary<'a>(clients: &'a [Value], client: &str) -> &'a Valu
         .unwrap_or_else(|| panic!("no {client} in {clients:#?}"))
 }
 
+/// One `read`, again after an interruption. A socket read with a timeout is never restarted by
+/// the kernel: a signal, or the test process being stopped and continued (a frozen container),
+/// fails it with EINTR, which says nothing about the peer (std's `read_to_end` retries too).
+pub(crate) fn read_again(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads until the server closes the stream; returns what it sent.
 pub(crate) fn read_to_close(stream: &mut TcpStream) -> String {
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     loop {
-        match stream.read(&mut buf) {
+        match read_again(stream, &mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             // A reset after unread input is a close too.
