@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# A baseline heartbeat-server binary against this tree's and the sink (`heartbeat-load sink`, a
-# read-and-discard floor), side by side in one invocation (issue 21, point 1): CPU per
+# A baseline heartbeat-server binary against this tree's and two floors, side by side in one
+# invocation (issue 21, point 1): the sink (`heartbeat-load sink`, read and discard) and the
+# acking sink (`heartbeat-load sink --ack`: WELCOME and one ACK per heartbeat, nothing else, the
+# floor of any server that speaks the protocol; on loopback each ack's receive is charged to
+# its sender). CPU per
 # heartbeat at 1,000 clients x 10 ms (100,000 heartbeats/s offered) and 1,000 clients x 1 s
 # (every heartbeat a wake-up), the servers at the default log level (RUST_LOG=info, stderr to
-# /dev/null). The three take turns within each run, so a change in background load hits them
+# /dev/null). The four take turns within each run, so a change in background load hits them
 # alike; medians of RUNS runs, and each one's ratio to the sink. 127.0.0.1 only.
 #
 # Environment: BASE (the baseline server binary; required, e.g. a release build of an older
@@ -28,12 +31,13 @@ PID=""
 PORT=""
 trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; true' EXIT
 
-# start TARGET: base, this or sink; sets PID and PORT.
+# start TARGET: base, this, ack or sink; sets PID and PORT.
 start() {
     PORT=$(free_port)
     case $1 in
         base) RUST_LOG=info "$BASE" --bind 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & ;;
         this) RUST_LOG=info "$BIN/heartbeat-server" --bind 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & ;;
+        ack) "$BIN/heartbeat-load" sink --ack --bind 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & ;;
         sink) "$BIN/heartbeat-load" sink --bind 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & ;;
     esac
     PID=$!
@@ -44,7 +48,7 @@ echo "# bench/floor.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average
 echo "raw reports: $OUT" >&2
 for interval in 10 1000; do
     for run in $(seq "$RUNS"); do
-        for target in base this sink; do
+        for target in base this ack sink; do
             echo "1,000 x $interval ms, run $run/$RUNS: $target" >&2
             start "$target"
             "$BIN/heartbeat-load" -H 127.0.0.1 -p "$PORT" --json --watch-pid "$PID" \
@@ -61,18 +65,19 @@ echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
-print("| rate | target | CPU per heartbeat (median) | each run | x sink | acks / sent |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| rate | target | CPU per heartbeat (median) | each run | x sink | x ack | acks / sent |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for interval in ["10", "1000"]:
     rows = {}
-    for t in ["base", "this", "sink"]:
+    for t in ["base", "this", "ack", "sink"]:
         with open(f"{out}/{interval}-{t}.jsonl") as f:
             rows[t] = [json.loads(l) for l in f if l.strip()]
     cpu = {t: [r["watched"][0]["cpu_us_per_heartbeat"] for r in rs] for t, rs in rows.items()}
     sink = statistics.median(cpu["sink"])
+    ack = statistics.median(cpu["ack"])
     for t, rs in rows.items():
         med = statistics.median(cpu[t])
         acks = "-" if t == "sink" else ", ".join(f"{r['acks']}/{r['sent']}" for r in rs)
         print(f"| 1,000 x {interval} ms | {t} | **{med:.2f} us** | "
-              f"{', '.join(f'{c:.2f}' for c in cpu[t])} | {med / sink:.2f} | {acks} |")
+              f"{', '.join(f'{c:.2f}' for c in cpu[t])} | {med / sink:.2f} | {med / ack:.2f} | {acks} |")
 PY

@@ -159,6 +159,30 @@ fn the_sink_counts_what_is_sent_in_both_formats() {
 }
 
 #[test]
+fn the_acking_sink_acks_every_v1_heartbeat_and_answers_legacy_with_nothing() {
+    let mut sink = Proc::spawn(
+        LOAD,
+        "sink",
+        &["sink", "--ack", "-p", "0", "--bind", "127.0.0.1", "--json"],
+    );
+    let port = sink.port();
+    let v1 = run_load(port, &[]);
+    // WELCOME, so the generator waits for every ack before it closes; each is a valid frame.
+    assert_eq!(v1["acks"], v1["sent"], "{v1:#}");
+    assert_eq!(v1["rtt_us"]["count"], v1["sent"], "{v1:#}");
+    let sent = v1["sent"].as_u64().unwrap();
+    sink.wait_event("idle after v1, all counted", |v| {
+        v["event"] == "idle" && v["heartbeats"].as_u64() == Some(sent)
+    });
+    let legacy = run_load(port, &["--legacy"]);
+    assert_eq!(legacy["acks"].as_u64(), Some(0), "{legacy:#}");
+    let total = sent + legacy["sent"].as_u64().unwrap();
+    sink.wait_event("idle after legacy, all counted", |v| {
+        v["event"] == "idle" && v["heartbeats"].as_u64() == Some(total)
+    });
+}
+
+#[test]
 fn no_connection_at_all_exits_1_saying_why() {
     let port = free_port().to_string();
     let mut load = Proc::spawn(

@@ -43,6 +43,11 @@ impl BeatCounter {
         Self::default()
     }
 
+    /// The stream was told to be v1 (the protocol with answers).
+    pub(crate) fn is_v1(&self) -> bool {
+        matches!(self.state, State::V1 { .. })
+    }
+
     /// Takes the next bytes of the stream; returns how many heartbeats ended in them.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> u64 {
         if !matches!(self.state, State::Detecting) {

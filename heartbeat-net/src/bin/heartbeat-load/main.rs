@@ -10,6 +10,7 @@
 //! - [`schedule`]: when each connection connects and sends. `/proc` readings and the open-file
 //!   limit are the library's ([`heartbeat_net::process`]), which the server reads too.
 
+mod ack;
 mod count;
 mod generator;
 mod report;
@@ -166,6 +167,12 @@ struct SinkArgs {
     /// stdout.
     #[arg(long)]
     json: bool,
+
+    /// Answer as a server must: WELCOME to each v1 HELLO and one ACK per heartbeat (the acks of
+    /// one read in one write), stamped with the read's wall-clock time, and nothing else. The
+    /// floor of a server that acknowledges; legacy clients get no bytes back.
+    #[arg(long)]
+    ack: bool,
 }
 
 fn main() -> ExitCode {
@@ -367,7 +374,7 @@ async fn sink(args: SinkArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    let last = run_sink(listener, args.every, stop, |c, why| {
+    let last = run_sink(listener, args.every, args.ack, stop, |c, why| {
         report(
             c,
             match why {

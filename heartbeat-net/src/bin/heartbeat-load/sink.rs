@@ -5,18 +5,25 @@
 //! connection, a read buffer of the server's default size allocated once per connection. What
 //! it leaves out is what the comparison measures: the channel to one core task, parsing, the
 //! analysis, the detectors, the acks.
+//!
+//! With `ack` it is the acking floor: it also answers each v1 connection as a server must
+//! ([`Acker`]: `WELCOME`, then one `ACK` per heartbeat, the acks of one read in one write).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use heartbeat_net::SystemClock;
+use heartbeat_net::driver::Clock as _;
 use serde::Serialize;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 use tokio::task::{JoinSet, LocalSet};
 use tokio::time::MissedTickBehavior;
 
+use super::ack::Acker;
 use super::count::BeatCounter;
 use heartbeat_net::driver::{Listener, ServerOptions};
 
@@ -67,21 +74,24 @@ impl Counts {
 }
 
 /// Accepts and counts until `stop` completes; calls `on_count` every `every` (when the count
-/// changed) and whenever the last open connection closes. Returns the final count.
+/// changed) and whenever the last open connection closes. Returns the final count. With `ack`,
+/// v1 connections are answered (the acking floor).
 pub(crate) async fn run_sink<L: Listener>(
     listener: L,
     every: Duration,
+    ack: bool,
     stop: impl Future<Output = ()>,
     on_count: impl FnMut(SinkCount, SinkReason),
 ) -> SinkCount {
     LocalSet::new()
-        .run_until(sink(listener, every, stop, on_count))
+        .run_until(sink(listener, every, ack, stop, on_count))
         .await
 }
 
 async fn sink<L: Listener>(
     mut listener: L,
     every: Duration,
+    ack: bool,
     stop: impl Future<Output = ()>,
     mut on_count: impl FnMut(SinkCount, SinkReason),
 ) -> SinkCount {
@@ -122,11 +132,23 @@ async fn sink<L: Listener>(
                     tasks.spawn_local(async move {
                         let mut buf = vec![0u8; read_buffer].into_boxed_slice();
                         let mut counter = BeatCounter::new();
+                        let mut acker = ack.then(Acker::new);
+                        let mut answers = BytesMut::new();
                         // End of stream or an error: either way, this connection is over.
                         while let Ok(n @ 1..) = stream.read(&mut buf).await {
                             let beats = counter.feed(&buf[..n]);
                             counts.heartbeats.set(counts.heartbeats.get() + beats);
                             counts.bytes.set(counts.bytes.get() + n as u64);
+                            // Legacy clients get no bytes back, as from the server.
+                            if let Some(acker) = acker.as_mut().filter(|_| counter.is_v1()) {
+                                acker.feed(&buf[..n], SystemClock.unix(), &mut answers);
+                                if !answers.is_empty() {
+                                    if stream.write_all(&answers).await.is_err() {
+                                        break;
+                                    }
+                                    answers.clear();
+                                }
+                            }
                         }
                         let beats = counter.finish();
                         counts.heartbeats.set(counts.heartbeats.get() + beats);
