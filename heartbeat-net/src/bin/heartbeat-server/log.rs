@@ -208,6 +208,10 @@ fn log_heartbeat(log: &LogSummary, e: &Event, now: Now) {
             sent.display_secs(4),
         ),
     );
+    // Its words cost an allocation: made only when debug lines are written.
+    if !tracing::enabled!(Level::DEBUG) {
+        return;
+    }
     let gap = inter_arrival.map_or_else(|| "-".to_owned(), fmt_ms);
     let late = if *recovered {
         " (late: was reported missed)"
