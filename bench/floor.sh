@@ -10,7 +10,7 @@
 # alike; medians of RUNS runs, and each one's ratio to the sink. 127.0.0.1 only.
 #
 # Environment: BASE (the baseline server binary; required, e.g. a release build of an older
-# commit), RUNS (3), DURATION (10 s), OUT (raw JSON; a new temporary directory by default).
+# commit), RUNS (3), DURATION (10 s), INTERVALS (the rates, in ms: "10 1000"), OUT (raw JSON; a new temporary directory by default).
 # Usage: BASE=/tmp/heartbeat-server-main bench/floor.sh       (about 2 x RUNS minutes)
 set -euo pipefail
 
@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 : "${BASE:?set BASE to the baseline heartbeat-server binary}"
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
+INTERVALS=${INTERVALS:-10 1000}
 OUT=${OUT:-$(mktemp -d -t heartbeat-floor.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -46,7 +47,7 @@ start() {
 
 echo "# bench/floor.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "raw reports: $OUT" >&2
-for interval in 10 1000; do
+for interval in $INTERVALS; do
     for run in $(seq "$RUNS"); do
         for target in base this ack sink; do
             echo "1,000 x $interval ms, run $run/$RUNS: $target" >&2
@@ -62,12 +63,12 @@ for interval in 10 1000; do
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" $INTERVALS <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
 print("| rate | target | CPU per heartbeat (median) | each run | x sink | x ack | acks / sent |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
-for interval in ["10", "1000"]:
+for interval in sys.argv[2:]:
     rows = {}
     for t in ["base", "this", "ack", "sink"]:
         with open(f"{out}/{interval}-{t}.jsonl") as f:
