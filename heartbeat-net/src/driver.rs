@@ -18,7 +18,9 @@
 //! `LocalSet` for the tasks that close connections, so it runs inside a turmoil host (itself on a `LocalSet`)
 //! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -400,7 +402,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
 /// The open connections. Dropped (the server task cancelled: a crash in the simulator) in the
 /// order they were accepted, not the map's, so that what the peers see is reproducible.
-struct Conns<S>(HashMap<ConnId, Conn<S>>);
+/// Keyed by ids the server assigns: hashed fast (FxHash), nothing a peer picks.
+struct Conns<S>(FxHashMap<ConnId, Conn<S>>);
 
 impl<S> Drop for Conns<S> {
     fn drop(&mut self) {
@@ -613,7 +616,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static, A: ServerApp> ServerDriver<S, 
             ready: Arc::clone(&shared.queues[me]),
             shared,
             me,
-            conns: Conns(HashMap::new()),
+            conns: Conns(FxHashMap::default()),
             write_deadlines: BTreeSet::new(),
             tasks: JoinSet::new(),
             scratch: vec![0u8; options.read_buffer.max(1)].into_boxed_slice(),

@@ -18,7 +18,9 @@
 //! (made on that thread, so its runtime registers the socket; see
 //! [`TcpListener::bind_shards`](crate::TcpListener::bind_shards) for `SO_REUSEPORT`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -69,7 +71,7 @@ pub(crate) struct Core<A> {
     /// The driver's counters, with the open connections of each thread.
     pub(crate) stats: DriverStats,
     /// The thread of each open connection; `None` with one thread (all are thread 0's).
-    route: Option<HashMap<ConnId, usize>>,
+    route: Option<FxHashMap<ConnId, usize>>,
     /// What thread 0 sleeps until for the core's timers and the application (see
     /// [`Mail::Wake`]).
     armed: Option<Instant>,
@@ -204,7 +206,7 @@ impl<A: ServerApp> Shared<A> {
                     options.max_connections_per_ip_value(),
                 ),
                 stats,
-                route: (threads > 1).then(HashMap::new),
+                route: (threads > 1).then(FxHashMap::default),
                 armed: None,
             }),
             queues: (0..threads)

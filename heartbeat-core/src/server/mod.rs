@@ -9,7 +9,9 @@ pub mod qos;
 mod session;
 mod stats;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,7 +79,8 @@ const STALL_RECHECK: Duration = Duration::from_secs(1);
 pub struct Server {
     config: Arc<ServerConfig>,
     /// Open connections. Looked up per read, never iterated where order matters.
-    conns: HashMap<ConnId, Conn>,
+    /// Keyed by ids the server assigns: hashed fast (FxHash), nothing a peer picks.
+    conns: FxHashMap<ConnId, Conn>,
     /// Every client ever seen; a connection holds its client's index, so the per-heartbeat path
     /// does no key comparisons. Boxed, so that the vector's spare capacity costs a pointer per
     /// slot rather than a whole record.
@@ -150,7 +153,7 @@ impl Server {
             challenger: config.auth.as_ref().map(|a| Challenger::new(a.rng_seed)),
             changes: Changes::default(),
             config,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             clients: Vec::new(),
             index: BTreeMap::new(),
             next_conn: 1,
