@@ -92,8 +92,12 @@ impl TcpListener {
             io::Error::new(io::ErrorKind::NotFound, "the host has no addresses")
         });
         let hint = match source.kind() {
+            // Not only a listener: a connection of this host whose local port it is (a client's
+            // ephemeral port, or one in TIME_WAIT) blocks the bind as well.
             io::ErrorKind::AddrInUse => Some(format!(
-                "another process is listening on port {port}; stop it or pick another port"
+                "port {port} is in use on this host: another process listens on it, or a \
+                 connection holds it as its local port (`ss -tanp 'sport = :{port}'` shows which); \
+                 stop it or pick another port"
             )),
             io::ErrorKind::PermissionDenied if port < 1024 => Some(format!(
                 "port {port} is a privileged port, below 1024: run as root or pick a port from \

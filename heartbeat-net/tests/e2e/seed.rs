@@ -418,6 +418,27 @@ fn port_in_use() {
     let mut server = Proc::server(&["-p", &port]);
     server.expect_exit(1);
     server.wait_stderr("Address already in use");
+    server.wait_stderr(&format!("port {port} is in use on this host"));
+}
+
+/// A port held by a connection, not a listener (a client's local port): refused the same way,
+/// and the hint does not claim another process listens there.
+#[test]
+fn port_held_by_a_connection() {
+    let far = TcpListener::bind("127.0.0.1:0").unwrap();
+    let conn = std::net::TcpStream::connect(far.local_addr().unwrap()).unwrap();
+    let port = conn.local_addr().unwrap().port().to_string();
+    let mut server = Proc::server(&["-p", &port]);
+    server.expect_exit(1);
+    server.wait_stderr("a connection holds it as its local port");
+    assert!(
+        !server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("another process is listening")),
+        "{:#?}",
+        server.stderr()
+    );
 }
 
 #[test]
