@@ -56,18 +56,19 @@ pub struct LogTime {
 impl tracing_subscriber::fmt::time::FormatTime for LogTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
         use crate::driver::Clock as _;
-        let epoch = heartbeat_core::UnixTime::from_duration(std::time::Duration::ZERO);
-        self.write(crate::SystemClock.unix().signed_nanos_since(epoch), w)
+        self.write(crate::SystemClock.unix().as_duration(), w)
     }
 }
 
 impl LogTime {
-    /// Writes the stamp of `nanos` since the Unix epoch.
-    fn write(&self, nanos: i64, w: &mut impl std::fmt::Write) -> std::fmt::Result {
-        let (secs, micros) = (
-            nanos.div_euclid(1_000_000_000),
-            nanos.rem_euclid(1_000_000_000) / 1000,
-        );
+    /// Writes the stamp of `since_epoch`.
+    fn write(
+        &self,
+        since_epoch: std::time::Duration,
+        w: &mut impl std::fmt::Write,
+    ) -> std::fmt::Result {
+        let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+        let micros = since_epoch.subsec_micros();
         let mut second = self
             .second
             .lock()
@@ -117,10 +118,7 @@ impl<W: std::io::Write> std::io::Write for Sanitized<W> {
     /// Takes all of `bytes` (tracing writes each line whole, so a C1 control's two bytes
     /// never straddle two calls).
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if bytes
-            .iter()
-            .any(|&b| matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f | 0xc2))
-        {
+        if bytes.iter().any(|&b| is_control(b) || b == C1_LEAD) {
             self.0.write_all(&sanitize(bytes))?;
         } else {
             self.0.write_all(bytes)?;
@@ -133,6 +131,14 @@ impl<W: std::io::Write> std::io::Write for Sanitized<W> {
     }
 }
 
+/// ESC, BEL, BS, FF or DEL: the one-byte controls [`Sanitized`] escapes.
+fn is_control(b: u8) -> bool {
+    matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f)
+}
+
+/// The first byte of U+0080 to U+00BF in UTF-8, the C1 controls among them.
+const C1_LEAD: u8 = 0xc2;
+
 /// `bytes` with the controls [`Sanitized`] names escaped.
 fn sanitize(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + 16);
@@ -140,11 +146,11 @@ fn sanitize(bytes: &[u8]) -> Vec<u8> {
     while i < bytes.len() {
         let b = bytes[i];
         match b {
-            0x07 | 0x08 | 0x0c | 0x1b | 0x7f => {
+            _ if is_control(b) => {
                 out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
             }
             // U+0080 to U+009F, two bytes in UTF-8.
-            0xc2 if bytes.get(i + 1).is_some_and(|c| (0x80..=0x9f).contains(c)) => {
+            C1_LEAD if bytes.get(i + 1).is_some_and(|c| (0x80..=0x9f).contains(c)) => {
                 out.extend_from_slice(format!("\\u{{{:x}}}", bytes[i + 1]).as_bytes());
                 i += 1;
             }
@@ -253,10 +259,11 @@ mod tests {
 
     #[test]
     fn the_log_stamp_is_tracing_s_own_format() {
-        let stamp = |nanos: i64| {
+        let stamp = |nanos: u64| {
             let mut out = String::new();
             let t = LogTime::default();
-            t.write(nanos, &mut out).unwrap();
+            t.write(std::time::Duration::from_nanos(nanos), &mut out)
+                .unwrap();
             out
         };
         assert_eq!(
@@ -276,7 +283,8 @@ mod tests {
             1_796_458_918_000_000_000,
             1_796_458_917_500_000_000,
         ] {
-            t.write(nanos, &mut out).unwrap();
+            t.write(std::time::Duration::from_nanos(nanos), &mut out)
+                .unwrap();
             out.push(' ');
         }
         assert_eq!(

@@ -19,8 +19,6 @@
 //! as well as on a plain tokio runtime; [`run_client`] spawns nothing.
 
 use std::collections::{BTreeSet, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +32,7 @@ use bytes::Bytes;
 use heartbeat_core::client::{self, Client, Exit};
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, DisconnectReason, Now};
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::{JoinSet, LocalSet};

@@ -19,8 +19,6 @@
 //! [`TcpListener::bind_shards`](crate::TcpListener::bind_shards) for `SO_REUSEPORT`).
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use heartbeat_core::server::{self, Server};
 use heartbeat_core::{ConnId, Now};
+use rustc_hash::FxHashMap;
 
 use crate::NetError;
 use crate::driver_api::{DriverStats, ServerApp, ServerOptions, mono_now};

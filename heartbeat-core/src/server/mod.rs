@@ -10,11 +10,11 @@ mod session;
 mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::analysis::Report;
 use crate::auth::{AuthFailure, AuthKeys};
